@@ -1,0 +1,76 @@
+import type { AttentionMask, Backend } from "../tensor/backend.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+
+/**
+ * A value in a computation: a tensor, plus its gradient once backward() has run. Leaves made with
+ * Graph.param(…, true) collect gradients; everything else is an intermediate the graph owns.
+ */
+export interface Var {
+  readonly value: Tensor;
+  readonly requiresGrad: boolean;
+  /** Accumulated gradient (f32, same shape), set by Graph.backward on leaves that require it. */
+  grad: Tensor | null;
+}
+
+/**
+ * The differentiable ops model code is written against. Each op runs its forward primitive on the
+ * backend now and, when the graph records, remembers what its backward primitive needs.
+ *
+ * Memory: every tensor an op allocates belongs to the graph. Without recording, scope() frees the
+ * intermediates of its body as soon as it returns; with recording, they stay until dispose().
+ * checkpoint() trades compute for memory: its body runs unrecorded and is re-run in backward.
+ */
+export interface Graph {
+  readonly backend: Backend;
+  /** True when ops remember what backward needs (training); false for inference. */
+  readonly recording: boolean;
+
+  /** A leaf. The graph does not own or free its tensor. */
+  param(t: Tensor, requiresGrad: boolean): Var;
+  /** A leaf that needs no gradient (inputs, masks, rope tables, frozen weights). */
+  constant(t: Tensor): Var;
+
+  /** y = x·Wᵀ: x [N, in], w [out, in] (any float dtype; frozen weights may be bf16 or fp8). */
+  linear(x: Var, w: Var): Var;
+  /** Backend.matmul with gradients for both sides. */
+  matmul(a: Var, b: Var, opts?: { transA?: boolean; transB?: boolean; alpha?: number }): Var;
+  add(a: Var, b: Var): Var;
+  mul(a: Var, b: Var): Var;
+  scale(x: Var, s: number): Var;
+  swiglu(gate: Var, up: Var): Var;
+  gelu(x: Var): Var;
+  /** Inverted dropout; p = 0 returns x itself. The same seed gives the same mask. */
+  dropout(x: Var, p: number, seed: number): Var;
+  rmsNorm(x: Var, weight: Var, eps: number): Var;
+  /** Rotate-half RoPE on x [N, H, D]; cos and sin [N, D/2] are constants. */
+  rope(x: Var, cos: Tensor, sin: Tensor): Var;
+  /** q [B, T, Hq, D], k/v [B, S, Hkv, D] → [B, T, Hq, D]. */
+  attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number): Var;
+
+  reshape(x: Var, shape: readonly number[]): Var;
+  sliceRows(x: Var, start: number, count: number): Var;
+  concatRows(parts: readonly Var[]): Var;
+  gatherRows(x: Var, index: Tensor): Var;
+  /** A copy of dst with rows index[i] replaced by src[i] (gradients flow to both). */
+  scatterRows(dst: Var, index: Tensor, src: Var): Var;
+  /** Element permutation (Backend.gatherElements); index must be a permutation of x's elements. */
+  permute(x: Var, index: Tensor, outShape: readonly number[]): Var;
+  /** Cross-entropy, mean over rows whose label is not ignoreIndex (as torch's reduction="mean"); [1]. */
+  crossEntropy(logits: Var, labels: Tensor, ignoreIndex: number): Var;
+
+  /**
+   * Runs body so that its intermediates are freed when it returns, except the returned values.
+   * While recording, nothing is freed early (backward needs it) and scope is a plain call.
+   */
+  scope<T extends Var | readonly Var[]>(body: () => T): T;
+  /**
+   * Gradient checkpointing: runs body unrecorded now (keeping only inputs and output) and re-runs it
+   * recorded during backward. Without recording it is a plain scope().
+   */
+  checkpoint(inputs: readonly Var[], body: (inputs: readonly Var[]) => Var): Var;
+
+  /** Back-propagates from a scalar ([1]) loss, with d loss = gradScale (default 1). */
+  backward(loss: Var, gradScale?: number): void;
+  /** Frees every tensor the graph allocated (leaf tensors and their .grad are left alone). */
+  dispose(): void;
+}

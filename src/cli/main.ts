@@ -1,0 +1,39 @@
+import { Command, CommanderError } from "commander";
+import { SplintError } from "../util/errors.ts";
+// command imports (one line each)
+
+/**
+ * The splint command line. Each command lives in ./commands/<name>.ts and exports a function that
+ * adds itself to the program; this file only assembles them and turns errors into messages.
+ */
+const program = new Command("splint")
+  .description(
+    "Fine-tune vision-language models (Ministral 3) with LoRA and measure what the fine-tuning changed.",
+  )
+  .version("0.1.0")
+  .showHelpAfterError("(add --help for usage)")
+  .exitOverride();
+
+const commands: ((p: Command) => void)[] = [
+  // one entry per line
+];
+for (const register of commands) register(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  process.exitCode = exitCodeFor(error);
+}
+
+function exitCodeFor(error: unknown): number {
+  if (error instanceof CommanderError) return error.exitCode;
+  if (error instanceof SplintError) {
+    process.stderr.write(`error: ${error.message}\n`);
+    if (error.hint) process.stderr.write(`hint: ${error.hint}\n`);
+    return error.exitCode;
+  }
+  if (process.env.SPLINT_DEBUG) throw error;
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`internal error: ${message}\n(set SPLINT_DEBUG=1 for the stack trace; this is a bug, please report it)\n`);
+  return 70;
+}

@@ -1,0 +1,69 @@
+import cliProgress from "cli-progress";
+
+/**
+ * Where a command's words go: the machine-readable result on stdout (with --json), everything
+ * meant for a person (logs, progress) on stderr so it never mixes into the JSON.
+ */
+export interface Output {
+  readonly json: boolean;
+  /** A line for a person (stderr). */
+  log(message: string): void;
+  /** The command's result: pretty text to stdout normally, one JSON document with --json. */
+  result(value: unknown, text: () => string): void;
+  /** A progress bar on stderr; quiet in --json mode and plain (no redraws) when stderr is not a TTY. */
+  progress(label: string, total: number, unit?: string): Progress;
+}
+
+export interface Progress {
+  update(done: number, extra?: Record<string, string | number>): void;
+  increment(by?: number): void;
+  stop(): void;
+}
+
+export function createOutput(json: boolean): Output {
+  return {
+    json,
+    log(message) {
+      process.stderr.write(`${message}\n`);
+    },
+    result(value, text) {
+      if (json) process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+      else process.stdout.write(`${text()}\n`);
+    },
+    progress(label, total, unit = "") {
+      if (json || process.env.SPLINT_NO_PROGRESS === "1") return silentProgress;
+      const bar = new cliProgress.SingleBar(
+        {
+          format: `${label} [{bar}] {percentage}% | {value}/{total}${unit ? ` ${unit}` : ""} | {eta_formatted} left {extra}`,
+          stream: process.stderr,
+          noTTYOutput: !process.stderr.isTTY,
+          notTTYSchedule: 5000,
+          hideCursor: true,
+          etaBuffer: 50,
+        },
+        cliProgress.Presets.shades_classic,
+      );
+      bar.start(total, 0, { extra: "" });
+      return {
+        update(done, extra) {
+          bar.update(done, { extra: formatExtra(extra) });
+        },
+        increment(by = 1) {
+          bar.increment(by);
+        },
+        stop() {
+          bar.stop();
+        },
+      };
+    },
+  };
+}
+
+const silentProgress: Progress = { update() {}, increment() {}, stop() {} };
+
+function formatExtra(extra?: Record<string, string | number>): string {
+  if (!extra) return "";
+  return Object.entries(extra)
+    .map(([k, v]) => `${k}=${typeof v === "number" ? Number(v.toPrecision(4)) : v}`)
+    .join(" ");
+}

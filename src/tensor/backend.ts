@@ -1,0 +1,158 @@
+import type { DType } from "./dtype.ts";
+import type { Tensor } from "./tensor.ts";
+
+/**
+ * The one interface every backend implements (CPU in TypeScript, CUDA in native/cuda). Model code
+ * never calls it directly: it goes through the differentiable ops in ../autograd, which pair each
+ * forward primitive here with its backward primitive.
+ *
+ * Conventions:
+ * - All tensors are contiguous and row-major. "N" is a number of rows (tokens or patches), "C" a
+ *   row width. Leading dimensions are flattened by the caller with Tensor.reshape.
+ * - Float inputs may be f32, bf16 or fp8_e4m3 (fp8 only where a frozen weight is read); arithmetic
+ *   is f32. Outputs are f32 unless `outDtype` says otherwise.
+ * - Primitives never synchronise with the host except read() and the ops that return a number.
+ * - Every primitive allocates its outputs; "InPlace" primitives write into their first argument.
+ */
+export interface Backend {
+  readonly name: "cpu" | "cuda";
+
+  // ---- memory ------------------------------------------------------------------------------
+  /** Uninitialised storage. */
+  empty(shape: readonly number[], dtype: DType): Tensor;
+  zeros(shape: readonly number[], dtype: DType): Tensor;
+  /**
+   * Copies host data in. Float32Array for f32 (or to be narrowed to bf16), Uint16Array holding
+   * raw bf16 bits, Uint8Array holding raw fp8 bits (with `scale`), Int32Array for i32.
+   */
+  upload(
+    data: Float32Array | Uint16Array | Uint8Array | Int32Array,
+    shape: readonly number[],
+    dtype: DType,
+    scale?: number,
+  ): Tensor;
+  /** Copies back to the host, widened: Float32Array for float dtypes (fp8 times its scale), Int32Array for i32. */
+  read(t: Tensor): Float32Array | Int32Array;
+  /** Raw stored bits on the host (bf16 as Uint16Array, fp8 as Uint8Array): for writing checkpoints exactly. */
+  readRaw(t: Tensor): Float32Array | Uint16Array | Uint8Array | Int32Array;
+  /** Frees the storage behind t (idempotent; views made by reshape share it). Called by Tensor.free. */
+  release(t: Tensor): void;
+  /** Bytes currently held by live tensors, and the high-water mark. */
+  memory(): { live: number; peak: number };
+
+  // ---- copies and layout -------------------------------------------------------------------
+  cast(x: Tensor, dtype: DType): Tensor;
+  copy(x: Tensor): Tensor;
+  /** Rows [start, start+count) of x [N, C]. */
+  sliceRows(x: Tensor, start: number, count: number): Tensor;
+  /** Stacks [Ni, C] tensors into [ΣNi, C]. */
+  concatRows(parts: readonly Tensor[]): Tensor;
+  /** out[i] = x[index[i]] over rows: x [N, C], index i32 [M] → [M, C]. */
+  gatherRows(x: Tensor, index: Tensor): Tensor;
+  /** dst[index[i]] = src[i] over rows, in place: dst [N, C], index i32 [M], src [M, C]. */
+  scatterRowsInPlace(dst: Tensor, index: Tensor, src: Tensor): void;
+  /** dst[index[i]] += src[i] over rows, in place (indices may repeat). */
+  scatterAddRowsInPlace(dst: Tensor, index: Tensor, src: Tensor): void;
+  /** Element permutation: out.flat[i] = x.flat[index[i]], index i32 of out's size. */
+  gatherElements(x: Tensor, index: Tensor, outShape: readonly number[]): Tensor;
+  /** Inverse of gatherElements for a permutation: out.flat[index[i]] = x.flat[i]. */
+  scatterElements(x: Tensor, index: Tensor, outShape: readonly number[]): Tensor;
+  /**
+   * Conv2d with kernel = stride = p, as im2col: pixels [3, H, W] (H, W multiples of p) → patches
+   * [(H/p)·(W/p), 3·p·p], patches in row-major grid order, each row ordered (channel, ky, kx)
+   * to match a conv weight [out, 3, p, p] flattened to [out, 3·p·p].
+   */
+  patchify(pixels: Tensor, patch: number): Tensor;
+
+  // ---- matrix products ---------------------------------------------------------------------
+  /**
+   * out = alpha · op(a) · op(b) (+ accumulate, in place, when given), with op(x) = xᵀ when the
+   * matching trans flag is set. a [M, K] (or [K, M]), b [K, N] (or [N, K]); b may be bf16 or fp8.
+   * A linear layer y = x·Wᵀ is matmul(x, W, { transB: true }).
+   */
+  matmul(
+    a: Tensor,
+    b: Tensor,
+    opts?: { transA?: boolean; transB?: boolean; alpha?: number; accumulate?: Tensor; outDtype?: DType },
+  ): Tensor;
+
+  // ---- elementwise -------------------------------------------------------------------------
+  add(a: Tensor, b: Tensor): Tensor;
+  /** a += alpha · b */
+  addInPlace(a: Tensor, b: Tensor, alpha?: number): void;
+  mul(a: Tensor, b: Tensor): Tensor;
+  scale(x: Tensor, s: number): Tensor;
+  scaleInPlace(x: Tensor, s: number): void;
+  /** silu(gate) · up */
+  swiglu(gate: Tensor, up: Tensor): Tensor;
+  swigluBackward(gate: Tensor, up: Tensor, dout: Tensor): { dgate: Tensor; dup: Tensor };
+  /** Exact (erf) GELU. */
+  gelu(x: Tensor): Tensor;
+  geluBackward(x: Tensor, dout: Tensor): Tensor;
+  /** Inverted dropout with a counter-based RNG: keep ↔ hash(seed, i) ≥ p; kept values × 1/(1-p). */
+  dropout(x: Tensor, p: number, seed: number): Tensor;
+  dropoutBackward(dout: Tensor, p: number, seed: number): Tensor;
+
+  // ---- normalisation and position ----------------------------------------------------------
+  /** y = w · x / sqrt(mean(x²) + eps) over rows of x [N, C]; rstd [N] f32 kept for backward. */
+  rmsNorm(x: Tensor, weight: Tensor, eps: number): { y: Tensor; rstd: Tensor };
+  rmsNormBackward(x: Tensor, weight: Tensor, rstd: Tensor, dy: Tensor): { dx: Tensor; dweight: Tensor };
+  /**
+   * Rotate-half RoPE on x [N, H, D] with per-row angle tables cos, sin [N, D/2] (f32):
+   * y[i] = x[i]·cos - x[i+D/2]·sin, y[i+D/2] = x[i+D/2]·cos + x[i]·sin.
+   * `inverse` rotates by the negative angle, which is the backward pass.
+   */
+  rope(x: Tensor, cos: Tensor, sin: Tensor, inverse?: boolean): Tensor;
+
+  // ---- attention ---------------------------------------------------------------------------
+  /**
+   * softmax(q·kᵀ·scale + mask)·v for q [B, T, Hq, D], k and v [B, S, Hkv, D] (Hq a multiple of
+   * Hkv: grouped-query attention). Returns out [B, T, Hq, D] and the row log-sum-exp [B, Hq, T]
+   * (f32) for the backward pass. Rows with no visible key give zeros.
+   */
+  attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, scale: number): { out: Tensor; lse: Tensor };
+  attentionBackward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    dout: Tensor,
+    mask: AttentionMask,
+    scale: number,
+  ): { dq: Tensor; dk: Tensor; dv: Tensor };
+
+  // ---- loss and optimiser ------------------------------------------------------------------
+  /**
+   * Cross-entropy over rows of logits [N, V] with labels i32 [N] (ignoreIndex rows count for
+   * nothing). loss [1] f32 is the SUM over counted rows; dlogits (when gradScale is given) is
+   * gradScale · (softmax - onehot) on counted rows and 0 elsewhere.
+   */
+  crossEntropy(
+    logits: Tensor,
+    labels: Tensor,
+    ignoreIndex: number,
+    gradScale?: number,
+  ): { loss: Tensor; dlogits?: Tensor };
+  /** Σ x² as a [1] f32 tensor (for gradient norms). */
+  sumSquares(x: Tensor): Tensor;
+  /** One AdamW step (decoupled weight decay, bias-corrected) on f32 param/grad/m/v, in place. */
+  adamw(
+    param: Tensor,
+    grad: Tensor,
+    m: Tensor,
+    v: Tensor,
+    hp: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number },
+  ): void;
+}
+
+/**
+ * Which keys each query may see.
+ * - causal: query t (absolute position queryOffset + t) sees keys s ≤ queryOffset + t; when
+ *   keyValid (i32 [B, S], 1 = real token, 0 = padding) is given, padded keys are hidden too.
+ * - segments: B = 1 and the sequence is cut into consecutive blocks of the given lengths (one per
+ *   image); a query sees every key of its own block and none of the others (Pixtral).
+ */
+export type AttentionMask =
+  | { kind: "causal"; queryOffset: number; keyValid?: Tensor }
+  | { kind: "segments"; lengths: readonly number[] };
