@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { SplintError } from "../util/errors.ts";
 // command imports (one line each)
+import { registerData } from "./commands/data.ts";
 
 /**
  * The splint command line. Each command lives in ./commands/<name>.ts and exports a function that
@@ -16,6 +17,7 @@ const program = new Command("splint")
 
 const commands: ((p: Command) => void)[] = [
   // one entry per line
+  registerData,
 ];
 for (const register of commands) register(program);
 
