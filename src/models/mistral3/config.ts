@@ -107,13 +107,17 @@ export function parseMistral3Config(raw: unknown, file = "config.json"): Mistral
     throw new InputError(file, `vision_feature_layer ${JSON.stringify(featureLayer)} is not supported (only a single layer index)`);
   }
   const vision = parseVisionConfig(top.vision_config === undefined ? {} : asObject(top.vision_config, file, "vision_config"), file);
-  if (featureLayer >= vision.num_hidden_layers || featureLayer < -vision.num_hidden_layers - 1) {
+  // hidden_states has num_hidden_layers + 1 entries (ln_pre output first).
+  if (featureLayer > vision.num_hidden_layers || featureLayer < -vision.num_hidden_layers - 1) {
     throw new InputError(file, `vision_feature_layer ${featureLayer} is outside the ${vision.num_hidden_layers}-layer vision tower`);
   }
   const text = parseTextConfig(top.text_config === undefined ? {} : asObject(top.text_config, file, "text_config"), file);
   const imageToken = top.image_token_index ?? top.image_token_id ?? 10;
   if (typeof imageToken !== "number" || !Number.isInteger(imageToken) || imageToken < 0 || imageToken >= text.vocab_size) {
     throw new InputError(file, `image_token_index ${JSON.stringify(imageToken)} is not a token id below vocab_size ${text.vocab_size}`);
+  }
+  if (read.bool("multimodal_projector_bias", false)) {
+    throw new InputError(file, "multimodal_projector_bias true is not supported (Ministral 3 and Mistral Small 3.x projectors have no biases)");
   }
   const merge = read.int("spatial_merge_size", 2);
   if (merge < 1) throw new InputError(file, `spatial_merge_size ${merge} must be at least 1`);
@@ -123,7 +127,7 @@ export function parseMistral3Config(raw: unknown, file = "config.json"): Mistral
     vision_config: vision,
     image_token_index: imageToken,
     projector_hidden_act: "gelu",
-    multimodal_projector_bias: read.bool("multimodal_projector_bias", false),
+    multimodal_projector_bias: false,
     spatial_merge_size: merge,
     vision_feature_layer: featureLayer,
     tie_word_embeddings: read.bool("tie_word_embeddings", true),
