@@ -1,0 +1,246 @@
+import type { Graph } from "../../autograd/graph.ts";
+import type { Backend } from "../../tensor/backend.ts";
+import { Rng } from "../../train/rng.ts";
+import { InputError } from "../../util/errors.ts";
+import { ForwardContext } from "./context.ts";
+import type { LayerKV } from "./decoder.ts";
+import { forwardMistral3, type ImageBatch, type Mistral3Model } from "./model.ts";
+
+/**
+ * Text generation with a preallocated KV cache, as transformers' generate does it: the prompt is one
+ * prefill pass (position ids = cumsum(attention_mask) - 1, so left-padded rows start at 0), then one
+ * token per step; rows that produced EOS continue with <pad> until all rows are done.
+ *
+ * Dimension letters: B batch, T prompt length, S = T + max_new_tokens cache slots, V vocabulary.
+ */
+
+export interface SamplingOptions {
+  /** Same order and semantics as transformers' logits warpers: temperature, top_k, top_p, min_p. */
+  temperature: number;
+  /** 0 = off. transformers' default is 50. */
+  topK: number;
+  /** 1 = off. */
+  topP: number;
+  /** 0 = off. */
+  minP: number;
+  seed: number;
+}
+
+export interface GenerateOptions {
+  maxNewTokens: number;
+  eosTokenIds: readonly number[];
+  padTokenId: number;
+  /** Absent = greedy (argmax). */
+  sampling?: SamplingOptions;
+  /** Called after every step with the new token of each row (pad for rows already done). */
+  onStep?: (step: number, tokens: Int32Array, done: readonly boolean[]) => void;
+}
+
+export interface GenerateInputs {
+  batch: number;
+  seqLen: number;
+  inputIds: Int32Array; // (B·T)
+  attentionMask?: Int32Array; // (B·T), left padding
+  images?: ImageBatch;
+}
+
+export interface GenerateResult {
+  /** Prompt then new tokens, (B, T + n), as transformers returns `sequences`. */
+  sequences: Int32Array;
+  newTokens: number;
+  /** Logit gap between the best and second-best token, (n, B): how close greedy was to a tie. */
+  top2Margin: Float32Array;
+}
+
+/** Prefill position ids as transformers' generate derives them: cumsum(mask) - 1, padding at 1. */
+export function prefillPositions(mask: Int32Array, batch: number, seqLen: number): Int32Array {
+  const out = new Int32Array(batch * seqLen);
+  for (let b = 0; b < batch; b++) {
+    let seen = 0;
+    for (let t = 0; t < seqLen; t++) {
+      const i = b * seqLen + t;
+      seen += mask[i]!;
+      out[i] = mask[i] === 0 ? 1 : seen - 1;
+    }
+  }
+  return out;
+}
+
+export function generateMistral3(
+  model: Mistral3Model,
+  newGraph: () => Graph,
+  inputs: GenerateInputs,
+  opts: GenerateOptions,
+): GenerateResult {
+  const { batch: B, seqLen: T } = inputs;
+  const n = opts.maxNewTokens;
+  if (!Number.isInteger(n) || n < 1) throw new InputError("--max-new-tokens", `must be a positive integer, got ${n}`);
+  const mask = inputs.attentionMask ?? new Int32Array(B * T).fill(1);
+  for (let b = 0; b < B; b++) {
+    if (mask[b * T + T - 1] !== 1) {
+      throw new InputError("attention_mask", `row ${b} does not end with a real token: generation needs left padding`);
+    }
+  }
+  const S = T + n;
+  const t = model.config.text_config;
+  const width = t.num_key_value_heads * t.head_dim;
+
+  const probe = newGraph();
+  const backend: Backend = probe.backend;
+  probe.dispose();
+  const layers: LayerKV[] = model.text.layers.map(() => ({ k: backend.zeros([B * S, width], "f32"), v: backend.zeros([B * S, width], "f32") }));
+  const validHost = new Int32Array(B * S).fill(1);
+  for (let b = 0; b < B; b++) validHost.set(mask.subarray(b * T, b * T + T), b * S);
+  const keyValid = backend.upload(validHost, [B, S], "i32");
+
+  const sequences = new Int32Array(B * (T + n)).fill(opts.padTokenId);
+  for (let b = 0; b < B; b++) sequences.set(inputs.inputIds.subarray(b * T, b * T + T), b * (T + n));
+  const margins = new Float32Array(n * B);
+  const done = new Array<boolean>(B).fill(false);
+  const rng = opts.sampling ? new Rng(opts.sampling.seed) : null;
+  const positions = prefillPositions(mask, B, T);
+  const nextPosition = Int32Array.from({ length: B }, (_, b) => positions[b * T + T - 1]! + 1);
+
+  let produced = 0;
+  try {
+    let step = 0;
+    let stepIds = inputs.inputIds;
+    let stepPositions = positions;
+    let stepLength = T;
+    while (step < n) {
+      const graph = newGraph();
+      const ctx = new ForwardContext(graph);
+      let logits: Float32Array;
+      try {
+        const out = forwardMistral3(
+          ctx,
+          model,
+          {
+            batch: B,
+            seqLen: stepLength,
+            inputIds: stepIds,
+            positionIds: stepPositions,
+            images: step === 0 ? inputs.images : undefined,
+          },
+          { lastPositionOnly: true, cache: { layers, slots: S, offset: step === 0 ? 0 : T + step - 1, keyValid } },
+        );
+        logits = backend.read(out.logits.value) as Float32Array;
+      } finally {
+        graph.dispose();
+        ctx.release();
+      }
+      const V = logits.length / B;
+      const tokens = new Int32Array(B);
+      for (let b = 0; b < B; b++) {
+        const row = logits.subarray(b * V, (b + 1) * V);
+        margins[step * B + b] = top2Margin(row);
+        tokens[b] = done[b] ? opts.padTokenId : rng && opts.sampling ? sampleToken(row, opts.sampling, rng) : argmax(row);
+        sequences[b * (T + n) + T + step] = tokens[b]!;
+      }
+      const wasDone = [...done];
+      for (let b = 0; b < B; b++) if (!done[b] && opts.eosTokenIds.includes(tokens[b]!)) done[b] = true;
+      step++;
+      produced = step;
+      opts.onStep?.(step, tokens, wasDone);
+      if (done.every(Boolean)) break;
+      stepIds = tokens;
+      stepPositions = Int32Array.from(nextPosition);
+      for (let b = 0; b < B; b++) nextPosition[b]!++;
+      stepLength = 1;
+    }
+  } finally {
+    for (const l of layers) {
+      l.k.free();
+      l.v.free();
+    }
+    keyValid.free();
+  }
+  const width2 = T + produced;
+  const trimmed = new Int32Array(B * width2);
+  for (let b = 0; b < B; b++) trimmed.set(sequences.subarray(b * (T + n), b * (T + n) + width2), b * width2);
+  return { sequences: trimmed, newTokens: produced, top2Margin: margins.slice(0, produced * B) };
+}
+
+/** Index of the largest logit (the first one on ties, as torch.argmax). */
+export function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
+  return best;
+}
+
+function top2Margin(row: Float32Array): number {
+  let first = -Infinity;
+  let second = -Infinity;
+  for (const x of row) {
+    if (x > first) {
+      second = first;
+      first = x;
+    } else if (x > second) second = x;
+  }
+  return first - second;
+}
+
+/**
+ * The probability of each token after transformers' warpers, in its order: temperature, top-k,
+ * top-p (keep the smallest top set with mass ≥ p), min-p (drop tokens below min_p × the top
+ * probability); each keeps at least one token.
+ */
+export function samplingDistribution(row: Float32Array, s: SamplingOptions): Float64Array {
+  const V = row.length;
+  const scores = Float64Array.from(row, (x) => x / s.temperature);
+  if (s.topK > 0 && s.topK < V) {
+    const kth = Float64Array.from(scores).sort((a, b) => b - a)[s.topK - 1]!;
+    for (let i = 0; i < V; i++) if (scores[i]! < kth) scores[i] = -Infinity;
+  }
+  if (s.topP < 1) {
+    const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => scores[a]! - scores[b]!);
+    const probs = softmax(scores);
+    let cumulative = 0;
+    for (let j = 0; j < V - 1; j++) {
+      cumulative += probs[order[j]!]!;
+      if (cumulative <= 1 - s.topP) scores[order[j]!] = -Infinity;
+    }
+  }
+  if (s.minP > 0) {
+    const probs = softmax(scores);
+    let top = 0;
+    for (const p of probs) top = Math.max(top, p);
+    const keep = argmaxF64(probs);
+    for (let i = 0; i < V; i++) if (probs[i]! < s.minP * top && i !== keep) scores[i] = -Infinity;
+  }
+  return softmax(scores);
+}
+
+function sampleToken(row: Float32Array, s: SamplingOptions, rng: Rng): number {
+  const probs = samplingDistribution(row, s);
+  const u = rng.next();
+  let cumulative = 0;
+  let last = 0;
+  for (let i = 0; i < probs.length; i++) {
+    if (probs[i]! === 0) continue;
+    cumulative += probs[i]!;
+    last = i;
+    if (u < cumulative) return i;
+  }
+  return last;
+}
+
+function softmax(scores: Float64Array): Float64Array {
+  let max = -Infinity;
+  for (const x of scores) max = Math.max(max, x);
+  const out = new Float64Array(scores.length);
+  let sum = 0;
+  for (let i = 0; i < scores.length; i++) {
+    const e = scores[i] === -Infinity ? 0 : Math.exp(scores[i]! - max);
+    out[i] = e;
+    sum += e;
+  }
+  for (let i = 0; i < out.length; i++) out[i]! /= sum;
+  return out;
+}
+
+function argmaxF64(v: Float64Array): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
+  return best;
+}
