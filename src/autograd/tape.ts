@@ -1,0 +1,395 @@
+/**
+ * The Graph implementation: a tape of recorded ops, each holding the closure that runs its
+ * backward primitive. Gradients are written once per op here; the kernels live in the backend.
+ *
+ * Ownership: every tensor an op allocates is pushed on `owned` and freed by scope() (when not
+ * taping) or dispose(). Gradients of intermediates are freed as soon as the op that consumed them
+ * has run backward; gradients of leaves (Var.grad) belong to the caller.
+ */
+import type { AttentionMask, Backend } from "../tensor/backend.ts";
+import { TensorError } from "../tensor/errors.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import type { Graph, Var } from "./graph.ts";
+
+class Value implements Var {
+  grad: Tensor | null = null;
+  constructor(
+    readonly value: Tensor,
+    readonly requiresGrad: boolean,
+    readonly isLeaf: boolean,
+  ) {}
+}
+
+/**
+ * Returns one gradient per input (null where the input needs none). A returned tensor may be
+ * dout itself or a view of it; the tape handles the aliasing.
+ */
+type BackwardFn = (dout: Tensor, needs: readonly boolean[]) => (Tensor | null)[];
+
+interface Node {
+  readonly inputs: readonly Value[];
+  readonly output: Value;
+  readonly backward?: BackwardFn;
+  /** Checkpointed body: re-run recorded during backward instead of a BackwardFn. */
+  readonly recompute?: () => Value;
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+function asValue(v: Var): Value {
+  if (!(v instanceof Value)) throw new TensorError("graph", "a Var from another graph implementation was passed in");
+  return v;
+}
+
+export function createGraph(backend: Backend, opts: { recording: boolean }): Graph {
+  return new TapeGraph(backend, opts.recording);
+}
+
+class TapeGraph implements Graph {
+  /** Where ops are recorded now; null while not taping (inference, or a checkpoint's first run). */
+  private tape: Node[] | null;
+  private owned: Tensor[] = [];
+
+  constructor(
+    readonly backend: Backend,
+    readonly recording: boolean,
+  ) {
+    this.tape = recording ? [] : null;
+  }
+
+  // ---- bookkeeping -------------------------------------------------------------------------
+
+  private own(t: Tensor): Tensor {
+    this.owned.push(t);
+    return t;
+  }
+
+  /** A tensor backward will need: kept while taping, freed at once otherwise. */
+  private save(t: Tensor): Tensor | null {
+    if (this.tape) return this.own(t);
+    t.free();
+    return null;
+  }
+
+  private result(value: Tensor, inputs: readonly Value[], backward: BackwardFn): Value {
+    const requiresGrad = inputs.some((v) => v.requiresGrad);
+    const out = new Value(this.own(value), requiresGrad, false);
+    if (this.tape && requiresGrad) this.tape.push({ inputs, output: out, backward });
+    return out;
+  }
+
+  param(t: Tensor, requiresGrad: boolean): Var {
+    return new Value(t, requiresGrad, true);
+  }
+
+  constant(t: Tensor): Var {
+    return new Value(t, false, true);
+  }
+
+  // ---- ops ---------------------------------------------------------------------------------
+
+  linear(x: Var, w: Var): Var {
+    const [xv, wv] = [asValue(x), asValue(w)];
+    const b = this.backend;
+    return this.result(b.matmul(xv.value, wv.value, { transB: true }), [xv, wv], (dy, needs) => [
+      needs[0] ? b.matmul(dy, wv.value) : null,
+      needs[1] ? b.matmul(dy, xv.value, { transA: true }) : null,
+    ]);
+  }
+
+  matmul(a: Var, bVar: Var, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Var {
+    const [av, bv] = [asValue(a), asValue(bVar)];
+    const { transA = false, transB = false, alpha = 1 } = opts;
+    const b = this.backend;
+    return this.result(b.matmul(av.value, bv.value, { transA, transB, alpha }), [av, bv], (dc, needs) => [
+      // C = α·op(A)·op(B): dA = α·dC·op(B)ᵀ, dB = α·op(A)ᵀ·dC, transposed back where A or B was.
+      needs[0]
+        ? transA
+          ? b.matmul(bv.value, dc, { transA: transB, transB: true, alpha })
+          : b.matmul(dc, bv.value, { transB: !transB, alpha })
+        : null,
+      needs[1]
+        ? transB
+          ? b.matmul(dc, av.value, { transA: true, transB: transA, alpha })
+          : b.matmul(av.value, dc, { transA: !transA, alpha })
+        : null,
+    ]);
+  }
+
+  add(a: Var, bVar: Var): Var {
+    const [av, bv] = [asValue(a), asValue(bVar)];
+    return this.result(this.backend.add(av.value, bv.value), [av, bv], (d) => [d, d]);
+  }
+
+  mul(a: Var, bVar: Var): Var {
+    const [av, bv] = [asValue(a), asValue(bVar)];
+    const b = this.backend;
+    return this.result(b.mul(av.value, bv.value), [av, bv], (d, needs) => [
+      needs[0] ? b.mul(d, bv.value) : null,
+      needs[1] ? b.mul(d, av.value) : null,
+    ]);
+  }
+
+  scale(x: Var, s: number): Var {
+    const xv = asValue(x);
+    return this.result(this.backend.scale(xv.value, s), [xv], (d) => [this.backend.scale(d, s)]);
+  }
+
+  swiglu(gate: Var, up: Var): Var {
+    const [gv, uv] = [asValue(gate), asValue(up)];
+    const b = this.backend;
+    return this.result(b.swiglu(gv.value, uv.value), [gv, uv], (d) => {
+      const { dgate, dup } = b.swigluBackward(gv.value, uv.value, d);
+      return [dgate, dup];
+    });
+  }
+
+  gelu(x: Var): Var {
+    const xv = asValue(x);
+    return this.result(this.backend.gelu(xv.value), [xv], (d) => [this.backend.geluBackward(xv.value, d)]);
+  }
+
+  dropout(x: Var, p: number, seed: number): Var {
+    const xv = asValue(x);
+    if (p === 0) return xv;
+    return this.result(this.backend.dropout(xv.value, p, seed), [xv], (d) => [this.backend.dropoutBackward(d, p, seed)]);
+  }
+
+  rmsNorm(x: Var, weight: Var, eps: number): Var {
+    const [xv, wv] = [asValue(x), asValue(weight)];
+    const b = this.backend;
+    const { y, rstd } = b.rmsNorm(xv.value, wv.value, eps);
+    const saved = this.save(rstd);
+    return this.result(y, [xv, wv], (dy) => {
+      const { dx, dweight } = b.rmsNormBackward(xv.value, wv.value, saved!, dy);
+      return [dx, dweight];
+    });
+  }
+
+  rope(x: Var, cos: Tensor, sin: Tensor): Var {
+    const xv = asValue(x);
+    const b = this.backend;
+    return this.result(b.rope(xv.value, cos, sin), [xv], (d) => [b.rope(d, cos, sin, true)]);
+  }
+
+  attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number): Var {
+    const [qv, kv, vv] = [asValue(q), asValue(k), asValue(v)];
+    const b = this.backend;
+    const { out, lse } = b.attention(qv.value, kv.value, vv.value, mask, scale);
+    const savedLse = this.save(lse);
+    return this.result(out, [qv, kv, vv], (dout) => {
+      const { dq, dk, dv } = b.attentionBackward(qv.value, kv.value, vv.value, out, savedLse!, dout, mask, scale);
+      return [dq, dk, dv];
+    });
+  }
+
+  reshape(x: Var, shape: readonly number[]): Var {
+    const xv = asValue(x);
+    const view = xv.value.reshape(shape);
+    const out = new Value(view, xv.requiresGrad, false);
+    if (this.tape && xv.requiresGrad) this.tape.push({ inputs: [xv], output: out, backward: (d) => [d.reshape(xv.value.shape)] });
+    return out;
+  }
+
+  sliceRows(x: Var, start: number, count: number): Var {
+    const xv = asValue(x);
+    const b = this.backend;
+    return this.result(b.sliceRows(xv.value, start, count), [xv], (d) => {
+      const dx = b.zeros(xv.value.shape, "f32");
+      const rows = b.upload(Int32Array.from({ length: count }, (_, i) => start + i), [count], "i32");
+      b.scatterRowsInPlace(dx, rows, d);
+      rows.free();
+      return [dx];
+    });
+  }
+
+  concatRows(parts: readonly Var[]): Var {
+    const pv = parts.map(asValue);
+    const b = this.backend;
+    return this.result(b.concatRows(pv.map((p) => p.value)), pv, (d, needs) => {
+      let offset = 0;
+      return pv.map((p, i) => {
+        const rows = p.value.shape[0] ?? 1;
+        const slice = needs[i] ? b.sliceRows(d, offset, rows) : null;
+        offset += rows;
+        return slice;
+      });
+    });
+  }
+
+  gatherRows(x: Var, index: Tensor): Var {
+    const xv = asValue(x);
+    const b = this.backend;
+    return this.result(b.gatherRows(xv.value, index), [xv], (d) => {
+      const dx = b.zeros(xv.value.shape, "f32");
+      b.scatterAddRowsInPlace(dx, index, d);
+      return [dx];
+    });
+  }
+
+  scatterRows(dst: Var, index: Tensor, src: Var): Var {
+    const [dv, sv] = [asValue(dst), asValue(src)];
+    const b = this.backend;
+    const out = dv.value.dtype === sv.value.dtype ? b.copy(dv.value) : b.cast(dv.value, "f32");
+    b.scatterRowsInPlace(out, index, sv.value);
+    return this.result(out, [dv, sv], (d, needs) => {
+      let ddst: Tensor | null = null;
+      if (needs[0]) {
+        ddst = b.copy(d);
+        const zeros = b.zeros(sv.value.shape, "f32");
+        b.scatterRowsInPlace(ddst, index, zeros);
+        zeros.free();
+      }
+      return [ddst, needs[1] ? b.gatherRows(d, index) : null];
+    });
+  }
+
+  permute(x: Var, index: Tensor, outShape: readonly number[]): Var {
+    const xv = asValue(x);
+    const b = this.backend;
+    return this.result(b.gatherElements(xv.value, index, outShape), [xv], (d) => [b.scatterElements(d, index, xv.value.shape)]);
+  }
+
+  crossEntropy(logits: Var, labels: Tensor, ignoreIndex: number): Var {
+    const lv = asValue(logits);
+    const b = this.backend;
+    const labelValues = b.read(labels);
+    let counted = 0;
+    for (const label of labelValues) if (label !== ignoreIndex) counted++;
+    // With no counted row the mean is 0/0 = NaN, as in torch.
+    const { loss: sum } = b.crossEntropy(lv.value, labels, ignoreIndex);
+    const mean = b.scale(sum, 1 / counted);
+    sum.free();
+    return this.result(mean, [lv], (d) => {
+      // dlogits is recomputed here rather than kept from the forward pass: [N, V] is large.
+      const upstream = b.read(d)[0]!;
+      const { loss, dlogits } = b.crossEntropy(lv.value, labels, ignoreIndex, upstream / counted);
+      loss.free();
+      return [dlogits!];
+    });
+  }
+
+  // ---- memory and recomputation ------------------------------------------------------------
+
+  scope<T extends Var | readonly Var[]>(body: () => T): T {
+    if (this.tape) return body();
+    const mark = this.owned.length;
+    const result = body();
+    const returned: readonly Var[] = Array.isArray(result) ? (result as readonly Var[]) : [result as Var];
+    const kept = new Set<unknown>(returned.map((v) => v.value.storage));
+    const survivors: Tensor[] = [];
+    for (const t of this.owned.slice(mark)) {
+      if (kept.has(t.storage)) survivors.push(t);
+      else t.free();
+    }
+    this.owned.length = mark;
+    this.owned.push(...survivors);
+    return result;
+  }
+
+  checkpoint(inputs: readonly Var[], body: (inputs: readonly Var[]) => Var): Var {
+    const tape = this.tape;
+    if (!tape) return this.scope(() => body(inputs));
+    this.tape = null;
+    let out: Value;
+    try {
+      out = asValue(this.scope(() => body(inputs)));
+    } finally {
+      this.tape = tape;
+    }
+    if (out.requiresGrad && !inputs.includes(out)) {
+      tape.push({ inputs: inputs.map(asValue), output: out, recompute: () => asValue(body(inputs)) });
+    }
+    return out;
+  }
+
+  backward(loss: Var, gradScale = 1): void {
+    const lv = asValue(loss);
+    if (!this.tape) throw new TensorError("backward", "this graph does not record (create it with recording: true)");
+    if (!lv.requiresGrad) throw new TensorError("backward", "the loss does not depend on any parameter that requires a gradient");
+    if (lv.value.size !== 1) throw new TensorError("backward", "the loss must have one element", { shapes: [lv.value.shape] });
+    const grads = new Map<Value, Tensor>();
+    grads.set(lv, this.backend.upload(Float32Array.of(gradScale), lv.value.shape, "f32"));
+    const tape = this.tape;
+    this.tape = null;
+    try {
+      this.runBackward(tape, grads);
+    } finally {
+      this.tape = tape;
+      for (const g of grads.values()) g.free();
+    }
+  }
+
+  private runBackward(nodes: readonly Node[], grads: Map<Value, Tensor>): void {
+    for (let i = nodes.length - 1; i >= 0; i--) {
+      const node = nodes[i]!;
+      const dout = grads.get(node.output);
+      if (!dout) continue;
+      grads.delete(node.output);
+      if (node.recompute) {
+        this.recompute(node.recompute, dout, grads);
+        continue;
+      }
+      const results = node.backward!(dout, node.inputs.map((v) => v.requiresGrad));
+      // A tensor (or view of one) handed out twice, e.g. add's [dout, dout], is copied for the
+      // second taker so that no two gradients share storage.
+      const handed = new Set<unknown>();
+      const deliveries: [Value, Tensor][] = [];
+      results.forEach((g, j) => {
+        if (!g) return;
+        const input = node.inputs[j]!;
+        if (!input.requiresGrad) {
+          if (g.storage !== dout.storage) g.free();
+          return;
+        }
+        deliveries.push([input, handed.has(g.storage) ? this.backend.copy(g) : g]);
+        handed.add(g.storage);
+      });
+      for (const [input, g] of deliveries) this.accumulate(input, g, grads);
+      if (!handed.has(dout.storage)) dout.free();
+    }
+  }
+
+  private accumulate(input: Value, g: Tensor, grads: Map<Value, Tensor>): void {
+    const grad = sameShape(g.shape, input.value.shape) ? g : g.reshape(input.value.shape);
+    const existing = input.isLeaf ? input.grad : (grads.get(input) ?? null);
+    if (existing) {
+      this.backend.addInPlace(existing, grad);
+      grad.free();
+    } else if (input.isLeaf) {
+      input.grad = grad;
+    } else {
+      grads.set(input, grad);
+    }
+  }
+
+  /** Re-runs a checkpointed body recorded, back-propagates through it, then frees what it made. */
+  private recompute(body: () => Value, dout: Tensor, grads: Map<Value, Tensor>): void {
+    const mark = this.owned.length;
+    const inner: Node[] = [];
+    this.tape = inner;
+    let out: Value;
+    try {
+      out = body();
+    } finally {
+      this.tape = null;
+    }
+    grads.set(out, dout);
+    this.runBackward(inner, grads);
+    const leftover = grads.get(out);
+    if (leftover) {
+      leftover.free();
+      grads.delete(out);
+    }
+    for (const t of this.owned.slice(mark)) t.free();
+    this.owned.length = mark;
+  }
+
+  dispose(): void {
+    for (const t of this.owned) t.free();
+    this.owned = [];
+    if (this.tape) this.tape.length = 0;
+  }
+}
