@@ -1,0 +1,87 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { createGraph } from "../../src/autograd/tape.ts";
+import { ForwardContext } from "../../src/models/mistral3/context.ts";
+import { argmax, generateMistral3, prefillPositions, samplingDistribution } from "../../src/models/mistral3/generate.ts";
+import { forwardMistral3, type ImageBatch, type Mistral3Model } from "../../src/models/mistral3/model.ts";
+import { tinyModel } from "./tiny-model.ts";
+
+/** Greedy decoding by re-running the whole sequence every step (no cache): the reference. */
+function greedyByRecompute(model: Mistral3Model, ids: Int32Array, mask: Int32Array, B: number, T: number, n: number, images?: ImageBatch): Int32Array {
+  const backend = model.text.embedTokens.backend;
+  let seq = Int32Array.from(ids);
+  let m = Int32Array.from(mask);
+  let len = T;
+  for (let step = 0; step < n; step++) {
+    const graph = createGraph(backend, { recording: false });
+    const ctx = new ForwardContext(graph);
+    const out = forwardMistral3(ctx, model, {
+      batch: B,
+      seqLen: len,
+      inputIds: seq,
+      attentionMask: m,
+      positionIds: prefillPositions(m, B, len),
+      images,
+    });
+    const logits = backend.read(out.logits.value) as Float32Array;
+    graph.dispose();
+    ctx.release();
+    const V = logits.length / (B * len);
+    const next = new Int32Array(B * (len + 1));
+    const nextMask = new Int32Array(B * (len + 1));
+    for (let b = 0; b < B; b++) {
+      next.set(seq.subarray(b * len, (b + 1) * len), b * (len + 1));
+      nextMask.set(m.subarray(b * len, (b + 1) * len), b * (len + 1));
+      next[b * (len + 1) + len] = argmax(logits.subarray((b * len + len - 1) * V, (b * len + len) * V));
+      nextMask[b * (len + 1) + len] = 1;
+    }
+    seq = next;
+    m = nextMask;
+    len++;
+  }
+  return seq;
+}
+
+test("prefill positions follow transformers' generate: cumsum(mask) - 1, padding at 1", () => {
+  assert.deepEqual(Array.from(prefillPositions(Int32Array.from([0, 0, 1, 1, 1, 1, 1, 1]), 2, 4)), [1, 1, 0, 1, 0, 1, 2, 3]);
+});
+
+test("KV-cache greedy generation equals full recomputation, batched with left padding and an image", () => {
+  const model = tinyModel(undefined, 7);
+  const B = 2;
+  const T = 7;
+  // Row 0: left-padded text; row 1: <s> + image (28×28 → one [IMG]) + text. Long enough that the
+  // llama-4 query scale (original_max_position_embeddings 8) kicks in during decoding.
+  const ids = Int32Array.from([11, 11, 1, 30, 31, 32, 33, 1, 10, 13, 40, 41, 42, 43]);
+  const mask = Int32Array.from([0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+  const pixelValues = Float32Array.from({ length: 3 * 28 * 28 }, (_, i) => Math.cos(i * 0.11));
+  const images = { pixelValues, shape: [1, 3, 28, 28] as const, imageSizes: Int32Array.from([28, 28]) };
+  const n = 6;
+  const cached = generateMistral3(model, () => createGraph(model.text.embedTokens.backend, { recording: false }), { batch: B, seqLen: T, inputIds: ids, attentionMask: mask, images }, { maxNewTokens: n, eosTokenIds: [], padTokenId: 11 });
+  const reference = greedyByRecompute(model, ids, mask, B, T, n, images);
+  assert.equal(cached.newTokens, n);
+  assert.deepEqual(Array.from(cached.sequences), Array.from(reference));
+  assert.ok(Array.from(cached.top2Margin).every((x) => x > 1e-4), "no near-ties that would make the comparison luck");
+});
+
+test("rows stop at EOS and are padded; generation ends when every row is done", () => {
+  const model = tinyModel(undefined, 3);
+  const ids = Int32Array.from([1, 30, 31]);
+  const free = generateMistral3(model, () => createGraph(model.text.embedTokens.backend, { recording: false }), { batch: 1, seqLen: 3, inputIds: ids }, { maxNewTokens: 3, eosTokenIds: [], padTokenId: 11 });
+  const firstToken = free.sequences[3]!;
+  const stopped = generateMistral3(model, () => createGraph(model.text.embedTokens.backend, { recording: false }), { batch: 1, seqLen: 3, inputIds: ids }, { maxNewTokens: 3, eosTokenIds: [firstToken], padTokenId: 11 });
+  assert.equal(stopped.newTokens, 1);
+  assert.deepEqual(Array.from(stopped.sequences), [1, 30, 31, firstToken]);
+});
+
+test("sampling warpers: top-k, top-p and min-p keep the tokens transformers keeps", () => {
+  const row = Float32Array.from([Math.log(0.5), Math.log(0.3), Math.log(0.15), Math.log(0.05)]);
+  const base = { temperature: 1, topK: 0, topP: 1, minP: 0, seed: 1 };
+  const kept = (s: typeof base) => Array.from(samplingDistribution(row, s), (p) => (p > 0 ? 1 : 0));
+  assert.deepEqual(kept({ ...base, topK: 2 }), [1, 1, 0, 0]);
+  assert.deepEqual(kept({ ...base, topP: 0.8 }), [1, 1, 0, 0]); // 0.5 + 0.3 reaches 0.8
+  assert.deepEqual(kept({ ...base, topP: 0.81 }), [1, 1, 1, 0]);
+  assert.deepEqual(kept({ ...base, minP: 0.2 }), [1, 1, 1, 0]); // 0.05 < 0.2 · 0.5
+  const hot = samplingDistribution(row, { ...base, temperature: 2 });
+  assert.ok(Math.abs(hot[0]! / hot[1]! - Math.sqrt(0.5 / 0.3)) < 1e-6);
+});

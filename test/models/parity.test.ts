@@ -1,0 +1,236 @@
+// splint against the committed transformers/peft fixtures (test/fixtures/README.md): logits and loss
+// of every forward case, per-stage activations, the LoRA adapter's logits and greedy generation.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { createGraph } from "../../src/autograd/tape.ts";
+import { createCpuBackend } from "../../src/backends/cpu/index.ts";
+import { readForwardInputs } from "../../src/cli/commands/forward.ts";
+import { openSafetensors, toFloat32, toInt32 } from "../../src/io/safetensors.ts";
+import { detach, loadAdapter } from "../../src/lora/adapter.ts";
+import { ForwardContext } from "../../src/models/mistral3/context.ts";
+import { generateMistral3 } from "../../src/models/mistral3/generate.ts";
+import { forwardMistral3, loadMistral3, type Mistral3Inputs, type Mistral3Model } from "../../src/models/mistral3/model.ts";
+
+const FIXTURES = join(import.meta.dirname, "..", "fixtures");
+const fixture = (rel: string) => join(FIXTURES, rel);
+
+interface Tolerance {
+  logits_abs: number;
+  loss_abs: number;
+}
+interface Manifest {
+  forward: { case: string; model: string; inputs: string; outputs: string; tolerance: Tolerance }[];
+  activations: { file: string; inputs: string; model: string; tolerance_abs: number };
+  lora: { adapter: string; base: string; cases: { case: string; inputs: string; outputs: string; tolerance: Tolerance }[] };
+  generate: { case: string; model: string; adapter: string | null; inputs: string; outputs: string; new_tokens: number[][] }[];
+}
+const manifest = JSON.parse(readFileSync(fixture("manifest.json"), "utf8")) as Manifest;
+
+const backend = createCpuBackend();
+const models = new Map<string, Promise<Mistral3Model>>();
+const modelOf = (rel: string) => {
+  if (!models.has(rel)) models.set(rel, loadMistral3(fixture(rel), backend));
+  return models.get(rel)!;
+};
+
+async function readFloats(rel: string): Promise<Map<string, { shape: readonly number[]; data: Float32Array | Int32Array }>> {
+  const source = await openSafetensors(fixture(rel));
+  const out = new Map<string, { shape: readonly number[]; data: Float32Array | Int32Array }>();
+  for (const key of source.keys()) {
+    const t = await source.read(key);
+    out.set(key, { shape: t.shape, data: t.dtype === "I64" ? toInt32(t) : toFloat32(t) });
+  }
+  await source.close();
+  return out;
+}
+
+function runForward(model: Mistral3Model, inputs: Mistral3Inputs, capture?: Map<string, Float32Array>) {
+  const graph = createGraph(backend, { recording: false });
+  const ctx = new ForwardContext(graph);
+  try {
+    const out = forwardMistral3(ctx, model, inputs, {
+      capture: capture ? (name, v) => capture.set(name, Float32Array.from(backend.read(v.value) as Float32Array)) : undefined,
+    });
+    return {
+      logits: backend.read(out.logits.value) as Float32Array,
+      loss: out.loss ? (backend.read(out.loss.value) as Float32Array)[0]! : undefined,
+    };
+  } finally {
+    graph.dispose();
+    ctx.release();
+  }
+}
+
+/** Largest |a - b| over the rows (positions) whose attention_mask is 1. */
+function maxDiffOnTokens(a: Float32Array, b: Float32Array, mask: Int32Array | undefined, width: number): number {
+  let worst = 0;
+  for (let row = 0; row < a.length / width; row++) {
+    if (mask && mask[row] === 0) continue;
+    for (let j = row * width; j < (row + 1) * width; j++) worst = Math.max(worst, Math.abs(a[j]! - b[j]!));
+  }
+  return worst;
+}
+
+for (const c of manifest.forward) {
+  test(`forward ${c.model} ${c.case}: logits and loss match transformers`, async () => {
+    const model = await modelOf(c.model);
+    const inputs = await readForwardInputs(fixture(c.inputs));
+    const expected = await readFloats(c.outputs);
+    const { logits, loss } = runForward(model, inputs);
+    const reference = expected.get("logits")!.data as Float32Array;
+    const V = reference.length / (inputs.batch * inputs.seqLen);
+    const diff = maxDiffOnTokens(logits, reference, inputs.attentionMask, V);
+    assert.ok(diff <= c.tolerance.logits_abs, `max |Δlogits| ${diff} > ${c.tolerance.logits_abs}`);
+    const refLoss = (expected.get("loss")!.data as Float32Array)[0]!;
+    if (!scoresPaddedPosition(inputs)) {
+      assert.ok(Math.abs(loss! - refLoss) <= c.tolerance.loss_abs, `loss ${loss} vs ${refLoss}`);
+      return;
+    }
+    // A left-padded row whose first real token has a label is scored by the logits of the pad
+    // before it. Its query sees no key: transformers' eager attention (the fixtures') averages all
+    // values there, its SDPA path and splint give zeros. So compare the loss over the positions
+    // whose logits are meaningful, computed the same way from both sets of logits.
+    const ours = lossOverRealPositions(logits, inputs, V);
+    const theirs = lossOverRealPositions(reference, inputs, V);
+    assert.ok(Math.abs(ours - theirs) <= c.tolerance.loss_abs, `loss over real positions ${ours} vs ${theirs}`);
+  });
+}
+
+function scoresPaddedPosition(inputs: Mistral3Inputs): boolean {
+  const { batch: B, seqLen: T, attentionMask: mask, labels } = inputs;
+  if (!mask || !labels) return false;
+  for (let b = 0; b < B; b++) for (let t = 0; t + 1 < T; t++) if (mask[b * T + t] === 0 && labels[b * T + t + 1] !== -100) return true;
+  return false;
+}
+
+/** transformers' shifted mean cross-entropy, over the positions that are real tokens. */
+function lossOverRealPositions(logits: Float32Array, inputs: Mistral3Inputs, V: number): number {
+  const { batch: B, seqLen: T, attentionMask: mask, labels } = inputs;
+  let sum = 0;
+  let count = 0;
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t + 1 < T; t++) {
+      const label = labels![b * T + t + 1]!;
+      if (label === -100 || mask![b * T + t] === 0) continue;
+      const row = logits.subarray((b * T + t) * V, (b * T + t + 1) * V);
+      let max = -Infinity;
+      for (const x of row) max = Math.max(max, x);
+      let z = 0;
+      for (const x of row) z += Math.exp(x - max);
+      sum += max + Math.log(z) - row[label]!;
+      count++;
+    }
+  }
+  return sum / count;
+}
+
+test("per-stage activations of images_multi match transformers (localises a mismatch)", async () => {
+  const a = manifest.activations;
+  const model = await modelOf(a.model);
+  const inputs = await readForwardInputs(fixture(a.inputs));
+  const captured = new Map<string, Float32Array>();
+  runForward(model, inputs, captured);
+  const expected = await readFloats(a.file);
+  const failures: string[] = [];
+  for (const [name, ref] of expected) {
+    const got = captured.get(name);
+    if (!got) {
+      failures.push(`${name}: not captured`);
+      continue;
+    }
+    // text.* stages: only real tokens count (padding rows are not meaningful).
+    const width = ref.shape[ref.shape.length - 1]!;
+    const mask = name.startsWith("text.") ? inputs.attentionMask : undefined;
+    const diff = maxDiffOnTokens(got, ref.data as Float32Array, mask, width);
+    if (!(diff <= a.tolerance_abs)) failures.push(`${name}: max |Δ| ${diff}`);
+  }
+  assert.deepEqual(failures, []);
+});
+
+for (const c of manifest.lora.cases) {
+  test(`LoRA adapter written by peft: ${c.case} logits and loss match peft + transformers`, async () => {
+    const model = await modelOf(manifest.lora.base);
+    await loadAdapter(fixture(manifest.lora.adapter), model.linears, backend);
+    try {
+      const inputs = await readForwardInputs(fixture(c.inputs));
+      const expected = await readFloats(c.outputs);
+      const { logits, loss } = runForward(model, inputs);
+      const reference = expected.get("logits")!.data as Float32Array;
+      const V = reference.length / (inputs.batch * inputs.seqLen);
+      const diff = maxDiffOnTokens(logits, reference, inputs.attentionMask, V);
+      assert.ok(diff <= c.tolerance.logits_abs, `max |Δlogits| ${diff}`);
+      const refLoss = (expected.get("loss")!.data as Float32Array)[0]!;
+      assert.ok(Math.abs(loss! - refLoss) <= c.tolerance.loss_abs, `loss ${loss} vs ${refLoss}`);
+    } finally {
+      detach(model.linears.values());
+    }
+  });
+}
+
+for (const c of manifest.generate) {
+  test(`greedy generation ${c.case}${c.adapter ? " with the adapter" : ""} is token-identical to transformers`, async () => {
+    const model = await modelOf(c.model);
+    if (c.adapter) await loadAdapter(fixture(c.adapter), model.linears, backend);
+    try {
+      const inputs = await readForwardInputs(fixture(c.inputs));
+      const expected = await readFloats(c.outputs);
+      const result = generateMistral3(model, () => createGraph(backend, { recording: false }), inputs, {
+        maxNewTokens: 8,
+        eosTokenIds: [model.config.text_config.eos_token_id],
+        padTokenId: 11,
+      });
+      const sequences = expected.get("sequences")!;
+      assert.deepEqual(Array.from(result.sequences), Array.from(sequences.data));
+    } finally {
+      detach(model.linears.values());
+    }
+  });
+}
+
+for (const checkpointLayers of [false, true]) {
+  test(`LoRA gradients of images_multi match peft (gradient checkpointing ${checkpointLayers ? "on" : "off"})`, async () => {
+    const c = manifest.lora.cases.find((x) => x.case === "images_multi")!;
+    const gradsFile = (c as { grads?: string }).grads!;
+    const model = await modelOf(manifest.lora.base);
+    await loadAdapter(fixture(manifest.lora.adapter), model.linears, backend);
+    const graph = createGraph(backend, { recording: true });
+    const trainable = new Set([...model.linears.values()].flatMap((l) => (l.lora ? [l.lora.a, l.lora.b] : [])));
+    const ctx = new ForwardContext(graph, { trainable });
+    try {
+      const inputs = await readForwardInputs(fixture(c.inputs));
+      const { loss } = forwardMistral3(ctx, model, inputs, { checkpointLayers });
+      graph.backward(loss!);
+      const expected = await readFloats(gradsFile);
+      const failures: string[] = [];
+      for (const [path, linear] of model.linears) {
+        if (!linear.lora) continue;
+        for (const [which, t] of [["A", linear.lora.a], ["B", linear.lora.b]] as const) {
+          const key = `base_model.model.${path}.lora_${which}.weight`;
+          const ref = expected.get(key)!.data as Float32Array;
+          const grad = ctx.varOf(t)?.grad;
+          if (!grad) {
+            failures.push(`${key}: no gradient`);
+            continue;
+          }
+          const got = backend.read(grad) as Float32Array;
+          let worst = 0;
+          let scale = 1;
+          for (let i = 0; i < ref.length; i++) {
+            worst = Math.max(worst, Math.abs(got[i]! - ref[i]!));
+            scale = Math.max(scale, Math.abs(ref[i]!));
+          }
+          if (!(worst <= 1e-4 * scale)) failures.push(`${key}: max |Δ| ${worst}`);
+        }
+      }
+      assert.deepEqual(failures, []);
+      assert.equal(expected.size, trainable.size);
+    } finally {
+      for (const t of trainable) ctx.varOf(t)?.grad?.free();
+      graph.dispose();
+      ctx.release();
+      detach(model.linears.values());
+    }
+  });
+}
