@@ -1,11 +1,13 @@
 import { Command } from "commander";
 // data subcommand imports (one line each)
+import { registerDataImport } from "./data-import.ts";
 
 /** `splint data …`: import, explore, audit and synthesise image-classification datasets. */
 export function registerData(program: Command): void {
   const data = program.command("data").description("Import, explore, audit and synthesise image-classification datasets");
   const subcommands: ((data: Command) => void)[] = [
     // one entry per line
+    registerDataImport,
   ];
   for (const register of subcommands) register(data);
 }
