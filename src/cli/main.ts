@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { SplintError } from "../util/errors.ts";
 // command imports (one line each)
+import { registerForward } from "./commands/forward.ts";
 import { registerData } from "./commands/data.ts";
 
 /**
@@ -17,6 +18,7 @@ const program = new Command("splint")
 
 const commands: ((p: Command) => void)[] = [
   // one entry per line
+  registerForward,
   registerData,
 ];
 for (const register of commands) register(program);

@@ -64,7 +64,8 @@ export async function readForwardInputs(file: string): Promise<Mistral3Inputs> {
   try {
     const unknown = source.keys().filter((k) => !KNOWN.has(k));
     if (unknown.length > 0) {
-      throw new InputError(file, `unexpected tensor(s) ${unknown.map((k) => `"${k}"`).join(", ")}`, `known names: ${[...KNOWN].join(", ")}`);
+      const shown = unknown.slice(0, 6).map((k) => `"${k}"`).join(", ");
+      throw new InputError(file, `${unknown.length} unexpected tensor(s): ${shown}${unknown.length > 6 ? ", …" : ""}`, `an inputs file holds only ${[...KNOWN].join(", ")}`);
     }
     const ids = await readTensor(source, file, "input_ids", 2, true);
     if (!ids) throw new InputError(file, `has no tensor "input_ids"`);
