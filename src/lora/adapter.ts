@@ -78,6 +78,11 @@ export function parseAdapterConfig(raw: unknown, file: string): LoraSettings {
   if (c.layers_to_transform !== undefined && c.layers_to_transform !== null) {
     throw new InputError(file, "layers_to_transform is not supported");
   }
+  // Newer PEFT variants that change the forward pass: refused rather than silently run as plain LoRA.
+  for (const flag of ["lora_bias", "use_qalora", "use_bdlora"]) {
+    if (c[flag] !== undefined && c[flag] !== null && c[flag] !== false) throw new InputError(file, `${flag} ${JSON.stringify(c[flag])} is not supported`);
+  }
+  if (c.target_parameters !== undefined && c.target_parameters !== null) throw new InputError(file, "target_parameters is not supported");
   const num = (key: string, fallback: number, check: (v: number) => boolean): number => {
     const v = c[key] ?? fallback;
     if (typeof v !== "number" || !check(v)) throw new InputError(file, `${key} ${JSON.stringify(c[key])} is not valid`);
