@@ -42,8 +42,8 @@ function greedyByRecompute(model: Mistral3Model, ids: Int32Array, mask: Int32Arr
   return seq;
 }
 
-test("prefill positions follow transformers' generate: cumsum(mask) - 1, padding at 1", () => {
-  assert.deepEqual(Array.from(prefillPositions(Int32Array.from([0, 0, 1, 1, 1, 1, 1, 1]), 2, 4)), [1, 1, 0, 1, 0, 1, 2, 3]);
+test("prefill positions follow transformers' generate: cumsum(mask) - 1, padding at 0", () => {
+  assert.deepEqual(Array.from(prefillPositions(Int32Array.from([0, 0, 1, 1, 1, 1, 1, 1]), 2, 4)), [0, 0, 0, 1, 0, 1, 2, 3]);
 });
 
 test("KV-cache greedy generation equals full recomputation, batched with left padding and an image", () => {

@@ -10,7 +10,7 @@ import { readForwardInputs } from "../../src/cli/commands/forward.ts";
 import { openSafetensors, toFloat32, toInt32 } from "../../src/io/safetensors.ts";
 import { detach, loadAdapter } from "../../src/lora/adapter.ts";
 import { ForwardContext } from "../../src/models/mistral3/context.ts";
-import { generateMistral3 } from "../../src/models/mistral3/generate.ts";
+import { generateMistral3, prefillPositions } from "../../src/models/mistral3/generate.ts";
 import { forwardMistral3, loadMistral3, type Mistral3Inputs, type Mistral3Model } from "../../src/models/mistral3/model.ts";
 
 const FIXTURES = join(import.meta.dirname, "..", "fixtures");
@@ -196,6 +196,11 @@ for (const c of manifest.generate) {
       });
       const sequences = expected.get("sequences")!;
       assert.deepEqual(Array.from(result.sequences), Array.from(sequences.data));
+      const positions = expected.get("prefill_position_ids");
+      if (positions) {
+        const mask = inputs.attentionMask ?? new Int32Array(inputs.batch * inputs.seqLen).fill(1);
+        assert.deepEqual(Array.from(prefillPositions(mask, inputs.batch, inputs.seqLen)), Array.from(positions.data));
+      }
     } finally {
       detach(model.linears.values());
     }
