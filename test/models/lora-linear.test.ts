@@ -37,3 +37,39 @@ test("LoRA linear computes x·Wᵀ + scale·(x·Aᵀ)·Bᵀ and trains only A an
   graph.dispose();
   ctx.release();
 });
+
+test("LoRA dropout masks are seeded per step and module, so recomputation under checkpointing sees the same mask", async () => {
+  const { tinyModel } = await import("./tiny-model.ts");
+  const { initAdapter, parseAdapterConfig } = await import("../../src/lora/adapter.ts");
+  const { forwardMistral3 } = await import("../../src/models/mistral3/model.ts");
+  const { Rng } = await import("../../src/train/rng.ts");
+  const model = tinyModel(undefined, 4);
+  const backend = model.text.embedTokens.backend;
+  const settings = parseAdapterConfig({ r: 2, lora_alpha: 4, lora_dropout: 0.5, target_modules: ["q_proj", "down_proj"] }, "cfg");
+  initAdapter(settings, model.linears, backend, new Rng(9));
+  for (const l of model.linears.values()) {
+    if (l.lora) backend.addInPlace(l.lora.b, backend.upload(Float32Array.from({ length: l.lora.b.size }, (_, i) => Math.cos(i)), l.lora.b.shape, "f32"));
+  }
+  const trainable = new Set([...model.linears.values()].flatMap((l) => (l.lora ? [l.lora.a, l.lora.b] : [])));
+  const inputs = { batch: 1, seqLen: 6, inputIds: Int32Array.from([1, 5, 9, 20, 33, 7]), labels: Int32Array.from([1, 5, 9, 20, 33, 7]) };
+  const gradsWith = (checkpointLayers: boolean, dropoutSeed: number) => {
+    const graph = createGraph(backend, { recording: true });
+    const ctx = new ForwardContext(graph, { trainable, dropoutSeed });
+    const { loss } = forwardMistral3(ctx, model, inputs, { checkpointLayers });
+    const lossValue = (backend.read(loss!.value) as Float32Array)[0]!;
+    graph.backward(loss!);
+    // Text only: the vision tower's pairs are never reached.
+    const reached = [...trainable].filter((t) => ctx.varOf(t));
+    assert.equal(reached.length, 8);
+    const out = reached.map((t) => Array.from(backend.read(ctx.varOf(t)!.grad!)));
+    for (const t of reached) ctx.varOf(t)!.grad!.free();
+    graph.dispose();
+    ctx.release();
+    return { loss: lossValue, out };
+  };
+  const plain = gradsWith(false, 17);
+  const checkpointed = gradsWith(true, 17);
+  assert.equal(checkpointed.loss, plain.loss);
+  assert.deepEqual(checkpointed.out, plain.out);
+  assert.notEqual(gradsWith(false, 18).loss, plain.loss, "another step seed draws other masks");
+});
