@@ -1,0 +1,191 @@
+/*
+ * splint_cuda: the C ABI of splint's CUDA backend (loaded from TypeScript through koffi).
+ *
+ * Conventions
+ * - Every function returns a splint_status; on failure splint_cuda_last_error() describes it as
+ *   "file:line op: message". The library never exits or aborts the process.
+ * - A context (opaque handle) owns one device, one stream, one cuBLASLt handle and a caching
+ *   allocator. Every kernel runs on that stream, so nothing synchronises with the host except the
+ *   calls documented to do so (download, the *_host readers, synchronize).
+ * - Device memory is passed as plain addresses (splint_dptr). Tensors are contiguous row-major.
+ * - A float input is described by (address, dtype, scale): the value of element i is
+ *   load(address, i) · scale for fp8 and load(address, i) otherwise. Arithmetic is f32.
+ * - Shapes are int64 element counts; indices are int32.
+ */
+#ifndef SPLINT_CUDA_H
+#define SPLINT_CUDA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint64_t splint_dptr;
+typedef struct splint_ctx splint_ctx;
+
+typedef enum {
+  SPLINT_OK = 0,
+  SPLINT_INVALID_ARGUMENT = 1,
+  SPLINT_CUDA_ERROR = 2,
+  SPLINT_CUBLAS_ERROR = 3,
+  SPLINT_OUT_OF_MEMORY = 4,
+  SPLINT_NOT_SUPPORTED = 5,
+} splint_status;
+
+/* Element types; the numbers match the TypeScript side (src/backends/cuda/ffi.ts). */
+typedef enum {
+  SPLINT_F32 = 0,
+  SPLINT_BF16 = 1,
+  SPLINT_FP8_E4M3 = 2,
+  SPLINT_I32 = 3,
+} splint_dtype;
+
+/* ---- context, errors, device ---------------------------------------------------------------- */
+const char* splint_cuda_last_error(void);
+int splint_cuda_device_count(int32_t* count);
+/* Writes a NUL-terminated device description ("NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB") into buf. */
+int splint_cuda_device_name(int32_t device, char* buf, int32_t len);
+int splint_cuda_create(int32_t device, splint_ctx** out);
+int splint_cuda_destroy(splint_ctx* ctx);
+/* Waits for all queued work; surfaces asynchronous kernel errors. */
+int splint_cuda_synchronize(splint_ctx* ctx);
+
+/* ---- memory --------------------------------------------------------------------------------- */
+int splint_cuda_alloc(splint_ctx* ctx, uint64_t bytes, splint_dptr* out);
+int splint_cuda_free(splint_ctx* ctx, splint_dptr ptr);
+/* live/peak: bytes held by allocations; reserved: bytes obtained from cudaMalloc (cached too);
+   mallocs: how many cudaMalloc calls the allocator has made so far. */
+int splint_cuda_memory_stats(splint_ctx* ctx, uint64_t* live, uint64_t* peak, uint64_t* reserved,
+                             uint64_t* mallocs);
+/* Returns every cached, unused block to the driver. */
+int splint_cuda_empty_cache(splint_ctx* ctx);
+int splint_cuda_upload(splint_ctx* ctx, splint_dptr dst, const void* host, uint64_t bytes);
+/* Synchronous: returns when host holds the bytes. */
+int splint_cuda_download(splint_ctx* ctx, void* host, splint_dptr src, uint64_t bytes);
+int splint_cuda_memset_zero(splint_ctx* ctx, splint_dptr dst, uint64_t bytes);
+int splint_cuda_copy(splint_ctx* ctx, splint_dptr dst, splint_dptr src, uint64_t bytes);
+
+/* ---- casts and layout ----------------------------------------------------------------------- */
+/* out[i] = convert(x[i]) for n elements between any two dtypes: fp8 out stores value / out_scale
+   saturated to ±448; float → i32 truncates toward zero. */
+int splint_cuda_cast(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, float x_scale, splint_dptr out,
+                     int32_t out_dtype, float out_scale, int64_t n);
+/* out[i, :] = x[index[i], :] as raw elements of elem_bytes (1, 2 or 4): x [rows, cols], index [m],
+   out [m, cols]. An index out of range gives a zero row and raises flag bit 1. */
+int splint_cuda_gather_rows(splint_ctx* ctx, splint_dptr x, int32_t elem_bytes, int64_t rows, int64_t cols,
+                            splint_dptr index, int64_t m, splint_dptr out);
+/* dst[index[i], :] = src[i, :] (accumulate = 0; raw copy when the dtypes match, else converted) or
+   += (accumulate = 1, f32/bf16 dst, repeats allowed). Indices out of range are skipped and raise
+   flag bit 1. */
+int splint_cuda_scatter_rows(splint_ctx* ctx, splint_dptr dst, int32_t dst_dtype, int64_t rows, int64_t cols,
+                             splint_dptr index, int64_t m, splint_dptr src, int32_t src_dtype, float src_scale,
+                             int32_t accumulate);
+/* Raw elements of elem_bytes: out[i] = x[index[i]] (gather = 1) or out[index[i]] = x[i] (gather = 0);
+   n = index length = element count. Indices out of range raise flag bit 1. */
+int splint_cuda_permute_elements(splint_ctx* ctx, splint_dptr x, int32_t elem_bytes, splint_dptr index,
+                                 int64_t n, splint_dptr out, int32_t gather);
+/* pixels [c, h, w] → patches [(h/p)·(w/p), c·p·p], each row ordered (channel, ky, kx). */
+int splint_cuda_patchify(splint_ctx* ctx, splint_dptr pixels, int32_t x_dtype, float x_scale, int64_t c,
+                         int64_t h, int64_t w, int32_t patch, splint_dptr out, int32_t out_dtype);
+
+/* ---- matrix products ------------------------------------------------------------------------ */
+/*
+ * out = alpha · op(a) · op(b) + beta · out, row-major; op(a) [m, k], op(b) [k, n], out [m, n].
+ * a and b may be f32, bf16 or fp8 (with scale); when either is f32 the product runs in full f32,
+ * otherwise in bf16 with f32 accumulation (fp8 is widened to bf16 first by a scaled conversion).
+ */
+int splint_cuda_matmul(splint_ctx* ctx, splint_dptr a, int32_t a_dtype, float a_scale, int32_t trans_a,
+                       splint_dptr b, int32_t b_dtype, float b_scale, int32_t trans_b, splint_dptr out,
+                       int32_t out_dtype, int64_t m, int64_t n, int64_t k, float alpha, float beta);
+
+/* ---- elementwise ---------------------------------------------------------------------------- */
+/* op: 0 add, 1 mul. out[i] = a[i] op b[i % nb] (nb divides n). out may alias a. */
+int splint_cuda_binary(splint_ctx* ctx, int32_t op, splint_dptr a, int32_t a_dtype, float a_scale,
+                       splint_dptr b, int32_t b_dtype, float b_scale, int64_t nb, splint_dptr out,
+                       int32_t out_dtype, int64_t n);
+/* out[i] = alpha · a[i] + beta · b[i]; out may alias a (addInPlace, scaleInPlace with beta = 0). */
+int splint_cuda_axpby(splint_ctx* ctx, splint_dptr a, int32_t a_dtype, float a_scale, float alpha,
+                      splint_dptr b, int32_t b_dtype, float b_scale, float beta, splint_dptr out,
+                      int32_t out_dtype, int64_t n);
+/* out = silu(gate) · up */
+int splint_cuda_swiglu(splint_ctx* ctx, splint_dptr gate, int32_t gate_dtype, splint_dptr up,
+                       int32_t up_dtype, splint_dptr out, int32_t out_dtype, int64_t n);
+int splint_cuda_swiglu_backward(splint_ctx* ctx, splint_dptr gate, int32_t gate_dtype, splint_dptr up,
+                                int32_t up_dtype, splint_dptr dout, int32_t dout_dtype, splint_dptr dgate,
+                                splint_dptr dup, int32_t grad_dtype, int64_t n);
+int splint_cuda_gelu(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr out, int32_t out_dtype,
+                     int64_t n);
+int splint_cuda_gelu_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr dout,
+                              int32_t dout_dtype, splint_dptr dx, int32_t dx_dtype, int64_t n);
+/* Inverted dropout with splint's counter-based hash (see elementwise.cu): out[i] = keep ? x[i]·keep_scale
+   : 0 with keep ⇔ hash(seed, i) ≥ threshold (threshold = ceil(p·2³²) and keep_scale = (float)(1/(1−p)),
+   both computed by the caller exactly as the CPU backend does). The backward is the same call on the
+   upstream gradient. */
+int splint_cuda_dropout(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr out, int32_t out_dtype,
+                        int64_t n, uint64_t threshold, float keep_scale, uint32_t seed);
+
+/* ---- normalisation and position ------------------------------------------------------------- */
+/* x [rows, cols], weight [cols] → y [rows, cols], rstd [rows] f32. */
+int splint_cuda_rms_norm(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr weight,
+                         int32_t w_dtype, float w_scale, int64_t rows, int64_t cols, double eps, splint_dptr y,
+                         int32_t y_dtype, splint_dptr rstd);
+/* dx [rows, cols] and dweight [cols] (both f32 or bf16 by dx_dtype/dw_dtype). */
+int splint_cuda_rms_norm_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr weight,
+                                  int32_t w_dtype, float w_scale, splint_dptr rstd, splint_dptr dy,
+                                  int32_t dy_dtype, int64_t rows, int64_t cols, splint_dptr dx,
+                                  int32_t dx_dtype, splint_dptr dweight, int32_t dw_dtype);
+/* x [rows, heads, dim], cos/sin [rows, dim/2] f32; inverse = 1 rotates by the negative angle. */
+int splint_cuda_rope(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr cos_t, splint_dptr sin_t,
+                     int64_t rows, int64_t heads, int64_t dim, int32_t inverse, splint_dptr out,
+                     int32_t out_dtype);
+
+/* ---- attention ------------------------------------------------------------------------------ */
+/*
+ * q [b, t, hq, d], k/v [b, s, hkv, d], out [b, t, hq, d], lse [b, hq, t] f32.
+ * mask_kind 0 (causal): key j visible to query i iff j ≤ query_offset + i and (key_valid == 0 or
+ *   key_valid[b, j] != 0), key_valid i32 [b, s].
+ * mask_kind 1 (segments): b = 1, t = s; seg_start/seg_end i32 [t] give each position's block
+ *   [start, end); key j visible to query i iff seg_start[i] ≤ j < seg_end[i].
+ * Rows with no visible key give out = 0 and lse = -inf.
+ */
+int splint_cuda_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splint_dptr k, int32_t k_dtype,
+                          splint_dptr v, int32_t v_dtype, int64_t b, int64_t t, int64_t s, int64_t hq,
+                          int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset,
+                          splint_dptr key_valid, splint_dptr seg_start, splint_dptr seg_end, splint_dptr out,
+                          int32_t out_dtype, splint_dptr lse);
+/* dq [b, t, hq, d], dk/dv [b, s, hkv, d] (f32 or bf16 by grad_dtype). */
+int splint_cuda_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splint_dptr k,
+                                   int32_t k_dtype, splint_dptr v, int32_t v_dtype, splint_dptr out,
+                                   int32_t out_dtype, splint_dptr lse, splint_dptr dout, int32_t dout_dtype,
+                                   int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d,
+                                   float scale, int32_t mask_kind, int64_t query_offset, splint_dptr key_valid,
+                                   splint_dptr seg_start, splint_dptr seg_end, splint_dptr dq, splint_dptr dk,
+                                   splint_dptr dv, int32_t grad_dtype);
+
+/* ---- loss and optimiser --------------------------------------------------------------------- */
+/* logits [rows, vocab], labels i32 [rows]; loss [1] f32 = Σ over counted rows of −log softmax[label];
+   dlogits (0 = none) = grad_scale · (softmax − onehot) on counted rows, 0 on ignored rows.
+   A label outside [0, vocab) that is not ignore_index counts as an error on the next
+   splint_cuda_check_flags call. */
+int splint_cuda_cross_entropy(splint_ctx* ctx, splint_dptr logits, int32_t logits_dtype, int64_t rows,
+                              int64_t vocab, splint_dptr labels, int32_t ignore_index, splint_dptr loss,
+                              splint_dptr dlogits, int32_t dlogits_dtype, float grad_scale);
+/* Synchronous: returns and clears the device error flags (bit 0: a label out of range; bit 1: a row
+   or element index out of range). */
+int splint_cuda_check_flags(splint_ctx* ctx, int32_t* flags);
+/* out [1] f32 = Σ x². */
+int splint_cuda_sum_squares(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, float x_scale, int64_t n,
+                            splint_dptr out);
+/* One AdamW step on f32 param/grad/m/v, in place, in torch's f32 order; the host computes the
+   scalars as the CPU backend does: decay = f32(1 − lr·wd), step_size = f32(lr / (1 − β1ᵗ)),
+   bias_correction2_sqrt = f32(sqrt(1 − β2ᵗ)), the rest f32 of the hyper-parameters. */
+int splint_cuda_adamw(splint_ctx* ctx, splint_dptr param, splint_dptr grad, splint_dptr m, splint_dptr v, int64_t n,
+                      float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float step_size,
+                      float bias_correction2_sqrt, float eps);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,122 @@
+// Shared by every translation unit: the context, the error record, the check macros and the
+// dtype-generic element loads/stores the kernels use.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "../include/splint_cuda.h"
+#include "allocator.cuh"
+
+struct cublasLtContext;  // defined in matmul.cu (the only file that sees cuBLASLt)
+
+struct splint_ctx {
+  int device;
+  cudaStream_t stream;
+  Allocator allocator;
+  cublasLtContext* blas;  // created lazily by the first matmul
+  int32_t* flags;         // device-side error flags (see splint_cuda_check_flags)
+};
+
+// Records "file:line op: message" as the last error and returns status.
+int set_error(int status, const char* file, int line, const char* op, const char* fmt, ...);
+
+// The op name every check reports; each exported function sets it first with OP("name").
+#define OP(name) static const char* const splint_op = name
+
+#define CUDA_CHECK(call)                                                                         \
+  do {                                                                                           \
+    cudaError_t err_ = (call);                                                                   \
+    if (err_ != cudaSuccess) {                                                                   \
+      return set_error(err_ == cudaErrorMemoryAllocation ? SPLINT_OUT_OF_MEMORY : SPLINT_CUDA_ERROR, \
+                       __FILE__, __LINE__, splint_op, "%s (%s) in %s", cudaGetErrorString(err_),  \
+                       cudaGetErrorName(err_), #call);                                           \
+    }                                                                                            \
+  } while (0)
+
+// After every launch: configuration errors show up at once, and earlier asynchronous faults
+// (an illegal address in a previous kernel) are sticky and surface here too.
+#define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+#define ARG_CHECK(cond, ...)                                                                 \
+  do {                                                                                       \
+    if (!(cond)) return set_error(SPLINT_INVALID_ARGUMENT, __FILE__, __LINE__, splint_op, __VA_ARGS__); \
+  } while (0)
+
+#define STATUS_CHECK(call)      \
+  do {                          \
+    int st_ = (call);           \
+    if (st_ != SPLINT_OK) return st_; \
+  } while (0)
+
+#define CTX_CHECK(ctx) ARG_CHECK((ctx) != nullptr, "null context")
+
+// Bits of splint_ctx::flags.
+constexpr int32_t SPLINT_FLAG_LABEL = 1;
+constexpr int32_t SPLINT_FLAG_INDEX = 2;
+
+inline bool is_float_dtype(int32_t dt) { return dt == SPLINT_F32 || dt == SPLINT_BF16 || dt == SPLINT_FP8_E4M3; }
+inline bool is_grad_dtype(int32_t dt) { return dt == SPLINT_F32 || dt == SPLINT_BF16; }
+inline int64_t dtype_bytes(int32_t dt) { return dt == SPLINT_BF16 ? 2 : dt == SPLINT_FP8_E4M3 ? 1 : 4; }
+
+// A float tensor as the kernels see it: address, element type and (fp8) scale.
+struct In {
+  const void* p;
+  int32_t dt;
+  float scale;
+};
+struct Out {
+  void* p;
+  int32_t dt;
+};
+
+inline In in_of(splint_dptr p, int32_t dt, float scale = 1.0f) { return In{reinterpret_cast<const void*>(p), dt, scale}; }
+inline Out out_of(splint_dptr p, int32_t dt) { return Out{reinterpret_cast<void*>(p), dt}; }
+
+__device__ __forceinline__ float load(In x, int64_t i) {
+  switch (x.dt) {
+    case SPLINT_BF16:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(x.p)[i]);
+    case SPLINT_FP8_E4M3:
+      return float(static_cast<const __nv_fp8_e4m3*>(x.p)[i]) * x.scale;
+    default:
+      return static_cast<const float*>(x.p)[i];
+  }
+}
+
+// bf16 rounds to nearest even, as the CPU backend's narrowing does.
+__device__ __forceinline__ void store(Out y, int64_t i, float v) {
+  switch (y.dt) {
+    case SPLINT_BF16:
+      static_cast<__nv_bfloat16*>(y.p)[i] = __float2bfloat16_rn(v);
+      break;
+    case SPLINT_FP8_E4M3:
+      static_cast<__nv_fp8_e4m3*>(y.p)[i] = __nv_fp8_e4m3(v);
+      break;
+    default:
+      static_cast<float*>(y.p)[i] = v;
+  }
+}
+
+// Grid for a grid-stride loop over n elements.
+inline unsigned grid_for(int64_t n, int threads = 256) {
+  int64_t blocks = (n + threads - 1) / threads;
+  if (blocks > 65535LL * 16) blocks = 65535LL * 16;
+  return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
+}
+
+#define GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+// Scratch buffer from the context's caching allocator, returned when the scope ends. Stream order
+// makes reuse safe: everything runs on the context's one stream.
+struct Scratch {
+  splint_ctx* ctx = nullptr;
+  void* p = nullptr;
+  ~Scratch() {
+    if (p) ctx->allocator.release(p);
+  }
+};
+int scratch_alloc(splint_ctx* ctx, Scratch& s, int64_t bytes, const char* op);

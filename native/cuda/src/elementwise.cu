@@ -1,0 +1,170 @@
+// Elementwise arithmetic, activations (forward next to backward) and dropout.
+#include "common.cuh"
+
+namespace {
+
+__global__ void binary_kernel(int op, In a, In b, int64_t nb, Out y, int64_t n) {
+  GRID_STRIDE(i, n) {
+    float x = load(a, i), z = load(b, i % nb);
+    store(y, i, op == 0 ? x + z : x * z);
+  }
+}
+
+__global__ void axpby_kernel(In a, float alpha, In b, float beta, bool has_b, Out y, int64_t n) {
+  GRID_STRIDE(i, n) {
+    float v = alpha == 1.0f ? load(a, i) : alpha * load(a, i);
+    if (has_b) v += beta == 1.0f ? load(b, i) : beta * load(b, i);
+    store(y, i, v);
+  }
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__global__ void swiglu_kernel(In gate, In up, Out y, int64_t n) {
+  GRID_STRIDE(i, n) {
+    float g = load(gate, i);
+    store(y, i, g * sigmoid(g) * load(up, i));
+  }
+}
+
+// dgate = dout·up·σ(g)·(1 + g·(1−σ(g))), dup = dout·silu(g)
+__global__ void swiglu_backward_kernel(In gate, In up, In dout, Out dgate, Out dup, int64_t n) {
+  GRID_STRIDE(i, n) {
+    float g = load(gate, i), u = load(up, i), d = load(dout, i);
+    float s = sigmoid(g);
+    store(dup, i, d * g * s);
+    store(dgate, i, d * u * s * (1.0f + g * (1.0f - s)));
+  }
+}
+
+__global__ void gelu_kernel(In x, Out y, int64_t n) {
+  GRID_STRIDE(i, n) {
+    float v = load(x, i);
+    store(y, i, 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)));
+  }
+}
+
+// d gelu/dx = Φ(x) + x·φ(x)
+__global__ void gelu_backward_kernel(In x, In dout, Out dx, int64_t n) {
+  GRID_STRIDE(i, n) {
+    float v = load(x, i);
+    float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
+    float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
+    store(dx, i, load(dout, i) * (cdf + v * pdf));
+  }
+}
+
+// MurmurHash3's finaliser; the CPU backend's dropout.ts defines the same function.
+__device__ __host__ __forceinline__ uint32_t fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+// keep(i) ⇔ fmix32(fmix32(seed) + i·0x9e3779b9) ≥ threshold, all uint32 arithmetic mod 2³².
+__global__ void dropout_kernel(In x, Out y, int64_t n, uint64_t threshold, float keep_scale, uint32_t seed_hash) {
+  GRID_STRIDE(i, n) {
+    uint32_t h = fmix32(seed_hash + static_cast<uint32_t>(i) * 0x9e3779b9u);
+    store(y, i, static_cast<uint64_t>(h) >= threshold ? load(x, i) * keep_scale : 0.0f);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int splint_cuda_binary(splint_ctx* ctx, int32_t op, splint_dptr a, int32_t a_dtype, float a_scale, splint_dptr b,
+                       int32_t b_dtype, float b_scale, int64_t nb, splint_dptr out, int32_t out_dtype, int64_t n) {
+  OP(op == 0 ? "add" : "mul");
+  CTX_CHECK(ctx);
+  ARG_CHECK(op == 0 || op == 1, "unknown binary op %d", op);
+  ARG_CHECK(is_float_dtype(a_dtype) && is_float_dtype(b_dtype) && is_float_dtype(out_dtype), "float dtypes only");
+  ARG_CHECK(nb > 0 && n % nb == 0, "operand of %lld elements does not tile %lld", (long long)nb, (long long)n);
+  if (n == 0) return SPLINT_OK;
+  binary_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(op, in_of(a, a_dtype, a_scale), in_of(b, b_dtype, b_scale), nb,
+                                                       out_of(out, out_dtype), n);
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+int splint_cuda_axpby(splint_ctx* ctx, splint_dptr a, int32_t a_dtype, float a_scale, float alpha, splint_dptr b,
+                      int32_t b_dtype, float b_scale, float beta, splint_dptr out, int32_t out_dtype, int64_t n) {
+  OP("axpby");
+  CTX_CHECK(ctx);
+  bool has_b = b != 0;
+  ARG_CHECK(is_float_dtype(a_dtype) && (!has_b || is_float_dtype(b_dtype)) && is_float_dtype(out_dtype),
+            "float dtypes only");
+  if (n == 0) return SPLINT_OK;
+  axpby_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(a, a_dtype, a_scale), alpha, in_of(b, b_dtype, b_scale),
+                                                      beta, has_b, out_of(out, out_dtype), n);
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+int splint_cuda_swiglu(splint_ctx* ctx, splint_dptr gate, int32_t gate_dtype, splint_dptr up, int32_t up_dtype,
+                       splint_dptr out, int32_t out_dtype, int64_t n) {
+  OP("swiglu");
+  CTX_CHECK(ctx);
+  ARG_CHECK(is_float_dtype(gate_dtype) && is_float_dtype(up_dtype) && is_grad_dtype(out_dtype), "bad dtypes");
+  if (n == 0) return SPLINT_OK;
+  swiglu_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(gate, gate_dtype), in_of(up, up_dtype),
+                                                       out_of(out, out_dtype), n);
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+int splint_cuda_swiglu_backward(splint_ctx* ctx, splint_dptr gate, int32_t gate_dtype, splint_dptr up,
+                                int32_t up_dtype, splint_dptr dout, int32_t dout_dtype, splint_dptr dgate,
+                                splint_dptr dup, int32_t grad_dtype, int64_t n) {
+  OP("swiglu_backward");
+  CTX_CHECK(ctx);
+  ARG_CHECK(is_float_dtype(gate_dtype) && is_float_dtype(up_dtype) && is_float_dtype(dout_dtype) &&
+                is_grad_dtype(grad_dtype),
+            "bad dtypes");
+  if (n == 0) return SPLINT_OK;
+  swiglu_backward_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(gate, gate_dtype), in_of(up, up_dtype),
+                                                                in_of(dout, dout_dtype), out_of(dgate, grad_dtype),
+                                                                out_of(dup, grad_dtype), n);
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+int splint_cuda_gelu(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr out, int32_t out_dtype, int64_t n) {
+  OP("gelu");
+  CTX_CHECK(ctx);
+  ARG_CHECK(is_float_dtype(x_dtype) && is_grad_dtype(out_dtype), "bad dtypes");
+  if (n == 0) return SPLINT_OK;
+  gelu_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(x, x_dtype), out_of(out, out_dtype), n);
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+int splint_cuda_gelu_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr dout, int32_t dout_dtype,
+                              splint_dptr dx, int32_t dx_dtype, int64_t n) {
+  OP("gelu_backward");
+  CTX_CHECK(ctx);
+  ARG_CHECK(is_float_dtype(x_dtype) && is_float_dtype(dout_dtype) && is_grad_dtype(dx_dtype), "bad dtypes");
+  if (n == 0) return SPLINT_OK;
+  gelu_backward_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(x, x_dtype), in_of(dout, dout_dtype),
+                                                              out_of(dx, dx_dtype), n);
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+int splint_cuda_dropout(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr out, int32_t out_dtype, int64_t n,
+                        uint64_t threshold, float keep_scale, uint32_t seed) {
+  OP("dropout");
+  CTX_CHECK(ctx);
+  ARG_CHECK(is_float_dtype(x_dtype) && is_grad_dtype(out_dtype), "bad dtypes");
+  ARG_CHECK(n <= (1LL << 32), "%lld elements exceed the 32-bit element counter", (long long)n);
+  if (n == 0) return SPLINT_OK;
+  dropout_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(x, x_dtype), out_of(out, out_dtype), n, threshold,
+                                                        keep_scale, fmix32(seed));
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+}  // extern "C"

@@ -1,0 +1,220 @@
+// Matrix products through cuBLASLt (f32 accumulation), with a plain tiled kernel for the shapes
+// cuBLASLt finds no algorithm for.
+//
+// Row-major to cuBLAS's column-major: a row-major [r, c] matrix is a column-major [c, r] one, so
+// out = op(a)·op(b) (row-major [m, n]) is computed as outᵀ = op(b)ᵀ·op(a)ᵀ (column-major [n, m]):
+// cuBLAS's "A" is our b and its "B" is our a, with m and n swapped.
+#include <cublasLt.h>
+
+#include "common.cuh"
+
+struct cublasLtContext {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+namespace {
+
+constexpr size_t kWorkspaceBytes = 32ull << 20;
+
+const char* blas_status_name(cublasStatus_t st) {
+  switch (st) {
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "cuBLAS error";
+  }
+}
+
+#define BLAS_CHECK(call)                                                                                    \
+  do {                                                                                                      \
+    cublasStatus_t st_ = (call);                                                                            \
+    if (st_ != CUBLAS_STATUS_SUCCESS)                                                                       \
+      return set_error(st_ == CUBLAS_STATUS_ALLOC_FAILED ? SPLINT_OUT_OF_MEMORY : SPLINT_CUBLAS_ERROR, __FILE__, \
+                       __LINE__, splint_op, "%s (%d) in %s", blas_status_name(st_), (int)st_, #call);      \
+  } while (0)
+
+// Owners that destroy cuBLASLt descriptors on every return path.
+struct MatmulDesc {
+  cublasLtMatmulDesc_t d = nullptr;
+  ~MatmulDesc() {
+    if (d) cublasLtMatmulDescDestroy(d);
+  }
+};
+struct Layout {
+  cublasLtMatrixLayout_t d = nullptr;
+  ~Layout() {
+    if (d) cublasLtMatrixLayoutDestroy(d);
+  }
+};
+struct Preference {
+  cublasLtMatmulPreference_t d = nullptr;
+  ~Preference() {
+    if (d) cublasLtMatmulPreferenceDestroy(d);
+  }
+};
+
+uint32_t alignment_of(const void* p) {
+  uint64_t a = reinterpret_cast<uint64_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && (a % align) != 0) align >>= 1;
+  return align;
+}
+
+int ensure_blas(splint_ctx* ctx) {
+  OP("matmul");
+  if (ctx->blas) return SPLINT_OK;
+  cublasLtContext* blas = new cublasLtContext();
+  cublasStatus_t st = cublasLtCreate(&blas->handle);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    delete blas;
+    BLAS_CHECK(st);
+  }
+  // Allocated once with the context, outside the caching allocator's statistics.
+  cudaError_t err = cudaMalloc(&blas->workspace, kWorkspaceBytes);
+  if (err != cudaSuccess) {
+    cublasLtDestroy(blas->handle);
+    delete blas;
+    CUDA_CHECK(err);
+  }
+  blas->workspace_bytes = kWorkspaceBytes;
+  ctx->blas = blas;
+  return SPLINT_OK;
+}
+
+// Fallback: out[i, j] = alpha · Σ_k a(i, k)·b(k, j) + beta · out[i, j], 16×16 tiles, f32 accumulation.
+constexpr int kT = 16;
+__global__ void gemm_fallback_kernel(In a, bool trans_a, In b, bool trans_b, Out out, int64_t m, int64_t n, int64_t k,
+                                     float alpha, float beta) {
+  __shared__ float as[kT][kT + 1];
+  __shared__ float bs[kT][kT + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t i = blockIdx.y * (int64_t)kT + ty, j = blockIdx.x * (int64_t)kT + tx;
+  float acc = 0.0f;
+  for (int64_t k0 = 0; k0 < k; k0 += kT) {
+    const int64_t ka = k0 + tx, kb = k0 + ty;
+    as[ty][tx] = (i < m && ka < k) ? load(a, trans_a ? ka * m + i : i * k + ka) : 0.0f;
+    bs[ty][tx] = (j < n && kb < k) ? load(b, trans_b ? j * k + kb : kb * n + j) : 0.0f;
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kT; kk++) acc += as[ty][kk] * bs[kk][tx];
+    __syncthreads();
+  }
+  if (i < m && j < n) {
+    float v = alpha * acc;
+    if (beta != 0.0f) {
+      In prev{out.p, out.dt, 1.0f};
+      v += beta * load(prev, i * n + j);
+    }
+    store(out, i * n + j, v);
+  }
+}
+
+int gemm_fallback(splint_ctx* ctx, In a, bool trans_a, In b, bool trans_b, Out out, int64_t m, int64_t n, int64_t k,
+                  float alpha, float beta) {
+  OP("matmul");
+  ARG_CHECK((n + kT - 1) / kT <= 0x7fffffffLL && (m + kT - 1) / kT <= 65535, "matrix too large for the fallback");
+  dim3 grid((unsigned)((n + kT - 1) / kT), (unsigned)((m + kT - 1) / kT));
+  gemm_fallback_kernel<<<grid, dim3(kT, kT), 0, ctx->stream>>>(a, trans_a, b, trans_b, out, m, n, k, alpha, beta);
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+cudaDataType_t cuda_type(int32_t dt) { return dt == SPLINT_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+// Widens an operand to `to` (f32 or bf16) in scratch unless it already is that type.
+int widen(splint_ctx* ctx, In x, int64_t count, int32_t to, Scratch& scratch, In& result) {
+  OP("matmul");
+  if (x.dt == to) {
+    result = x;
+    return SPLINT_OK;
+  }
+  STATUS_CHECK(scratch_alloc(ctx, scratch, count * dtype_bytes(to), splint_op));
+  STATUS_CHECK(splint_cuda_cast(ctx, reinterpret_cast<splint_dptr>(x.p), x.dt, x.scale,
+                                reinterpret_cast<splint_dptr>(scratch.p), to, 1.0f, count));
+  result = In{scratch.p, to, 1.0f};
+  return SPLINT_OK;
+}
+
+}  // namespace
+
+void destroy_blas(splint_ctx* ctx) {
+  if (!ctx->blas) return;
+  if (ctx->blas->workspace) cudaFree(ctx->blas->workspace);
+  if (ctx->blas->handle) cublasLtDestroy(ctx->blas->handle);
+  delete ctx->blas;
+  ctx->blas = nullptr;
+}
+
+extern "C" int splint_cuda_matmul(splint_ctx* ctx, splint_dptr a, int32_t a_dtype, float a_scale, int32_t trans_a,
+                                  splint_dptr b, int32_t b_dtype, float b_scale, int32_t trans_b, splint_dptr out,
+                                  int32_t out_dtype, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
+  OP("matmul");
+  CTX_CHECK(ctx);
+  ARG_CHECK(is_float_dtype(a_dtype) && is_float_dtype(b_dtype), "operands must be float (got %d, %d)", a_dtype, b_dtype);
+  ARG_CHECK(is_grad_dtype(out_dtype), "output must be f32 or bf16 (got %d)", out_dtype);
+  ARG_CHECK(m >= 0 && n >= 0 && k >= 0, "negative size");
+  if (m == 0 || n == 0) return SPLINT_OK;
+  if (k == 0) {
+    // Empty sum: out = beta·out.
+    return splint_cuda_axpby(ctx, out, out_dtype, 1.0f, beta, 0, SPLINT_F32, 1.0f, 0.0f, out, out_dtype, m * n);
+  }
+  STATUS_CHECK(ensure_blas(ctx));
+
+  // Any f32 operand runs the product in full f32 (no TF32), as the CPU reference; otherwise bf16
+  // with f32 accumulation, fp8 widened to bf16 with its scale.
+  const int32_t compute = (a_dtype == SPLINT_F32 || b_dtype == SPLINT_F32) ? SPLINT_F32 : SPLINT_BF16;
+  Scratch a_wide, b_wide;
+  In ai, bi;
+  STATUS_CHECK(widen(ctx, in_of(a, a_dtype, a_scale), m * k, compute, a_wide, ai));
+  STATUS_CHECK(widen(ctx, in_of(b, b_dtype, b_scale), k * n, compute, b_wide, bi));
+  Out o = out_of(out, out_dtype);
+
+  MatmulDesc desc;
+  BLAS_CHECK(cublasLtMatmulDescCreate(&desc.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS "A" = our b
+  const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS "B" = our a
+  BLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_b, sizeof op_b));
+  BLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_a, sizeof op_a));
+
+  Layout la, lb, lc;
+  // our b: [k, n] row-major = col-major n×k (ld n); transposed: [n, k] = col-major k×n (ld k).
+  if (trans_b) BLAS_CHECK(cublasLtMatrixLayoutCreate(&la.d, cuda_type(compute), k, n, k));
+  else BLAS_CHECK(cublasLtMatrixLayoutCreate(&la.d, cuda_type(compute), n, k, n));
+  // our a: [m, k] row-major = col-major k×m (ld k); transposed: [k, m] = col-major m×k (ld m).
+  if (trans_a) BLAS_CHECK(cublasLtMatrixLayoutCreate(&lb.d, cuda_type(compute), m, k, m));
+  else BLAS_CHECK(cublasLtMatrixLayoutCreate(&lb.d, cuda_type(compute), k, m, k));
+  BLAS_CHECK(cublasLtMatrixLayoutCreate(&lc.d, cuda_type(out_dtype), n, m, n));
+
+  Preference pref;
+  BLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.d));
+  uint64_t ws = ctx->blas->workspace_bytes;
+  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  const uint32_t align_a = alignment_of(bi.p), align_b = alignment_of(ai.p), align_c = alignment_of(o.p);
+  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a,
+                                                  sizeof align_a));
+  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b,
+                                                  sizeof align_b));
+  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c,
+                                                  sizeof align_c));
+  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c,
+                                                  sizeof align_c));
+
+  cublasLtMatmulHeuristicResult_t heuristic = {};
+  int found = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->blas->handle, desc.d, la.d, lb.d, lc.d, lc.d, pref.d, 1,
+                                                     &heuristic, &found);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
+    return gemm_fallback(ctx, ai, trans_a != 0, bi, trans_b != 0, o, m, n, k, alpha, beta);
+  }
+  BLAS_CHECK(st);
+  BLAS_CHECK(cublasLtMatmul(ctx->blas->handle, desc.d, &alpha, bi.p, la.d, ai.p, lb.d, &beta, o.p, lc.d, o.p, lc.d,
+                            &heuristic.algo, ctx->blas->workspace, ctx->blas->workspace_bytes, ctx->stream));
+  return SPLINT_OK;
+}

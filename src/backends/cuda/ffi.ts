@@ -1,0 +1,210 @@
+/**
+ * The C ABI of native/cuda (include/splint_cuda.h) as typed TypeScript functions, through koffi.
+ * Device addresses travel as plain numbers (they stay far below 2^53); every function returns a
+ * status that `check` turns into a CudaError carrying the library's "file:line op: message".
+ */
+import { existsSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import koffi, { type LibraryHandle } from "koffi";
+import { CudaError } from "./errors.ts";
+
+/** Element type codes shared with splint_cuda.h. */
+export const DTYPE_CODE = { f32: 0, bf16: 1, fp8_e4m3: 2, i32: 3 } as const;
+
+export const STATUS_NAMES: Readonly<Record<number, string>> = {
+  1: "invalid argument",
+  2: "CUDA error",
+  3: "cuBLAS error",
+  4: "out of GPU memory",
+  5: "not supported",
+};
+
+/** Bits of splint_cuda_check_flags. */
+export const FLAG_LABEL = 1;
+export const FLAG_INDEX = 2;
+
+/** Opaque context handle (a koffi pointer object). */
+export type CtxHandle = object;
+type Ptr = number;
+type Status = number;
+
+export interface SplintCudaLib {
+  last_error(): string;
+  device_count(count: Int32Array): Status;
+  device_name(device: number, buf: Buffer, len: number): Status;
+  create(device: number, out: [CtxHandle | null]): Status;
+  destroy(ctx: CtxHandle): Status;
+  synchronize(ctx: CtxHandle): Status;
+
+  alloc(ctx: CtxHandle, bytes: number, out: BigUint64Array): Status;
+  free(ctx: CtxHandle, ptr: Ptr): Status;
+  memory_stats(ctx: CtxHandle, live: BigUint64Array, peak: BigUint64Array, reserved: BigUint64Array, mallocs: BigUint64Array): Status;
+  empty_cache(ctx: CtxHandle): Status;
+  upload(ctx: CtxHandle, dst: Ptr, host: ArrayBufferView, bytes: number): Status;
+  download(ctx: CtxHandle, host: ArrayBufferView, src: Ptr, bytes: number): Status;
+  memset_zero(ctx: CtxHandle, dst: Ptr, bytes: number): Status;
+  copy(ctx: CtxHandle, dst: Ptr, src: Ptr, bytes: number): Status;
+
+  cast(ctx: CtxHandle, x: Ptr, xDtype: number, xScale: number, out: Ptr, outDtype: number, outScale: number, n: number): Status;
+  gather_rows(ctx: CtxHandle, x: Ptr, elemBytes: number, rows: number, cols: number, index: Ptr, m: number, out: Ptr): Status;
+  scatter_rows(
+    ctx: CtxHandle, dst: Ptr, dstDtype: number, rows: number, cols: number, index: Ptr, m: number,
+    src: Ptr, srcDtype: number, srcScale: number, accumulate: number,
+  ): Status;
+  permute_elements(ctx: CtxHandle, x: Ptr, elemBytes: number, index: Ptr, n: number, out: Ptr, gather: number): Status;
+  patchify(
+    ctx: CtxHandle, pixels: Ptr, xDtype: number, xScale: number, c: number, h: number, w: number, patch: number,
+    out: Ptr, outDtype: number,
+  ): Status;
+
+  matmul(
+    ctx: CtxHandle, a: Ptr, aDtype: number, aScale: number, transA: number, b: Ptr, bDtype: number, bScale: number,
+    transB: number, out: Ptr, outDtype: number, m: number, n: number, k: number, alpha: number, beta: number,
+  ): Status;
+
+  binary(
+    ctx: CtxHandle, op: number, a: Ptr, aDtype: number, aScale: number, b: Ptr, bDtype: number, bScale: number,
+    nb: number, out: Ptr, outDtype: number, n: number,
+  ): Status;
+  axpby(
+    ctx: CtxHandle, a: Ptr, aDtype: number, aScale: number, alpha: number, b: Ptr, bDtype: number, bScale: number,
+    beta: number, out: Ptr, outDtype: number, n: number,
+  ): Status;
+  swiglu(ctx: CtxHandle, gate: Ptr, gateDtype: number, up: Ptr, upDtype: number, out: Ptr, outDtype: number, n: number): Status;
+  swiglu_backward(
+    ctx: CtxHandle, gate: Ptr, gateDtype: number, up: Ptr, upDtype: number, dout: Ptr, doutDtype: number,
+    dgate: Ptr, dup: Ptr, gradDtype: number, n: number,
+  ): Status;
+  gelu(ctx: CtxHandle, x: Ptr, xDtype: number, out: Ptr, outDtype: number, n: number): Status;
+  gelu_backward(ctx: CtxHandle, x: Ptr, xDtype: number, dout: Ptr, doutDtype: number, dx: Ptr, dxDtype: number, n: number): Status;
+  dropout(
+    ctx: CtxHandle, x: Ptr, xDtype: number, out: Ptr, outDtype: number, n: number, threshold: number,
+    keepScale: number, seed: number,
+  ): Status;
+
+  rms_norm(
+    ctx: CtxHandle, x: Ptr, xDtype: number, weight: Ptr, wDtype: number, wScale: number, rows: number, cols: number,
+    eps: number, y: Ptr, yDtype: number, rstd: Ptr,
+  ): Status;
+  rms_norm_backward(
+    ctx: CtxHandle, x: Ptr, xDtype: number, weight: Ptr, wDtype: number, wScale: number, rstd: Ptr, dy: Ptr,
+    dyDtype: number, rows: number, cols: number, dx: Ptr, dxDtype: number, dweight: Ptr, dwDtype: number,
+  ): Status;
+  rope(
+    ctx: CtxHandle, x: Ptr, xDtype: number, cos: Ptr, sin: Ptr, rows: number, heads: number, dim: number,
+    inverse: number, out: Ptr, outDtype: number,
+  ): Status;
+
+  attention(
+    ctx: CtxHandle, q: Ptr, qDtype: number, k: Ptr, kDtype: number, v: Ptr, vDtype: number, b: number, t: number,
+    s: number, hq: number, hkv: number, d: number, scale: number, maskKind: number, queryOffset: number,
+    keyValid: Ptr, segStart: Ptr, segEnd: Ptr, out: Ptr, outDtype: number, lse: Ptr,
+  ): Status;
+  attention_backward(
+    ctx: CtxHandle, q: Ptr, qDtype: number, k: Ptr, kDtype: number, v: Ptr, vDtype: number, out: Ptr,
+    outDtype: number, lse: Ptr, dout: Ptr, doutDtype: number, b: number, t: number, s: number, hq: number,
+    hkv: number, d: number, scale: number, maskKind: number, queryOffset: number, keyValid: Ptr, segStart: Ptr,
+    segEnd: Ptr, dq: Ptr, dk: Ptr, dv: Ptr, gradDtype: number,
+  ): Status;
+
+  cross_entropy(
+    ctx: CtxHandle, logits: Ptr, logitsDtype: number, rows: number, vocab: number, labels: Ptr, ignoreIndex: number,
+    loss: Ptr, dlogits: Ptr, dlogitsDtype: number, gradScale: number,
+  ): Status;
+  check_flags(ctx: CtxHandle, flags: Int32Array): Status;
+  sum_squares(ctx: CtxHandle, x: Ptr, xDtype: number, xScale: number, n: number, out: Ptr): Status;
+  adamw(
+    ctx: CtxHandle, param: Ptr, grad: Ptr, m: Ptr, v: Ptr, n: number, decay: number, oneMinusBeta1: number,
+    beta2: number, oneMinusBeta2: number, stepSize: number, biasCorrection2Sqrt: number, eps: number,
+  ): Status;
+}
+
+const C = "splint_ctx *ctx";
+const P = "uint64_t";
+/** C prototypes (koffi syntax) of every function, keyed by the name without its splint_cuda_ prefix. */
+const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
+  last_error: "const char *splint_cuda_last_error(void)",
+  device_count: "int splint_cuda_device_count(int32_t *count)",
+  device_name: "int splint_cuda_device_name(int32_t device, uint8_t *buf, int32_t len)",
+  create: "int splint_cuda_create(int32_t device, _Out_ splint_ctx **out)",
+  destroy: `int splint_cuda_destroy(${C})`,
+  synchronize: `int splint_cuda_synchronize(${C})`,
+  alloc: `int splint_cuda_alloc(${C}, uint64_t bytes, uint64_t *out)`,
+  free: `int splint_cuda_free(${C}, ${P} ptr)`,
+  memory_stats: `int splint_cuda_memory_stats(${C}, uint64_t *live, uint64_t *peak, uint64_t *reserved, uint64_t *mallocs)`,
+  empty_cache: `int splint_cuda_empty_cache(${C})`,
+  upload: `int splint_cuda_upload(${C}, ${P} dst, const void *host, uint64_t bytes)`,
+  download: `int splint_cuda_download(${C}, void *host, ${P} src, uint64_t bytes)`,
+  memset_zero: `int splint_cuda_memset_zero(${C}, ${P} dst, uint64_t bytes)`,
+  copy: `int splint_cuda_copy(${C}, ${P} dst, ${P} src, uint64_t bytes)`,
+  cast: `int splint_cuda_cast(${C}, ${P} x, int32_t x_dtype, float x_scale, ${P} out, int32_t out_dtype, float out_scale, int64_t n)`,
+  gather_rows: `int splint_cuda_gather_rows(${C}, ${P} x, int32_t elem_bytes, int64_t rows, int64_t cols, ${P} index, int64_t m, ${P} out)`,
+  scatter_rows: `int splint_cuda_scatter_rows(${C}, ${P} dst, int32_t dst_dtype, int64_t rows, int64_t cols, ${P} index, int64_t m, ${P} src, int32_t src_dtype, float src_scale, int32_t accumulate)`,
+  permute_elements: `int splint_cuda_permute_elements(${C}, ${P} x, int32_t elem_bytes, ${P} index, int64_t n, ${P} out, int32_t gather)`,
+  patchify: `int splint_cuda_patchify(${C}, ${P} pixels, int32_t x_dtype, float x_scale, int64_t c, int64_t h, int64_t w, int32_t patch, ${P} out, int32_t out_dtype)`,
+  matmul: `int splint_cuda_matmul(${C}, ${P} a, int32_t a_dtype, float a_scale, int32_t trans_a, ${P} b, int32_t b_dtype, float b_scale, int32_t trans_b, ${P} out, int32_t out_dtype, int64_t m, int64_t n, int64_t k, float alpha, float beta)`,
+  binary: `int splint_cuda_binary(${C}, int32_t op, ${P} a, int32_t a_dtype, float a_scale, ${P} b, int32_t b_dtype, float b_scale, int64_t nb, ${P} out, int32_t out_dtype, int64_t n)`,
+  axpby: `int splint_cuda_axpby(${C}, ${P} a, int32_t a_dtype, float a_scale, float alpha, ${P} b, int32_t b_dtype, float b_scale, float beta, ${P} out, int32_t out_dtype, int64_t n)`,
+  swiglu: `int splint_cuda_swiglu(${C}, ${P} gate, int32_t gate_dtype, ${P} up, int32_t up_dtype, ${P} out, int32_t out_dtype, int64_t n)`,
+  swiglu_backward: `int splint_cuda_swiglu_backward(${C}, ${P} gate, int32_t gate_dtype, ${P} up, int32_t up_dtype, ${P} dout, int32_t dout_dtype, ${P} dgate, ${P} dup, int32_t grad_dtype, int64_t n)`,
+  gelu: `int splint_cuda_gelu(${C}, ${P} x, int32_t x_dtype, ${P} out, int32_t out_dtype, int64_t n)`,
+  gelu_backward: `int splint_cuda_gelu_backward(${C}, ${P} x, int32_t x_dtype, ${P} dout, int32_t dout_dtype, ${P} dx, int32_t dx_dtype, int64_t n)`,
+  dropout: `int splint_cuda_dropout(${C}, ${P} x, int32_t x_dtype, ${P} out, int32_t out_dtype, int64_t n, uint64_t threshold, float keep_scale, uint32_t seed)`,
+  rms_norm: `int splint_cuda_rms_norm(${C}, ${P} x, int32_t x_dtype, ${P} weight, int32_t w_dtype, float w_scale, int64_t rows, int64_t cols, double eps, ${P} y, int32_t y_dtype, ${P} rstd)`,
+  rms_norm_backward: `int splint_cuda_rms_norm_backward(${C}, ${P} x, int32_t x_dtype, ${P} weight, int32_t w_dtype, float w_scale, ${P} rstd, ${P} dy, int32_t dy_dtype, int64_t rows, int64_t cols, ${P} dx, int32_t dx_dtype, ${P} dweight, int32_t dw_dtype)`,
+  rope: `int splint_cuda_rope(${C}, ${P} x, int32_t x_dtype, ${P} cos_t, ${P} sin_t, int64_t rows, int64_t heads, int64_t dim, int32_t inverse, ${P} out, int32_t out_dtype)`,
+  attention: `int splint_cuda_attention(${C}, ${P} q, int32_t q_dtype, ${P} k, int32_t k_dtype, ${P} v, int32_t v_dtype, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset, ${P} key_valid, ${P} seg_start, ${P} seg_end, ${P} out, int32_t out_dtype, ${P} lse)`,
+  attention_backward: `int splint_cuda_attention_backward(${C}, ${P} q, int32_t q_dtype, ${P} k, int32_t k_dtype, ${P} v, int32_t v_dtype, ${P} out, int32_t out_dtype, ${P} lse, ${P} dout, int32_t dout_dtype, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset, ${P} key_valid, ${P} seg_start, ${P} seg_end, ${P} dq, ${P} dk, ${P} dv, int32_t grad_dtype)`,
+  cross_entropy: `int splint_cuda_cross_entropy(${C}, ${P} logits, int32_t logits_dtype, int64_t rows, int64_t vocab, ${P} labels, int32_t ignore_index, ${P} loss, ${P} dlogits, int32_t dlogits_dtype, float grad_scale)`,
+  check_flags: `int splint_cuda_check_flags(${C}, int32_t *flags)`,
+  sum_squares: `int splint_cuda_sum_squares(${C}, ${P} x, int32_t x_dtype, float x_scale, int64_t n, ${P} out)`,
+  adamw: `int splint_cuda_adamw(${C}, ${P} param, ${P} grad, ${P} m, ${P} v, int64_t n, float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float step_size, float bias_correction2_sqrt, float eps)`,
+};
+
+/** Where the library is looked for when no path is given: $SPLINT_CUDA_LIB, then the repo's build folder. */
+export function defaultLibraryPath(): string {
+  const fromEnv = process.env.SPLINT_CUDA_LIB;
+  if (fromEnv) return resolve(fromEnv);
+  const here = dirname(fileURLToPath(import.meta.url));
+  // src/backends/cuda → repo root; a bundle elsewhere finds it relative to the working directory.
+  const candidates = [resolve(here, "../../../native/cuda/build/libsplint_cuda.so"), resolve("native/cuda/build/libsplint_cuda.so")];
+  return candidates.find((p) => existsSync(p)) ?? candidates[0]!;
+}
+
+let opaqueDeclared = false;
+
+/** Loads the library and binds every function; throws CudaError when it cannot. */
+export function loadLibrary(path: string): SplintCudaLib {
+  if (!existsSync(path)) {
+    throw new CudaError("load", `${path} does not exist`, "build it with `make -C native/cuda` on a machine with CUDA and cuBLAS");
+  }
+  let lib: LibraryHandle;
+  try {
+    lib = koffi.load(path);
+  } catch (err) {
+    throw new CudaError("load", `cannot load ${path}: ${(err as Error).message}`, "check that the CUDA runtime and cuBLASLt libraries are on the loader path");
+  }
+  if (!opaqueDeclared) {
+    koffi.opaque("splint_ctx");
+    opaqueDeclared = true;
+  }
+  const bound: Partial<Record<keyof SplintCudaLib, unknown>> = {};
+  for (const [name, proto] of Object.entries(PROTOTYPES) as [keyof SplintCudaLib, string][]) {
+    bound[name] = lib.func(proto);
+  }
+  return bound as SplintCudaLib;
+}
+
+/** Throws a CudaError for a non-zero status, with the library's last error message. */
+export function check(lib: SplintCudaLib, status: Status, op: string): void {
+  if (status === 0) return;
+  const kind = STATUS_NAMES[status] ?? `status ${status}`;
+  const hint =
+    status === 4
+      ? "reduce the batch size or sequence length, or enable gradient checkpointing"
+      : status === 1
+        ? "this is a bug in splint's CUDA backend or its caller: please report it with the message"
+        : undefined;
+  throw new CudaError(op, `${kind}: ${lib.last_error()}`, hint);
+}

@@ -1,0 +1,583 @@
+/**
+ * The CUDA backend: the Backend interface on top of native/cuda's C ABI. It computes the same
+ * functions as the CPU backend (src/backends/cpu), with the same dtype rules: layout ops keep their
+ * input's dtype and scale, arithmetic produces f32 (matmul may produce bf16), in-place ops write f32.
+ * Shape errors throw at the call like the CPU backend; index and label errors inside kernels are
+ * flagged on the device and thrown at the next read().
+ */
+import { f32ArrayToBf16 } from "../../tensor/bf16.ts";
+import type { AttentionMask, Backend } from "../../tensor/backend.ts";
+import { BYTES_PER_ELEMENT, type DType } from "../../tensor/dtype.ts";
+import { TensorError } from "../../tensor/errors.ts";
+import { f32ArrayToFp8E4m3 } from "../../tensor/fp8.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
+import { CudaError } from "./errors.ts";
+import { type CtxHandle, check, DTYPE_CODE, defaultLibraryPath, loadLibrary, type SplintCudaLib } from "./ffi.ts";
+import { CudaMemory, dtypeCode, requireDtype, requireFloat } from "./memory.ts";
+
+export interface CudaBackend extends Backend {
+  readonly name: "cuda";
+  /** "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB". */
+  readonly device: string;
+  /** Waits for queued work (for timing). */
+  synchronize(): void;
+  /** Allocator statistics, including bytes cached from cudaMalloc and how many cudaMalloc calls were made. */
+  allocatorStats(): { live: number; peak: number; reserved: number; mallocs: number };
+  /** Frees the context and all its device memory; the backend is unusable afterwards. */
+  dispose(): void;
+}
+
+type HostData = Float32Array | Uint16Array | Uint8Array | Int32Array;
+
+function rowCount(t: Tensor): number {
+  return t.shape.length === 0 ? 1 : t.shape[0]!;
+}
+
+function rowWidth(t: Tensor): number {
+  return t.shape.length === 0 ? 1 : t.shape.slice(1).reduce((a, b) => a * b, 1);
+}
+
+/** [rows, cols] of a tensor read as a matrix of its last dimension. */
+function rowsCols(t: Tensor): [number, number] {
+  const cols = t.shape.length === 0 ? 1 : t.shape[t.shape.length - 1]!;
+  return [cols === 0 ? 0 : t.size / cols, cols];
+}
+
+function requireSameSize(op: string, a: Tensor, b: Tensor): void {
+  if (a.size !== b.size) throw new TensorError(op, "operands differ in size", { shapes: [a.shape, b.shape] });
+}
+
+function deviceCount(lib: SplintCudaLib): number {
+  const count = new Int32Array(1);
+  const status = lib.device_count(count);
+  return status === 0 ? count[0]! : 0;
+}
+
+/** Loads the library (default: $SPLINT_CUDA_LIB or native/cuda/build/libsplint_cuda.so) and opens device 0. */
+export function createCudaBackend(libPath?: string, device = 0): CudaBackend {
+  const lib = loadLibrary(libPath ?? defaultLibraryPath());
+  if (deviceCount(lib) <= device) {
+    throw new CudaError("create", `no CUDA device ${device}: ${lib.last_error()}`, "run on a machine with an NVIDIA GPU and driver");
+  }
+  const nameBuf = Buffer.alloc(256);
+  check(lib, lib.device_name(device, nameBuf, nameBuf.length), "create");
+  const deviceName = nameBuf.subarray(0, nameBuf.indexOf(0)).toString("utf8");
+  const handle: [CtxHandle | null] = [null];
+  check(lib, lib.create(device, handle), "create");
+  const ctx = handle[0]!;
+  return buildBackend(lib, ctx, deviceName);
+}
+
+function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): CudaBackend {
+  let mem: CudaMemory;
+  const ok = (status: number, op: string): void => check(lib, status, op);
+  const p = (t: Tensor, op: string): number => mem.ptr(t, op);
+  // Segment tables for block-diagonal attention, kept per distinct set of lengths: the same images
+  // come back in the backward pass, and an upload from pageable memory waits for the stream.
+  const segmentTables = new Map<string, { start: Tensor; end: Tensor }>();
+  const MAX_SEGMENT_TABLES = 64;
+
+  function alloc(shape: readonly number[], dtype: DType, scale = 1): Tensor {
+    return mem.allocate(shape, dtype, scale);
+  }
+
+  function f32Like(x: Tensor): Tensor {
+    return alloc(x.shape, "f32");
+  }
+
+  /** f32 cos/sin tables (the kernel reads f32). */
+  function asF32(x: Tensor, op: string): { t: Tensor; temp: boolean } {
+    requireFloat(op, x);
+    if (x.dtype === "f32") return { t: x, temp: false };
+    return { t: backend.cast(x, "f32"), temp: true };
+  }
+
+  function maskArgs(
+    op: string,
+    mask: AttentionMask,
+    b: number,
+    t: number,
+    s: number,
+  ): { kind: number; queryOffset: number; keyValid: number; segStart: number; segEnd: number } {
+    if (mask.kind === "causal") {
+      if (!Number.isInteger(mask.queryOffset)) throw new TensorError(op, `queryOffset ${mask.queryOffset} must be an integer`);
+      const kv = mask.keyValid;
+      if (kv && (kv.size !== b * s || kv.dtype !== "i32")) {
+        throw new TensorError(op, "keyValid must be i32 [B, S]", { shapes: [kv.shape], dtypes: [kv.dtype] });
+      }
+      return { kind: 0, queryOffset: mask.queryOffset, keyValid: kv ? p(kv, op) : 0, segStart: 0, segEnd: 0 };
+    }
+    const total = mask.lengths.reduce((a, x) => a + x, 0);
+    if (b !== 1 || t !== s || total !== s || mask.lengths.some((x) => !Number.isInteger(x) || x < 0)) {
+      throw new TensorError(op, `segment mask needs B = 1 and T = S = Σ lengths (${total})`, { shapes: [[b, t], [b, s]] });
+    }
+    const key = mask.lengths.join(",");
+    let tables = segmentTables.get(key);
+    if (!tables) {
+      const start = new Int32Array(s);
+      const end = new Int32Array(s);
+      let from = 0;
+      for (const length of mask.lengths) {
+        start.fill(from, from, from + length);
+        end.fill(from + length, from, from + length);
+        from += length;
+      }
+      if (segmentTables.size >= MAX_SEGMENT_TABLES) {
+        for (const old of segmentTables.values()) {
+          old.start.free();
+          old.end.free();
+        }
+        segmentTables.clear();
+      }
+      tables = { start: backend.upload(start, [s], "i32"), end: backend.upload(end, [s], "i32") };
+      segmentTables.set(key, tables);
+    }
+    return { kind: 1, queryOffset: 0, keyValid: 0, segStart: p(tables.start, op), segEnd: p(tables.end, op) };
+  }
+
+  function attentionDims(op: string, q: Tensor, k: Tensor, v: Tensor): [number, number, number, number, number, number] {
+    const shapes = [q.shape, k.shape, v.shape];
+    if (q.shape.length !== 4 || k.shape.length !== 4 || v.shape.length !== 4) {
+      throw new TensorError(op, "expected q [B, T, Hq, D] and k, v [B, S, Hkv, D]", { shapes });
+    }
+    const [b, t, hq, d] = q.shape as [number, number, number, number];
+    const [kb, s, hkv, kd] = k.shape as [number, number, number, number];
+    if (kb !== b || kd !== d || !v.shape.every((x, i) => x === k.shape[i]) || hkv === 0 || hq % hkv !== 0) {
+      throw new TensorError(op, "k and v must be [B, S, Hkv, D] with Hq a multiple of Hkv", { shapes });
+    }
+    requireFloat(op, q, k, v);
+    return [b, t, s, hq, hkv, d];
+  }
+
+  function checkIndex(op: string, index: Tensor): void {
+    requireDtype(op, index, ["i32"]);
+  }
+
+  const backend: CudaBackend = {
+    name: "cuda",
+    device: deviceName,
+
+    // ---- memory ----------------------------------------------------------------------------
+    empty: (shape, dtype) => alloc(shape, dtype),
+    zeros(shape, dtype) {
+      const t = alloc(shape, dtype);
+      ok(lib.memset_zero(ctx, p(t, "zeros"), t.byteLength), "zeros");
+      return t;
+    },
+    upload(data: HostData, shape, dtype, scaleValue = 1) {
+      const size = shape.reduce((a, b) => a * b, 1);
+      if (data.length !== size) {
+        throw new TensorError("upload", `${data.length} values do not fill shape [${shape.join(",")}]`, { shapes: [shape], dtypes: [dtype] });
+      }
+      let bits: HostData | null = null;
+      // Narrowing happens on the host with the CPU backend's own converters, so both backends hold
+      // bit-identical tensors after an upload.
+      if (dtype === "f32" && data instanceof Float32Array) bits = data;
+      else if (dtype === "bf16") bits = data instanceof Uint16Array ? data : data instanceof Float32Array ? f32ArrayToBf16(data) : null;
+      else if (dtype === "fp8_e4m3") bits = data instanceof Uint8Array ? data : data instanceof Float32Array ? f32ArrayToFp8E4m3(data, scaleValue) : null;
+      else if (dtype === "i32" && data instanceof Int32Array) bits = data;
+      if (!bits) throw new TensorError("upload", `cannot upload a ${data.constructor.name} as ${dtype}`, { dtypes: [dtype] });
+      const t = alloc(shape, dtype, scaleValue);
+      mem.upload(t, bits);
+      return t;
+    },
+    read(t) {
+      switch (t.dtype) {
+        case "f32":
+          return mem.download(t, new Float32Array(t.size));
+        case "i32":
+          return mem.download(t, new Int32Array(t.size));
+        default: {
+          const wide = backend.cast(t, "f32");
+          try {
+            return mem.download(wide, new Float32Array(t.size));
+          } finally {
+            wide.free();
+          }
+        }
+      }
+    },
+    readRaw(t) {
+      switch (t.dtype) {
+        case "f32":
+          return mem.download(t, new Float32Array(t.size));
+        case "bf16":
+          return mem.download(t, new Uint16Array(t.size));
+        case "fp8_e4m3":
+          return mem.download(t, new Uint8Array(t.size));
+        case "i32":
+          return mem.download(t, new Int32Array(t.size));
+      }
+    },
+    release: (t) => mem.release(t),
+    memory() {
+      const { live, peak } = mem.stats();
+      return { live, peak };
+    },
+
+    // ---- copies and layout -----------------------------------------------------------------
+    cast(x, dtype) {
+      if (dtype === x.dtype) return backend.copy(x);
+      const out = alloc(x.shape, dtype);
+      ok(lib.cast(ctx, p(x, "cast"), dtypeCode(x), x.scale, p(out, "cast"), DTYPE_CODE[dtype], 1, x.size), "cast");
+      return out;
+    },
+    copy(x) {
+      const out = alloc(x.shape, x.dtype, x.scale);
+      ok(lib.copy(ctx, p(out, "copy"), p(x, "copy"), x.byteLength), "copy");
+      return out;
+    },
+    sliceRows(x, start, count) {
+      const n = rowCount(x);
+      if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > n) {
+        throw new TensorError("sliceRows", `rows [${start}, ${start + count}) out of range 0..${n}`, { shapes: [x.shape] });
+      }
+      const out = alloc([count, ...x.shape.slice(1)], x.dtype, x.scale);
+      const rowBytes = rowWidth(x) * BYTES_PER_ELEMENT[x.dtype];
+      ok(lib.copy(ctx, p(out, "sliceRows"), p(x, "sliceRows") + start * rowBytes, count * rowBytes), "sliceRows");
+      return out;
+    },
+    concatRows(parts) {
+      const first = parts[0];
+      if (!first) throw new TensorError("concatRows", "needs at least one tensor");
+      const tail = first.shape.slice(1);
+      for (const part of parts) {
+        const sameTail = part.shape.length === first.shape.length && part.shape.slice(1).every((d, i) => d === tail[i]);
+        if (!sameTail || part.dtype !== first.dtype || part.scale !== first.scale) {
+          throw new TensorError("concatRows", "parts differ in row shape, dtype or scale", {
+            shapes: parts.map((q) => q.shape),
+            dtypes: parts.map((q) => q.dtype),
+          });
+        }
+      }
+      const rows = parts.reduce((a, part) => a + rowCount(part), 0);
+      const out = alloc([rows, ...tail], first.dtype, first.scale);
+      let offset = p(out, "concatRows");
+      for (const part of parts) {
+        ok(lib.copy(ctx, offset, p(part, "concatRows"), part.byteLength), "concatRows");
+        offset += part.byteLength;
+      }
+      return out;
+    },
+    gatherRows(x, index) {
+      checkIndex("gatherRows", index);
+      const c = rowWidth(x);
+      const out = alloc([index.size, ...x.shape.slice(1)], x.dtype, x.scale);
+      ok(
+        lib.gather_rows(ctx, p(x, "gatherRows"), BYTES_PER_ELEMENT[x.dtype], rowCount(x), c, p(index, "gatherRows"), index.size, p(out, "gatherRows")),
+        "gatherRows",
+      );
+      return out;
+    },
+    scatterRowsInPlace(dst, index, src) {
+      const op = "scatterRowsInPlace";
+      checkIndex(op, index);
+      if (rowWidth(dst) !== rowWidth(src) || rowCount(src) !== index.size) {
+        throw new TensorError(op, "src must be [index length, dst row width]", { shapes: [dst.shape, index.shape, src.shape] });
+      }
+      const raw = src.dtype === dst.dtype && src.scale === dst.scale;
+      if (!raw && (dst.dtype !== "f32" || src.dtype === "i32")) {
+        throw new TensorError(op, "dst must be f32 or share src's dtype", { dtypes: [dst.dtype, src.dtype] });
+      }
+      ok(
+        lib.scatter_rows(ctx, p(dst, op), dtypeCode(dst), rowCount(dst), rowWidth(dst), p(index, op), index.size, p(src, op), dtypeCode(src), src.scale, 0),
+        op,
+      );
+    },
+    scatterAddRowsInPlace(dst, index, src) {
+      const op = "scatterAddRowsInPlace";
+      checkIndex(op, index);
+      if (rowWidth(dst) !== rowWidth(src) || rowCount(src) !== index.size) {
+        throw new TensorError(op, "src must be [index length, dst row width]", { shapes: [dst.shape, index.shape, src.shape] });
+      }
+      requireDtype(op, dst, ["f32"]);
+      requireFloat(op, src);
+      ok(
+        lib.scatter_rows(ctx, p(dst, op), dtypeCode(dst), rowCount(dst), rowWidth(dst), p(index, op), index.size, p(src, op), dtypeCode(src), src.scale, 1),
+        op,
+      );
+    },
+    gatherElements(x, index, outShape) {
+      return permute("gatherElements", x, index, outShape, 1);
+    },
+    scatterElements(x, index, outShape) {
+      return permute("scatterElements", x, index, outShape, 0);
+    },
+    patchify(pixels, patch) {
+      const [channels, height, width] = pixels.shape as [number, number, number];
+      if (pixels.shape.length !== 3 || height % patch !== 0 || width % patch !== 0) {
+        throw new TensorError("patchify", `pixels must be [C, H, W] with H and W multiples of ${patch}`, { shapes: [pixels.shape] });
+      }
+      requireFloat("patchify", pixels);
+      const out = alloc([(height / patch) * (width / patch), channels * patch * patch], "f32");
+      ok(
+        lib.patchify(ctx, p(pixels, "patchify"), dtypeCode(pixels), pixels.scale, channels, height, width, patch, p(out, "patchify"), DTYPE_CODE.f32),
+        "patchify",
+      );
+      return out;
+    },
+
+    // ---- matrix products -------------------------------------------------------------------
+    matmul(a, b, opts = {}) {
+      const { transA = false, transB = false, alpha = 1, accumulate, outDtype = "f32" } = opts;
+      requireFloat("matmul", a, b);
+      const [aRows, aCols] = rowsCols(a);
+      const [bRows, bCols] = rowsCols(b);
+      const [m, k] = transA ? [aCols, aRows] : [aRows, aCols];
+      const [kb, n] = transB ? [bCols, bRows] : [bRows, bCols];
+      if (k !== kb) {
+        throw new TensorError("matmul", `inner dimensions differ (${k} vs ${kb}, transA=${transA}, transB=${transB})`, {
+          shapes: [a.shape, b.shape],
+          dtypes: [a.dtype, b.dtype],
+        });
+      }
+      if (accumulate && (accumulate.size !== m * n || accumulate.dtype !== "f32")) {
+        throw new TensorError("matmul", `accumulate must be f32 [${m}, ${n}]`, { shapes: [accumulate.shape], dtypes: [accumulate.dtype] });
+      }
+      if (!accumulate && outDtype !== "f32" && outDtype !== "bf16") {
+        throw new TensorError("matmul", `cannot produce ${outDtype} output`, { dtypes: [outDtype], hint: "outputs are f32 or bf16" });
+      }
+      const out = accumulate ?? alloc(transA ? [m, n] : [...a.shape.slice(0, -1), n], outDtype);
+      ok(
+        lib.matmul(
+          ctx, p(a, "matmul"), dtypeCode(a), a.scale, transA ? 1 : 0, p(b, "matmul"), dtypeCode(b), b.scale, transB ? 1 : 0,
+          p(out, "matmul"), dtypeCode(out), m, n, k, alpha, accumulate ? 1 : 0,
+        ),
+        "matmul",
+      );
+      return out;
+    },
+
+    // ---- elementwise -----------------------------------------------------------------------
+    add: (a, b) => binary("add", 0, a, b),
+    mul: (a, b) => binary("mul", 1, a, b),
+    addInPlace(a, b, alpha = 1) {
+      requireSameSize("addInPlace", a, b);
+      requireDtype("addInPlace", a, ["f32"]);
+      requireFloat("addInPlace", b);
+      const pa = p(a, "addInPlace");
+      ok(lib.axpby(ctx, pa, DTYPE_CODE.f32, 1, 1, p(b, "addInPlace"), dtypeCode(b), b.scale, alpha, pa, DTYPE_CODE.f32, a.size), "addInPlace");
+    },
+    scale(x, s) {
+      requireFloat("scale", x);
+      const out = f32Like(x);
+      ok(lib.axpby(ctx, p(x, "scale"), dtypeCode(x), x.scale, s, 0, DTYPE_CODE.f32, 1, 0, p(out, "scale"), DTYPE_CODE.f32, x.size), "scale");
+      return out;
+    },
+    scaleInPlace(x, s) {
+      requireDtype("scaleInPlace", x, ["f32"]);
+      const px = p(x, "scaleInPlace");
+      ok(lib.axpby(ctx, px, DTYPE_CODE.f32, 1, s, 0, DTYPE_CODE.f32, 1, 0, px, DTYPE_CODE.f32, x.size), "scaleInPlace");
+    },
+    swiglu(gate, up) {
+      requireSameSize("swiglu", gate, up);
+      requireFloat("swiglu", gate, up);
+      const out = f32Like(gate);
+      ok(lib.swiglu(ctx, p(gate, "swiglu"), dtypeCode(gate), p(up, "swiglu"), dtypeCode(up), p(out, "swiglu"), DTYPE_CODE.f32, gate.size), "swiglu");
+      return out;
+    },
+    swigluBackward(gate, up, dout) {
+      const op = "swigluBackward";
+      requireSameSize(op, gate, up);
+      requireSameSize(op, gate, dout);
+      requireFloat(op, gate, up, dout);
+      const dgate = f32Like(gate);
+      const dup = alloc(up.shape, "f32");
+      ok(
+        lib.swiglu_backward(ctx, p(gate, op), dtypeCode(gate), p(up, op), dtypeCode(up), p(dout, op), dtypeCode(dout), p(dgate, op), p(dup, op), DTYPE_CODE.f32, gate.size),
+        op,
+      );
+      return { dgate, dup };
+    },
+    gelu(x) {
+      requireFloat("gelu", x);
+      const out = f32Like(x);
+      ok(lib.gelu(ctx, p(x, "gelu"), dtypeCode(x), p(out, "gelu"), DTYPE_CODE.f32, x.size), "gelu");
+      return out;
+    },
+    geluBackward(x, dout) {
+      requireSameSize("geluBackward", x, dout);
+      requireFloat("geluBackward", x, dout);
+      const out = f32Like(x);
+      ok(lib.gelu_backward(ctx, p(x, "geluBackward"), dtypeCode(x), p(dout, "geluBackward"), dtypeCode(dout), p(out, "geluBackward"), DTYPE_CODE.f32, x.size), "geluBackward");
+      return out;
+    },
+    dropout: (x, prob, seed) => dropout("dropout", x, prob, seed),
+    dropoutBackward: (dout, prob, seed) => dropout("dropoutBackward", dout, prob, seed),
+
+    // ---- normalisation and position --------------------------------------------------------
+    rmsNorm(x, weight, eps) {
+      const [n, c] = rowsCols(x);
+      if (weight.size !== c) throw new TensorError("rmsNorm", `weight must have ${c} elements`, { shapes: [x.shape, weight.shape] });
+      requireFloat("rmsNorm", x, weight);
+      const y = f32Like(x);
+      const rstd = alloc([n], "f32");
+      ok(
+        lib.rms_norm(ctx, p(x, "rmsNorm"), dtypeCode(x), p(weight, "rmsNorm"), dtypeCode(weight), weight.scale, n, c, eps, p(y, "rmsNorm"), DTYPE_CODE.f32, p(rstd, "rmsNorm")),
+        "rmsNorm",
+      );
+      return { y, rstd };
+    },
+    rmsNormBackward(x, weight, rstd, dy) {
+      const op = "rmsNormBackward";
+      const [n, c] = rowsCols(x);
+      if (weight.size !== c || dy.size !== x.size || rstd.size !== n) {
+        throw new TensorError(op, "shapes do not match x [N, C]", { shapes: [x.shape, weight.shape, rstd.shape, dy.shape] });
+      }
+      requireFloat(op, x, weight, dy);
+      requireDtype(op, rstd, ["f32"]);
+      const dx = f32Like(x);
+      const dweight = alloc(weight.shape, "f32");
+      ok(
+        lib.rms_norm_backward(
+          ctx, p(x, op), dtypeCode(x), p(weight, op), dtypeCode(weight), weight.scale, p(rstd, op), p(dy, op), dtypeCode(dy),
+          n, c, p(dx, op), DTYPE_CODE.f32, p(dweight, op), DTYPE_CODE.f32,
+        ),
+        op,
+      );
+      return { dx, dweight };
+    },
+    rope(x, cos, sin, inverse = false) {
+      const [n, h, d] = x.shape as [number, number, number];
+      const half = d / 2;
+      if (x.shape.length !== 3 || d % 2 !== 0 || cos.size !== n * half || sin.size !== n * half) {
+        throw new TensorError("rope", "expected x [N, H, D] with even D and cos/sin [N, D/2]", { shapes: [x.shape, cos.shape, sin.shape] });
+      }
+      requireFloat("rope", x);
+      const c = asF32(cos, "rope");
+      const s = asF32(sin, "rope");
+      const out = f32Like(x);
+      try {
+        ok(lib.rope(ctx, p(x, "rope"), dtypeCode(x), p(c.t, "rope"), p(s.t, "rope"), n, h, d, inverse ? 1 : 0, p(out, "rope"), DTYPE_CODE.f32), "rope");
+      } finally {
+        if (c.temp) c.t.free();
+        if (s.temp) s.t.free();
+      }
+      return out;
+    },
+
+    // ---- attention -------------------------------------------------------------------------
+    attention(q, k, v, mask, scale) {
+      const op = "attention";
+      const [b, t, s, hq, hkv, d] = attentionDims(op, q, k, v);
+      const m = maskArgs(op, mask, b, t, s);
+      const out = f32Like(q);
+      const lse = alloc([b, hq, t], "f32");
+      ok(
+        lib.attention(
+          ctx, p(q, op), dtypeCode(q), p(k, op), dtypeCode(k), p(v, op), dtypeCode(v), b, t, s, hq, hkv, d, scale,
+          m.kind, m.queryOffset, m.keyValid, m.segStart, m.segEnd, p(out, op), DTYPE_CODE.f32, p(lse, op),
+        ),
+        op,
+      );
+      return { out, lse };
+    },
+    attentionBackward(q, k, v, out, lse, dout, mask, scale) {
+      const op = "attentionBackward";
+      const [b, t, s, hq, hkv, d] = attentionDims(op, q, k, v);
+      if (out.size !== q.size || dout.size !== q.size || lse.size !== b * hq * t) {
+        throw new TensorError(op, "out/dout must match q and lse be [B, Hq, T]", { shapes: [q.shape, out.shape, dout.shape, lse.shape] });
+      }
+      requireFloat(op, out, dout);
+      requireDtype(op, lse, ["f32"]);
+      const m = maskArgs(op, mask, b, t, s);
+      const dq = f32Like(q);
+      const dk = alloc(k.shape, "f32");
+      const dv = alloc(v.shape, "f32");
+      ok(
+        lib.attention_backward(
+          ctx, p(q, op), dtypeCode(q), p(k, op), dtypeCode(k), p(v, op), dtypeCode(v), p(out, op), dtypeCode(out),
+          p(lse, op), p(dout, op), dtypeCode(dout), b, t, s, hq, hkv, d, scale, m.kind, m.queryOffset, m.keyValid,
+          m.segStart, m.segEnd, p(dq, op), p(dk, op), p(dv, op), DTYPE_CODE.f32,
+        ),
+        op,
+      );
+      return { dq, dk, dv };
+    },
+
+    // ---- loss and optimiser ----------------------------------------------------------------
+    crossEntropy(logits, labels, ignoreIndex, gradScale) {
+      const op = "crossEntropy";
+      const [n, vocab] = rowsCols(logits);
+      requireFloat(op, logits);
+      requireDtype(op, labels, ["i32"]);
+      if (labels.size !== n) throw new TensorError(op, `labels must have one entry per row (${n})`, { shapes: [logits.shape, labels.shape] });
+      const loss = alloc([1], "f32");
+      const dlogits = gradScale === undefined ? null : f32Like(logits);
+      ok(
+        lib.cross_entropy(
+          ctx, p(logits, op), dtypeCode(logits), n, vocab, p(labels, op), ignoreIndex, p(loss, op),
+          dlogits ? p(dlogits, op) : 0, DTYPE_CODE.f32, gradScale ?? 0,
+        ),
+        op,
+      );
+      return dlogits ? { loss, dlogits } : { loss };
+    },
+    sumSquares(x) {
+      requireFloat("sumSquares", x);
+      const out = alloc([1], "f32");
+      ok(lib.sum_squares(ctx, p(x, "sumSquares"), dtypeCode(x), x.scale, x.size, p(out, "sumSquares")), "sumSquares");
+      return out;
+    },
+    adamw(param, grad, m, v, hp) {
+      const op = "adamw";
+      for (const t of [param, grad, m, v]) requireDtype(op, t, ["f32"]);
+      if (grad.size !== param.size || m.size !== param.size || v.size !== param.size) {
+        throw new TensorError(op, "param, grad, m and v must have the same size", { shapes: [param.shape, grad.shape, m.shape, v.shape] });
+      }
+      if (!(hp.step >= 1)) throw new TensorError(op, `step must be ≥ 1 (got ${hp.step})`);
+      // The scalars exactly as the CPU backend's optim.ts computes them (f64, then rounded to f32).
+      const f = Math.fround;
+      ok(
+        lib.adamw(
+          ctx, p(param, op), p(grad, op), p(m, op), p(v, op), param.size,
+          f(1 - hp.lr * hp.weightDecay), f(1 - hp.beta1), f(hp.beta2), f(1 - hp.beta2),
+          f(hp.lr / (1 - hp.beta1 ** hp.step)), f(Math.sqrt(1 - hp.beta2 ** hp.step)), f(hp.eps),
+        ),
+        op,
+      );
+    },
+
+    // ---- CUDA-only -------------------------------------------------------------------------
+    synchronize: () => ok(lib.synchronize(ctx), "synchronize"),
+    allocatorStats: () => mem.stats(),
+    dispose() {
+      segmentTables.clear();
+      ok(lib.destroy(ctx), "dispose");
+    },
+  };
+
+  function binary(op: string, code: number, a: Tensor, b: Tensor): Tensor {
+    requireSameSize(op, a, b);
+    requireFloat(op, a, b);
+    const out = f32Like(a);
+    ok(lib.binary(ctx, code, p(a, op), dtypeCode(a), a.scale, p(b, op), dtypeCode(b), b.scale, b.size, p(out, op), DTYPE_CODE.f32, a.size), op);
+    return out;
+  }
+
+  function permute(op: string, x: Tensor, index: Tensor, outShape: readonly number[], gather: number): Tensor {
+    checkIndex(op, index);
+    const outSize = outShape.reduce((a, b) => a * b, 1);
+    if (index.size !== outSize || index.size !== x.size) {
+      throw new TensorError(op, "index, x and output must have the same number of elements", { shapes: [x.shape, index.shape, outShape] });
+    }
+    const out = alloc(outShape, x.dtype, x.scale);
+    ok(lib.permute_elements(ctx, p(x, op), BYTES_PER_ELEMENT[x.dtype], p(index, op), x.size, p(out, op), gather), op);
+    return out;
+  }
+
+  /** The CPU backend's dropout (dropout.ts): keep ⇔ hash(seed, i) ≥ ceil(p·2³²), kept × f32(1/(1−p)). */
+  function dropout(op: string, x: Tensor, prob: number, seed: number): Tensor {
+    if (!(prob >= 0 && prob < 1)) throw new TensorError(op, `dropout probability ${prob} must be in [0, 1)`);
+    if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new TensorError(op, `seed ${seed} must be an integer in [0, 2^32)`);
+    if (x.size > 2 ** 32) throw new TensorError(op, "tensor too large for a 32-bit element counter");
+    requireFloat(op, x);
+    const out = f32Like(x);
+    const threshold = Math.ceil(prob * 2 ** 32);
+    ok(lib.dropout(ctx, p(x, op), dtypeCode(x), p(out, op), DTYPE_CODE.f32, x.size, threshold, Math.fround(1 / (1 - prob)), seed), op);
+    return out;
+  }
+
+  mem = new CudaMemory(lib, ctx, backend);
+  return backend;
+}
