@@ -1,5 +1,7 @@
 import type { Command } from "commander";
-import { openSafetensors, toFloat32, toInt32, writeSafetensors, type StoredTensor, type TensorSource } from "../../io/safetensors.ts";
+import { createGraph } from "../../autograd/tape.ts";
+import { openSafetensors, toFloat32, toInt32, writeSafetensors, type StoredTensor, type TensorSource, type TensorToWrite } from "../../io/safetensors.ts";
+import { adapterKey } from "../../lora/adapter.ts";
 import { ForwardContext } from "../../models/mistral3/context.ts";
 import { forwardMistral3, type Mistral3Inputs } from "../../models/mistral3/model.ts";
 import { openModelSession } from "../../models/mistral3/runtime.ts";
@@ -10,7 +12,8 @@ import { createOutput } from "../output.ts";
 /**
  * `splint forward`: the parity interface. Reads HF-named inputs from a safetensors file, runs the
  * model once, writes `logits` (f32 [B,T,V]) and, with labels, `loss` (f32 [1]) as transformers
- * computes them, so anyone can compare splint with transformers tensor by tensor.
+ * computes them, so anyone can compare splint with transformers tensor by tensor. With --grads, the
+ * gradients of the adapter's LoRA tensors too, keyed as in adapter_model.safetensors.
  */
 export function registerForward(program: Command): void {
   program
@@ -20,36 +23,56 @@ export function registerForward(program: Command): void {
     .option("--adapter <dir>", "PEFT LoRA adapter folder")
     .requiredOption("--inputs <file>", "safetensors with input_ids, attention_mask, [pixel_values, image_sizes], [labels]")
     .requiredOption("--out <file>", "safetensors to write logits (and loss) to")
+    .option("--grads <file>", "with --adapter and labels: write d loss / d every LoRA tensor under PEFT's key names (dropout off)")
     .option("--dtype <dtype>", "weights in memory: auto (as stored), f32 or bf16; compute is f32", "auto")
     .option("--json", "print the result as JSON")
-    .action(async (opts: { model: string; adapter?: string; inputs: string; out: string; dtype: string; json?: boolean }) => {
+    .action(async (opts: { model: string; adapter?: string; inputs: string; out: string; grads?: string; dtype: string; json?: boolean }) => {
       const output = createOutput(Boolean(opts.json));
       if (!["auto", "f32", "bf16"].includes(opts.dtype)) throw new InputError("--dtype", `must be auto, f32 or bf16, got ${JSON.stringify(opts.dtype)}`);
+      if (opts.grads && !opts.adapter) throw new InputError("--grads", "needs --adapter (the gradients are those of its LoRA tensors)");
       const inputs = await readForwardInputs(opts.inputs);
+      if (opts.grads && !inputs.labels) throw new InputError(opts.inputs, `has no tensor "labels", which --grads needs for a loss`);
       const session = await openModelSession(opts.model, { adapterDir: opts.adapter, dtype: opts.dtype as WeightDtype, output });
       const started = performance.now();
-      const graph = session.inferenceGraph();
-      const ctx = new ForwardContext(graph);
+      const pairs = [...session.model.linears].filter(([, l]) => l.lora);
+      const trainable = new Set(opts.grads ? pairs.flatMap(([, l]) => [l.lora!.a, l.lora!.b]) : []);
+      const graph = opts.grads ? createGraph(session.backend, { recording: true }) : session.inferenceGraph();
+      const ctx = new ForwardContext(graph, { trainable });
       let logits: Float32Array;
       let loss: number | undefined;
+      const grads: TensorToWrite[] = [];
       try {
         const out = forwardMistral3(ctx, session.model, inputs);
         logits = session.backend.read(out.logits.value) as Float32Array;
         loss = out.loss ? (session.backend.read(out.loss.value) as Float32Array)[0] : undefined;
+        if (opts.grads && out.loss) {
+          graph.backward(out.loss);
+          for (const [path, l] of pairs) {
+            for (const [which, t] of [["A", l.lora!.a], ["B", l.lora!.b]] as const) {
+              const grad = ctx.varOf(t)?.grad;
+              // A pair the inputs never reach (e.g. the vision tower without images) has zero gradient.
+              const data = grad ? (session.backend.read(grad) as Float32Array) : new Float32Array(t.size);
+              grads.push({ name: adapterKey(path, which), dtype: "F32", shape: t.shape, data });
+              grad?.free();
+            }
+          }
+        }
       } finally {
         graph.dispose();
         ctx.release();
       }
+      if (opts.grads) await writeSafetensors(opts.grads, grads, { format: "pt" });
       const seconds = (performance.now() - started) / 1000;
       const { batch: B, seqLen: T } = inputs;
       const V = logits.length / (B * T);
       const tensors = [{ name: "logits", dtype: "F32" as const, shape: [B, T, V], data: logits }];
       if (loss !== undefined) tensors.push({ name: "loss", dtype: "F32" as const, shape: [1], data: Float32Array.of(loss) });
       await writeSafetensors(opts.out, tensors, { format: "pt" });
-      const result = { out: opts.out, batch: B, seqLen: T, vocab: V, loss: loss ?? null, seconds, tokensPerSecond: (B * T) / seconds };
+      const result = { out: opts.out, grads: opts.grads ?? null, batch: B, seqLen: T, vocab: V, loss: loss ?? null, seconds, tokensPerSecond: (B * T) / seconds };
       output.result(result, () =>
         [
           `wrote ${opts.out}: logits [${B},${T},${V}]${loss !== undefined ? `, loss ${loss.toPrecision(6)}` : ""}`,
+          ...(opts.grads ? [`wrote ${opts.grads}: gradients of ${grads.length} LoRA tensors`] : []),
           `${(B * T).toLocaleString("en")} tokens in ${seconds.toFixed(2)} s (${result.tokensPerSecond.toFixed(1)} tokens/s)`,
         ].join("\n"),
       );

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { promisify } from "node:util";
+import { openSafetensors, toFloat32 } from "../../src/io/safetensors.ts";
+
+const run = promisify(execFile);
+const ROOT = join(import.meta.dirname, "..", "..");
+const F = join(ROOT, "test", "fixtures");
+
+async function tensors(file: string): Promise<Map<string, Float32Array>> {
+  const s = await openSafetensors(file);
+  const out = new Map<string, Float32Array>();
+  for (const k of s.keys()) out.set(k, toFloat32(await s.read(k)));
+  await s.close();
+  return out;
+}
+
+test("splint forward --adapter --grads writes logits, loss and PEFT-keyed gradients matching peft", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "splint-forward-"));
+  try {
+    const out = join(dir, "out.safetensors");
+    const grads = join(dir, "grads.safetensors");
+    const { stdout } = await run(process.execPath, [
+      join(ROOT, "bin", "splint.js"),
+      "forward",
+      "--model", join(F, "models", "tiny"),
+      "--adapter", join(F, "lora", "tiny", "adapter"),
+      "--inputs", join(F, "forward", "inputs", "images_multi.safetensors"),
+      "--out", out,
+      "--grads", grads,
+      "--json",
+    ], { env: { ...process.env, SPLINT_NO_PROGRESS: "1" } });
+    const result = JSON.parse(stdout) as { loss: number; batch: number; seqLen: number; vocab: number };
+    assert.deepEqual([result.batch, result.seqLen, result.vocab], [2, 38, 1500]);
+    const reference = await tensors(join(F, "lora", "tiny", "images_multi.out.safetensors"));
+    assert.ok(Math.abs(result.loss - reference.get("loss")![0]!) < 1e-5);
+    const written = await tensors(out);
+    assert.ok(Math.abs(written.get("loss")![0]! - result.loss) < 1e-7);
+    // images_multi has no padding inside the compared rows' real tokens: compare everything the mask keeps.
+    const inputs = await openSafetensors(join(F, "forward", "inputs", "images_multi.safetensors"));
+    const mask = toFloat32(await inputs.read("attention_mask"));
+    await inputs.close();
+    const logits = written.get("logits")!;
+    const refLogits = reference.get("logits")!;
+    let worst = 0;
+    for (let row = 0; row < mask.length; row++) {
+      if (mask[row] === 0) continue;
+      for (let j = row * 1500; j < (row + 1) * 1500; j++) worst = Math.max(worst, Math.abs(logits[j]! - refLogits[j]!));
+    }
+    assert.ok(worst < 1e-4, `max |Δlogits| ${worst}`);
+    const g = await tensors(grads);
+    const refGrads = await tensors(join(F, "lora", "tiny", "images_multi.grads.safetensors"));
+    assert.deepEqual([...g.keys()].sort(), [...refGrads.keys()].sort());
+    for (const [key, ref] of refGrads) {
+      const got = g.get(key)!;
+      const diff = ref.reduce((m, x, i) => Math.max(m, Math.abs(x - got[i]!)), 0);
+      assert.ok(diff < 1e-4, `${key}: ${diff}`);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("splint forward names the file and the tensor when the inputs are wrong", async () => {
+  await assert.rejects(
+    run(process.execPath, [
+      join(ROOT, "bin", "splint.js"),
+      "forward",
+      "--model", join(F, "models", "tiny"),
+      "--inputs", join(F, "lora", "tiny", "images_multi.grads.safetensors"),
+      "--out", join(tmpdir(), "never.safetensors"),
+    ]),
+    (error: { code: number; stderr: string }) => {
+      assert.equal(error.code, 2);
+      assert.match(error.stderr, /images_multi\.grads\.safetensors: 56 unexpected tensor\(s\): "base_model\.model\./);
+      return true;
+    },
+  );
+});
