@@ -9,7 +9,7 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Readable, Transform } from "node:stream";
@@ -129,6 +129,7 @@ export interface DownloadResult {
 export async function downloadKaggleDataset(ref: KaggleDatasetRef, options: DownloadOptions): Promise<DownloadResult> {
   const url = `${options.apiBase.replace(/\/+$/, "")}/api/v1/datasets/download/${encodeURIComponent(ref.owner)}/${encodeURIComponent(ref.slug)}`;
   const part = `${options.destination}.part`;
+  await mkdir(path.dirname(options.destination), { recursive: true });
   const attempts = options.attempts ?? 5;
   let resumed = false;
   for (let attempt = 1; ; attempt++) {
@@ -151,6 +152,7 @@ export async function downloadKaggleDataset(ref: KaggleDatasetRef, options: Down
       if (isDiskFull(error)) {
         throw new SplintError(`disk full while writing ${part}`, "free some space and run the same command again: the download resumes");
       }
+      if (isFileSystemError(error)) throw new SplintError(`cannot write ${part} (${errorCode(error)})`);
       if (!isConnectionDrop(error) || attempt >= attempts) throw networkError(url, error);
       options.log?.(`connection lost at ${await sizeOf(part)} bytes; resuming (attempt ${attempt + 1} of ${attempts})`);
       continue;
@@ -256,6 +258,11 @@ function isConnectionDrop(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   const code = errorCode(error);
   return error.message === "terminated" || code === "UND_ERR_SOCKET" || code === "ECONNRESET" || code === "EPIPE" || code === "ETIMEDOUT";
+}
+
+/** Errors from our own file writes carry the failing syscall (open, write…); network ones do not. */
+function isFileSystemError(error: unknown): boolean {
+  return typeof (error as NodeJS.ErrnoException).syscall === "string" && typeof (error as NodeJS.ErrnoException).path === "string";
 }
 
 function networkError(url: string, error: unknown): SplintError {
