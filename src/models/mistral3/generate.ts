@@ -89,9 +89,7 @@ export function generateMistral3(
   const t = model.config.text_config;
   const width = t.num_key_value_heads * t.head_dim;
 
-  const probe = newGraph();
-  const backend: Backend = probe.backend;
-  probe.dispose();
+  const backend: Backend = model.text.embedTokens.backend;
   const layers: LayerKV[] = model.text.layers.map(() => ({ k: backend.zeros([B * S, width], "f32"), v: backend.zeros([B * S, width], "f32") }));
   const validHost = new Int32Array(B * S).fill(1);
   for (let b = 0; b < B; b++) validHost.set(mask.subarray(b * T, b * T + T), b * S);

@@ -8,7 +8,7 @@ import type { Tensor } from "../../tensor/tensor.ts";
 import { InputError } from "../../util/errors.ts";
 import { parseMistral3Config, type Mistral3Config } from "./config.ts";
 import type { ForwardContext } from "./context.ts";
-import { runDecoder, type DecoderLayer, type LayerKV, type TextModel } from "./decoder.ts";
+import { runDecoder, type DecoderLayer, type DecoderPass, type LayerKV, type TextModel } from "./decoder.ts";
 import { runProjector, type Projector } from "./projector.ts";
 import { decoderRopeTables, textInvFreq, type TextInvFreq } from "./rope.ts";
 import { runVisionTower, type VisionImage, type VisionLayer, type VisionTower } from "./vision.ts";
@@ -240,7 +240,7 @@ export function forwardMistral3(ctx: ForwardContext, model: Mistral3Model, input
   const querySin = sameTables ? keySin : ctx.upload(tables.query.sin, [N, half], "f32");
 
   let mask: AttentionMask;
-  let cache;
+  let cache: DecoderPass["cache"];
   if (opts.cache) {
     const { slots, offset } = opts.cache;
     const rows = new Int32Array(N);
