@@ -81,3 +81,35 @@ test("splint forward names the file and the tensor when the inputs are wrong", a
     },
   );
 });
+
+test("an image count that does not match the [IMG] tokens is reported with the inputs file", async () => {
+  const { writeSafetensors, toInt32 } = await import("../../src/io/safetensors.ts");
+  const dir = await mkdtemp(join(tmpdir(), "splint-forward-"));
+  try {
+    const source = await openSafetensors(join(F, "forward", "inputs", "images_multi.safetensors"));
+    const tensorsIn = [];
+    for (const key of source.keys()) {
+      const t = await source.read(key);
+      if (key === "input_ids") {
+        const ids = toInt32(t);
+        ids[ids.indexOf(10)] = 5; // one [IMG] slot fewer than the images need
+        tensorsIn.push({ name: key, dtype: "I64" as const, shape: t.shape, data: BigInt64Array.from(ids, (v) => BigInt(v)) });
+      } else tensorsIn.push({ name: key, dtype: t.dtype, shape: t.shape, data: t.data });
+    }
+    await source.close();
+    const file = join(dir, "bad.safetensors");
+    await writeSafetensors(file, tensorsIn);
+    await assert.rejects(
+      run(process.execPath, [join(ROOT, "bin", "splint.js"), "forward", "--model", join(F, "models", "tiny"), "--inputs", file, "--out", join(dir, "o.safetensors")], {
+        env: { ...process.env, SPLINT_NO_PROGRESS: "1" },
+      }),
+      (error: { code: number; stderr: string }) => {
+        assert.equal(error.code, 2);
+        assert.match(error.stderr, /bad\.safetensors: tensor "input_ids": 15 \[IMG\] tokens \(id 10\) but the 3 image\(s\) give 16 features/);
+        return true;
+      },
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -104,7 +104,7 @@ export async function readForwardInputs(file: string): Promise<Mistral3Inputs> {
     const pixels = await readTensor(source, file, "pixel_values", 4, false);
     const sizes = await readTensor(source, file, "image_sizes", 2, true);
     if (Boolean(pixels) !== Boolean(sizes)) throw new InputError(file, `"pixel_values" and "image_sizes" must be given together`);
-    const inputs: Mistral3Inputs = { batch: B, seqLen: T, inputIds: ints(ids), attentionMask: maskValues, labels: labels ? ints(labels) : undefined };
+    const inputs: Mistral3Inputs = { batch: B, seqLen: T, inputIds: ints(ids), attentionMask: maskValues, labels: labels ? ints(labels) : undefined, source: file };
     if (pixels && sizes) {
       const [N, C, H, W] = pixels.shape as [number, number, number, number];
       if (sizes.shape[0] !== N || sizes.shape[1] !== 2) throw new InputError(file, `tensor "image_sizes" is [${sizes.shape.join(",")}], expected [${N},2] for ${N} image(s)`);

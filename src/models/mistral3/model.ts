@@ -179,6 +179,13 @@ export interface Mistral3Inputs {
   positionIds?: Int32Array; // (B·T)
   images?: ImageBatch;
   labels?: Int32Array; // (B·T), IGNORE_INDEX ignored
+  /** Where the inputs came from (a file), for error messages. */
+  source?: string;
+}
+
+/** Names an input tensor in errors: `in.safetensors: tensor "input_ids"`, or just the tensor name. */
+function tensorName(inputs: Mistral3Inputs, name: string): string {
+  return inputs.source ? `${inputs.source}: tensor "${name}"` : name;
 }
 
 export interface ForwardOptions {
@@ -202,35 +209,35 @@ export function forwardMistral3(ctx: ForwardContext, model: Mistral3Model, input
   const t = cfg.text_config;
   const { batch: B, seqLen: T } = inputs;
   const N = B * T;
-  checkLength("input_ids", inputs.inputIds, N);
+  checkLength(tensorName(inputs, "input_ids"), inputs.inputIds, N);
   for (const [i, id] of inputs.inputIds.entries()) {
-    if (id < 0 || id >= t.vocab_size) throw new InputError("input_ids", `token id ${id} at position ${i} is outside the vocabulary (0..${t.vocab_size - 1})`);
+    if (id < 0 || id >= t.vocab_size) throw new InputError(tensorName(inputs, "input_ids"), `token id ${id} at position ${i} is outside the vocabulary (0..${t.vocab_size - 1})`);
   }
   if (t.sliding_window !== null && (opts.cache ? opts.cache.slots : T) > t.sliding_window) {
-    throw new InputError("input_ids", `${opts.cache ? opts.cache.slots : T} tokens exceed the model's sliding_window ${t.sliding_window}, which splint does not implement`);
+    throw new InputError(tensorName(inputs, "input_ids"), `${opts.cache ? opts.cache.slots : T} tokens exceed the model's sliding_window ${t.sliding_window}, which splint does not implement`);
   }
 
   const ids = ctx.upload(inputs.inputIds, [N], "i32");
   let x = g.gatherRows(ctx.bind(model.text.embedTokens), ids);
   const imageSlots = positionsOf(inputs.inputIds, cfg.image_token_index);
   if (inputs.images) {
-    const features = imageFeatures(ctx, model, inputs.images, opts);
+    const features = imageFeatures(ctx, model, inputs, inputs.images, opts);
     const count = features.value.shape[0]!;
     if (count !== imageSlots.length) {
       throw new InputError(
-        "input_ids",
+        tensorName(inputs, "input_ids"),
         `${imageSlots.length} [IMG] tokens (id ${cfg.image_token_index}) but the ${inputs.images.shape[0]} image(s) give ${count} features`,
         "each image needs (H/28)·(W/28) [IMG] tokens; render the prompt with splint's processor so the counts agree",
       );
     }
     x = g.scatterRows(x, ctx.upload(imageSlots, [imageSlots.length], "i32"), features);
   } else if (imageSlots.length > 0) {
-    throw new InputError("input_ids", `${imageSlots.length} [IMG] tokens (id ${cfg.image_token_index}) but no pixel_values were given`);
+    throw new InputError(tensorName(inputs, "input_ids"), `${imageSlots.length} [IMG] tokens (id ${cfg.image_token_index}) but no pixel_values were given`);
   }
   opts.capture?.("text.inputs_embeds", x);
 
   const positions = inputs.positionIds ?? defaultPositions(B, T, opts.cache?.offset ?? 0);
-  checkLength("position_ids", positions, N);
+  checkLength(tensorName(inputs, "position_ids"), positions, N);
   const tables = decoderRopeTables(t.rope, model.ropeFreq, positions);
   const half = t.head_dim / 2;
   const keyCos = ctx.upload(tables.key.cos, [N, half], "f32");
@@ -249,7 +256,7 @@ export function forwardMistral3(ctx: ForwardContext, model: Mistral3Model, input
     mask = { kind: "causal", queryOffset: offset, keyValid: opts.cache.keyValid };
   } else {
     const mask01 = inputs.attentionMask;
-    if (mask01) checkLength("attention_mask", mask01, N);
+    if (mask01) checkLength(tensorName(inputs, "attention_mask"), mask01, N);
     const padded = mask01 !== undefined && mask01.some((m) => m === 0);
     mask = padded ? { kind: "causal", queryOffset: 0, keyValid: ctx.upload(mask01, [B, T], "i32") } : { kind: "causal", queryOffset: 0 };
   }
@@ -273,7 +280,7 @@ export function forwardMistral3(ctx: ForwardContext, model: Mistral3Model, input
   const logits = model.text.lmHead.forward(ctx, hidden);
   if (!inputs.labels) return { logits };
   if (opts.lastPositionOnly) throw new Error("forwardMistral3: labels need logits at every position");
-  checkLength("labels", inputs.labels, N);
+  checkLength(tensorName(inputs, "labels"), inputs.labels, N);
   const shifted = shiftLabels(inputs.labels, B, T);
   return { logits, loss: g.crossEntropy(logits, ctx.upload(shifted, [N], "i32"), IGNORE_INDEX) };
 }
@@ -285,19 +292,19 @@ export function shiftLabels(labels: Int32Array, batch: number, seqLen: number): 
   return out;
 }
 
-function imageFeatures(ctx: ForwardContext, model: Mistral3Model, images: ImageBatch, opts: ForwardOptions): Var {
+function imageFeatures(ctx: ForwardContext, model: Mistral3Model, inputs: Mistral3Inputs, images: ImageBatch, opts: ForwardOptions): Var {
   const v = model.config.vision_config;
   const [count, channels, maxH, maxW] = images.shape;
   const p = v.patch_size;
-  checkLength("pixel_values", images.pixelValues, count * channels * maxH * maxW);
-  checkLength("image_sizes", images.imageSizes, count * 2);
-  if (channels !== v.num_channels) throw new InputError("pixel_values", `has ${channels} channels, the vision tower expects ${v.num_channels}`);
+  checkLength(tensorName(inputs, "pixel_values"), images.pixelValues, count * channels * maxH * maxW);
+  checkLength(tensorName(inputs, "image_sizes"), images.imageSizes, count * 2);
+  if (channels !== v.num_channels) throw new InputError(tensorName(inputs, "pixel_values"), `has ${channels} channels, the vision tower expects ${v.num_channels}`);
   const visionImages: VisionImage[] = [];
   for (let i = 0; i < count; i++) {
     const h = images.imageSizes[2 * i]!;
     const w = images.imageSizes[2 * i + 1]!;
     if (h <= 0 || w <= 0 || h > maxH || w > maxW || h % p !== 0 || w % p !== 0) {
-      throw new InputError("image_sizes", `image ${i} is ${h}×${w}: sizes must be positive multiples of patch_size ${p} within pixel_values' ${maxH}×${maxW}`);
+      throw new InputError(tensorName(inputs, "image_sizes"), `image ${i} is ${h}×${w}: sizes must be positive multiples of patch_size ${p} within pixel_values' ${maxH}×${maxW}`);
     }
     const crop = new Float32Array(channels * h * w);
     for (let c = 0; c < channels; c++) {
