@@ -185,7 +185,8 @@ async function writeArrowLayout(root: string, dataset: DatasetDict): Promise<voi
     };
     await writeFile(path.join(splitDir, "state.json"), JSON.stringify(state, null, 2));
   }
-  await writeFile(path.join(root, "dataset_dict.json"), JSON.stringify({ splits: splitNames }));
+  // Python's json.dump spacing, so the file is byte-identical to what save_to_disk writes.
+  await writeFile(path.join(root, "dataset_dict.json"), `{"splits": [${splitNames.map((s) => JSON.stringify(s)).join(", ")}]}`);
 }
 
 async function writeParquetLayout(root: string, dataset: DatasetDict): Promise<void> {
