@@ -9,8 +9,8 @@ import { assertClose, crossEntropyRef, erfRef, geluRef, matmulRef, randomF32, rm
 
 const backend = createCpuBackend();
 
-// f32 results of f64-accumulated dot products over K ≤ 70 of values in [-1, 1]: the only error is
-// the final f32 rounding, so 1e-5 absolute is ample.
+// Dot products of K values in [-1, 1] accumulated in f32: rounding error grows at worst like
+// K·2⁻²⁴·|partial sums| (|partial sums| ≲ √K); 1e-5 covers K ≤ 70 with a wide margin.
 const MATMUL_TOL = 1e-5;
 
 test("matmul matches the naive product for every transpose combination, alpha and odd sizes", () => {
@@ -20,6 +20,7 @@ test("matmul matches the naive product for every transpose combination, alpha an
     [1, 1, 1],
     [13, 70, 9],
     [3, 4, 67],
+    [5, 1030, 130], // several B tiles, K padded to a multiple of 4
   ] as const) {
     for (const transA of [false, true]) {
       for (const transB of [false, true]) {
@@ -30,7 +31,7 @@ test("matmul matches the naive product for every transpose combination, alpha an
         const out = backend.matmul(at, bt, { transA, transB, alpha: 0.5 });
         assert.deepEqual(out.shape, [m, n]);
         const label = `m=${m} k=${k} n=${n} transA=${transA} transB=${transB}`;
-        assertClose(backend.read(out), matmulRef(a, b, m, k, n, transA, transB, 0.5), MATMUL_TOL, label);
+        assertClose(backend.read(out), matmulRef(a, b, m, k, n, transA, transB, 0.5), k > 100 ? 1e-4 : MATMUL_TOL, label);
         [at, bt, out].forEach((t) => t.free());
       }
     }

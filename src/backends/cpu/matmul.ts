@@ -3,16 +3,17 @@
  * C = A·B, dA = dC·Bᵀ and dB = Aᵀ·dC are matmuls with the transpose flags flipped (see the matmul
  * op in ../../autograd/tape.ts).
  *
- * Kernel: B is packed tile by tile into "transposed" rows (one row per output column, K contiguous)
- * in an f32 scratch, so bf16/fp8 weights are widened one tile at a time, never as a whole matrix.
- * Each output element is one dot product over the full K accumulated in f64 (JS numbers), and
- * rounded to f32 once: the products of two f32 values are exact in f64, so the result is nearly
- * the correctly rounded sum.
+ * Kernel: A is copied once into WebAssembly memory (rows zero-padded to a multiple of 4), then B
+ * is packed tile by tile into "transposed" rows (one row per output column, K contiguous), so
+ * bf16/fp8 weights are widened one tile at a time, never as a whole matrix. The SIMD kernel in
+ * wasm-matmul.ts accumulates each dot product in f32 (four interleaved partial sums, like BLAS);
+ * alpha and the accumulate input are applied in f64 when results are copied out.
  */
 import type { DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { type CpuAllocator, f32Of, fromF32As, readRangeF32, rowsCols, valuesF32 } from "./storage.ts";
+import { loadWasmMatmul, type WasmMatmul } from "./wasm-matmul.ts";
 
 export interface MatmulOptions {
   transA?: boolean;
@@ -24,6 +25,24 @@ export interface MatmulOptions {
 
 /** Floats per packed B tile: 256 KiB, about an L2 share. */
 const TILE_FLOATS = 1 << 16;
+const WASM_PAGE = 65536;
+
+let wasm: WasmMatmul | null = null;
+
+function kernel(): WasmMatmul {
+  wasm ??= loadWasmMatmul();
+  if (!wasm) throw new TensorError("matmul", "this JavaScript engine lacks WebAssembly SIMD", { hint: "use Node.js 20.19 or newer" });
+  return wasm;
+}
+
+/** Float32Array view of the kernel memory, grown to hold at least `floats` elements. */
+function memoryF32(w: WasmMatmul, floats: number): Float32Array {
+  const needed = floats * 4 - w.memory.buffer.byteLength;
+  if (needed > 0) w.memory.grow(Math.ceil(needed / WASM_PAGE));
+  return new Float32Array(w.memory.buffer);
+}
+
+const roundUp = (x: number, multiple: number): number => Math.ceil(x / multiple) * multiple;
 
 export function matmul(alloc: CpuAllocator, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const { transA = false, transB = false, alpha = 1, accumulate, outDtype = "f32" } = opts;
@@ -40,87 +59,56 @@ export function matmul(alloc: CpuAllocator, a: Tensor, b: Tensor, opts: MatmulOp
   if (accumulate && (accumulate.size !== m * n || accumulate.dtype !== "f32")) {
     throw new TensorError("matmul", `accumulate must be f32 [${m}, ${n}]`, { shapes: [accumulate.shape], dtypes: [accumulate.dtype] });
   }
-  const aRowsF32 = transA ? transposed(valuesF32(a, "matmul"), aRows, aCols) : valuesF32(a, "matmul");
   const out = accumulate ? f32Of(accumulate, "matmul") : new Float32Array(m * n);
-  const tileRows = Math.max(4, Math.min(n, Math.floor(TILE_FLOATS / Math.max(k, 1)))) & ~3 || 4;
-  const tile = new Float32Array(tileRows * k);
-  const columnScratch = transB ? null : new Float32Array(tileRows);
+  const w = kernel();
+  const [m2, k4] = [roundUp(m, 2), roundUp(Math.max(k, 1), 4)];
+  const tileRows = Math.min(roundUp(n, 4), Math.max(4, roundUp(Math.floor(TILE_FLOATS / k4), 4)));
+  // Kernel memory: A [m2, k4], then the B tile [tileRows, k4], then raw sums [m2, tileRows].
+  const tileAt = m2 * k4;
+  const sumsAt = tileAt + tileRows * k4;
+  const mem = memoryF32(w, sumsAt + m2 * tileRows);
+  copyA(a, transA, m, k, mem.subarray(0, tileAt), k4);
+  const tile = mem.subarray(tileAt, sumsAt);
   for (let j0 = 0; j0 < n; j0 += tileRows) {
     const nb = Math.min(tileRows, n - j0);
-    if (transB) readRangeF32(b, j0 * k, nb * k, tile);
-    else packColumns(b, n, k, j0, nb, tile, columnScratch!);
-    dotTile(aRowsF32, tile, out, m, n, k, j0, nb, alpha, accumulate !== undefined);
+    const nb4 = roundUp(nb, 4);
+    tile.fill(0, 0, nb4 * k4);
+    packTile(b, transB, n, k, j0, nb, tile, k4);
+    w.kernel(0, tileAt * 4, sumsAt * 4, m2, k4, nb4, nb4);
+    for (let i = 0; i < m; i++) {
+      const from = sumsAt + i * nb4;
+      const to = i * n + j0;
+      if (accumulate) for (let jj = 0; jj < nb; jj++) out[to + jj] = out[to + jj]! + alpha * mem[from + jj]!;
+      else for (let jj = 0; jj < nb; jj++) out[to + jj] = alpha * mem[from + jj]!;
+    }
   }
   if (accumulate) return accumulate;
   const shape = transA ? [m, n] : [...a.shape.slice(0, -1), n];
   return fromF32As(alloc, out, shape, outDtype, "matmul");
 }
 
-function transposed(x: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c]!;
-  return out;
-}
-
-/** tile[jj·k + kk] = b[kk, j0 + jj] for b [k, n]. */
-function packColumns(b: Tensor, n: number, k: number, j0: number, nb: number, tile: Float32Array, scratch: Float32Array): void {
-  for (let kk = 0; kk < k; kk++) {
-    readRangeF32(b, kk * n + j0, nb, scratch);
-    for (let jj = 0; jj < nb; jj++) tile[jj * k + kk] = scratch[jj]!;
+/** dst[i·k4 + kk] = op(a)[i, kk], zero in the padding. */
+function copyA(a: Tensor, transA: boolean, m: number, k: number, dst: Float32Array, k4: number): void {
+  dst.fill(0);
+  if (!transA) {
+    if (k4 === k) readRangeF32(a, 0, m * k, dst);
+    else for (let i = 0; i < m; i++) readRangeF32(a, i * k, k, dst, i * k4);
+    return;
   }
+  const src = valuesF32(a, "matmul"); // a is [k, m]
+  for (let kk = 0; kk < k; kk++) for (let i = 0; i < m; i++) dst[i * k4 + kk] = src[kk * m + i]!;
 }
 
-/** out[i, j0+jj] (+)= alpha · Σ_k a[i,k]·tile[jj,k], four output columns at a time. */
-function dotTile(
-  a: Float32Array,
-  tile: Float32Array,
-  out: Float32Array,
-  m: number,
-  n: number,
-  k: number,
-  j0: number,
-  nb: number,
-  alpha: number,
-  accumulate: boolean,
-): void {
-  const nb4 = nb & ~3;
-  for (let i = 0; i < m; i++) {
-    const ar = i * k;
-    const or = i * n + j0;
-    let jj = 0;
-    for (; jj < nb4; jj += 4) {
-      const b0 = jj * k;
-      const b1 = b0 + k;
-      const b2 = b1 + k;
-      const b3 = b2 + k;
-      let s0 = 0;
-      let s1 = 0;
-      let s2 = 0;
-      let s3 = 0;
-      for (let kk = 0; kk < k; kk++) {
-        const av = a[ar + kk]!;
-        s0 += av * tile[b0 + kk]!;
-        s1 += av * tile[b1 + kk]!;
-        s2 += av * tile[b2 + kk]!;
-        s3 += av * tile[b3 + kk]!;
-      }
-      if (accumulate) {
-        out[or + jj] = out[or + jj]! + alpha * s0;
-        out[or + jj + 1] = out[or + jj + 1]! + alpha * s1;
-        out[or + jj + 2] = out[or + jj + 2]! + alpha * s2;
-        out[or + jj + 3] = out[or + jj + 3]! + alpha * s3;
-      } else {
-        out[or + jj] = alpha * s0;
-        out[or + jj + 1] = alpha * s1;
-        out[or + jj + 2] = alpha * s2;
-        out[or + jj + 3] = alpha * s3;
-      }
-    }
-    for (; jj < nb; jj++) {
-      const b0 = jj * k;
-      let s = 0;
-      for (let kk = 0; kk < k; kk++) s += a[ar + kk]! * tile[b0 + kk]!;
-      out[or + jj] = accumulate ? out[or + jj]! + alpha * s : alpha * s;
-    }
+/** tile[jj·k4 + kk] = op(b)[kk, j0 + jj] for jj < nb: rows of b [n, k] or columns of b [k, n]. */
+function packTile(b: Tensor, transB: boolean, n: number, k: number, j0: number, nb: number, tile: Float32Array, k4: number): void {
+  if (transB) {
+    if (k4 === k) readRangeF32(b, j0 * k, nb * k, tile);
+    else for (let jj = 0; jj < nb; jj++) readRangeF32(b, (j0 + jj) * k, k, tile, jj * k4);
+    return;
+  }
+  const row = new Float32Array(nb);
+  for (let kk = 0; kk < k; kk++) {
+    readRangeF32(b, kk * n + j0, nb, row);
+    for (let jj = 0; jj < nb; jj++) tile[jj * k4 + kk] = row[jj]!;
   }
 }
