@@ -50,14 +50,30 @@ function hfFeatures(classNames: readonly string[]): HfFeatures {
 }
 
 /** The Arrow schema `datasets` derives from the features: every field nullable, Image = struct<bytes, path>. */
-function arrowSchema(classNames: readonly string[], fingerprint?: string): Schema {
+function arrowSchema(classNames: readonly string[]): Schema {
   const imageType = new Struct([new Field("bytes", new Binary(), true), new Field("path", new Utf8(), true)]);
-  const metadata: Record<string, unknown> = { info: { features: hfFeatures(classNames) } };
-  if (fingerprint !== undefined) metadata.fingerprint = fingerprint;
+  const metadata = { info: { features: hfFeatures(classNames) } };
   return new Schema(
     [new Field("image", imageType, true), new Field("label", new Int64(), true)],
-    new Map([[HF_METADATA_KEY, JSON.stringify(metadata)]]),
+    new Map([[HF_METADATA_KEY, pythonJsonDumps(metadata)]]),
   );
+}
+
+/**
+ * JSON as Python's json.dumps writes it (", " and ": " separators, non-ASCII escaped), so the
+ * files and metadata match what `datasets` itself writes byte for byte.
+ */
+function pythonJsonDumps(value: unknown, indent?: number): string {
+  const text = indent === undefined ? compactPythonJson(value) : JSON.stringify(value, null, indent);
+  return text.replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+function compactPythonJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(compactPythonJson).join(", ")}]`;
+  if (typeof value === "object" && value !== null) {
+    return `{${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${compactPythonJson(v)}`).join(", ")}}`;
+  }
+  return JSON.stringify(value);
 }
 
 function recordBatch(schema: Schema, rows: readonly DatasetRow[]): RecordBatch {
@@ -168,12 +184,12 @@ async function writeArrowLayout(root: string, dataset: DatasetDict): Promise<voi
     const splitDir = path.join(root, split);
     await mkdir(splitDir, { recursive: true });
     const fp = fingerprint(split, dataset.classNames, rows);
-    const schema = arrowSchema(dataset.classNames, fp);
+    const schema = arrowSchema(dataset.classNames);
     const parts = shards(rows);
     const files = parts.map((_, i) => shardName("data-", i, parts.length, "arrow"));
     for (let i = 0; i < parts.length; i++) await writeFile(path.join(splitDir, files[i]!), ipcStream(schema, parts[i]!));
     const info = { citation: "", description: "", features: hfFeatures(dataset.classNames), homepage: "", license: "" };
-    await writeFile(path.join(splitDir, "dataset_info.json"), JSON.stringify(info, null, 2));
+    await writeFile(path.join(splitDir, "dataset_info.json"), pythonJsonDumps(info, 2));
     const state = {
       _data_files: files.map((filename) => ({ filename })),
       _fingerprint: fp,
@@ -183,10 +199,9 @@ async function writeArrowLayout(root: string, dataset: DatasetDict): Promise<voi
       _output_all_columns: false,
       _split: split,
     };
-    await writeFile(path.join(splitDir, "state.json"), JSON.stringify(state, null, 2));
+    await writeFile(path.join(splitDir, "state.json"), pythonJsonDumps(state, 2));
   }
-  // Python's json.dump spacing, so the file is byte-identical to what save_to_disk writes.
-  await writeFile(path.join(root, "dataset_dict.json"), `{"splits": [${splitNames.map((s) => JSON.stringify(s)).join(", ")}]}`);
+  await writeFile(path.join(root, "dataset_dict.json"), pythonJsonDumps({ splits: splitNames }));
 }
 
 async function writeParquetLayout(root: string, dataset: DatasetDict): Promise<void> {

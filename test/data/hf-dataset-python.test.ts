@@ -33,6 +33,11 @@ ds.save_to_disk(out_dir + "/py_arrow")
 import os
 os.makedirs(out_dir + "/py_parquet/data")
 ds["train"].to_parquet(out_dir + "/py_parquet/data/train-00000-of-00001.parquet")
+import pyarrow as pa
+def hf_metadata(folder):
+    with pa.memory_map(folder + "/train/data-00000-of-00001.arrow") as source:
+        return pa.ipc.open_stream(source).schema.metadata[b"huggingface"].decode()
+result["metadata"] = [hf_metadata(arrow_dir), hf_metadata(out_dir + "/py_arrow")]
 print(json.dumps(result))
 `;
 
@@ -40,7 +45,7 @@ test("Python datasets opens both layouts with Image + ClassLabel, and splint rea
   const dir = await mkdtemp(path.join(tmpdir(), "splint-py-"));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const dataset: DatasetDict = {
-    classNames: ["Avulsion fracture", "Spiral Fracture"],
+    classNames: ["Avulsion fracture", "Spiral Fracture (spirale, ü)"],
     splits: new Map([
       ["train", [{ image: { bytes: await pngBytes(1, 30, 20), path: "a/1.png" }, label: 0 }, { image: { bytes: await jpegBytes(2, 12, 9), path: null }, label: 1 }]],
       ["test", [{ image: { bytes: await pngBytes(3, 5, 7), path: "t.png" }, label: 1 }]],
@@ -61,10 +66,17 @@ test("Python datasets opens both layouts with Image + ClassLabel, and splint rea
     assert.deepEqual(result[layout].names, dataset.classNames, layout);
     assert.deepEqual(result[layout].rows, expectedRows, layout);
   }
-  // Python's own save_to_disk writes the same dataset_dict.json and dataset_info.json as ours.
+  // Python's own save_to_disk writes the same JSON files and Arrow schema metadata as ours.
+  assert.equal(result.metadata[0], result.metadata[1]);
   for (const file of ["dataset_dict.json", "train/dataset_info.json"]) {
     assert.equal(await readFile(path.join(dir, "arrow", file), "utf8"), await readFile(path.join(dir, "py", "py_arrow", file), "utf8"), file);
   }
+  const state = async (root: string) => {
+    const { _fingerprint, ...rest } = JSON.parse(await readFile(path.join(root, "train", "state.json"), "utf8"));
+    assert.match(_fingerprint, /^[0-9a-f]{16}$/);
+    return rest;
+  };
+  assert.deepEqual(await state(path.join(dir, "arrow")), await state(path.join(dir, "py", "py_arrow")));
   for (const folder of ["py_arrow", "py_parquet"]) {
     const back = await loadDatasetDict(path.join(dir, "py", folder));
     assert.deepEqual(back.classNames, dataset.classNames, folder);
