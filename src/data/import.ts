@@ -259,6 +259,10 @@ export async function importFromKaggle(refText: string, options: KaggleImportOpt
     const { files } = await extractZip(archive, extracted, (done, total) => {
       progress ??= output.progress("extracting", total, "entries");
       progress.update(done);
+    }).catch(async (error: unknown) => {
+      // A cached archive that cannot be extracted would fail every later run the same way.
+      await rm(archive, { force: true });
+      throw error;
     });
     progress?.stop();
     output.log(`extracted ${files} files`);

@@ -303,7 +303,7 @@ test("importFromKaggle refuses an archive that tries to escape, and writes no da
     (e) => e instanceof InputError && /set\.zip/.test(e.message),
   );
   assert.deepEqual((await readdir(dir)).sort(), ["cache"]);
-  assert.deepEqual(await readdir(path.join(cacheDir, "kaggle", "evil", "set")), ["set.zip"]);
+  assert.deepEqual(await readdir(path.join(cacheDir, "kaggle", "evil", "set")), [], "refused archive and extraction folder removed");
   await assert.rejects(stat(path.join(dir, "escaped.txt")));
 });
 

@@ -76,16 +76,17 @@ function parseNumber(flag: string, text: string): number {
 function formatSummary(summary: ImportSummary): string {
   const names = summary.splits.map((s) => s.name);
   const width = Math.max(5, ...summary.classNames.map((c) => c.length));
-  const header = `${"id".padStart(2)}  ${"class".padEnd(width)}  ${names.map((n) => n.padStart(10)).join("")}`;
+  const column = Math.max(6, ...names.map((n) => n.length)) + 2;
+  const header = `${"id".padStart(2)}  ${"class".padEnd(width)}${names.map((n) => n.padStart(column)).join("")}`;
   const lines = [
     `Imported ${summary.source} (${summary.layout} layout) → ${summary.out} (${summary.format})`,
     `${summary.classNames.length} classes; ${summary.splits.map((s) => `${s.name} ${s.total}`).join(", ")}`,
     "",
     header,
     ...summary.classNames.map(
-      (c, i) => `${String(i).padStart(2)}  ${c.padEnd(width)}  ${summary.splits.map((s) => String(s.perClass[c] ?? 0).padStart(10)).join("")}`,
+      (c, i) => `${String(i).padStart(2)}  ${c.padEnd(width)}${summary.splits.map((s) => String(s.perClass[c] ?? 0).padStart(column)).join("")}`,
     ),
-    `${"".padStart(2)}  ${"total".padEnd(width)}  ${summary.splits.map((s) => String(s.total).padStart(10)).join("")}`,
+    `${"".padStart(2)}  ${"total".padEnd(width)}${summary.splits.map((s) => String(s.total).padStart(column)).join("")}`,
   ];
   if (summary.warnings.length > 0) lines.push("", "Warnings:", ...summary.warnings.map((w) => `  ${w}`));
   lines.push("", summary.skipped.length === 0 ? "Skipped: none" : `Skipped ${summary.skipped.length} file(s):`);
