@@ -260,6 +260,7 @@ export async function importFromKaggle(refText: string, options: KaggleImportOpt
       progress ??= output.progress("extracting", total, "entries");
       progress.update(done);
     }).catch(async (error: unknown) => {
+      progress?.stop();
       // A cached archive that cannot be extracted would fail every later run the same way.
       await rm(archive, { force: true });
       throw error;
