@@ -134,7 +134,6 @@ export async function downloadKaggleDataset(ref: KaggleDatasetRef, options: Down
   let resumed = false;
   for (let attempt = 1; ; attempt++) {
     const have = await sizeOf(part);
-    if (have > 0) resumed = true;
     const response = await request(url, options.credentials, have, ref);
     if (response.status === 416) {
       // The range starts at or past the end: the .part is stale or already complete; start over.
@@ -144,6 +143,7 @@ export async function downloadKaggleDataset(ref: KaggleDatasetRef, options: Down
     }
     const expected = expectedSize(response, have);
     const append = response.status === 206;
+    if (append) resumed = true;
     if (!append && have > 0) options.log?.("server does not resume this download; starting from the beginning");
     const start = append ? have : 0;
     try {

@@ -131,16 +131,18 @@ test("a .part left by an earlier run is resumed; a server without ranges restart
   await writeFile(`${destination}.part`, archive.subarray(0, 30_000));
   const kaggle = await startKaggle({ body: archive });
   t.after(() => kaggle.close());
-  await downloadKaggleDataset(ref, { apiBase: kaggle.base, credentials: basicAuth, destination });
+  const resumed = await downloadKaggleDataset(ref, { apiBase: kaggle.base, credentials: basicAuth, destination });
   assert.deepEqual(await readFile(destination), archive);
+  assert.equal(resumed.resumed, true);
   assert.deepEqual(kaggle.requests.filter((r) => r.range).map((r) => r.range), ["bytes=30000-", "bytes=30000-"], "Range kept across the redirect");
 
   const plain = await startKaggle({ body: archive, noRanges: true });
   t.after(() => plain.close());
   const second = path.join(dir, "b.zip");
   await writeFile(`${second}.part`, Buffer.alloc(30_000, 0xee));
-  await downloadKaggleDataset(ref, { apiBase: plain.base, credentials: basicAuth, destination: second });
+  const restarted = await downloadKaggleDataset(ref, { apiBase: plain.base, credentials: basicAuth, destination: second });
   assert.deepEqual(await readFile(second), archive, "stale bytes replaced, not appended to");
+  assert.equal(restarted.resumed, false);
 });
 
 test("an MD5 mismatch is an error and the bad file is removed", async (t) => {
