@@ -198,3 +198,57 @@ export function dot(r: ArrayLike<number>, y: ArrayLike<number>): number {
   for (let i = 0; i < r.length; i++) s += r[i]! * y[i]!;
   return s;
 }
+
+/**
+ * The attention gradients written directly from the math with full matrices (f64):
+ * P = softmax(scale·QKᵀ + mask), dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P∘(dP − rowsum(dP∘P)),
+ * dQ = scale·dS·K, dK = scale·dSᵀ·Q, summed over the query heads sharing a kv head.
+ */
+export function attentionBackwardRef(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  dout: ArrayLike<number>,
+  dims: AttentionDims,
+  visible: (b: number, t: number, s: number) => boolean,
+  scale: number,
+): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+  const { b: nb, t: nt, s: ns, hq, hkv, d } = dims;
+  const dq = new Float64Array(nb * nt * hq * d);
+  const dk = new Float64Array(nb * ns * hkv * d);
+  const dv = new Float64Array(nb * ns * hkv * d);
+  const qi = (b: number, t: number, h: number, i: number) => ((b * nt + t) * hq + h) * d + i;
+  const ki = (b: number, s: number, h: number, i: number) => ((b * ns + s) * hkv + h) * d + i;
+  for (let b = 0; b < nb; b++)
+    for (let h = 0; h < hq; h++) {
+      const kh = Math.floor((h * hkv) / hq);
+      for (let t = 0; t < nt; t++) {
+        const scores = Array.from({ length: ns }, (_, s) => {
+          if (!visible(b, t, s)) return -Infinity;
+          let x = 0;
+          for (let i = 0; i < d; i++) x += q[qi(b, t, h, i)]! * k[ki(b, s, kh, i)]!;
+          return x * scale;
+        });
+        const max = Math.max(...scores);
+        if (max === -Infinity) continue;
+        const e = scores.map((x) => Math.exp(x - max));
+        const z = e.reduce((a, x) => a + x, 0);
+        const p = e.map((x) => x / z);
+        const dp = Array.from({ length: ns }, (_, s) => {
+          let x = 0;
+          for (let i = 0; i < d; i++) x += dout[qi(b, t, h, i)]! * v[ki(b, s, kh, i)]!;
+          return x;
+        });
+        const rowDot = p.reduce((a, x, s) => a + x * dp[s]!, 0);
+        for (let s = 0; s < ns; s++) {
+          const ds = p[s]! * (dp[s]! - rowDot);
+          for (let i = 0; i < d; i++) {
+            dv[ki(b, s, kh, i)]! += p[s]! * dout[qi(b, t, h, i)]!;
+            dq[qi(b, t, h, i)]! += scale * ds * k[ki(b, s, kh, i)]!;
+            dk[ki(b, s, kh, i)]! += scale * ds * q[qi(b, t, h, i)]!;
+          }
+        }
+      }
+    }
+  return { dq, dk, dv };
+}

@@ -1,14 +1,20 @@
 /**
- * Scaled dot-product attention with grouped-query heads, forward and backward, one query row at a
- * time: the scores of a single (batch, head, query) row are the only thing materialised.
+ * Scaled dot-product attention with grouped-query heads, forward and backward.
  *
  * Dimension letters: B batch, T queries, S keys, Hq query heads, Hkv key/value heads (query head h
  * reads kv head ⌊h / (Hq/Hkv)⌋, as HF's repeat_kv), D head size.
+ *
+ * Queries are processed in blocks of up to BLOCK rows that share a key range, so the products
+ * Q·Kᵀ, P·V (and in backward dO·Vᵀ, dS·K, dSᵀ·Q, Pᵀ·dO) run on the SIMD matmul kernel; only one
+ * block's scores [BLOCK, S] exist at a time. Softmax statistics are computed in f64 per row.
  */
 import type { AttentionMask } from "../../tensor/backend.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
+import { arrayReader, gemm } from "./matmul.ts";
 import { type CpuAllocator, f32Of, i32Of, valuesF32 } from "./storage.ts";
+
+const BLOCK = 64;
 
 interface Dims {
   b: number;
@@ -40,30 +46,57 @@ function dimsOf(op: string, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask
   return { b, t, s, hq, hkv, d };
 }
 
-/**
- * For each (batch, query) the visible keys are [from, to) minus padded keys (keyValid = 0).
- * Returns a function filling `range` for one query.
- */
-function visibility(mask: AttentionMask, dims: Dims): { range: (batch: number, query: number) => [number, number]; valid: Int32Array | null } {
+/** A run of consecutive queries [t0, t1) whose visible keys all lie in [s0, s1). */
+interface QueryBlock {
+  t0: number;
+  t1: number;
+  s0: number;
+  s1: number;
+}
+
+/** The query blocks of one batch row, and the per-(query, key) visibility inside a block. */
+function queryBlocks(mask: AttentionMask, dims: Dims): QueryBlock[] {
+  const blocks: QueryBlock[] = [];
   if (mask.kind === "causal") {
-    const valid = mask.keyValid ? i32Of(mask.keyValid, "attention") : null;
-    return { range: (_batch, query) => [0, Math.min(dims.s, mask.queryOffset + query + 1)], valid };
+    for (let t0 = 0; t0 < dims.t; t0 += BLOCK) {
+      const t1 = Math.min(dims.t, t0 + BLOCK);
+      blocks.push({ t0, t1, s0: 0, s1: Math.max(0, Math.min(dims.s, mask.queryOffset + t1)) });
+    }
+    return blocks;
   }
-  const segmentOf = new Int32Array(dims.s);
-  const starts: number[] = [];
   let start = 0;
-  mask.lengths.forEach((length, i) => {
-    starts.push(start);
-    segmentOf.fill(i, start, start + length);
+  for (const length of mask.lengths) {
+    for (let t0 = start; t0 < start + length; t0 += BLOCK) blocks.push({ t0, t1: Math.min(start + length, t0 + BLOCK), s0: start, s1: start + length });
     start += length;
-  });
-  return {
-    range: (_batch, query) => {
-      const seg = segmentOf[query]!;
-      return [starts[seg]!, starts[seg]! + mask.lengths[seg]!];
-    },
-    valid: null,
-  };
+  }
+  return blocks;
+}
+
+/** visible(batch, query, key) for keys inside the query's block range. */
+function visibility(mask: AttentionMask, s: number): (batch: number, query: number, key: number) => boolean {
+  if (mask.kind === "segments") return () => true;
+  const valid = mask.keyValid ? i32Of(mask.keyValid, "attention") : null;
+  const offset = mask.queryOffset;
+  return (batch, query, key) => key <= offset + query && (valid === null || valid[batch * s + key] !== 0);
+}
+
+/** Rows [t0, t1) of head h of x [B, T, H, D] (batch b) as a contiguous [t1-t0, D] array. */
+function gatherHead(x: Float32Array, b: number, t: number, h: number, heads: number, d: number, t0: number, t1: number): Float32Array {
+  const out = new Float32Array((t1 - t0) * d);
+  for (let r = t0; r < t1; r++) out.set(x.subarray(((b * t + r) * heads + h) * d, ((b * t + r) * heads + h + 1) * d), (r - t0) * d);
+  return out;
+}
+
+function scatterHead(x: Float32Array, rows: Float32Array, b: number, t: number, h: number, heads: number, d: number, t0: number): void {
+  const count = rows.length / d;
+  for (let r = 0; r < count; r++) x.set(rows.subarray(r * d, (r + 1) * d), ((b * t + t0 + r) * heads + h) * d);
+}
+
+/** scores [rows, keys] = scale · Q·Kᵀ over the block's key range. */
+function blockScores(qBlock: Float32Array, keys: Float32Array, rows: number, keyCount: number, d: number, scale: number): Float32Array {
+  const scores = new Float32Array(rows * keyCount);
+  gemm(arrayReader(qBlock), arrayReader(keys), rows, d, keyCount, { transA: false, transB: true, alpha: scale, accumulate: false }, scores);
+  return scores;
 }
 
 export function attention(
@@ -80,42 +113,43 @@ export function attention(
   const qv = valuesF32(q, "attention");
   const kv = valuesF32(k, "attention");
   const vv = valuesF32(v, "attention");
-  const { range, valid } = visibility(mask, dims);
+  const visible = visibility(mask, ns);
+  const blocks = queryBlocks(mask, dims);
   const out = new Float32Array(q.size);
   const lse = new Float32Array(nb * hq * nt);
-  const scores = new Float64Array(ns);
-  const acc = new Float64Array(d);
   for (let b = 0; b < nb; b++) {
-    for (let h = 0; h < hq; h++) {
-      const kh = Math.floor(h / group);
-      for (let t = 0; t < nt; t++) {
-        const qo = ((b * nt + t) * hq + h) * d;
-        const [from, to] = range(b, t);
-        let max = -Infinity;
-        for (let s = from; s < to; s++) {
-          if (valid && valid[b * ns + s] === 0) continue;
-          const ko = ((b * ns + s) * hkv + kh) * d;
-          let dot = 0;
-          for (let i = 0; i < d; i++) dot += qv[qo + i]! * kv[ko + i]!;
-          scores[s] = dot * scale;
-          if (scores[s]! > max) max = scores[s]!;
+    for (let kh = 0; kh < hkv; kh++) {
+      const keys = gatherHead(kv, b, ns, kh, hkv, d, 0, ns);
+      const values = gatherHead(vv, b, ns, kh, hkv, d, 0, ns);
+      for (let h = kh * group; h < (kh + 1) * group; h++) {
+        for (const { t0, t1, s0, s1 } of blocks) {
+          const rows = t1 - t0;
+          const width = s1 - s0;
+          const scores = blockScores(gatherHead(qv, b, nt, h, hq, d, t0, t1), keys.subarray(s0 * d, s1 * d), rows, width, d, scale);
+          // Each score row becomes its softmax row P (zero where hidden).
+          for (let r = 0; r < rows; r++) {
+            const row = scores.subarray(r * width, (r + 1) * width);
+            let max = -Infinity;
+            for (let j = 0; j < width; j++) {
+              if (!visible(b, t0 + r, s0 + j)) row[j] = -Infinity;
+              else if (row[j]! > max) max = row[j]!;
+            }
+            const lseIndex = (b * hq + h) * nt + t0 + r;
+            if (max === -Infinity) {
+              row.fill(0);
+              lse[lseIndex] = -Infinity; // no visible key: the output row stays zero
+              continue;
+            }
+            let sum = 0;
+            for (let j = 0; j < width; j++) sum += Math.exp(row[j]! - max);
+            const rowLse = max + Math.log(sum);
+            for (let j = 0; j < width; j++) row[j] = Math.exp(row[j]! - rowLse);
+            lse[lseIndex] = rowLse;
+          }
+          const outBlock = new Float32Array(rows * d);
+          gemm(arrayReader(scores), arrayReader(values.subarray(s0 * d, s1 * d)), rows, width, d, { transA: false, transB: false, alpha: 1, accumulate: false }, outBlock);
+          scatterHead(out, outBlock, b, nt, h, hq, d, t0);
         }
-        const lseIndex = (b * hq + h) * nt + t;
-        if (max === -Infinity) {
-          lse[lseIndex] = -Infinity; // no visible key: output stays zero
-          continue;
-        }
-        let sum = 0;
-        acc.fill(0);
-        for (let s = from; s < to; s++) {
-          if (valid && valid[b * ns + s] === 0) continue;
-          const p = Math.exp(scores[s]! - max);
-          sum += p;
-          const vo = ((b * ns + s) * hkv + kh) * d;
-          for (let i = 0; i < d; i++) acc[i]! += p * vv[vo + i]!;
-        }
-        for (let i = 0; i < d; i++) out[qo + i] = acc[i]! / sum;
-        lse[lseIndex] = max + Math.log(sum);
       }
     }
   }
@@ -123,8 +157,8 @@ export function attention(
 }
 
 /**
- * With P = softmax(scores) recovered from the saved lse (P = exp(score − lse)) and
- * δ = Σ_i dout·out per row: dV += Pᵀ·dout, dS = P·(dout·Vᵀ − δ), dQ = scale·dS·K, dK += scale·dSᵀ·Q.
+ * With P = exp(scale·Q·Kᵀ − lse) recovered from the saved lse and δ = Σ_i dO·O per row:
+ * dP = dO·Vᵀ, dS = scale·P·(dP − δ), dQ = dS·K, dK += dSᵀ·Q, dV += Pᵀ·dO.
  */
 export function attentionBackward(
   alloc: CpuAllocator,
@@ -149,46 +183,52 @@ export function attentionBackward(
   const ov = valuesF32(out, "attentionBackward");
   const dov = valuesF32(dout, "attentionBackward");
   const lv = f32Of(lse, "attentionBackward");
-  const { range, valid } = visibility(mask, dims);
+  const visible = visibility(mask, ns);
+  const blocks = queryBlocks(mask, dims);
   const dq = new Float32Array(q.size);
-  const dk = new Float64Array(k.size);
-  const dv = new Float64Array(v.size);
-  const dqRow = new Float64Array(d);
+  const dk = new Float32Array(k.size);
+  const dv = new Float32Array(v.size);
+  const plain = { transA: false, transB: false, alpha: 1, accumulate: false };
   for (let b = 0; b < nb; b++) {
-    for (let h = 0; h < hq; h++) {
-      const kh = Math.floor(h / group);
-      for (let t = 0; t < nt; t++) {
-        const rowLse = lv[(b * hq + h) * nt + t]!;
-        if (rowLse === -Infinity) continue;
-        const qo = ((b * nt + t) * hq + h) * d;
-        let delta = 0;
-        for (let i = 0; i < d; i++) delta += dov[qo + i]! * ov[qo + i]!;
-        dqRow.fill(0);
-        const [from, to] = range(b, t);
-        for (let s = from; s < to; s++) {
-          if (valid && valid[b * ns + s] === 0) continue;
-          const ko = ((b * ns + s) * hkv + kh) * d;
-          let dot = 0;
-          let dp = 0;
-          for (let i = 0; i < d; i++) {
-            dot += qv[qo + i]! * kv[ko + i]!;
-            dp += dov[qo + i]! * vv[ko + i]!;
+    for (let kh = 0; kh < hkv; kh++) {
+      const keys = gatherHead(kv, b, ns, kh, hkv, d, 0, ns);
+      const values = gatherHead(vv, b, ns, kh, hkv, d, 0, ns);
+      const dKeys = new Float32Array(ns * d);
+      const dValues = new Float32Array(ns * d);
+      for (let h = kh * group; h < (kh + 1) * group; h++) {
+        for (const { t0, t1, s0, s1 } of blocks) {
+          const rows = t1 - t0;
+          const width = s1 - s0;
+          const qBlock = gatherHead(qv, b, nt, h, hq, d, t0, t1);
+          const doBlock = gatherHead(dov, b, nt, h, hq, d, t0, t1);
+          const oBlock = gatherHead(ov, b, nt, h, hq, d, t0, t1);
+          const keyRange = keys.subarray(s0 * d, s1 * d);
+          const valueRange = values.subarray(s0 * d, s1 * d);
+          const p = blockScores(qBlock, keyRange, rows, width, d, scale);
+          const dp = new Float32Array(rows * width);
+          gemm(arrayReader(doBlock), arrayReader(valueRange), rows, d, width, { ...plain, transB: true }, dp);
+          for (let r = 0; r < rows; r++) {
+            const rowLse = lv[(b * hq + h) * nt + t0 + r]!;
+            let delta = 0;
+            for (let i = 0; i < d; i++) delta += doBlock[r * d + i]! * oBlock[r * d + i]!;
+            for (let j = 0; j < width; j++) {
+              const at = r * width + j;
+              const shown = rowLse !== -Infinity && visible(b, t0 + r, s0 + j);
+              const pj = shown ? Math.exp(p[at]! - rowLse) : 0;
+              p[at] = pj;
+              dp[at] = scale * pj * (dp[at]! - delta); // dp now holds dS
+            }
           }
-          const p = Math.exp(dot * scale - rowLse);
-          const ds = p * (dp - delta) * scale;
-          for (let i = 0; i < d; i++) {
-            dv[ko + i]! += p * dov[qo + i]!;
-            dqRow[i]! += ds * kv[ko + i]!;
-            dk[ko + i]! += ds * qv[qo + i]!;
-          }
+          const dqBlock = new Float32Array(rows * d);
+          gemm(arrayReader(dp), arrayReader(keyRange), rows, width, d, plain, dqBlock);
+          scatterHead(dq, dqBlock, b, nt, h, hq, d, t0);
+          gemm(arrayReader(dp), arrayReader(qBlock), width, rows, d, { ...plain, transA: true, accumulate: true }, dKeys.subarray(s0 * d, s1 * d));
+          gemm(arrayReader(p), arrayReader(doBlock), width, rows, d, { ...plain, transA: true, accumulate: true }, dValues.subarray(s0 * d, s1 * d));
         }
-        for (let i = 0; i < d; i++) dq[qo + i] = dqRow[i]!;
       }
+      scatterHead(dk, dKeys, b, ns, kh, hkv, d, 0);
+      scatterHead(dv, dValues, b, ns, kh, hkv, d, 0);
     }
   }
-  return {
-    dq: alloc.fromF32(dq, q.shape),
-    dk: alloc.fromF32(Float32Array.from(dk), k.shape),
-    dv: alloc.fromF32(Float32Array.from(dv), v.shape),
-  };
+  return { dq: alloc.fromF32(dq, q.shape), dk: alloc.fromF32(dk, k.shape), dv: alloc.fromF32(dv, v.shape) };
 }

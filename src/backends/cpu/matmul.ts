@@ -12,7 +12,7 @@
 import type { DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { type CpuAllocator, f32Of, fromF32As, readRangeF32, rowsCols, valuesF32 } from "./storage.ts";
+import { type CpuAllocator, f32Of, fromF32As, readRangeF32, rowsCols } from "./storage.ts";
 import { loadWasmMatmul, type WasmMatmul } from "./wasm-matmul.ts";
 
 export interface MatmulOptions {
@@ -44,6 +44,19 @@ function memoryF32(w: WasmMatmul, floats: number): Float32Array {
 
 const roundUp = (x: number, multiple: number): number => Math.ceil(x / multiple) * multiple;
 
+/** A row-major matrix the kernel reads ranges of, widening to f32 (a tensor or a plain array). */
+export type RangeReader = (start: number, count: number, out: Float32Array, outOffset: number) => void;
+
+export const tensorReader =
+  (t: Tensor): RangeReader =>
+  (start, count, out, outOffset) =>
+    readRangeF32(t, start, count, out, outOffset);
+
+export const arrayReader =
+  (x: Float32Array): RangeReader =>
+  (start, count, out, outOffset) =>
+    out.set(x.subarray(start, start + count), outOffset);
+
 export function matmul(alloc: CpuAllocator, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const { transA = false, transB = false, alpha = 1, accumulate, outDtype = "f32" } = opts;
   const [aRows, aCols] = rowsCols(a);
@@ -60,6 +73,27 @@ export function matmul(alloc: CpuAllocator, a: Tensor, b: Tensor, opts: MatmulOp
     throw new TensorError("matmul", `accumulate must be f32 [${m}, ${n}]`, { shapes: [accumulate.shape], dtypes: [accumulate.dtype] });
   }
   const out = accumulate ? f32Of(accumulate, "matmul") : new Float32Array(m * n);
+  gemm(tensorReader(a), tensorReader(b), m, k, n, { transA, transB, alpha, accumulate: accumulate !== undefined }, out);
+  if (accumulate) return accumulate;
+  const shape = transA ? [m, n] : [...a.shape.slice(0, -1), n];
+  return fromF32As(alloc, out, shape, outDtype, "matmul");
+}
+
+/**
+ * out [m, n] (+)= alpha · op(a) · op(b) on raw readers: a is [m, k] (or [k, m] with transA), b is
+ * [k, n] (or [n, k] with transB). Other kernels (attention) call this directly.
+ */
+export function gemm(
+  a: RangeReader,
+  b: RangeReader,
+  m: number,
+  k: number,
+  n: number,
+  flags: { transA: boolean; transB: boolean; alpha: number; accumulate: boolean },
+  out: Float32Array,
+): void {
+  const { transA, transB, alpha, accumulate } = flags;
+  if (m === 0 || n === 0) return;
   const w = kernel();
   const [m2, k4] = [roundUp(m, 2), roundUp(Math.max(k, 1), 4)];
   const tileRows = Math.min(roundUp(n, 4), Math.max(4, roundUp(Math.floor(TILE_FLOATS / k4), 4)));
@@ -82,33 +116,31 @@ export function matmul(alloc: CpuAllocator, a: Tensor, b: Tensor, opts: MatmulOp
       else for (let jj = 0; jj < nb; jj++) out[to + jj] = alpha * mem[from + jj]!;
     }
   }
-  if (accumulate) return accumulate;
-  const shape = transA ? [m, n] : [...a.shape.slice(0, -1), n];
-  return fromF32As(alloc, out, shape, outDtype, "matmul");
 }
 
 /** dst[i·k4 + kk] = op(a)[i, kk], zero in the padding. */
-function copyA(a: Tensor, transA: boolean, m: number, k: number, dst: Float32Array, k4: number): void {
+function copyA(a: RangeReader, transA: boolean, m: number, k: number, dst: Float32Array, k4: number): void {
   dst.fill(0);
   if (!transA) {
-    if (k4 === k) readRangeF32(a, 0, m * k, dst);
-    else for (let i = 0; i < m; i++) readRangeF32(a, i * k, k, dst, i * k4);
+    if (k4 === k) a(0, m * k, dst, 0);
+    else for (let i = 0; i < m; i++) a(i * k, k, dst, i * k4);
     return;
   }
-  const src = valuesF32(a, "matmul"); // a is [k, m]
+  const src = new Float32Array(k * m); // a is [k, m]
+  a(0, k * m, src, 0);
   for (let kk = 0; kk < k; kk++) for (let i = 0; i < m; i++) dst[i * k4 + kk] = src[kk * m + i]!;
 }
 
 /** tile[jj·k4 + kk] = op(b)[kk, j0 + jj] for jj < nb: rows of b [n, k] or columns of b [k, n]. */
-function packTile(b: Tensor, transB: boolean, n: number, k: number, j0: number, nb: number, tile: Float32Array, k4: number): void {
+function packTile(b: RangeReader, transB: boolean, n: number, k: number, j0: number, nb: number, tile: Float32Array, k4: number): void {
   if (transB) {
-    if (k4 === k) readRangeF32(b, j0 * k, nb * k, tile);
-    else for (let jj = 0; jj < nb; jj++) readRangeF32(b, (j0 + jj) * k, k, tile, jj * k4);
+    if (k4 === k) b(j0 * k, nb * k, tile, 0);
+    else for (let jj = 0; jj < nb; jj++) b((j0 + jj) * k, k, tile, jj * k4);
     return;
   }
   const row = new Float32Array(nb);
   for (let kk = 0; kk < k; kk++) {
-    readRangeF32(b, kk * n + j0, nb, row);
+    b(kk * n + j0, nb, row, 0);
     for (let jj = 0; jj < nb; jj++) tile[jj * k4 + kk] = row[jj]!;
   }
 }
