@@ -93,7 +93,8 @@ int splint_cuda_patchify(splint_ctx* ctx, splint_dptr pixels, int32_t x_dtype, f
 /*
  * out = alpha · op(a) · op(b) + beta · out, row-major; op(a) [m, k], op(b) [k, n], out [m, n].
  * a and b may be f32, bf16 or fp8 (with scale); when either is f32 the product runs in full f32,
- * otherwise in bf16 with f32 accumulation (fp8 is widened to bf16 first by a scaled conversion).
+ * otherwise in bf16 with f32 accumulation. fp8 is widened exactly (unscaled) and its scale folded
+ * into alpha.
  */
 int splint_cuda_matmul(splint_ctx* ctx, splint_dptr a, int32_t a_dtype, float a_scale, int32_t trans_a,
                        splint_dptr b, int32_t b_dtype, float b_scale, int32_t trans_b, splint_dptr out,

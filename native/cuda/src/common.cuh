@@ -10,13 +10,13 @@
 #include "../include/splint_cuda.h"
 #include "allocator.cuh"
 
-struct cublasLtContext;  // defined in matmul.cu (the only file that sees cuBLASLt)
+struct BlasState;  // defined in matmul.cu (the only file that sees cuBLASLt)
 
 struct splint_ctx {
   int device;
   cudaStream_t stream;
   Allocator allocator;
-  cublasLtContext* blas;  // created lazily by the first matmul
+  BlasState* blas;  // cuBLASLt handle and workspace, created by the first matmul
   int32_t* flags;         // device-side error flags (see splint_cuda_check_flags)
 };
 

@@ -8,7 +8,7 @@
 
 #include "common.cuh"
 
-struct cublasLtContext {
+struct BlasState {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
@@ -70,7 +70,7 @@ uint32_t alignment_of(const void* p) {
 int ensure_blas(splint_ctx* ctx) {
   OP("matmul");
   if (ctx->blas) return SPLINT_OK;
-  cublasLtContext* blas = new cublasLtContext();
+  BlasState* blas = new BlasState();
   cublasStatus_t st = cublasLtCreate(&blas->handle);
   if (st != CUBLAS_STATUS_SUCCESS) {
     delete blas;
@@ -168,12 +168,15 @@ extern "C" int splint_cuda_matmul(splint_ctx* ctx, splint_dptr a, int32_t a_dtyp
   STATUS_CHECK(ensure_blas(ctx));
 
   // Any f32 operand runs the product in full f32 (no TF32), as the CPU reference; otherwise bf16
-  // with f32 accumulation, fp8 widened to bf16 with its scale.
+  // with f32 accumulation. fp8 operands are widened unscaled (every e4m3 value is exact in bf16)
+  // and their per-tensor scales folded into alpha, so dequantisation adds no rounding.
   const int32_t compute = (a_dtype == SPLINT_F32 || b_dtype == SPLINT_F32) ? SPLINT_F32 : SPLINT_BF16;
+  if (a_dtype == SPLINT_FP8_E4M3) alpha *= a_scale;
+  if (b_dtype == SPLINT_FP8_E4M3) alpha *= b_scale;
   Scratch a_wide, b_wide;
   In ai, bi;
-  STATUS_CHECK(widen(ctx, in_of(a, a_dtype, a_scale), m * k, compute, a_wide, ai));
-  STATUS_CHECK(widen(ctx, in_of(b, b_dtype, b_scale), k * n, compute, b_wide, bi));
+  STATUS_CHECK(widen(ctx, in_of(a, a_dtype, 1.0f), m * k, compute, a_wide, ai));
+  STATUS_CHECK(widen(ctx, in_of(b, b_dtype, 1.0f), k * n, compute, b_wide, bi));
   Out o = out_of(out, out_dtype);
 
   MatmulDesc desc;

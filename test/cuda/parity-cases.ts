@@ -1,0 +1,520 @@
+/**
+ * The backend parity suite: every Backend primitive run on the CUDA backend and on the CPU
+ * reference backend with the same fresh random inputs (both backends draw them from one seed),
+ * compared element by element with a tolerance stated per case.
+ *
+ * Used by test/cuda/parity.test.ts (node:test, skipped without a GPU) and by
+ * scripts/cuda-parity.ts (the table scripts/gpu-check prints and writes).
+ */
+import type { AttentionMask, Backend } from "../../src/tensor/backend.ts";
+import type { DType } from "../../src/tensor/dtype.ts";
+import type { Tensor } from "../../src/tensor/tensor.ts";
+
+/** mulberry32: small, seedable, the same stream on every machine. */
+export class Rng {
+  private state: number;
+  constructor(seed: number) {
+    this.state = seed >>> 0;
+  }
+  next(): number {
+    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  uniform(n: number, lo = -1, hi = 1): Float32Array {
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * this.next();
+    return out;
+  }
+  int(n: number, lo: number, hi: number): Int32Array {
+    const out = new Int32Array(n);
+    for (let i = 0; i < n; i++) out[i] = lo + Math.floor(this.next() * (hi - lo));
+    return out;
+  }
+  permutation(n: number): Int32Array {
+    const out = Int32Array.from({ length: n }, (_, i) => i);
+    for (let i = n - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1));
+      [out[i], out[j]] = [out[j]!, out[i]!];
+    }
+    return out;
+  }
+}
+
+export interface Tolerance {
+  /** Elementwise |cuda − cpu| ≤ atol + rtol·|cpu|; infinities must match exactly. */
+  atol: number;
+  rtol: number;
+  /** Why this tolerance: what differs between the two computations. */
+  why: string;
+}
+
+export type Outputs = Record<string, Float32Array | Int32Array>;
+
+export interface ParityCase {
+  name: string;
+  tolerance: Tolerance;
+  /** Builds inputs from rng on backend b, runs the op, reads outputs back and frees every tensor. */
+  run(b: Backend, rng: Rng): Outputs;
+}
+
+export interface Comparison {
+  output: string;
+  maxAbs: number;
+  maxRel: number;
+  violations: number;
+  count: number;
+}
+
+/** Compares one output array; relative error is measured against max(|cpu|, 1e-6). */
+export function compare(output: string, cuda: Float32Array | Int32Array, cpu: Float32Array | Int32Array, tol: Tolerance): Comparison {
+  if (cuda.length !== cpu.length) return { output, maxAbs: Infinity, maxRel: Infinity, violations: Math.max(cuda.length, cpu.length), count: cpu.length };
+  let maxAbs = 0;
+  let maxRel = 0;
+  let violations = 0;
+  for (let i = 0; i < cpu.length; i++) {
+    const a = cuda[i]!;
+    const b = cpu[i]!;
+    if (a === b) continue; // also equal infinities
+    const diff = Math.abs(a - b);
+    if (!Number.isFinite(diff)) {
+      violations++;
+      maxAbs = Infinity;
+      maxRel = Infinity;
+      continue;
+    }
+    maxAbs = Math.max(maxAbs, diff);
+    maxRel = Math.max(maxRel, diff / Math.max(Math.abs(b), 1e-6));
+    if (diff > tol.atol + tol.rtol * Math.abs(b)) violations++;
+  }
+  return { output, maxAbs, maxRel, violations, count: cpu.length };
+}
+
+// ---- helpers used inside cases --------------------------------------------------------------
+
+/** Tracks the tensors a case creates so they can all be freed, and reads outputs back. */
+class Session {
+  private readonly made: Tensor[] = [];
+  constructor(readonly b: Backend) {}
+  track<T extends Tensor>(t: T): T {
+    this.made.push(t);
+    return t;
+  }
+  up(data: Float32Array, shape: readonly number[], dtype: DType, scale = 1): Tensor {
+    return this.track(this.b.upload(data, shape, dtype, scale));
+  }
+  ints(data: Int32Array, shape: readonly number[]): Tensor {
+    return this.track(this.b.upload(data, shape, "i32"));
+  }
+  finish(outputs: Record<string, Tensor>): Outputs {
+    const result: Outputs = {};
+    for (const [name, t] of Object.entries(outputs)) {
+      this.track(t);
+      result[name] = this.b.read(t);
+    }
+    for (const t of this.made) t.free();
+    return result;
+  }
+}
+
+function size(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+const EXACT: Tolerance = { atol: 0, rtol: 0, why: "moves or converts elements with the same rounding: bit-exact" };
+const ELEMENTWISE: Tolerance = { atol: 1e-6, rtol: 1e-6, why: "one f32 operation per element; the CPU rounds from f64 once" };
+const TRANSCENDENTAL: Tolerance = { atol: 1e-6, rtol: 2e-6, why: "f32 exp/erf on the GPU (≤ 2 ulp) against f64 on the CPU" };
+const REDUCTION: Tolerance = { atol: 1e-5, rtol: 1e-5, why: "f32 sums in a different order (f64 where the CPU uses f64)" };
+const MATMUL_F32: Tolerance = {
+  atol: 2e-5,
+  rtol: 1e-4,
+  why: "cuBLASLt f32 accumulation over k ≤ 129 terms of |x| ≤ 1 against an f64 dot product",
+};
+const MATMUL_BF16_OUT: Tolerance = { atol: 2e-4, rtol: 8e-3, why: "as f32, then one bf16 rounding of the output (half an ulp is 2^-9 relative)" };
+const ATTENTION: Tolerance = {
+  atol: 2e-5,
+  rtol: 2e-4,
+  why: "online softmax in f32 with expf and tile-wise rescaling against the CPU's f64 two-pass softmax",
+};
+
+const FLOAT_INPUTS: readonly DType[] = ["f32", "bf16"];
+
+// ---- the cases -------------------------------------------------------------------------------
+
+function layoutCases(): ParityCase[] {
+  const cases: ParityCase[] = [];
+  for (const dtype of ["f32", "bf16", "fp8_e4m3"] as const) {
+    const scale = dtype === "fp8_e4m3" ? Math.fround(0.037) : 1; // an f32 scale, as checkpoints store it
+    const shape = [37, 5, 7];
+    const make = (s: Session, rng: Rng): Tensor => s.up(rng.uniform(size(shape), -4, 4), shape, dtype, scale);
+    cases.push(
+      {
+        name: `cast ${dtype}→f32/bf16/fp8`,
+        tolerance: EXACT,
+        run(b, rng) {
+          const s = new Session(b);
+          const x = make(s, rng);
+          return s.finish({ f32: b.cast(x, "f32"), bf16: b.cast(x, "bf16"), fp8: b.cast(x, "fp8_e4m3"), i32: b.cast(x, "i32") });
+        },
+      },
+      {
+        name: `copy/sliceRows/concatRows ${dtype}`,
+        tolerance: EXACT,
+        run(b, rng) {
+          const s = new Session(b);
+          const x = make(s, rng);
+          const y = make(s, rng);
+          const slice = s.track(b.sliceRows(x, 3, 11));
+          return s.finish({ copy: b.copy(x), slice, concat: b.concatRows([slice, y, b.sliceRows(x, 36, 1)]) });
+        },
+      },
+      {
+        name: `gatherRows/gatherElements/scatterElements ${dtype}`,
+        tolerance: EXACT,
+        run(b, rng) {
+          const s = new Session(b);
+          const x = make(s, rng);
+          const rows = s.ints(rng.int(53, 0, 37), [53]);
+          const perm = s.ints(rng.permutation(size(shape)), [size(shape)]);
+          return s.finish({
+            gather: b.gatherRows(x, rows),
+            gatherElements: b.gatherElements(x, perm, [7, 5, 37]),
+            scatterElements: b.scatterElements(x, perm, [35, 37]),
+          });
+        },
+      },
+    );
+  }
+  cases.push(
+    {
+      name: "scatterRowsInPlace f32←f32/bf16, bf16←bf16",
+      tolerance: EXACT,
+      run(b, rng) {
+        const s = new Session(b);
+        const dst = s.up(rng.uniform(41 * 9), [41, 9], "f32");
+        const dstBf = s.up(rng.uniform(41 * 9), [41, 9], "bf16");
+        const index = s.ints(rng.permutation(41).subarray(0, 13), [13]);
+        b.scatterRowsInPlace(dst, index, s.up(rng.uniform(13 * 9), [13, 9], "f32"));
+        b.scatterRowsInPlace(dst, s.ints(Int32Array.of(0, 40), [2]), s.up(rng.uniform(18), [2, 9], "bf16"));
+        b.scatterRowsInPlace(dstBf, index, s.up(rng.uniform(13 * 9), [13, 9], "bf16"));
+        return s.finish({ dst: b.copy(dst), dstBf: b.copy(dstBf) });
+      },
+    },
+    {
+      name: "scatterAddRowsInPlace f32←f32/bf16 (repeated rows)",
+      tolerance: { atol: 1e-6, rtol: 1e-6, why: "atomic adds in any order: f32 sums of ≤ 4 terms" },
+      run(b, rng) {
+        const s = new Session(b);
+        const dst = s.up(rng.uniform(23 * 17), [23, 17], "f32");
+        b.scatterAddRowsInPlace(dst, s.ints(rng.int(60, 0, 23), [60]), s.up(rng.uniform(60 * 17), [60, 17], "f32"));
+        b.scatterAddRowsInPlace(dst, s.ints(rng.int(9, 0, 23), [9]), s.up(rng.uniform(9 * 17), [9, 17], "bf16"));
+        return s.finish({ dst: b.copy(dst) });
+      },
+    },
+    {
+      name: "patchify [3,42,70] p=14 f32, [3,32,16] p=16 bf16",
+      tolerance: EXACT,
+      run(b, rng) {
+        const s = new Session(b);
+        return s.finish({
+          a: b.patchify(s.up(rng.uniform(3 * 42 * 70), [3, 42, 70], "f32"), 14),
+          b: b.patchify(s.up(rng.uniform(3 * 32 * 16), [3, 32, 16], "bf16"), 16),
+        });
+      },
+    },
+    {
+      name: "upload/read/readRaw round trip bf16, fp8, i32",
+      tolerance: EXACT,
+      run(b, rng) {
+        const s = new Session(b);
+        const bf = s.up(rng.uniform(1001, -100, 100), [1001], "bf16");
+        const fp = s.up(rng.uniform(999, -500, 500), [999], "fp8_e4m3", 0.5);
+        const ints = s.ints(rng.int(77, -1000, 1000), [77]);
+        const rawBf = b.readRaw(bf);
+        const rawFp = b.readRaw(fp);
+        return {
+          ...s.finish({ bf: b.copy(bf), fp: b.copy(fp), ints: b.copy(ints) }),
+          rawBf: Float32Array.from(rawBf),
+          rawFp: Float32Array.from(rawFp),
+        };
+      },
+    },
+  );
+  return cases;
+}
+
+function matmulCases(): ParityCase[] {
+  const cases: ParityCase[] = [];
+  const shapes: [number, number, number][] = [
+    [70, 129, 33],
+    [1, 64, 1023],
+    [17, 5, 3],
+  ];
+  for (const [m, k, n] of shapes) {
+    for (const [aType, bType] of [
+      ["f32", "f32"],
+      ["bf16", "bf16"],
+      ["f32", "bf16"],
+      ["f32", "fp8_e4m3"],
+      ["bf16", "fp8_e4m3"],
+    ] as const) {
+      cases.push({
+        name: `matmul ${aType}·${bType} m=${m} k=${k} n=${n} (4 transposes)`,
+        tolerance: MATMUL_F32,
+        run(b, rng) {
+          const s = new Session(b);
+          // An fp8 weight holds value/scale (|stored| ≤ 405 < 448 here); the scale is not a power of two.
+          const bScale = bType === "fp8_e4m3" ? Math.fround(0.0037) : 1;
+          const bRange = bType === "fp8_e4m3" ? 1.5 : 1;
+          const a = s.up(rng.uniform(m * k), [m, k], aType);
+          const aT = s.up(rng.uniform(m * k), [k, m], aType);
+          const w = s.up(rng.uniform(k * n, -bRange, bRange), [k, n], bType, bScale);
+          const wT = s.up(rng.uniform(k * n, -bRange, bRange), [n, k], bType, bScale);
+          return s.finish({
+            nn: b.matmul(a, w),
+            nt: b.matmul(a, wT, { transB: true, alpha: 0.5 }),
+            tn: b.matmul(aT, w, { transA: true }),
+            tt: b.matmul(aT, wT, { transA: true, transB: true, alpha: -2 }),
+          });
+        },
+      });
+    }
+  }
+  cases.push(
+    {
+      name: "matmul accumulate into f32 (linear backward dW += dyᵀ·x)",
+      tolerance: MATMUL_F32,
+      run(b, rng) {
+        const s = new Session(b);
+        const acc = s.up(rng.uniform(33 * 70), [33, 70], "f32");
+        b.matmul(s.up(rng.uniform(45 * 33), [45, 33], "f32"), s.up(rng.uniform(45 * 70), [45, 70], "bf16"), { transA: true, accumulate: acc });
+        return s.finish({ acc: b.copy(acc) });
+      },
+    },
+    {
+      name: "matmul bf16·bf16 → bf16 output, 3-D activations",
+      tolerance: MATMUL_BF16_OUT,
+      run(b, rng) {
+        const s = new Session(b);
+        const x = s.up(rng.uniform(2 * 35 * 96), [2, 35, 96], "bf16");
+        const w = s.up(rng.uniform(160 * 96), [160, 96], "bf16");
+        return s.finish({ y: b.matmul(x, w, { transB: true, outDtype: "bf16" }) });
+      },
+    },
+  );
+  return cases;
+}
+
+function elementwiseCases(): ParityCase[] {
+  const cases: ParityCase[] = [];
+  for (const dtype of FLOAT_INPUTS) {
+    const shape = [3, 1023];
+    const n = size(shape);
+    cases.push(
+      {
+        name: `add/mul/scale/addInPlace/scaleInPlace ${dtype}`,
+        tolerance: ELEMENTWISE,
+        run(b, rng) {
+          const s = new Session(b);
+          const x = s.up(rng.uniform(n, -3, 3), shape, dtype);
+          const y = s.up(rng.uniform(n, -3, 3), shape, dtype);
+          const acc = s.up(rng.uniform(n), shape, "f32");
+          b.addInPlace(acc, y, 0.3);
+          b.addInPlace(acc, x);
+          b.scaleInPlace(acc, -1.7);
+          return s.finish({ add: b.add(x, y), mul: b.mul(x, y), scale: b.scale(x, 0.123), acc: b.copy(acc) });
+        },
+      },
+      {
+        name: `swiglu/gelu forward and backward ${dtype}`,
+        tolerance: TRANSCENDENTAL,
+        run(b, rng) {
+          const s = new Session(b);
+          const g = s.up(rng.uniform(n, -6, 6), shape, dtype);
+          const u = s.up(rng.uniform(n, -3, 3), shape, dtype);
+          const d = s.up(rng.uniform(n), shape, dtype);
+          const { dgate, dup } = b.swigluBackward(g, u, d);
+          return s.finish({ swiglu: b.swiglu(g, u), dgate, dup, gelu: b.gelu(g), dgelu: b.geluBackward(g, d) });
+        },
+      },
+      {
+        name: `dropout p=0.1 and p=0.5 forward/backward ${dtype}`,
+        tolerance: { ...EXACT, why: "the same counter-based hash and one f32 multiply: bit-exact" },
+        run(b, rng) {
+          const s = new Session(b);
+          const x = s.up(rng.uniform(n, -3, 3), shape, dtype);
+          const seed = Math.floor(rng.next() * 2 ** 32);
+          return s.finish({ p01: b.dropout(x, 0.1, seed), p05: b.dropoutBackward(x, 0.5, (seed ^ 1) >>> 0), p0: b.dropout(x, 0, seed) });
+        },
+      },
+    );
+  }
+  return cases;
+}
+
+function normRopeCases(): ParityCase[] {
+  const cases: ParityCase[] = [];
+  for (const dtype of FLOAT_INPUTS) {
+    cases.push(
+      {
+        name: `rmsNorm forward/backward [37, 1000] ${dtype}`,
+        tolerance: REDUCTION,
+        run(b, rng) {
+          const s = new Session(b);
+          const x = s.up(rng.uniform(37 * 1000, -2, 2), [37, 1000], dtype);
+          const w = s.up(rng.uniform(1000, 0.5, 1.5), [1000], dtype);
+          const dy = s.up(rng.uniform(37 * 1000), [37, 1000], dtype);
+          const { y, rstd } = b.rmsNorm(x, w, 1e-5);
+          const { dx, dweight } = b.rmsNormBackward(x, w, rstd, dy);
+          return s.finish({ y, rstd, dx, dweight });
+        },
+      },
+      {
+        name: `rope forward/inverse [29, 3, 40] ${dtype}`,
+        tolerance: ELEMENTWISE,
+        run(b, rng) {
+          const s = new Session(b);
+          const x = s.up(rng.uniform(29 * 3 * 40), [29, 3, 40], dtype);
+          const angles = rng.uniform(29 * 20, -Math.PI, Math.PI);
+          const cos = s.up(angles.map(Math.cos), [29, 20], "f32");
+          const sin = s.up(angles.map(Math.sin), [29, 20], "f32");
+          return s.finish({ fwd: b.rope(x, cos, sin), inv: b.rope(x, cos, sin, true) });
+        },
+      },
+    );
+  }
+  return cases;
+}
+
+interface AttentionShape {
+  label: string;
+  b: number;
+  t: number;
+  s: number;
+  hq: number;
+  hkv: number;
+  d: number;
+  mask: (sess: Session, rng: Rng) => AttentionMask;
+}
+
+function attentionCases(): ParityCase[] {
+  const shapes: AttentionShape[] = [
+    {
+      label: "causal GQA 8/2, D=64, queryOffset 8, left-padded keys (rows with no visible key)",
+      b: 2, t: 37, s: 45, hq: 8, hkv: 2, d: 64,
+      mask: (sess) => {
+        const valid = new Int32Array(2 * 45).fill(1);
+        valid.fill(0, 45, 45 + 12); // batch 1: 12 padded keys, so its first queries see nothing
+        return { kind: "causal", queryOffset: 8, keyValid: sess.ints(valid, [2, 45]) };
+      },
+    },
+    {
+      label: "causal prefill GQA 4/1, D=128",
+      b: 1, t: 70, s: 70, hq: 4, hkv: 1, d: 128,
+      mask: () => ({ kind: "causal", queryOffset: 0 }),
+    },
+    {
+      label: "segments [5, 33, 1, 24] (vision), D=40",
+      b: 1, t: 63, s: 63, hq: 3, hkv: 3, d: 40,
+      mask: () => ({ kind: "segments", lengths: [5, 33, 1, 24] }),
+    },
+  ];
+  const cases: ParityCase[] = [];
+  for (const sh of shapes) {
+    for (const dtype of FLOAT_INPUTS) {
+      cases.push({
+        name: `attention fwd/bwd ${sh.label} ${dtype}`,
+        tolerance: ATTENTION,
+        run(b, rng) {
+          const s = new Session(b);
+          const q = s.up(rng.uniform(sh.b * sh.t * sh.hq * sh.d, -2, 2), [sh.b, sh.t, sh.hq, sh.d], dtype);
+          const k = s.up(rng.uniform(sh.b * sh.s * sh.hkv * sh.d, -2, 2), [sh.b, sh.s, sh.hkv, sh.d], dtype);
+          const v = s.up(rng.uniform(sh.b * sh.s * sh.hkv * sh.d), [sh.b, sh.s, sh.hkv, sh.d], dtype);
+          const dout = s.up(rng.uniform(sh.b * sh.t * sh.hq * sh.d), [sh.b, sh.t, sh.hq, sh.d], dtype);
+          const mask = sh.mask(s, rng);
+          const scale = 1 / Math.sqrt(sh.d);
+          const { out, lse } = b.attention(q, k, v, mask, scale);
+          const { dq, dk, dv } = b.attentionBackward(q, k, v, out, lse, dout, mask, scale);
+          return s.finish({ out, lse, dq, dk, dv });
+        },
+      });
+    }
+  }
+  return cases;
+}
+
+function lossOptimCases(): ParityCase[] {
+  const cases: ParityCase[] = [];
+  for (const dtype of FLOAT_INPUTS) {
+    cases.push({
+      name: `crossEntropy [37, 1000] with ignored rows ${dtype}`,
+      tolerance: REDUCTION,
+      run(b, rng) {
+        const s = new Session(b);
+        const logits = s.up(rng.uniform(37 * 1000, -8, 8), [37, 1000], dtype);
+        const labels = rng.int(37, 0, 1000);
+        for (let i = 0; i < 37; i += 4) labels[i] = -100;
+        const lab = s.ints(labels, [37]);
+        const withGrad = b.crossEntropy(logits, lab, -100, 1 / 28);
+        const lossOnly = b.crossEntropy(logits, lab, -100);
+        return s.finish({ loss: withGrad.loss, dlogits: withGrad.dlogits!, lossOnly: lossOnly.loss });
+      },
+    });
+  }
+  cases.push(
+    {
+      name: "sumSquares f32 [100003], bf16 [4097], fp8 [999]",
+      tolerance: REDUCTION,
+      run(b, rng) {
+        const s = new Session(b);
+        return s.finish({
+          f32: b.sumSquares(s.up(rng.uniform(100003), [100003], "f32")),
+          bf16: b.sumSquares(s.up(rng.uniform(4097), [4097], "bf16")),
+          fp8: b.sumSquares(s.up(rng.uniform(999, -4, 4), [999], "fp8_e4m3", Math.fround(0.01))),
+        });
+      },
+    },
+    {
+      name: "adamw 3 steps, weight decay 0.01",
+      tolerance: { ...EXACT, why: "the same f32 operations in torch's order, no fused multiply-adds: bit-exact" },
+      run(b, rng) {
+        const s = new Session(b);
+        const n = 1031;
+        const param = s.up(rng.uniform(n), [n], "f32");
+        const m = s.track(b.zeros([n], "f32"));
+        const v = s.track(b.zeros([n], "f32"));
+        for (let step = 1; step <= 3; step++) {
+          const grad = s.up(rng.uniform(n, -0.1, 0.1), [n], "f32");
+          b.adamw(param, grad, m, v, { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step });
+        }
+        return s.finish({ param: b.copy(param), m: b.copy(m), v: b.copy(v) });
+      },
+    },
+  );
+  return cases;
+}
+
+export function parityCases(): ParityCase[] {
+  return [...layoutCases(), ...matmulCases(), ...elementwiseCases(), ...normRopeCases(), ...attentionCases(), ...lossOptimCases()];
+}
+
+export interface CaseResult {
+  name: string;
+  tolerance: Tolerance;
+  comparisons: Comparison[];
+  ok: boolean;
+  error?: string;
+}
+
+/** Runs one case on both backends with the same seed. */
+export function runCase(c: ParityCase, cuda: Backend, cpu: Backend, seed: number): CaseResult {
+  try {
+    const ref = c.run(cpu, new Rng(seed));
+    const got = c.run(cuda, new Rng(seed));
+    const comparisons = Object.keys(ref).map((key) => compare(key, got[key] ?? new Float32Array(0), ref[key]!, c.tolerance));
+    return { name: c.name, tolerance: c.tolerance, comparisons, ok: comparisons.every((x) => x.violations === 0) };
+  } catch (err) {
+    return { name: c.name, tolerance: c.tolerance, comparisons: [], ok: false, error: (err as Error).stack ?? String(err) };
+  }
+}
