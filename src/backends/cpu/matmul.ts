@@ -3,17 +3,18 @@
  * C = A·B, dA = dC·Bᵀ and dB = Aᵀ·dC are matmuls with the transpose flags flipped (see the matmul
  * op in ../../autograd/tape.ts).
  *
- * Kernel: A is copied once into WebAssembly memory (rows zero-padded to a multiple of 4), then B
+ * Kernel: A is copied once into the kernel's WebAssembly memory (rows zero-padded to a multiple of 4), then B
  * is packed tile by tile into "transposed" rows (one row per output column, K contiguous), so
  * bf16/fp8 weights are widened one tile at a time, never as a whole matrix. The SIMD kernel in
  * wasm-matmul.ts accumulates each dot product in f32 (four interleaved partial sums, like BLAS);
- * alpha and the accumulate input are applied in f64 when results are copied out.
+ * alpha and the accumulate input are applied in f64 when results are copied out. Large tiles are
+ * split by rows across threads (kernel-pool.ts).
  */
 import type { DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { type CpuAllocator, f32Of, fromF32As, readRangeF32, rowsCols } from "./storage.ts";
-import { loadWasmMatmul, type WasmMatmul } from "./wasm-matmul.ts";
+import { createKernelPool, type KernelPool } from "./kernel-pool.ts";
 
 export interface MatmulOptions {
   transA?: boolean;
@@ -25,22 +26,8 @@ export interface MatmulOptions {
 
 /** Floats per packed B tile: 256 KiB, about an L2 share. */
 const TILE_FLOATS = 1 << 16;
-const WASM_PAGE = 65536;
 
-let wasm: WasmMatmul | null = null;
-
-function kernel(): WasmMatmul {
-  wasm ??= loadWasmMatmul();
-  if (!wasm) throw new TensorError("matmul", "this JavaScript engine lacks WebAssembly SIMD", { hint: "use Node.js 20.19 or newer" });
-  return wasm;
-}
-
-/** Float32Array view of the kernel memory, grown to hold at least `floats` elements. */
-function memoryF32(w: WasmMatmul, floats: number): Float32Array {
-  const needed = floats * 4 - w.memory.buffer.byteLength;
-  if (needed > 0) w.memory.grow(Math.ceil(needed / WASM_PAGE));
-  return new Float32Array(w.memory.buffer);
-}
+let pool: KernelPool | null = null;
 
 const roundUp = (x: number, multiple: number): number => Math.ceil(x / multiple) * multiple;
 
@@ -94,13 +81,13 @@ export function gemm(
 ): void {
   const { transA, transB, alpha, accumulate } = flags;
   if (m === 0 || n === 0) return;
-  const w = kernel();
+  pool ??= createKernelPool();
   const [m2, k4] = [roundUp(m, 2), roundUp(Math.max(k, 1), 4)];
   const tileRows = Math.min(roundUp(n, 4), Math.max(4, roundUp(Math.floor(TILE_FLOATS / k4), 4)));
   // Kernel memory: A [m2, k4], then the B tile [tileRows, k4], then raw sums [m2, tileRows].
   const tileAt = m2 * k4;
   const sumsAt = tileAt + tileRows * k4;
-  const mem = memoryF32(w, sumsAt + m2 * tileRows);
+  const mem = pool.view(sumsAt + m2 * tileRows);
   copyA(a, transA, m, k, mem.subarray(0, tileAt), k4);
   const tile = mem.subarray(tileAt, sumsAt);
   for (let j0 = 0; j0 < n; j0 += tileRows) {
@@ -108,7 +95,7 @@ export function gemm(
     const nb4 = roundUp(nb, 4);
     tile.fill(0, 0, nb4 * k4);
     packTile(b, transB, n, k, j0, nb, tile, k4);
-    w.kernel(0, tileAt * 4, sumsAt * 4, m2, k4, nb4, nb4);
+    pool.run(0, tileAt * 4, sumsAt * 4, m2, k4, nb4, nb4);
     for (let i = 0; i < m; i++) {
       const from = sumsAt + i * nb4;
       const to = i * n + j0;

@@ -6,7 +6,9 @@
  *
  * over zero-padded operands (m2 even, nb4 and k4 multiples of 4), 2 rows × 4 columns per pass,
  * each in an f32x4 accumulator (four interleaved f32 partial sums, added lane 0+1+2+3 at the end).
- * Wasm SIMD has no fused multiply-add, so results are deterministic on every machine.
+ * Wasm SIMD has no fused multiply-add, so results are deterministic on every machine. The module
+ * imports a shared memory (up to 4 GiB) so that worker threads can run it on the same operands
+ * (kernel-pool.ts).
  */
 
 // ---- a minimal assembler ------------------------------------------------------------------
@@ -134,13 +136,17 @@ function kernelBody(): number[] {
   return [...locals, ...code];
 }
 
-function moduleBytes(): Uint8Array {
+/** Pages of 64 KiB: the most a 32-bit memory can address. */
+export const MAX_PAGES = 65536;
+
+export function moduleBytes(): Uint8Array {
   const funcType = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0x00];
   const body = kernelBody();
   return Uint8Array.from([
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     ...section(1, vec([funcType])),
-    ...section(2, vec([[...str("env"), ...str("memory"), 0x02, 0x00, ...uleb(1)]])),
+    // Import env.memory: kind 0x02 (memory), limits 0x03 (shared, with a maximum).
+    ...section(2, vec([[...str("env"), ...str("memory"), 0x02, 0x03, ...uleb(1), ...uleb(MAX_PAGES)]])),
     ...section(3, vec([[0x00]])),
     ...section(7, vec([[...str("kernel"), 0x00, 0x00]])),
     ...section(10, vec([[...uleb(body.length), ...body]])),
@@ -151,27 +157,19 @@ export type WasmKernel = (a: number, tile: number, out: number, m2: number, k4: 
 
 /** The slice of the WebAssembly JS API used here (the project's TypeScript libs do not declare it). */
 export interface WasmMemory {
-  readonly buffer: ArrayBuffer;
+  readonly buffer: SharedArrayBuffer;
   grow(pages: number): number;
 }
 interface WasmApi {
   validate(bytes: Uint8Array): boolean;
-  Memory: new (descriptor: { initial: number }) => WasmMemory;
+  Memory: new (descriptor: { initial: number; maximum: number; shared: true }) => WasmMemory;
   Module: new (bytes: Uint8Array) => object;
   Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
 }
-const wasmApi = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+export const wasmApi = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
-export interface WasmMatmul {
-  readonly memory: WasmMemory;
-  readonly kernel: WasmKernel;
-}
-
-/** The instantiated kernel, or null where WebAssembly SIMD is unavailable. */
-export function loadWasmMatmul(): WasmMatmul | null {
-  const bytes = moduleBytes();
-  if (!wasmApi.validate(bytes)) return null;
-  const memory = new wasmApi.Memory({ initial: 1 });
+/** The kernel instantiated on `memory`. */
+export function instantiateKernel(bytes: Uint8Array, memory: WasmMemory): WasmKernel {
   const instance = new wasmApi.Instance(new wasmApi.Module(bytes), { env: { memory } });
-  return { memory, kernel: instance.exports["kernel"] as WasmKernel };
+  return instance.exports["kernel"] as WasmKernel;
 }
