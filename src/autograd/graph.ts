@@ -65,11 +65,15 @@ export interface Graph {
   scope<T extends Var | readonly Var[]>(body: () => T): T;
   /**
    * Gradient checkpointing: runs body unrecorded now (keeping only inputs and output) and re-runs it
-   * recorded during backward. Without recording it is a plain scope().
+   * recorded during backward. Without recording it is a plain scope(). The body must be
+   * deterministic (dropout seeds included); Vars it captures from outside also get gradients.
    */
   checkpoint(inputs: readonly Var[], body: (inputs: readonly Var[]) => Var): Var;
 
-  /** Back-propagates from a scalar ([1]) loss, with d loss = gradScale (default 1). */
+  /**
+   * Back-propagates from a scalar ([1]) loss, with d loss = gradScale (default 1). A leaf whose
+   * grad is already set (e.g. by an earlier micro-batch) has the new gradient added into it.
+   */
   backward(loss: Var, gradScale?: number): void;
   /** Frees every tensor the graph allocated (leaf tensors and their .grad are left alone). */
   dispose(): void;

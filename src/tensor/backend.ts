@@ -13,6 +13,9 @@ import type { Tensor } from "./tensor.ts";
  *   is f32. Outputs are f32 unless `outDtype` says otherwise.
  * - Primitives never synchronise with the host except read() and the ops that return a number.
  * - Every primitive allocates its outputs; "InPlace" primitives write into their first argument.
+ * - Layout ops (copy, slice, concat, gather, scatter, element permutations) move stored elements
+ *   and keep the input's dtype (and fp8 scale); arithmetic ops return f32.
+ * - Matmul accumulates in f32; reductions (norms, softmax, cross-entropy, Σx²) in at least f32.
  */
 export interface Backend {
   readonly name: "cpu" | "cuda";
@@ -89,7 +92,10 @@ export interface Backend {
   /** Exact (erf) GELU. */
   gelu(x: Tensor): Tensor;
   geluBackward(x: Tensor, dout: Tensor): Tensor;
-  /** Inverted dropout with a counter-based RNG: keep ↔ hash(seed, i) ≥ p; kept values × 1/(1-p). */
+  /**
+   * Inverted dropout with a counter-based RNG: keep ↔ hash(seed, i)/2³² ≥ p; kept values ×
+   * f32(1/(1-p)). The exact hash is specified in backends/cpu/dropout.ts; every backend matches it.
+   */
   dropout(x: Tensor, p: number, seed: number): Tensor;
   dropoutBackward(dout: Tensor, p: number, seed: number): Tensor;
 
@@ -108,7 +114,8 @@ export interface Backend {
   /**
    * softmax(q·kᵀ·scale + mask)·v for q [B, T, Hq, D], k and v [B, S, Hkv, D] (Hq a multiple of
    * Hkv: grouped-query attention). Returns out [B, T, Hq, D] and the row log-sum-exp [B, Hq, T]
-   * (f32) for the backward pass. Rows with no visible key give zeros.
+   * (f32) for the backward pass. Rows with no visible key give zeros and lse = −∞ (backward
+   * skips them).
    */
   attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, scale: number): { out: Tensor; lse: Tensor };
   attentionBackward(
