@@ -93,13 +93,14 @@ export function gemm(
   for (let j0 = 0; j0 < n; j0 += tileRows) {
     const nb = Math.min(tileRows, n - j0);
     const nb4 = roundUp(nb, 4);
-    tile.fill(0, 0, nb4 * k4);
+    if (k4 !== k || nb4 !== nb) tile.fill(0, 0, nb4 * k4); // zero padding; otherwise all overwritten
     packTile(b, transB, n, k, j0, nb, tile, k4);
     pool.run(0, tileAt * 4, sumsAt * 4, m2, k4, nb4, nb4);
     for (let i = 0; i < m; i++) {
       const from = sumsAt + i * nb4;
       const to = i * n + j0;
       if (accumulate) for (let jj = 0; jj < nb; jj++) out[to + jj] = out[to + jj]! + alpha * mem[from + jj]!;
+      else if (alpha === 1) out.set(mem.subarray(from, from + nb), to);
       else for (let jj = 0; jj < nb; jj++) out[to + jj] = alpha * mem[from + jj]!;
     }
   }
@@ -107,7 +108,8 @@ export function gemm(
 
 /** dst[i·k4 + kk] = op(a)[i, kk], zero in the padding. */
 function copyA(a: RangeReader, transA: boolean, m: number, k: number, dst: Float32Array, k4: number): void {
-  dst.fill(0);
+  if (k4 !== k) dst.fill(0);
+  else dst.fill(0, m * k4); // the padding row when m is odd
   if (!transA) {
     if (k4 === k) a(0, m * k, dst, 0);
     else for (let i = 0; i < m; i++) a(i * k, k, dst, i * k4);

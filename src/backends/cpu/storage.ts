@@ -132,10 +132,6 @@ export function rowsCols(t: Tensor): [number, number] {
   return [cols === 0 ? 0 : t.size / cols, cols];
 }
 
-export function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
 export function requireSameSize(op: string, a: Tensor, b: Tensor): void {
   if (a.size !== b.size) throw new TensorError(op, "operands differ in size", { shapes: [a.shape, b.shape] });
 }
