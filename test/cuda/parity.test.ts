@@ -50,10 +50,11 @@ describe("cuda backend parity with the cpu backend", { skip }, () => {
       const x = b.upload(new Float32Array(64 * 96).fill(0.5), [64, 96], "f32");
       const w = b.upload(new Float32Array(128 * 96).fill(0.25), [128, 96], "bf16");
       const y = b.matmul(x, w, { transB: true });
-      const { y: n, rstd } = b.rmsNorm(y, b.upload(new Float32Array(128).fill(1), [128], "f32"), 1e-5);
+      const gamma = b.upload(new Float32Array(128).fill(1), [128], "f32");
+      const { y: n, rstd } = b.rmsNorm(y, gamma, 1e-5);
       const total = b.sumSquares(n);
       b.read(total);
-      for (const t of [x, w, y, n, rstd, total]) t.free();
+      for (const t of [x, w, y, gamma, n, rstd, total]) t.free();
     };
     step();
     const before = b.allocatorStats();

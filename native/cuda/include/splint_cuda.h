@@ -179,10 +179,10 @@ int splint_cuda_check_flags(splint_ctx* ctx, int32_t* flags);
 int splint_cuda_sum_squares(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, float x_scale, int64_t n,
                             splint_dptr out);
 /* One AdamW step on f32 param/grad/m/v, in place, in torch's f32 order; the host computes the
-   scalars as the CPU backend does: decay = f32(1 − lr·wd), step_size = f32(lr / (1 − β1ᵗ)),
+   scalars as the CPU backend does: decay = f32(1 − lr·wd), neg_step_size = f32(−lr / (1 − β1ᵗ)),
    bias_correction2_sqrt = f32(sqrt(1 − β2ᵗ)), the rest f32 of the hyper-parameters. */
 int splint_cuda_adamw(splint_ctx* ctx, splint_dptr param, splint_dptr grad, splint_dptr m, splint_dptr v, int64_t n,
-                      float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float step_size,
+                      float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size,
                       float bias_correction2_sqrt, float eps);
 
 #ifdef __cplusplus

@@ -62,12 +62,15 @@ __global__ void sum_squares_partial_kernel(In x, int64_t n, double* partial) {
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-// torch.optim.AdamW on f32, each step rounded to f32 in torch's order (the CPU backend's optim.ts):
-//   p ← p·decay; m ← m + (1−β1)·(g − m); v ← v·β2 + (1−β2)·g²;
-//   p ← p − step_size · m / (sqrt(v) / sqrt(bc2) + eps)
+// torch.optim.AdamW's single-tensor path on f32, each operation rounded to f32 in torch's order of
+// evaluation (the CPU backend's optim.ts):
+//   p ← p·decay                                     param.mul_
+//   m ← m + (1−β1)·(g − m)                          exp_avg.lerp_
+//   v ← v·β2 + ((1−β2)·g)·g                         exp_avg_sq.mul_.addcmul_
+//   p ← p + (neg_step_size·m) / (sqrt(v) / sqrt(bc2) + eps)   param.addcdiv_
 // The _rn intrinsics keep the compiler from fusing multiply-adds, so results match bit for bit.
 struct AdamwScalars {
-  float decay, one_minus_beta1, beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps;
+  float decay, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps;
 };
 
 __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, AdamwScalars h) {
@@ -75,11 +78,11 @@ __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v
     const float g = grad[i];
     const float p = __fmul_rn(param[i], h.decay);
     const float mi = __fadd_rn(m[i], __fmul_rn(h.one_minus_beta1, __fsub_rn(g, m[i])));
-    const float vi = __fadd_rn(__fmul_rn(v[i], h.beta2), __fmul_rn(h.one_minus_beta2, __fmul_rn(g, g)));
+    const float vi = __fadd_rn(__fmul_rn(v[i], h.beta2), __fmul_rn(__fmul_rn(h.one_minus_beta2, g), g));
     const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), h.bias_correction2_sqrt), h.eps);
     m[i] = mi;
     v[i] = vi;
-    param[i] = __fsub_rn(p, __fmul_rn(h.step_size, __fdiv_rn(mi, denom)));
+    param[i] = __fadd_rn(p, __fdiv_rn(__fmul_rn(h.neg_step_size, mi), denom));
   }
 }
 
@@ -134,12 +137,12 @@ int splint_cuda_sum_squares(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, flo
 }
 
 int splint_cuda_adamw(splint_ctx* ctx, splint_dptr param, splint_dptr grad, splint_dptr m, splint_dptr v, int64_t n,
-                      float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float step_size,
+                      float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size,
                       float bias_correction2_sqrt, float eps) {
   OP("adamw");
   CTX_CHECK(ctx);
   if (n == 0) return SPLINT_OK;
-  const AdamwScalars h{decay, one_minus_beta1, beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps};
+  const AdamwScalars h{decay, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps};
   adamw_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(reinterpret_cast<float*>(param),
                                                       reinterpret_cast<const float*>(grad), reinterpret_cast<float*>(m),
                                                       reinterpret_cast<float*>(v), n, h);

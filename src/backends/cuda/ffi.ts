@@ -116,7 +116,7 @@ export interface SplintCudaLib {
   sum_squares(ctx: CtxHandle, x: Ptr, xDtype: number, xScale: number, n: number, out: Ptr): Status;
   adamw(
     ctx: CtxHandle, param: Ptr, grad: Ptr, m: Ptr, v: Ptr, n: number, decay: number, oneMinusBeta1: number,
-    beta2: number, oneMinusBeta2: number, stepSize: number, biasCorrection2Sqrt: number, eps: number,
+    beta2: number, oneMinusBeta2: number, negStepSize: number, biasCorrection2Sqrt: number, eps: number,
   ): Status;
 }
 
@@ -159,7 +159,7 @@ const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   cross_entropy: `int splint_cuda_cross_entropy(${C}, ${P} logits, int32_t logits_dtype, int64_t rows, int64_t vocab, ${P} labels, int32_t ignore_index, ${P} loss, ${P} dlogits, int32_t dlogits_dtype, float grad_scale)`,
   check_flags: `int splint_cuda_check_flags(${C}, int32_t *flags)`,
   sum_squares: `int splint_cuda_sum_squares(${C}, ${P} x, int32_t x_dtype, float x_scale, int64_t n, ${P} out)`,
-  adamw: `int splint_cuda_adamw(${C}, ${P} param, ${P} grad, ${P} m, ${P} v, int64_t n, float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float step_size, float bias_correction2_sqrt, float eps)`,
+  adamw: `int splint_cuda_adamw(${C}, ${P} param, ${P} grad, ${P} m, ${P} v, int64_t n, float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size, float bias_correction2_sqrt, float eps)`,
 };
 
 /** Where the library is looked for when no path is given: $SPLINT_CUDA_LIB, then the repo's build folder. */

@@ -532,7 +532,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
         lib.adamw(
           ctx, p(param, op), p(grad, op), p(m, op), p(v, op), param.size,
           f(1 - hp.lr * hp.weightDecay), f(1 - hp.beta1), f(hp.beta2), f(1 - hp.beta2),
-          f(hp.lr / (1 - hp.beta1 ** hp.step)), f(Math.sqrt(1 - hp.beta2 ** hp.step)), f(hp.eps),
+          f(-hp.lr / (1 - hp.beta1 ** hp.step)), f(Math.sqrt(1 - hp.beta2 ** hp.step)), f(hp.eps),
         ),
         op,
       );

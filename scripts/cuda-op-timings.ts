@@ -1,0 +1,117 @@
+/**
+ * Times the CUDA backend's heaviest primitives at 14B-like sizes (random inputs, warm-up, median of
+ * repeated runs between device synchronisations) and writes op-timings.md into the output folder: a
+ * baseline for the speed work that follows, not a benchmark of training.
+ *
+ *   node --import tsx scripts/cuda-op-timings.ts [--out DIR]
+ */
+import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.ts";
+import type { DType } from "../src/tensor/dtype.ts";
+import type { Tensor } from "../src/tensor/tensor.ts";
+
+interface Timing {
+  op: string;
+  ms: number;
+  rate: string;
+}
+
+function random(b: CudaBackend, shape: readonly number[], dtype: DType, seed: number): Tensor {
+  const n = shape.reduce((x, y) => x * y, 1);
+  const data = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    data[i] = s / 2 ** 31 - 1;
+  }
+  return b.upload(data, shape, dtype);
+}
+
+/** Median milliseconds of `reps` runs of body, each run timed between synchronisations. */
+function time(b: CudaBackend, body: () => Tensor[], reps = 10): number {
+  for (const t of body()) t.free();
+  b.synchronize();
+  const samples: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const start = performance.now();
+    const outs = body();
+    b.synchronize();
+    samples.push(performance.now() - start);
+    for (const t of outs) t.free();
+  }
+  samples.sort((x, y) => x - y);
+  return samples[Math.floor(samples.length / 2)]!;
+}
+
+function main(): void {
+  const outIndex = process.argv.indexOf("--out");
+  const outDir = outIndex >= 0 ? process.argv[outIndex + 1]! : (process.env.OUT ?? "out/gpu-check");
+  mkdirSync(outDir, { recursive: true });
+  const b = createCudaBackend();
+  const rows: Timing[] = [];
+  const tflops = (flops: number, ms: number): string => `${(flops / ms / 1e9).toFixed(1)} TFLOP/s`;
+  const gbs = (bytes: number, ms: number): string => `${(bytes / ms / 1e6).toFixed(0)} GB/s`;
+
+  // Linear layers: 4096 tokens through a 5120 → 5120 projection.
+  const [m, k, n] = [4096, 5120, 5120];
+  const xb = random(b, [m, k], "bf16", 1);
+  const xf = random(b, [m, k], "f32", 2);
+  const w = random(b, [n, k], "bf16", 3);
+  for (const [label, x] of [["bf16·bf16ᵀ", xb], ["f32·bf16ᵀ (full f32)", xf]] as const) {
+    const ms = time(b, () => [b.matmul(x, w, { transB: true })]);
+    rows.push({ op: `matmul ${label} [${m},${k}]·[${n},${k}]ᵀ`, ms, rate: tflops(2 * m * n * k, ms) });
+  }
+
+  // Causal GQA attention at the decoder's shape (32 query heads, 8 kv heads, D = 128).
+  const [T, Hq, Hkv, D] = [2048, 32, 8, 128];
+  const q = random(b, [1, T, Hq, D], "bf16", 4);
+  const kk = random(b, [1, T, Hkv, D], "bf16", 5);
+  const v = random(b, [1, T, Hkv, D], "bf16", 6);
+  const mask = { kind: "causal", queryOffset: 0 } as const;
+  const scale = 1 / Math.sqrt(D);
+  const causalFlops = 2 * 2 * Hq * D * ((T * (T + 1)) / 2);
+  const fwdMs = time(b, () => {
+    const { out, lse } = b.attention(q, kk, v, mask, scale);
+    return [out, lse];
+  });
+  rows.push({ op: `attention fwd causal T=${T} Hq=${Hq} Hkv=${Hkv} D=${D}`, ms: fwdMs, rate: tflops(causalFlops, fwdMs) });
+  const { out, lse } = b.attention(q, kk, v, mask, scale);
+  const dout = random(b, [1, T, Hq, D], "f32", 7);
+  const bwdMs = time(b, () => {
+    const g = b.attentionBackward(q, kk, v, out, lse, dout, mask, scale);
+    return [g.dq, g.dk, g.dv];
+  });
+  rows.push({ op: `attention bwd causal T=${T} Hq=${Hq} Hkv=${Hkv} D=${D}`, ms: bwdMs, rate: tflops(2.5 * causalFlops, bwdMs) });
+
+  // Memory-bound ops at decoder width.
+  const h = random(b, [4096, 5120], "f32", 8);
+  const gamma = random(b, [5120], "bf16", 9);
+  const normMs = time(b, () => {
+    const r = b.rmsNorm(h, gamma, 1e-5);
+    return [r.y, r.rstd];
+  });
+  rows.push({ op: "rmsNorm f32 [4096, 5120]", ms: normMs, rate: gbs(2 * 4096 * 5120 * 4, normMs) });
+  const gate = random(b, [4096, 14336], "f32", 10);
+  const up = random(b, [4096, 14336], "f32", 11);
+  const swigluMs = time(b, () => [b.swiglu(gate, up)]);
+  rows.push({ op: "swiglu f32 [4096, 14336]", ms: swigluMs, rate: gbs(3 * 4096 * 14336 * 4, swigluMs) });
+  const logits = random(b, [512, 131072], "f32", 12);
+  const labels = b.upload(Int32Array.from({ length: 512 }, (_, i) => (i * 7919) % 131072), [512], "i32");
+  const ceMs = time(b, () => {
+    const r = b.crossEntropy(logits, labels, -100, 1 / 512);
+    return [r.loss, r.dlogits!];
+  });
+  rows.push({ op: "crossEntropy+grad f32 [512, 131072]", ms: ceMs, rate: gbs(2 * 512 * 131072 * 4, ceMs) });
+
+  const stats = b.allocatorStats();
+  b.dispose();
+  const table = ["| op | median ms | rate |", "| --- | --- | --- |", ...rows.map((r) => `| ${r.op} | ${r.ms.toFixed(3)} | ${r.rate} |`)].join("\n");
+  const md = `# CUDA op timings (${b.device})\n\nMedian of 10 runs after a warm-up, each between device synchronisations; random inputs.\nAllocator: peak ${(stats.peak / 2 ** 30).toFixed(2)} GiB live, ${stats.mallocs} cudaMalloc calls.\n\n${table}\n`;
+  const path = join(outDir, "op-timings.md");
+  writeFileSync(`${path}.tmp`, md);
+  renameSync(`${path}.tmp`, path);
+  console.log(md);
+}
+
+main();
