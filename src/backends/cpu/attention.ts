@@ -141,10 +141,14 @@ export function attention(
               continue;
             }
             let sum = 0;
-            for (let j = 0; j < width; j++) sum += Math.exp(row[j]! - max);
-            const rowLse = max + Math.log(sum);
-            for (let j = 0; j < width; j++) row[j] = Math.exp(row[j]! - rowLse);
-            lse[lseIndex] = rowLse;
+            for (let j = 0; j < width; j++) {
+              const e = Math.exp(row[j]! - max);
+              row[j] = e;
+              sum += e;
+            }
+            const inverse = 1 / sum;
+            for (let j = 0; j < width; j++) row[j] = row[j]! * inverse;
+            lse[lseIndex] = max + Math.log(sum);
           }
           const outBlock = new Float32Array(rows * d);
           gemm(arrayReader(scores), arrayReader(values.subarray(s0 * d, s1 * d)), rows, width, d, { transA: false, transB: false, alpha: 1, accumulate: false }, outBlock);
