@@ -1,7 +1,9 @@
 /**
  * The CPU backend: plain TypeScript reference kernels, one file per family with each forward next
- * to its backward. It is the ground truth the CUDA kernels are tested against, so every kernel
- * favours clarity and exactness (f64 accumulation) over speed, except matmul which is blocked.
+ * to its backward. It is the ground truth the CUDA kernels are tested against, so kernels favour
+ * clarity and exactness (f64 sums for norms, softmax statistics, losses) over speed. The exception
+ * is the matrix product: matmul and the attention products run on a WebAssembly SIMD kernel with
+ * f32 accumulation (wasm-matmul.ts), on all cores (kernel-pool.ts).
  */
 import { f32ArrayToBf16, bf16ArrayToF32 } from "../../tensor/bf16.ts";
 import type { Backend } from "../../tensor/backend.ts";

@@ -16,12 +16,15 @@ const WASM_PAGE = 65536;
 /** Below this many multiply-adds per job the hand-off costs more than it saves. */
 const PARALLEL_MIN_WORK = 1 << 20;
 
-// Control block (Int32Array over a SharedArrayBuffer): [done, failed, then one slot per worker:
-// sequence number followed by the seven kernel arguments].
+// Control block (Int32Array over a SharedArrayBuffer): [done, failed, ready, then one slot per
+// worker: sequence number followed by the seven kernel arguments].
 const DONE = 0;
 const FAILED = 1;
-const SLOTS_AT = 2;
+const READY = 2;
+const SLOTS_AT = 3;
 const SLOT = 8;
+/** How long the main thread waits for a worker that has not even started before giving up. */
+const START_TIMEOUT_MS = 30_000;
 
 /** The worker: waits for its slot's sequence number to change, runs the kernel, signals done. */
 const WORKER_SOURCE = `
@@ -29,6 +32,7 @@ const { workerData } = require("node:worker_threads");
 const { bytes, memory, control, slot } = workerData;
 const ctl = new Int32Array(control);
 const kernel = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } }).exports.kernel;
+Atomics.add(ctl, ${READY}, 1);
 const base = ${SLOTS_AT} + slot * ${SLOT};
 let seen = 0;
 for (;;) {
@@ -117,7 +121,13 @@ export function createKernelPool(): KernelPool {
         dispatched++;
       }
       kernel(a, tile, out, Math.min(rowsPerShare, m2), k4, nb4, outStride);
-      for (let done = Atomics.load(ctl, DONE); done < dispatched; done = Atomics.load(ctl, DONE)) Atomics.wait(ctl, DONE, done);
+      const waitStart = Date.now();
+      for (let done = Atomics.load(ctl, DONE); done < dispatched; done = Atomics.load(ctl, DONE)) {
+        Atomics.wait(ctl, DONE, done, 1000);
+        if (Atomics.load(ctl, READY) < dispatched && Date.now() - waitStart > START_TIMEOUT_MS) {
+          throw new TensorError("matmul", "the matmul worker threads did not start", { hint: "set SPLINT_CPU_THREADS=1 to run on one thread" });
+        }
+      }
       if (Atomics.load(ctl, FAILED)) throw new TensorError("matmul", "a kernel worker failed");
     },
   };
