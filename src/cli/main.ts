@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { SplintError } from "../util/errors.ts";
 // command imports (one line each)
+import { registerModel } from "./commands/model.ts";
 import { registerForward } from "./commands/forward.ts";
 import { registerData } from "./commands/data.ts";
 
@@ -18,6 +19,7 @@ const program = new Command("splint")
 
 const commands: ((p: Command) => void)[] = [
   // one entry per line
+  registerModel,
   registerForward,
   registerData,
 ];
