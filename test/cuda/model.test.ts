@@ -25,6 +25,11 @@ function openCuda(): { cuda: CudaBackend | null; reason: string } {
 const { cuda, reason } = openCuda();
 const skip = cuda ? false : `CUDA backend unavailable: ${reason}`;
 
+// scripts/gpu-check sets SPLINT_REQUIRE_CUDA=1: on the GPU machine a skip would hide a broken build.
+test("the CUDA backend is available where it is required", { skip: process.env.SPLINT_REQUIRE_CUDA !== "1" }, () => {
+  assert.ok(cuda, reason);
+});
+
 /** Two rows: one with two images of different sizes (block-diagonal vision attention), one padded. */
 function inputs(): Mistral3Inputs {
   const pixelValues = new Float32Array(2 * 3 * 56 * 28);

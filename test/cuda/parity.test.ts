@@ -20,6 +20,11 @@ function openCuda(): { cuda: CudaBackend | null; reason: string } {
 
 const { cuda, reason } = openCuda();
 const skip = cuda ? false : `CUDA backend unavailable: ${reason}`;
+
+// scripts/gpu-check sets SPLINT_REQUIRE_CUDA=1: on the GPU machine a skip would hide a broken build.
+test("the CUDA backend is available where it is required", { skip: process.env.SPLINT_REQUIRE_CUDA !== "1" }, () => {
+  assert.ok(cuda, reason);
+});
 const seed = process.env.SPLINT_PARITY_SEED ? Number(process.env.SPLINT_PARITY_SEED) : Math.floor(Math.random() * 2 ** 31);
 
 describe("cuda backend parity with the cpu backend", { skip }, () => {
@@ -72,6 +77,16 @@ describe("cuda backend parity with the cpu backend", { skip }, () => {
     t.free();
     t.free(); // idempotent
     assert.equal(b.memory().live, start);
+  });
+
+  test("after dispose, ops throw a SplintError and freeing a tensor is harmless", () => {
+    const second = createCudaBackend();
+    const t = second.upload(Float32Array.of(1, 2, 3), [3], "f32");
+    second.dispose();
+    assert.throws(() => second.read(t), /disposed/);
+    assert.throws(() => second.zeros([2], "f32"), SplintError);
+    t.free();
+    second.dispose();
   });
 
   test("errors surface as SplintErrors with the op, never a crash", () => {

@@ -23,7 +23,7 @@ export interface CudaBackend extends Backend {
   synchronize(): void;
   /** Allocator statistics, including bytes cached from cudaMalloc and how many cudaMalloc calls were made. */
   allocatorStats(): { live: number; peak: number; reserved: number; mallocs: number };
-  /** Frees the context and all its device memory; the backend is unusable afterwards. */
+  /** Frees the context and all its device memory; afterwards ops throw and Tensor.free is a no-op. */
   dispose(): void;
 }
 
@@ -539,11 +539,14 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     },
 
     // ---- CUDA-only -------------------------------------------------------------------------
-    synchronize: () => ok(lib.synchronize(ctx), "synchronize"),
+    synchronize() {
+      mem.requireOpen("synchronize");
+      ok(lib.synchronize(ctx), "synchronize");
+    },
     allocatorStats: () => mem.stats(),
     dispose() {
       segmentTables.clear();
-      ok(lib.destroy(ctx), "dispose");
+      mem.dispose();
     },
   };
 

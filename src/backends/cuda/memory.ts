@@ -7,6 +7,7 @@ import type { Backend } from "../../tensor/backend.ts";
 import { BYTES_PER_ELEMENT, type DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import { Tensor } from "../../tensor/tensor.ts";
+import { CudaError } from "./errors.ts";
 import { type CtxHandle, check, DTYPE_CODE, FLAG_INDEX, FLAG_LABEL, type SplintCudaLib } from "./ffi.ts";
 
 export class CudaStorage {
@@ -19,6 +20,8 @@ export class CudaStorage {
 
 export class CudaMemory {
   private readonly out64 = new BigUint64Array(1);
+  /** Set by dispose(): the context is gone, so no call may reach the library with it again. */
+  private disposed = false;
 
   constructor(
     readonly lib: SplintCudaLib,
@@ -27,6 +30,7 @@ export class CudaMemory {
   ) {}
 
   allocate(shape: readonly number[], dtype: DType, scale = 1): Tensor {
+    this.requireOpen("allocate");
     const size = shape.reduce((a, b) => a * b, 1);
     if (!Number.isInteger(size) || size < 0) {
       throw new TensorError("allocate", "shape must be non-negative integers", { shapes: [shape] });
@@ -38,6 +42,7 @@ export class CudaMemory {
 
   /** The device address of a live tensor. */
   ptr(t: Tensor, op: string): number {
+    this.requireOpen(op);
     const storage = t.storage;
     if (!(storage instanceof CudaStorage)) {
       throw new TensorError(op, `tensor lives on the ${t.backend.name} backend, not cuda`, { shapes: [t.shape], dtypes: [t.dtype] });
@@ -46,11 +51,23 @@ export class CudaMemory {
     return storage.ptr;
   }
 
+  /** Idempotent; after dispose() the memory is already gone with the context, so it only marks. */
   release(t: Tensor): void {
     const storage = t.storage as CudaStorage;
     if (storage.freed) return;
     storage.freed = true;
-    check(this.lib, this.lib.free(this.ctx, storage.ptr), "free");
+    if (!this.disposed) check(this.lib, this.lib.free(this.ctx, storage.ptr), "free");
+  }
+
+  /** Destroys the context (all device memory with it). */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    check(this.lib, this.lib.destroy(this.ctx), "dispose");
+  }
+
+  requireOpen(op: string): void {
+    if (this.disposed) throw new CudaError(op, "the CUDA backend was disposed", "create a new backend with createCudaBackend()");
   }
 
   upload(t: Tensor, data: ArrayBufferView): void {
@@ -69,6 +86,7 @@ export class CudaMemory {
    * read turns into an error, as the CPU backend would have thrown at the call.
    */
   checkFlags(): void {
+    this.requireOpen("read");
     const flags = new Int32Array(1);
     check(this.lib, this.lib.check_flags(this.ctx, flags), "check_flags");
     if (flags[0]! & FLAG_LABEL) {
@@ -78,6 +96,7 @@ export class CudaMemory {
   }
 
   stats(): { live: number; peak: number; reserved: number; mallocs: number } {
+    this.requireOpen("memory");
     const live = new BigUint64Array(1);
     const peak = new BigUint64Array(1);
     const reserved = new BigUint64Array(1);
