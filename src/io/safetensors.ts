@@ -63,7 +63,9 @@ async function openFile(path: string): Promise<OpenFile> {
     throw new InputError(path, `cannot open safetensors file (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
   }
   try {
-    const { size } = await handle.stat();
+    const info = await handle.stat();
+    if (!info.isFile()) throw new InputError(path, "is not a file");
+    const size = info.size;
     const prefix = await readExactly(handle, path, 0, Math.min(8, size));
     const headerLength = parseHeaderLength(path, prefix, size);
     const header = parseHeader(path, await readExactly(handle, path, 8, headerLength), size);

@@ -128,6 +128,34 @@ describe("downloadSnapshot", () => {
     assert.deepEqual(await readFile(join(snap.path, "model-00001-of-00002.safetensors")), shard1);
   });
 
+  test("a server that ignores Range restarts the file from byte 0", async () => {
+    const opts = options();
+    const oid = sha256(shard1);
+    const blobs = join(opts.cacheDir, "models--acme--tiny", "blobs");
+    await mkdir(blobs, { recursive: true });
+    // A wrong prefix: if it were kept, the sha256 check would fail.
+    await writeFile(join(blobs, `${oid}.incomplete`), randomBytes(5000));
+    hub.ignoreRange.add(oid);
+    try {
+      const snap = await downloadSnapshot("acme/tiny", opts);
+      assert.deepEqual(await readFile(join(snap.path, "model-00001-of-00002.safetensors")), shard1);
+    } finally {
+      hub.ignoreRange.delete(oid);
+    }
+  });
+
+  test("a complete .incomplete file from an interrupted run is verified and kept without a request", async () => {
+    const opts = options();
+    const oid = sha256(shard2);
+    const blobs = join(opts.cacheDir, "models--acme--tiny", "blobs");
+    await mkdir(blobs, { recursive: true });
+    await writeFile(join(blobs, `${oid}.incomplete`), shard2);
+    const start = hub.log.length;
+    const snap = await downloadSnapshot("acme/tiny", opts);
+    assert.ok(!hub.log.slice(start).some((r) => r.server === "cdn" && r.url === `/lfs/${oid}`));
+    assert.deepEqual(await readFile(join(snap.path, "model-00002-of-00002.safetensors")), shard2);
+  });
+
   test("a corrupted download fails the checksum and is not kept", async () => {
     const opts = options();
     const oid = sha256(shard2);

@@ -40,6 +40,8 @@ export class MockHub {
   readonly log: LoggedRequest[] = [];
   /** sha256 → bytes after which the next CDN response for it is cut (one shot). */
   readonly cutAfter = new Map<string, number>();
+  /** sha256s for which the CDN ignores Range and sends the whole file with 200. */
+  readonly ignoreRange = new Set<string>();
   /** sha256s whose CDN bytes are served corrupted. */
   readonly corrupt = new Set<string>();
   /** Token allowed to create repos and commit. */
@@ -201,7 +203,7 @@ export class MockHub {
       content = Buffer.from(stored);
       content[content.length >> 1] ^= 0xff;
     }
-    const match = req.headers.range?.match(/^bytes=(\d+)-$/);
+    const match = this.ignoreRange.has(oid) ? null : req.headers.range?.match(/^bytes=(\d+)-$/);
     const start = match ? Number(match[1]) : 0;
     if (start >= content.byteLength && start > 0) return void res.writeHead(416, { "content-range": `bytes */${content.byteLength}` }).end();
     const body = content.subarray(start);

@@ -183,6 +183,10 @@ describe("strict header validation", () => {
     await writeFile(path, new Uint8Array(5));
     await rejectsWith(path, /shorter than the 8-byte header length/);
   });
+  test("missing file or a folder", async () => {
+    await rejectsWith(join(dir, "absent.safetensors"), /cannot open safetensors file \(ENOENT\)/);
+    await rejectsWith(dir, /is not a file/);
+  });
   test("header length above the limit", async () => {
     await rejectsWith(await rawFile({ a: okEntry }, eight, 200_000_000n), /exceeds the 100000000-byte limit/);
   });
