@@ -1,5 +1,5 @@
 /**
- * Runs the wasm matmul kernel on several cores. All threads instantiate the same module on one
+ * Runs the wasm matmul kernels on several cores. All threads instantiate the same module on one
  * shared WebAssembly memory; a job (one packed B tile against all rows of A) is split by rows,
  * the main thread doing the first share and blocking (Atomics.wait) until the workers are done.
  * Every output element is computed by exactly the same instruction sequence whichever thread
@@ -10,19 +10,19 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { TensorError } from "../../tensor/errors.ts";
-import { MAX_PAGES, instantiateKernel, moduleBytes, type WasmKernel, type WasmMemory, wasmApi } from "./wasm-matmul.ts";
+import { type KernelKind, MAX_PAGES, instantiateKernels, moduleBytes, type WasmMemory, wasmApi } from "./wasm-matmul.ts";
 
 const WASM_PAGE = 65536;
 /** Below this many multiply-adds per job the hand-off costs more than it saves. */
 const PARALLEL_MIN_WORK = 1 << 20;
 
 // Control block (Int32Array over a SharedArrayBuffer): [done, failed, ready, then one slot per
-// worker: sequence number followed by the seven kernel arguments].
+// worker: sequence number, kernel (0 tn, 1 nn), the eight kernel arguments].
 const DONE = 0;
 const FAILED = 1;
 const READY = 2;
 const SLOTS_AT = 3;
-const SLOT = 8;
+const SLOT = 10;
 /** How long the main thread waits for a worker that has not even started before giving up. */
 const START_TIMEOUT_MS = 30_000;
 
@@ -31,7 +31,8 @@ const WORKER_SOURCE = `
 const { workerData } = require("node:worker_threads");
 const { bytes, memory, control, slot } = workerData;
 const ctl = new Int32Array(control);
-const kernel = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } }).exports.kernel;
+const exports = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } }).exports;
+const kernels = [exports.tn, exports.nn];
 Atomics.add(ctl, ${READY}, 1);
 const base = ${SLOTS_AT} + slot * ${SLOT};
 let seen = 0;
@@ -39,7 +40,7 @@ for (;;) {
   Atomics.wait(ctl, base, seen);
   seen = Atomics.load(ctl, base);
   try {
-    kernel(ctl[base + 1], ctl[base + 2], ctl[base + 3], ctl[base + 4], ctl[base + 5], ctl[base + 6], ctl[base + 7]);
+    kernels[ctl[base + 1]](ctl[base + 2], ctl[base + 3], ctl[base + 4], ctl[base + 5], ctl[base + 6], ctl[base + 7], ctl[base + 8], ctl[base + 9]);
   } catch {
     Atomics.store(ctl, ${FAILED}, 1);
   }
@@ -51,8 +52,11 @@ for (;;) {
 export interface KernelPool {
   /** Float32Array over the shared memory, grown to at least `floats` elements first. */
   view(floats: number): Float32Array;
-  /** The kernel over rows [0, m2) (see wasm-matmul.ts), split across threads when large. */
-  run(a: number, tile: number, out: number, m2: number, k4: number, nb4: number, outStride: number): void;
+  /**
+   * One kernel call (arguments as in wasm-matmul.ts), its rows split across threads when the job
+   * is large enough.
+   */
+  run(kind: KernelKind, a: number, tile: number, out: number, rows: number, k: number, cols: number, outStride: number, aStride: number): void;
 }
 
 function threadCount(): number {
@@ -73,7 +77,7 @@ export function createKernelPool(): KernelPool {
     throw new TensorError("matmul", "this JavaScript engine lacks WebAssembly SIMD", { hint: "use Node.js 20.19 or newer" });
   }
   const memory: WasmMemory = new wasmApi.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
-  const kernel: WasmKernel = instantiateKernel(bytes, memory);
+  const kernels = instantiateKernels(bytes, memory);
   const workers = threadCount() - 1;
   const control = new SharedArrayBuffer(4 * (SLOTS_AT + SLOT * workers));
   const ctl = new Int32Array(control);
@@ -99,28 +103,30 @@ export function createKernelPool(): KernelPool {
       return new Float32Array(memory.buffer);
     },
 
-    run(a, tile, out, m2, k4, nb4, outStride) {
-      const shares = Math.min(workers + 1, Math.floor(m2 / 2));
-      if (shares < 2 || m2 * k4 * nb4 < PARALLEL_MIN_WORK) {
-        kernel(a, tile, out, m2, k4, nb4, outStride);
+    run(kind, a, tile, out, rows, k, cols, outStride, aStride) {
+      // Row blocks of the kernel: shares must be whole blocks.
+      const block = kind === "tn" ? 2 : 4;
+      const shares = Math.min(workers + 1, Math.floor(rows / block));
+      if (shares < 2 || rows * k * cols < PARALLEL_MIN_WORK) {
+        kernels[kind](a, tile, out, rows, k, cols, outStride, aStride);
         return;
       }
       if (!started) start();
-      // Even row counts per share; the main thread takes share 0.
-      const rowsPerShare = Math.ceil(m2 / shares / 2) * 2;
+      const rowsPerShare = Math.ceil(rows / shares / block) * block;
       Atomics.store(ctl, DONE, 0);
       let dispatched = 0;
       for (let share = 1; share < shares; share++) {
         const r0 = share * rowsPerShare;
-        const rows = Math.min(rowsPerShare, m2 - r0);
-        if (rows <= 0) break;
+        const count = Math.min(rowsPerShare, rows - r0);
+        if (count <= 0) break;
         const base = SLOTS_AT + (share - 1) * SLOT;
-        ctl.set([a + r0 * k4 * 4, tile, out + r0 * outStride * 4, rows, k4, nb4, outStride], base + 1);
+        ctl.set([kind === "tn" ? 0 : 1, a + r0 * aStride * 4, tile, out + r0 * outStride * 4, count, k, cols, outStride, aStride], base + 1);
         Atomics.add(ctl, base, 1);
         Atomics.notify(ctl, base);
         dispatched++;
       }
-      kernel(a, tile, out, Math.min(rowsPerShare, m2), k4, nb4, outStride);
+      // The main thread takes share 0.
+      kernels[kind](a, tile, out, Math.min(rowsPerShare, rows), k, cols, outStride, aStride);
       const waitStart = Date.now();
       for (let done = Atomics.load(ctl, DONE); done < dispatched; done = Atomics.load(ctl, DONE)) {
         Atomics.wait(ctl, DONE, done, 1000);

@@ -3,12 +3,11 @@
  * C = A·B, dA = dC·Bᵀ and dB = Aᵀ·dC are matmuls with the transpose flags flipped (see the matmul
  * op in ../../autograd/tape.ts).
  *
- * Kernel: A is copied once into the kernel's WebAssembly memory (rows zero-padded to a multiple of 4), then B
- * is packed tile by tile into "transposed" rows (one row per output column, K contiguous), so
- * bf16/fp8 weights are widened one tile at a time, never as a whole matrix. The SIMD kernel in
- * wasm-matmul.ts accumulates each dot product in f32 (four interleaved partial sums, like BLAS);
- * alpha and the accumulate input are applied in f64 when results are copied out. Large tiles are
- * split by rows across threads (kernel-pool.ts).
+ * Kernel: A is copied once into the kernels' WebAssembly memory (rows zero-padded), then B is
+ * copied in tile by tile, so bf16/fp8 weights are widened one tile at a time, never as a whole
+ * matrix. The SIMD kernels (wasm-matmul.ts) accumulate in f32, like BLAS; alpha and the accumulate
+ * input are applied in f64 when results are copied out. Large tiles are split by rows across
+ * threads (kernel-pool.ts).
  */
 import type { DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
@@ -69,6 +68,10 @@ export function matmul(alloc: CpuAllocator, a: Tensor, b: Tensor, opts: MatmulOp
 /**
  * out [m, n] (+)= alpha · op(a) · op(b) on raw readers: a is [m, k] (or [k, m] with transA), b is
  * [k, n] (or [n, k] with transB). Other kernels (attention) call this directly.
+ *
+ * B [n, k] (transB, e.g. a linear layer's weight) is packed as rows of k for the "tn" kernel; B
+ * [k, n] is packed as is, column block by column block, for the "nn" kernel. Either way the
+ * packing copies (and widens) contiguous runs, never transposes.
  */
 export function gemm(
   a: RangeReader,
@@ -81,23 +84,38 @@ export function gemm(
 ): void {
   const { transA, transB, alpha, accumulate } = flags;
   if (m === 0 || n === 0) return;
+  if (k === 0) {
+    if (!accumulate) out.fill(0, 0, m * n);
+    return;
+  }
   pool ??= createKernelPool();
-  const [m2, k4] = [roundUp(m, 2), roundUp(Math.max(k, 1), 4)];
-  const tileRows = Math.min(roundUp(n, 4), Math.max(4, roundUp(Math.floor(TILE_FLOATS / k4), 4)));
-  // Kernel memory: A [m2, k4], then the B tile [tileRows, k4], then raw sums [m2, tileRows].
-  const tileAt = m2 * k4;
-  const sumsAt = tileAt + tileRows * k4;
-  const mem = pool.view(sumsAt + m2 * tileRows);
+  const kind = transB ? "tn" : "nn";
+  // tn: rows in pairs, columns in fours, k zero-padded to a multiple of 4; nn: rows in fours, columns in eights.
+  const [rowBlock, colBlock] = transB ? [2, 4] : [4, 8];
+  const rows = roundUp(m, rowBlock);
+  const k4 = roundUp(k, 4);
+  const tileCols = Math.min(roundUp(n, colBlock), Math.max(colBlock, Math.floor(TILE_FLOATS / k4 / colBlock) * colBlock));
+  // Kernel memory: A [rows, k4], then the B tile (tileCols × k4 floats), then raw sums [rows, tileCols].
+  const tileAt = rows * k4;
+  const sumsAt = tileAt + tileCols * k4;
+  const mem = pool.view(sumsAt + rows * tileCols);
   copyA(a, transA, m, k, mem.subarray(0, tileAt), k4);
   const tile = mem.subarray(tileAt, sumsAt);
-  for (let j0 = 0; j0 < n; j0 += tileRows) {
-    const nb = Math.min(tileRows, n - j0);
-    const nb4 = roundUp(nb, 4);
-    if (k4 !== k || nb4 !== nb) tile.fill(0, 0, nb4 * k4); // zero padding; otherwise all overwritten
-    packTile(b, transB, n, k, j0, nb, tile, k4);
-    pool.run(0, tileAt * 4, sumsAt * 4, m2, k4, nb4, nb4);
+  for (let j0 = 0; j0 < n; j0 += tileCols) {
+    const nb = Math.min(tileCols, n - j0);
+    const cols = roundUp(nb, colBlock);
+    if (transB) {
+      if (k4 !== k || cols !== nb) tile.fill(0, 0, cols * k4); // zero padding; otherwise all overwritten
+      if (k4 === k) b(j0 * k, nb * k, tile, 0);
+      else for (let jj = 0; jj < nb; jj++) b((j0 + jj) * k, k, tile, jj * k4);
+      pool.run(kind, 0, tileAt * 4, sumsAt * 4, rows, k4, cols, cols, k4);
+    } else {
+      if (cols !== nb) tile.fill(0, 0, cols * k);
+      for (let kk = 0; kk < k; kk++) b(kk * n + j0, nb, tile, kk * cols);
+      pool.run(kind, 0, tileAt * 4, sumsAt * 4, rows, k, cols, cols, k4);
+    }
     for (let i = 0; i < m; i++) {
-      const from = sumsAt + i * nb4;
+      const from = sumsAt + i * cols;
       const to = i * n + j0;
       if (accumulate) for (let jj = 0; jj < nb; jj++) out[to + jj] = out[to + jj]! + alpha * mem[from + jj]!;
       else if (alpha === 1) out.set(mem.subarray(from, from + nb), to);
@@ -118,18 +136,4 @@ function copyA(a: RangeReader, transA: boolean, m: number, k: number, dst: Float
   const src = new Float32Array(k * m); // a is [k, m]
   a(0, k * m, src, 0);
   for (let kk = 0; kk < k; kk++) for (let i = 0; i < m; i++) dst[i * k4 + kk] = src[kk * m + i]!;
-}
-
-/** tile[jj·k4 + kk] = op(b)[kk, j0 + jj] for jj < nb: rows of b [n, k] or columns of b [k, n]. */
-function packTile(b: RangeReader, transB: boolean, n: number, k: number, j0: number, nb: number, tile: Float32Array, k4: number): void {
-  if (transB) {
-    if (k4 === k) b(j0 * k, nb * k, tile, 0);
-    else for (let jj = 0; jj < nb; jj++) b((j0 + jj) * k, k, tile, jj * k4);
-    return;
-  }
-  const row = new Float32Array(nb);
-  for (let kk = 0; kk < k; kk++) {
-    b(kk * n + j0, nb, row, 0);
-    for (let jj = 0; jj < nb; jj++) tile[jj * k4 + kk] = row[jj]!;
-  }
 }

@@ -1,11 +1,16 @@
 /**
- * The inner matmul kernel as a hand-assembled WebAssembly SIMD module (no toolchain needed: the
- * bytes are built below, instruction by instruction). It computes raw dot products
+ * The inner matmul kernels as a hand-assembled WebAssembly SIMD module (no toolchain needed: the
+ * bytes are built below, instruction by instruction). Both take
+ * (a, tile, out, rows, k, cols, outStride, aStride) — byte addresses, then element counts — with A
+ * row-major at a pitch of aStride floats, and write raw sums out[i·outStride + j] for i < rows,
+ * j < cols:
  *
- *   out[i·outStride + j] = Σ_k a[i·k4 + k] · tile[j·k4 + k]      for i < m2, j < nb4
+ * - tn: tile holds B transposed, [cols, k] (k a multiple of 4, zero-padded): dot products of
+ *   rows, 2 rows × 4 columns per pass, each in an f32x4 accumulator (four interleaved f32 partial
+ *   sums, added lane 0+1+2+3 at the end). rows even, cols a multiple of 4.
+ * - nn: tile holds B as is, [k, cols]: per k, a[i,k] broadcast times a row of B, 4 rows × 8
+ *   columns per pass, each output lane one sequential f32 sum. rows a multiple of 4, cols of 8.
  *
- * over zero-padded operands (m2 even, nb4 and k4 multiples of 4), 2 rows × 4 columns per pass,
- * each in an f32x4 accumulator (four interleaved f32 partial sums, added lane 0+1+2+3 at the end).
  * Wasm SIMD has no fused multiply-add, so results are deterministic on every machine. The module
  * imports a shared memory (up to 4 GiB) so that worker threads can run it on the same operands
  * (kernel-pool.ts).
@@ -55,105 +60,171 @@ const op = {
   end: [0x0b],
   f32Add: [0x92],
   f32Store: (offset: number) => [0x38, 0x02, ...uleb(offset)],
-  v128Load: [0xfd, ...uleb(0x00), 0x02, 0x00],
+  f32Load: [0x2a, 0x02, 0x00],
+  v128Load: (offset: number) => [0xfd, ...uleb(0x00), 0x02, ...uleb(offset)],
+  v128Store: (offset: number) => [0xfd, ...uleb(0x0b), 0x02, ...uleb(offset)],
+  f32x4Splat: [0xfd, ...uleb(0x13)],
   v128Zero: [0xfd, ...uleb(0x0c), ...new Array<number>(16).fill(0)],
   f32x4Add: [0xfd, ...uleb(0xe4)],
   f32x4Mul: [0xfd, ...uleb(0xe6)],
   extractLane: (lane: number) => [0xfd, ...uleb(0x1f), lane],
 };
 
-// Parameters (all i32, byte addresses and element counts).
-const P = { a: 0, tile: 1, out: 2, m2: 3, k4: 4, nb4: 5, outStride: 6 };
-// i32 locals.
-const L = { i: 7, j: 8, kk: 9, rowBytes: 10, pa0: 11, pa1: 12, pb0: 13, pb1: 14, pb2: 15, pb3: 16, po: 17 };
-// v128 locals: acc[r][c] at 18 + 4r + c, then x0, x1, w.
-const ACC = 18;
-const X0 = 26;
-const X1 = 27;
-const W = 28;
+/** The shared parameter list (all i32). */
+const P = { a: 0, tile: 1, out: 2, rows: 3, k: 4, cols: 5, outStride: 6, aStride: 7 };
+const PARAMS = 8;
 
-function kernelBody(): number[] {
-  const code: number[] = [];
-  const emit = (...parts: number[][]): void => {
-    for (const p of parts) code.push(...p);
-  };
-  // rowBytes = k4 · 4
-  emit(op.get(P.k4), op.i32(4), op.mul, op.set(L.rowBytes));
-  emit(op.i32(0), op.set(L.i));
-  emit(op.loop); // rows, two at a time
+/** A function body under construction: locals are numbered after the parameters. */
+class Body {
+  readonly code: number[] = [];
+  private i32Count = 0;
+  private v128Count = 0;
+  constructor(
+    private readonly i32Locals: number,
+    private readonly v128Locals: number,
+  ) {}
+  i32(): number {
+    if (this.i32Count === this.i32Locals) throw new Error("wasm-matmul: more i32 locals than declared");
+    return PARAMS + this.i32Count++;
+  }
+  v128(): number {
+    if (this.v128Count === this.v128Locals) throw new Error("wasm-matmul: more v128 locals than declared");
+    return PARAMS + this.i32Locals + this.v128Count++;
+  }
+  emit(...parts: number[][]): void {
+    for (const part of parts) this.code.push(...part);
+  }
+  bytes(): number[] {
+    const locals = vec([
+      [...uleb(this.i32Locals), I32],
+      [...uleb(this.v128Locals), V128],
+    ]);
+    const body = [...locals, ...this.code, ...op.end];
+    return [...uleb(body.length), ...body];
+  }
+}
+
+function tnBody(): number[] {
+  const f = new Body(13, 11);
+  const [i, j, kk, tileRowBytes, aRowBytes, outRowBytes, pa0, pa1, po] = Array.from({ length: 9 }, () => f.i32());
+  const columns = Array.from({ length: 4 }, () => f.i32()); // tile rows of the 4 output columns
+  const acc = Array.from({ length: 8 }, () => f.v128()); // acc[4r + c]: row r, column c
+  const [x0, x1, w] = [f.v128(), f.v128(), f.v128()];
+  f.emit(op.get(P.k), op.i32(4), op.mul, op.set(tileRowBytes));
+  f.emit(op.get(P.aStride), op.i32(4), op.mul, op.set(aRowBytes));
+  f.emit(op.get(P.outStride), op.i32(4), op.mul, op.set(outRowBytes));
+  f.emit(op.i32(0), op.set(i), op.loop);
   {
-    // pa0 = a + i·rowBytes, pa1 = pa0 + rowBytes
-    emit(op.get(P.a), op.get(L.i), op.get(L.rowBytes), op.mul, op.add, op.set(L.pa0));
-    emit(op.get(L.pa0), op.get(L.rowBytes), op.add, op.set(L.pa1));
-    emit(op.i32(0), op.set(L.j));
-    emit(op.loop); // columns, four at a time
+    f.emit(op.get(P.a), op.get(i), op.get(aRowBytes), op.mul, op.add, op.set(pa0));
+    f.emit(op.get(pa0), op.get(aRowBytes), op.add, op.set(pa1));
+    f.emit(op.i32(0), op.set(j), op.loop);
     {
-      emit(op.get(P.tile), op.get(L.j), op.get(L.rowBytes), op.mul, op.add, op.set(L.pb0));
-      emit(op.get(L.pb0), op.get(L.rowBytes), op.add, op.set(L.pb1));
-      emit(op.get(L.pb1), op.get(L.rowBytes), op.add, op.set(L.pb2));
-      emit(op.get(L.pb2), op.get(L.rowBytes), op.add, op.set(L.pb3));
-      for (let r = 0; r < 8; r++) emit(op.v128Zero, op.set(ACC + r));
-      emit(op.i32(0), op.set(L.kk));
-      emit(op.loop); // k, four at a time (kk is a byte offset)
+      f.emit(op.get(P.tile), op.get(j), op.get(tileRowBytes), op.mul, op.add, op.set(columns[0]!));
+      for (let c = 1; c < 4; c++) f.emit(op.get(columns[c - 1]!), op.get(tileRowBytes), op.add, op.set(columns[c]!));
+      for (const a of acc) f.emit(op.v128Zero, op.set(a));
+      f.emit(op.i32(0), op.set(kk), op.loop); // kk is a byte offset, 4 floats per step
       {
-        emit(op.get(L.pa0), op.get(L.kk), op.add, op.v128Load, op.set(X0));
-        emit(op.get(L.pa1), op.get(L.kk), op.add, op.v128Load, op.set(X1));
-        [L.pb0, L.pb1, L.pb2, L.pb3].forEach((pb, c) => {
-          emit(op.get(pb), op.get(L.kk), op.add, op.v128Load, op.set(W));
-          emit(op.get(ACC + c), op.get(X0), op.get(W), op.f32x4Mul, op.f32x4Add, op.set(ACC + c));
-          emit(op.get(ACC + 4 + c), op.get(X1), op.get(W), op.f32x4Mul, op.f32x4Add, op.set(ACC + 4 + c));
+        f.emit(op.get(pa0), op.get(kk), op.add, op.v128Load(0), op.set(x0));
+        f.emit(op.get(pa1), op.get(kk), op.add, op.v128Load(0), op.set(x1));
+        columns.forEach((column, c) => {
+          f.emit(op.get(column), op.get(kk), op.add, op.v128Load(0), op.set(w));
+          f.emit(op.get(acc[c]!), op.get(x0), op.get(w), op.f32x4Mul, op.f32x4Add, op.set(acc[c]!));
+          f.emit(op.get(acc[4 + c]!), op.get(x1), op.get(w), op.f32x4Mul, op.f32x4Add, op.set(acc[4 + c]!));
         });
-        emit(op.get(L.kk), op.i32(16), op.add, op.set(L.kk));
-        emit(op.get(L.kk), op.get(L.rowBytes), op.ltU, op.brIf(0));
+        f.emit(op.get(kk), op.i32(16), op.add, op.set(kk));
+        f.emit(op.get(kk), op.get(tileRowBytes), op.ltU, op.brIf(0));
       }
-      emit(op.end);
-      // po = out + (i·outStride + j)·4; row i+1 is outStride·4 bytes further.
-      emit(op.get(P.out), op.get(L.i), op.get(P.outStride), op.mul, op.get(L.j), op.add, op.i32(4), op.mul, op.add, op.set(L.po));
+      f.emit(op.end);
+      // po = out + (i·outStride + j)·4; row i+1 is one output row further.
+      f.emit(op.get(P.out), op.get(i), op.get(outRowBytes), op.mul, op.add, op.get(j), op.i32(4), op.mul, op.add, op.set(po));
       for (let r = 0; r < 2; r++) {
         for (let c = 0; c < 4; c++) {
-          // f32.store(po [+ outStride·4], lane0 + lane1 + lane2 + lane3)
-          emit(op.get(L.po));
-          if (r === 1) emit(op.get(P.outStride), op.i32(4), op.mul, op.add);
-          const acc = ACC + 4 * r + c;
-          emit(op.get(acc), op.extractLane(0), op.get(acc), op.extractLane(1), op.f32Add);
-          emit(op.get(acc), op.extractLane(2), op.f32Add, op.get(acc), op.extractLane(3), op.f32Add);
-          emit(op.f32Store(4 * c));
+          const a = acc[4 * r + c]!;
+          f.emit(op.get(po));
+          if (r === 1) f.emit(op.get(outRowBytes), op.add);
+          f.emit(op.get(a), op.extractLane(0), op.get(a), op.extractLane(1), op.f32Add);
+          f.emit(op.get(a), op.extractLane(2), op.f32Add, op.get(a), op.extractLane(3), op.f32Add);
+          f.emit(op.f32Store(4 * c));
         }
       }
-      emit(op.get(L.j), op.i32(4), op.add, op.set(L.j));
-      emit(op.get(L.j), op.get(P.nb4), op.ltU, op.brIf(0));
+      f.emit(op.get(j), op.i32(4), op.add, op.set(j));
+      f.emit(op.get(j), op.get(P.cols), op.ltU, op.brIf(0));
     }
-    emit(op.end);
-    emit(op.get(L.i), op.i32(2), op.add, op.set(L.i));
-    emit(op.get(L.i), op.get(P.m2), op.ltU, op.brIf(0));
+    f.emit(op.end);
+    f.emit(op.get(i), op.i32(2), op.add, op.set(i));
+    f.emit(op.get(i), op.get(P.rows), op.ltU, op.brIf(0));
   }
-  emit(op.end);
-  emit(op.end); // function
-  const locals = vec([
-    [...uleb(11), I32],
-    [...uleb(11), V128],
-  ]);
-  return [...locals, ...code];
+  f.emit(op.end);
+  return f.bytes();
+}
+
+function nnBody(): number[] {
+  const f = new Body(13, 14);
+  const [i, j, kk, kBytes, aRowBytes, outRowBytes, tileRowBytes, pb, po] = Array.from({ length: 9 }, () => f.i32());
+  const rowsA = Array.from({ length: 4 }, () => f.i32()); // the 4 rows of A of this pass
+  const acc = Array.from({ length: 8 }, () => f.v128()); // acc[2r + h]: row r, columns 4h..4h+3
+  const x = Array.from({ length: 4 }, () => f.v128());
+  const [w0, w1] = [f.v128(), f.v128()];
+  f.emit(op.get(P.k), op.i32(4), op.mul, op.set(kBytes));
+  f.emit(op.get(P.aStride), op.i32(4), op.mul, op.set(aRowBytes));
+  f.emit(op.get(P.outStride), op.i32(4), op.mul, op.set(outRowBytes));
+  f.emit(op.get(P.cols), op.i32(4), op.mul, op.set(tileRowBytes));
+  f.emit(op.i32(0), op.set(i), op.loop);
+  {
+    f.emit(op.get(P.a), op.get(i), op.get(aRowBytes), op.mul, op.add, op.set(rowsA[0]!));
+    for (let r = 1; r < 4; r++) f.emit(op.get(rowsA[r - 1]!), op.get(aRowBytes), op.add, op.set(rowsA[r]!));
+    f.emit(op.i32(0), op.set(j), op.loop);
+    {
+      for (const a of acc) f.emit(op.v128Zero, op.set(a));
+      f.emit(op.get(P.tile), op.get(j), op.i32(4), op.mul, op.add, op.set(pb));
+      f.emit(op.i32(0), op.set(kk), op.loop); // kk is a byte offset into the rows of A
+      {
+        rowsA.forEach((row, r) => f.emit(op.get(row), op.get(kk), op.add, op.f32Load, op.f32x4Splat, op.set(x[r]!)));
+        f.emit(op.get(pb), op.v128Load(0), op.set(w0), op.get(pb), op.v128Load(16), op.set(w1));
+        for (let r = 0; r < 4; r++) {
+          f.emit(op.get(acc[2 * r]!), op.get(x[r]!), op.get(w0), op.f32x4Mul, op.f32x4Add, op.set(acc[2 * r]!));
+          f.emit(op.get(acc[2 * r + 1]!), op.get(x[r]!), op.get(w1), op.f32x4Mul, op.f32x4Add, op.set(acc[2 * r + 1]!));
+        }
+        f.emit(op.get(pb), op.get(tileRowBytes), op.add, op.set(pb));
+        f.emit(op.get(kk), op.i32(4), op.add, op.set(kk));
+        f.emit(op.get(kk), op.get(kBytes), op.ltU, op.brIf(0));
+      }
+      f.emit(op.end);
+      f.emit(op.get(P.out), op.get(i), op.get(outRowBytes), op.mul, op.add, op.get(j), op.i32(4), op.mul, op.add, op.set(po));
+      for (let r = 0; r < 4; r++) {
+        f.emit(op.get(po), op.get(acc[2 * r]!), op.v128Store(0));
+        f.emit(op.get(po), op.get(acc[2 * r + 1]!), op.v128Store(16));
+        f.emit(op.get(po), op.get(outRowBytes), op.add, op.set(po));
+      }
+      f.emit(op.get(j), op.i32(8), op.add, op.set(j));
+      f.emit(op.get(j), op.get(P.cols), op.ltU, op.brIf(0));
+    }
+    f.emit(op.end);
+    f.emit(op.get(i), op.i32(4), op.add, op.set(i));
+    f.emit(op.get(i), op.get(P.rows), op.ltU, op.brIf(0));
+  }
+  f.emit(op.end);
+  return f.bytes();
 }
 
 /** Pages of 64 KiB: the most a 32-bit memory can address. */
 export const MAX_PAGES = 65536;
 
 export function moduleBytes(): Uint8Array {
-  const funcType = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32], [I32]]), 0x00];
-  const body = kernelBody();
+  const funcType = [0x60, ...vec(Array.from({ length: PARAMS }, () => [I32])), 0x00];
   return Uint8Array.from([
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     ...section(1, vec([funcType])),
     // Import env.memory: kind 0x02 (memory), limits 0x03 (shared, with a maximum).
     ...section(2, vec([[...str("env"), ...str("memory"), 0x02, 0x03, ...uleb(1), ...uleb(MAX_PAGES)]])),
-    ...section(3, vec([[0x00]])),
-    ...section(7, vec([[...str("kernel"), 0x00, 0x00]])),
-    ...section(10, vec([[...uleb(body.length), ...body]])),
+    ...section(3, vec([[0x00], [0x00]])),
+    ...section(7, vec([[...str("tn"), 0x00, 0x00], [...str("nn"), 0x00, 0x01]])),
+    ...section(10, vec([tnBody(), nnBody()])),
   ]);
 }
 
-export type WasmKernel = (a: number, tile: number, out: number, m2: number, k4: number, nb4: number, outStride: number) => void;
+/** (a, tile, out, rows, k, cols, outStride, aStride); see the header. */
+export type WasmKernel = (a: number, tile: number, out: number, rows: number, k: number, cols: number, outStride: number, aStride: number) => void;
 
 /** The slice of the WebAssembly JS API used here (the project's TypeScript libs do not declare it). */
 export interface WasmMemory {
@@ -168,8 +239,10 @@ interface WasmApi {
 }
 export const wasmApi = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
-/** The kernel instantiated on `memory`. */
-export function instantiateKernel(bytes: Uint8Array, memory: WasmMemory): WasmKernel {
+export type KernelKind = "tn" | "nn";
+
+/** Both kernels instantiated on `memory`. */
+export function instantiateKernels(bytes: Uint8Array, memory: WasmMemory): Record<KernelKind, WasmKernel> {
   const instance = new wasmApi.Instance(new wasmApi.Module(bytes), { env: { memory } });
-  return instance.exports["kernel"] as WasmKernel;
+  return { tn: instance.exports["tn"] as WasmKernel, nn: instance.exports["nn"] as WasmKernel };
 }
