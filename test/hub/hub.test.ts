@@ -183,6 +183,27 @@ describe("downloadSnapshot", () => {
     await assert.rejects(downloadSnapshot("acme/private", options({ token: "hf_bad" })), /HF_TOKEN: the Hub rejected the token \(401\)/);
   });
 
+  test("403: gated repo the token has not been granted", async () => {
+    const repo = hub.addRepo("acme/gated", { "config.json": { content: "{}" } });
+    repo.gatedExcept = "hf_write";
+    await assert.rejects(downloadSnapshot("acme/gated", options({ token: "hf_read" })), (e: unknown) => {
+      assert.ok(e instanceof InputError);
+      assert.match(e.message, /^acme\/gated: gated repo: access not granted \(403\)/);
+      assert.match(e.hint ?? "", /accept the model's conditions/);
+      return true;
+    });
+    const snap = await downloadSnapshot("acme/gated", options({ token: "hf_write" }));
+    assert.deepEqual(snap.files, ["config.json"]);
+  });
+
+  test("a renamed repo is followed through relative redirects", async () => {
+    hub.addRepo("acme/new-name", { "config.json": { content: '{"renamed":true}' } });
+    hub.renamed.set("acme/old-name", "acme/new-name");
+    const snap = await downloadSnapshot("acme/old-name", options());
+    assert.equal(await readFile(join(snap.path, "config.json"), "utf8"), '{"renamed":true}');
+    assert.ok(snap.path.includes("models--acme--old-name"));
+  });
+
   test("404: unknown repo, revision or pattern", async () => {
     await assert.rejects(downloadSnapshot("acme/nothing", options({ token: "hf_read" })), (e: unknown) => e instanceof InputError && /acme\/nothing: repository not found/.test(e.message));
     await assert.rejects(downloadSnapshot("acme/tiny", options({}, { revision: "v9" })), /acme\/tiny@v9: no such revision \(404\)/);

@@ -19,6 +19,8 @@ export interface MockRepo {
   files: Map<string, MockFile>;
   /** Token needed to read it (private/gated repo); undefined for public. */
   readToken?: string;
+  /** Gated: valid tokens that have not accepted the conditions get 403 GatedRepo. */
+  gatedExcept?: string;
   /** Listed by the API but gone from the resolve endpoint (deleted between the two calls). */
   ghosts?: Set<string>;
 }
@@ -46,6 +48,8 @@ export class MockHub {
   readonly corrupt = new Set<string>();
   /** Token allowed to create repos and commit. */
   writeToken = "hf_write";
+  /** Old repo id → new one: requests under the old id get a relative 307, as after a rename. */
+  readonly renamed = new Map<string, string>();
   /** Tokens the mock knows; any other is "Invalid credentials". */
   readonly validTokens = new Set(["hf_read", "hf_write"]);
   private readonly lfsStore = new Map<string, Buffer>();
@@ -94,6 +98,14 @@ export class MockHub {
     const path = decodeURIComponent(url.pathname);
     const token = req.headers.authorization?.replace(/^Bearer /, "");
     let m: RegExpMatchArray | null;
+    for (const [from, to] of this.renamed) {
+      for (const prefix of [`/api/models/${from}/`, `/${from}/resolve/`]) {
+        if (path.startsWith(prefix)) {
+          res.writeHead(307, { location: `${prefix.replace(from, to)}${path.slice(prefix.length)}${url.search}` });
+          return void res.end();
+        }
+      }
+    }
 
     if ((m = path.match(/^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/)) && req.method === "GET") {
       const repo = this.readable(m[1] as string, token, res);
@@ -178,6 +190,10 @@ export class MockHub {
     // Like the Hub: without a token a missing and a private repo look the same (401).
     if (!repo || (repo.readToken !== undefined && token !== repo.readToken)) {
       fail(res, token ? 404 : 401, "Repository not found", "RepoNotFound");
+      return undefined;
+    }
+    if (repo.gatedExcept !== undefined && token !== repo.gatedExcept) {
+      fail(res, token ? 403 : 401, `Access to model ${id} is restricted and you are not in the authorized list.`, "GatedRepo");
       return undefined;
     }
     return repo;
