@@ -100,6 +100,22 @@ describe("safetensors round trip", () => {
     assert.deepEqual(new Float32Array(bytes.buffer.slice(bytes.byteOffset + 8 + padded)), a);
   });
 
+  test("matches the byte vectors of the Rust reference's own tests", async () => {
+    // safetensors/src/tensor.rs: test_serialization_forced_alignement and test_empty.
+    const expect = async (tensors: TensorToWrite[], metadata: Record<string, string> | undefined, length: number, json: string, data: number[]) => {
+      const path = fresh("vector.safetensors");
+      await writeSafetensors(path, tensors, metadata);
+      const prefix = Buffer.alloc(8);
+      prefix.writeBigUInt64LE(BigInt(length));
+      const expected = Buffer.concat([prefix, Buffer.from(json.padEnd(length, " ")), Buffer.from(new Float32Array(data).buffer)]);
+      assert.deepEqual(await readFile(path), expected);
+    };
+    const attn0: TensorToWrite = { name: "attn0", dtype: "F32", shape: [1, 1, 2, 3], data: new Float32Array([0, 1, 2, 3, 4, 5]) };
+    await expect([attn0], undefined, 72, '{"attn0":{"dtype":"F32","shape":[1,1,2,3],"data_offsets":[0,24]}}', [0, 1, 2, 3, 4, 5]);
+    await expect([], undefined, 8, "{}", []);
+    await expect([], { framework: "pt" }, 40, '{"__metadata__":{"framework":"pt"}}', []);
+  });
+
   test("tensors are ordered by dtype alignment, then name, in header and data", async () => {
     const path = fresh("order.safetensors");
     const tensors = [
