@@ -16,7 +16,7 @@ import {
   tokenGrid,
   type RgbImage,
 } from "../../src/vision/image-processor.ts";
-import { resizeImage, roundHalfEven } from "../../src/vision/resize.ts";
+import { resizeImage } from "../../src/vision/resize.ts";
 import { InputError } from "../../src/util/errors.ts";
 import { encodePng } from "./png.ts";
 
@@ -92,76 +92,118 @@ describe("normalization and batching", () => {
   });
 });
 
-/** The kernel written out directly: 2-D sum of products of float64 weights, no separable passes. */
-function directResize(img: RgbImage, outH: number, outW: number): Float64Array {
-  const keys = (x: number) => {
-    const a = -0.5;
-    x = Math.abs(x);
-    if (x < 1) return (a + 2) * x ** 3 - (a + 3) * x ** 2 + 1;
-    if (x < 2) return a * x ** 3 - 5 * a * x ** 2 + 8 * a * x - 4 * a;
-    return 0;
-  };
-  const taps = (inSize: number, outSize: number, i: number) => {
-    const scale = inSize / outSize;
-    const stretch = Math.max(scale, 1); // antialias: widen the kernel by the shrink factor
-    const center = (i + 0.5) * scale;
-    const lo = Math.max(0, Math.floor(center - 2 * stretch + 0.5));
-    const hi = Math.min(inSize, Math.floor(center + 2 * stretch + 0.5));
-    const ws: [number, number][] = [];
-    for (let j = lo; j < hi; j++) ws.push([j, keys((j + 0.5 - center) / stretch)]);
-    const total = ws.reduce((s, [, w]) => s + w, 0);
-    return ws.map(([j, w]) => [j, w / total] as [number, number]);
-  };
-  const out = new Float64Array(outH * outW * 3);
+/** Keys cubic (a = -0.5) and the antialias taps of output i, straight from the definition, float64. */
+function keys(x: number): number {
+  const a = -0.5;
+  x = Math.abs(x);
+  if (x < 1) return (a + 2) * x ** 3 - (a + 3) * x ** 2 + 1;
+  if (x < 2) return a * x ** 3 - 5 * a * x ** 2 + 8 * a * x - 4 * a;
+  return 0;
+}
+
+function taps(inSize: number, outSize: number, i: number): [number, number][] {
+  const scale = inSize / outSize;
+  const stretch = Math.max(scale, 1); // antialias: widen the kernel by the shrink factor
+  const center = (i + 0.5) * scale;
+  const lo = Math.max(0, Math.floor(center - 2 * stretch + 0.5));
+  const hi = Math.min(inSize, Math.floor(center + 2 * stretch + 0.5));
+  const ws: [number, number][] = [];
+  for (let j = lo; j < hi; j++) ws.push([j, keys((j + 0.5 - center) / stretch)]);
+  const total = ws.reduce((acc, [, w]) => acc + w, 0);
+  return ws.map(([j, w]) => [j, w / total]);
+}
+
+const toByte = (v: number) => Math.min(255, Math.max(0, Math.floor(v + 0.5)));
+
+/** The uint8 resize by definition: float64 width pass → uint8 → float64 height pass → uint8. */
+function referenceResize(img: RgbImage, outH: number, outW: number): Uint8Array {
+  let cur = img.data;
+  let w = img.width;
+  if (outW !== img.width) {
+    const mid = new Uint8Array(img.height * outW * 3);
+    for (let y = 0; y < img.height; y++)
+      for (let x = 0; x < outW; x++)
+        for (let c = 0; c < 3; c++)
+          mid[(y * outW + x) * 3 + c] = toByte(taps(img.width, outW, x).reduce((acc, [j, wt]) => acc + wt * cur[(y * w + j) * 3 + c]!, 0));
+    cur = mid;
+    w = outW;
+  }
+  if (outH === img.height) return cur;
+  const out = new Uint8Array(outH * w * 3);
   for (let y = 0; y < outH; y++) {
     const ty = taps(img.height, outH, y);
-    for (let x = 0; x < outW; x++) {
-      const tx = taps(img.width, outW, x);
-      for (let c = 0; c < 3; c++) {
-        let s = 0;
-        for (const [iy, wy] of ty) for (const [ix, wx] of tx) s += wy * wx * img.data[(iy * img.width + ix) * 3 + c]!;
-        out[(y * outW + x) * 3 + c] = s;
-      }
-    }
+    for (let k = 0; k < w * 3; k++) out[y * w * 3 + k] = toByte(ty.reduce((acc, [j, wt]) => acc + wt * cur[j * w * 3 + k]!, 0));
   }
   return out;
 }
 
+/** Non-separable, unrounded 2-D sum of the same kernel. */
+function exact2d(img: RgbImage, outH: number, outW: number): Float64Array {
+  const out = new Float64Array(outH * outW * 3);
+  for (let y = 0; y < outH; y++)
+    for (let x = 0; x < outW; x++)
+      for (let c = 0; c < 3; c++) {
+        let acc = 0;
+        for (const [iy, wy] of taps(img.height, outH, y))
+          for (const [ix, wx] of taps(img.width, outW, x)) acc += wy * wx * img.data[(iy * img.width + ix) * 3 + c]!;
+        out[(y * outW + x) * 3 + c] = acc;
+      }
+  return out;
+}
+
+const SIZES = [
+  [53, 37, 28, 28],
+  [53, 37, 112, 84],
+  [40, 30, 13, 100],
+  [200, 9, 56, 28],
+  [61, 45, 61, 28],
+] as const;
+
 describe("bicubic antialias resize", () => {
-  for (const [w, h, ow, oh] of [
-    [53, 37, 28, 28],
-    [53, 37, 112, 84],
-    [40, 30, 13, 100],
-    [200, 9, 56, 28],
-  ] as const) {
-    it(`${w}×${h} → ${ow}×${oh} matches the direct kernel within rounding`, () => {
+  for (const [w, h, ow, oh] of SIZES) {
+    it(`${w}×${h} → ${ow}×${oh} matches the float64 definition up to fixed-point rounding`, () => {
       const img = randomImage(w, h, w * 1000 + h);
       const fast = resizeImage({ ...img, channels: 3 }, oh, ow);
-      const ref = directResize(img, oh, ow);
+      const ref = referenceResize(img, oh, ow);
       let differ = 0;
       for (let i = 0; i < ref.length; i++) {
-        const expected = roundHalfEven(Math.min(255, Math.max(0, ref[i]!)));
-        const d = Math.abs(fast.data[i]! - expected);
-        assert.ok(d <= 1, `pixel ${i}: ${fast.data[i]} vs ${ref[i]}`);
-        // a 1-level difference only where float32 vs float64 straddles a .5 boundary
-        if (d === 1) {
-          differ++;
-          assert.ok(Math.abs((ref[i]! % 1) - 0.5) < 1e-3 || ref[i]! < 0 || ref[i]! > 255, `pixel ${i}: ${ref[i]}`);
-        }
+        const d = Math.abs(fast.data[i]! - ref[i]!);
+        // a 1-level flip in the uint8 width pass can grow to 2 through weights above 1
+        assert.ok(d <= 2, `sample ${i}: ${fast.data[i]} vs ${ref[i]}`);
+        if (d > 0) differ++;
       }
-      assert.ok(differ <= ref.length / 1000);
+      // int16 weights (≤ 2^-15 off) flip a rounding only near a .5 boundary
+      assert.ok(differ <= ref.length * 0.03, `${differ} of ${ref.length} differ`);
     });
   }
+
+  it("a single pass is within one level of the float64 definition", () => {
+    for (const [inSize, outSize] of [[37, 28], [37, 84], [200, 28], [30, 100]] as const) {
+      const row = randomImage(inSize, 1, inSize * 7 + outSize);
+      const fast = resizeImage({ ...row, channels: 3 }, 1, outSize);
+      const ref = referenceResize(row, 1, outSize);
+      ref.forEach((v, i) => assert.ok(Math.abs(fast.data[i]! - v) <= 1, `${inSize}→${outSize} sample ${i}`));
+    }
+  });
+
+  it("agrees with the unrounded 2-D kernel on a smooth image", () => {
+    const w = 60;
+    const h = 44;
+    const data = new Uint8Array(w * h * 3);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) data[(y * w + x) * 3 + c] = 40 + 2 * x + y + 10 * c;
+    const img = { width: w, height: h, data };
+    for (const [oh, ow] of [[28, 28], [84, 140]] as const) {
+      const fast = resizeImage({ ...img, channels: 3 }, oh, ow);
+      const ref = exact2d(img, oh, ow);
+      ref.forEach((v, i) => assert.ok(Math.abs(fast.data[i]! - v) <= 1, `sample ${i}: ${fast.data[i]} vs ${v}`));
+    }
+  });
 
   it("keeps a constant image constant when enlarging and shrinking", () => {
     const img = { width: 17, height: 11, channels: 3, data: new Uint8Array(17 * 11 * 3).fill(77) };
     for (const [oh, ow] of [[28, 56], [5, 3]] as const) {
       assert.ok(resizeImage(img, oh, ow).data.every((v) => v === 77));
     }
-  });
-
-  it("rounds half to even like torch.round", () => {
-    assert.deepEqual([0.5, 1.5, 2.5, 2.4, 2.6, 254.5].map(roundHalfEven), [0, 2, 2, 2, 3, 254]);
   });
 });
 
