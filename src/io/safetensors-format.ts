@@ -56,6 +56,9 @@ export const SAFETENSORS_DTYPE_RANK: Readonly<Record<SafetensorsDType, number>> 
   I64: 11,
 };
 
+/** Node refuses single reads and writes above 2 GiB - 1; an f32 lm_head of a 14B model is 2.7 GB. */
+export const IO_CHUNK_BYTES = 1 << 30;
+
 /** Headers above this are refused before anything is allocated (the Rust library uses 100 MB too). */
 export const MAX_HEADER_BYTES = 100_000_000;
 

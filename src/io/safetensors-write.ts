@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { open, rename, unlink, writeFile, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { InputError } from "../util/errors.ts";
-import { elementCount, SAFETENSORS_DTYPE_BYTES, SAFETENSORS_DTYPE_RANK, type SafetensorsDType } from "./safetensors-format.ts";
+import { elementCount, IO_CHUNK_BYTES, SAFETENSORS_DTYPE_BYTES, SAFETENSORS_DTYPE_RANK, type SafetensorsDType } from "./safetensors-format.ts";
 
 export interface TensorToWrite {
   readonly name: string;
@@ -77,7 +77,7 @@ function tempPathFor(path: string): string {
 async function writeAll(handle: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
   let done = 0;
   while (done < bytes.byteLength) {
-    const { bytesWritten } = await handle.write(bytes, done, bytes.byteLength - done, position + done);
+    const { bytesWritten } = await handle.write(bytes, done, Math.min(IO_CHUNK_BYTES, bytes.byteLength - done), position + done);
     done += bytesWritten;
   }
 }

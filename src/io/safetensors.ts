@@ -3,6 +3,7 @@ import { basename, isAbsolute, join } from "node:path";
 import { InputError } from "../util/errors.ts";
 import {
   elementCount,
+  IO_CHUNK_BYTES,
   parseHeader,
   parseHeaderLength,
   SAFETENSORS_DTYPE_BYTES,
@@ -77,10 +78,11 @@ async function openFile(path: string): Promise<OpenFile> {
 }
 
 async function readExactly(handle: FileHandle, path: string, position: number, length: number): Promise<Uint8Array> {
-  const buffer = new Uint8Array(length);
+  // Unpooled and not zero-filled: every byte is overwritten by the read, and offset 0 keeps typed views aligned.
+  const buffer = new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
   let done = 0;
   while (done < length) {
-    const { bytesRead } = await handle.read(buffer, done, length - done, position + done);
+    const { bytesRead } = await handle.read(buffer, done, Math.min(IO_CHUNK_BYTES, length - done), position + done);
     if (bytesRead === 0) {
       throw new InputError(path, `file ended at byte ${position + done} while reading ${length} bytes at ${position}: truncated (changed while open?)`);
     }
