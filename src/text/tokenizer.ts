@@ -133,6 +133,9 @@ function hfCore(file: string, json: unknown, config: TokenizerConfig): Core {
   let maxId = -1;
   for (const id of vocab.values()) maxId = Math.max(maxId, id);
   const vocabSize = maxId + 1;
+  // transformers 5 cleans up spaces before punctuation only when the config asks for it; the JS
+  // library would default to doing it.
+  const cleanUp = config.clean_up_tokenization_spaces === true;
   const special = new Set<number>();
   for (const [id, added] of tok.get_added_tokens_decoder()) if (added.special) special.add(id);
   return {
@@ -147,7 +150,7 @@ function hfCore(file: string, json: unknown, config: TokenizerConfig): Core {
         }
       }
       if (ids.length === 0) return "";
-      return tok.decode([...ids], { skip_special_tokens: skipSpecial });
+      return tok.decode([...ids], { skip_special_tokens: skipSpecial, clean_up_tokenization_spaces: cleanUp });
     },
     idToToken: (id) => tok.id_to_token(id),
     tokenToId: (token) => tok.token_to_id(token),

@@ -16,6 +16,7 @@
  *   the top 8 bits by default (`gray16: "top8"`); `gray16: "clip"` reproduces PIL/HF exactly.
  */
 import { existsSync, readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import sharp from "sharp";
 import { InputError } from "../util/errors.ts";
@@ -276,4 +277,18 @@ export function preprocessDecoded(images: readonly RgbImage[], cfg: ImageProcess
 export async function preprocess(images: readonly Uint8Array[], cfg: ImageProcessorConfig, names?: readonly string[]): Promise<PixelBatch> {
   const decoded = await Promise.all(images.map((bytes, i) => decodeImage(bytes, names?.[i] ?? `image ${i}`, cfg.gray16)));
   return preprocessDecoded(decoded, cfg);
+}
+
+/** `preprocess` for image files on disk (what `splint preprocess --image FILE…` needs). */
+export async function preprocessFiles(paths: readonly string[], cfg: ImageProcessorConfig): Promise<PixelBatch> {
+  const bytes = await Promise.all(
+    paths.map(async (p) => {
+      try {
+        return new Uint8Array(await readFile(p));
+      } catch (e) {
+        throw new InputError(p, `cannot read image: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+    }),
+  );
+  return preprocess(bytes, cfg, paths);
 }

@@ -20,6 +20,7 @@ const STRINGS = [
   "digits 1234567890 3.14159 2026-11-28",
   "what's this? it's an X-RAY, isn't it?!",
   "punctuation... ((nested)) [brackets] {braces} a/b/c",
+  "spaces before punctuation , . ! ? n't 's are kept",
   "What is the image about?",
   buildPrompt(FRACTURE_CLASSES),
   "[INST]Describe[IMG][/INST]Hairline Fracture</s>",

@@ -12,6 +12,7 @@ import {
   loadImageProcessorConfig,
   preprocess,
   preprocessDecoded,
+  preprocessFiles,
   resizedSize,
   tokenGrid,
   type RgbImage,
@@ -257,6 +258,16 @@ describe("decoding to RGB like PIL convert('RGB')", () => {
       preprocess([new Uint8Array([1, 2, 3])], cfg, ["broken.jpg"]),
       (e: unknown) => e instanceof InputError && e.message.startsWith("broken.jpg:"),
     );
+  });
+
+  it("reads files and names a missing one", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "splint-img-"));
+    const file = join(dir, "white.png");
+    writeFileSync(file, encodePng({ width: 30, height: 30, bitDepth: 8, colorType: 0, samples: Array(900).fill(255) }));
+    const b = await preprocessFiles([file], cfg);
+    assert.deepEqual(b.shape, [1, 3, 56, 56]);
+    const missing = join(dir, "nope.png");
+    await assert.rejects(preprocessFiles([missing], cfg), (e: unknown) => e instanceof InputError && e.message.startsWith(`${missing}: cannot read image: ENOENT`));
   });
 
   it("preprocesses encoded files end to end", async () => {
