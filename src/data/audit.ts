@@ -1,15 +1,22 @@
 import { createHash } from "node:crypto";
 import sharp from "sharp";
-import { hammingDistance, phash, phashWords } from "./phash.ts";
+import { hammingDistance, phashOfPixels, phashPixels, phashWords } from "./phash.ts";
 import type { DatasetDict, DatasetRow } from "./types.ts";
 
 /**
  * Duplicate and leakage audit of an image-classification DatasetDict: exact copies (same file
  * bytes, or same decoded pixels under another encoding) and near copies (perceptual hashes within
- * a Hamming threshold), grouped across all splits; groups whose members disagree on the label;
+ * a Hamming threshold, confirmed by the correlation of the 32×32 grayscale renditions the hashes
+ * were taken of), grouped across all splits; groups whose members disagree on the label;
  * and the evaluation images that also appear in train, which inflate any score measured on them.
  */
 export const DEFAULT_PHASH_THRESHOLD = 6;
+/**
+ * pHash alone over-matches look-alike images (on the synthetic X-rays distinct images of different
+ * classes come within 6 bits with thumbnail correlations up to 0.98, while resized, recompressed
+ * or noised copies stay above 0.995), so a near pair must also correlate at least this much.
+ */
+export const DEFAULT_MIN_CORRELATION = 0.99;
 const TRAIN = "train";
 
 export interface RowRef {
@@ -51,6 +58,7 @@ export interface Leak extends RowRef {
 
 export interface AuditReport {
   readonly threshold: number;
+  readonly minCorrelation: number;
   readonly classNames: readonly string[];
   readonly images: Record<string, number>;
   readonly undecodable: readonly ImageFingerprint[];
@@ -71,29 +79,38 @@ export interface AuditReport {
 
 export interface AuditOptions {
   readonly threshold?: number;
+  /** Pearson correlation of the 32×32 grayscale thumbnails a near pair needs; 0 trusts pHash alone. */
+  readonly minCorrelation?: number;
   readonly concurrency?: number;
   readonly onImage?: (done: number, total: number) => void;
 }
 
-async function fingerprint(row: DatasetRow, ref: RowRef): Promise<ImageFingerprint> {
+/** A fingerprint with the 32×32 grayscale thumbnail its pHash was taken of (null if undecodable). */
+export interface Fingerprinted {
+  readonly fingerprint: ImageFingerprint;
+  readonly thumbnail: Uint8Array | null;
+}
+
+async function fingerprint(row: DatasetRow, ref: RowRef): Promise<Fingerprinted> {
   const bytesSha256 = createHash("sha256").update(row.image.bytes).digest("hex");
   try {
     const { data, info } = await sharp(row.image.bytes).raw().toBuffer({ resolveWithObject: true });
     const pixelsSha256 = createHash("sha256").update(`${info.width}x${info.height}x${info.channels}:`).update(data).digest("hex");
-    return { ...ref, bytesSha256, pixelsSha256, phash: await phash(row.image.bytes) };
+    const thumbnail = await phashPixels(row.image.bytes);
+    return { fingerprint: { ...ref, bytesSha256, pixelsSha256, phash: phashOfPixels(thumbnail) }, thumbnail };
   } catch (error) {
     const decodeError = error instanceof Error ? error.message : String(error);
-    return { ...ref, bytesSha256, pixelsSha256: null, phash: null, decodeError };
+    return { fingerprint: { ...ref, bytesSha256, pixelsSha256: null, phash: null, decodeError }, thumbnail: null };
   }
 }
 
 /** Fingerprints every row of every split (decodes run `concurrency` at a time on sharp's pool). */
-export async function fingerprintDataset(dataset: DatasetDict, options: AuditOptions = {}): Promise<ImageFingerprint[]> {
+export async function fingerprintDataset(dataset: DatasetDict, options: AuditOptions = {}): Promise<Fingerprinted[]> {
   const jobs: { row: DatasetRow; ref: RowRef }[] = [];
   for (const [split, rows] of dataset.splits) {
     rows.forEach((row, index) => jobs.push({ row, ref: { split, index, path: row.image.path, label: row.label } }));
   }
-  const results = new Array<ImageFingerprint>(jobs.length);
+  const results = new Array<Fingerprinted>(jobs.length);
   let next = 0;
   let done = 0;
   const worker = async (): Promise<void> => {
@@ -137,16 +154,48 @@ function distance(a: ImageFingerprint, b: ImageFingerprint): number {
   return hammingDistance(phashWords(a.phash), phashWords(b.phash));
 }
 
+/** Pearson correlation of two equally long pixel arrays (1 for two flat images). */
+export function correlation(a: Uint8Array, b: Uint8Array): number {
+  const n = a.length;
+  let meanA = 0;
+  let meanB = 0;
+  for (let i = 0; i < n; i++) {
+    meanA += a[i] ?? 0;
+    meanB += b[i] ?? 0;
+  }
+  meanA /= n;
+  meanB /= n;
+  let ab = 0;
+  let aa = 0;
+  let bb = 0;
+  for (let i = 0; i < n; i++) {
+    const x = (a[i] ?? 0) - meanA;
+    const y = (b[i] ?? 0) - meanB;
+    ab += x * y;
+    aa += x * x;
+    bb += y * y;
+  }
+  if (aa === 0 || bb === 0) return aa === bb ? 1 : 0;
+  return ab / Math.sqrt(aa * bb);
+}
+
 function ref(f: RowRef): RowRef {
   return { split: f.split, index: f.index, path: f.path, label: f.label };
 }
 
 /**
  * Groups fingerprints into duplicate groups (connected components of "same bytes", "same pixels"
- * and "pHash distance ≤ threshold") and derives conflicts and train→evaluation leaks. All pairs
- * are compared: O(n²) 64-bit popcounts, well under a second for tens of thousands of images.
+ * and "pHash distance ≤ threshold with thumbnail correlation ≥ minCorrelation") and derives
+ * conflicts and train→evaluation leaks. All pairs are compared: O(n²) 64-bit popcounts, about a
+ * second for tens of thousands of images; only the few pHash candidates pay for a correlation.
  */
-export function analyseFingerprints(classNames: readonly string[], fingerprints: readonly ImageFingerprint[], threshold: number): AuditReport {
+export function analyseFingerprints(
+  classNames: readonly string[],
+  rows: readonly Fingerprinted[],
+  threshold: number,
+  minCorrelation = DEFAULT_MIN_CORRELATION,
+): AuditReport {
+  const fingerprints = rows.map((r) => r.fingerprint);
   const sets = new DisjointSets(fingerprints.length);
   const byKey = new Map<string, number>();
   fingerprints.forEach((f, i) => {
@@ -163,7 +212,10 @@ export function analyseFingerprints(classNames: readonly string[], fingerprints:
     if (!wi) continue;
     for (let j = i + 1; j < words.length; j++) {
       const wj = words[j];
-      if (wj && hammingDistance(wi, wj) <= threshold) sets.join(i, j);
+      if (!wj || hammingDistance(wi, wj) > threshold) continue;
+      const a = rows[i]?.thumbnail;
+      const b = rows[j]?.thumbnail;
+      if (minCorrelation <= 0 || (a && b && correlation(a, b) >= minCorrelation)) sets.join(i, j);
     }
   }
 
@@ -222,6 +274,7 @@ export function analyseFingerprints(classNames: readonly string[], fingerprints:
   for (const leak of leaks) leakedFromTrain[leak.split] = (leakedFromTrain[leak.split] ?? 0) + 1;
   return {
     threshold,
+    minCorrelation,
     classNames,
     images,
     undecodable: fingerprints.filter((f) => f.decodeError !== undefined),
@@ -241,7 +294,7 @@ export function analyseFingerprints(classNames: readonly string[], fingerprints:
 
 export async function auditDataset(dataset: DatasetDict, options: AuditOptions = {}): Promise<AuditReport> {
   const threshold = options.threshold ?? DEFAULT_PHASH_THRESHOLD;
-  return analyseFingerprints(dataset.classNames, await fingerprintDataset(dataset, options), threshold);
+  return analyseFingerprints(dataset.classNames, await fingerprintDataset(dataset, options), threshold, options.minCorrelation ?? DEFAULT_MIN_CORRELATION);
 }
 
 export type DropReason = "conflicting-labels" | "leaks-from-train" | "duplicate";

@@ -125,3 +125,13 @@ test("dedupe drops leaks, extra copies and conflicting groups, and the result au
   const again = await auditDataset(clean, { threshold: 6 });
   assert.equal(again.summary.groups, 0);
 });
+
+test("the thumbnail correlation check removes pHash look-alikes that are not copies", async () => {
+  // Distinct synthetic X-rays share their low-frequency layout: pHash alone links some of them.
+  const dataset = await synthesizeDatasetDict({ perClass: 15, testPerClass: 5, seed: 1, size: 64 });
+  const hashOnly = await auditDataset(dataset, { threshold: 6, minCorrelation: 0 });
+  const confirmed = await auditDataset(dataset, { threshold: 6 });
+  assert.ok(hashOnly.summary.groups > 0, "expected pHash-only look-alikes in this set");
+  assert.equal(confirmed.summary.groups, 0);
+  assert.equal(confirmed.minCorrelation, 0.99);
+});

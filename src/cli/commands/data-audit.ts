@@ -1,5 +1,5 @@
 import { Option, type Command } from "commander";
-import { DEFAULT_PHASH_THRESHOLD, auditDataset, dedupeDataset, type AuditReport, type DedupeResult } from "../../data/audit.ts";
+import { DEFAULT_MIN_CORRELATION, DEFAULT_PHASH_THRESHOLD, auditDataset, dedupeDataset, type AuditReport, type DedupeResult } from "../../data/audit.ts";
 import { loadDatasetDict, saveDatasetDict, type DatasetFormat } from "../../data/hf-dataset.ts";
 import { writeFileAtomic } from "../../util/atomic.ts";
 import { InputError } from "../../util/errors.ts";
@@ -7,6 +7,7 @@ import { createOutput } from "../output.ts";
 
 interface AuditFlags {
   threshold: string;
+  minCorrelation: string;
   report: string;
   dedupe?: string;
   format: DatasetFormat;
@@ -15,7 +16,9 @@ interface AuditFlags {
 
 const EXAMPLES = `
 Exact duplicates: same file bytes, or same decoded pixels. Near duplicates: 64-bit DCT perceptual
-hashes (as Python's imagehash.phash) at most --threshold bits apart. Duplicates are grouped across
+hashes (as Python's imagehash.phash) at most --threshold bits apart whose 32×32 grayscale
+renditions also correlate at least --min-correlation (pHash alone over-matches look-alike
+radiographs; 0 turns the check off). Duplicates are grouped across
 all splits; a test/validation image in a group with a train image is a leak.
 
 --dedupe OUT writes a cleaned copy: groups with conflicting labels are dropped, a group touching
@@ -33,6 +36,7 @@ export function registerDataAudit(data: Command): void {
     .description("Find exact and near duplicates, label conflicts and test images leaking from train")
     .argument("<dataset>", "dataset folder (from `splint data import`, or Python save_to_disk / Hub Parquet)")
     .option("--threshold <bits>", "near-duplicate pHash Hamming distance (0–64)", String(DEFAULT_PHASH_THRESHOLD))
+    .option("--min-correlation <r>", "thumbnail correlation a near pair must also reach (0–1)", String(DEFAULT_MIN_CORRELATION))
     .option("--report <file>", "where to write the full audit", "audit.json")
     .option("--dedupe <out>", "also write a cleaned dataset to this folder")
     .addOption(new Option("--format <format>", "layout of the --dedupe dataset").choices(["arrow", "parquet"]).default("arrow"))
@@ -44,12 +48,16 @@ export function registerDataAudit(data: Command): void {
       if (flags.threshold.trim() === "" || !Number.isInteger(threshold) || threshold < 0 || threshold > 64) {
         throw new InputError("--threshold", `${JSON.stringify(flags.threshold)} is not an integer from 0 to 64`);
       }
+      const minCorrelation = Number(flags.minCorrelation);
+      if (flags.minCorrelation.trim() === "" || !(minCorrelation >= 0 && minCorrelation <= 1)) {
+        throw new InputError("--min-correlation", `${JSON.stringify(flags.minCorrelation)} is not a number from 0 to 1`);
+      }
       const dataset = await loadDatasetDict(datasetDir);
       const total = [...dataset.splits.values()].reduce((s, rows) => s + rows.length, 0);
       const progress = output.progress("audit", total, "images");
       let report: AuditReport;
       try {
-        report = await auditDataset(dataset, { threshold, onImage: (done) => progress.update(done) });
+        report = await auditDataset(dataset, { threshold, minCorrelation, onImage: (done) => progress.update(done) });
       } finally {
         progress.stop();
       }
@@ -82,7 +90,7 @@ function formatAudit(
 ): string {
   const s = report.summary;
   const lines = [
-    `Images: ${Object.entries(report.images).map(([split, n]) => `${split} ${n}`).join(", ")}  (pHash threshold ${report.threshold} bits)`,
+    `Images: ${Object.entries(report.images).map(([split, n]) => `${split} ${n}`).join(", ")}  (pHash threshold ${report.threshold} bits, correlation ≥ ${report.minCorrelation})`,
     `Duplicate groups: ${s.groups} (${s.exactGroups} exact, ${s.nearGroups} near), ${s.imagesInGroups} images in them`,
     `Across splits: ${s.crossSplitGroups} groups; with conflicting labels: ${s.conflictingGroups}`,
     `Leaking from train: ${Object.entries(s.leakedFromTrain).map(([split, n]) => `${n} of ${report.images[split] ?? 0} ${split}`).join(", ") || "no evaluation split"}`,
