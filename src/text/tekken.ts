@@ -10,6 +10,7 @@
  * has the lowest rank is merged first, leftmost on ties.
  */
 import { readFileSync } from "node:fs";
+import * as hfTokenizers from "@huggingface/tokenizers";
 import { InputError } from "../util/errors.ts";
 import { byteLevelToBytes, bytesToByteLevel } from "./byte-level.ts";
 
@@ -37,26 +38,24 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 /**
- * tekken patterns are written for Python's `regex`/Rust; JS (Node 20) lacks inline `(?i:…)`
- * groups, which some tekken files use for English contractions. Rewrite each one by spelling its
- * ASCII letters as `[xX]` classes; anything else the JS engine rejects is reported as is.
+ * tekken patterns are Oniguruma/Rust syntax (`\s` is Unicode White_Space, `(?i:…)` groups);
+ * compile them with @huggingface/tokenizers' own rewriter so both loaders split text alike.
  */
-export function toJsPattern(pattern: string): string {
-  return pattern.replace(/\(\?i:((?:[^()\\[]|\\.)*)\)/g, (_m, body: string) => {
-    let out = "";
-    for (let i = 0; i < body.length; i++) {
-      const ch = body[i]!;
-      if (ch === "\\") {
-        out += ch + (body[i + 1] ?? "");
-        i++;
-      } else if (/[a-zA-Z]/.test(ch)) {
-        out += `[${ch.toLowerCase()}${ch.toUpperCase()}]`;
-      } else {
-        out += ch;
-      }
-    }
-    return `(?:${out})`;
-  });
+// The package's index.d.ts re-exports its pre-tokenizers with `export *` from an extensionless
+// path, which NodeNext resolution drops; the class is there at runtime.
+const { SplitPreTokenizer } = hfTokenizers as unknown as {
+  SplitPreTokenizer: new (config: { type: "Split"; pattern: { Regex: string }; behavior: "Isolated" }) => { pattern: RegExp | null };
+};
+
+function compilePattern(file: string, pattern: string): RegExp {
+  let re: RegExp | null;
+  try {
+    re = new SplitPreTokenizer({ type: "Split", pattern: { Regex: pattern }, behavior: "Isolated" }).pattern;
+  } catch (e) {
+    throw new InputError(file, `config.pattern is not a regex splint can run: ${(e as Error).message}`);
+  }
+  if (re === null) throw new InputError(file, "config.pattern is not a regex splint can run");
+  return re;
 }
 
 export function loadTekken(file: string): TekkenModel {
@@ -121,13 +120,7 @@ export function loadTekken(file: string): TekkenModel {
   }
   for (let i = 0; i < numSpecial; i++) specials[i] ??= `<SPECIAL_${i}>`;
 
-  let regex: RegExp;
-  try {
-    regex = new RegExp(toJsPattern(pattern), "gu");
-  } catch (e) {
-    throw new InputError(file, `config.pattern is not a regex this engine accepts: ${(e as Error).message}`);
-  }
-  return { file, numSpecial, specials, ranks, pattern: regex, rankOf };
+  return { file, numSpecial, specials, ranks, pattern: compilePattern(file, pattern), rankOf };
 }
 
 /** BPE of one pre-token (latin1 byte string) into ranks, by lowest merged rank first. */

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { buildPrompt } from "../../src/text/prompt.ts";
-import { bpeRanks, loadTekken, toJsPattern } from "../../src/text/tekken.ts";
+import { bpeRanks, loadTekken } from "../../src/text/tekken.ts";
 import { createStreamDecoder, loadTokenizer } from "../../src/text/tokenizer.ts";
 import { InputError } from "../../src/util/errors.ts";
 import { FRACTURE_CLASSES, NUM_SPECIAL, tokenizerDirs, writeTekken } from "./tokenizer-fixtures.ts";
@@ -21,6 +21,7 @@ const STRINGS = [
   "what's this? it's an X-RAY, isn't it?!",
   "punctuation... ((nested)) [brackets] {braces} a/b/c",
   "spaces before punctuation , . ! ? n't 's are kept",
+  "odd whitespace a\u0085b\u00a0c\ufeffd\u3000e",
   "What is the image about?",
   buildPrompt(FRACTURE_CLASSES),
   "[INST]Describe[IMG][/INST]Hairline Fracture</s>",
@@ -124,9 +125,13 @@ describe("streaming decoder", async () => {
 });
 
 describe("tekken details", () => {
-  it("translates inline case-insensitive groups for the JS engine", () => {
-    const re = new RegExp(toJsPattern("(?i:'s|'t)|\\p{L}+"), "gu");
-    assert.deepEqual("it'S a'T".match(re), ["it", "'S", "a", "'T"]);
+  it("runs Oniguruma-style patterns: inline (?i:…) groups and Unicode White_Space \\s", () => {
+    const dir = mkdtempSync(join(tmpdir(), "splint-tekken-re-"));
+    writeTekken(dir, [...Array(256).keys()].map((b) => Uint8Array.of(b)), "(?i:'s|'t)|\\p{L}+|\\s+|[^\\s\\p{L}]+");
+    const model = loadTekken(join(dir, "tekken.json"));
+    assert.deepEqual("it'S a'T".match(model.pattern), ["it", "'S", " ", "a", "'T"]);
+    // U+0085 is White_Space (JS \\s misses it); U+FEFF is not (JS \\s includes it)
+    assert.deepEqual("a\u0085b\ufeff".match(model.pattern), ["a", "\u0085", "b", "\ufeff"]);
   });
 
   it("uses only the first default_vocab_size - num_special ranks", () => {
