@@ -21,6 +21,7 @@ test("matmul matches the naive product for every transpose combination, alpha an
     [13, 70, 9],
     [3, 4, 67],
     [5, 1030, 130], // several B tiles, K padded to a multiple of 4
+    [300, 4100, 5], // several row blocks of A
   ] as const) {
     for (const transA of [false, true]) {
       for (const transB of [false, true]) {

@@ -25,6 +25,8 @@ export interface MatmulOptions {
 
 /** Floats per packed B tile: 256 KiB, about an L2 share. */
 const TILE_FLOATS = 1 << 16;
+/** Floats of A copied into kernel memory at a time (4 MiB; at least 64 rows). */
+const A_BLOCK_FLOATS = 1 << 20;
 
 let pool: KernelPool | null = null;
 
@@ -91,49 +93,57 @@ export function gemm(
   pool ??= createKernelPool();
   const kind = transB ? "tn" : "nn";
   // tn: rows in pairs, columns in fours, k zero-padded to a multiple of 4; nn: rows in fours, columns in eights.
-  const [rowBlock, colBlock] = transB ? [2, 4] : [4, 8];
-  const rows = roundUp(m, rowBlock);
+  const [rowStep, colStep] = transB ? [2, 4] : [4, 8];
   const k4 = roundUp(k, 4);
-  const tileCols = Math.min(roundUp(n, colBlock), Math.max(colBlock, Math.floor(TILE_FLOATS / k4 / colBlock) * colBlock));
-  // Kernel memory: A [rows, k4], then the B tile (tileCols × k4 floats), then raw sums [rows, tileCols].
-  const tileAt = rows * k4;
+  const tileCols = Math.min(roundUp(n, colStep), Math.max(colStep, Math.floor(TILE_FLOATS / k4 / colStep) * colStep));
+  // A is processed in row blocks so that the kernel memory stays bounded whatever m is.
+  const blockRows = Math.min(roundUp(m, rowStep), Math.max(64, Math.floor(A_BLOCK_FLOATS / k4 / 4) * 4));
+  // Kernel memory: an A block [blockRows, k4], then the B tile (tileCols × k4), then sums [blockRows, tileCols].
+  const tileAt = blockRows * k4;
   const sumsAt = tileAt + tileCols * k4;
-  const mem = pool.view(sumsAt + rows * tileCols);
-  copyA(a, transA, m, k, mem.subarray(0, tileAt), k4);
+  const mem = pool.view(sumsAt + blockRows * tileCols);
   const tile = mem.subarray(tileAt, sumsAt);
-  for (let j0 = 0; j0 < n; j0 += tileCols) {
-    const nb = Math.min(tileCols, n - j0);
-    const cols = roundUp(nb, colBlock);
-    if (transB) {
-      if (k4 !== k || cols !== nb) tile.fill(0, 0, cols * k4); // zero padding; otherwise all overwritten
-      if (k4 === k) b(j0 * k, nb * k, tile, 0);
-      else for (let jj = 0; jj < nb; jj++) b((j0 + jj) * k, k, tile, jj * k4);
-      pool.run(kind, 0, tileAt * 4, sumsAt * 4, rows, k4, cols, cols, k4);
-    } else {
-      if (cols !== nb) tile.fill(0, 0, cols * k);
-      for (let kk = 0; kk < k; kk++) b(kk * n + j0, nb, tile, kk * cols);
-      pool.run(kind, 0, tileAt * 4, sumsAt * 4, rows, k, cols, cols, k4);
-    }
-    for (let i = 0; i < m; i++) {
-      const from = sumsAt + i * cols;
-      const to = i * n + j0;
-      if (accumulate) for (let jj = 0; jj < nb; jj++) out[to + jj] = out[to + jj]! + alpha * mem[from + jj]!;
-      else if (alpha === 1) out.set(mem.subarray(from, from + nb), to);
-      else for (let jj = 0; jj < nb; jj++) out[to + jj] = alpha * mem[from + jj]!;
+  for (let i0 = 0; i0 < m; i0 += blockRows) {
+    const mb = Math.min(blockRows, m - i0);
+    const rows = roundUp(mb, rowStep);
+    copyA(a, transA, m, k, i0, mb, mem.subarray(0, rows * k4), k4);
+    for (let j0 = 0; j0 < n; j0 += tileCols) {
+      const nb = Math.min(tileCols, n - j0);
+      const cols = roundUp(nb, colStep);
+      if (transB) {
+        if (k4 !== k || cols !== nb) tile.fill(0, 0, cols * k4); // zero padding; otherwise all overwritten
+        if (k4 === k) b(j0 * k, nb * k, tile, 0);
+        else for (let jj = 0; jj < nb; jj++) b((j0 + jj) * k, k, tile, jj * k4);
+        pool.run(kind, 0, tileAt * 4, sumsAt * 4, rows, k4, cols, cols, k4);
+      } else {
+        if (cols !== nb) tile.fill(0, 0, cols * k);
+        for (let kk = 0; kk < k; kk++) b(kk * n + j0, nb, tile, kk * cols);
+        pool.run(kind, 0, tileAt * 4, sumsAt * 4, rows, k, cols, cols, k4);
+      }
+      for (let i = 0; i < mb; i++) {
+        const from = sumsAt + i * cols;
+        const to = (i0 + i) * n + j0;
+        if (accumulate) for (let jj = 0; jj < nb; jj++) out[to + jj] = out[to + jj]! + alpha * mem[from + jj]!;
+        else if (alpha === 1) out.set(mem.subarray(from, from + nb), to);
+        else for (let jj = 0; jj < nb; jj++) out[to + jj] = alpha * mem[from + jj]!;
+      }
     }
   }
 }
 
-/** dst[i·k4 + kk] = op(a)[i, kk], zero in the padding. */
-function copyA(a: RangeReader, transA: boolean, m: number, k: number, dst: Float32Array, k4: number): void {
+/** dst[i·k4 + kk] = op(a)[i0 + i, kk] for i < count, zero in the padding (dst covers the padded rows). */
+function copyA(a: RangeReader, transA: boolean, m: number, k: number, i0: number, count: number, dst: Float32Array, k4: number): void {
   if (k4 !== k) dst.fill(0);
-  else dst.fill(0, m * k4); // the padding row when m is odd
+  else dst.fill(0, count * k4); // padding rows
   if (!transA) {
-    if (k4 === k) a(0, m * k, dst, 0);
-    else for (let i = 0; i < m; i++) a(i * k, k, dst, i * k4);
+    if (k4 === k) a(i0 * k, count * k, dst, 0);
+    else for (let i = 0; i < count; i++) a((i0 + i) * k, k, dst, i * k4);
     return;
   }
-  const src = new Float32Array(k * m); // a is [k, m]
-  a(0, k * m, src, 0);
-  for (let kk = 0; kk < k; kk++) for (let i = 0; i < m; i++) dst[i * k4 + kk] = src[kk * m + i]!;
+  // a is [k, m]: row kk holds op(a)[·, kk].
+  const segment = new Float32Array(count);
+  for (let kk = 0; kk < k; kk++) {
+    a(kk * m + i0, count, segment, 0);
+    for (let i = 0; i < count; i++) dst[i * k4 + kk] = segment[i]!;
+  }
 }
