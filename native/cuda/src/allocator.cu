@@ -63,3 +63,16 @@ int Allocator::empty_cache() {
   free_.clear();
   return 0;
 }
+
+int Allocator::free_all() {
+  int st = empty_cache();
+  if (st != 0) return st;
+  for (auto& entry : used_) {
+    cudaError_t err = cudaFree(entry.first);
+    if (err != cudaSuccess) return static_cast<int>(err);
+    reserved_ -= entry.second.size;
+  }
+  used_.clear();
+  live_ = 0;
+  return 0;
+}

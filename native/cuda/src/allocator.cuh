@@ -17,6 +17,8 @@ class Allocator {
   bool release(void* p);
   // Returns every cached block to the driver; a cudaError_t (as int), 0 on success.
   int empty_cache();
+  // Frees every block, cached or still in use (the context is going away).
+  int free_all();
 
   uint64_t live() const { return live_; }
   uint64_t peak() const { return peak_; }
