@@ -141,10 +141,10 @@ const drawers: Record<SynthClassName, BreakDrawer> = {
     const lowerRaw = clip(bone, [side(at(frame, c + gap / 2), direction(frame, random.uniform(-0.3, 0.3)))]);
     const lower = moved(lowerRaw, at(frame, c), random.uniform(-0.12, 0.12), scale(frame.across, frame.outer * random.uniform(-0.3, 0.3)));
     const pieces = [upper, lower];
-    const count = random.int(3, 5);
+    const count = random.int(4, 6);
     for (let k = 0; k < count; k++) {
       const center = at(frame, c + frame.outer * random.uniform(-0.7, 0.7), frame.outer * random.uniform(-1.2, 1.2));
-      pieces.push(fragment(random, center, frame.outer * random.uniform(0.25, 0.45)));
+      pieces.push(fragment(random, center, frame.outer * random.uniform(0.3, 0.55)));
     }
     return { pieces, cuts: [] };
   },
@@ -232,7 +232,7 @@ const drawers: Record<SynthClassName, BreakDrawer> = {
     const cut = at(frame, c);
     const upper = clip(bone, [side([cut[0] - (gap / 2) * normal[0], cut[1] - (gap / 2) * normal[1]], negate(normal))]);
     const lower = clip(bone, [side([cut[0] + (gap / 2) * normal[0], cut[1] + (gap / 2) * normal[1]], normal)]);
-    const cuts = [{ shape: lesion, strength: random.uniform(0.55, 0.8) }];
+    const cuts = [{ shape: lesion, strength: random.uniform(0.65, 0.9) }];
     const spots = random.int(1, 3);
     for (let k = 0; k < spots; k++) {
       const spot = at(frame, c + frame.outer * random.uniform(-2, 2), frame.outer * random.uniform(-0.6, 0.6));
@@ -279,7 +279,7 @@ export function renderSyntheticXray(className: SynthClassName, random: Random, s
   const along: Point = [Math.sin(tilt), Math.cos(tilt)];
   const across: Point = [Math.cos(tilt), -Math.sin(tilt)];
   const center: Point = [0.5 + random.uniform(-0.04, 0.04), 0.5 + random.uniform(-0.04, 0.04)];
-  const outer = random.uniform(0.07, 0.11);
+  const outer = random.uniform(0.09, 0.12);
   const length = 1.5;
   const frame: BoneFrame = {
     start: [center[0] - (length / 2) * along[0], center[1] - (length / 2) * along[1]],
@@ -306,14 +306,14 @@ export function renderSyntheticXray(className: SynthClassName, random: Random, s
   const bones = new Raster(size, size);
   // A normal joint near the far end in some images of every class, so "a joint is visible" is
   // no give-away for the classes that need one.
-  const withJoint = className !== "Avulsion fracture" && className !== "Fracture Dislocation" && random.chance(0.3);
+  const withJoint = className !== "Avulsion fracture" && className !== "Fracture Dislocation" && random.chance(0.2);
   const shaftEnd = withJoint ? frame.length : frame.length + 0.5;
   const bone = shaft(frame, -0.2, shaftEnd, false, withJoint);
   const fracture = drawers[className](frame, bone, random, pixel);
   const pieces = fracture.pieces.length > 0 ? fracture.pieces : [bone];
   for (const piece of pieces) bones.add(piece, 1);
   if (withJoint) bones.add(shaft(frame, shaftEnd + outer * 0.3, shaftEnd + 0.8, true, false), 1);
-  if (random.chance(0.5)) {
+  if (random.chance(0.3)) {
     // A thinner companion bone (as radius/ulna or tibia/fibula), always intact.
     const offset = random.sign() * outer * random.uniform(2.0, 2.6);
     const thin = outer * random.uniform(0.45, 0.65);

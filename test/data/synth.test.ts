@@ -126,9 +126,10 @@ test("classes are learnable: nearest-centroid on train beats chance on test, yet
     if (scores.indexOf(Math.min(...scores)) === y) correct++;
   }
   const accuracy = correct / heldOut.length;
-  // Chance is 0.1; with 100 held-out images 0.2 is over three standard deviations above it.
+  // Chance is 0.1; with 100 held-out images 0.25 is five standard deviations above it (this seed
+  // gives 0.33).
   // (This pixel-space baseline is deliberately weak: the breaks are small local structures.)
-  assert.ok(accuracy >= 0.2, `nearest-centroid accuracy ${accuracy}`);
+  assert.ok(accuracy >= 0.25, `nearest-centroid accuracy ${accuracy}`);
   // Not trivial: no two images are identical, and within-class spread is comparable to the
   // distance between class centroids.
   const seen = new Set(train.map((r) => r.x.join(",")));
