@@ -123,7 +123,7 @@ export interface SplintCudaLib {
 const C = "splint_ctx *ctx";
 const P = "uint64_t";
 /** C prototypes (koffi syntax) of every function, keyed by the name without its splint_cuda_ prefix. */
-const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
+export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   last_error: "const char *splint_cuda_last_error(void)",
   device_count: "int splint_cuda_device_count(int32_t *count)",
   device_name: "int splint_cuda_device_name(int32_t device, uint8_t *buf, int32_t len)",
