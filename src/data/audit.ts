@@ -96,7 +96,9 @@ async function fingerprint(row: DatasetRow, ref: RowRef): Promise<Fingerprinted>
   try {
     const { data, info } = await sharp(row.image.bytes).raw().toBuffer({ resolveWithObject: true });
     const pixelsSha256 = createHash("sha256").update(`${info.width}x${info.height}x${info.channels}:`).update(data).digest("hex");
-    const thumbnail = await phashPixels(row.image.bytes);
+    // Reuse the decoded pixels unless they are 16-bit (the raw path takes 8-bit samples only).
+    const eightBit = data.length === info.width * info.height * info.channels;
+    const thumbnail = await phashPixels(eightBit ? { data, width: info.width, height: info.height, channels: info.channels } : row.image.bytes);
     return { fingerprint: { ...ref, bytesSha256, pixelsSha256, phash: phashOfPixels(thumbnail) }, thumbnail };
   } catch (error) {
     const decodeError = error instanceof Error ? error.message : String(error);

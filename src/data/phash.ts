@@ -48,9 +48,18 @@ export function phashOfPixels(pixels: ArrayLike<number>): string {
   return hex;
 }
 
+/** Already decoded 8-bit pixels, so a caller that decoded an image once need not decode it again. */
+export interface RawPixels {
+  readonly data: Uint8Array;
+  readonly width: number;
+  readonly height: number;
+  readonly channels: 1 | 2 | 3 | 4;
+}
+
 /** The 32×32 grayscale rendition the hash is taken of (alpha dropped, any size or format in). */
-export async function phashPixels(image: Uint8Array | Buffer): Promise<Uint8Array> {
-  const data = await sharp(image)
+export async function phashPixels(image: Uint8Array | RawPixels): Promise<Uint8Array> {
+  const input = image instanceof Uint8Array ? sharp(image) : sharp(image.data, { raw: { width: image.width, height: image.height, channels: image.channels } });
+  const data = await input
     .removeAlpha()
     .toColourspace("b-w")
     .resize(PHASH_SIDE, PHASH_SIDE, { fit: "fill", kernel: "lanczos3" })
@@ -59,7 +68,7 @@ export async function phashPixels(image: Uint8Array | Buffer): Promise<Uint8Arra
   return new Uint8Array(data.buffer, data.byteOffset, data.length);
 }
 
-export async function phash(image: Uint8Array | Buffer): Promise<string> {
+export async function phash(image: Uint8Array | RawPixels): Promise<string> {
   return phashOfPixels(await phashPixels(image));
 }
 

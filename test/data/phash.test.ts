@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import sharp from "sharp";
-import { hammingDistance, phash, phashOfPixels, phashWords } from "../../src/data/phash.ts";
+import { hammingDistance, phash, phashOfPixels, phashPixels, phashWords } from "../../src/data/phash.ts";
 
 function pattern(kind: number): number[] {
   const pixels: number[] = [];
@@ -42,4 +42,15 @@ test("robust to resizing and recompression, far for unrelated images", async () 
   assert.ok(hammingDistance(h, phashWords(await phash(await sharp(original).jpeg({ quality: 85 }).toBuffer()))) <= 4);
   assert.ok(hammingDistance(h, phashWords(await phash(await sharp(original).toColourspace("srgb").png().toBuffer()))) <= 2);
   assert.ok(hammingDistance(h, phashWords(await phash(other))) > 10);
+});
+
+test("hashing decoded pixels gives the same thumbnail as hashing the file", async () => {
+  const gray = await sharp({ create: { width: 50, height: 40, channels: 3, background: "#446" } }).toColourspace("b-w").png().toBuffer();
+  const rgb = await sharp(Buffer.from(Array.from({ length: 60 * 30 * 3 }, (_, i) => (i * 37) % 256)), { raw: { width: 60, height: 30, channels: 3 } }).png().toBuffer();
+  const rgba = await sharp(Buffer.from(Array.from({ length: 20 * 20 * 4 }, (_, i) => (i * 11) % 256)), { raw: { width: 20, height: 20, channels: 4 } }).png().toBuffer();
+  for (const file of [gray, rgb, rgba]) {
+    const { data, info } = await sharp(file).raw().toBuffer({ resolveWithObject: true });
+    const fromRaw = await phashPixels({ data, width: info.width, height: info.height, channels: info.channels });
+    assert.deepEqual(fromRaw, await phashPixels(file));
+  }
 });
