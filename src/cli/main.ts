@@ -3,12 +3,21 @@ import { SplintError } from "../util/errors.ts";
 // command imports (one line each)
 import { registerModel } from "./commands/model.ts";
 import { registerForward } from "./commands/forward.ts";
+import { registerGenerate } from "./commands/generate.ts";
+import { registerRender } from "./commands/render.ts";
+import { registerPreprocess } from "./commands/preprocess.ts";
 import { registerData } from "./commands/data.ts";
 
 /**
  * The splint command line. Each command lives in ./commands/<name>.ts and exports a function that
  * adds itself to the program; this file only assembles them and turns errors into messages.
  */
+// A reader that closes early (`splint … | head`) is not an error.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(0);
+  throw error;
+});
+
 const program = new Command("splint")
   .description(
     "Fine-tune vision-language models (Ministral 3) with LoRA and measure what the fine-tuning changed.",
@@ -21,6 +30,9 @@ const commands: ((p: Command) => void)[] = [
   // one entry per line
   registerModel,
   registerForward,
+  registerGenerate,
+  registerRender,
+  registerPreprocess,
   registerData,
 ];
 for (const register of commands) register(program);
