@@ -8,16 +8,16 @@ import { registerRender } from "./commands/render.ts";
 import { registerPreprocess } from "./commands/preprocess.ts";
 import { registerData } from "./commands/data.ts";
 
-/**
- * The splint command line. Each command lives in ./commands/<name>.ts and exports a function that
- * adds itself to the program; this file only assembles them and turns errors into messages.
- */
 // A reader that closes early (`splint … | head`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
   if (error.code === "EPIPE") process.exit(0);
   throw error;
 });
 
+/**
+ * The splint command line. Each command lives in ./commands/<name>.ts and exports a function that
+ * adds itself to the program; this file only assembles them and turns errors into messages.
+ */
 const program = new Command("splint")
   .description(
     "Fine-tune vision-language models (Ministral 3) with LoRA and measure what the fine-tuning changed.",
