@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { createGraph } from "../../autograd/tape.ts";
 import { openSafetensors, toFloat32, toInt32, writeSafetensors, type StoredTensor, type TensorSource, type TensorToWrite } from "../../io/safetensors.ts";
+import { resolveModel } from "../../hub/snapshot.ts";
 import { adapterKey } from "../../lora/adapter.ts";
 import { ForwardContext } from "../../models/mistral3/context.ts";
 import { forwardMistral3, type Mistral3Inputs } from "../../models/mistral3/model.ts";
@@ -19,8 +20,8 @@ export function registerForward(program: Command): void {
   program
     .command("forward")
     .description("Run one forward pass on HF-named inputs and write logits (and loss) to safetensors")
-    .requiredOption("--model <dir>", "model folder (Hugging Face layout)")
-    .option("--adapter <dir>", "PEFT LoRA adapter folder")
+    .requiredOption("--model <dir>", "model folder (Hugging Face layout) or Hub repo id")
+    .option("--adapter <dir>", "PEFT LoRA adapter folder or Hub repo id")
     .requiredOption("--inputs <file>", "safetensors with input_ids, attention_mask, [pixel_values, image_sizes], [labels]")
     .requiredOption("--out <file>", "safetensors to write logits (and loss) to")
     .option("--grads <file>", "with --adapter and labels: write d loss / d every LoRA tensor under PEFT's key names (dropout off)")
@@ -32,7 +33,9 @@ export function registerForward(program: Command): void {
       if (opts.grads && !opts.adapter) throw new InputError("--grads", "needs --adapter (the gradients are those of its LoRA tensors)");
       const inputs = await readForwardInputs(opts.inputs);
       if (opts.grads && !inputs.labels) throw new InputError(opts.inputs, `has no tensor "labels", which --grads needs for a loss`);
-      const session = await openModelSession(opts.model, { adapterDir: opts.adapter, dtype: opts.dtype as WeightDtype, output });
+      const modelDir = await resolveModel(opts.model, { output });
+      const adapterDir = opts.adapter === undefined ? undefined : await resolveModel(opts.adapter, { output });
+      const session = await openModelSession(modelDir, { adapterDir, dtype: opts.dtype as WeightDtype, output });
       const started = performance.now();
       const pairs = [...session.model.linears].filter(([, l]) => l.lora);
       const trainable = new Set(opts.grads ? pairs.flatMap(([, l]) => [l.lora!.a, l.lora!.b]) : []);

@@ -1,4 +1,5 @@
 import type { ChatTemplate } from "../../text/chat-template.ts";
+import { loadImageProcessorConfig, preprocessFiles } from "../../vision/image-processor.ts";
 import { tokenizeChat, type ChatTokens, type ImageGrid } from "../../text/image-tokens.ts";
 import type { ChatMessage } from "../../text/prompt.ts";
 import type { Tokenizer } from "../../text/tokenizer.ts";
@@ -12,6 +13,12 @@ import { IGNORE_INDEX } from "./model.ts";
  * does it with transformers: render the chat template, tokenize without adding special tokens, and
  * expand each [IMG] into its image's rows of [IMG] + [IMG_BREAK] (last [IMG_END]).
  */
+
+/** Image files through the model folder's processor (processor_config.json / preprocessor_config.json). */
+export async function loadImageBatch(modelDir: string, files: readonly string[]): Promise<ImageBatch> {
+  const batch = await preprocessFiles(files, loadImageProcessorConfig(modelDir));
+  return { pixelValues: batch.pixelValues, shape: batch.shape, imageSizes: Int32Array.from(batch.imageSizes.flat()) };
+}
 
 /** Token grid of each image: its resized size over patch_size × spatial_merge_size. */
 export function imageGrids(config: Mistral3Config, images: ImageBatch | undefined): ImageGrid[] {
