@@ -273,7 +273,7 @@ export function forwardMistral3(ctx: ForwardContext, model: Mistral3Model, input
     checkpointLayers: opts.checkpointLayers,
     capture: opts.capture,
   });
-  if (opts.lastPositionOnly) {
+  if (opts.lastPositionOnly && T > 1) {
     const last = Int32Array.from({ length: B }, (_, b) => b * T + T - 1);
     hidden = g.gatherRows(hidden, ctx.upload(last, [B], "i32"));
   }
