@@ -2,7 +2,7 @@ import { createGraph } from "../../autograd/tape.ts";
 import type { Graph } from "../../autograd/graph.ts";
 import { createCpuBackend } from "../../backends/cpu/index.ts";
 import type { Output } from "../../cli/output.ts";
-import { loadAdapter, type LoraSettings } from "../../lora/adapter.ts";
+import { loadAdapter, readAdapterConfig, type LoraSettings } from "../../lora/adapter.ts";
 import type { Backend } from "../../tensor/backend.ts";
 import { loadMistral3, type Mistral3Model } from "./model.ts";
 import type { WeightDtype } from "./weights.ts";
@@ -21,6 +21,8 @@ export async function openModelSession(
   modelDir: string,
   opts: { adapterDir?: string; dtype?: WeightDtype; output: Output },
 ): Promise<ModelSession> {
+  // A broken adapter folder fails before minutes of weight loading, not after.
+  if (opts.adapterDir) await readAdapterConfig(opts.adapterDir);
   const backend = createCpuBackend();
   let bar: ReturnType<Output["progress"]> | undefined;
   const model = await loadMistral3(modelDir, backend, {
