@@ -85,3 +85,19 @@ test("sampling warpers: top-k, top-p and min-p keep the tokens transformers keep
   const hot = samplingDistribution(row, { ...base, temperature: 2 });
   assert.ok(Math.abs(hot[0]! / hot[1]! - Math.sqrt(0.5 / 0.3)) < 1e-6);
 });
+
+test("sampling is reproducible from its seed", () => {
+  const model = tinyModel(undefined, 5);
+  const newGraph = () => createGraph(model.text.embedTokens.backend, { recording: false });
+  const sample = (seed: number) =>
+    Array.from(
+      generateMistral3(model, newGraph, { batch: 1, seqLen: 3, inputIds: Int32Array.from([1, 30, 31]) }, {
+        maxNewTokens: 12,
+        eosTokenIds: [],
+        padTokenId: 11,
+        sampling: { temperature: 3, topK: 0, topP: 1, minP: 0, seed },
+      }).sequences,
+    );
+  assert.deepEqual(sample(1), sample(1));
+  assert.notDeepEqual(sample(1), sample(2));
+});
