@@ -51,6 +51,18 @@ export function targetedModules(settings: Pick<LoraSettings, "target_modules" | 
   return out;
 }
 
+export type LoraScope = "language" | "vision" | "all";
+
+/**
+ * `--lora-scope` as a PEFT `exclude_modules` regex (full match), so the restriction is written into
+ * adapter_config.json and Python peft applies the adapter to the same modules.
+ */
+export function loraScopeExclude(scope: LoraScope): string | null {
+  if (scope === "language") return String.raw`.*\.vision_tower\..*`;
+  if (scope === "vision") return String.raw`.*\.language_model\..*`;
+  return null;
+}
+
 /** r and alpha of one module, after rank_pattern / alpha_pattern (PEFT's get_pattern_key). */
 export function moduleRankAlpha(settings: LoraSettings, path: string): { r: number; alpha: number } {
   const find = (patterns: Record<string, number>): number | undefined => {
@@ -141,6 +153,7 @@ export function adapterConfigJson(settings: LoraSettings): Record<string, unknow
     task_type: settings.task_type ?? "CAUSAL_LM",
     use_dora: false,
     use_rslora: settings.use_rslora,
+    ...(settings.exclude_modules === null ? {} : { exclude_modules: settings.exclude_modules }),
   };
 }
 

@@ -5,7 +5,9 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { writeSafetensors } from "../../src/io/safetensors.ts";
 import {
+  adapterConfigJson,
   adapterKey,
+  loraScopeExclude,
   initAdapter,
   loadAdapter,
   moduleRankAlpha,
@@ -36,6 +38,18 @@ test("the tutorial's target_modules hit the decoder and the vision tower, never 
   const language = targetedModules(settings({ target_modules: String.raw`model\.language_model.*\.(q_proj|v_proj)` }), model.linears.keys());
   assert.equal(language.length, 4);
   assert.equal(targetedModules(settings({ target_modules: "all-linear" }), model.linears.keys()).length, model.linears.size - 1);
+});
+
+test("--lora-scope becomes a PEFT exclude_modules regex that splits decoder and vision tower", () => {
+  const model = tinyModel();
+  const language = targetedModules(settings({ exclude_modules: loraScopeExclude("language") }), model.linears.keys());
+  const vision = targetedModules(settings({ exclude_modules: loraScopeExclude("vision") }), model.linears.keys());
+  assert.equal(language.length, 14);
+  assert.ok(language.every((p) => p.startsWith("model.language_model.")));
+  assert.equal(vision.length, 14);
+  assert.ok(vision.every((p) => p.startsWith("model.vision_tower.")));
+  assert.equal(loraScopeExclude("all"), null);
+  assert.equal(adapterConfigJson(settings({ exclude_modules: loraScopeExclude("language") })).exclude_modules, loraScopeExclude("language"));
 });
 
 test("rank_pattern / alpha_pattern override r and alpha per module; rslora scales by √r", () => {
