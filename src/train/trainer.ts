@@ -1,0 +1,285 @@
+import { appendFile, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createGraph } from "../autograd/tape.ts";
+import type { Output } from "../cli/output.ts";
+import { adapterKey, type LoraSettings } from "../lora/adapter.ts";
+import type { LoraLinear } from "../lora/lora-linear.ts";
+import { ForwardContext } from "../models/mistral3/context.ts";
+import { forwardMistral3, type Mistral3Model } from "../models/mistral3/model.ts";
+import type { Backend } from "../tensor/backend.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { writeFileAtomic } from "../util/atomic.ts";
+import { InputError, SplintError } from "../util/errors.ts";
+import { checkpointDir, listCheckpoints, loadOptimizerState, readTrainerState, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
+import type { TrainBatch } from "./collator.ts";
+import type { TrainConfig } from "./config.ts";
+import { AdamW, clipGradNorm, type Parameter } from "./optimizer.ts";
+import { Rng } from "./rng.ts";
+import { learningRate } from "./schedule.ts";
+
+/**
+ * The training loop of the Hugging Face Trainer as the tutorial runs it: micro-batches of
+ * per_device_train_batch_size examples, gradients accumulated over gradient_accumulation_steps of
+ * them, each micro-batch's mean token loss divided by the number of micro-batches in its step
+ * ("mean_per_micro", the fixtures' reference rule), clipping to max_grad_norm, AdamW with fp32
+ * moments, the learning-rate schedule stepped after each update (so update 1 runs at lr(0)).
+ *
+ * Everything that decides a step is a function of the step number and saved state: the data
+ * position follows from the step, dropout seeds come from an Rng whose state is checkpointed,
+ * the adapter and moments are saved in f32. So a resumed run continues bit for bit.
+ */
+
+/** Where micro-batches come from: a fixed count per epoch, each addressable by (epoch, index). */
+export interface MicroBatchSource {
+  readonly length: number;
+  get(epoch: number, index: number): Promise<TrainBatch>;
+}
+
+export interface StepRecord {
+  /** 1-based optimizer step. */
+  step: number;
+  /** Fractional epoch reached after this step. */
+  epoch: number;
+  /** The step's objective: Σ over its micro-batches of mean loss / micro-batches. */
+  loss: number;
+  lr: number;
+  /** Total gradient norm before clipping. */
+  grad_norm: number;
+  tokens: number;
+  supervised: number;
+  images: number;
+  seconds: number;
+}
+
+export interface TrainLoopOptions {
+  backend: Backend;
+  model: Mistral3Model;
+  /** The adapter's settings (written with every checkpoint); its pairs are attached to model.linears. */
+  adapter: LoraSettings;
+  config: TrainConfig;
+  source: MicroBatchSource;
+  runDir: string;
+  /** Continue from the run's latest checkpoint, whose adapter must already be attached. */
+  resumeFrom?: string;
+  output: Output;
+  /** Called after every optimizer step (tests, demos). */
+  onStep?: (record: StepRecord) => void;
+  /** Checked between micro-batches: an abort stops the run as a kill would (nothing is saved). */
+  signal?: AbortSignal;
+}
+
+export interface TrainLoopResult {
+  steps: number;
+  history: StepRecord[];
+  checkpoints: string[];
+  logFile: string;
+}
+
+export const TRAIN_LOG_FILE = "train_log.jsonl";
+
+/** Optimizer steps of a run (transformers' rule: max_steps wins, else epochs × steps per epoch). */
+export function planSteps(config: TrainConfig, microPerEpoch: number): { stepsPerEpoch: number; totalSteps: number } {
+  if (microPerEpoch < 1) throw new InputError("dataset", "has no training examples");
+  const stepsPerEpoch = Math.ceil(microPerEpoch / config.gradient_accumulation_steps);
+  const totalSteps = config.max_steps > 0 ? config.max_steps : Math.ceil(config.num_train_epochs * stepsPerEpoch);
+  if (totalSteps < 1) throw new InputError("num_train_epochs", `gives no optimizer step (${config.num_train_epochs} epochs of ${stepsPerEpoch} steps)`);
+  return { stepsPerEpoch, totalSteps };
+}
+
+/** The LoRA tensors that train, under their PEFT names, in a fixed order. */
+export function loraParameters(linears: ReadonlyMap<string, LoraLinear>): Parameter[] {
+  const out: Parameter[] = [];
+  for (const [path, l] of linears) {
+    if (!l.lora) continue;
+    out.push({ name: adapterKey(path, "A"), value: l.lora.a }, { name: adapterKey(path, "B"), value: l.lora.b });
+  }
+  return out;
+}
+
+export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult> {
+  const { backend, model, config, source, output } = opts;
+  if (config.optim === "adamw_8bit") {
+    throw new InputError("optim", "adamw_8bit (block-wise 8-bit AdamW states) is not implemented yet", "use optim: adamw_torch (fp32 states; LoRA states are small)");
+  }
+  const params = loraParameters(model.linears);
+  if (params.length === 0) throw new SplintError("no LoRA pairs are attached to the model, so nothing would train");
+  const trainable = new Set(params.map((p) => p.value));
+  const optimizer = new AdamW(backend, params, {
+    beta1: config.adam_beta1,
+    beta2: config.adam_beta2,
+    eps: config.adam_epsilon,
+    weightDecay: config.weight_decay,
+  });
+  const GA = config.gradient_accumulation_steps;
+  const { stepsPerEpoch, totalSteps } = planSteps(config, source.length);
+  const logEvery = config.logging_steps < 1 ? Math.max(1, Math.ceil(totalSteps * config.logging_steps)) : Math.round(config.logging_steps);
+  const logFile = join(opts.runDir, TRAIN_LOG_FILE);
+  let rng = new Rng(config.seed);
+  let startStep = 0;
+
+  try {
+    if (opts.resumeFrom) {
+      const state = await readTrainerState(opts.resumeFrom);
+      if (state.totalSteps !== totalSteps) {
+        throw new InputError(opts.resumeFrom, `was saved by a run of ${state.totalSteps} steps, this run has ${totalSteps}`, "resume with the same config and dataset");
+      }
+      await loadOptimizerState(opts.resumeFrom, optimizer);
+      rng = new Rng(state.rng);
+      startStep = state.step;
+      await truncateLog(logFile, startStep);
+      output.log(`resuming from ${opts.resumeFrom} (step ${startStep} of ${totalSteps})`);
+    } else {
+      await writeFileAtomic(logFile, "");
+    }
+
+    const history: StepRecord[] = [];
+    const checkpoints: string[] = [];
+    const bar = output.progress("training", totalSteps, "steps");
+    bar.update(startStep);
+    let window = { loss: 0, steps: 0, tokens: 0, images: 0, seconds: 0 };
+    let lastCheckpoint: string | null = opts.resumeFrom ?? null;
+
+    for (let step = startStep; step < totalSteps; step++) {
+      const started = performance.now();
+      const epoch = Math.floor(step / stepsPerEpoch);
+      const first = (step % stepsPerEpoch) * GA;
+      const count = Math.min(GA, source.length - first);
+      const grads: (Tensor | null)[] = params.map(() => null);
+      let objective = 0;
+      let tokens = 0;
+      let supervised = 0;
+      let images = 0;
+      try {
+        for (let k = 0; k < count; k++) {
+          if (opts.signal?.aborted) throw new SplintError(`training stopped at step ${step + 1} (aborted)`, lastCheckpoint ? `resume from ${lastCheckpoint} with --resume` : undefined);
+          const batch = await source.get(epoch, first + k);
+          const dropoutSeed = config.lora_dropout > 0 ? rng.seed() : undefined;
+          objective += microStep(backend, model, batch, { trainable, dropoutSeed, checkpointLayers: config.gradient_checkpointing, weight: 1 / count }, params, grads);
+          tokens += batch.tokens;
+          supervised += batch.supervised;
+          images += batch.images;
+        }
+        const where = `step ${step + 1} (epoch ${epoch + 1})`;
+        const keep = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : "no checkpoint was saved yet";
+        if (!Number.isFinite(objective)) {
+          throw new SplintError(`the training loss is ${objective} at ${where}; training stopped and ${keep}`, "lower learning_rate, raise warmup_steps or lower max_grad_norm, then --resume from that checkpoint");
+        }
+        // A pair no input reached (the vision tower in a text-only batch) has a zero gradient.
+        grads.forEach((g, i) => {
+          if (!g) grads[i] = backend.zeros(params[i]!.value.shape, "f32");
+        });
+        const full = grads as Tensor[];
+        const gradNorm = clipGradNorm(backend, full, config.max_grad_norm > 0 ? config.max_grad_norm : Number.POSITIVE_INFINITY);
+        if (!Number.isFinite(gradNorm)) {
+          throw new SplintError(`the gradient norm is ${gradNorm} at ${where}; training stopped and ${keep}`, "lower learning_rate or raise warmup_steps, then --resume from that checkpoint");
+        }
+        const lr = learningRate(config.lr_scheduler_type, config.learning_rate, step, config.warmup_steps, totalSteps);
+        optimizer.step(full, lr);
+        const seconds = (performance.now() - started) / 1000;
+        const record: StepRecord = { step: step + 1, epoch: (step + 1) / stepsPerEpoch, loss: objective, lr, grad_norm: gradNorm, tokens, supervised, images, seconds };
+        history.push(record);
+        opts.onStep?.(record);
+        window = { loss: window.loss + objective, steps: window.steps + 1, tokens: window.tokens + tokens, images: window.images + images, seconds: window.seconds + seconds };
+        bar.update(step + 1, { loss: objective, lr });
+        if ((step + 1) % logEvery === 0 || step + 1 === totalSteps) {
+          const memory = backend.memory();
+          const entry = {
+            step: step + 1,
+            epoch: Number(record.epoch.toFixed(4)),
+            loss: window.loss / window.steps,
+            lr,
+            grad_norm: gradNorm,
+            tokens_per_s: window.tokens / window.seconds,
+            images_per_s: window.images / window.seconds,
+            memory_live_bytes: memory.live,
+            memory_peak_bytes: memory.peak,
+          };
+          await appendFile(logFile, `${JSON.stringify(entry)}\n`);
+          window = { loss: 0, steps: 0, tokens: 0, images: 0, seconds: 0 };
+        }
+      } finally {
+        for (const g of grads) g?.free();
+      }
+
+      const done = step + 1;
+      const epochEnd = done % stepsPerEpoch === 0 || done === totalSteps;
+      const save = (config.save_strategy === "steps" && config.save_steps > 0 && done % config.save_steps === 0) || (config.save_strategy === "epoch" && epochEnd);
+      if (save) {
+        const dir = checkpointDir(opts.runDir, done);
+        const state: TrainerState = { step: done, epoch: Math.floor(done / stepsPerEpoch), microBatch: (done % stepsPerEpoch) * GA, rng: rng.snapshot, totalSteps };
+        await saveCheckpoint(dir, state, { settings: opts.adapter, linears: model.linears }, optimizer, backend);
+        checkpoints.push(dir);
+        lastCheckpoint = dir;
+      }
+    }
+    bar.stop();
+    return { steps: totalSteps, history, checkpoints, logFile };
+  } finally {
+    optimizer.free();
+  }
+}
+
+/**
+ * Forward and backward of one micro-batch; adds weight × d(mean loss) into grads (aligned with
+ * params; the first gradient of each tensor is kept as it is). Returns weight × mean loss.
+ */
+function microStep(
+  backend: Backend,
+  model: Mistral3Model,
+  batch: TrainBatch,
+  opts: { trainable: ReadonlySet<Tensor>; dropoutSeed: number | undefined; checkpointLayers: boolean; weight: number },
+  params: readonly Parameter[],
+  grads: (Tensor | null)[],
+): number {
+  const graph = createGraph(backend, { recording: true });
+  const ctx = new ForwardContext(graph, { trainable: opts.trainable, dropoutSeed: opts.dropoutSeed });
+  try {
+    const { loss } = forwardMistral3(ctx, model, batch.inputs, { checkpointLayers: opts.checkpointLayers });
+    const value = (backend.read(loss!.value) as Float32Array)[0]!;
+    graph.backward(loss!, opts.weight);
+    params.forEach((p, i) => {
+      const v = ctx.varOf(p.value);
+      const g = v?.grad;
+      if (!v || !g) return;
+      v.grad = null;
+      const acc = grads[i];
+      if (acc) {
+        backend.addInPlace(acc, g);
+        g.free();
+      } else {
+        grads[i] = g;
+      }
+    });
+    return value * opts.weight;
+  } finally {
+    graph.dispose();
+    ctx.release();
+  }
+}
+
+/** Drops log lines past the step a resumed run restarts from (they will be written again). */
+async function truncateLog(file: string, step: number): Promise<void> {
+  let text = "";
+  try {
+    text = await readFile(file, "utf8");
+  } catch {
+    // no log yet
+  }
+  const kept = text
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .filter((line) => {
+      try {
+        return (JSON.parse(line) as { step: number }).step <= step;
+      } catch {
+        return false;
+      }
+    });
+  await writeFileAtomic(file, kept.map((l) => `${l}\n`).join(""));
+}
+
+/** The newest checkpoint of a run folder, or null. */
+export async function latestCheckpoint(runDir: string): Promise<string | null> {
+  const all = await listCheckpoints(runDir);
+  return all.length > 0 ? all[all.length - 1]!.dir : null;
+}

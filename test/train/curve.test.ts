@@ -1,0 +1,89 @@
+// The tiny-model training run against the PyTorch + PEFT reference (test/fixtures/README.md,
+// "Training curve"): same initial adapter, same micro-batches in the same order, dropout 0.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { createCpuBackend } from "../../src/backends/cpu/index.ts";
+import type { Output } from "../../src/cli/output.ts";
+import { openSafetensors, toFloat32 } from "../../src/io/safetensors.ts";
+import { adapterKey, loadAdapter } from "../../src/lora/adapter.ts";
+import { freeMistral3, loadMistral3 } from "../../src/models/mistral3/model.ts";
+import { resolveConfig, TUTORIAL_DEFAULTS } from "../../src/train/config.ts";
+import { trainLoop, type StepRecord } from "../../src/train/trainer.ts";
+import { fixtureBatches, FIXTURES } from "./fixture-batches.ts";
+
+export const quiet: Output = { json: true, log() {}, result() {}, progress: () => ({ update() {}, increment() {}, stop() {} }) };
+
+interface Curve {
+  steps: { step: number; loss: number; lr: number; grad_norm: number; tokens: number }[];
+}
+
+/** The fixtures' recipe: r 4, alpha 8, AdamW lr 2e-3, linear warmup 3 of 20 steps, clip 0.3, 2 micro-batches per step. */
+export const FIXTURE_RECIPE = resolveConfig(
+  TUTORIAL_DEFAULTS,
+  {
+    r: 4,
+    lora_alpha: 8,
+    lora_dropout: 0,
+    learning_rate: 2e-3,
+    warmup_steps: 3,
+    max_steps: 20,
+    gradient_accumulation_steps: 2,
+    max_grad_norm: 0.3,
+    weight_decay: 0,
+    save_strategy: "no",
+    logging_steps: 5,
+  },
+  "fixture recipe",
+);
+
+for (const [curveFile, labels, checkpointLayers] of [
+  ["curve.json", "labels", true],
+  ["curve_completion.json", "labels_completion", false],
+] as const) {
+  test(`20 steps track the PyTorch + PEFT ${curveFile} within 1e-3 per step (gradient checkpointing ${checkpointLayers ? "on" : "off"})`, async () => {
+    const backend = createCpuBackend();
+    const model = await loadMistral3(join(FIXTURES, "models", "tiny"), backend);
+    const runDir = await mkdtemp(join(tmpdir(), "splint-curve-"));
+    try {
+      const adapter = await loadAdapter(join(FIXTURES, "train", "tiny", "initial_adapter"), model.linears, backend);
+      const steps: StepRecord[] = [];
+      const config = { ...FIXTURE_RECIPE, gradient_checkpointing: checkpointLayers };
+      await trainLoop({ backend, model, adapter, config, source: await fixtureBatches(labels), runDir, output: quiet, onStep: (r) => steps.push(r) });
+      const reference = (JSON.parse(readFileSync(join(FIXTURES, "train", "tiny", curveFile), "utf8")) as Curve).steps;
+      assert.equal(steps.length, reference.length);
+      for (const [i, ref] of reference.entries()) {
+        const got = steps[i]!;
+        assert.ok(Math.abs(got.loss - ref.loss) <= 1e-3, `step ${ref.step}: loss ${got.loss} vs ${ref.loss}`);
+        assert.ok(Math.abs(got.lr - ref.lr) <= 1e-12, `step ${ref.step}: lr ${got.lr} vs ${ref.lr}`);
+        assert.ok(Math.abs(got.grad_norm - ref.grad_norm) <= 1e-3 * Math.max(1, ref.grad_norm), `step ${ref.step}: grad_norm ${got.grad_norm} vs ${ref.grad_norm}`);
+      }
+      // The log holds one line per 5 steps, with the fields the issue asks for.
+      const log = (await readFile(join(runDir, "train_log.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l) as Record<string, number>);
+      assert.deepEqual(log.map((e) => e.step), [5, 10, 15, 20]);
+      for (const key of ["loss", "lr", "grad_norm", "tokens_per_s", "images_per_s", "memory_peak_bytes"]) assert.ok(Number.isFinite(log[0]![key]), key);
+
+      if (curveFile === "curve.json") {
+        // The adapter after step 20 matches peft's final adapter.
+        const final = await openSafetensors(join(FIXTURES, "train", "tiny", "final_adapter", "adapter_model.safetensors"));
+        let worst = 0;
+        for (const [path, l] of model.linears) {
+          if (!l.lora) continue;
+          for (const [which, t] of [["A", l.lora.a], ["B", l.lora.b]] as const) {
+            const ref = toFloat32(await final.read(adapterKey(path, which)));
+            const got = backend.read(t) as Float32Array;
+            for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(got[i]! - ref[i]!));
+          }
+        }
+        await final.close();
+        assert.ok(worst < 1e-4, `final adapter max |Δ| ${worst}`);
+      }
+    } finally {
+      freeMistral3(model);
+      await rm(runDir, { recursive: true, force: true });
+    }
+  });
+}
