@@ -101,3 +101,12 @@ test("sampling is reproducible from its seed", () => {
   assert.deepEqual(sample(1), sample(1));
   assert.notDeepEqual(sample(1), sample(2));
 });
+
+test("top-k keeps exactly the tokens at or above the k-th largest logit (ties included)", () => {
+  const row = Float32Array.from({ length: 1000 }, (_, i) => Math.round(Math.sin(i * 12.9898) * 40) / 4);
+  for (const k of [1, 7, 50, 999]) {
+    const kth = Array.from(row).sort((a, b) => b - a)[k - 1]!;
+    const kept = Array.from(samplingDistribution(row, { temperature: 0.7, topK: k, topP: 1, minP: 0, seed: 0 }), (p, i) => (p > 0 ? i : -1)).filter((i) => i >= 0);
+    assert.deepEqual(kept, Array.from(row.keys()).filter((i) => row[i]! >= kth), `k=${k}`);
+  }
+});

@@ -188,43 +188,94 @@ function top2Margin(row: Float32Array): number {
  * probability); each keeps at least one token.
  */
 export function samplingDistribution(row: Float32Array, s: SamplingOptions): Float64Array {
+  const { ids, probs } = samplingCandidates(row, s);
+  const dense = new Float64Array(row.length);
+  ids.forEach((id, j) => (dense[id] = probs[j]!));
+  return dense;
+}
+
+/**
+ * The tokens that survive the warpers and their probabilities. After top-k (transformers' default
+ * 50) only k candidates remain, so top-p and min-p never sort the whole vocabulary.
+ */
+export function samplingCandidates(row: Float32Array, s: SamplingOptions): { ids: Int32Array; probs: Float64Array } {
   const V = row.length;
-  const scores = Float64Array.from(row, (x) => x / s.temperature);
+  let ids: Int32Array;
   if (s.topK > 0 && s.topK < V) {
-    const kth = Float64Array.from(scores).sort((a, b) => b - a)[s.topK - 1]!;
-    for (let i = 0; i < V; i++) if (scores[i]! < kth) scores[i] = -Infinity;
+    // Dividing by a positive temperature keeps the order, so the k-th largest raw logit is the cut.
+    const kth = kthLargest(row, s.topK);
+    const kept: number[] = [];
+    for (let i = 0; i < V; i++) if (row[i]! >= kth) kept.push(i);
+    ids = Int32Array.from(kept);
+  } else {
+    ids = Int32Array.from({ length: V }, (_, i) => i);
   }
+  const scores = Float64Array.from(ids, (i) => row[i]! / s.temperature);
   if (s.topP < 1) {
-    const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => scores[a]! - scores[b]!);
+    const order = Array.from({ length: ids.length }, (_, j) => j).sort((a, b) => scores[a]! - scores[b]!);
     const probs = softmax(scores);
     let cumulative = 0;
-    for (let j = 0; j < V - 1; j++) {
+    for (let j = 0; j < order.length - 1; j++) {
       cumulative += probs[order[j]!]!;
       if (cumulative <= 1 - s.topP) scores[order[j]!] = -Infinity;
     }
   }
   if (s.minP > 0) {
     const probs = softmax(scores);
-    let top = 0;
-    for (const p of probs) top = Math.max(top, p);
     const keep = argmaxF64(probs);
-    for (let i = 0; i < V; i++) if (probs[i]! < s.minP * top && i !== keep) scores[i] = -Infinity;
+    const cut = s.minP * probs[keep]!;
+    for (let j = 0; j < probs.length; j++) if (probs[j]! < cut && j !== keep) scores[j] = -Infinity;
   }
-  return softmax(scores);
+  const probs = softmax(scores);
+  const alive: number[] = [];
+  probs.forEach((p, j) => {
+    if (p > 0) alive.push(j);
+  });
+  return { ids: Int32Array.from(alive, (j) => ids[j]!), probs: Float64Array.from(alive, (j) => probs[j]!) };
+}
+
+/** The k-th largest value, with a size-k min-heap (O(V log k); k is small, V is the vocabulary). */
+function kthLargest(values: Float32Array, k: number): number {
+  const heap = new Float64Array(k);
+  let size = 0;
+  const siftDown = (at: number) => {
+    for (;;) {
+      const l = 2 * at + 1;
+      const r = l + 1;
+      let smallest = at;
+      if (l < size && heap[l]! < heap[smallest]!) smallest = l;
+      if (r < size && heap[r]! < heap[smallest]!) smallest = r;
+      if (smallest === at) return;
+      [heap[at], heap[smallest]] = [heap[smallest]!, heap[at]!];
+      at = smallest;
+    }
+  };
+  for (const x of values) {
+    if (size < k) {
+      let at = size++;
+      heap[at] = x;
+      while (at > 0 && heap[(at - 1) >> 1]! > heap[at]!) {
+        const parent = (at - 1) >> 1;
+        [heap[at], heap[parent]] = [heap[parent]!, heap[at]!];
+        at = parent;
+      }
+    } else if (x > heap[0]!) {
+      heap[0] = x;
+      siftDown(0);
+    }
+  }
+  return heap[0]!;
 }
 
 function sampleToken(row: Float32Array, s: SamplingOptions, rng: Rng): number {
-  const probs = samplingDistribution(row, s);
+  const { ids, probs } = samplingCandidates(row, s);
   const u = rng.next();
   let cumulative = 0;
-  let last = 0;
-  for (let i = 0; i < probs.length; i++) {
-    if (probs[i]! === 0) continue;
-    cumulative += probs[i]!;
-    last = i;
-    if (u < cumulative) return i;
+  for (let j = 0; j < ids.length; j++) {
+    cumulative += probs[j]!;
+    if (u < cumulative) return ids[j]!;
   }
-  return last;
+  return ids[ids.length - 1]!;
 }
 
 function softmax(scores: Float64Array): Float64Array {
