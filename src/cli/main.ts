@@ -7,6 +7,7 @@ import { registerGenerate } from "./commands/generate.ts";
 import { registerRender } from "./commands/render.ts";
 import { registerPreprocess } from "./commands/preprocess.ts";
 import { registerData } from "./commands/data.ts";
+import { registerEval } from "./commands/eval.ts";
 
 // A reader that closes early (`splint … | head`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -34,6 +35,7 @@ const commands: ((p: Command) => void)[] = [
   registerRender,
   registerPreprocess,
   registerData,
+  registerEval,
 ];
 for (const register of commands) register(program);
 

@@ -26,8 +26,12 @@ export interface EvalSummary {
   readonly dataset: string;
   readonly split: string;
   readonly mode: "generate" | "constrained" | "score";
+  /** The chat template's name (model, short, or its file). */
+  readonly template: string;
   readonly classNames: readonly string[];
   readonly backend: string;
+  /** Wall time of the classification (model loading excluded). */
+  readonly seconds: number;
   readonly imagesPerSecond: number;
   readonly metrics: Metrics;
 }

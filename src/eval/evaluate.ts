@@ -1,0 +1,151 @@
+import { resolve } from "node:path";
+import type { Output } from "../cli/output.ts";
+import { loadDatasetDict } from "../data/hf-dataset.ts";
+import type { DatasetRow } from "../data/types.ts";
+import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
+import type { ImageBatch } from "../models/mistral3/model.ts";
+import { openModelSession } from "../models/mistral3/runtime.ts";
+import { resolveChatTemplate } from "../text/chat-template.ts";
+import { loadTokenizer } from "../text/tokenizer.ts";
+import { InputError } from "../util/errors.ts";
+import { loadImageProcessorConfig, preprocess, type ImageProcessorConfig } from "../vision/image-processor.ts";
+import { ClassPrompts } from "./class-prompts.ts";
+import { classifyBatch, type ClassifierOptions, type EvalMode } from "./classify.ts";
+import { computeMetrics } from "./metrics.ts";
+import { writeEvalRun, type EvalSummary, type Prediction } from "./records.ts";
+
+/**
+ * `splint eval` as a function: a model (plus adapter) over one split of a dataset, batch by batch,
+ * into predictions, metrics and the two files of an eval folder.
+ */
+export interface EvalOptions {
+  readonly model: string;
+  readonly adapter?: string;
+  readonly dataset: string;
+  readonly split: string;
+  readonly mode: EvalMode;
+  readonly batchSize: number;
+  /** Only the first N images of the split. */
+  readonly limit?: number;
+  /** Generate mode's token budget. */
+  readonly maxNewTokens: number;
+  /** Chat template: model, short or a Jinja file; must be the one training used. */
+  readonly template: string;
+  /** Cap on the longer image side, below the processor's own (as training's max_image_edge). */
+  readonly maxImageEdge?: number | null;
+  /** Folder for predictions.jsonl and metrics.json. */
+  readonly out: string;
+  readonly output: Output;
+}
+
+export interface EvalRun {
+  readonly summary: EvalSummary;
+  readonly predictions: readonly Prediction[];
+}
+
+export const DEFAULT_MAX_NEW_TOKENS = 32;
+
+export async function runEvaluation(opts: EvalOptions): Promise<EvalRun> {
+  if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new InputError("--batch", `must be a positive integer, got ${opts.batchSize}`);
+  const dataset = await loadDatasetDict(opts.dataset);
+  const all = dataset.splits.get(opts.split);
+  if (!all) throw new InputError(opts.dataset, `has no split "${opts.split}" (it has ${[...dataset.splits.keys()].join(", ")})`, "choose one with --split");
+  const rows = opts.limit === undefined ? all : all.slice(0, opts.limit);
+  if (rows.length === 0) throw new InputError(opts.dataset, `split "${opts.split}" has no images to evaluate`);
+
+  const tokenizer = await loadTokenizer(opts.model);
+  const template = resolveChatTemplate(opts.template, opts.model);
+  const generation = readGenerationConfig(opts.model);
+  const session = await openModelSession(opts.model, { adapterDir: opts.adapter, output: opts.output });
+  const config = session.model.config;
+  const classifier: ClassifierOptions = {
+    model: session.model,
+    newGraph: () => session.inferenceGraph(),
+    tokenizer,
+    prompts: new ClassPrompts(tokenizer, template, dataset.classNames),
+    mode: opts.mode,
+    maxNewTokens: opts.maxNewTokens,
+    eosTokenIds: generation.eosTokenIds ?? [tokenizer.eosId],
+    padTokenId: generation.padTokenId ?? config.text_config.pad_token_id ?? tokenizer.padId,
+  };
+  const processor = capImageEdge(loadImageProcessorConfig(opts.model), opts.maxImageEdge ?? null);
+
+  const progress = opts.output.progress(`eval ${opts.mode}`, rows.length, "images");
+  const started = performance.now();
+  let predictions: Prediction[];
+  try {
+    predictions = await classifyRows(classifier, processor, rows, opts.batchSize, (done, correct) =>
+      progress.update(done, { acc: correct / done, "img/s": done / ((performance.now() - started) / 1000) }),
+    );
+  } finally {
+    progress.stop();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const summary: EvalSummary = {
+    model: resolve(opts.model),
+    adapter: opts.adapter === undefined ? null : resolve(opts.adapter),
+    dataset: resolve(opts.dataset),
+    split: opts.split,
+    mode: opts.mode,
+    template: template.name,
+    classNames: dataset.classNames,
+    backend: session.backend.name,
+    seconds,
+    imagesPerSecond: rows.length / seconds,
+    metrics: computeMetrics(
+      dataset.classNames,
+      predictions.map((p) => p.label),
+      predictions.map((p) => p.predicted),
+    ),
+  };
+  await writeEvalRun(opts.out, summary, predictions);
+  return { summary, predictions };
+}
+
+/** Classifies dataset rows in batches; `onBatch` gets the images done and how many were right. */
+export async function classifyRows(
+  classifier: ClassifierOptions,
+  processor: ImageProcessorConfig,
+  rows: readonly DatasetRow[],
+  batchSize: number,
+  onBatch: (done: number, correct: number) => void = () => {},
+): Promise<Prediction[]> {
+  const predictions: Prediction[] = [];
+  let correct = 0;
+  for (let start = 0; start < rows.length; start += batchSize) {
+    const batch = rows.slice(start, start + batchSize);
+    const images = await imageBatch(
+      batch.map((r) => r.image.bytes),
+      processor,
+      batch.map((r, i) => r.image.path ?? `row ${start + i}`),
+    );
+    const results = classifyBatch(classifier, images);
+    results.forEach((r, i) => {
+      const row = batch[i]!;
+      if (r.predicted === row.label) correct++;
+      predictions.push({
+        index: start + i,
+        path: row.image.path,
+        label: row.label,
+        predicted: r.predicted,
+        answer: r.answer,
+        match: r.match,
+        ...(r.scores ? { scores: r.scores } : {}),
+      });
+    });
+    onBatch(predictions.length, correct);
+  }
+  return predictions;
+}
+
+/** Encoded images through the processor into the model's batch layout. */
+export async function imageBatch(bytes: readonly Uint8Array[], processor: ImageProcessorConfig, names: readonly string[]): Promise<ImageBatch> {
+  const batch = await preprocess(bytes, processor, names);
+  return { pixelValues: batch.pixelValues, shape: batch.shape, imageSizes: Int32Array.from(batch.imageSizes.flat()) };
+}
+
+/** The processor with its longest edge lowered to `edge` (never raised). */
+export function capImageEdge(cfg: ImageProcessorConfig, edge: number | null): ImageProcessorConfig {
+  if (edge === null) return cfg;
+  return { ...cfg, maxHeight: Math.min(cfg.maxHeight, edge), maxWidth: Math.min(cfg.maxWidth, edge) };
+}
