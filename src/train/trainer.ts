@@ -77,6 +77,13 @@ export interface TrainLoopResult {
 
 export const TRAIN_LOG_FILE = "train_log.jsonl";
 
+/** Refuses settings the loop does not implement (before anything heavy is loaded). */
+export function checkSupported(config: TrainConfig, source: string): void {
+  if (config.optim === "adamw_8bit") {
+    throw new InputError(source, "optim adamw_8bit (block-wise 8-bit AdamW states) is not implemented yet", "use optim adamw_torch: LoRA optimizer states are small in fp32");
+  }
+}
+
 /** Optimizer steps of a run (transformers' rule: max_steps wins, else epochs × steps per epoch). */
 export function planSteps(config: TrainConfig, microPerEpoch: number): { stepsPerEpoch: number; totalSteps: number } {
   if (microPerEpoch < 1) throw new InputError("dataset", "has no training examples");
@@ -98,9 +105,7 @@ export function loraParameters(linears: ReadonlyMap<string, LoraLinear>): Parame
 
 export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult> {
   const { backend, model, config, source, output } = opts;
-  if (config.optim === "adamw_8bit") {
-    throw new InputError("optim", "adamw_8bit (block-wise 8-bit AdamW states) is not implemented yet", "use optim: adamw_torch (fp32 states; LoRA states are small)");
-  }
+  checkSupported(config, "optim");
   const params = loraParameters(model.linears);
   if (params.length === 0) throw new SplintError("no LoRA pairs are attached to the model, so nothing would train");
   const trainable = new Set(params.map((p) => p.value));
@@ -114,7 +119,8 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
   const { stepsPerEpoch, totalSteps } = planSteps(config, source.length);
   const logEvery = config.logging_steps < 1 ? Math.max(1, Math.ceil(totalSteps * config.logging_steps)) : Math.round(config.logging_steps);
   const logFile = join(opts.runDir, TRAIN_LOG_FILE);
-  let rng = new Rng(config.seed);
+  // Dropout seeds: a stream of its own, apart from the adapter init's Rng(seed).
+  let rng = new Rng(config.seed ^ 0x2545f491);
   let startStep = 0;
 
   try {

@@ -7,22 +7,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
-import type { Output } from "../../src/cli/output.ts";
 import { openSafetensors, toFloat32 } from "../../src/io/safetensors.ts";
 import { adapterKey, loadAdapter } from "../../src/lora/adapter.ts";
 import { freeMistral3, loadMistral3 } from "../../src/models/mistral3/model.ts";
 import { resolveConfig, TUTORIAL_DEFAULTS } from "../../src/train/config.ts";
 import { trainLoop, type StepRecord } from "../../src/train/trainer.ts";
 import { fixtureBatches, FIXTURES } from "./fixture-batches.ts";
-
-export const quiet: Output = { json: true, log() {}, result() {}, progress: () => ({ update() {}, increment() {}, stop() {} }) };
+import { quiet } from "./quiet-output.ts";
 
 interface Curve {
   steps: { step: number; loss: number; lr: number; grad_norm: number; tokens: number }[];
 }
 
 /** The fixtures' recipe: r 4, alpha 8, AdamW lr 2e-3, linear warmup 3 of 20 steps, clip 0.3, 2 micro-batches per step. */
-export const FIXTURE_RECIPE = resolveConfig(
+const FIXTURE_RECIPE = resolveConfig(
   TUTORIAL_DEFAULTS,
   {
     r: 4,

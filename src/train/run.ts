@@ -1,0 +1,248 @@
+import { readFile, stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { detectBackend } from "../backends/cuda/detect.ts";
+import { createOutput, type Output } from "../cli/output.ts";
+import { loadDatasetDict } from "../data/hf-dataset.ts";
+import type { DatasetDict } from "../data/types.ts";
+import { pushAdapterToHub, type PushResult } from "../hub/upload.ts";
+import { initAdapter, loadAdapter, saveAdapter, type LoraSettings } from "../lora/adapter.ts";
+import { freeMistral3, loadMistral3 } from "../models/mistral3/model.ts";
+import type { Backend } from "../tensor/backend.ts";
+import { resolveChatTemplate } from "../text/chat-template.ts";
+import { buildPrompt } from "../text/prompt.ts";
+import { loadTokenizer } from "../text/tokenizer.ts";
+import { writeFileAtomic } from "../util/atomic.ts";
+import { InputError } from "../util/errors.ts";
+import { loadImageProcessorConfig } from "../vision/image-processor.ts";
+import { listCheckpoints } from "./checkpoint.ts";
+import { boundImageEdge, collate, type CollatorSettings, type TrainBatch, type TrainExample } from "./collator.ts";
+import { resolveConfig, TUTORIAL_DEFAULTS, type TrainConfig } from "./config.ts";
+import { Rng } from "./rng.ts";
+import { checkSupported, trainLoop, type MicroBatchSource, type StepRecord } from "./trainer.ts";
+
+/**
+ * `splint train` as a function: model folder + dataset → a run folder holding
+ * config.resolved.json, train_log.jsonl, checkpoints/checkpoint-<step>/ and the final adapter/.
+ */
+
+export const RESOLVED_CONFIG_FILE = "config.resolved.json";
+export const ADAPTER_DIR = "adapter";
+
+export interface RunTrainingOptions {
+  /** Model folder (Hugging Face layout, with tokenizer and processor files). */
+  modelDir: string;
+  /** A dataset folder (`splint data import` / Python datasets) or one already in memory. */
+  dataset: string | DatasetDict;
+  /** Split to train on (default "train"). */
+  split?: string;
+  /** The run folder. */
+  outDir: string;
+  /** Settings over the tutorial's defaults. With resume, those given must agree with the run's. */
+  config?: Partial<TrainConfig>;
+  /** Where `config` came from, for error messages (a file name or "command-line flags"). */
+  configSource?: string;
+  /** Continue the run in outDir from its newest checkpoint. */
+  resume?: boolean;
+  /** Upload the final adapter to this Hub repo (needs HF_TOKEN). */
+  pushToHub?: string;
+  /** Default: CUDA when available, else CPU. */
+  backend?: Backend;
+  output?: Output;
+  onStep?: (record: StepRecord) => void;
+  signal?: AbortSignal;
+}
+
+export interface TrainResult {
+  runDir: string;
+  adapterDir: string;
+  configFile: string;
+  logFile: string;
+  checkpoints: string[];
+  steps: number;
+  /** Steps run by this call (fewer than `steps` after a resume). */
+  history: StepRecord[];
+  finalLoss: number | null;
+  resumedFrom: string | null;
+  pushed: PushResult | null;
+  seconds: number;
+}
+
+export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult> {
+  const started = performance.now();
+  const output = opts.output ?? createOutput(false);
+  const runDir = resolve(opts.outDir);
+  const configFile = join(runDir, RESOLVED_CONFIG_FILE);
+  const checkpoints = await listCheckpoints(runDir);
+  let config: TrainConfig;
+  let resumeFrom: string | null = null;
+  if (opts.resume) {
+    const saved = await readResolvedConfig(configFile);
+    config = resolveConfig(TUTORIAL_DEFAULTS, saved, configFile);
+    const asked = resolveConfig(config, opts.config ?? {}, opts.configSource ?? "settings");
+    const changed = (Object.keys(config) as (keyof TrainConfig)[]).filter((k) => JSON.stringify(config[k]) !== JSON.stringify(asked[k]));
+    if (changed.length > 0) {
+      throw new InputError(
+        opts.configSource ?? "settings",
+        `--resume continues ${runDir} as configured, but ${changed.map((k) => `${k} (${JSON.stringify(asked[k])} vs the run's ${JSON.stringify(config[k])})`).join(", ")} differ`,
+        `drop those settings, or start a new run folder`,
+      );
+    }
+    if (checkpoints.length === 0) throw new InputError(join(runDir, "checkpoints"), "has no checkpoint to resume from", "start the run again without --resume");
+    resumeFrom = checkpoints[checkpoints.length - 1]!.dir;
+  } else {
+    config = resolveConfig(TUTORIAL_DEFAULTS, opts.config ?? {}, opts.configSource ?? "settings");
+    if (checkpoints.length > 0 || (await exists(configFile))) {
+      throw new InputError(runDir, "already holds a training run", "continue it with --resume, or pass another --out folder");
+    }
+  }
+  checkSupported(config, opts.configSource ?? "optim");
+
+  const dataset = typeof opts.dataset === "string" ? await loadDatasetDict(opts.dataset) : opts.dataset;
+  const datasetName = typeof opts.dataset === "string" ? opts.dataset : "dataset";
+  const split = opts.split ?? "train";
+  const rows = dataset.splits.get(split);
+  if (!rows || rows.length === 0) {
+    throw new InputError(datasetName, `has no examples in split "${split}"`, `its splits: ${[...dataset.splits.keys()].join(", ") || "none"}`);
+  }
+  const examples: TrainExample[] = rows.map((row, i) => ({ image: row.image.bytes, answer: dataset.classNames[row.label]!, name: row.image.path ?? `${split}[${i}]` }));
+
+  const tokenizer = await loadTokenizer(opts.modelDir);
+  const collator: CollatorSettings = {
+    tokenizer,
+    template: resolveChatTemplate(config.template, opts.modelDir),
+    processor: boundImageEdge(loadImageProcessorConfig(opts.modelDir), config.max_image_edge),
+    prompt: buildPrompt(dataset.classNames),
+    lossOn: config.loss_on,
+    maxSeqLen: config.max_seq_len,
+  };
+
+  let backend = opts.backend;
+  if (!backend) {
+    const choice = detectBackend();
+    backend = choice.backend;
+    output.log(choice.reason);
+  }
+  let bar: ReturnType<Output["progress"]> | undefined;
+  const model = await loadMistral3(opts.modelDir, backend, {
+    dtype: config.bf16 ? "auto" : "f32",
+    onProgress(done, total) {
+      bar ??= output.progress("loading weights", total, "tensors");
+      bar.update(done);
+    },
+  });
+  bar?.stop();
+  try {
+    let adapter: LoraSettings;
+    if (resumeFrom) {
+      adapter = await loadAdapter(resumeFrom, model.linears, backend);
+    } else {
+      adapter = loraSettingsFor(config, opts.modelDir);
+      const paths = initAdapter(adapter, model.linears, backend, new Rng(config.seed));
+      await writeFileAtomic(configFile, `${JSON.stringify(config, null, 2)}\n`);
+      output.log(`LoRA r=${config.r} alpha=${config.lora_alpha} on ${paths.length} linear layers (scope ${config.lora_scope})`);
+    }
+    output.log(`run folder: ${runDir} (${examples.length} examples of split "${split}")`);
+
+    const result = await trainLoop({
+      backend,
+      model,
+      adapter,
+      config,
+      source: shuffledSource(examples, config, collator),
+      runDir,
+      resumeFrom: resumeFrom ?? undefined,
+      output,
+      onStep: opts.onStep,
+      signal: opts.signal,
+    });
+    const adapterDir = join(runDir, ADAPTER_DIR);
+    await saveAdapter(adapterDir, adapter, model.linears, backend);
+    output.log(`adapter: ${adapterDir}`);
+    output.log(`log: ${result.logFile}`);
+    let pushed: PushResult | null = null;
+    if (opts.pushToHub) {
+      pushed = await pushAdapterToHub(opts.pushToHub, adapterDir, { commitMessage: `splint train: ${result.steps} steps` });
+      output.log(`pushed to ${pushed.url}`);
+    }
+    const last = result.history[result.history.length - 1];
+    return {
+      runDir,
+      adapterDir,
+      configFile,
+      logFile: result.logFile,
+      checkpoints: (await listCheckpoints(runDir)).map((c) => c.dir),
+      steps: result.steps,
+      history: result.history,
+      finalLoss: last ? last.loss : null,
+      resumedFrom: resumeFrom,
+      pushed,
+      seconds: (performance.now() - started) / 1000,
+    };
+  } finally {
+    freeMistral3(model);
+  }
+}
+
+/**
+ * The adapter settings a config implies. A scope narrower than "all" becomes a PEFT regex over the
+ * module paths, so Python peft selects exactly the same layers from adapter_config.json.
+ */
+export function loraSettingsFor(config: TrainConfig, baseModel: string | null): LoraSettings {
+  const names = config.target_modules.map((m) => m.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|");
+  const prefix = { language: String.raw`model\.language_model`, vision: String.raw`model\.vision_tower` };
+  return {
+    r: config.r,
+    lora_alpha: config.lora_alpha,
+    lora_dropout: config.lora_dropout,
+    target_modules: config.lora_scope === "all" ? config.target_modules : `${prefix[config.lora_scope]}\\..*\\.(?:${names})`,
+    exclude_modules: null,
+    use_rslora: config.use_rslora,
+    rank_pattern: {},
+    alpha_pattern: {},
+    base_model_name_or_path: baseModel,
+    task_type: "CAUSAL_LM",
+  };
+}
+
+/** Micro-batches of a seeded per-epoch shuffle (the same seed and epoch give the same order). */
+export function shuffledSource(examples: readonly TrainExample[], config: TrainConfig, collator: CollatorSettings): MicroBatchSource {
+  const bs = config.per_device_train_batch_size;
+  const orders = new Map<number, number[]>();
+  const orderOf = (epoch: number): number[] => {
+    let order = orders.get(epoch);
+    if (!order) {
+      order = new Rng(Math.imul(config.seed ^ 0x5bd1e995, 31) + epoch).permutation(examples.length);
+      orders.clear();
+      orders.set(epoch, order);
+    }
+    return order;
+  };
+  return {
+    length: Math.ceil(examples.length / bs),
+    get(epoch: number, index: number): Promise<TrainBatch> {
+      const picked = orderOf(epoch).slice(index * bs, (index + 1) * bs).map((i) => examples[i]!);
+      return collate(picked, collator);
+    },
+  };
+}
+
+async function readResolvedConfig(file: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch {
+    throw new InputError(file, "not found, so there is no run to resume", "start the run without --resume");
+  }
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch (error) {
+    throw new InputError(file, `not valid JSON (${(error as Error).message})`);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}

@@ -1,0 +1,54 @@
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { runTraining } from "../../src/train/run.ts";
+import { quiet } from "./quiet-output.ts";
+import { TINY_MODEL, TINY_RECIPE, tinyDataset } from "./tiny-dataset.ts";
+
+test("a run stopped mid-epoch and resumed ends with the same adapter bytes as an uninterrupted run", async () => {
+  const root = await mkdtemp(join(tmpdir(), "splint-resume-"));
+  try {
+    const straight = await runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir: join(root, "straight"), config: TINY_RECIPE, output: quiet });
+    assert.equal(straight.steps, 6);
+    assert.deepEqual(straight.checkpoints.map((c) => c.split("/").pop()), ["checkpoint-2", "checkpoint-4", "checkpoint-6"]);
+    assert.ok(straight.history[5]!.loss < straight.history[0]!.loss, "the loss goes down");
+
+    // Stop during step 4 (epoch 2 of 3-step epochs): step 3 is done but unsaved, the newest checkpoint is step 2's.
+    const stopped = join(root, "stopped");
+    const controller = new AbortController();
+    await assert.rejects(
+      runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir: stopped, config: TINY_RECIPE, output: quiet, signal: controller.signal, onStep: (r) => r.step === 3 && controller.abort() }),
+      /training stopped at step 4/,
+    );
+    const resumed = await runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir: stopped, resume: true, output: quiet });
+    assert.match(resumed.resumedFrom ?? "", /checkpoint-2$/);
+    assert.deepEqual(resumed.history.map((r) => r.step), [3, 4, 5, 6]);
+    assert.deepEqual(resumed.history.map((r) => r.loss), straight.history.slice(2).map((r) => r.loss));
+
+    const bytes = async (run: string, file: string) => readFile(join(run, "adapter", file));
+    assert.ok((await bytes(straight.runDir, "adapter_model.safetensors")).equals(await bytes(stopped, "adapter_model.safetensors")), "same final adapter bytes");
+    assert.ok((await bytes(straight.runDir, "adapter_config.json")).equals(await bytes(stopped, "adapter_config.json")));
+    // The log of the resumed run has each step once, as the uninterrupted one.
+    assert.equal(await readFile(join(stopped, "train_log.jsonl"), "utf8").then((t) => t.trim().split("\n").length), 6);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("resume refuses changed settings, and a new run refuses a folder that holds one", async () => {
+  const root = await mkdtemp(join(tmpdir(), "splint-resume-"));
+  try {
+    const outDir = join(root, "run");
+    await runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir, config: { ...TINY_RECIPE, max_steps: 2 }, output: quiet });
+    await assert.rejects(runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir, config: TINY_RECIPE, output: quiet }), /already holds a training run/);
+    await assert.rejects(
+      runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir, config: { learning_rate: 1 }, configSource: "flags", resume: true, output: quiet }),
+      /flags: --resume continues .* but learning_rate \(1 vs the run's 0\.005\) differ/,
+    );
+    await assert.rejects(runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir: join(root, "fresh"), resume: true, output: quiet }), /config\.resolved\.json: not found/);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
