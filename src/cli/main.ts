@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { SplintError } from "../util/errors.ts";
 // command imports (one line each)
+import { registerTrain } from "./commands/train.ts";
 import { registerModel } from "./commands/model.ts";
 import { registerForward } from "./commands/forward.ts";
 import { registerGenerate } from "./commands/generate.ts";
@@ -29,6 +30,7 @@ const program = new Command("splint")
 
 const commands: ((p: Command) => void)[] = [
   // one entry per line
+  registerTrain,
   registerModel,
   registerForward,
   registerGenerate,

@@ -77,9 +77,10 @@ export const TUTORIAL_DEFAULTS: Readonly<TrainConfig> = {
   max_image_edge: null,
 };
 
-type Kind = "number" | "integer" | "boolean" | "string" | "string[]" | readonly string[] | "number|null";
+export type SettingKind = "number" | "integer" | "boolean" | "string" | "string[]" | readonly string[] | "number|null";
 
-const FIELDS: Readonly<Record<keyof TrainConfig, Kind>> = {
+/** The type of every setting (what the CLI turns flags into and config files are checked against). */
+export const SETTING_KINDS: Readonly<Record<keyof TrainConfig, SettingKind>> = {
   r: "integer",
   lora_alpha: "number",
   lora_dropout: "number",
@@ -119,9 +120,9 @@ export function resolveConfig(base: Readonly<TrainConfig>, overrides: Record<str
   const out: Record<string, unknown> = { ...base };
   for (const [key, value] of Object.entries(overrides)) {
     if (value === undefined) continue;
-    const kind = FIELDS[key as keyof TrainConfig];
+    const kind = SETTING_KINDS[key as keyof TrainConfig];
     if (kind === undefined) {
-      throw new InputError(source, `unknown setting "${key}"`, `known settings: ${Object.keys(FIELDS).join(", ")}`);
+      throw new InputError(source, `unknown setting "${key}"`, `known settings: ${Object.keys(SETTING_KINDS).join(", ")}`);
     }
     out[key] = checkValue(source, key, kind, value);
   }
@@ -135,7 +136,7 @@ export function resolveConfig(base: Readonly<TrainConfig>, overrides: Record<str
   return config;
 }
 
-function checkValue(source: string, key: string, kind: Kind, value: unknown): unknown {
+function checkValue(source: string, key: string, kind: SettingKind, value: unknown): unknown {
   const fail = (expected: string) =>
     new InputError(source, `"${key}" must be ${expected} (got ${JSON.stringify(value)})`);
   if (Array.isArray(kind)) {

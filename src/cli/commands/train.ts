@@ -1,0 +1,108 @@
+import type { Command } from "commander";
+import { detectBackend } from "../../backends/cuda/detect.ts";
+import { readConfigFile, resolveConfig, SETTING_KINDS, TUTORIAL_DEFAULTS, type SettingKind, type TrainConfig } from "../../train/config.ts";
+import { runTraining } from "../../train/run.ts";
+import { InputError } from "../../util/errors.ts";
+import { createOutput } from "../output.ts";
+
+const TRAIN_HELP = `
+Every setting of the tutorial's LoraConfig and SFTConfig has a flag (--lora-alpha for lora_alpha, …)
+and can also come from --config FILE (YAML or JSON with the snake_case names); flags win over the
+file, the file over the tutorial's defaults. The run folder gets:
+  config.resolved.json   every setting of the run (pass it to --config to repeat the run)
+  train_log.jsonl        loss, lr, grad_norm, tokens/s, images/s, memory every logging_steps
+  checkpoints/checkpoint-<step>/   adapter + optimizer state + RNG + data position
+  adapter/               the final PEFT adapter (adapter_config.json, adapter_model.safetensors)
+
+--resume continues the run in --out from its newest checkpoint, exactly as if never stopped.
+--push-to-hub REPO uploads the final adapter (needs HF_TOKEN with write access).
+
+Examples:
+  splint train --model ./ministral --dataset ./bones --out runs/bones
+  splint train --model ./ministral --dataset ./bones --out runs/bones --loss-on all --max-image-edge 448
+  splint train --model ./ministral --dataset ./bones --out runs/bones --resume`;
+
+const flagOf = (key: string) => key.replace(/_/g, "-");
+
+/** Turns a flag's text into the setting's type; errors name the flag. */
+function parseFlag(key: keyof TrainConfig, kind: SettingKind, text: string): unknown {
+  const flag = `--${flagOf(key)}`;
+  const number = () => {
+    const v = Number(text);
+    if (text.trim() === "" || !Number.isFinite(v)) throw new InputError(flag, `expects a number, got ${JSON.stringify(text)}`);
+    return v;
+  };
+  if (Array.isArray(kind)) return text;
+  switch (kind) {
+    case "number":
+    case "integer":
+      return number();
+    case "number|null":
+      return text === "none" ? null : number();
+    case "boolean":
+      if (text !== "true" && text !== "false") throw new InputError(flag, `expects true or false, got ${JSON.stringify(text)}`);
+      return text === "true";
+    case "string":
+    case "string[]":
+      return text;
+  }
+  return text;
+}
+
+export function registerTrain(program: Command): void {
+  const command = program
+    .command("train")
+    .description("Fine-tune a LoRA adapter on an image-classification dataset (the tutorial's SFT recipe)")
+    .requiredOption("--model <dir>", "model folder (Hugging Face layout)")
+    .requiredOption("--dataset <dir>", "dataset folder (splint data import / synth, or Python datasets)")
+    .requiredOption("--out <dir>", "run folder")
+    .option("--split <name>", "split to train on", "train")
+    .option("--config <file>", "settings file (YAML or JSON)")
+    .option("--resume", "continue the run in --out from its newest checkpoint")
+    .option("--push-to-hub <repo>", "upload the final adapter to this Hub repo (HF_TOKEN)")
+    .option("--device <device>", "auto, cpu or cuda", "auto")
+    .option("--json", "print the result as JSON");
+  for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
+    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "string[]" ? "a,b,…" : kind === "string" ? "text" : "n";
+    command.option(`--${flagOf(key)} <${values}>`, `${key} (default ${JSON.stringify(TUTORIAL_DEFAULTS[key])})`);
+  }
+  command.addHelpText("after", TRAIN_HELP).action(async (flags: Record<string, unknown>) => {
+    const output = createOutput(Boolean(flags.json));
+    const device = String(flags.device);
+    if (!["auto", "cpu", "cuda"].includes(device)) throw new InputError("--device", `must be auto, cpu or cuda, got ${JSON.stringify(device)}`);
+    const fromFile = typeof flags.config === "string" ? await readConfigFile(flags.config) : {};
+    const fileSource = typeof flags.config === "string" ? flags.config : "defaults";
+    const base = resolveConfig(TUTORIAL_DEFAULTS, fromFile, fileSource);
+    const fromFlags: Record<string, unknown> = {};
+    for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
+      const camel = key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+      const text = flags[camel];
+      if (typeof text === "string") fromFlags[key] = parseFlag(key, kind, text);
+    }
+    resolveConfig(base, fromFlags, "command-line flags");
+    const choice = detectBackend({ prefer: device as "auto" | "cpu" | "cuda" });
+    output.log(choice.reason);
+    const result = await runTraining({
+      modelDir: String(flags.model),
+      dataset: String(flags.dataset),
+      split: String(flags.split),
+      outDir: String(flags.out),
+      config: { ...fromFile, ...fromFlags } as Partial<TrainConfig>,
+      configSource: typeof flags.config === "string" ? `${flags.config} (with command-line flags)` : "command-line flags",
+      resume: Boolean(flags.resume),
+      pushToHub: typeof flags.pushToHub === "string" ? flags.pushToHub : undefined,
+      backend: choice.backend,
+      output,
+    });
+    const { history, ...summary } = result;
+    output.result({ ...summary, firstLoss: history[0]?.loss ?? null }, () =>
+      [
+        `trained ${result.steps} steps in ${result.seconds.toFixed(1)} s${result.resumedFrom ? ` (resumed from ${result.resumedFrom})` : ""}`,
+        `final loss ${result.finalLoss?.toFixed(4) ?? "n/a"}`,
+        `adapter: ${result.adapterDir}`,
+        `log: ${result.logFile}`,
+        ...(result.pushed ? [`pushed: ${result.pushed.url}`] : []),
+      ].join("\n"),
+    );
+  });
+}

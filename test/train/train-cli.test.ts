@@ -1,0 +1,75 @@
+import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { promisify } from "node:util";
+import { saveDatasetDict } from "../../src/data/hf-dataset.ts";
+import { runTraining } from "../../src/train/run.ts";
+import { quiet } from "./quiet-output.ts";
+import { TINY_MODEL, tinyDataset } from "./tiny-dataset.ts";
+
+const run = promisify(execFile);
+const SPLINT = join(import.meta.dirname, "..", "..", "bin", "splint.js");
+
+/** 6 examples, one per micro-batch and step: 6 steps per epoch, 5 epochs, a checkpoint every 2 steps. */
+const FLAGS = ["--r", "4", "--lora-alpha", "8", "--per-device-train-batch-size", "1", "--gradient-accumulation-steps", "1", "--num-train-epochs", "5", "--learning-rate", "0.005", "--warmup-steps", "2", "--save-strategy", "steps", "--save-steps", "2", "--bf16", "false", "--device", "cpu"];
+const RECIPE = { r: 4, lora_alpha: 8, per_device_train_batch_size: 1, gradient_accumulation_steps: 1, num_train_epochs: 5, learning_rate: 0.005, warmup_steps: 2, save_strategy: "steps" as const, save_steps: 2, bf16: false };
+
+test("splint train killed (SIGKILL) after a mid-epoch checkpoint, then --resume, gives the uninterrupted run's adapter bytes", async () => {
+  const root = await mkdtemp(join(tmpdir(), "splint-train-cli-"));
+  try {
+    const dataset = join(root, "data");
+    await saveDatasetDict(dataset, tinyDataset(), "arrow");
+    const straight = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "straight"), config: RECIPE, output: quiet });
+    assert.equal(straight.steps, 30);
+
+    const out = join(root, "killed");
+    const child = spawn(process.execPath, [SPLINT, "train", "--model", TINY_MODEL, "--dataset", dataset, "--out", out, ...FLAGS], { stdio: "ignore", env: { ...process.env, SPLINT_NO_PROGRESS: "1" } });
+    const exited = new Promise((done) => child.on("exit", done));
+    // Step 4 is mid-epoch (6 steps per epoch).
+    while (!existsSync(join(out, "checkpoints", "checkpoint-4")) && child.exitCode === null) await new Promise((r) => setTimeout(r, 5));
+    child.kill("SIGKILL");
+    await exited;
+    assert.ok(!existsSync(join(out, "adapter")), "the run was killed before it finished");
+
+    const { stdout } = await run(process.execPath, [SPLINT, "train", "--model", TINY_MODEL, "--dataset", dataset, "--out", out, "--resume", "--device", "cpu", "--json"], { env: { ...process.env, SPLINT_NO_PROGRESS: "1" } });
+    const result = JSON.parse(stdout) as { steps: number; resumedFrom: string; adapterDir: string };
+    assert.equal(result.steps, 30);
+    assert.match(result.resumedFrom, /checkpoint-\d+$/);
+    const a = await readFile(join(straight.adapterDir, "adapter_model.safetensors"));
+    const b = await readFile(join(result.adapterDir, "adapter_model.safetensors"));
+    assert.ok(a.equals(b), "same final adapter bytes");
+    const resolved = JSON.parse(await readFile(join(out, "config.resolved.json"), "utf8")) as Record<string, unknown>;
+    assert.equal(resolved.learning_rate, 0.005);
+    assert.equal(resolved.lora_alpha, 8);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("bad settings fail with the file or flag named, before any model is loaded", async () => {
+  const root = await mkdtemp(join(tmpdir(), "splint-train-cli-"));
+  try {
+    const config = join(root, "recipe.yaml");
+    await writeFile(config, "r: 4\nlearning_rate: fast\n");
+    const fail = async (args: string[]) => {
+      const error = await run(process.execPath, [SPLINT, "train", "--model", join(root, "none"), "--dataset", join(root, "none"), "--out", join(root, "run"), ...args]).then(
+        () => assert.fail("expected a failure"),
+        (e: { code: number; stderr: string }) => e,
+      );
+      assert.equal(error.code, 2);
+      return error.stderr;
+    };
+    assert.match(await fail(["--config", config]), /recipe\.yaml: "learning_rate" must be a number \(got "fast"\)/);
+    await writeFile(config, "r: 4\nlearning_rat: 0.1\n");
+    assert.match(await fail(["--config", config]), /recipe\.yaml: unknown setting "learning_rat"/);
+    assert.match(await fail(["--lora-dropout", "1.5"]), /command-line flags: "lora_dropout" must be in \[0, 1\)/);
+    assert.match(await fail(["--bf16", "yes"]), /--bf16: expects true or false/);
+    assert.match(await fail(["--optim", "adamw_8bit"]), /adamw_8bit .* is not implemented yet/);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
