@@ -2,6 +2,7 @@ import { Command, CommanderError } from "commander";
 import { SplintError } from "../util/errors.ts";
 // command imports (one line each)
 import { registerTrain } from "./commands/train.ts";
+import { registerMerge } from "./commands/merge.ts";
 import { registerModel } from "./commands/model.ts";
 import { registerForward } from "./commands/forward.ts";
 import { registerGenerate } from "./commands/generate.ts";
@@ -31,6 +32,7 @@ const program = new Command("splint")
 const commands: ((p: Command) => void)[] = [
   // one entry per line
   registerTrain,
+  registerMerge,
   registerModel,
   registerForward,
   registerGenerate,
