@@ -1,0 +1,101 @@
+"""Merges the JSON lines of bench/train-step.ts (splint) and bench/reference/hf_peft_step.py
+(transformers + peft) from one scripts/gpu-bench call into bench/results/<date>-<gpu>.{json,md}:
+one Markdown table with both side by side and splint's speed relative to each reference, then the
+per-phase profile. Sizes or runs that failed (out of memory, timeout) are listed as such.
+
+    python3 bench/reference/summarize.py --results results.jsonl --machine machine.txt --out-dir DIR
+"""
+import argparse
+import datetime
+import json
+import re
+
+GIB = 2**30
+SIZES = ["3b", "8b", "14b", "tiny"]
+
+
+def load(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                rows.append(json.loads(line))
+    return rows
+
+
+def label(r):
+    return "splint (CUDA backend)" if r["tool"] == "splint" else f"transformers + peft, {r['attention']}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--notes", default="", help="file with lines to add under the table (failures, timeouts)")
+    args = ap.parse_args()
+    rows = load(args.results)
+    with open(args.machine) as f:
+        machine = f.read().strip()
+    gpu = next((r["device"] for r in rows if r.get("device")), "unknown-gpu")
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu.split(",")[0]).strip("-").lower()
+    base = f"{args.out_dir}/{date}-{slug}"
+    notes = open(args.notes).read().strip() if args.notes else ""
+
+    lines = [
+        f"# Training-step benchmark, {date}, {gpu.split(',')[0]}",
+        "",
+        "Workload: the tutorial's micro-batch — 2 examples, each one 640×640 image resized to 644×644 "
+        "(552 image tokens) + 160 prompt + 8 answer tokens = 720 tokens, 1440 tokens per micro-batch "
+        "(image tokens included), loss on the answer only; random bf16 weights of the Ministral 3 "
+        "architecture (ministral3.md §1; vision tower 24 layers × 1024); LoRA r 16, alpha 32, dropout 0.05 on "
+        "q,k,v,o,gate,up,down of the decoder and the vision tower; gradient checkpointing; one AdamW step "
+        "(lr 2e-4, fp32 states) per micro-batch. Median over the measured steps after warm-up, device "
+        "synchronised before each clock read. splint computes activations in f32 (bf16 weights); the reference "
+        "runs the forward under bf16 autocast as Trainer(bf16=True) does.",
+        "",
+        "MFU = model FLOPs per step / step time / 989.4 TFLOP/s (dense bf16 peak of H100 SXM and H200). Model FLOPs: "
+        + next((r["flopsFormula"] for r in rows if r.get("flopsFormula")), "(no splint run finished)") + ".",
+        "",
+        "| size | implementation | ms / micro-batch | tokens/s | peak GPU memory (GiB) | MFU | splint speed ÷ this |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    sizes = [s for s in SIZES if any(r.get("size") == s for r in rows)]
+    for size in sizes:
+        group = [r for r in rows if r.get("size") == size]
+        splint = next((r for r in group if r["tool"] == "splint" and "medianMs" in r), None)
+        for r in sorted(group, key=lambda r: (r["tool"] != "splint", r.get("attention", ""))):
+            if "error" in r:
+                lines.append(f"| {size} | {label(r)} | {r['error']} | | {r.get('peakBytes', 0) / GIB:.1f} | | |")
+                continue
+            ratio = f"{splint['tokensPerSecond'] / r['tokensPerSecond']:.3f}×" if splint else "—"
+            lines.append(
+                f"| {size} | {label(r)} | {r['medianMs']:.0f} | {r['tokensPerSecond']:.0f} | {r['peakBytes'] / GIB:.1f} | "
+                f"{100 * r['mfu']:.1f}% | {ratio} |"
+            )
+    lines += ["", "Peak GPU memory: splint's caching allocator high-water mark of live bytes; "
+              "the reference's torch.cuda.max_memory_allocated. Both include the weights.", ""]
+
+    lines += ["## Where the time goes (one extra step, synchronised at each phase boundary, ms)", "",
+              "| size | implementation | vision tower + projector fwd | decoder fwd | head + loss fwd | backward (with recomputation) | optimizer | total |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for size in sizes:
+        for r in [r for r in rows if r.get("size") == size and "phases" in r]:
+            p = r["phases"]
+            cells = " | ".join(f"{p.get(k, float('nan')):.0f}" for k in ["visionMs", "decoderMs", "headLossMs", "backwardMs", "optimizerMs", "totalMs"])
+            lines.append(f"| {size} | {label(r)} | {cells} |")
+    lines += ["", "## Machine", "", "```", machine, "```", ""]
+    if notes:
+        lines += ["## Notes from the run", "", notes, ""]
+
+    with open(f"{base}.md", "w") as f:
+        f.write("\n".join(lines))
+    with open(f"{base}.json", "w") as f:
+        json.dump({"date": date, "gpu": gpu, "machine": machine, "results": rows, "notes": notes}, f, indent=1)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,454 @@
+/**
+ * splint's LoRA training-step benchmark on the tutorial's micro-batch (issue 6, bench/README.md):
+ * random bf16 weights of the Ministral 3 3B/8B/14B architecture built in memory, two examples of
+ * one 644×644 image (552 image tokens), 160 prompt and 8 answer tokens each, completion-only loss,
+ * gradient checkpointing, LoRA r16/alpha 32/dropout 0.05 on q,k,v,o,gate,up,down of the decoder and
+ * the vision tower (PEFT suffix match), one AdamW step per micro-batch.
+ *
+ *   node --import tsx bench/train-step.ts --size 3b [--steps 3] [--warmup 1] [--out FILE.json]
+ *   node --import tsx bench/train-step.ts --size 3b --plan         the HF config.json, the workload
+ *                                                                  and the FLOP count, for the
+ *                                                                  Python reference (no weights)
+ *   --backend cpu --size tiny --image-size 56 --prompt-tokens 24   a local smoke run
+ *
+ * Timing: each step ends with the device synchronised before the host clock is read; the result is
+ * the median over the measured steps after the warm-up. One extra step afterwards synchronises at
+ * the phase boundaries (vision tower + projector, decoder, head + loss, backward, optimizer) for a
+ * profile; its total is reported separately since the synchronisations themselves cost a little.
+ */
+import { writeFile } from "node:fs/promises";
+import { parseArgs } from "node:util";
+import { createGraph } from "../src/autograd/tape.ts";
+import { createCpuBackend } from "../src/backends/cpu/index.ts";
+import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.ts";
+import { initAdapter, type LoraSettings } from "../src/lora/adapter.ts";
+import { parseMistral3Config, type Mistral3Config } from "../src/models/mistral3/config.ts";
+import { ForwardContext } from "../src/models/mistral3/context.ts";
+import { buildMistral3, forwardMistral3, IGNORE_INDEX, type Mistral3Inputs, type Mistral3Model } from "../src/models/mistral3/model.ts";
+import { expectedWeights } from "../src/models/mistral3/weights.ts";
+import type { Backend } from "../src/tensor/backend.ts";
+import { f32ArrayToBf16 } from "../src/tensor/bf16.ts";
+import type { Tensor } from "../src/tensor/tensor.ts";
+import { AdamW, type Parameter } from "../src/train/optimizer.ts";
+import { Rng } from "../src/train/rng.ts";
+
+/** Dense bf16 tensor-core peak of the H100 SXM and H200 (datasheet, without sparsity). */
+const PEAK_BF16_FLOPS = 989.4e12;
+
+const SIZES = ["tiny", "3b", "8b", "14b"] as const;
+type Size = (typeof SIZES)[number];
+
+/** ministral3.md §1: text dimensions per size; the vision tower is the same 0.4B Pixtral for all. */
+const TEXT_DIMS: Record<Size, { hidden: number; layers: number; intermediate: number; heads: number; kvHeads: number; headDim: number; vocab: number; theta: number; tied: boolean }> = {
+  tiny: { hidden: 64, layers: 2, intermediate: 128, heads: 4, kvHeads: 2, headDim: 16, vocab: 2048, theta: 1e6, tied: false },
+  "3b": { hidden: 3072, layers: 26, intermediate: 9216, heads: 32, kvHeads: 8, headDim: 128, vocab: 131072, theta: 1e6, tied: true },
+  "8b": { hidden: 4096, layers: 34, intermediate: 14336, heads: 32, kvHeads: 8, headDim: 128, vocab: 131072, theta: 1e6, tied: false },
+  "14b": { hidden: 5120, layers: 40, intermediate: 16384, heads: 32, kvHeads: 8, headDim: 128, vocab: 131072, theta: 1e9, tied: false },
+};
+
+/** config.json of Mistral3ForConditionalGeneration for a size, as transformers 5 writes it. */
+function hfConfig(size: Size): Record<string, unknown> {
+  const d = TEXT_DIMS[size];
+  const tinyVision = size === "tiny";
+  return {
+    architectures: ["Mistral3ForConditionalGeneration"],
+    model_type: "mistral3",
+    image_token_index: 10,
+    multimodal_projector_bias: false,
+    projector_hidden_act: "gelu",
+    spatial_merge_size: 2,
+    vision_feature_layer: -1,
+    tie_word_embeddings: d.tied,
+    text_config: {
+      model_type: "ministral3",
+      hidden_size: d.hidden,
+      intermediate_size: d.intermediate,
+      num_hidden_layers: d.layers,
+      num_attention_heads: d.heads,
+      num_key_value_heads: d.kvHeads,
+      head_dim: d.headDim,
+      vocab_size: d.vocab,
+      rms_norm_eps: 1e-5,
+      hidden_act: "silu",
+      max_position_embeddings: 262144,
+      sliding_window: null,
+      bos_token_id: 1,
+      eos_token_id: 2,
+      pad_token_id: 11,
+      attention_dropout: 0.0,
+      tie_word_embeddings: d.tied,
+      rope_parameters: {
+        rope_type: "yarn",
+        type: "yarn",
+        rope_theta: d.theta,
+        factor: 16.0,
+        original_max_position_embeddings: 16384,
+        beta_fast: 32.0,
+        beta_slow: 1.0,
+        mscale: 1.0,
+        mscale_all_dim: 1.0,
+        llama_4_scaling_beta: 0.1,
+      },
+    },
+    vision_config: {
+      model_type: "pixtral",
+      hidden_size: tinyVision ? 64 : 1024,
+      intermediate_size: tinyVision ? 128 : 4096,
+      num_hidden_layers: tinyVision ? 2 : 24,
+      num_attention_heads: tinyVision ? 4 : 16,
+      head_dim: tinyVision ? 16 : 64,
+      num_channels: 3,
+      image_size: 1540,
+      patch_size: 14,
+      hidden_act: "silu",
+      attention_dropout: 0.0,
+      rope_parameters: { rope_theta: 10000.0, rope_type: "default" },
+      rope_theta: 10000.0,
+    },
+  };
+}
+
+interface Workload {
+  batch: number;
+  /** Resized image edge (multiple of 28); the tutorial's 640×640 images become 644×644. */
+  imageSize: number;
+  promptTokens: number;
+  answerTokens: number;
+}
+
+const TUTORIAL_WORKLOAD: Workload = { batch: 2, imageSize: 644, promptTokens: 160, answerTokens: 8 };
+
+const IMG = 10;
+const IMG_BREAK = 12;
+const IMG_END = 13;
+
+/** [IMG] rows separated by [IMG_BREAK], closed by [IMG_END] (the Pixtral processor's layout). */
+function imageTokenBlock(imageSize: number, patch: number, merge: number): number[] {
+  const side = imageSize / (patch * merge);
+  const out: number[] = [];
+  for (let r = 0; r < side; r++) {
+    for (let c = 0; c < side; c++) out.push(IMG);
+    out.push(r === side - 1 ? IMG_END : IMG_BREAK);
+  }
+  return out;
+}
+
+/**
+ * One micro-batch: per row `<s>[INST]` + image block + prompt text + `[/INST]` + answer ending in
+ * `</s>`; labels only on the answer (completion-only loss). Text ids are random non-special ids.
+ */
+function buildInputs(config: Mistral3Config, w: Workload, seed: number): Mistral3Inputs {
+  const rng = new Rng(seed);
+  const v = config.vision_config;
+  const block = imageTokenBlock(w.imageSize, v.patch_size, config.spatial_merge_size);
+  const textId = (): number => 1000 + rng.int(config.text_config.vocab_size - 1000);
+  const rows: number[][] = [];
+  const labelRows: number[][] = [];
+  for (let b = 0; b < w.batch; b++) {
+    const prompt = [1, 3, ...block, ...Array.from({ length: w.promptTokens - 3 }, textId), 4];
+    const answer = [...Array.from({ length: w.answerTokens - 1 }, textId), 2];
+    rows.push([...prompt, ...answer]);
+    labelRows.push([...prompt.map(() => IGNORE_INDEX), ...answer]);
+  }
+  const pixels = new Float32Array(w.batch * 3 * w.imageSize * w.imageSize);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = 4 * rng.next() - 2;
+  const sizes = new Int32Array(2 * w.batch).fill(w.imageSize);
+  return {
+    batch: w.batch,
+    seqLen: rows[0]!.length,
+    inputIds: Int32Array.from(rows.flat()),
+    labels: Int32Array.from(labelRows.flat()),
+    images: { pixelValues: pixels, shape: [w.batch, 3, w.imageSize, w.imageSize], imageSizes: sizes },
+  };
+}
+
+const LORA: LoraSettings = {
+  r: 16,
+  lora_alpha: 32,
+  lora_dropout: 0.05,
+  target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+  exclude_modules: null,
+  use_rslora: false,
+  rank_pattern: {},
+  alpha_pattern: {},
+  base_model_name_or_path: null,
+  task_type: "CAUSAL_LM",
+};
+
+const OPTIMIZER = { lr: 2e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
+
+/**
+ * Model FLOPs of one step, counted per matrix product the step must run (bf16 weights frozen,
+ * LoRA products and elementwise work left out):
+ *   linears inside checkpointed layers (vision and decoder): 3 × 2·in·out·rows
+ *     (forward, recomputation in backward, input gradient; no weight gradient for frozen weights)
+ *   projector and lm_head (not checkpointed, inputs need gradients): 2 × 2·in·out·rows
+ *   patch conv (its input is pixels): 1 × 2·in·out·rows
+ *   attention (QKᵀ and PV, only the pairs the mask keeps): 4 × 4·heads·head_dim·pairs
+ *     (forward, recomputation, backward ≈ 2 forwards)
+ * For the decoder this is 6·N·tokens, the usual count with recomputation.
+ */
+function stepFlops(config: Mistral3Config, w: Workload, seqLen: number): { flops: number; formula: string; linearParams: number } {
+  const v = config.vision_config;
+  const t = config.text_config;
+  const patches = w.batch * (w.imageSize / v.patch_size) ** 2;
+  const merged = patches / config.spatial_merge_size ** 2;
+  const tokens = w.batch * seqLen;
+  const visionLayer = 4 * v.hidden_size * v.hidden_size + 3 * v.hidden_size * v.intermediate_size;
+  const q = t.num_attention_heads * t.head_dim;
+  const kv = t.num_key_value_heads * t.head_dim;
+  const decoderLayer = t.hidden_size * (2 * q + 2 * kv) + 3 * t.hidden_size * t.intermediate_size;
+  const patchConv = v.hidden_size * v.num_channels * v.patch_size ** 2;
+  const projector = v.hidden_size * v.hidden_size * config.spatial_merge_size ** 2 + v.hidden_size * t.hidden_size + t.hidden_size * t.hidden_size;
+  const head = t.vocab_size * t.hidden_size;
+  const segment = patches / w.batch;
+  const visionPairs = w.batch * segment * segment;
+  const decoderPairs = w.batch * ((seqLen * (seqLen + 1)) / 2);
+  const flops =
+    6 * v.num_hidden_layers * visionLayer * patches +
+    6 * t.num_hidden_layers * decoderLayer * tokens +
+    2 * patchConv * patches +
+    4 * projector * merged +
+    4 * head * tokens +
+    16 * v.num_hidden_layers * v.num_attention_heads * v.head_dim * visionPairs +
+    16 * t.num_hidden_layers * t.num_attention_heads * t.head_dim * decoderPairs;
+  const formula =
+    "6·(vision layer linears)·patches + 6·(decoder layer linears)·tokens + 2·patch_conv·patches + 4·projector·merged_patches + 4·lm_head·tokens + 16·layers·heads·head_dim·attended_pairs (vision and causal decoder)";
+  const linearParams = v.num_hidden_layers * visionLayer + t.num_hidden_layers * decoderLayer + patchConv + projector + head;
+  return { flops, formula, linearParams };
+}
+
+interface Plan {
+  size: Size;
+  config: Record<string, unknown>;
+  workload: Workload & { seqLen: number; imageTokensPerRow: number; tokensPerStep: number; patchesPerStep: number };
+  lora: LoraSettings;
+  optimizer: typeof OPTIMIZER;
+  flopsPerStep: number;
+  flopsFormula: string;
+  linearParams: number;
+  peakFlops: number;
+}
+
+function makePlan(size: Size, w: Workload): Plan {
+  const raw = hfConfig(size);
+  const config = parseMistral3Config(raw, `${size} config`);
+  const v = config.vision_config;
+  const imageTokensPerRow = imageTokenBlock(w.imageSize, v.patch_size, config.spatial_merge_size).length;
+  const seqLen = imageTokensPerRow + w.promptTokens + w.answerTokens;
+  const { flops, formula, linearParams } = stepFlops(config, w, seqLen);
+  return {
+    size,
+    config: raw,
+    workload: {
+      ...w,
+      seqLen,
+      imageTokensPerRow,
+      tokensPerStep: w.batch * seqLen,
+      patchesPerStep: w.batch * (w.imageSize / v.patch_size) ** 2,
+    },
+    lora: LORA,
+    optimizer: OPTIMIZER,
+    flopsPerStep: flops,
+    flopsFormula: formula,
+    linearParams,
+    peakFlops: PEAK_BF16_FLOPS,
+  };
+}
+
+/**
+ * Random bf16 weights without drawing billions of numbers: one pool of random values (|w| ≤ 0.035,
+ * std 0.02), tiled to the largest tensor; every matrix is the start of that buffer (views at offset
+ * 0 only: the FFI upload takes the view's buffer address). Norm weights are 1. No tensor is zero, so
+ * no kernel runs on zeros.
+ */
+function randomWeights(backend: Backend, config: Mistral3Config, tied: boolean, seed: number): Map<string, Tensor> {
+  const rng = new Rng(seed);
+  const specs = expectedWeights(config).filter((s) => !(tied && s.name === "lm_head.weight"));
+  const POOL = 1 << 24;
+  const poolF32 = new Float32Array(POOL);
+  for (let i = 0; i < POOL; i++) poolF32[i] = (rng.next() * 2 - 1) * 0.0346;
+  const pool = f32ArrayToBf16(poolF32);
+  const largest = Math.max(...specs.map((s) => s.shape.reduce((a, b) => a * b, 1)));
+  const host = new Uint16Array(largest + POOL);
+  for (let at = 0; at < host.length; at += POOL) host.set(pool.subarray(0, Math.min(POOL, host.length - at)), at);
+  const one = new Uint16Array(Math.max(...specs.filter((s) => s.shape.length === 1).map((s) => s.shape[0]!))).fill(0x3f80);
+  const weights = new Map<string, Tensor>();
+  for (const spec of specs) {
+    const size = spec.shape.reduce((a, b) => a * b, 1);
+    const data = spec.shape.length === 1 ? one.subarray(0, size) : host.subarray(0, size);
+    weights.set(spec.name, backend.upload(data, spec.shape, "bf16"));
+  }
+  return weights;
+}
+
+interface PhaseTimes {
+  visionMs: number;
+  decoderMs: number;
+  headLossMs: number;
+  backwardMs: number;
+  optimizerMs: number;
+  totalMs: number;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function main(): Promise<void> | void {
+  const { values } = parseArgs({
+    options: {
+      size: { type: "string", default: "3b" },
+      steps: { type: "string", default: "3" },
+      warmup: { type: "string", default: "1" },
+      backend: { type: "string", default: "cuda" },
+      out: { type: "string" },
+      plan: { type: "boolean", default: false },
+      "image-size": { type: "string", default: String(TUTORIAL_WORKLOAD.imageSize) },
+      "prompt-tokens": { type: "string", default: String(TUTORIAL_WORKLOAD.promptTokens) },
+      "answer-tokens": { type: "string", default: String(TUTORIAL_WORKLOAD.answerTokens) },
+      batch: { type: "string", default: String(TUTORIAL_WORKLOAD.batch) },
+    },
+  });
+  const size = values.size as Size;
+  if (!SIZES.includes(size)) throw new Error(`--size must be one of ${SIZES.join(", ")}`);
+  const workload: Workload = {
+    batch: Number(values.batch),
+    imageSize: Number(values["image-size"]),
+    promptTokens: Number(values["prompt-tokens"]),
+    answerTokens: Number(values["answer-tokens"]),
+  };
+  if (workload.imageSize % 28 !== 0) throw new Error("--image-size must be a multiple of 28 (patch 14 × merge 2)");
+  const plan = makePlan(size, workload);
+  if (values.plan) {
+    process.stdout.write(`${JSON.stringify(plan, null, 2)}\n`);
+    return;
+  }
+  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", Number(values.warmup), Number(values.steps), values.out);
+}
+
+async function run(plan: Plan, backendName: "cpu" | "cuda", warmup: number, steps: number, outFile: string | undefined): Promise<void> {
+  const log = (msg: string) => process.stderr.write(`[train-step ${plan.size}] ${msg}\n`);
+  const backend: Backend = backendName === "cuda" ? createCudaBackend() : createCpuBackend();
+  const cuda = backendName === "cuda" ? (backend as CudaBackend) : null;
+  const sync = (): void => cuda?.synchronize();
+  const device = cuda ? cuda.device : "cpu";
+  log(`backend ${backendName} on ${device}`);
+
+  const setupStart = performance.now();
+  const config = parseMistral3Config(plan.config, `${plan.size} config`);
+  const tied = plan.config.tie_word_embeddings === true;
+  const model: Mistral3Model = buildMistral3(config, randomWeights(backend, config, tied, 1), tied);
+  const paths = initAdapter(plan.lora, model.linears, backend, new Rng(2));
+  const params: Parameter[] = paths.flatMap((path) => {
+    const pair = model.linears.get(path)!.lora!;
+    return [
+      { name: `${path}.lora_A.weight`, value: pair.a },
+      { name: `${path}.lora_B.weight`, value: pair.b },
+    ];
+  });
+  const trainable = new Set(params.map((p) => p.value));
+  const optimizer = new AdamW(backend, params, plan.optimizer);
+  const inputs = buildInputs(config, plan.workload, 3);
+  sync();
+  const setupSeconds = (performance.now() - setupStart) / 1000;
+  const weightBytes = [...model.weights.values()].reduce((n, t) => n + t.size * 2, 0);
+  const loraParams = params.reduce((n, p) => n + p.value.size, 0);
+  log(`built in ${setupSeconds.toFixed(1)} s: ${(weightBytes / 2 ** 30).toFixed(2)} GiB bf16 weights, ${paths.length} LoRA pairs (${loraParams} params), ${plan.workload.tokensPerStep} tokens/step`);
+
+  let stepNo = 0;
+  /** One micro-batch; `mark` (profile step only) is called at each phase boundary. */
+  const trainStep = (mark?: (phase: keyof PhaseTimes) => void): number => {
+    stepNo++;
+    const graph = createGraph(backend, { recording: true });
+    const ctx = new ForwardContext(graph, { trainable, dropoutSeed: stepNo });
+    try {
+      const capture = mark
+        ? (name: string) => {
+            if (name === "text.inputs_embeds") mark("visionMs");
+            else if (name === "text.norm") mark("decoderMs");
+          }
+        : undefined;
+      const out = forwardMistral3(ctx, model, inputs, { checkpointLayers: true, capture });
+      mark?.("headLossMs");
+      graph.backward(out.loss!);
+      mark?.("backwardMs");
+      const grads = params.map((p) => {
+        const grad = ctx.varOf(p.value)?.grad;
+        if (!grad) throw new Error(`no gradient for ${p.name}`);
+        return grad;
+      });
+      optimizer.step(grads, plan.optimizer.lr);
+      for (const g of grads) g.free();
+      mark?.("optimizerMs");
+      return (backend.read(out.loss!.value) as Float32Array)[0]!;
+    } finally {
+      graph.dispose();
+      ctx.release();
+    }
+  };
+
+  const stepMs: number[] = [];
+  const losses: number[] = [];
+  for (let i = 0; i < warmup + steps; i++) {
+    sync();
+    const t0 = performance.now();
+    const loss = trainStep();
+    sync();
+    const ms = performance.now() - t0;
+    losses.push(loss);
+    if (!Number.isFinite(loss)) throw new Error(`loss is ${loss} at step ${i + 1}`);
+    if (i >= warmup) stepMs.push(ms);
+    log(`step ${i + 1}${i < warmup ? " (warm-up)" : ""}: ${ms.toFixed(1)} ms, loss ${loss.toFixed(4)}`);
+  }
+
+  const phases: PhaseTimes = { visionMs: 0, decoderMs: 0, headLossMs: 0, backwardMs: 0, optimizerMs: 0, totalMs: 0 };
+  sync();
+  const p0 = performance.now();
+  let last = p0;
+  trainStep((phase) => {
+    sync();
+    const now = performance.now();
+    phases[phase] = now - last;
+    last = now;
+  });
+  phases.totalMs = last - p0;
+
+  const medianMs = median(stepMs);
+  const memory = cuda ? cuda.allocatorStats() : { ...backend.memory(), reserved: 0, mallocs: 0 };
+  const result = {
+    tool: "splint",
+    size: plan.size,
+    device,
+    backend: backendName,
+    attention: "splint",
+    workload: plan.workload,
+    warmupSteps: warmup,
+    stepMs,
+    medianMs,
+    tokensPerSecond: plan.workload.tokensPerStep / (medianMs / 1000),
+    peakBytes: memory.peak,
+    reservedBytes: memory.reserved,
+    weightBytes,
+    loraParams,
+    loraPairs: paths.length,
+    flopsPerStep: plan.flopsPerStep,
+    flopsFormula: plan.flopsFormula,
+    mfu: plan.flopsPerStep / (medianMs / 1000) / plan.peakFlops,
+    peakFlops: plan.peakFlops,
+    losses,
+    phases,
+    setupSeconds,
+  };
+  log(`median ${medianMs.toFixed(1)} ms, ${result.tokensPerSecond.toFixed(1)} tokens/s, peak ${(memory.peak / 2 ** 30).toFixed(2)} GiB, MFU ${(100 * result.mfu).toFixed(2)}%`);
+  log(`profile step: ${Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", ")}`);
+  const json = `${JSON.stringify(result)}\n`;
+  if (outFile) await writeFile(outFile, json, { flag: "a" });
+  process.stdout.write(json);
+  optimizer.free();
+  cuda?.dispose();
+}
+
+await main();
