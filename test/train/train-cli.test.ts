@@ -8,6 +8,7 @@ import { test } from "node:test";
 import { promisify } from "node:util";
 import { saveDatasetDict } from "../../src/data/hf-dataset.ts";
 import { runTraining } from "../../src/train/run.ts";
+import { MockHub } from "../hub/mock-hub.ts";
 import { quiet } from "./quiet-output.ts";
 import { TINY_MODEL, tinyDataset } from "./tiny-dataset.ts";
 
@@ -70,6 +71,26 @@ test("bad settings fail with the file or flag named, before any model is loaded"
     assert.match(await fail(["--bf16", "yes"]), /--bf16: expects true or false/);
     assert.match(await fail(["--optim", "adamw_8bit"]), /adamw_8bit .* is not implemented yet/);
   } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("splint train --push-to-hub uploads the final adapter (HF_TOKEN, to a local server speaking the Hub's API)", async () => {
+  const root = await mkdtemp(join(tmpdir(), "splint-train-cli-"));
+  const hub = new MockHub();
+  await hub.start();
+  try {
+    const dataset = join(root, "data");
+    await saveDatasetDict(dataset, tinyDataset(), "arrow");
+    const env = { ...process.env, SPLINT_NO_PROGRESS: "1", HF_TOKEN: hub.writeToken, HF_ENDPOINT: hub.endpoint };
+    const args = [SPLINT, "train", "--model", TINY_MODEL, "--dataset", dataset, "--out", join(root, "run"), "--max-steps", "1", "--r", "2", "--device", "cpu", "--push-to-hub", "me/bones-lora", "--json"];
+    const { stdout } = await run(process.execPath, args, { env });
+    const result = JSON.parse(stdout) as { adapterDir: string; pushed: { repo: string; files: string[] } };
+    assert.deepEqual(result.pushed.files, ["adapter_config.json", "adapter_model.safetensors"]);
+    const repo = hub.repos.get("me/bones-lora")!;
+    for (const name of result.pushed.files) assert.deepEqual(repo.files.get(name)?.content, await readFile(join(result.adapterDir, name)), name);
+  } finally {
+    await hub.stop();
     await rm(root, { recursive: true, force: true });
   }
 });
