@@ -127,11 +127,18 @@ export function resolveConfig(base: Readonly<TrainConfig>, overrides: Record<str
     out[key] = checkValue(source, key, kind, value);
   }
   const config = out as unknown as TrainConfig;
-  const positive: (keyof TrainConfig)[] = ["r", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "max_seq_len"];
+  const positive: (keyof TrainConfig)[] = ["r", "lora_alpha", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "max_seq_len", "num_train_epochs", "logging_steps", "adam_epsilon"];
   for (const key of positive) {
     if (!((config[key] as number) > 0)) throw new InputError(source, `"${key}" must be positive (got ${String(config[key])})`);
   }
-  if (config.lora_dropout < 0 || config.lora_dropout >= 1) throw new InputError(source, `"lora_dropout" must be in [0, 1)`);
+  const nonNegative: (keyof TrainConfig)[] = ["weight_decay", "max_grad_norm", "warmup_steps", "save_steps"];
+  for (const key of nonNegative) {
+    if (!((config[key] as number) >= 0)) throw new InputError(source, `"${key}" must not be negative (got ${String(config[key])})`);
+  }
+  for (const key of ["lora_dropout", "adam_beta1", "adam_beta2"] as const) {
+    if (config[key] < 0 || config[key] >= 1) throw new InputError(source, `"${key}" must be in [0, 1) (got ${config[key]})`);
+  }
+  if (config.save_strategy === "steps" && config.save_steps === 0) throw new InputError(source, `save_strategy "steps" needs "save_steps" above 0`);
   if (config.target_modules.length === 0) throw new InputError(source, `"target_modules" is empty`);
   return config;
 }

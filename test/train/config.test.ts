@@ -35,6 +35,10 @@ test("a YAML file overrides defaults and is type-checked with the file named in 
   assert.throws(() => resolveConfig(TUTORIAL_DEFAULTS, { lr: 1 }, "flags"), /unknown setting "lr"/);
   assert.throws(() => resolveConfig(TUTORIAL_DEFAULTS, { loss_on: "prompt" }, "flags"), /one of completion, all/);
   assert.throws(() => resolveConfig(TUTORIAL_DEFAULTS, { lora_dropout: 1 }, "flags"), /lora_dropout/);
+  assert.throws(() => resolveConfig(TUTORIAL_DEFAULTS, { adam_beta2: 1 }, "flags"), /flags: "adam_beta2" must be in \[0, 1\)/);
+  assert.throws(() => resolveConfig(TUTORIAL_DEFAULTS, { warmup_steps: -1 }, "flags"), /"warmup_steps" must not be negative/);
+  assert.throws(() => resolveConfig(TUTORIAL_DEFAULTS, { num_train_epochs: 0 }, "flags"), /"num_train_epochs" must be positive/);
+  assert.throws(() => resolveConfig(TUTORIAL_DEFAULTS, { save_strategy: "steps" }, "flags"), /save_strategy "steps" needs "save_steps" above 0/);
   const listFile = join(dir, "list.yaml");
   await writeFile(listFile, "- 1\n- 2\n");
   await assert.rejects(readConfigFile(listFile), /expected a mapping/);
