@@ -6,12 +6,12 @@ import type { LoraLinear } from "../lora/lora-linear.ts";
 import type { Backend } from "../tensor/backend.ts";
 import { writeDirAtomic, writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
-import type { AdamW } from "./optimizer.ts";
+import type { Optimizer } from "./optimizer.ts";
 
 /**
  * Training checkpoints: one folder per saved optimizer step, `checkpoints/checkpoint-<step>/`, written
  * atomically (built under a temporary name, renamed into place), holding everything a resumed run
- * needs to continue bit for bit: the adapter (PEFT format, f32 masters), the AdamW moments, and the
+ * needs to continue bit for bit: the adapter (PEFT format, f32 masters), the optimizer's moments, and the
  * trainer state (step, data position, RNG).
  */
 
@@ -38,19 +38,20 @@ export async function saveCheckpoint(
   dir: string,
   state: TrainerState,
   adapter: { settings: LoraSettings; linears: ReadonlyMap<string, LoraLinear> },
-  optimizer: AdamW,
+  optimizer: Optimizer,
   backend: Backend,
 ): Promise<void> {
   await writeDirAtomic(dir, async (tmp) => {
     await saveAdapter(tmp, adapter.settings, adapter.linears, backend);
-    const moments = optimizer.exportState();
-    await writeSafetensors(
-      join(tmp, OPTIMIZER_FILE),
-      moments.tensors.map((t) => ({ name: t.name, dtype: "F32" as const, shape: t.value.shape, data: backend.read(t.value) as Float32Array })),
-      { format: "pt", step: String(moments.step) },
-    );
+    await saveOptimizerState(tmp, optimizer);
     await writeFileAtomic(join(tmp, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
   });
+}
+
+/** Writes the optimizer's state (moments, or 8-bit codes and absmaxes, and the step) into dir. */
+export async function saveOptimizerState(dir: string, optimizer: Optimizer): Promise<void> {
+  const state = optimizer.exportState();
+  await writeSafetensors(join(dir, OPTIMIZER_FILE), state.tensors, { format: "pt", step: String(state.step) });
 }
 
 /** Checkpoint folders of a run, oldest first (by step). */
@@ -83,15 +84,18 @@ export async function readTrainerState(dir: string): Promise<TrainerState> {
   return s as unknown as TrainerState;
 }
 
-/** Loads the AdamW moments saved next to the adapter. */
-export async function loadOptimizerState(dir: string, optimizer: AdamW): Promise<void> {
+/** Loads the optimizer's moments saved next to the adapter. */
+export async function loadOptimizerState(dir: string, optimizer: Optimizer): Promise<void> {
   const file = join(dir, OPTIMIZER_FILE);
   const source = await openSafetensors(file);
   try {
     const step = Number(source.metadata.step);
     if (!Number.isInteger(step)) throw new InputError(file, "has no optimizer step in its metadata");
-    const values = new Map<string, Float32Array>();
-    for (const key of source.keys()) values.set(key, toFloat32(await source.read(key)));
+    const values = new Map<string, Float32Array | Uint8Array>();
+    for (const key of source.keys()) {
+      const stored = await source.read(key);
+      values.set(key, stored.dtype === "U8" ? Uint8Array.from(stored.data) : toFloat32(stored));
+    }
     optimizer.importState(step, (name) => {
       const v = values.get(name);
       if (!v) throw new InputError(file, `has no tensor "${name}" (the checkpoint does not match this run's adapter)`);

@@ -18,7 +18,7 @@ import { listCheckpoints } from "./checkpoint.ts";
 import { boundImageEdge, collate, type CollatorSettings, type TrainBatch, type TrainExample } from "./collator.ts";
 import { resolveConfig, TUTORIAL_DEFAULTS, type TrainConfig } from "./config.ts";
 import { Rng } from "./rng.ts";
-import { checkSupported, trainLoop, type MicroBatchSource, type StepRecord } from "./trainer.ts";
+import { trainLoop, type MicroBatchSource, type StepRecord } from "./trainer.ts";
 
 /**
  * `splint train` as a function: model folder + dataset → a run folder holding
@@ -95,7 +95,6 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
       throw new InputError(runDir, "already holds a training run", "continue it with --resume, or pass another --out folder");
     }
   }
-  checkSupported(config, opts.configSource ?? "optim");
 
   const dataset = typeof opts.dataset === "string" ? await loadDatasetDict(opts.dataset) : opts.dataset;
   const datasetName = typeof opts.dataset === "string" ? opts.dataset : "dataset";

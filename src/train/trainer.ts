@@ -13,7 +13,7 @@ import { InputError, SplintError } from "../util/errors.ts";
 import { checkpointDir, listCheckpoints, loadOptimizerState, readTrainerState, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
 import type { TrainBatch } from "./collator.ts";
 import type { TrainConfig } from "./config.ts";
-import { AdamW, clipGradNorm, type Parameter } from "./optimizer.ts";
+import { AdamW, AdamW8bit, clipGradNorm, type Optimizer, type Parameter } from "./optimizer.ts";
 import { Rng } from "./rng.ts";
 import { learningRate } from "./schedule.ts";
 
@@ -22,7 +22,7 @@ import { learningRate } from "./schedule.ts";
  * per_device_train_batch_size examples, gradients accumulated over gradient_accumulation_steps of
  * them, each micro-batch's mean token loss divided by the number of micro-batches in its step
  * ("mean_per_micro", the fixtures' reference rule), clipping to max_grad_norm, AdamW with fp32
- * moments, the learning-rate schedule stepped after each update (so update 1 runs at lr(0)).
+ * moments (or block-wise 8-bit ones with optim adamw_8bit), the learning-rate schedule stepped after each update (so update 1 runs at lr(0)).
  *
  * Everything that decides a step is a function of the step number and saved state: the data
  * position follows from the step, dropout seeds come from an Rng whose state is checkpointed,
@@ -77,13 +77,6 @@ export interface TrainLoopResult {
 
 export const TRAIN_LOG_FILE = "train_log.jsonl";
 
-/** Refuses settings the loop does not implement (before anything heavy is loaded). */
-export function checkSupported(config: TrainConfig, source: string): void {
-  if (config.optim === "adamw_8bit") {
-    throw new InputError(source, "optim adamw_8bit (block-wise 8-bit AdamW states) is not implemented yet", "use optim adamw_torch: LoRA optimizer states are small in fp32");
-  }
-}
-
 /** Optimizer steps of a run (transformers' rule: max_steps wins, else epochs × steps per epoch). */
 export function planSteps(config: TrainConfig, microPerEpoch: number): { stepsPerEpoch: number; totalSteps: number } {
   if (microPerEpoch < 1) throw new InputError("dataset", "has no training examples");
@@ -105,16 +98,11 @@ export function loraParameters(linears: ReadonlyMap<string, LoraLinear>): Parame
 
 export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult> {
   const { backend, model, config, source, output } = opts;
-  checkSupported(config, "optim");
   const params = loraParameters(model.linears);
   if (params.length === 0) throw new SplintError("no LoRA pairs are attached to the model, so nothing would train");
   const trainable = new Set(params.map((p) => p.value));
-  const optimizer = new AdamW(backend, params, {
-    beta1: config.adam_beta1,
-    beta2: config.adam_beta2,
-    eps: config.adam_epsilon,
-    weightDecay: config.weight_decay,
-  });
+  const adamSettings = { beta1: config.adam_beta1, beta2: config.adam_beta2, eps: config.adam_epsilon, weightDecay: config.weight_decay };
+  const optimizer: Optimizer = config.optim === "adamw_8bit" ? new AdamW8bit(backend, params, adamSettings) : new AdamW(backend, params, adamSettings);
   const GA = config.gradient_accumulation_steps;
   const { stepsPerEpoch, totalSteps } = planSteps(config, source.length);
   const logEvery = config.logging_steps < 1 ? Math.max(1, Math.ceil(totalSteps * config.logging_steps)) : Math.round(config.logging_steps);
