@@ -4,6 +4,8 @@ import { detectBackend } from "../backends/cuda/detect.ts";
 import { createOutput, type Output } from "../cli/output.ts";
 import { loadDatasetDict } from "../data/hf-dataset.ts";
 import type { DatasetDict } from "../data/types.ts";
+import { hubSettings } from "../hub/settings.ts";
+import { isHubRepoId } from "../hub/snapshot.ts";
 import { pushAdapterToHub, type PushResult } from "../hub/upload.ts";
 import { initAdapter, loadAdapter, saveAdapter, type LoraSettings } from "../lora/adapter.ts";
 import { freeMistral3, loadMistral3 } from "../models/mistral3/model.ts";
@@ -96,6 +98,11 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
     }
   }
 
+  if (opts.pushToHub !== undefined) {
+    // Checked now rather than after hours of training.
+    if (!isHubRepoId(opts.pushToHub) || !opts.pushToHub.includes("/")) throw new InputError(opts.pushToHub, "not a Hub repo id of the form owner/name");
+    if (!hubSettings().token) throw new InputError("HF_TOKEN", "not set; --push-to-hub needs a token with write access", "export HF_TOKEN=hf_… (https://huggingface.co/settings/tokens)");
+  }
   const dataset = typeof opts.dataset === "string" ? await loadDatasetDict(opts.dataset) : opts.dataset;
   const datasetName = typeof opts.dataset === "string" ? opts.dataset : "dataset";
   const split = opts.split ?? "train";

@@ -69,6 +69,7 @@ test("bad settings fail with the file or flag named, before any model is loaded"
     assert.match(await fail(["--config", config]), /recipe\.yaml: unknown setting "learning_rat"/);
     assert.match(await fail(["--lora-dropout", "1.5"]), /command-line flags: "lora_dropout" must be in \[0, 1\)/);
     assert.match(await fail(["--bf16", "yes"]), /--bf16: expects true or false/);
+    assert.match(await fail(["--push-to-hub", "not a repo"]), /not a repo: not a Hub repo id/);
     assert.match(await fail(["--optim", "sgd"]), /command-line flags: "optim" must be one of adamw_torch, adamw_8bit \(got "sgd"\)/);
   } finally {
     await rm(root, { recursive: true, force: true });
