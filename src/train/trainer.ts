@@ -1,7 +1,7 @@
 import { appendFile, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createGraph } from "../autograd/tape.ts";
-import type { Output } from "../cli/output.ts";
+import type { Output, Progress } from "../cli/output.ts";
 import { adapterKey, type LoraSettings } from "../lora/adapter.ts";
 import type { LoraLinear } from "../lora/lora-linear.ts";
 import { ForwardContext } from "../models/mistral3/context.ts";
@@ -110,6 +110,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
   // Dropout seeds: a stream of its own, apart from the adapter init's Rng(seed).
   let rng = new Rng(config.seed ^ 0x2545f491);
   let startStep = 0;
+  let bar: Progress | undefined;
 
   try {
     if (opts.resumeFrom) {
@@ -128,7 +129,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
 
     const history: StepRecord[] = [];
     const checkpoints: string[] = [];
-    const bar = output.progress("training", totalSteps, "steps");
+    bar = output.progress("training", totalSteps, "steps");
     bar.update(startStep);
     let window = { loss: 0, steps: 0, tokens: 0, images: 0, seconds: 0 };
     let lastCheckpoint: string | null = opts.resumeFrom ?? null;
@@ -206,9 +207,9 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
         lastCheckpoint = dir;
       }
     }
-    bar.stop();
     return { steps: totalSteps, history, checkpoints, logFile };
   } finally {
+    bar?.stop();
     optimizer.free();
   }
 }
