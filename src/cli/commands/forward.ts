@@ -1,12 +1,11 @@
 import type { Command } from "commander";
-import { createGraph } from "../../autograd/tape.ts";
 import { openSafetensors, toFloat32, toInt32, writeSafetensors, type StoredTensor, type TensorSource, type TensorToWrite } from "../../io/safetensors.ts";
 import { resolveModel } from "../../hub/snapshot.ts";
-import { adapterKey } from "../../lora/adapter.ts";
 import { ForwardContext } from "../../models/mistral3/context.ts";
 import { forwardMistral3, type Mistral3Inputs } from "../../models/mistral3/model.ts";
 import { openModelSession } from "../../models/mistral3/runtime.ts";
 import type { WeightDtype } from "../../models/mistral3/weights.ts";
+import { loraGradients } from "../../train/grads.ts";
 import { InputError } from "../../util/errors.ts";
 import { createOutput } from "../output.ts";
 
@@ -37,32 +36,22 @@ export function registerForward(program: Command): void {
       const adapterDir = opts.adapter === undefined ? undefined : await resolveModel(opts.adapter, { output });
       const session = await openModelSession(modelDir, { adapterDir, dtype: opts.dtype as WeightDtype, output });
       const started = performance.now();
-      const pairs = [...session.model.linears].filter(([, l]) => l.lora);
-      const trainable = new Set(opts.grads ? pairs.flatMap(([, l]) => [l.lora!.a, l.lora!.b]) : []);
-      const graph = opts.grads ? createGraph(session.backend, { recording: true }) : session.inferenceGraph();
-      const ctx = new ForwardContext(graph, { trainable });
       let logits: Float32Array;
       let loss: number | undefined;
-      const grads: TensorToWrite[] = [];
-      try {
-        const out = forwardMistral3(ctx, session.model, inputs);
-        logits = session.backend.read(out.logits.value) as Float32Array;
-        loss = out.loss ? (session.backend.read(out.loss.value) as Float32Array)[0] : undefined;
-        if (opts.grads && out.loss) {
-          graph.backward(out.loss);
-          for (const [path, l] of pairs) {
-            for (const [which, t] of [["A", l.lora!.a], ["B", l.lora!.b]] as const) {
-              const grad = ctx.varOf(t)?.grad;
-              // A pair the inputs never reach (e.g. the vision tower without images) has zero gradient.
-              const data = grad ? (session.backend.read(grad) as Float32Array) : new Float32Array(t.size);
-              grads.push({ name: adapterKey(path, which), dtype: "F32", shape: t.shape, data });
-              grad?.free();
-            }
-          }
+      let grads: TensorToWrite[] = [];
+      if (opts.grads) {
+        ({ logits, loss, grads } = loraGradients(session.backend, session.model, inputs));
+      } else {
+        const graph = session.inferenceGraph();
+        const ctx = new ForwardContext(graph);
+        try {
+          const out = forwardMistral3(ctx, session.model, inputs);
+          logits = session.backend.read(out.logits.value) as Float32Array;
+          loss = out.loss ? (session.backend.read(out.loss.value) as Float32Array)[0] : undefined;
+        } finally {
+          graph.dispose();
+          ctx.release();
         }
-      } finally {
-        graph.dispose();
-        ctx.release();
       }
       if (opts.grads) await writeSafetensors(opts.grads, grads, { format: "pt" });
       const seconds = (performance.now() - started) / 1000;
