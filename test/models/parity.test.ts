@@ -5,15 +5,14 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { createGraph } from "../../src/autograd/tape.ts";
-import { createCpuBackend } from "../../src/backends/cpu/index.ts";
 import { readForwardInputs } from "../../src/cli/commands/forward.ts";
 import { openSafetensors, toFloat32, toInt32 } from "../../src/io/safetensors.ts";
 import { detach, loadAdapter } from "../../src/lora/adapter.ts";
 import { ForwardContext } from "../../src/models/mistral3/context.ts";
 import { generateMistral3, prefillPositions } from "../../src/models/mistral3/generate.ts";
 import { forwardMistral3, loadMistral3, type Mistral3Inputs, type Mistral3Model } from "../../src/models/mistral3/model.ts";
+import { FIXTURES, referenceBackend } from "../helpers/reference.ts";
 
-const FIXTURES = join(import.meta.dirname, "..", "fixtures");
 const fixture = (rel: string) => join(FIXTURES, rel);
 
 interface Tolerance {
@@ -41,7 +40,7 @@ const loraCases = [
   ...(manifest.lora.fp8_base_cases ?? []),
 ];
 
-const backend = createCpuBackend();
+const backend = referenceBackend();
 const models = new Map<string, Promise<Mistral3Model>>();
 const modelOf = (rel: string) => {
   if (!models.has(rel)) models.set(rel, loadMistral3(fixture(rel), backend));

@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { createCpuBackend } from "../../src/backends/cpu/index.ts";
+import { referenceBackend } from "../helpers/reference.ts";
 import { openSafetensors, toFloat32 } from "../../src/io/safetensors.ts";
 import { adapterKey, loadAdapter } from "../../src/lora/adapter.ts";
 import { freeMistral3, loadMistral3 } from "../../src/models/mistral3/model.ts";
@@ -43,7 +43,7 @@ for (const [curveFile, labels, checkpointLayers] of [
   ["curve_completion.json", "labels_completion", false],
 ] as const) {
   test(`20 steps track the PyTorch + PEFT ${curveFile} within 1e-3 per step (gradient checkpointing ${checkpointLayers ? "on" : "off"})`, async () => {
-    const backend = createCpuBackend();
+    const backend = referenceBackend();
     const model = await loadMistral3(join(FIXTURES, "models", "tiny"), backend);
     const runDir = await mkdtemp(join(tmpdir(), "splint-curve-"));
     try {

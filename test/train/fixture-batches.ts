@@ -4,7 +4,9 @@ import { IGNORE_INDEX } from "../../src/models/mistral3/model.ts";
 import type { TrainBatch } from "../../src/train/collator.ts";
 import type { MicroBatchSource } from "../../src/train/trainer.ts";
 
-export const FIXTURES = join(import.meta.dirname, "..", "fixtures");
+import { FIXTURES } from "../helpers/reference.ts";
+
+export { FIXTURES };
 
 /** The fixtures' 4 training micro-batches, served in their recorded order (no shuffling). */
 export async function fixtureBatches(labels: "labels" | "labels_completion"): Promise<MicroBatchSource> {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { createCpuBackend } from "../../src/backends/cpu/index.ts";
+import { referenceBackend } from "../helpers/reference.ts";
 import { readForwardInputs } from "../../src/cli/commands/forward.ts";
 import { openSafetensors, toFloat32 } from "../../src/io/safetensors.ts";
 import { detach, loadAdapter } from "../../src/lora/adapter.ts";
@@ -29,7 +29,7 @@ const cases = [
 
 for (const c of cases) {
   test(`loraGradients on ${c.base} (${c.case}) match peft's within ${c.grad_tolerance_abs}, keyed by PEFT names`, async () => {
-    const backend = createCpuBackend();
+    const backend = referenceBackend();
     const model = await loadMistral3(join(FIXTURES, c.base), backend);
     try {
       await loadAdapter(join(FIXTURES, c.adapter), model.linears, backend);
@@ -57,7 +57,7 @@ for (const c of cases) {
 }
 
 test("loraGradients says what is missing: labels, or an adapter", async () => {
-  const backend = createCpuBackend();
+  const backend = referenceBackend();
   const model = await loadMistral3(join(FIXTURES, "models", "tiny"), backend);
   try {
     const inputs = await readForwardInputs(join(FIXTURES, "forward", "inputs", "text_rightpad.safetensors"));
