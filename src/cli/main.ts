@@ -10,6 +10,7 @@ import { registerRender } from "./commands/render.ts";
 import { registerPreprocess } from "./commands/preprocess.ts";
 import { registerData } from "./commands/data.ts";
 import { registerEval } from "./commands/eval.ts";
+import { registerCompare } from "./commands/compare.ts";
 
 // A reader that closes early (`splint … | head`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -40,6 +41,7 @@ const commands: ((p: Command) => void)[] = [
   registerPreprocess,
   registerData,
   registerEval,
+  registerCompare,
 ];
 for (const register of commands) register(program);
 

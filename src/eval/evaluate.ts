@@ -6,6 +6,7 @@ import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
 import type { ImageBatch } from "../models/mistral3/model.ts";
 import { openModelSession } from "../models/mistral3/runtime.ts";
 import { resolveChatTemplate } from "../text/chat-template.ts";
+import { boundImageEdge } from "../train/collator.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { InputError } from "../util/errors.ts";
 import { loadImageProcessorConfig, preprocess, type ImageProcessorConfig } from "../vision/image-processor.ts";
@@ -68,7 +69,7 @@ export async function runEvaluation(opts: EvalOptions): Promise<EvalRun> {
     eosTokenIds: generation.eosTokenIds ?? [tokenizer.eosId],
     padTokenId: generation.padTokenId ?? config.text_config.pad_token_id ?? tokenizer.padId,
   };
-  const processor = capImageEdge(loadImageProcessorConfig(opts.model), opts.maxImageEdge ?? null);
+  const processor = boundImageEdge(loadImageProcessorConfig(opts.model), opts.maxImageEdge ?? null);
 
   const progress = opts.output.progress(`eval ${opts.mode}`, rows.length, "images");
   const started = performance.now();
@@ -142,10 +143,4 @@ export async function classifyRows(
 export async function imageBatch(bytes: readonly Uint8Array[], processor: ImageProcessorConfig, names: readonly string[]): Promise<ImageBatch> {
   const batch = await preprocess(bytes, processor, names);
   return { pixelValues: batch.pixelValues, shape: batch.shape, imageSizes: Int32Array.from(batch.imageSizes.flat()) };
-}
-
-/** The processor with its longest edge lowered to `edge` (never raised). */
-export function capImageEdge(cfg: ImageProcessorConfig, edge: number | null): ImageProcessorConfig {
-  if (edge === null) return cfg;
-  return { ...cfg, maxHeight: Math.min(cfg.maxHeight, edge), maxWidth: Math.min(cfg.maxWidth, edge) };
 }
