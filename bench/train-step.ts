@@ -24,158 +24,26 @@ import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.
 import { initAdapter, type LoraSettings } from "../src/lora/adapter.ts";
 import { parseMistral3Config, type Mistral3Config } from "../src/models/mistral3/config.ts";
 import { ForwardContext } from "../src/models/mistral3/context.ts";
-import { buildMistral3, forwardMistral3, IGNORE_INDEX, type Mistral3Inputs, type Mistral3Model } from "../src/models/mistral3/model.ts";
-import { expectedWeights } from "../src/models/mistral3/weights.ts";
+import { buildMistral3, forwardMistral3, type Mistral3Model } from "../src/models/mistral3/model.ts";
 import type { Backend } from "../src/tensor/backend.ts";
-import { f32ArrayToBf16 } from "../src/tensor/bf16.ts";
-import type { Tensor } from "../src/tensor/tensor.ts";
 import { AdamW, type Parameter } from "../src/train/optimizer.ts";
 import { Rng } from "../src/train/rng.ts";
+import {
+  buildInputs,
+  hfConfig,
+  imageTokenBlock,
+  LORA,
+  median,
+  OPTIMIZER,
+  randomWeights,
+  SIZES,
+  type Size,
+  TUTORIAL_WORKLOAD,
+  type Workload,
+} from "./workload.ts";
 
 /** Dense bf16 tensor-core peak of the H100 SXM and H200 (datasheet, without sparsity). */
 const PEAK_BF16_FLOPS = 989.4e12;
-
-const SIZES = ["tiny", "3b", "8b", "14b"] as const;
-type Size = (typeof SIZES)[number];
-
-/** ministral3.md §1: text dimensions per size; the vision tower is the same 0.4B Pixtral for all. */
-const TEXT_DIMS: Record<Size, { hidden: number; layers: number; intermediate: number; heads: number; kvHeads: number; headDim: number; vocab: number; theta: number; tied: boolean }> = {
-  tiny: { hidden: 64, layers: 2, intermediate: 128, heads: 4, kvHeads: 2, headDim: 16, vocab: 2048, theta: 1e6, tied: false },
-  "3b": { hidden: 3072, layers: 26, intermediate: 9216, heads: 32, kvHeads: 8, headDim: 128, vocab: 131072, theta: 1e6, tied: true },
-  "8b": { hidden: 4096, layers: 34, intermediate: 14336, heads: 32, kvHeads: 8, headDim: 128, vocab: 131072, theta: 1e6, tied: false },
-  "14b": { hidden: 5120, layers: 40, intermediate: 16384, heads: 32, kvHeads: 8, headDim: 128, vocab: 131072, theta: 1e9, tied: false },
-};
-
-/** config.json of Mistral3ForConditionalGeneration for a size, as transformers 5 writes it. */
-function hfConfig(size: Size): Record<string, unknown> {
-  const d = TEXT_DIMS[size];
-  const tinyVision = size === "tiny";
-  return {
-    architectures: ["Mistral3ForConditionalGeneration"],
-    model_type: "mistral3",
-    image_token_index: 10,
-    multimodal_projector_bias: false,
-    projector_hidden_act: "gelu",
-    spatial_merge_size: 2,
-    vision_feature_layer: -1,
-    tie_word_embeddings: d.tied,
-    text_config: {
-      model_type: "ministral3",
-      hidden_size: d.hidden,
-      intermediate_size: d.intermediate,
-      num_hidden_layers: d.layers,
-      num_attention_heads: d.heads,
-      num_key_value_heads: d.kvHeads,
-      head_dim: d.headDim,
-      vocab_size: d.vocab,
-      rms_norm_eps: 1e-5,
-      hidden_act: "silu",
-      max_position_embeddings: 262144,
-      sliding_window: null,
-      bos_token_id: 1,
-      eos_token_id: 2,
-      pad_token_id: 11,
-      attention_dropout: 0.0,
-      tie_word_embeddings: d.tied,
-      rope_parameters: {
-        rope_type: "yarn",
-        type: "yarn",
-        rope_theta: d.theta,
-        factor: 16.0,
-        original_max_position_embeddings: 16384,
-        beta_fast: 32.0,
-        beta_slow: 1.0,
-        mscale: 1.0,
-        mscale_all_dim: 1.0,
-        llama_4_scaling_beta: 0.1,
-      },
-    },
-    vision_config: {
-      model_type: "pixtral",
-      hidden_size: tinyVision ? 64 : 1024,
-      intermediate_size: tinyVision ? 128 : 4096,
-      num_hidden_layers: tinyVision ? 2 : 24,
-      num_attention_heads: tinyVision ? 4 : 16,
-      head_dim: tinyVision ? 16 : 64,
-      num_channels: 3,
-      image_size: 1540,
-      patch_size: 14,
-      hidden_act: "silu",
-      attention_dropout: 0.0,
-      rope_parameters: { rope_theta: 10000.0, rope_type: "default" },
-      rope_theta: 10000.0,
-    },
-  };
-}
-
-interface Workload {
-  batch: number;
-  /** Resized image edge (multiple of 28); the tutorial's 640×640 images become 644×644. */
-  imageSize: number;
-  promptTokens: number;
-  answerTokens: number;
-}
-
-const TUTORIAL_WORKLOAD: Workload = { batch: 2, imageSize: 644, promptTokens: 160, answerTokens: 8 };
-
-const IMG = 10;
-const IMG_BREAK = 12;
-const IMG_END = 13;
-
-/** [IMG] rows separated by [IMG_BREAK], closed by [IMG_END] (the Pixtral processor's layout). */
-function imageTokenBlock(imageSize: number, patch: number, merge: number): number[] {
-  const side = imageSize / (patch * merge);
-  const out: number[] = [];
-  for (let r = 0; r < side; r++) {
-    for (let c = 0; c < side; c++) out.push(IMG);
-    out.push(r === side - 1 ? IMG_END : IMG_BREAK);
-  }
-  return out;
-}
-
-/**
- * One micro-batch: per row `<s>[INST]` + image block + prompt text + `[/INST]` + answer ending in
- * `</s>`; labels only on the answer (completion-only loss). Text ids are random non-special ids.
- */
-function buildInputs(config: Mistral3Config, w: Workload, seed: number): Mistral3Inputs {
-  const rng = new Rng(seed);
-  const v = config.vision_config;
-  const block = imageTokenBlock(w.imageSize, v.patch_size, config.spatial_merge_size);
-  const textId = (): number => 1000 + rng.int(config.text_config.vocab_size - 1000);
-  const rows: number[][] = [];
-  const labelRows: number[][] = [];
-  for (let b = 0; b < w.batch; b++) {
-    const prompt = [1, 3, ...block, ...Array.from({ length: w.promptTokens - 3 }, textId), 4];
-    const answer = [...Array.from({ length: w.answerTokens - 1 }, textId), 2];
-    rows.push([...prompt, ...answer]);
-    labelRows.push([...prompt.map(() => IGNORE_INDEX), ...answer]);
-  }
-  const pixels = new Float32Array(w.batch * 3 * w.imageSize * w.imageSize);
-  for (let i = 0; i < pixels.length; i++) pixels[i] = 4 * rng.next() - 2;
-  const sizes = new Int32Array(2 * w.batch).fill(w.imageSize);
-  return {
-    batch: w.batch,
-    seqLen: rows[0]!.length,
-    inputIds: Int32Array.from(rows.flat()),
-    labels: Int32Array.from(labelRows.flat()),
-    images: { pixelValues: pixels, shape: [w.batch, 3, w.imageSize, w.imageSize], imageSizes: sizes },
-  };
-}
-
-const LORA: LoraSettings = {
-  r: 16,
-  lora_alpha: 32,
-  lora_dropout: 0.05,
-  target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-  exclude_modules: null,
-  use_rslora: false,
-  rank_pattern: {},
-  alpha_pattern: {},
-  base_model_name_or_path: null,
-  task_type: "CAUSAL_LM",
-};
-
-const OPTIMIZER = { lr: 2e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
 
 /**
  * Model FLOPs of one step, counted per matrix product the step must run (bf16 weights frozen,
@@ -256,32 +124,6 @@ function makePlan(size: Size, w: Workload): Plan {
   };
 }
 
-/**
- * Random bf16 weights without drawing billions of numbers: one pool of random values (|w| ≤ 0.035,
- * std 0.02), tiled to the largest tensor; every matrix is the start of that buffer (views at offset
- * 0 only: the FFI upload takes the view's buffer address). Norm weights are 1. No tensor is zero, so
- * no kernel runs on zeros.
- */
-function randomWeights(backend: Backend, config: Mistral3Config, tied: boolean, seed: number): Map<string, Tensor> {
-  const rng = new Rng(seed);
-  const specs = expectedWeights(config).filter((s) => !(tied && s.name === "lm_head.weight"));
-  const POOL = 1 << 24;
-  const poolF32 = new Float32Array(POOL);
-  for (let i = 0; i < POOL; i++) poolF32[i] = (rng.next() * 2 - 1) * 0.0346;
-  const pool = f32ArrayToBf16(poolF32);
-  const largest = Math.max(...specs.map((s) => s.shape.reduce((a, b) => a * b, 1)));
-  const host = new Uint16Array(largest + POOL);
-  for (let at = 0; at < host.length; at += POOL) host.set(pool.subarray(0, Math.min(POOL, host.length - at)), at);
-  const one = new Uint16Array(Math.max(...specs.filter((s) => s.shape.length === 1).map((s) => s.shape[0]!))).fill(0x3f80);
-  const weights = new Map<string, Tensor>();
-  for (const spec of specs) {
-    const size = spec.shape.reduce((a, b) => a * b, 1);
-    const data = spec.shape.length === 1 ? one.subarray(0, size) : host.subarray(0, size);
-    weights.set(spec.name, backend.upload(data, spec.shape, "bf16"));
-  }
-  return weights;
-}
-
 interface PhaseTimes {
   visionMs: number;
   decoderMs: number;
@@ -291,11 +133,6 @@ interface PhaseTimes {
   totalMs: number;
 }
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 function main(): Promise<void> | void {
   const { values } = parseArgs({
