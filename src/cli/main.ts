@@ -11,6 +11,7 @@ import { registerPreprocess } from "./commands/preprocess.ts";
 import { registerData } from "./commands/data.ts";
 import { registerEval } from "./commands/eval.ts";
 import { registerCompare } from "./commands/compare.ts";
+import { registerReport } from "./commands/report.ts";
 
 // A reader that closes early (`splint … | head`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -42,6 +43,7 @@ const commands: ((p: Command) => void)[] = [
   registerData,
   registerEval,
   registerCompare,
+  registerReport,
 ];
 for (const register of commands) register(program);
 

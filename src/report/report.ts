@@ -1,0 +1,287 @@
+import { readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import sharp from "sharp";
+import { loadDatasetDict } from "../data/hf-dataset.ts";
+import { classCountsChart, type DatasetStats } from "../data/stats.ts";
+import type { DatasetDict } from "../data/types.ts";
+import type { Comparison, FlippedExample } from "../eval/compare.ts";
+import { readComparison } from "../eval/compare-dirs.ts";
+import { formatP } from "../eval/format.ts";
+import { readEvalRun, type EvalSummary } from "../eval/records.ts";
+import { writeFileAtomic } from "../util/atomic.ts";
+import { InputError } from "../util/errors.ts";
+import { barChart, heatmap, lineChart, renderSvg, type ChartSpec } from "./charts.ts";
+import { runLayout, type RunLayout } from "./run-layout.ts";
+
+/**
+ * `splint report RUN`: one HTML file that opens offline and shows the whole run — the data, the
+ * training curves, the before/after measurements and the images whose answers changed. Figures
+ * are Vega-Lite charts rendered to SVG and embedded as data URIs; images are embedded PNGs. A step
+ * whose output is missing is named as missing instead of failing the report.
+ */
+
+export interface ReportSummary {
+  readonly file: string;
+  /** Sections that had data, and those that did not (with the file that was missing). */
+  readonly sections: readonly string[];
+  readonly missing: readonly string[];
+  readonly figures: number;
+}
+
+interface TrainLogEntry {
+  readonly step: number;
+  readonly loss?: number;
+  readonly lr?: number;
+  readonly grad_norm?: number;
+}
+
+interface StatsFile extends DatasetStats {
+  readonly samples?: readonly { readonly labelName: string }[];
+}
+
+const MAX_FLIPS_SHOWN = 24;
+
+export async function writeRunReport(root: string, opts: { title?: string; out?: string } = {}): Promise<ReportSummary> {
+  if (!(await exists(root))) throw new InputError(root, "does not exist", "pass the run folder of `splint demo` or `splint run`");
+  const run = runLayout(root);
+  const page = new Page(opts.title ?? "splint run report");
+  const missing: string[] = [];
+  const sections: string[] = [];
+  const note = (section: string, file: string) => {
+    missing.push(`${section}: ${file}`);
+    page.section(section, `<p class="missing">Not available: <code>${escapeHtml(file)}</code> is missing.</p>`);
+  };
+
+  const stats = await readJsonIfExists<StatsFile>(join(run.stats, "stats.json"));
+  if (stats) {
+    sections.push("dataset");
+    await datasetSection(page, run, stats);
+  } else note("Dataset", join(run.stats, "stats.json"));
+
+  const log = await readTrainLog(run.trainLog);
+  if (log) {
+    sections.push("training");
+    await trainingSection(page, log);
+  } else note("Training", run.trainLog);
+
+  const before = await readEvalIfExists(run.evalBefore);
+  const after = await readEvalIfExists(run.evalAfter);
+  if (before || after) {
+    sections.push("evaluation");
+    await evaluationSection(page, before, after);
+  } else note("Evaluation", join(run.evalBefore, "metrics.json"));
+
+  const comparisonFile = join(run.compare, "comparison.json");
+  if (await exists(comparisonFile)) {
+    sections.push("comparison");
+    const comparison = await readComparison(run.compare);
+    const dataset = (await exists(run.dataset)) ? await loadDatasetDict(run.dataset) : null;
+    const split = after?.split ?? before?.split ?? "test";
+    await comparisonSection(page, comparison, dataset, split);
+  } else note("Before and after", comparisonFile);
+
+  const file = opts.out ?? run.report;
+  await writeFileAtomic(file, page.html());
+  return { file, sections, missing, figures: page.figures };
+}
+
+async function datasetSection(page: Page, run: RunLayout, stats: StatsFile): Promise<void> {
+  const rows = stats.classNames.map((name, c) => [name, ...stats.splits.map((s) => String(s.counts[c] ?? 0))]);
+  rows.push(["total", ...stats.splits.map((s) => String(s.total))]);
+  const parts = [
+    table(["class", ...stats.splits.map((s) => s.split)], rows),
+    await page.chart(classCountsChart(stats), "Images per class and split"),
+  ];
+  const grid = join(run.stats, "samples.png");
+  if (await exists(grid)) parts.push(page.image(await readFile(grid), "image/png", "Random training images with their labels"));
+  page.section("Dataset", parts.join("\n"));
+}
+
+async function trainingSection(page: Page, log: readonly TrainLogEntry[]): Promise<void> {
+  const series = (key: "loss" | "lr" | "grad_norm") => log.flatMap((e) => (typeof e[key] === "number" && Number.isFinite(e[key]) ? [{ x: e.step, y: e[key] }] : []));
+  const parts = [
+    `<p>${log.length} logged optimizer steps; last step ${log[log.length - 1]!.step}.</p>`,
+    await page.chart(lineChart(series("loss"), { title: "Training loss", xTitle: "optimizer step", yTitle: "loss" }), "Training loss"),
+    await page.chart(lineChart(series("lr"), { title: "Learning rate", xTitle: "optimizer step", yTitle: "learning rate" }), "Learning rate"),
+    await page.chart(lineChart(series("grad_norm"), { title: "Gradient norm (before clipping)", xTitle: "optimizer step", yTitle: "‖g‖" }), "Gradient norm"),
+  ];
+  page.section("Training", parts.join("\n"));
+}
+
+async function evaluationSection(page: Page, before: EvalSummary | null, after: EvalSummary | null): Promise<void> {
+  const runs = [
+    ["before", before],
+    ["after", after],
+  ].filter((r): r is [string, EvalSummary] => r[1] !== null);
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const summaryRows = runs.map(([name, s]) => {
+    const m = s.metrics;
+    return [name, s.mode, String(m.n), `${pct(m.accuracy)} (${pct(m.accuracyCi95[0])}–${pct(m.accuracyCi95[1])})`, m.macroF1.toFixed(3), pct(m.invalidRate), s.imagesPerSecond.toFixed(2)];
+  });
+  const parts = [table(["model", "mode", "images", "accuracy (95% CI)", "macro-F1", "invalid", "images/s"], summaryRows)];
+  const accuracy = barChart(
+    runs.map(([name, s]) => ({ category: name, value: Math.round(1000 * s.metrics.accuracy) / 10 })),
+    { title: "Test accuracy (%)", valueTitle: "accuracy %", width: 200 },
+  );
+  parts.push(await page.chart(accuracy, "Accuracy before and after"));
+  for (const [name, s] of runs) {
+    const k = s.classNames.length;
+    const withInvalid = s.metrics.confusion.some((row) => row[k]! > 0);
+    const columns = withInvalid ? [...s.classNames, "(invalid)"] : [...s.classNames];
+    const counts = s.metrics.confusion.map((row) => (withInvalid ? [...row] : row.slice(0, k)));
+    parts.push(await page.chart(heatmap(s.classNames, columns, counts, { title: `Confusion matrix, ${name}`, rowTitle: "true class", columnTitle: "predicted class" }), `Confusion matrix ${name}`));
+  }
+  const header = ["class", "support", ...runs.flatMap(([name]) => [`precision ${name}`, `recall ${name}`, `F1 ${name}`])];
+  const rows = runs[0]![1].classNames.map((cls, c) => [
+    cls,
+    String(runs[0]![1].metrics.perClass[c]!.support),
+    ...runs.flatMap(([, s]) => {
+      const m = s.metrics.perClass[c]!;
+      return [m.precision.toFixed(3), m.recall.toFixed(3), m.f1.toFixed(3)];
+    }),
+  ]);
+  parts.push("<h3>Per class</h3>", table(header, rows));
+  page.section("Evaluation", parts.join("\n"));
+}
+
+async function comparisonSection(page: Page, c: Comparison, dataset: DatasetDict | null, split: string): Promise<void> {
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const delta = c.accuracyAfter - c.accuracyBefore;
+  const parts = [
+    `<p class="headline">Accuracy ${pct(c.accuracyBefore)} → ${pct(c.accuracyAfter)} (${delta >= 0 ? "+" : ""}${(100 * delta).toFixed(1)} points) on ${c.n} paired images. ` +
+      `McNemar's exact test: ${c.mcnemar.wrongToRight} wrong→right, ${c.mcnemar.rightToWrong} right→wrong, p = ${formatP(c.mcnemar.pValue)}.</p>`,
+  ];
+  const recall = barChart(
+    c.perClass.flatMap((p) => [
+      { category: p.name, value: Math.round(1000 * p.recallBefore) / 1000, series: "before" },
+      { category: p.name, value: Math.round(1000 * p.recallAfter) / 1000, series: "after" },
+    ]),
+    { title: "Recall per class", valueTitle: "recall", labels: false },
+  );
+  parts.push(await page.chart(recall, "Recall per class before and after"));
+  const rows = dataset?.splits.get(split) ?? null;
+  const classNames = dataset?.classNames ?? c.perClass.map((p) => p.name);
+  for (const [title, flips] of [
+    ["Wrong → right", c.wrongToRight],
+    ["Right → wrong", c.rightToWrong],
+  ] as const) {
+    parts.push(`<h3>${title} (${flips.length})</h3>`);
+    if (flips.length === 0) {
+      parts.push("<p>None.</p>");
+      continue;
+    }
+    const cards: string[] = [];
+    for (const flip of flips.slice(0, MAX_FLIPS_SHOWN)) cards.push(await flipCard(page, flip, rows?.[flip.index]?.image.bytes ?? null, classNames));
+    parts.push(`<div class="flips">${cards.join("\n")}</div>`);
+    if (flips.length > MAX_FLIPS_SHOWN) parts.push(`<p>… and ${flips.length - MAX_FLIPS_SHOWN} more in compare/comparison.json.</p>`);
+  }
+  page.section("Before and after", parts.join("\n"));
+}
+
+async function flipCard(page: Page, flip: FlippedExample, bytes: Uint8Array | null, classNames: readonly string[]): Promise<string> {
+  const name = (label: number) => (label < 0 ? "(invalid)" : (classNames[label] ?? String(label)));
+  let picture = `<div class="noimage">image not found</div>`;
+  if (bytes) {
+    const thumb = await sharp(bytes).resize(160, 160, { fit: "contain", background: "#000000" }).flatten({ background: "#000000" }).png().toBuffer().catch(() => null);
+    if (thumb) picture = page.image(thumb, "image/png", `image ${flip.index}`);
+  }
+  return `<figure class="flip">${picture}<figcaption>#${flip.index}${flip.path ? ` <span class="path">${escapeHtml(flip.path)}</span>` : ""}<br>` +
+    `true: <b>${escapeHtml(name(flip.label))}</b><br>before: ${escapeHtml(name(flip.before))}<br>after: ${escapeHtml(name(flip.after))}</figcaption></figure>`;
+}
+
+/** The HTML being built: sections plus figure bookkeeping. */
+class Page {
+  private readonly sections: string[] = [];
+  figures = 0;
+
+  constructor(private readonly title: string) {}
+
+  section(title: string, body: string): void {
+    const id = title.toLowerCase().replace(/[^a-z0-9]+/g, "-");
+    this.sections.push(`<section id="${id}"><h2>${escapeHtml(title)}</h2>\n${body}\n</section>`);
+  }
+
+  async chart(spec: ChartSpec, alt: string): Promise<string> {
+    const svg = await renderSvg(spec);
+    return this.image(Buffer.from(svg), "image/svg+xml", alt);
+  }
+
+  image(bytes: Uint8Array, type: string, alt: string): string {
+    this.figures++;
+    return `<img class="figure" src="data:${type};base64,${Buffer.from(bytes).toString("base64")}" alt="${escapeHtml(alt)}">`;
+  }
+
+  html(): string {
+    return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(this.title)}</title>
+<style>
+body { font-family: "DejaVu Sans", system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; padding: 0 1rem; color: #222; }
+h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2rem; margin-top: 2.5rem; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: .9rem; }
+th, td { border: 1px solid #ddd; padding: .25rem .6rem; text-align: right; } th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; }
+img.figure { display: block; margin: 1rem 0; max-width: 100%; }
+.flips { display: flex; flex-wrap: wrap; gap: .8rem; }
+figure.flip { margin: 0; width: 170px; font-size: .8rem; } figure.flip img.figure { margin: 0 0 .3rem 0; }
+.path { color: #777; word-break: break-all; } .missing { color: #a00; } .headline { font-size: 1.1rem; }
+.noimage { width: 160px; height: 160px; background: #eee; display: flex; align-items: center; justify-content: center; }
+</style>
+</head>
+<body>
+<h1>${escapeHtml(this.title)}</h1>
+<p>Generated by splint on ${new Date().toISOString()}. Everything is embedded: this file opens offline.</p>
+${this.sections.join("\n")}
+</body>
+</html>
+`;
+  }
+}
+
+function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const head = `<tr>${header.map((h) => `<th>${escapeHtml(h)}</th>`).join("")}</tr>`;
+  const body = rows.map((r) => `<tr>${r.map((cell) => `<td>${escapeHtml(cell)}</td>`).join("")}</tr>`).join("\n");
+  return `<table>\n${head}\n${body}\n</table>`;
+}
+
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function readJsonIfExists<T>(file: string): Promise<T | null> {
+  if (!(await exists(file))) return null;
+  try {
+    return JSON.parse(await readFile(file, "utf8")) as T;
+  } catch (error) {
+    throw new InputError(file, `invalid JSON: ${(error as Error).message}`);
+  }
+}
+
+async function readEvalIfExists(dir: string): Promise<EvalSummary | null> {
+  if (!(await exists(join(dir, "metrics.json")))) return null;
+  return (await readEvalRun(dir)).summary;
+}
+
+async function readTrainLog(file: string): Promise<TrainLogEntry[] | null> {
+  if (!(await exists(file))) return null;
+  const lines = (await readFile(file, "utf8")).split("\n").filter((l) => l.trim() !== "");
+  const entries = lines.map((line, i) => {
+    try {
+      return JSON.parse(line) as TrainLogEntry;
+    } catch (error) {
+      throw new InputError(`${file}:${i + 1}`, `invalid JSON: ${(error as Error).message}`);
+    }
+  });
+  const steps = entries.filter((e) => typeof e.step === "number");
+  return steps.length > 0 ? steps : null;
+}
