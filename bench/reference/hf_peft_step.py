@@ -41,10 +41,11 @@ def build_model(plan, attn):
     return model
 
 
-def build_inputs(plan):
-    """The layout bench/train-step.ts builds: <s>[INST] image block prompt [/INST] answer</s>."""
+def build_inputs(plan, prompt_only=False, seed=3):
+    """The layout bench/workload.ts builds: <s>[INST] image block prompt [/INST] answer</s>
+    (without the answer and labels for generation prompts)."""
     w = plan["workload"]
-    gen = torch.Generator().manual_seed(3)
+    gen = torch.Generator().manual_seed(seed)
     side = w["imageSize"] // (14 * 2)
     block = []
     for r in range(side):
@@ -53,19 +54,22 @@ def build_inputs(plan):
     rows, labels = [], []
     for _ in range(w["batch"]):
         text = torch.randint(1000, vocab, (w["promptTokens"] - 3,), generator=gen).tolist()
-        answer = torch.randint(1000, vocab, (w["answerTokens"] - 1,), generator=gen).tolist() + [2]
+        answer = [] if prompt_only else torch.randint(1000, vocab, (w["answerTokens"] - 1,), generator=gen).tolist() + [2]
         prompt = [1, 3] + block + text + [4]
         rows.append(prompt + answer)
         labels.append([-100] * len(prompt) + answer)
-    assert len(rows[0]) == w["seqLen"], (len(rows[0]), w["seqLen"])
+    seq_len = w["seqLen"] - (w["answerTokens"] if prompt_only else 0)
+    assert len(rows[0]) == seq_len, (len(rows[0]), seq_len)
     edge = w["imageSize"]
-    return {
+    inputs = {
         "input_ids": torch.tensor(rows, device="cuda"),
-        "attention_mask": torch.ones(w["batch"], w["seqLen"], dtype=torch.long, device="cuda"),
+        "attention_mask": torch.ones(w["batch"], seq_len, dtype=torch.long, device="cuda"),
         "pixel_values": (torch.rand(w["batch"], 3, edge, edge, generator=gen) * 4 - 2).to("cuda", torch.bfloat16),
         "image_sizes": torch.tensor([[edge, edge]] * w["batch"], device="cuda"),
-        "labels": torch.tensor(labels, device="cuda"),
     }
+    if not prompt_only:
+        inputs["labels"] = torch.tensor(labels, device="cuda")
+    return inputs
 
 
 def find_module(model, suffix):

@@ -35,17 +35,20 @@ def main():
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--notes", default="", help="file with lines to add under the table (failures, timeouts)")
     args = ap.parse_args()
-    rows = load(args.results)
+    everything = load(args.results)
+    rows = [r for r in everything if r.get("bench") != "eval"]
+    evals = [r for r in everything if r.get("bench") == "eval"]
     with open(args.machine) as f:
         machine = f.read().strip()
-    gpu = next((r["device"] for r in rows if r.get("device")), "unknown-gpu")
+    gpu = next((r["device"] for r in everything if r.get("device")), "unknown-gpu")
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu.split(",")[0]).strip("-").lower()
     base = f"{args.out_dir}/{date}-{slug}"
     notes = open(args.notes).read().strip() if args.notes else ""
 
-    lines = [
-        f"# Training-step benchmark, {date}, {gpu.split(',')[0]}",
+    lines = [f"# splint vs transformers + peft, {date}, {gpu.split(',')[0]}", ""]
+    train = [
+        "## Training step",
         "",
         "Workload: the tutorial's micro-batch — 2 examples, each one 640×640 image resized to 644×644 "
         "(552 image tokens) + 160 prompt + 8 answer tokens = 720 tokens, 1440 tokens per micro-batch "
@@ -68,24 +71,44 @@ def main():
         splint = next((r for r in group if r["tool"] == "splint" and "medianMs" in r), None)
         for r in sorted(group, key=lambda r: (r["tool"] != "splint", r.get("attention", ""))):
             if "error" in r:
-                lines.append(f"| {size} | {label(r)} | {r['error']} | | {r.get('peakBytes', 0) / GIB:.1f} | | |")
+                train.append(f"| {size} | {label(r)} | {r['error']} | | {r.get('peakBytes', 0) / GIB:.1f} | | |")
                 continue
             ratio = f"{splint['tokensPerSecond'] / r['tokensPerSecond']:.3f}×" if splint else "—"
-            lines.append(
+            train.append(
                 f"| {size} | {label(r)} | {r['medianMs']:.0f} | {r['tokensPerSecond']:.0f} | {r['peakBytes'] / GIB:.1f} | "
                 f"{100 * r['mfu']:.1f}% | {ratio} |"
             )
-    lines += ["", "Peak GPU memory: splint's caching allocator high-water mark of live bytes; "
+    train += ["", "Peak GPU memory: splint's caching allocator high-water mark of live bytes; "
               "the reference's torch.cuda.max_memory_allocated. Both include the weights.", ""]
 
-    lines += ["## Where the time goes (one extra step, synchronised at each phase boundary, ms)", "",
+    train += ["## Where the time goes (one extra step, synchronised at each phase boundary, ms)", "",
               "| size | implementation | vision tower + projector fwd | decoder fwd | head + loss fwd | backward (with recomputation) | optimizer | total |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for size in sizes:
         for r in [r for r in rows if r.get("size") == size and "phases" in r]:
             p = r["phases"]
             cells = " | ".join(f"{p.get(k, float('nan')):.0f}" for k in ["visionMs", "decoderMs", "headLossMs", "backwardMs", "optimizerMs", "totalMs"])
-            lines.append(f"| {size} | {label(r)} | {cells} |")
+            train.append(f"| {size} | {label(r)} | {cells} |")
+    if rows:
+        lines += train
+    if evals:
+        lines += ["", "## Evaluation throughput (greedy generation, LoRA attached unmerged)", "",
+                  "Two prompts a batch, each one 644×644 image (552 image tokens) + 160 prompt tokens, exactly "
+                  "max_new_tokens new tokens per prompt (no EOS stop). Sum of per-batch times after one warm-up batch.", "",
+                  "| size | implementation | images | new tokens each | seconds | images/s | new tokens/s | ms / batch (median) | peak GPU memory (GiB) | splint speed ÷ this |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for size in [s for s in SIZES if any(r.get("size") == s for r in evals)]:
+            group = [r for r in evals if r.get("size") == size]
+            splint = next((r for r in group if r["tool"] == "splint" and "imagesPerSecond" in r), None)
+            for r in sorted(group, key=lambda r: (r["tool"] != "splint", r.get("attention", ""))):
+                if "error" in r:
+                    lines.append(f"| {size} | {label(r)} | {r['error']} | | | | | | | |")
+                    continue
+                ratio = f"{splint['imagesPerSecond'] / r['imagesPerSecond']:.3f}×" if splint else "—"
+                lines.append(
+                    f"| {size} | {label(r)} | {r['images']} | {r['maxNewTokens']} | {r['totalSeconds']:.1f} | {r['imagesPerSecond']:.2f} | "
+                    f"{r['newTokensPerSecond']:.1f} | {r['medianBatchMs']:.0f} | {r['peakBytes'] / GIB:.1f} | {ratio} |"
+                )
     lines += ["", "## Machine", "", "```", machine, "```", ""]
     if notes:
         lines += ["## Notes from the run", "", notes, ""]
@@ -93,7 +116,7 @@ def main():
     with open(f"{base}.md", "w") as f:
         f.write("\n".join(lines))
     with open(f"{base}.json", "w") as f:
-        json.dump({"date": date, "gpu": gpu, "machine": machine, "results": rows, "notes": notes}, f, indent=1)
+        json.dump({"date": date, "gpu": gpu, "machine": machine, "results": everything, "notes": notes}, f, indent=1)
     print("\n".join(lines))
 
 
