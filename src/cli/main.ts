@@ -12,6 +12,7 @@ import { registerData } from "./commands/data.ts";
 import { registerEval } from "./commands/eval.ts";
 import { registerCompare } from "./commands/compare.ts";
 import { registerReport } from "./commands/report.ts";
+import { registerPredict } from "./commands/predict.ts";
 
 // A reader that closes early (`splint … | head`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -44,6 +45,7 @@ const commands: ((p: Command) => void)[] = [
   registerEval,
   registerCompare,
   registerReport,
+  registerPredict,
 ];
 for (const register of commands) register(program);
 

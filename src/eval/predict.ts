@@ -1,0 +1,89 @@
+import { readFile } from "node:fs/promises";
+import type { Output } from "../cli/output.ts";
+import { loadDatasetDict } from "../data/hf-dataset.ts";
+import { SYNTH_CLASS_NAMES } from "../data/synth.ts";
+import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
+import { openModelSession } from "../models/mistral3/runtime.ts";
+import { resolveChatTemplate } from "../text/chat-template.ts";
+import { loadTokenizer } from "../text/tokenizer.ts";
+import { boundImageEdge } from "../train/collator.ts";
+import { InputError } from "../util/errors.ts";
+import { loadImageProcessorConfig } from "../vision/image-processor.ts";
+import { ClassPrompts } from "./class-prompts.ts";
+import { classifyBatch, classProbabilities, type EvalMode } from "./classify.ts";
+import { imageBatch } from "./evaluate.ts";
+
+/** `splint predict` as a function: image files → a class each (with probabilities in score mode). */
+export interface PredictOptions {
+  readonly model: string;
+  readonly adapter?: string;
+  readonly images: readonly string[];
+  readonly mode: EvalMode;
+  /** The classes the prompt offers, in label order. */
+  readonly classNames: readonly string[];
+  readonly template: string;
+  readonly maxNewTokens: number;
+  readonly maxImageEdge?: number | null;
+  readonly batchSize: number;
+  readonly output: Output;
+}
+
+export interface ImagePrediction {
+  readonly image: string;
+  /** null when a generated answer named no class. */
+  readonly class: string | null;
+  readonly answer: string;
+  /** Score mode: probability of each class (softmax of the answers' log-likelihoods). */
+  readonly probabilities?: Readonly<Record<string, number>>;
+}
+
+export async function predictImages(opts: PredictOptions): Promise<ImagePrediction[]> {
+  if (opts.images.length === 0) throw new InputError("IMAGE", "give at least one image file");
+  const tokenizer = await loadTokenizer(opts.model);
+  const template = resolveChatTemplate(opts.template, opts.model);
+  const generation = readGenerationConfig(opts.model);
+  const session = await openModelSession(opts.model, { adapterDir: opts.adapter, output: opts.output });
+  const prompts = new ClassPrompts(tokenizer, template, opts.classNames);
+  const processor = boundImageEdge(loadImageProcessorConfig(opts.model), opts.maxImageEdge ?? null);
+  const classifier = {
+    model: session.model,
+    newGraph: () => session.inferenceGraph(),
+    tokenizer,
+    prompts,
+    mode: opts.mode,
+    maxNewTokens: opts.maxNewTokens,
+    eosTokenIds: generation.eosTokenIds ?? [tokenizer.eosId],
+    padTokenId: generation.padTokenId ?? session.model.config.text_config.pad_token_id ?? tokenizer.padId,
+  };
+  const out: ImagePrediction[] = [];
+  for (let start = 0; start < opts.images.length; start += opts.batchSize) {
+    const files = opts.images.slice(start, start + opts.batchSize);
+    const bytes = await Promise.all(files.map(readImage));
+    const results = classifyBatch(classifier, await imageBatch(bytes, processor, files));
+    results.forEach((r, i) => {
+      const probabilities = r.scores ? Object.fromEntries(classProbabilities(r.scores).map((p, c) => [opts.classNames[c]!, p])) : undefined;
+      out.push({ image: files[i]!, class: r.predicted < 0 ? null : opts.classNames[r.predicted]!, answer: r.answer, ...(probabilities ? { probabilities } : {}) });
+    });
+  }
+  return out;
+}
+
+async function readImage(file: string): Promise<Uint8Array> {
+  try {
+    return new Uint8Array(await readFile(file));
+  } catch (error) {
+    throw new InputError(file, `cannot read image (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+}
+
+/** The class list: --classes, else a dataset's ClassLabel names, else the tutorial's ten fracture classes. */
+export async function resolveClassNames(classes: string | undefined, dataset: string | undefined): Promise<readonly string[]> {
+  if (classes !== undefined && dataset !== undefined) throw new InputError("--classes", "give --classes or --dataset, not both");
+  if (classes !== undefined) {
+    const names = classes.split(",").map((c) => c.trim()).filter((c) => c.length > 0);
+    if (names.length < 2) throw new InputError("--classes", "needs at least two comma-separated class names");
+    return names;
+  }
+  if (dataset !== undefined) return (await loadDatasetDict(dataset)).classNames;
+  return SYNTH_CLASS_NAMES;
+}
