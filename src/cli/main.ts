@@ -13,6 +13,8 @@ import { registerEval } from "./commands/eval.ts";
 import { registerCompare } from "./commands/compare.ts";
 import { registerReport } from "./commands/report.ts";
 import { registerPredict } from "./commands/predict.ts";
+import { registerRun } from "./commands/run.ts";
+import { registerDemo } from "./commands/demo.ts";
 
 // A reader that closes early (`splint … | head`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -46,6 +48,8 @@ const commands: ((p: Command) => void)[] = [
   registerCompare,
   registerReport,
   registerPredict,
+  registerRun,
+  registerDemo,
 ];
 for (const register of commands) register(program);
 

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { DEFAULT_EXCLUDE, DEFAULT_INCLUDE, downloadSnapshot } from "../../hub/snapshot.ts";
 import { createOutput } from "../output.ts";
 // model subcommand imports (one line each)
+import { registerModelInit } from "./model-init.ts";
 
 /** `splint model …`: get and make checkpoints. */
 export function registerModel(program: Command): void {
@@ -9,6 +10,7 @@ export function registerModel(program: Command): void {
   const subcommands: ((model: Command) => void)[] = [
     // one entry per line
     registerModelDownload,
+    registerModelInit,
   ];
   for (const register of subcommands) register(model);
 }

@@ -1,0 +1,191 @@
+import { rm, stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import type { Output } from "../cli/output.ts";
+import { auditDataset } from "../data/audit.ts";
+import { loadDatasetDict } from "../data/hf-dataset.ts";
+import { importFromKaggle, importImageFolder } from "../data/import.ts";
+import { DEFAULT_KAGGLE_API } from "../data/kaggle.ts";
+import { writeStatsReport } from "../data/stats.ts";
+import { writeSyntheticDataset } from "../data/synth.ts";
+import { compareEvalDirs } from "../eval/compare-dirs.ts";
+import type { Comparison } from "../eval/compare.ts";
+import { runEvaluation } from "../eval/evaluate.ts";
+import { downloadSnapshot } from "../hub/snapshot.ts";
+import { initTinyModel } from "../models/mistral3/init.ts";
+import { writeRunReport } from "../report/report.ts";
+import { runLayout, type RunLayout } from "../report/run-layout.ts";
+import { listCheckpoints } from "../train/checkpoint.ts";
+import { runTraining } from "../train/run.ts";
+import { writeFileAtomic } from "../util/atomic.ts";
+import { InputError } from "../util/errors.ts";
+import type { Recipe } from "./recipe.ts";
+
+/**
+ * `splint run RECIPE`: the tutorial's steps over one run folder. A step whose output exists is
+ * skipped, so an interrupted run continues where it stopped (training resumes from its newest
+ * checkpoint); `from` throws away that step's output and everything after it, and redoes them.
+ */
+export const STEPS = ["data", "model", "stats", "audit", "eval-before", "train", "eval-after", "compare", "report"] as const;
+export type Step = (typeof STEPS)[number];
+
+export interface RunRecipeOptions {
+  readonly recipe: Recipe;
+  readonly runDir: string;
+  readonly from?: Step;
+  readonly output: Output;
+}
+
+export interface RunRecipeResult {
+  readonly runDir: string;
+  readonly report: string;
+  /** Steps this call ran (the others were already done). */
+  readonly ran: readonly Step[];
+  readonly accuracyBefore: number;
+  readonly accuracyAfter: number;
+  readonly comparison: Comparison;
+  readonly seconds: number;
+}
+
+export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult> {
+  const started = performance.now();
+  const { recipe, output } = opts;
+  const run = runLayout(resolve(opts.runDir));
+  if (opts.from) await discardFrom(run, recipe, opts.from);
+  const ran: Step[] = [];
+  const step = async (name: Step, done: () => Promise<boolean>, body: () => Promise<void>) => {
+    const index = STEPS.indexOf(name) + 1;
+    if (await done()) {
+      output.log(`[${index}/${STEPS.length}] ${name}: already done, skipped`);
+      return;
+    }
+    output.log(`[${index}/${STEPS.length}] ${name}`);
+    const t0 = performance.now();
+    await body();
+    ran.push(name);
+    output.log(`[${index}/${STEPS.length}] ${name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  };
+
+  await step("data", () => exists(join(run.dataset, "dataset_dict.json")), () => makeDataset(run, recipe, output));
+
+  let modelDir = recipe.model.kind === "init" ? run.model : recipe.model.kind === "dir" ? resolve(recipe.model.path) : "";
+  await step(
+    "model",
+    async () => recipe.model.kind !== "hub" && (await exists(join(modelDir, "config.json"))),
+    async () => {
+      const source = recipe.model;
+      if (source.kind === "init") await initTinyModel(run.model, { preset: source.preset, seed: source.seed });
+      else if (source.kind === "hub") modelDir = (await downloadSnapshot(source.repo, { revision: source.revision, output })).path;
+      else throw new InputError(source.path, "has no config.json", "model.dir must be a Hugging Face model folder");
+    },
+  );
+
+  await step("stats", () => exists(join(run.stats, "stats.json")), async () => {
+    const dataset = await loadDatasetDict(run.dataset);
+    await writeStatsReport(dataset, run.stats, { samples: recipe.stats.samples, seed: recipe.stats.seed });
+  });
+
+  await step("audit", async () => !recipe.audit || (await exists(join(run.audit, "audit.json"))), async () => {
+    const report = await auditDataset(await loadDatasetDict(run.dataset));
+    await writeFileAtomic(join(run.audit, "audit.json"), `${JSON.stringify(report, null, 2)}\n`);
+    const leaks = Object.entries(report.summary.leakedFromTrain).map(([split, n]) => `${n} ${split}`).join(", ");
+    output.log(`audit: ${report.summary.groups} duplicate groups; leaking from train: ${leaks || "none"}`);
+  });
+
+  const evaluate = (out: string, adapter?: string) =>
+    runEvaluation({
+      model: modelDir,
+      adapter,
+      dataset: run.dataset,
+      split: recipe.eval.split,
+      mode: recipe.eval.mode,
+      batchSize: recipe.eval.batch,
+      limit: recipe.eval.limit ?? undefined,
+      maxNewTokens: recipe.eval.maxNewTokens,
+      template: recipe.train.template,
+      maxImageEdge: recipe.train.max_image_edge,
+      out,
+      output,
+    });
+  await step("eval-before", () => exists(join(run.evalBefore, "metrics.json")), async () => {
+    await evaluate(run.evalBefore);
+  });
+
+  await step("train", () => exists(join(run.adapter, "adapter_config.json")), async () => {
+    const checkpoints = await listCheckpoints(run.train);
+    if (checkpoints.length === 0) await rm(run.train, { recursive: true, force: true });
+    else output.log(`resuming training from ${checkpoints[checkpoints.length - 1]!.dir}`);
+    await runTraining({
+      modelDir,
+      dataset: run.dataset,
+      outDir: run.train,
+      config: recipe.train,
+      configSource: recipe.file,
+      resume: checkpoints.length > 0,
+      output,
+    });
+  });
+
+  await step("eval-after", () => exists(join(run.evalAfter, "metrics.json")), async () => {
+    await evaluate(run.evalAfter, run.adapter);
+  });
+
+  await step("compare", () => exists(join(run.compare, "comparison.json")), async () => {
+    await compareEvalDirs(run.evalBefore, run.evalAfter, run.compare);
+  });
+
+  // The report is a view of the other steps: always rebuilt, so it shows what the folder holds now.
+  await writeRunReport(run.root, { title: `splint run: ${recipe.file}` });
+  ran.push("report");
+  const comparison = await compareEvalDirs(run.evalBefore, run.evalAfter);
+  return {
+    runDir: run.root,
+    report: run.report,
+    ran,
+    accuracyBefore: comparison.accuracyBefore,
+    accuracyAfter: comparison.accuracyAfter,
+    comparison,
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+async function makeDataset(run: RunLayout, recipe: Recipe, output: Output): Promise<void> {
+  const source = recipe.data.source;
+  const options = { out: run.dataset, format: "arrow" as const, valFraction: recipe.data.valFraction, seed: recipe.data.seed, output, reportFile: join(run.root, "import-report.json") };
+  if (source.kind === "kaggle") {
+    await importFromKaggle(source.ref, { ...options, apiBase: process.env.KAGGLE_API_BASE ?? DEFAULT_KAGGLE_API });
+    return;
+  }
+  let folder = source.kind === "dir" ? resolve(source.path) : run.raw;
+  if (source.kind === "synth") {
+    // A half-written folder from an interrupted run is regenerated (same seed, same images).
+    await rm(run.raw, { recursive: true, force: true });
+    await writeSyntheticDataset(run.raw, { perClass: source.perClass, testPerClass: source.testPerClass, size: source.size, seed: source.seed });
+    folder = run.raw;
+  }
+  await importImageFolder(folder, options);
+}
+
+/** Removes the outputs of `from` and every later step (never a model folder the run did not create). */
+async function discardFrom(run: RunLayout, recipe: Recipe, from: Step): Promise<void> {
+  const outputs: Record<Step, readonly string[]> = {
+    data: [run.raw, run.dataset, join(run.root, "import-report.json")],
+    model: recipe.model.kind === "init" ? [run.model] : [],
+    stats: [run.stats],
+    audit: [run.audit],
+    "eval-before": [run.evalBefore],
+    train: [run.train],
+    "eval-after": [run.evalAfter],
+    compare: [run.compare],
+    report: [run.report],
+  };
+  for (const step of STEPS.slice(STEPS.indexOf(from))) {
+    for (const path of outputs[step]) await rm(path, { recursive: true, force: true });
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
