@@ -1,0 +1,74 @@
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { parse as parseYaml } from "yaml";
+import { createOutput } from "../../src/cli/output.ts";
+import { DEMO_RECIPE } from "../../src/cli/commands/demo.ts";
+import { runRecipe } from "../../src/demo/pipeline.ts";
+import { parseRecipe, readRecipe } from "../../src/demo/recipe.ts";
+import { InputError } from "../../src/util/errors.ts";
+
+process.env.SPLINT_NO_PROGRESS = "1";
+const root = await mkdtemp(join(tmpdir(), "splint-demo-"));
+after(() => rm(root, { recursive: true, force: true }));
+
+/**
+ * The demo recipe, shortened: fewer test images, no audit, a smaller sample grid; the same model,
+ * data and training (the tiny model needs its ~400 steps to get past predicting the class prior).
+ */
+async function shortDemo() {
+  const raw = parseYaml(await readFile(DEMO_RECIPE, "utf8")) as Record<string, Record<string, unknown>>;
+  raw.data = { synth: { per_class: 40, test_per_class: 5, size: 64, seed: 0 } };
+  raw.audit = false as unknown as Record<string, unknown>;
+  raw.stats = { samples: 4, seed: 1 };
+  raw.train = { ...raw.train, logging_steps: 20 };
+  return parseRecipe(raw, "short demo");
+}
+
+const quiet = { ...createOutput(true), log() {} };
+
+test("the shortened demo learns: accuracy after clearly exceeds accuracy before on the synthetic test split", async () => {
+  const runDir = join(root, "demo");
+  const result = await runRecipe({ recipe: await shortDemo(), runDir, output: quiet });
+  const { accuracyBefore, accuracyAfter, comparison } = result;
+  // 50 test images over 10 classes: chance is 0.1. The random model sits near it; training must
+  // add at least 15 points and be significant under the paired test.
+  assert.ok(accuracyBefore <= 0.25, `before ${accuracyBefore}`);
+  assert.ok(accuracyAfter >= accuracyBefore + 0.15, `before ${accuracyBefore}, after ${accuracyAfter}`);
+  assert.ok(comparison.mcnemar.pValue < 0.05, `McNemar p ${comparison.mcnemar.pValue}`);
+  for (const file of ["dataset/dataset_dict.json", "model/config.json", "stats/stats.json", "eval-before/metrics.json", "train/adapter/adapter_config.json", "train/train_log.jsonl", "eval-after/predictions.jsonl", "compare/comparison.json", "report.html"]) {
+    await stat(join(runDir, file));
+  }
+  assert.deepEqual(result.ran, ["data", "model", "stats", "eval-before", "train", "eval-after", "compare", "report"]);
+
+  // A second run finds every step done and only rebuilds the report.
+  const again = await runRecipe({ recipe: await shortDemo(), runDir, output: quiet });
+  assert.deepEqual(again.ran, ["report"]);
+  assert.equal(again.accuracyAfter, accuracyAfter);
+});
+
+test("--from redoes a step and every later one", async () => {
+  const runDir = join(root, "demo");
+  const result = await runRecipe({ recipe: await shortDemo(), runDir, from: "compare", output: quiet });
+  assert.deepEqual(result.ran, ["compare", "report"]);
+});
+
+test("both shipped recipes parse, and the tutorial recipe carries the tutorial's settings", async () => {
+  const demo = await readRecipe(DEMO_RECIPE);
+  assert.equal(demo.model.kind, "init");
+  const tutorial = await readRecipe(join(import.meta.dirname, "../../recipes/ministral3-14b-bone-fracture.yaml"));
+  assert.deepEqual(tutorial.data.source, { kind: "kaggle", ref: "pkdarabi/bone-break-classification-image-dataset" });
+  assert.deepEqual(tutorial.model, { kind: "hub", repo: "mistralai/Ministral-3-14B-Instruct-2512-BF16", revision: "main" });
+  const t = tutorial.train;
+  assert.deepEqual(
+    [t.r, t.lora_alpha, t.lora_dropout, t.per_device_train_batch_size, t.gradient_accumulation_steps, t.learning_rate, t.max_grad_norm, t.warmup_steps, t.lr_scheduler_type, t.num_train_epochs],
+    [16, 32, 0.05, 2, 4, 2e-4, 0.3, 25, "linear", 1],
+  );
+});
+
+test("a recipe with an unknown setting is refused with the key named", () => {
+  assert.throws(() => parseRecipe({ data: { synth: { per_class: 1 } }, model: { init: {} }, evaluate: {} }, "r.yaml"), (e: unknown) => e instanceof InputError && /"evaluate"/.test(e.message));
+  assert.throws(() => parseRecipe({ data: { synth: { per_class: 1 }, kaggle: "a/b" }, model: { init: {} } }, "r.yaml"), /exactly one of synth, kaggle or dir/);
+});
