@@ -1,5 +1,5 @@
 import { readFile, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import sharp from "sharp";
 import { loadDatasetDict } from "../data/hf-dataset.ts";
 import { classCountsChart, type DatasetStats } from "../data/stats.ts";
@@ -101,7 +101,7 @@ async function trainingSection(page: Page, log: readonly TrainLogEntry[]): Promi
   const series = (key: "loss" | "lr" | "grad_norm") => log.flatMap((e) => (typeof e[key] === "number" && Number.isFinite(e[key]) ? [{ x: e.step, y: e[key] }] : []));
   const parts = [
     `<p>${log.length} logged optimizer steps; last step ${log[log.length - 1]!.step}.</p>`,
-    await page.chart(lineChart(series("loss"), { title: "Training loss", xTitle: "optimizer step", yTitle: "loss" }), "Training loss"),
+    await page.chart(lineChart(series("loss"), { title: "Training loss", xTitle: "optimizer step", yTitle: "loss (log scale)", logY: true }), "Training loss"),
     await page.chart(lineChart(series("lr"), { title: "Learning rate", xTitle: "optimizer step", yTitle: "learning rate" }), "Learning rate"),
     await page.chart(lineChart(series("grad_norm"), { title: "Gradient norm (before clipping)", xTitle: "optimizer step", yTitle: "‖g‖" }), "Gradient norm"),
   ];
@@ -185,7 +185,7 @@ async function flipCard(page: Page, flip: FlippedExample, bytes: Uint8Array | nu
     const thumb = await sharp(bytes).resize(160, 160, { fit: "contain", background: "#000000" }).flatten({ background: "#000000" }).png().toBuffer().catch(() => null);
     if (thumb) picture = page.image(thumb, "image/png", `image ${flip.index}`);
   }
-  return `<figure class="flip">${picture}<figcaption>#${flip.index}${flip.path ? ` <span class="path">${escapeHtml(flip.path)}</span>` : ""}<br>` +
+  return `<figure class="flip">${picture}<figcaption>#${flip.index}${flip.path ? ` <span class="path" title="${escapeHtml(flip.path)}">${escapeHtml(basename(flip.path))}</span>` : ""}<br>` +
     `true: <b>${escapeHtml(name(flip.label))}</b><br>before: ${escapeHtml(name(flip.before))}<br>after: ${escapeHtml(name(flip.after))}</figcaption></figure>`;
 }
 
