@@ -17,6 +17,9 @@ import { InputError } from "../util/errors.ts";
  *   audit:   true | false
  *   eval:    { split, mode, batch, limit, max_new_tokens }
  *   train:   the settings of `splint train` (LoraConfig / SFTConfig names)
+ *
+ * Relative paths (run_dir, data.dir, model.dir) are taken from the current folder, as on the
+ * command line.
  */
 
 export type DataSource =
