@@ -229,7 +229,7 @@ function microStep(
   const graph = createGraph(backend, { recording: true });
   const ctx = new ForwardContext(graph, { trainable: opts.trainable, dropoutSeed: opts.dropoutSeed });
   try {
-    const { loss } = forwardMistral3(ctx, model, batch.inputs, { checkpointLayers: opts.checkpointLayers });
+    const { loss } = forwardMistral3(ctx, model, batch.inputs, { checkpointLayers: opts.checkpointLayers, scoredPositionsOnly: true });
     const value = (backend.read(loss!.value) as Float32Array)[0]!;
     graph.backward(loss!, opts.weight);
     params.forEach((p, i) => {

@@ -192,6 +192,8 @@ export interface ForwardOptions {
   checkpointLayers?: boolean;
   /** Logits only for the last position of each row → (B, V) (generation). */
   lastPositionOnly?: boolean;
+  /** With labels: logits only at the positions the loss counts → (M, V) in row order (training). */
+  scoredPositionsOnly?: boolean;
   /** Per-stage activations (names as in test/fixtures/README.md). */
   capture?: (name: string, v: Var) => void;
   /** KV cache: write this chunk's keys/values at slots [offset, offset + T) and attend over all slots. */
@@ -199,7 +201,7 @@ export interface ForwardOptions {
 }
 
 export interface ForwardResult {
-  logits: Var; // (B·T, V), or (B, V) with lastPositionOnly
+  logits: Var; // (B·T, V), (B, V) with lastPositionOnly, (M, V) with scoredPositionsOnly
   loss?: Var; // (1)
 }
 
@@ -277,11 +279,21 @@ export function forwardMistral3(ctx: ForwardContext, model: Mistral3Model, input
     const last = Int32Array.from({ length: B }, (_, b) => b * T + T - 1);
     hidden = g.gatherRows(hidden, ctx.upload(last, [B], "i32"));
   }
-  const logits = model.text.lmHead.forward(ctx, hidden);
-  if (!inputs.labels) return { logits };
+  if (!inputs.labels) return { logits: model.text.lmHead.forward(ctx, hidden) };
   if (opts.lastPositionOnly) throw new Error("forwardMistral3: labels need logits at every position");
   checkLength(tensorName(inputs, "labels"), inputs.labels, N);
   const shifted = shiftLabels(inputs.labels, B, T);
+  if (opts.scoredPositionsOnly) {
+    // The head is [V, hidden]: for a short answer after a long prompt it costs more than the rest of
+    // the step, and the loss needs it only where a label is counted.
+    const scored = Int32Array.from(shifted.keys()).filter((i) => shifted[i] !== IGNORE_INDEX);
+    if (scored.length > 0) {
+      const logits = model.text.lmHead.forward(ctx, g.gatherRows(hidden, ctx.upload(scored, [scored.length], "i32")));
+      const labels = Int32Array.from(scored, (i) => shifted[i]!);
+      return { logits, loss: g.crossEntropy(logits, ctx.upload(labels, [labels.length], "i32"), IGNORE_INDEX) };
+    }
+  }
+  const logits = model.text.lmHead.forward(ctx, hidden);
   return { logits, loss: g.crossEntropy(logits, ctx.upload(shifted, [N], "i32"), IGNORE_INDEX) };
 }
 
