@@ -3,6 +3,7 @@
  * the CPU backend, with the reason in words so the CLI can say which backend runs and why.
  */
 import type { Backend } from "../../tensor/backend.ts";
+import { InputError } from "../../util/errors.ts";
 import { createCpuBackend } from "../cpu/index.ts";
 import { createCudaBackend } from "./index.ts";
 import { defaultLibraryPath } from "./ffi.ts";
@@ -13,15 +14,23 @@ export interface BackendChoice {
   reason: string;
 }
 
+export type BackendPreference = "auto" | "cpu" | "cuda";
+
+/** SPLINT_BACKEND=auto|cpu|cuda picks the backend for every command that does not say otherwise. */
+export function backendPreference(value = process.env.SPLINT_BACKEND ?? "auto"): BackendPreference {
+  if (value === "auto" || value === "cpu" || value === "cuda") return value;
+  throw new InputError("SPLINT_BACKEND", `must be auto, cpu or cuda (got "${value}")`);
+}
+
 export interface DetectOptions {
-  /** "cpu" skips CUDA; "cuda" throws when it is unavailable instead of falling back. Default "auto". */
-  prefer?: "auto" | "cpu" | "cuda";
+  /** "cpu" skips CUDA; "cuda" throws when it is unavailable instead of falling back. Default: SPLINT_BACKEND, else "auto". */
+  prefer?: BackendPreference;
   /** Library path (default: $SPLINT_CUDA_LIB or native/cuda/build/libsplint_cuda.so). */
   libPath?: string;
 }
 
 export function detectBackend(options: DetectOptions = {}): BackendChoice {
-  const prefer = options.prefer ?? "auto";
+  const prefer = options.prefer ?? backendPreference();
   if (prefer === "cpu") return { backend: createCpuBackend(), reason: "cpu backend (requested)" };
   const libPath = options.libPath ?? defaultLibraryPath();
   try {

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { detectBackend } from "../../backends/cuda/detect.ts";
+import { detectBackend, type BackendPreference } from "../../backends/cuda/detect.ts";
 import { readConfigFile, resolveConfig, SETTING_KINDS, TUTORIAL_DEFAULTS, type SettingKind, type TrainConfig } from "../../train/config.ts";
 import { runTraining } from "../../train/run.ts";
 import { InputError } from "../../util/errors.ts";
@@ -60,7 +60,7 @@ export function registerTrain(program: Command): void {
     .option("--config <file>", "settings file (YAML or JSON)")
     .option("--resume", "continue the run in --out from its newest checkpoint")
     .option("--push-to-hub <repo>", "upload the final adapter to this Hub repo (HF_TOKEN)")
-    .option("--device <device>", "auto, cpu or cuda", "auto")
+    .option("--device <device>", "auto, cpu or cuda (default: SPLINT_BACKEND, else auto)")
     .option("--json", "print the result as JSON");
   for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
     const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "string[]" ? "a,b,…" : kind === "string" ? "text" : "n";
@@ -68,8 +68,8 @@ export function registerTrain(program: Command): void {
   }
   command.addHelpText("after", TRAIN_HELP).action(async (flags: Record<string, unknown>) => {
     const output = createOutput(Boolean(flags.json));
-    const device = String(flags.device);
-    if (!["auto", "cpu", "cuda"].includes(device)) throw new InputError("--device", `must be auto, cpu or cuda, got ${JSON.stringify(device)}`);
+    const device = flags.device === undefined ? undefined : String(flags.device);
+    if (device !== undefined && !["auto", "cpu", "cuda"].includes(device)) throw new InputError("--device", `must be auto, cpu or cuda, got ${JSON.stringify(device)}`);
     const fromFile = typeof flags.config === "string" ? await readConfigFile(flags.config) : {};
     const fileSource = typeof flags.config === "string" ? flags.config : "defaults";
     const base = resolveConfig(TUTORIAL_DEFAULTS, fromFile, fileSource);
@@ -80,7 +80,7 @@ export function registerTrain(program: Command): void {
       if (typeof text === "string") fromFlags[key] = parseFlag(key, kind, text);
     }
     resolveConfig(base, fromFlags, "command-line flags");
-    const choice = detectBackend({ prefer: device as "auto" | "cpu" | "cuda" });
+    const choice = detectBackend({ prefer: device as BackendPreference | undefined });
     output.log(choice.reason);
     const result = await runTraining({
       modelDir: String(flags.model),

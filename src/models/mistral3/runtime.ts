@@ -1,20 +1,11 @@
 import { createGraph } from "../../autograd/tape.ts";
 import type { Graph } from "../../autograd/graph.ts";
-import { detectBackend } from "../../backends/cuda/detect.ts";
+import { detectBackend, type BackendPreference } from "../../backends/cuda/detect.ts";
 import type { Output } from "../../cli/output.ts";
 import { loadAdapter, readAdapterConfig, type LoraSettings } from "../../lora/adapter.ts";
 import type { Backend } from "../../tensor/backend.ts";
 import { loadMistral3, type Mistral3Model } from "./model.ts";
-import { InputError } from "../../util/errors.ts";
 import type { WeightDtype } from "./weights.ts";
-
-export type BackendPreference = "auto" | "cpu" | "cuda";
-
-/** SPLINT_BACKEND=auto|cpu|cuda picks the backend for every command (default auto: CUDA when present). */
-export function backendPreference(value = process.env.SPLINT_BACKEND ?? "auto"): BackendPreference {
-  if (value === "auto" || value === "cpu" || value === "cuda") return value;
-  throw new InputError("SPLINT_BACKEND", `must be auto, cpu or cuda (got "${value}")`);
-}
 
 /** A loaded model with the backend it lives on, as the CLI commands use it. */
 export interface ModelSession {
@@ -32,7 +23,7 @@ export async function openModelSession(
 ): Promise<ModelSession> {
   // A broken adapter folder fails before minutes of weight loading, not after.
   if (opts.adapterDir) await readAdapterConfig(opts.adapterDir);
-  const { backend, reason } = detectBackend({ prefer: opts.backend ?? backendPreference() });
+  const { backend, reason } = detectBackend({ prefer: opts.backend });
   opts.output.log(reason);
   let bar: ReturnType<Output["progress"]> | undefined;
   const model = await loadMistral3(modelDir, backend, {
