@@ -1,5 +1,7 @@
 import { open, readFile, readdir, stat, type FileHandle } from "node:fs/promises";
 import { basename, isAbsolute, join } from "node:path";
+import { bf16ArrayToF32 } from "../tensor/bf16.ts";
+import { FP8_E4M3_TABLE } from "../tensor/fp8.ts";
 import { InputError } from "../util/errors.ts";
 import {
   elementCount,
@@ -224,12 +226,12 @@ export function toFloat32(t: StoredTensor): Float32Array {
     case "F64":
       return Float32Array.from(view(t, (b, o, l) => new Float64Array(b, o, l), 8));
     case "BF16":
-      return bf16ToFloat32(view(t, (b, o, l) => new Uint16Array(b, o, l), 2));
+      return bf16ArrayToF32(view(t, (b, o, l) => new Uint16Array(b, o, l), 2));
     case "F16":
       return f16ToFloat32(view(t, (b, o, l) => new Uint16Array(b, o, l), 2));
     case "F8_E4M3":
     case "F8_E5M2": {
-      const table = t.dtype === "F8_E4M3" ? fp8E4M3Table() : fp8E5M2Table();
+      const table = t.dtype === "F8_E4M3" ? FP8_E4M3_TABLE : fp8E5M2Table();
       const out = new Float32Array(n);
       for (let i = 0; i < n; i++) out[i] = table[t.data[i] as number] as number;
       return out;
@@ -280,13 +282,6 @@ export function toInt32(t: StoredTensor): Int32Array {
   }
 }
 
-export function bf16ToFloat32(bits: Uint16Array): Float32Array {
-  const out = new Float32Array(bits.length);
-  const words = new Uint32Array(out.buffer);
-  for (let i = 0; i < bits.length; i++) words[i] = (bits[i] as number) << 16;
-  return out;
-}
-
 export function f16ToFloat32(bits: Uint16Array): Float32Array {
   const table = f16Table();
   const out = new Float32Array(bits.length);
@@ -298,34 +293,25 @@ let f16Cache: Float32Array | undefined;
 function f16Table(): Float32Array {
   if (f16Cache) return f16Cache;
   const table = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) table[h] = decodeMinifloat(h, 5, 10, true);
+  for (let h = 0; h < 65536; h++) table[h] = decodeMinifloat(h, 5, 10);
   return (f16Cache = table);
-}
-
-let e4m3Cache: Float32Array | undefined;
-/** OCP FP8 E4M3 "FN" (torch.float8_e4m3fn): no infinities, only S.1111.111 is NaN. */
-function fp8E4M3Table(): Float32Array {
-  if (e4m3Cache) return e4m3Cache;
-  const table = new Float32Array(256);
-  for (let b = 0; b < 256; b++) table[b] = (b & 0x7f) === 0x7f ? Number.NaN : decodeMinifloat(b, 4, 3, false);
-  return (e4m3Cache = table);
 }
 
 let e5m2Cache: Float32Array | undefined;
 function fp8E5M2Table(): Float32Array {
   if (e5m2Cache) return e5m2Cache;
   const table = new Float32Array(256);
-  for (let b = 0; b < 256; b++) table[b] = decodeMinifloat(b, 5, 2, true);
+  for (let b = 0; b < 256; b++) table[b] = decodeMinifloat(b, 5, 2);
   return (e5m2Cache = table);
 }
 
-/** A sign / exponent / mantissa float of the given widths; `ieeeSpecials` reserves the top exponent. */
-function decodeMinifloat(bits: number, exponentBits: number, mantissaBits: number, ieeeSpecials: boolean): number {
+/** An IEEE-style sign / exponent / mantissa float of the given widths (top exponent = inf/NaN). */
+function decodeMinifloat(bits: number, exponentBits: number, mantissaBits: number): number {
   const sign = bits >> (exponentBits + mantissaBits) ? -1 : 1;
   const exponent = (bits >> mantissaBits) & ((1 << exponentBits) - 1);
   const mantissa = bits & ((1 << mantissaBits) - 1);
   const bias = (1 << (exponentBits - 1)) - 1;
-  if (ieeeSpecials && exponent === (1 << exponentBits) - 1) return mantissa ? Number.NaN : sign * Infinity;
+  if (exponent === (1 << exponentBits) - 1) return mantissa ? Number.NaN : sign * Infinity;
   if (exponent === 0) return sign * mantissa * 2 ** (1 - bias - mantissaBits);
   return sign * (1 + mantissa / (1 << mantissaBits)) * 2 ** (exponent - bias);
 }
