@@ -10,8 +10,8 @@
  * Features are always {image: Image(), label: ClassLabel(names)}: Image is the struct
  * {bytes: binary, path: string} with the encoded file inlined, so the folder is self-contained.
  */
-import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import {
   Binary,
@@ -28,6 +28,7 @@ import {
 } from "apache-arrow";
 import { Compression, readParquet, Table as WasmTable, writeParquet, WriterPropertiesBuilder } from "parquet-wasm";
 import YAML from "yaml";
+import { writeDirAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
 import type { DatasetDict, DatasetRow } from "./types.ts";
 
@@ -263,26 +264,10 @@ export async function saveDatasetDict(dir: string, dataset: DatasetDict, format:
   if (existing === "other") {
     throw new InputError(dir, "exists and is not a dataset folder; refusing to overwrite it", "choose another output folder");
   }
-  await mkdir(path.dirname(target), { recursive: true });
-  const temp = `${target}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-  try {
-    await mkdir(temp);
-    if (format === "arrow") await writeArrowLayout(temp, dataset);
-    else await writeParquetLayout(temp, dataset);
-    if (existing === "none") {
-      await rename(temp, target);
-    } else {
-      // rename() cannot replace a non-empty folder: move the old one aside, swap, then delete it.
-      const old = `${target}.old-${process.pid}-${randomBytes(4).toString("hex")}`;
-      if (existing === "dataset") await rename(target, old);
-      else await rm(target, { recursive: true });
-      await rename(temp, target);
-      await rm(old, { recursive: true, force: true });
-    }
-  } catch (error) {
-    await rm(temp, { recursive: true, force: true });
-    throw error;
-  }
+  // writeDirAtomic moves an existing (empty or dataset) folder aside, swaps, then deletes it.
+  await writeDirAtomic(target, (temp) =>
+    format === "arrow" ? writeArrowLayout(temp, dataset) : writeParquetLayout(temp, dataset),
+  );
 }
 
 async function existingKind(dir: string): Promise<"none" | "empty" | "dataset" | "other"> {

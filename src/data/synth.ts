@@ -1,6 +1,7 @@
-import { mkdir, rename, readdir, rm, writeFile } from "node:fs/promises";
-import { dirname, basename, join } from "node:path";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import sharp from "sharp";
+import { writeDirAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
 import { Random } from "./synth-random.ts";
 import { SYNTH_CLASS_NAMES, renderSyntheticXray } from "./synth-xray.ts";
@@ -92,11 +93,9 @@ export async function writeSyntheticDataset(
   if (existing !== null && existing.length > 0) {
     throw new InputError(out, "already exists and is not empty", "choose a new output folder or remove this one");
   }
-  const staging = join(dirname(out), `.${basename(out)}.partial-${process.pid}`);
-  await rm(staging, { recursive: true, force: true });
   const total = SYNTH_CLASS_NAMES.length * (options.perClass + options.testPerClass);
   let done = 0;
-  try {
+  await writeDirAtomic(out, async (staging) => {
     for (const [classIndex, className] of SYNTH_CLASS_NAMES.entries()) {
       for (const split of SPLITS) {
         const folder = join(staging, KAGGLE_WRAPPER, className, split);
@@ -108,12 +107,7 @@ export async function writeSyntheticDataset(
         }
       }
     }
-    if (existing !== null) await rm(out, { recursive: true });
-    await rename(staging, out);
-  } catch (error) {
-    await rm(staging, { recursive: true, force: true });
-    throw error;
-  }
+  });
   return {
     root: join(out, KAGGLE_WRAPPER),
     classes: [...SYNTH_CLASS_NAMES],
