@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { open, rename, unlink, writeFile, type FileHandle } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { open, rename, unlink, type FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import { tempSibling, writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
 import { elementCount, IO_CHUNK_BYTES, SAFETENSORS_DTYPE_BYTES, SAFETENSORS_DTYPE_RANK, type SafetensorsDType } from "./safetensors-format.ts";
 
@@ -70,10 +71,6 @@ function encodeHeader(ordered: readonly Placed[], metadata: Readonly<Record<stri
   return out;
 }
 
-function tempPathFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
-}
-
 async function writeAll(handle: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
   let done = 0;
   while (done < bytes.byteLength) {
@@ -84,7 +81,7 @@ async function writeAll(handle: FileHandle, bytes: Uint8Array, position: number)
 
 /** Writes to a temp file beside `path` and renames it into place, so readers never see half a file. */
 async function atomically(path: string, fill: (handle: FileHandle) => Promise<void>): Promise<void> {
-  const temp = tempPathFor(path);
+  const temp = tempSibling(path);
   const handle = await open(temp, "wx");
   try {
     await fill(handle);
@@ -156,7 +153,7 @@ class ShardBuilder {
   /** Writes the finished shard to a temp path and returns it (renamed once the shard count is known). */
   async finish(dir: string, metadata: Readonly<Record<string, string>>): Promise<string> {
     const ordered = [...this.tensors].sort(pythonOrder);
-    const temp = tempPathFor(join(dir, "shard.safetensors"));
+    const temp = tempSibling(join(dir, "shard.safetensors"));
     const out = await open(temp, "wx");
     try {
       const header = encodeHeader(ordered, metadata);
@@ -241,9 +238,7 @@ export async function writeShardedCheckpoint(
     const indexFile = "model.safetensors.index.json";
     const indexText = `${JSON.stringify({ metadata: { total_size: totalSize }, weight_map: sortedMap }, null, 2)}\n`;
     const indexPath = join(dir, indexFile);
-    const temp = tempPathFor(indexPath);
-    await writeFile(temp, indexText, { flag: "wx" });
-    await rename(temp, indexPath);
+    await writeFileAtomic(indexPath, indexText);
     return { shards, indexFile, totalSize };
   } catch (error) {
     await current?.discard();
