@@ -1,6 +1,7 @@
 /** SwiGLU and exact GELU, each forward next to its backward. Arithmetic in f64, stored as f32. */
 import type { Tensor } from "../../tensor/tensor.ts";
-import { type CpuAllocator, requireSameSize, valuesF32 } from "./storage.ts";
+import { requireSameSize } from "../../tensor/checks.ts";
+import { type CpuAllocator, valuesF32 } from "./storage.ts";
 
 /** out = silu(gate)·up, silu(g) = g·σ(g). */
 export function swiglu(alloc: CpuAllocator, gate: Tensor, up: Tensor): Tensor {

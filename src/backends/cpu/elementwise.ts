@@ -3,7 +3,8 @@
  * again: d(a+b) passes dout to both, d(a·b) is (dout·b, dout·a), d(s·x) is s·dout.
  */
 import type { Tensor } from "../../tensor/tensor.ts";
-import { type CpuAllocator, f32Of, requireSameSize, valuesF32 } from "./storage.ts";
+import { requireSameSize } from "../../tensor/checks.ts";
+import { type CpuAllocator, f32Of, valuesF32 } from "./storage.ts";
 
 export function add(alloc: CpuAllocator, a: Tensor, b: Tensor): Tensor {
   requireSameSize("add", a, b);

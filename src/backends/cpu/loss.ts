@@ -1,7 +1,8 @@
 /** Cross-entropy over rows of logits, forward and gradient in one pass (log-sum-exp in f64). */
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { type CpuAllocator, i32Of, rowsCols, valuesF32 } from "./storage.ts";
+import { rowsCols } from "../../tensor/checks.ts";
+import { type CpuAllocator, i32Of, valuesF32 } from "./storage.ts";
 
 /**
  * loss = Σ over counted rows of (logsumexp(row) − row[label]); rows labelled ignoreIndex count for

@@ -10,9 +10,9 @@
  * threads (kernel-pool.ts).
  */
 import type { DType } from "../../tensor/dtype.ts";
-import { TensorError } from "../../tensor/errors.ts";
+import { matmulDims } from "../../tensor/checks.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { type CpuAllocator, f32Of, fromF32As, readRangeF32, rowsCols } from "./storage.ts";
+import { type CpuAllocator, f32Of, fromF32As, readRangeF32 } from "./storage.ts";
 import { createKernelPool, type KernelPool } from "./kernel-pool.ts";
 
 export interface MatmulOptions {
@@ -47,19 +47,7 @@ export const arrayReader =
 
 export function matmul(alloc: CpuAllocator, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const { transA = false, transB = false, alpha = 1, accumulate, outDtype = "f32" } = opts;
-  const [aRows, aCols] = rowsCols(a);
-  const [bRows, bCols] = rowsCols(b);
-  const [m, k] = transA ? [aCols, aRows] : [aRows, aCols];
-  const [kb, n] = transB ? [bCols, bRows] : [bRows, bCols];
-  if (k !== kb) {
-    throw new TensorError("matmul", `inner dimensions differ (${k} vs ${kb}, transA=${transA}, transB=${transB})`, {
-      shapes: [a.shape, b.shape],
-      dtypes: [a.dtype, b.dtype],
-    });
-  }
-  if (accumulate && (accumulate.size !== m * n || accumulate.dtype !== "f32")) {
-    throw new TensorError("matmul", `accumulate must be f32 [${m}, ${n}]`, { shapes: [accumulate.shape], dtypes: [accumulate.dtype] });
-  }
+  const { m, k, n } = matmulDims(a, b, opts);
   const out = accumulate ? f32Of(accumulate, "matmul") : new Float32Array(m * n);
   gemm(tensorReader(a), tensorReader(b), m, k, n, { transA, transB, alpha, accumulate: accumulate !== undefined }, out);
   if (accumulate) return accumulate;

@@ -1,7 +1,8 @@
 /** RMSNorm (as HF MistralRMSNorm / PixtralRMSNorm, in f32): forward and backward. */
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { type CpuAllocator, f32Of, rowsCols, valuesF32 } from "./storage.ts";
+import { rowsCols } from "../../tensor/checks.ts";
+import { type CpuAllocator, f32Of, valuesF32 } from "./storage.ts";
 
 /** y = w · x · rstd, rstd = 1/sqrt(mean(x²) + eps) per row of x [N, C] (sums in f64). */
 export function rmsNorm(alloc: CpuAllocator, x: Tensor, weight: Tensor, eps: number): { y: Tensor; rstd: Tensor } {

@@ -126,12 +126,3 @@ export function fromF32As(alloc: CpuAllocator, values: Float32Array, shape: read
   throw new TensorError(op, `cannot produce ${dtype} output`, { dtypes: [dtype], hint: "outputs are f32 or bf16" });
 }
 
-/** [rows, cols] of a tensor treated as a matrix of its last dimension. */
-export function rowsCols(t: Tensor): [number, number] {
-  const cols = t.shape.length === 0 ? 1 : t.shape[t.shape.length - 1]!;
-  return [cols === 0 ? 0 : t.size / cols, cols];
-}
-
-export function requireSameSize(op: string, a: Tensor, b: Tensor): void {
-  if (a.size !== b.size) throw new TensorError(op, "operands differ in size", { shapes: [a.shape, b.shape] });
-}

@@ -7,6 +7,7 @@
  */
 import { f32ArrayToBf16 } from "../../tensor/bf16.ts";
 import type { AttentionMask, Backend } from "../../tensor/backend.ts";
+import { matmulDims, requireSameSize, rowsCols } from "../../tensor/checks.ts";
 import { BYTES_PER_ELEMENT, type DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import { f32ArrayToFp8E4m3 } from "../../tensor/fp8.ts";
@@ -37,15 +38,6 @@ function rowWidth(t: Tensor): number {
   return t.shape.length === 0 ? 1 : t.shape.slice(1).reduce((a, b) => a * b, 1);
 }
 
-/** [rows, cols] of a tensor read as a matrix of its last dimension. */
-function rowsCols(t: Tensor): [number, number] {
-  const cols = t.shape.length === 0 ? 1 : t.shape[t.shape.length - 1]!;
-  return [cols === 0 ? 0 : t.size / cols, cols];
-}
-
-function requireSameSize(op: string, a: Tensor, b: Tensor): void {
-  if (a.size !== b.size) throw new TensorError(op, "operands differ in size", { shapes: [a.shape, b.shape] });
-}
 
 function deviceCount(lib: SplintCudaLib): number {
   const count = new Int32Array(1);
@@ -321,19 +313,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     matmul(a, b, opts = {}) {
       const { transA = false, transB = false, alpha = 1, accumulate, outDtype = "f32" } = opts;
       requireFloat("matmul", a, b);
-      const [aRows, aCols] = rowsCols(a);
-      const [bRows, bCols] = rowsCols(b);
-      const [m, k] = transA ? [aCols, aRows] : [aRows, aCols];
-      const [kb, n] = transB ? [bCols, bRows] : [bRows, bCols];
-      if (k !== kb) {
-        throw new TensorError("matmul", `inner dimensions differ (${k} vs ${kb}, transA=${transA}, transB=${transB})`, {
-          shapes: [a.shape, b.shape],
-          dtypes: [a.dtype, b.dtype],
-        });
-      }
-      if (accumulate && (accumulate.size !== m * n || accumulate.dtype !== "f32")) {
-        throw new TensorError("matmul", `accumulate must be f32 [${m}, ${n}]`, { shapes: [accumulate.shape], dtypes: [accumulate.dtype] });
-      }
+      const { m, k, n } = matmulDims(a, b, opts);
       if (!accumulate && outDtype !== "f32" && outDtype !== "bf16") {
         throw new TensorError("matmul", `cannot produce ${outDtype} output`, { dtypes: [outDtype], hint: "outputs are f32 or bf16" });
       }

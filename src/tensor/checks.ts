@@ -1,0 +1,35 @@
+/**
+ * Shape and argument checks shared by every backend, so the CPU and CUDA backends reject the same
+ * inputs with the same messages.
+ */
+import { TensorError } from "./errors.ts";
+import type { Tensor } from "./tensor.ts";
+
+/** [rows, cols] of a tensor treated as a matrix of its last dimension. */
+export function rowsCols(t: Tensor): [number, number] {
+  const cols = t.shape.length === 0 ? 1 : t.shape[t.shape.length - 1]!;
+  return [cols === 0 ? 0 : t.size / cols, cols];
+}
+
+export function requireSameSize(op: string, a: Tensor, b: Tensor): void {
+  if (a.size !== b.size) throw new TensorError(op, "operands differ in size", { shapes: [a.shape, b.shape] });
+}
+
+/** The m×k · k×n sizes of `a·b` after transposes; checks the inner dimensions and `accumulate`. */
+export function matmulDims(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean; accumulate?: Tensor }): { m: number; k: number; n: number } {
+  const { transA = false, transB = false, accumulate } = opts;
+  const [aRows, aCols] = rowsCols(a);
+  const [bRows, bCols] = rowsCols(b);
+  const [m, k] = transA ? [aCols, aRows] : [aRows, aCols];
+  const [kb, n] = transB ? [bCols, bRows] : [bRows, bCols];
+  if (k !== kb) {
+    throw new TensorError("matmul", `inner dimensions differ (${k} vs ${kb}, transA=${transA}, transB=${transB})`, {
+      shapes: [a.shape, b.shape],
+      dtypes: [a.dtype, b.dtype],
+    });
+  }
+  if (accumulate && (accumulate.size !== m * n || accumulate.dtype !== "f32")) {
+    throw new TensorError("matmul", `accumulate must be f32 [${m}, ${n}]`, { shapes: [accumulate.shape], dtypes: [accumulate.dtype] });
+  }
+  return { m, k, n };
+}
