@@ -33,3 +33,17 @@ export function matmulDims(a: Tensor, b: Tensor, opts: { transA?: boolean; trans
   }
   return { m, k, n };
 }
+
+/** Sizes of attention operands q [B, T, Hq, D], k and v [B, S, Hkv, D]; Hq must be a multiple of Hkv. */
+export function attentionDims(op: string, q: Tensor, k: Tensor, v: Tensor): { b: number; t: number; s: number; hq: number; hkv: number; d: number } {
+  const shapes = [q.shape, k.shape, v.shape];
+  if (q.shape.length !== 4 || k.shape.length !== 4 || v.shape.length !== 4) {
+    throw new TensorError(op, "expected q [B, T, Hq, D] and k, v [B, S, Hkv, D]", { shapes });
+  }
+  const [b, t, hq, d] = q.shape as [number, number, number, number];
+  const [kb, s, hkv, kd] = k.shape as [number, number, number, number];
+  if (kb !== b || kd !== d || !v.shape.every((x, i) => x === k.shape[i]) || hkv === 0 || hq % hkv !== 0) {
+    throw new TensorError(op, "k and v must be [B, S, Hkv, D] with Hq a multiple of Hkv", { shapes });
+  }
+  return { b, t, s, hq, hkv, d };
+}

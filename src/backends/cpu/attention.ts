@@ -12,6 +12,7 @@ import type { AttentionMask } from "../../tensor/backend.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { arrayReader, gemm } from "./matmul.ts";
+import { attentionDims } from "../../tensor/checks.ts";
 import { type CpuAllocator, f32Of, i32Of, valuesF32 } from "./storage.ts";
 
 const BLOCK = 64;
@@ -27,14 +28,8 @@ interface Dims {
 
 function dimsOf(op: string, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask): Dims {
   const shapes = [q.shape, k.shape, v.shape];
-  if (q.shape.length !== 4 || k.shape.length !== 4 || v.shape.length !== 4) {
-    throw new TensorError(op, "expected q [B, T, Hq, D] and k, v [B, S, Hkv, D]", { shapes });
-  }
-  const [b, t, hq, d] = q.shape as [number, number, number, number];
-  const [kb, s, hkv, kd] = k.shape as [number, number, number, number];
-  if (kb !== b || kd !== d || !v.shape.every((x, i) => x === k.shape[i]) || hkv === 0 || hq % hkv !== 0) {
-    throw new TensorError(op, "k and v must be [B, S, Hkv, D] with Hq a multiple of Hkv", { shapes });
-  }
+  const dims = attentionDims(op, q, k, v);
+  const { b, t, s } = dims;
   if (mask.kind === "segments") {
     const total = mask.lengths.reduce((a, x) => a + x, 0);
     if (b !== 1 || t !== s || total !== s) {
@@ -43,7 +38,7 @@ function dimsOf(op: string, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask
   } else if (mask.keyValid && (mask.keyValid.size !== b * s || mask.keyValid.dtype !== "i32")) {
     throw new TensorError(op, "keyValid must be i32 [B, S]", { shapes: [...shapes, mask.keyValid.shape], dtypes: [mask.keyValid.dtype] });
   }
-  return { b, t, s, hq, hkv, d };
+  return dims;
 }
 
 /** A run of consecutive queries [t0, t1) whose visible keys all lie in [s0, s1). */

@@ -7,7 +7,7 @@
  */
 import { f32ArrayToBf16 } from "../../tensor/bf16.ts";
 import type { AttentionMask, Backend } from "../../tensor/backend.ts";
-import { matmulDims, requireSameSize, rowsCols } from "../../tensor/checks.ts";
+import { attentionDims, matmulDims, requireSameSize, rowsCols } from "../../tensor/checks.ts";
 import { BYTES_PER_ELEMENT, type DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import { f32ArrayToFp8E4m3 } from "../../tensor/fp8.ts";
@@ -127,16 +127,8 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     return { kind: 1, queryOffset: 0, keyValid: 0, segStart: p(tables.start, op), segEnd: p(tables.end, op) };
   }
 
-  function attentionDims(op: string, q: Tensor, k: Tensor, v: Tensor): [number, number, number, number, number, number] {
-    const shapes = [q.shape, k.shape, v.shape];
-    if (q.shape.length !== 4 || k.shape.length !== 4 || v.shape.length !== 4) {
-      throw new TensorError(op, "expected q [B, T, Hq, D] and k, v [B, S, Hkv, D]", { shapes });
-    }
-    const [b, t, hq, d] = q.shape as [number, number, number, number];
-    const [kb, s, hkv, kd] = k.shape as [number, number, number, number];
-    if (kb !== b || kd !== d || !v.shape.every((x, i) => x === k.shape[i]) || hkv === 0 || hq % hkv !== 0) {
-      throw new TensorError(op, "k and v must be [B, S, Hkv, D] with Hq a multiple of Hkv", { shapes });
-    }
+  function checkedAttentionDims(op: string, q: Tensor, k: Tensor, v: Tensor): [number, number, number, number, number, number] {
+    const { b, t, s, hq, hkv, d } = attentionDims(op, q, k, v);
     requireFloat(op, q, k, v);
     return [b, t, s, hq, hkv, d];
   }
@@ -439,7 +431,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     // ---- attention -------------------------------------------------------------------------
     attention(q, k, v, mask, scale) {
       const op = "attention";
-      const [b, t, s, hq, hkv, d] = attentionDims(op, q, k, v);
+      const [b, t, s, hq, hkv, d] = checkedAttentionDims(op, q, k, v);
       const m = maskArgs(op, mask, b, t, s);
       const out = f32Like(q);
       const lse = alloc([b, hq, t], "f32");
@@ -454,7 +446,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     },
     attentionBackward(q, k, v, out, lse, dout, mask, scale) {
       const op = "attentionBackward";
-      const [b, t, s, hq, hkv, d] = attentionDims(op, q, k, v);
+      const [b, t, s, hq, hkv, d] = checkedAttentionDims(op, q, k, v);
       if (out.size !== q.size || dout.size !== q.size || lse.size !== b * hq * t) {
         throw new TensorError(op, "out/dout must match q and lse be [B, Hq, T]", { shapes: [q.shape, out.shape, dout.shape, lse.shape] });
       }
