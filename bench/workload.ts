@@ -10,7 +10,9 @@ import { expectedWeights } from "../src/models/mistral3/weights.ts";
 import type { Backend } from "../src/tensor/backend.ts";
 import { f32ArrayToBf16 } from "../src/tensor/bf16.ts";
 import type { Tensor } from "../src/tensor/tensor.ts";
+import { TUTORIAL_DEFAULTS } from "../src/train/config.ts";
 import { Rng } from "../src/train/rng.ts";
+import { loraSettingsFor } from "../src/train/run.ts";
 
 export const SIZES = ["tiny", "3b", "8b", "14b"] as const;
 export type Size = (typeof SIZES)[number];
@@ -140,18 +142,7 @@ export function buildInputs(config: Mistral3Config, w: Workload, seed: number, p
   };
 }
 
-export const LORA: LoraSettings = {
-  r: 16,
-  lora_alpha: 32,
-  lora_dropout: 0.05,
-  target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-  exclude_modules: null,
-  use_rslora: false,
-  rank_pattern: {},
-  alpha_pattern: {},
-  base_model_name_or_path: null,
-  task_type: "CAUSAL_LM",
-};
+export const LORA: LoraSettings = loraSettingsFor(TUTORIAL_DEFAULTS, null);
 
 export const OPTIMIZER = { lr: 2e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
 

@@ -23,21 +23,12 @@ import type { LoraPair } from "../src/lora/lora-linear.ts";
 import { ForwardContext } from "../src/models/mistral3/context.ts";
 import { forwardMistral3, loadMistral3, type Mistral3Inputs, type Mistral3Model } from "../src/models/mistral3/model.ts";
 import type { Backend } from "../src/tensor/backend.ts";
+import { TUTORIAL_DEFAULTS } from "../src/train/config.ts";
 import { AdamW, type Parameter } from "../src/train/optimizer.ts";
 import { Rng } from "../src/train/rng.ts";
+import { loraSettingsFor } from "../src/train/run.ts";
 
-const SETTINGS: LoraSettings = {
-  r: 16,
-  lora_alpha: 32,
-  lora_dropout: 0.05,
-  target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-  exclude_modules: null,
-  use_rslora: false,
-  rank_pattern: {},
-  alpha_pattern: {},
-  base_model_name_or_path: null,
-  task_type: "CAUSAL_LM",
-};
+const SETTINGS: LoraSettings = loraSettingsFor(TUTORIAL_DEFAULTS, null);
 const TRAIN_STEPS = 5;
 const LEARNING_RATE = 2e-2;
 
