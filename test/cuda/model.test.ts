@@ -8,27 +8,13 @@ import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { createGraph } from "../../src/autograd/tape.ts";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
-import { type CudaBackend, createCudaBackend } from "../../src/backends/cuda/index.ts";
 import { ForwardContext } from "../../src/models/mistral3/context.ts";
 import { forwardMistral3, freeMistral3, type Mistral3Inputs, type Mistral3Model } from "../../src/models/mistral3/model.ts";
 import type { Backend } from "../../src/tensor/backend.ts";
 import { tinyModel } from "../models/tiny-model.ts";
+import { cudaUnderTest } from "./cuda-under-test.ts";
 
-function openCuda(): { cuda: CudaBackend | null; reason: string } {
-  try {
-    return { cuda: createCudaBackend(), reason: "" };
-  } catch (err) {
-    return { cuda: null, reason: (err as Error).message };
-  }
-}
-
-const { cuda, reason } = openCuda();
-const skip = cuda ? false : `CUDA backend unavailable: ${reason}`;
-
-// scripts/gpu-check sets SPLINT_REQUIRE_CUDA=1: on the GPU machine a skip would hide a broken build.
-test("the CUDA backend is available where it is required", { skip: process.env.SPLINT_REQUIRE_CUDA !== "1" }, () => {
-  assert.ok(cuda, reason);
-});
+const { cuda, skip } = cudaUnderTest();
 
 /** Two rows: one with two images of different sizes (block-diagonal vision attention), one padded. */
 function inputs(): Mistral3Inputs {

@@ -6,25 +6,12 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
-import { type CudaBackend, createCudaBackend } from "../../src/backends/cuda/index.ts";
+import { createCudaBackend } from "../../src/backends/cuda/index.ts";
 import { SplintError } from "../../src/util/errors.ts";
+import { cudaUnderTest } from "./cuda-under-test.ts";
 import { parityCases, runCase } from "./parity-cases.ts";
 
-function openCuda(): { cuda: CudaBackend | null; reason: string } {
-  try {
-    return { cuda: createCudaBackend(), reason: "" };
-  } catch (err) {
-    return { cuda: null, reason: (err as Error).message };
-  }
-}
-
-const { cuda, reason } = openCuda();
-const skip = cuda ? false : `CUDA backend unavailable: ${reason}`;
-
-// scripts/gpu-check sets SPLINT_REQUIRE_CUDA=1: on the GPU machine a skip would hide a broken build.
-test("the CUDA backend is available where it is required", { skip: process.env.SPLINT_REQUIRE_CUDA !== "1" }, () => {
-  assert.ok(cuda, reason);
-});
+const { cuda, skip } = cudaUnderTest();
 const seed = process.env.SPLINT_PARITY_SEED ? Number(process.env.SPLINT_PARITY_SEED) : Math.floor(Math.random() * 2 ** 31);
 
 describe("cuda backend parity with the cpu backend", { skip }, () => {
