@@ -11,6 +11,7 @@ import { openCheckpoint, openSafetensors, toFloat32 } from "../../src/io/safeten
 import { mergeAdapter } from "../../src/lora/merge.ts";
 import { ForwardContext } from "../../src/models/mistral3/context.ts";
 import { forwardMistral3, freeMistral3, loadMistral3 } from "../../src/models/mistral3/model.ts";
+import { maxDiffOnTokens } from "../helpers/tensors.ts";
 
 const F = join(import.meta.dirname, "..", "fixtures");
 const backend = createCpuBackend();
@@ -26,13 +27,7 @@ async function logitsDiff(modelDir: string, reference: string): Promise<number> 
     const ref = await openSafetensors(join(F, reference));
     const want = toFloat32(await ref.read("logits"));
     await ref.close();
-    const V = want.length / (inputs.batch * inputs.seqLen);
-    let worst = 0;
-    for (let row = 0; row < inputs.batch * inputs.seqLen; row++) {
-      if (inputs.attentionMask![row] === 0) continue;
-      for (let j = row * V; j < (row + 1) * V; j++) worst = Math.max(worst, Math.abs(got[j]! - want[j]!));
-    }
-    return worst;
+    return maxDiffOnTokens(got, want, inputs.attentionMask, want.length / (inputs.batch * inputs.seqLen));
   } finally {
     graph.dispose();
     ctx.release();

@@ -6,21 +6,14 @@ import { test } from "node:test";
 import { createGraph } from "../../src/autograd/tape.ts";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
 import { readForwardInputs } from "../../src/cli/commands/forward.ts";
-import { openSafetensors, toFloat32, writeSafetensors } from "../../src/io/safetensors.ts";
+import { writeSafetensors } from "../../src/io/safetensors.ts";
 import { loadAdapter, saveAdapter } from "../../src/lora/adapter.ts";
 import { ForwardContext } from "../../src/models/mistral3/context.ts";
 import { forwardMistral3, freeMistral3, loadMistral3 } from "../../src/models/mistral3/model.ts";
+import { maxDiffOnTokens, readF32Tensors } from "../helpers/tensors.ts";
 
 const F = join(import.meta.dirname, "..", "fixtures");
 const backend = createCpuBackend();
-
-async function tensors(file: string): Promise<Map<string, Float32Array>> {
-  const s = await openSafetensors(file);
-  const out = new Map<string, Float32Array>();
-  for (const k of s.keys()) out.set(k, toFloat32(await s.read(k)));
-  await s.close();
-  return out;
-}
 
 test("peft's adapter → splint load → splint save → load again: same tensors under the same keys, peft's logits", async () => {
   const root = await mkdtemp(join(tmpdir(), "splint-roundtrip-"));
@@ -31,8 +24,8 @@ test("peft's adapter → splint load → splint save → load again: same tensor
     await saveAdapter(saved, settings, first.linears, backend);
     freeMistral3(first);
 
-    const original = await tensors(join(F, "lora", "tiny", "adapter", "adapter_model.safetensors"));
-    const written = await tensors(join(saved, "adapter_model.safetensors"));
+    const original = await readF32Tensors(join(F, "lora", "tiny", "adapter", "adapter_model.safetensors"));
+    const written = await readF32Tensors(join(saved, "adapter_model.safetensors"));
     assert.deepEqual([...written.keys()].sort(), [...original.keys()].sort());
     for (const [key, values] of original) assert.deepEqual(written.get(key), values, key);
     const config = JSON.parse(await readFile(join(saved, "adapter_config.json"), "utf8")) as Record<string, unknown>;
@@ -44,13 +37,8 @@ test("peft's adapter → splint load → splint save → load again: same tensor
     const graph = createGraph(backend, { recording: false });
     const ctx = new ForwardContext(graph);
     const got = backend.read(forwardMistral3(ctx, second, inputs).logits.value) as Float32Array;
-    const want = (await tensors(join(F, "lora", "tiny", "images_multi.out.safetensors"))).get("logits")!;
-    const V = want.length / (inputs.batch * inputs.seqLen);
-    let worst = 0;
-    for (let row = 0; row < inputs.batch * inputs.seqLen; row++) {
-      if (inputs.attentionMask![row] === 0) continue;
-      for (let j = row * V; j < (row + 1) * V; j++) worst = Math.max(worst, Math.abs(got[j]! - want[j]!));
-    }
+    const want = (await readF32Tensors(join(F, "lora", "tiny", "images_multi.out.safetensors"))).get("logits")!;
+    const worst = maxDiffOnTokens(got, want, inputs.attentionMask, want.length / (inputs.batch * inputs.seqLen));
     graph.dispose();
     ctx.release();
     freeMistral3(second);
@@ -66,7 +54,7 @@ test("an adapter for another architecture (Llama key names) is refused with the 
     const adapter = join(root, "llama-adapter");
     await cp(join(F, "lora", "tiny", "adapter"), adapter, { recursive: true });
     const file = join(adapter, "adapter_model.safetensors");
-    const source = await tensors(file);
+    const source = await readF32Tensors(file);
     await writeSafetensors(
       file,
       [...source].map(([key, data]) => ({ name: key.replace("model.language_model.", "model."), dtype: "F32" as const, shape: key.includes("lora_A") ? [4, data.length / 4] : [data.length / 4, 4], data })),

@@ -6,18 +6,11 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { openSafetensors, toFloat32 } from "../../src/io/safetensors.ts";
+import { maxDiffOnTokens, readF32Tensors } from "../helpers/tensors.ts";
 
 const run = promisify(execFile);
 const ROOT = join(import.meta.dirname, "..", "..");
 const F = join(ROOT, "test", "fixtures");
-
-async function tensors(file: string): Promise<Map<string, Float32Array>> {
-  const s = await openSafetensors(file);
-  const out = new Map<string, Float32Array>();
-  for (const k of s.keys()) out.set(k, toFloat32(await s.read(k)));
-  await s.close();
-  return out;
-}
 
 test("splint forward --adapter --grads writes logits, loss and PEFT-keyed gradients matching peft", async () => {
   const dir = await mkdtemp(join(tmpdir(), "splint-forward-"));
@@ -36,24 +29,18 @@ test("splint forward --adapter --grads writes logits, loss and PEFT-keyed gradie
     ], { env: { ...process.env, SPLINT_NO_PROGRESS: "1" } });
     const result = JSON.parse(stdout) as { loss: number; batch: number; seqLen: number; vocab: number };
     assert.deepEqual([result.batch, result.seqLen, result.vocab], [2, 38, 1500]);
-    const reference = await tensors(join(F, "lora", "tiny", "images_multi.out.safetensors"));
+    const reference = await readF32Tensors(join(F, "lora", "tiny", "images_multi.out.safetensors"));
     assert.ok(Math.abs(result.loss - reference.get("loss")![0]!) < 1e-5);
-    const written = await tensors(out);
+    const written = await readF32Tensors(out);
     assert.ok(Math.abs(written.get("loss")![0]! - result.loss) < 1e-7);
     // images_multi has no padding inside the compared rows' real tokens: compare everything the mask keeps.
     const inputs = await openSafetensors(join(F, "forward", "inputs", "images_multi.safetensors"));
     const mask = toFloat32(await inputs.read("attention_mask"));
     await inputs.close();
-    const logits = written.get("logits")!;
-    const refLogits = reference.get("logits")!;
-    let worst = 0;
-    for (let row = 0; row < mask.length; row++) {
-      if (mask[row] === 0) continue;
-      for (let j = row * 1500; j < (row + 1) * 1500; j++) worst = Math.max(worst, Math.abs(logits[j]! - refLogits[j]!));
-    }
+    const worst = maxDiffOnTokens(written.get("logits")!, reference.get("logits")!, mask, 1500);
     assert.ok(worst < 1e-4, `max |Δlogits| ${worst}`);
-    const g = await tensors(grads);
-    const refGrads = await tensors(join(F, "lora", "tiny", "images_multi.grads.safetensors"));
+    const g = await readF32Tensors(grads);
+    const refGrads = await readF32Tensors(join(F, "lora", "tiny", "images_multi.grads.safetensors"));
     assert.deepEqual([...g.keys()].sort(), [...refGrads.keys()].sort());
     for (const [key, ref] of refGrads) {
       const got = g.get(key)!;

@@ -12,6 +12,7 @@ import { ForwardContext } from "../../src/models/mistral3/context.ts";
 import { generateMistral3, prefillPositions } from "../../src/models/mistral3/generate.ts";
 import { forwardMistral3, loadMistral3, type Mistral3Inputs, type Mistral3Model } from "../../src/models/mistral3/model.ts";
 import { FIXTURES, referenceBackend } from "../helpers/reference.ts";
+import { maxDiffOnTokens } from "../helpers/tensors.ts";
 
 const fixture = (rel: string) => join(FIXTURES, rel);
 
@@ -73,16 +74,6 @@ function runForward(model: Mistral3Model, inputs: Mistral3Inputs, capture?: Map<
     graph.dispose();
     ctx.release();
   }
-}
-
-/** Largest |a - b| over the rows (positions) whose attention_mask is 1. */
-function maxDiffOnTokens(a: Float32Array, b: Float32Array, mask: Int32Array | undefined, width: number): number {
-  let worst = 0;
-  for (let row = 0; row < a.length / width; row++) {
-    if (mask && mask[row] === 0) continue;
-    for (let j = row * width; j < (row + 1) * width; j++) worst = Math.max(worst, Math.abs(a[j]! - b[j]!));
-  }
-  return worst;
 }
 
 for (const c of manifest.forward) {
