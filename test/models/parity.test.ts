@@ -76,17 +76,25 @@ function runForward(model: Mistral3Model, inputs: Mistral3Inputs, capture?: Map<
   }
 }
 
+/**
+ * One forward case and the fixture's outputs for it: splint's logits and loss, the reference
+ * logits (V wide) and loss, and the largest logits difference on real tokens.
+ */
+async function againstFixture(model: Mistral3Model, inputsRel: string, outputsRel: string) {
+  const inputs = await readForwardInputs(fixture(inputsRel));
+  const expected = await readFloats(outputsRel);
+  const { logits, loss } = runForward(model, inputs);
+  const reference = expected.get("logits")!.data as Float32Array;
+  const V = reference.length / (inputs.batch * inputs.seqLen);
+  const diff = maxDiffOnTokens(logits, reference, inputs.attentionMask, V);
+  const refLoss = (expected.get("loss")!.data as Float32Array)[0]!;
+  return { inputs, logits, loss, reference, V, diff, refLoss };
+}
+
 for (const c of manifest.forward) {
   test(`forward ${c.model} ${c.case}: logits and loss match transformers`, async () => {
-    const model = await modelOf(c.model);
-    const inputs = await readForwardInputs(fixture(c.inputs));
-    const expected = await readFloats(c.outputs);
-    const { logits, loss } = runForward(model, inputs);
-    const reference = expected.get("logits")!.data as Float32Array;
-    const V = reference.length / (inputs.batch * inputs.seqLen);
-    const diff = maxDiffOnTokens(logits, reference, inputs.attentionMask, V);
+    const { inputs, logits, loss, reference, V, diff, refLoss } = await againstFixture(await modelOf(c.model), c.inputs, c.outputs);
     assert.ok(diff <= c.tolerance.logits_abs, `max |Δlogits| ${diff} > ${c.tolerance.logits_abs}`);
-    const refLoss = (expected.get("loss")!.data as Float32Array)[0]!;
     if (!scoresPaddedPosition(inputs)) {
       assert.ok(Math.abs(loss! - refLoss) <= c.tolerance.loss_abs, `loss ${loss} vs ${refLoss}`);
       return;
@@ -157,14 +165,8 @@ for (const c of loraCases) {
     const model = await modelOf(c.base);
     await loadAdapter(fixture(c.adapter), model.linears, backend);
     try {
-      const inputs = await readForwardInputs(fixture(c.inputs));
-      const expected = await readFloats(c.outputs);
-      const { logits, loss } = runForward(model, inputs);
-      const reference = expected.get("logits")!.data as Float32Array;
-      const V = reference.length / (inputs.batch * inputs.seqLen);
-      const diff = maxDiffOnTokens(logits, reference, inputs.attentionMask, V);
+      const { loss, diff, refLoss } = await againstFixture(model, c.inputs, c.outputs);
       assert.ok(diff <= c.tolerance.logits_abs, `max |Δlogits| ${diff}`);
-      const refLoss = (expected.get("loss")!.data as Float32Array)[0]!;
       assert.ok(Math.abs(loss! - refLoss) <= c.tolerance.loss_abs, `loss ${loss} vs ${refLoss}`);
     } finally {
       detach(model.linears.values());
