@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { cp, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cp, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { createGraph } from "../../src/autograd/tape.ts";
@@ -11,6 +10,7 @@ import { openCheckpoint, openSafetensors, toFloat32 } from "../../src/io/safeten
 import { mergeAdapter } from "../../src/lora/merge.ts";
 import { ForwardContext } from "../../src/models/mistral3/context.ts";
 import { forwardMistral3, freeMistral3, loadMistral3 } from "../../src/models/mistral3/model.ts";
+import { withTempDir } from "../helpers/temp-dir.ts";
 import { maxDiffOnTokens } from "../helpers/tensors.ts";
 
 const F = join(import.meta.dirname, "..", "fixtures");
@@ -36,8 +36,7 @@ async function logitsDiff(modelDir: string, reference: string): Promise<number> 
 }
 
 test("merging the peft adapter into the tiny model gives peft's adapted logits without an adapter (f32, sharded)", async () => {
-  const root = await mkdtemp(join(tmpdir(), "splint-merge-"));
-  try {
+  await withTempDir("splint-merge-", async (root) => {
     const out = join(root, "merged");
     const result = await mergeAdapter({ modelDir: join(F, "models", "tiny"), adapterDir: join(F, "lora", "tiny", "adapter"), outDir: out, maxShardBytes: 300_000, dtype: "f32", backend });
     assert.equal(result.mergedModules, 28);
@@ -45,14 +44,11 @@ test("merging the peft adapter into the tiny model gives peft's adapted logits w
     assert.deepEqual((await readdir(out)).sort(), [...result.shards, "model.safetensors.index.json", "config.json", ...result.copiedFiles].sort());
     for (const name of ["tokenizer.json", "processor_config.json", "chat_template.jinja", "generation_config.json"]) assert.ok(result.copiedFiles.includes(name), name);
     assert.ok((await logitsDiff(out, "lora/tiny/images_multi.out.safetensors")) < 1e-4);
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 });
 
 test("an FP8 base merges to BF16 and loses its quantization_config", async () => {
-  const root = await mkdtemp(join(tmpdir(), "splint-merge-"));
-  try {
+  await withTempDir("splint-merge-", async (root) => {
     const out = join(root, "merged");
     const result = await mergeAdapter({ modelDir: join(F, "models", "tiny-fp8"), adapterDir: join(F, "lora", "tiny", "adapter"), outDir: out, backend });
     assert.equal(result.dequantizedFp8, 14);
@@ -66,14 +62,11 @@ test("an FP8 base merges to BF16 and loses its quantization_config", async () =>
     // BF16 rounding of the merged weights is the only difference from peft's fp8 + adapter logits.
     const diff = await logitsDiff(out, "lora/tiny-fp8/images_multi.out.safetensors");
     assert.ok(diff < 0.1, `max |Δ| ${diff}`);
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 });
 
 test("merge refuses a mismatched adapter (naming the file) and an occupied --out, writing nothing", async () => {
-  const root = await mkdtemp(join(tmpdir(), "splint-merge-"));
-  try {
+  await withTempDir("splint-merge-", async (root) => {
     const adapter = join(root, "adapter");
     await cp(join(F, "lora", "tiny", "adapter"), adapter, { recursive: true });
     const cfg = JSON.parse(await readFile(join(adapter, "adapter_config.json"), "utf8")) as Record<string, unknown>;
@@ -83,7 +76,5 @@ test("merge refuses a mismatched adapter (naming the file) and an occupied --out
     assert.ok(!existsSync(out));
     await writeFile(join(root, "occupied"), "x");
     await assert.rejects(mergeAdapter({ modelDir: join(F, "models", "tiny"), adapterDir: join(F, "lora", "tiny", "adapter"), outDir: root, backend }), /already exists and is not empty/);
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 });

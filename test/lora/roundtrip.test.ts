@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { cp, mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cp, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { createGraph } from "../../src/autograd/tape.ts";
@@ -10,14 +9,14 @@ import { writeSafetensors } from "../../src/io/safetensors.ts";
 import { loadAdapter, saveAdapter } from "../../src/lora/adapter.ts";
 import { ForwardContext } from "../../src/models/mistral3/context.ts";
 import { forwardMistral3, freeMistral3, loadMistral3 } from "../../src/models/mistral3/model.ts";
+import { withTempDir } from "../helpers/temp-dir.ts";
 import { maxDiffOnTokens, readF32Tensors } from "../helpers/tensors.ts";
 
 const F = join(import.meta.dirname, "..", "fixtures");
 const backend = createCpuBackend();
 
 test("peft's adapter → splint load → splint save → load again: same tensors under the same keys, peft's logits", async () => {
-  const root = await mkdtemp(join(tmpdir(), "splint-roundtrip-"));
-  try {
+  await withTempDir("splint-roundtrip-", async (root) => {
     const first = await loadMistral3(join(F, "models", "tiny"), backend);
     const settings = await loadAdapter(join(F, "lora", "tiny", "adapter"), first.linears, backend);
     const saved = join(root, "adapter");
@@ -43,14 +42,11 @@ test("peft's adapter → splint load → splint save → load again: same tensor
     ctx.release();
     freeMistral3(second);
     assert.ok(worst < 1e-4, `max |Δ| ${worst}`);
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 });
 
 test("an adapter for another architecture (Llama key names) is refused with the file named", async () => {
-  const root = await mkdtemp(join(tmpdir(), "splint-roundtrip-"));
-  try {
+  await withTempDir("splint-roundtrip-", async (root) => {
     const adapter = join(root, "llama-adapter");
     await cp(join(F, "lora", "tiny", "adapter"), adapter, { recursive: true });
     const file = join(adapter, "adapter_model.safetensors");
@@ -69,7 +65,5 @@ test("an adapter for another architecture (Llama key names) is refused with the 
     } finally {
       freeMistral3(model);
     }
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 });

@@ -1,15 +1,14 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { runTraining } from "../../src/train/run.ts";
+import { withTempDir } from "../helpers/temp-dir.ts";
 import { quiet } from "./quiet-output.ts";
 import { TINY_MODEL, TINY_RECIPE, tinyDataset } from "./tiny-dataset.ts";
 
 test("a run stopped mid-epoch and resumed ends with the same adapter bytes as an uninterrupted run", async () => {
-  const root = await mkdtemp(join(tmpdir(), "splint-resume-"));
-  try {
+  await withTempDir("splint-resume-", async (root) => {
     const straight = await runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir: join(root, "straight"), config: TINY_RECIPE, output: quiet });
     assert.equal(straight.steps, 6);
     assert.deepEqual(straight.checkpoints.map((c) => c.split("/").pop()), ["checkpoint-2", "checkpoint-4", "checkpoint-6"]);
@@ -32,14 +31,11 @@ test("a run stopped mid-epoch and resumed ends with the same adapter bytes as an
     assert.ok((await bytes(straight.runDir, "adapter_config.json")).equals(await bytes(stopped, "adapter_config.json")));
     // The log of the resumed run has each step once, as the uninterrupted one.
     assert.equal(await readFile(join(stopped, "train_log.jsonl"), "utf8").then((t) => t.trim().split("\n").length), 6);
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 });
 
 test("resume refuses changed settings, and a new run refuses a folder that holds one", async () => {
-  const root = await mkdtemp(join(tmpdir(), "splint-resume-"));
-  try {
+  await withTempDir("splint-resume-", async (root) => {
     const outDir = join(root, "run");
     await runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir, config: { ...TINY_RECIPE, max_steps: 2 }, output: quiet });
     await assert.rejects(runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir, config: TINY_RECIPE, output: quiet }), /already holds a training run/);
@@ -48,7 +44,5 @@ test("resume refuses changed settings, and a new run refuses a folder that holds
       /flags: --resume continues .* but learning_rate \(1 vs the run's 0\.005\) differ/,
     );
     await assert.rejects(runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir: join(root, "fresh"), resume: true, output: quiet }), /config\.resolved\.json: not found/);
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 });

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { saveDatasetDict } from "../../src/data/hf-dataset.ts";
 import { runTraining } from "../../src/train/run.ts";
+import { withTempDir } from "../helpers/temp-dir.ts";
 import { MockHub } from "../hub/mock-hub.ts";
 import { quiet } from "./quiet-output.ts";
 import { TINY_MODEL, tinyDataset } from "./tiny-dataset.ts";
@@ -20,8 +20,7 @@ const FLAGS = ["--r", "4", "--lora-alpha", "8", "--per-device-train-batch-size",
 const RECIPE = { r: 4, lora_alpha: 8, per_device_train_batch_size: 1, gradient_accumulation_steps: 1, num_train_epochs: 5, learning_rate: 0.005, warmup_steps: 2, save_strategy: "steps" as const, save_steps: 2, bf16: false };
 
 test("splint train killed (SIGKILL) after a mid-epoch checkpoint, then --resume, gives the uninterrupted run's adapter bytes", async () => {
-  const root = await mkdtemp(join(tmpdir(), "splint-train-cli-"));
-  try {
+  await withTempDir("splint-train-cli-", async (root) => {
     const dataset = join(root, "data");
     await saveDatasetDict(dataset, tinyDataset(), "arrow");
     const straight = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "straight"), config: RECIPE, output: quiet });
@@ -46,14 +45,11 @@ test("splint train killed (SIGKILL) after a mid-epoch checkpoint, then --resume,
     const resolved = JSON.parse(await readFile(join(out, "config.resolved.json"), "utf8")) as Record<string, unknown>;
     assert.equal(resolved.learning_rate, 0.005);
     assert.equal(resolved.lora_alpha, 8);
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 });
 
 test("bad settings fail with the file or flag named, before any model is loaded", async () => {
-  const root = await mkdtemp(join(tmpdir(), "splint-train-cli-"));
-  try {
+  await withTempDir("splint-train-cli-", async (root) => {
     const config = join(root, "recipe.yaml");
     await writeFile(config, "r: 4\nlearning_rate: fast\n");
     const fail = async (args: string[]) => {
@@ -71,27 +67,25 @@ test("bad settings fail with the file or flag named, before any model is loaded"
     assert.match(await fail(["--bf16", "yes"]), /--bf16: expects true or false/);
     assert.match(await fail(["--push-to-hub", "not a repo"]), /not a repo: not a Hub repo id/);
     assert.match(await fail(["--optim", "sgd"]), /command-line flags: "optim" must be one of adamw_torch, adamw_8bit \(got "sgd"\)/);
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 });
 
 test("splint train --push-to-hub uploads the final adapter (HF_TOKEN, to a local server speaking the Hub's API)", async () => {
-  const root = await mkdtemp(join(tmpdir(), "splint-train-cli-"));
-  const hub = new MockHub();
-  await hub.start();
-  try {
-    const dataset = join(root, "data");
-    await saveDatasetDict(dataset, tinyDataset(), "arrow");
-    const env = { ...process.env, SPLINT_NO_PROGRESS: "1", HF_TOKEN: hub.writeToken, HF_ENDPOINT: hub.endpoint };
-    const args = [SPLINT, "train", "--model", TINY_MODEL, "--dataset", dataset, "--out", join(root, "run"), "--max-steps", "1", "--r", "2", "--device", "cpu", "--push-to-hub", "me/bones-lora", "--json"];
-    const { stdout } = await run(process.execPath, args, { env });
-    const result = JSON.parse(stdout) as { adapterDir: string; pushed: { repo: string; files: string[] } };
-    assert.deepEqual(result.pushed.files, ["adapter_config.json", "adapter_model.safetensors"]);
-    const repo = hub.repos.get("me/bones-lora")!;
-    for (const name of result.pushed.files) assert.deepEqual(repo.files.get(name)?.content, await readFile(join(result.adapterDir, name)), name);
-  } finally {
-    await hub.stop();
-    await rm(root, { recursive: true, force: true });
-  }
+  await withTempDir("splint-train-cli-", async (root) => {
+    const hub = new MockHub();
+    await hub.start();
+    try {
+      const dataset = join(root, "data");
+      await saveDatasetDict(dataset, tinyDataset(), "arrow");
+      const env = { ...process.env, SPLINT_NO_PROGRESS: "1", HF_TOKEN: hub.writeToken, HF_ENDPOINT: hub.endpoint };
+      const args = [SPLINT, "train", "--model", TINY_MODEL, "--dataset", dataset, "--out", join(root, "run"), "--max-steps", "1", "--r", "2", "--device", "cpu", "--push-to-hub", "me/bones-lora", "--json"];
+      const { stdout } = await run(process.execPath, args, { env });
+      const result = JSON.parse(stdout) as { adapterDir: string; pushed: { repo: string; files: string[] } };
+      assert.deepEqual(result.pushed.files, ["adapter_config.json", "adapter_model.safetensors"]);
+      const repo = hub.repos.get("me/bones-lora")!;
+      for (const name of result.pushed.files) assert.deepEqual(repo.files.get(name)?.content, await readFile(join(result.adapterDir, name)), name);
+    } finally {
+      await hub.stop();
+    }
+  });
 });
