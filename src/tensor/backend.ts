@@ -163,3 +163,13 @@ export interface Backend {
 export type AttentionMask =
   | { kind: "causal"; queryOffset: number; keyValid?: Tensor }
   | { kind: "segments"; lengths: readonly number[] };
+
+/** Sizes of attention operands q [B, T, Hq, D], k and v [B, S, Hkv, D]. */
+export interface AttentionDims {
+  b: number;
+  t: number;
+  s: number;
+  hq: number;
+  hkv: number;
+  d: number;
+}

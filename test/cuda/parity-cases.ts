@@ -6,7 +6,7 @@
  * Used by test/cuda/parity.test.ts (node:test, skipped without a GPU) and by
  * scripts/cuda-parity.ts (the table scripts/gpu-check prints and writes).
  */
-import type { AttentionMask, Backend } from "../../src/tensor/backend.ts";
+import type { AttentionDims, AttentionMask, Backend } from "../../src/tensor/backend.ts";
 import type { DType } from "../../src/tensor/dtype.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
 
@@ -404,14 +404,8 @@ function normRopeCases(): ParityCase[] {
   return cases;
 }
 
-interface AttentionShape {
+interface AttentionShape extends AttentionDims {
   label: string;
-  b: number;
-  t: number;
-  s: number;
-  hq: number;
-  hkv: number;
-  d: number;
   mask: (sess: Session, rng: Rng) => AttentionMask;
 }
 

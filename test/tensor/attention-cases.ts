@@ -1,6 +1,5 @@
 /** Attention mask cases shared by the forward and backward tests. */
-import type { AttentionMask, Backend } from "../../src/tensor/backend.ts";
-import type { AttentionDims } from "./reference.ts";
+import type { AttentionDims, AttentionMask, Backend } from "../../src/tensor/backend.ts";
 
 export interface AttentionCase {
   name: string;

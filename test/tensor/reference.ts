@@ -3,6 +3,7 @@
  * from the math, sharing no code with src/), and a central-difference gradient checker.
  */
 import assert from "node:assert/strict";
+import type { AttentionDims } from "../../src/tensor/backend.ts";
 
 /** mulberry32: deterministic uniform [0, 1). */
 export function rng(seed: number): () => number {
@@ -99,15 +100,6 @@ export function erfRef(x: number): number {
 
 export const geluRef = (x: number): number => 0.5 * x * (1 + erfRef(x / Math.SQRT2));
 export const siluRef = (x: number): number => x / (1 + Math.exp(-x));
-
-export interface AttentionDims {
-  b: number;
-  t: number;
-  s: number;
-  hq: number;
-  hkv: number;
-  d: number;
-}
 
 /**
  * Full score matrix per (batch, head), masked entries −∞, softmax, times V. visible(b, t, s)

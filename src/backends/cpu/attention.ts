@@ -8,7 +8,7 @@
  * Q·Kᵀ, P·V (and in backward dO·Vᵀ, dS·K, dSᵀ·Q, Pᵀ·dO) run on the SIMD matmul kernel; only one
  * block's scores [BLOCK, S] exist at a time. Softmax statistics are computed in f64 per row.
  */
-import type { AttentionMask } from "../../tensor/backend.ts";
+import type { AttentionDims, AttentionMask } from "../../tensor/backend.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { arrayReader, gemm } from "./matmul.ts";
@@ -17,16 +17,7 @@ import { type CpuAllocator, f32Of, i32Of, valuesF32 } from "./storage.ts";
 
 const BLOCK = 64;
 
-interface Dims {
-  b: number;
-  t: number;
-  s: number;
-  hq: number;
-  hkv: number;
-  d: number;
-}
-
-function dimsOf(op: string, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask): Dims {
+function dimsOf(op: string, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask): AttentionDims {
   const shapes = [q.shape, k.shape, v.shape];
   const dims = attentionDims(op, q, k, v);
   const { b, t, s } = dims;
@@ -50,7 +41,7 @@ interface QueryBlock {
 }
 
 /** The query blocks of one batch row, and the per-(query, key) visibility inside a block. */
-function queryBlocks(mask: AttentionMask, dims: Dims): QueryBlock[] {
+function queryBlocks(mask: AttentionMask, dims: AttentionDims): QueryBlock[] {
   const blocks: QueryBlock[] = [];
   if (mask.kind === "causal") {
     for (let t0 = 0; t0 < dims.t; t0 += BLOCK) {
