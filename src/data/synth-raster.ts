@@ -153,8 +153,11 @@ export function polygon(points: readonly Point[]): Shape {
   };
 }
 
-/** Filled ellipse with radii rx, ry rotated by angle (radians). */
-export function ellipse(center: Point, rx: number, ry: number, angle = 0): Shape {
+/**
+ * An ellipse with radii rx, ry rotated by angle (radians), its value a function of ρ², the squared
+ * normalised distance from the center (ρ² = 1 on the outline).
+ */
+function ellipticalShape(center: Point, rx: number, ry: number, angle: number, valueAtRho2: (rho2: number) => number): Shape {
   const [cx, cy] = center;
   const cos = Math.cos(angle);
   const sin = Math.sin(angle);
@@ -166,28 +169,19 @@ export function ellipse(center: Point, rx: number, ry: number, angle = 0): Shape
       const dy = y - cy;
       const u = (dx * cos + dy * sin) / rx;
       const v = (-dx * sin + dy * cos) / ry;
-      return u * u + v * v <= 1 ? 1 : 0;
+      return valueAtRho2(u * u + v * v);
     },
   };
 }
 
+/** Filled ellipse with radii rx, ry rotated by angle (radians). */
+export function ellipse(center: Point, rx: number, ry: number, angle = 0): Shape {
+  return ellipticalShape(center, rx, ry, angle, (rho2) => (rho2 <= 1 ? 1 : 0));
+}
+
 /** Projection of a solid ellipsoid: √(1 − ρ²), the soft density of a bone end or a soft-tissue mass. */
 export function ellipsoid(center: Point, rx: number, ry: number, angle = 0): Shape {
-  const [cx, cy] = center;
-  const cos = Math.cos(angle);
-  const sin = Math.sin(angle);
-  const r = Math.max(rx, ry);
-  return {
-    bounds: [cx - r, cy - r, cx + r, cy + r],
-    valueAt(x, y) {
-      const dx = x - cx;
-      const dy = y - cy;
-      const u = (dx * cos + dy * sin) / rx;
-      const v = (-dx * sin + dy * cos) / ry;
-      const rho2 = u * u + v * v;
-      return rho2 < 1 ? Math.sqrt(1 - rho2) : 0;
-    },
-  };
+  return ellipticalShape(center, rx, ry, angle, (rho2) => (rho2 < 1 ? Math.sqrt(1 - rho2) : 0));
 }
 
 function distanceToSegment(x: number, y: number, a: Point, b: Point): number {
