@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { SYNTH_CLASS_NAMES } from "../../src/data/synth-xray.ts";
 import {
   compileChatTemplate,
   loadModelChatTemplate,
@@ -13,7 +14,7 @@ import { expandImageTokens, imageTokenCount, tokenizeChat } from "../../src/text
 import { buildConversation, buildPrompt } from "../../src/text/prompt.ts";
 import { loadTokenizer } from "../../src/text/tokenizer.ts";
 import { InputError, SplintError } from "../../src/util/errors.ts";
-import { FRACTURE_CLASSES, tokenizerDirs } from "./tokenizer-fixtures.ts";
+import { tokenizerDirs } from "./tokenizer-fixtures.ts";
 
 const ctx = { bosToken: "<s>", eosToken: "</s>" };
 
@@ -49,7 +50,7 @@ describe("prompt", () => {
 
 describe("short template", () => {
   const short = resolveChatTemplate("short", "/nonexistent");
-  const prompt = buildPrompt(FRACTURE_CLASSES);
+  const prompt = buildPrompt(SYNTH_CLASS_NAMES);
 
   it("renders a training example as transformers would (newline kept after [INST])", () => {
     const text = short.render({ ...ctx, messages: buildConversation(prompt, "Hairline Fracture"), addGenerationPrompt: false });

@@ -7,25 +7,13 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { SYNTH_CLASS_NAMES } from "../../src/data/synth-xray.ts";
 import { bytesToByteLevel } from "../../src/text/byte-level.ts";
 import { buildPrompt } from "../../src/text/prompt.ts";
 
 /** The pre-tokenizer regex of Mistral's tekken files (as transformers' fix_mistral_regex spells it). */
 export const TEKKEN_PATTERN =
   "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-export const FRACTURE_CLASSES = [
-  "Avulsion fracture",
-  "Comminuted fracture",
-  "Fracture Dislocation",
-  "Greenstick fracture",
-  "Hairline Fracture",
-  "Impacted fracture",
-  "Longitudinal fracture",
-  "Oblique fracture",
-  "Pathological fracture",
-  "Spiral Fracture",
-];
 
 const NAMED_SPECIALS = [
   "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
@@ -35,7 +23,7 @@ const NAMED_SPECIALS = [
 export const NUM_SPECIAL = 1000;
 
 const CORPUS = [
-  buildPrompt(FRACTURE_CLASSES),
+  buildPrompt(SYNTH_CLASS_NAMES),
   "What is the image about? The X-ray shows a bone with a fracture line.",
   "café naïve Ångström façade über straße — résumé, déjà vu. Привет мир. 你好世界",
   "numbers 1234567890 and 3.14159, 2026-11-28; emoji 🙂👍🏽 done.",

@@ -3,11 +3,12 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { SYNTH_CLASS_NAMES } from "../../src/data/synth-xray.ts";
 import { buildPrompt } from "../../src/text/prompt.ts";
 import { bpeRanks, loadTekken } from "../../src/text/tekken.ts";
 import { createStreamDecoder, loadTokenizer } from "../../src/text/tokenizer.ts";
 import { InputError } from "../../src/util/errors.ts";
-import { FRACTURE_CLASSES, NUM_SPECIAL, tokenizerDirs, writeTekken } from "./tokenizer-fixtures.ts";
+import { NUM_SPECIAL, tokenizerDirs, writeTekken } from "./tokenizer-fixtures.ts";
 
 const STRINGS = [
   "hello world",
@@ -23,7 +24,7 @@ const STRINGS = [
   "spaces before punctuation , . ! ? n't 's are kept",
   "odd whitespace a\u0085b\u00a0c\ufeffd\u3000e",
   "What is the image about?",
-  buildPrompt(FRACTURE_CLASSES),
+  buildPrompt(SYNTH_CLASS_NAMES),
   "[INST]Describe[IMG][/INST]Hairline Fracture</s>",
   "<s>[INST]\nhi[IMG][IMG_BREAK][IMG][IMG_END][/INST]",
   "text<SPECIAL_500>more",
@@ -101,7 +102,7 @@ describe("streaming decoder", async () => {
   const tekken = await loadTokenizer(tokenizerDirs().tekkenDir);
 
   it("holds back split UTF-8 characters and reproduces the full decode", () => {
-    for (const s of ["emoji 🙂👍🏽 and 👨‍👩‍👧", "Ångström façade 你好世界", buildPrompt(FRACTURE_CLASSES)]) {
+    for (const s of ["emoji 🙂👍🏽 and 👨‍👩‍👧", "Ångström façade 你好世界", buildPrompt(SYNTH_CLASS_NAMES)]) {
       const ids = [...tekken.encode(s), tekken.eosId];
       const stream = createStreamDecoder(tekken);
       const pieces = ids.map((id) => stream.push(id));
