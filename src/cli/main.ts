@@ -1,5 +1,5 @@
 import { Command, CommanderError } from "commander";
-import { SplintError } from "../util/errors.ts";
+import { InputError, SplintError } from "../util/errors.ts";
 // command imports (one line each)
 import { registerTrain } from "./commands/train.ts";
 import { registerMerge } from "./commands/merge.ts";
@@ -53,21 +53,50 @@ const commands: ((p: Command) => void)[] = [
 ];
 for (const register of commands) register(program);
 
+// Read from argv rather than from the parsed options so that errors in parsing itself are answered
+// in JSON too.
+const jsonRequested = process.argv.slice(2).includes("--json");
+
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
   process.exitCode = exitCodeFor(error);
 }
 
+/** Prints the error for a person on stderr and, with --json, as `{"error": …}` on stdout. */
 function exitCodeFor(error: unknown): number {
-  if (error instanceof CommanderError) return error.exitCode;
+  if (error instanceof CommanderError) {
+    // Commander has already written its message to stderr; --help and --version are not errors.
+    if (error.exitCode !== 0) reportJson({ kind: "usage", message: error.message.replace(/^error: /, ""), exitCode: error.exitCode });
+    return error.exitCode;
+  }
   if (error instanceof SplintError) {
     process.stderr.write(`error: ${error.message}\n`);
     if (error.hint) process.stderr.write(`hint: ${error.hint}\n`);
+    reportJson({
+      kind: error instanceof InputError ? "input" : "error",
+      message: error.message,
+      ...(error instanceof InputError ? { file: error.file } : {}),
+      ...(error.hint ? { hint: error.hint } : {}),
+      exitCode: error.exitCode,
+    });
     return error.exitCode;
   }
   if (process.env.SPLINT_DEBUG) throw error;
   const message = error instanceof Error ? error.message : String(error);
   process.stderr.write(`internal error: ${message}\n(set SPLINT_DEBUG=1 for the stack trace; this is a bug, please report it)\n`);
+  reportJson({ kind: "internal", message, exitCode: 70 });
   return 70;
+}
+
+interface ErrorReport {
+  kind: "usage" | "input" | "error" | "internal";
+  message: string;
+  file?: string;
+  hint?: string;
+  exitCode: number;
+}
+
+function reportJson(report: ErrorReport): void {
+  if (jsonRequested) process.stdout.write(`${JSON.stringify({ error: report }, null, 2)}\n`);
 }

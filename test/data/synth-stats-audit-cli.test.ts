@@ -1,22 +1,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { loadDatasetDict, saveDatasetDict } from "../../src/data/hf-dataset.ts";
 import { KAGGLE_WRAPPER } from "../../src/data/synth.ts";
 import type { DatasetRow } from "../../src/data/types.ts";
+import { runSplint } from "../helpers/cli.ts";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
 function splint(cwd: string, ...args: string[]) {
-  return spawnSync(process.execPath, [path.join(repoRoot, "bin/splint.js"), "data", ...args], {
-    cwd,
-    encoding: "utf8",
-    env: { ...process.env, SPLINT_NO_PROGRESS: "1" },
-  });
+  return runSplint(["data", ...args], { cwd });
 }
 
 test("synth → import → stats → audit --dedupe through the CLI", async () => {

@@ -1,22 +1,20 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { saveDatasetDict } from "../../src/data/hf-dataset.ts";
 import { synthesizeDatasetDict, synthesizeImagePng } from "../../src/data/synth.ts";
+import { REPO_ROOT, runSplint } from "../helpers/cli.ts";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const MODEL = path.join(repoRoot, "test/fixtures/models/tiny");
-const ADAPTER = path.join(repoRoot, "test/fixtures/lora/tiny/adapter");
+const MODEL = path.join(REPO_ROOT, "test/fixtures/models/tiny");
+const ADAPTER = path.join(REPO_ROOT, "test/fixtures/lora/tiny/adapter");
 const dir = await mkdtemp(path.join(tmpdir(), "splint-eval-cli-"));
 after(() => rm(dir, { recursive: true, force: true }));
 await saveDatasetDict(path.join(dir, "ds"), await synthesizeDatasetDict({ perClass: 1, testPerClass: 2, seed: 4, size: 40 }), "arrow");
 
 function splint(...args: string[]) {
-  return spawnSync(process.execPath, [path.join(repoRoot, "bin/splint.js"), ...args], { cwd: dir, encoding: "utf8", env: { ...process.env, SPLINT_NO_PROGRESS: "1" } });
+  return runSplint(args, { cwd: dir });
 }
 
 test("eval → compare → report through the CLI, with and without an adapter", async () => {
