@@ -6,10 +6,12 @@
 // kv head h / (Hq/Hkv)), D head size (≤ 128). Layouts: q [B,T,Hq,D], k/v [B,S,Hkv,D],
 // lse/delta [B,Hq,T].
 //
-// Work split (correctness first, a warp per row):
-// - forward and dq: a block of kWarps warps takes kWarps consecutive queries of one (b, h); each
-//   lane scores one key of the tile, and the warp accumulates its query's output row.
-// - dk/dv: a block takes kWarps consecutive keys of one (b, kv head) and walks query tiles of
+// Work split (f32 on CUDA cores; each query's sums run in the same order as the CPU backend's):
+// - forward and dq: a block of kWarps warps takes kBlockRows consecutive queries of one (b, h), a
+//   warp kRows of them; each lane scores one key of the tile against the warp's kRows queries, so
+//   a key element read from shared memory serves kRows products, and the warp accumulates its
+//   queries' output rows.
+// - dk/dv: a block takes kBlockRows consecutive keys of one (b, kv head) and walks query tiles of
 //   every query head in the group, so dk and dv are sums in registers: no atomics, deterministic.
 #include "common.cuh"
 #include "reduce.cuh"
@@ -21,6 +23,8 @@ constexpr int kTile = 32;
 constexpr int kMaxD = 128;
 constexpr int kChunks = kMaxD / 32;  // head-dim elements per lane
 constexpr int kPad = kMaxD + 1;      // shared row stride: lane j reading row j, column d is conflict-free
+constexpr int kRows = 4;             // queries (keys, in dk/dv) a warp carries through each tile
+constexpr int kBlockRows = kWarps * kRows;
 
 struct Mask {
   int kind;  // 0 causal, 1 segments
@@ -68,33 +72,35 @@ __device__ __forceinline__ void load_tile(In x, int64_t b, int64_t R, int64_t H,
   }
 }
 
-__device__ __forceinline__ float row_dot(const float* a, const float* b, int64_t D) {
-  float acc = 0.0f;
-  for (int64_t d = 0; d < D; d++) acc += a[d] * b[d];
-  return acc;
-}
-
 __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(In q, In k, In v, int64_t T, int64_t S,
                                                                         int64_t Hq, int64_t Hkv, int64_t D,
                                                                         float scale, Mask mask, Out out, float* lse) {
-  __shared__ float ks[kTile][kPad];
-  __shared__ float vs[kTile][kPad];
-  __shared__ float qs[kWarps][kMaxD];
+  extern __shared__ float smem[];
+  float(*ks)[kPad] = reinterpret_cast<float(*)[kPad]>(smem);
+  float(*vs)[kPad] = ks + kTile;
+  float(*qs)[kMaxD] = reinterpret_cast<float(*)[kMaxD]>(vs + kTile);  // [kBlockRows][kMaxD]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t b = blockIdx.z, h = blockIdx.y, kh = h / (Hq / Hkv);
-  const int64_t t_first = blockIdx.x * (int64_t)kWarps;
-  const int64_t t_last = min(T, t_first + kWarps) - 1;
-  const int64_t t = t_first + warp;
-  const bool active = t < T;
+  const int64_t t_first = blockIdx.x * (int64_t)kBlockRows;
+  const int64_t t_last = min(T, t_first + kBlockRows) - 1;
+  const int64_t t0 = t_first + warp * kRows;  // this warp's first query
 
-  for (int64_t d = lane; d < D; d += 32) qs[warp][d] = active ? load(q, ((b * T + t) * Hq + h) * D + d) : 0.0f;
+  for (int e = threadIdx.x; e < kBlockRows * D; e += blockDim.x) {
+    const int r = e / D, d = e % D;
+    const int64_t t = t_first + r;
+    qs[r][d] = t < T ? load(q, ((b * T + t) * Hq + h) * D + d) : 0.0f;
+  }
   int64_t lo, hi;
   key_range(mask, S, t_first, t_last, lo, hi);
 
-  float m = -INFINITY, l = 0.0f;
-  float o[kChunks];
+  float m[kRows], l[kRows], o[kRows][kChunks];
 #pragma unroll
-  for (int c = 0; c < kChunks; c++) o[c] = 0.0f;
+  for (int r = 0; r < kRows; r++) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kChunks; c++) o[r][c] = 0.0f;
+  }
 
   for (int64_t s0 = lo; s0 < hi; s0 += kTile) {
     __syncthreads();  // the previous tile is consumed (and qs is written, on the first pass)
@@ -102,34 +108,59 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(In q, In
     load_tile(v, b, S, Hkv, kh, D, s0, hi, vs);
     __syncthreads();
     const int64_t s = s0 + lane;
-    const bool vis = active && s < hi && visible(mask, b, S, t, s);
-    const float score = vis ? row_dot(qs[warp], ks[lane], D) * scale : -INFINITY;
-    const float m_new = fmaxf(m, warp_max(score));
-    if (m_new == -INFINITY) continue;  // nothing visible yet (warp-uniform)
-    const float p = vis ? expf(score - m_new) : 0.0f;
-    const float correction = expf(m - m_new);  // 0 when m was -inf
-    l = l * correction + warp_sum(p);
+    // Each key element read from shared memory serves the warp's kRows queries.
+    float score[kRows];
 #pragma unroll
-    for (int c = 0; c < kChunks; c++) o[c] *= correction;
+    for (int r = 0; r < kRows; r++) score[r] = 0.0f;
+    for (int64_t d = 0; d < D; d++) {
+      const float kd = ks[lane][d];
+#pragma unroll
+      for (int r = 0; r < kRows; r++) score[r] += qs[warp * kRows + r][d] * kd;
+    }
+    float p[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      const int64_t t = t0 + r;
+      const bool vis = t < T && s < hi && visible(mask, b, S, t, s);
+      const float sc = vis ? score[r] * scale : -INFINITY;
+      const float m_new = fmaxf(m[r], warp_max(sc));
+      p[r] = 0.0f;
+      if (m_new == -INFINITY) continue;  // nothing visible to this query yet (warp-uniform)
+      p[r] = vis ? expf(sc - m_new) : 0.0f;
+      const float correction = expf(m[r] - m_new);  // 0 when m was -inf
+      l[r] = l[r] * correction + warp_sum(p[r]);
+#pragma unroll
+      for (int c = 0; c < kChunks; c++) o[r][c] *= correction;
+      m[r] = m_new;
+    }
     for (int j = 0; j < kTile; j++) {
-      const float pj = __shfl_sync(0xffffffffu, p, j);
-      if (pj == 0.0f) continue;
+      float vj[kChunks];
 #pragma unroll
       for (int c = 0; c < kChunks; c++) {
         const int d = lane + 32 * c;
-        if (d < D) o[c] += pj * vs[j][d];
+        vj[c] = d < D ? vs[j][d] : 0.0f;
+      }
+#pragma unroll
+      for (int r = 0; r < kRows; r++) {
+        const float pj = __shfl_sync(0xffffffffu, p[r], j);
+        if (pj == 0.0f) continue;
+#pragma unroll
+        for (int c = 0; c < kChunks; c++) o[r][c] += pj * vj[c];
       }
     }
-    m = m_new;
   }
-  if (!active) return;
-  const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;
 #pragma unroll
-  for (int c = 0; c < kChunks; c++) {
-    const int d = lane + 32 * c;
-    if (d < D) store(out, ((b * T + t) * Hq + h) * D + d, o[c] * inv_l);
+  for (int r = 0; r < kRows; r++) {
+    const int64_t t = t0 + r;
+    if (t >= T) break;
+    const float inv_l = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+#pragma unroll
+    for (int c = 0; c < kChunks; c++) {
+      const int d = lane + 32 * c;
+      if (d < D) store(out, ((b * T + t) * Hq + h) * D + d, o[r][c] * inv_l);
+    }
+    if (lane == 0) lse[(b * Hq + h) * T + t] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
   }
-  if (lane == 0) lse[(b * Hq + h) * T + t] = l > 0.0f ? m + logf(l) : -INFINITY;
 }
 
 // delta[b, h, t] = Σ_d dout·out (one warp per row).
@@ -149,28 +180,41 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dq_kernel(In q, In k, I
                                                                    const float* delta, int64_t T, int64_t S,
                                                                    int64_t Hq, int64_t Hkv, int64_t D, float scale,
                                                                    Mask mask, Out dq) {
-  __shared__ float ks[kTile][kPad];
-  __shared__ float vs[kTile][kPad];
-  __shared__ float qs[kWarps][kMaxD];
-  __shared__ float dos[kWarps][kMaxD];
+  extern __shared__ float smem[];
+  float(*ks)[kPad] = reinterpret_cast<float(*)[kPad]>(smem);
+  float(*vs)[kPad] = ks + kTile;
+  float(*qs)[kMaxD] = reinterpret_cast<float(*)[kMaxD]>(vs + kTile);  // [kBlockRows][kMaxD]
+  float(*dos)[kMaxD] = qs + kBlockRows;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t b = blockIdx.z, h = blockIdx.y, kh = h / (Hq / Hkv);
-  const int64_t t_first = blockIdx.x * (int64_t)kWarps;
-  const int64_t t_last = min(T, t_first + kWarps) - 1;
-  const int64_t t = t_first + warp;
-  const float row_lse = t < T ? lse[(b * Hq + h) * T + t] : -INFINITY;
-  const bool active = t < T && row_lse != -INFINITY;
-  const float row_delta = active ? delta[(b * Hq + h) * T + t] : 0.0f;
-  for (int64_t d = lane; d < D; d += 32) {
+  const int64_t t_first = blockIdx.x * (int64_t)kBlockRows;
+  const int64_t t_last = min(T, t_first + kBlockRows) - 1;
+  const int64_t t0 = t_first + warp * kRows;
+
+  float row_lse[kRows], row_delta[kRows];
+  bool active[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    const int64_t t = t0 + r;
+    row_lse[r] = t < T ? lse[(b * Hq + h) * T + t] : -INFINITY;
+    active[r] = t < T && row_lse[r] != -INFINITY;
+    row_delta[r] = active[r] ? delta[(b * Hq + h) * T + t] : 0.0f;
+  }
+  for (int e = threadIdx.x; e < kBlockRows * D; e += blockDim.x) {
+    const int r = e / D, d = e % D;
+    const int64_t t = t_first + r;
     const int64_t i = ((b * T + t) * Hq + h) * D + d;
-    qs[warp][d] = active ? load(q, i) : 0.0f;
-    dos[warp][d] = active ? load(dout, i) : 0.0f;
+    const bool live = t < T && lse[(b * Hq + h) * T + t] != -INFINITY;
+    qs[r][d] = live ? load(q, i) : 0.0f;
+    dos[r][d] = live ? load(dout, i) : 0.0f;
   }
   int64_t lo, hi;
   key_range(mask, S, t_first, t_last, lo, hi);
-  float acc[kChunks];
+  float acc[kRows][kChunks];
 #pragma unroll
-  for (int c = 0; c < kChunks; c++) acc[c] = 0.0f;
+  for (int r = 0; r < kRows; r++)
+#pragma unroll
+    for (int c = 0; c < kChunks; c++) acc[r][c] = 0.0f;
 
   for (int64_t s0 = lo; s0 < hi; s0 += kTile) {
     __syncthreads();
@@ -178,56 +222,85 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dq_kernel(In q, In k, I
     load_tile(v, b, S, Hkv, kh, D, s0, hi, vs);
     __syncthreads();
     const int64_t s = s0 + lane;
-    float ds = 0.0f;
-    if (active && s < hi && visible(mask, b, S, t, s)) {
-      const float p = expf(row_dot(qs[warp], ks[lane], D) * scale - row_lse);
-      ds = p * (row_dot(dos[warp], vs[lane], D) - row_delta) * scale;
+    float qk[kRows], dov[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; r++) qk[r] = dov[r] = 0.0f;
+    for (int64_t d = 0; d < D; d++) {
+      const float kd = ks[lane][d], vd = vs[lane][d];
+#pragma unroll
+      for (int r = 0; r < kRows; r++) {
+        qk[r] += qs[warp * kRows + r][d] * kd;
+        dov[r] += dos[warp * kRows + r][d] * vd;
+      }
+    }
+    float ds[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      ds[r] = 0.0f;
+      if (active[r] && s < hi && visible(mask, b, S, t0 + r, s)) {
+        const float p = expf(qk[r] * scale - row_lse[r]);
+        ds[r] = p * (dov[r] - row_delta[r]) * scale;
+      }
     }
     for (int j = 0; j < kTile; j++) {
-      const float dj = __shfl_sync(0xffffffffu, ds, j);
-      if (dj == 0.0f) continue;
+      float kj[kChunks];
 #pragma unroll
       for (int c = 0; c < kChunks; c++) {
         const int d = lane + 32 * c;
-        if (d < D) acc[c] += dj * ks[j][d];
+        kj[c] = d < D ? ks[j][d] : 0.0f;
+      }
+#pragma unroll
+      for (int r = 0; r < kRows; r++) {
+        const float dj = __shfl_sync(0xffffffffu, ds[r], j);
+        if (dj == 0.0f) continue;
+#pragma unroll
+        for (int c = 0; c < kChunks; c++) acc[r][c] += dj * kj[c];
       }
     }
   }
-  if (t >= T) return;
 #pragma unroll
-  for (int c = 0; c < kChunks; c++) {
-    const int d = lane + 32 * c;
-    if (d < D) store(dq, ((b * T + t) * Hq + h) * D + d, acc[c]);
+  for (int r = 0; r < kRows; r++) {
+    const int64_t t = t0 + r;
+    if (t >= T) break;
+#pragma unroll
+    for (int c = 0; c < kChunks; c++) {
+      const int d = lane + 32 * c;
+      if (d < D) store(dq, ((b * T + t) * Hq + h) * D + d, acc[r][c]);
+    }
   }
 }
 
-// dv = Σ_(h in group, t) p·dout, dk = scale · Σ p·(dp − δ)·q; a warp per key.
+// dv = Σ_(h in group, t) p·dout, dk = scale · Σ p·(dp − δ)·q; a warp per kRows keys.
 __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(In q, In k, In v, In dout, const float* lse,
                                                                     const float* delta, int64_t T, int64_t S,
                                                                     int64_t Hq, int64_t Hkv, int64_t D, float scale,
                                                                     Mask mask, Out dk, Out dv) {
-  __shared__ float qs[kTile][kPad];
-  __shared__ float dos[kTile][kPad];
-  __shared__ float ls[kTile];
-  __shared__ float dls[kTile];
-  __shared__ float kk[kWarps][kMaxD];
-  __shared__ float vv[kWarps][kMaxD];
+  extern __shared__ float smem[];
+  float(*qs)[kPad] = reinterpret_cast<float(*)[kPad]>(smem);
+  float(*dos)[kPad] = qs + kTile;
+  float(*kk)[kMaxD] = reinterpret_cast<float(*)[kMaxD]>(dos + kTile);  // [kBlockRows][kMaxD]
+  float(*vv)[kMaxD] = kk + kBlockRows;
+  float* ls = reinterpret_cast<float*>(vv + kBlockRows);  // [kTile]
+  float* dls = ls + kTile;                                // [kTile]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t b = blockIdx.z, kh = blockIdx.y, group = Hq / Hkv;
-  const int64_t s_first = blockIdx.x * (int64_t)kWarps;
-  const int64_t s_last = min(S, s_first + kWarps) - 1;
-  const int64_t s = s_first + warp;
-  const bool active = s < S;
-  for (int64_t d = lane; d < D; d += 32) {
+  const int64_t s_first = blockIdx.x * (int64_t)kBlockRows;
+  const int64_t s_last = min(S, s_first + kBlockRows) - 1;
+  const int64_t s0_warp = s_first + warp * kRows;
+  for (int e = threadIdx.x; e < kBlockRows * D; e += blockDim.x) {
+    const int r = e / D, d = e % D;
+    const int64_t s = s_first + r;
     const int64_t i = ((b * S + s) * Hkv + kh) * D + d;
-    kk[warp][d] = active ? load(k, i) : 0.0f;
-    vv[warp][d] = active ? load(v, i) : 0.0f;
+    kk[r][d] = s < S ? load(k, i) : 0.0f;
+    vv[r][d] = s < S ? load(v, i) : 0.0f;
   }
   int64_t lo, hi;
   query_range(mask, T, s_first, s_last, lo, hi);
-  float dk_acc[kChunks], dv_acc[kChunks];
+  float dk_acc[kRows][kChunks], dv_acc[kRows][kChunks];
 #pragma unroll
-  for (int c = 0; c < kChunks; c++) dk_acc[c] = dv_acc[c] = 0.0f;
+  for (int r = 0; r < kRows; r++)
+#pragma unroll
+    for (int c = 0; c < kChunks; c++) dk_acc[r][c] = dv_acc[r][c] = 0.0f;
 
   for (int64_t h = kh * group; h < (kh + 1) * group; h++) {
     for (int64_t t0 = lo; t0 < hi; t0 += kTile) {
@@ -241,36 +314,80 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(In q, In k, 
       }
       __syncthreads();
       const int64_t t = t0 + lane;
-      float p = 0.0f, ds = 0.0f;
-      if (active && t < hi && ls[lane] != -INFINITY && visible(mask, b, S, t, s)) {
-        p = expf(row_dot(qs[lane], kk[warp], D) * scale - ls[lane]);
-        ds = p * (row_dot(dos[lane], vv[warp], D) - dls[lane]) * scale;
+      // Each query element read from shared memory serves the warp's kRows keys.
+      float qk[kRows], dov[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; r++) qk[r] = dov[r] = 0.0f;
+      for (int64_t d = 0; d < D; d++) {
+        const float qd = qs[lane][d], dod = dos[lane][d];
+#pragma unroll
+        for (int r = 0; r < kRows; r++) {
+          qk[r] += qd * kk[warp * kRows + r][d];
+          dov[r] += dod * vv[warp * kRows + r][d];
+        }
+      }
+      float p[kRows], ds[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; r++) {
+        p[r] = ds[r] = 0.0f;
+        const int64_t s = s0_warp + r;
+        if (s < S && t < hi && ls[lane] != -INFINITY && visible(mask, b, S, t, s)) {
+          p[r] = expf(qk[r] * scale - ls[lane]);
+          ds[r] = p[r] * (dov[r] - dls[lane]) * scale;
+        }
       }
       for (int j = 0; j < kTile; j++) {
-        const float pj = __shfl_sync(0xffffffffu, p, j);
-        const float dj = __shfl_sync(0xffffffffu, ds, j);
-        if (pj == 0.0f && dj == 0.0f) continue;
+        float qj[kChunks], doj[kChunks];
 #pragma unroll
         for (int c = 0; c < kChunks; c++) {
           const int d = lane + 32 * c;
-          if (d < D) {
-            dv_acc[c] += pj * dos[j][d];
-            dk_acc[c] += dj * qs[j][d];
+          qj[c] = d < D ? qs[j][d] : 0.0f;
+          doj[c] = d < D ? dos[j][d] : 0.0f;
+        }
+#pragma unroll
+        for (int r = 0; r < kRows; r++) {
+          const float pj = __shfl_sync(0xffffffffu, p[r], j);
+          const float dj = __shfl_sync(0xffffffffu, ds[r], j);
+          if (pj == 0.0f && dj == 0.0f) continue;
+#pragma unroll
+          for (int c = 0; c < kChunks; c++) {
+            dv_acc[r][c] += pj * doj[c];
+            dk_acc[r][c] += dj * qj[c];
           }
         }
       }
     }
   }
-  if (!active) return;
 #pragma unroll
-  for (int c = 0; c < kChunks; c++) {
-    const int d = lane + 32 * c;
-    if (d < D) {
-      const int64_t i = ((b * S + s) * Hkv + kh) * D + d;
-      store(dk, i, dk_acc[c]);
-      store(dv, i, dv_acc[c]);
+  for (int r = 0; r < kRows; r++) {
+    const int64_t s = s0_warp + r;
+    if (s >= S) break;
+#pragma unroll
+    for (int c = 0; c < kChunks; c++) {
+      const int d = lane + 32 * c;
+      if (d < D) {
+        const int64_t i = ((b * S + s) * Hkv + kh) * D + d;
+        store(dk, i, dk_acc[r][c]);
+        store(dv, i, dv_acc[r][c]);
+      }
     }
   }
+}
+
+// Dynamic shared memory of the three kernels (above the 48 KiB a kernel gets without opting in).
+constexpr size_t kForwardSmem = (2 * kTile * kPad + kBlockRows * kMaxD) * sizeof(float);
+constexpr size_t kDqSmem = (2 * kTile * kPad + 2 * kBlockRows * kMaxD) * sizeof(float);
+constexpr size_t kDkvSmem = (2 * kTile * kPad + 2 * kBlockRows * kMaxD + 2 * kTile) * sizeof(float);
+
+// Raises the kernels' shared-memory limit once per process (the attribute is per function).
+int ensure_smem_limits(const char* splint_op) {
+  static bool done = false;
+  if (done) return SPLINT_OK;
+  CUDA_CHECK(cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kForwardSmem));
+  CUDA_CHECK(cudaFuncSetAttribute(attention_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kDqSmem));
+  CUDA_CHECK(cudaFuncSetAttribute(attention_dkv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kDkvSmem));
+  done = true;
+  return SPLINT_OK;
 }
 
 int check_dims(const char* op, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, int32_t mask_kind,
@@ -279,7 +396,7 @@ int check_dims(const char* op, int64_t b, int64_t t, int64_t s, int64_t hq, int6
   ARG_CHECK(d >= 1 && d <= kMaxD, "head size %lld is outside 1..%d", (long long)d, kMaxD);
   ARG_CHECK(hkv >= 1 && hq % hkv == 0, "%lld query heads are not a multiple of %lld kv heads", (long long)hq,
             (long long)hkv);
-  ARG_CHECK(b <= 65535 && hq <= 65535 && (t + kWarps - 1) / kWarps <= 0x7fffffffLL, "grid too large");
+  ARG_CHECK(b <= 65535 && hq <= 65535 && (t + kBlockRows - 1) / kBlockRows <= 0x7fffffffLL, "grid too large");
   ARG_CHECK(mask_kind == 0 || mask_kind == 1, "unknown mask kind %d", mask_kind);
   if (mask_kind == 1) {
     ARG_CHECK(b == 1 && t == s, "segment mask needs B = 1 and T = S");
@@ -305,8 +422,9 @@ int splint_cuda_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splin
   if (b * t * hq == 0) return SPLINT_OK;
   const Mask mask{mask_kind, query_offset, reinterpret_cast<const int32_t*>(key_valid),
                   reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end)};
-  dim3 grid((unsigned)((t + kWarps - 1) / kWarps), (unsigned)hq, (unsigned)b);
-  attention_forward_kernel<<<grid, kWarps * 32, 0, ctx->stream>>>(in_of(q, q_dtype), in_of(k, k_dtype),
+  STATUS_CHECK(ensure_smem_limits(splint_op));
+  dim3 grid((unsigned)((t + kBlockRows - 1) / kBlockRows), (unsigned)hq, (unsigned)b);
+  attention_forward_kernel<<<grid, kWarps * 32, kForwardSmem, ctx->stream>>>(in_of(q, q_dtype), in_of(k, k_dtype),
                                                                    in_of(v, v_dtype), t, s, hq, hkv, d, scale, mask,
                                                                    out_of(out, out_dtype), reinterpret_cast<float*>(lse));
   LAUNCH_CHECK();
@@ -325,7 +443,7 @@ int splint_cuda_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t q_dty
   ARG_CHECK(is_float_dtype(q_dtype) && is_float_dtype(k_dtype) && is_float_dtype(v_dtype) &&
                 is_float_dtype(out_dtype) && is_float_dtype(dout_dtype) && is_grad_dtype(grad_dtype),
             "bad dtypes");
-  ARG_CHECK(b <= 65535 && hkv <= 65535 && (s + kWarps - 1) / kWarps <= 0x7fffffffLL, "grid too large");
+  ARG_CHECK(b <= 65535 && hkv <= 65535 && (s + kBlockRows - 1) / kBlockRows <= 0x7fffffffLL, "grid too large");
   if (b * s * hkv > 0 && b * t * hq == 0) {
     CUDA_CHECK(cudaMemsetAsync(reinterpret_cast<void*>(dk), 0, b * s * hkv * d * dtype_bytes(grad_dtype), ctx->stream));
     CUDA_CHECK(cudaMemsetAsync(reinterpret_cast<void*>(dv), 0, b * s * hkv * d * dtype_bytes(grad_dtype), ctx->stream));
@@ -343,12 +461,13 @@ int splint_cuda_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t q_dty
   attention_delta_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, ctx->stream>>>(in_of(out, out_dtype), doi, rows, t, hq,
                                                                               d, delta_p);
   LAUNCH_CHECK();
-  dim3 qgrid((unsigned)((t + kWarps - 1) / kWarps), (unsigned)hq, (unsigned)b);
-  attention_dq_kernel<<<qgrid, kWarps * 32, 0, ctx->stream>>>(qi, ki, vi, doi, lse_p, delta_p, t, s, hq, hkv, d, scale,
+  STATUS_CHECK(ensure_smem_limits(splint_op));
+  dim3 qgrid((unsigned)((t + kBlockRows - 1) / kBlockRows), (unsigned)hq, (unsigned)b);
+  attention_dq_kernel<<<qgrid, kWarps * 32, kDqSmem, ctx->stream>>>(qi, ki, vi, doi, lse_p, delta_p, t, s, hq, hkv, d, scale,
                                                                mask, out_of(dq, grad_dtype));
   LAUNCH_CHECK();
-  dim3 kgrid((unsigned)((s + kWarps - 1) / kWarps), (unsigned)hkv, (unsigned)b);
-  attention_dkv_kernel<<<kgrid, kWarps * 32, 0, ctx->stream>>>(qi, ki, vi, doi, lse_p, delta_p, t, s, hq, hkv, d, scale,
+  dim3 kgrid((unsigned)((s + kBlockRows - 1) / kBlockRows), (unsigned)hkv, (unsigned)b);
+  attention_dkv_kernel<<<kgrid, kWarps * 32, kDkvSmem, ctx->stream>>>(qi, ki, vi, doi, lse_p, delta_p, t, s, hq, hkv, d, scale,
                                                                 mask, out_of(dk, grad_dtype), out_of(dv, grad_dtype));
   LAUNCH_CHECK();
   return SPLINT_OK;
