@@ -34,6 +34,7 @@ async function main(): Promise<void> {
       images: { type: "string", default: "140" },
       "max-new-tokens": { type: "string", default: String(TUTORIAL_WORKLOAD.answerTokens) },
       backend: { type: "string", default: "cuda" },
+      matmul: { type: "string", default: "bf16" },
       out: { type: "string" },
       "image-size": { type: "string", default: String(TUTORIAL_WORKLOAD.imageSize) },
       "prompt-tokens": { type: "string", default: String(TUTORIAL_WORKLOAD.promptTokens) },
@@ -49,6 +50,8 @@ async function main(): Promise<void> {
     promptTokens: Number(values["prompt-tokens"]),
     answerTokens: maxNewTokens,
   };
+  const matmul = values.matmul;
+  if (matmul !== "bf16" && matmul !== "f32") throw new Error("--matmul must be bf16 or f32");
   const images = Number(values.images);
   if (!Number.isInteger(images) || images < workload.batch || images % workload.batch !== 0) {
     throw new Error(`--images must be a positive multiple of --batch (${workload.batch})`);
@@ -62,7 +65,7 @@ async function main(): Promise<void> {
   const config = parseMistral3Config(raw, `${size} config`);
   const tied = raw.tie_word_embeddings === true;
   const setupStart = performance.now();
-  const model = buildMistral3(config, randomWeights(backend, config, tied, 1), tied);
+  const model = buildMistral3(config, randomWeights(backend, config, tied, 1), tied, matmul);
   const pairs = initAdapter({ ...LORA, lora_dropout: 0 }, model.linears, backend, new Rng(2)).length;
   const inputSets = Array.from({ length: INPUT_SETS }, (_, i) => buildInputs(config, workload, 10 + i, true));
   sync();
@@ -97,6 +100,7 @@ async function main(): Promise<void> {
     size,
     device: cuda ? cuda.device : "cpu",
     attention: "splint",
+    matmul,
     images,
     batch: workload.batch,
     promptTokens: promptLen,

@@ -25,7 +25,7 @@ import { initAdapter, type LoraSettings } from "../src/lora/adapter.ts";
 import { parseMistral3Config, type Mistral3Config } from "../src/models/mistral3/config.ts";
 import { ForwardContext } from "../src/models/mistral3/context.ts";
 import { buildMistral3, forwardMistral3, type Mistral3Model } from "../src/models/mistral3/model.ts";
-import type { Backend } from "../src/tensor/backend.ts";
+import type { Backend, MatmulPrecision } from "../src/tensor/backend.ts";
 import { AdamW, type Parameter } from "../src/train/optimizer.ts";
 import { Rng } from "../src/train/rng.ts";
 import {
@@ -141,6 +141,7 @@ function main(): Promise<void> | void {
       steps: { type: "string", default: "3" },
       warmup: { type: "string", default: "1" },
       backend: { type: "string", default: "cuda" },
+      matmul: { type: "string", default: "bf16" },
       out: { type: "string" },
       plan: { type: "boolean", default: false },
       "image-size": { type: "string", default: String(TUTORIAL_WORKLOAD.imageSize) },
@@ -163,10 +164,18 @@ function main(): Promise<void> | void {
     process.stdout.write(`${JSON.stringify(plan, null, 2)}\n`);
     return;
   }
-  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", Number(values.warmup), Number(values.steps), values.out);
+  if (values.matmul !== "bf16" && values.matmul !== "f32") throw new Error("--matmul must be bf16 or f32");
+  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", values.matmul, Number(values.warmup), Number(values.steps), values.out);
 }
 
-async function run(plan: Plan, backendName: "cpu" | "cuda", warmup: number, steps: number, outFile: string | undefined): Promise<void> {
+async function run(
+  plan: Plan,
+  backendName: "cpu" | "cuda",
+  matmul: MatmulPrecision,
+  warmup: number,
+  steps: number,
+  outFile: string | undefined,
+): Promise<void> {
   const log = (msg: string) => process.stderr.write(`[train-step ${plan.size}] ${msg}\n`);
   const backend: Backend = backendName === "cuda" ? createCudaBackend() : createCpuBackend();
   const cuda = backendName === "cuda" ? (backend as CudaBackend) : null;
@@ -177,7 +186,7 @@ async function run(plan: Plan, backendName: "cpu" | "cuda", warmup: number, step
   const setupStart = performance.now();
   const config = parseMistral3Config(plan.config, `${plan.size} config`);
   const tied = plan.config.tie_word_embeddings === true;
-  const model: Mistral3Model = buildMistral3(config, randomWeights(backend, config, tied, 1), tied);
+  const model: Mistral3Model = buildMistral3(config, randomWeights(backend, config, tied, 1), tied, matmul);
   const paths = initAdapter(plan.lora, model.linears, backend, new Rng(2));
   const params: Parameter[] = paths.flatMap((path) => {
     const pair = model.linears.get(path)!.lora!;
@@ -261,6 +270,7 @@ async function run(plan: Plan, backendName: "cpu" | "cuda", warmup: number, step
     device,
     backend: backendName,
     attention: "splint",
+    matmul,
     workload: plan.workload,
     warmupSteps: warmup,
     stepMs,

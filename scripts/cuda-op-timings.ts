@@ -58,8 +58,12 @@ function main(): void {
   const xb = random(b, [m, k], "bf16", 1);
   const xf = random(b, [m, k], "f32", 2);
   const w = random(b, [n, k], "bf16", 3);
-  for (const [label, x] of [["bf16·bf16ᵀ", xb], ["f32·bf16ᵀ (full f32)", xf]] as const) {
-    const ms = time(b, () => [b.matmul(x, w, { transB: true })]);
+  for (const [label, x, precision] of [
+    ["bf16·bf16ᵀ", xb, "f32"],
+    ["f32·bf16ᵀ (full f32)", xf, "f32"],
+    ["f32·bf16ᵀ autocast (cast + bf16)", xf, "bf16"],
+  ] as const) {
+    const ms = time(b, () => [b.matmul(x, w, { transB: true, precision })]);
     rows.push({ op: `matmul ${label} [${m},${k}]·[${n},${k}]ᵀ`, ms, rate: tflops(2 * m * n * k, ms) });
   }
 

@@ -25,7 +25,9 @@ def load(path):
 
 
 def label(r):
-    return "splint (CUDA backend)" if r["tool"] == "splint" else f"transformers + peft, {r['attention']}"
+    if r["tool"] == "splint":
+        return f"splint (CUDA backend, {r.get('matmul', 'f32')} matmul)"
+    return f"transformers + peft, {r['attention']}"
 
 
 def main():
@@ -56,7 +58,8 @@ def main():
         "architecture (ministral3.md §1; vision tower 24 layers × 1024); LoRA r 16, alpha 32, dropout 0.05 on "
         "q,k,v,o,gate,up,down of the decoder and the vision tower; gradient checkpointing; one AdamW step "
         "(lr 2e-4, fp32 states) per micro-batch. Median over the measured steps after warm-up, device "
-        "synchronised before each clock read. splint computes activations in f32 (bf16 weights); the reference "
+        "synchronised before each clock read. splint keeps activations in f32 and, with bf16 matmul, rounds them "
+        "to bf16 where they meet the bf16 weights (f32 matmul: full f32 products); the reference "
         "runs the forward under bf16 autocast as Trainer(bf16=True) does.",
         "",
         "MFU = model FLOPs per step / step time / 989.4 TFLOP/s (dense bf16 peak of H100 SXM and H200). Model FLOPs: "

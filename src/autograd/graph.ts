@@ -1,4 +1,4 @@
-import type { AttentionMask, Backend } from "../tensor/backend.ts";
+import type { AttentionMask, Backend, MatmulPrecision } from "../tensor/backend.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /**
@@ -30,8 +30,11 @@ export interface Graph {
   /** A leaf that needs no gradient (inputs, masks, rope tables, frozen weights). */
   constant(t: Tensor): Var;
 
-  /** y = x·Wᵀ: x [N, in], w [out, in] (any float dtype; frozen weights may be bf16 or fp8). */
-  linear(x: Var, w: Var): Var;
+  /**
+   * y = x·Wᵀ: x [N, in], w [out, in] (any float dtype; frozen weights may be bf16 or fp8). The
+   * precision (Backend.matmul) applies to the forward product and to both gradient products.
+   */
+  linear(x: Var, w: Var, precision?: MatmulPrecision): Var;
   /** Backend.matmul with gradients for both sides. */
   matmul(a: Var, b: Var, opts?: { transA?: boolean; transB?: boolean; alpha?: number }): Var;
   add(a: Var, b: Var): Var;

@@ -6,7 +6,7 @@
  * taping) or dispose(). Gradients of intermediates are freed as soon as the op that consumed them
  * has run backward; gradients of leaves (Var.grad) belong to the caller.
  */
-import type { AttentionMask, Backend } from "../tensor/backend.ts";
+import type { AttentionMask, Backend, MatmulPrecision } from "../tensor/backend.ts";
 import { TensorError } from "../tensor/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { Graph, Var } from "./graph.ts";
@@ -90,12 +90,12 @@ class TapeGraph implements Graph {
 
   // ---- ops ---------------------------------------------------------------------------------
 
-  linear(x: Var, w: Var): Var {
+  linear(x: Var, w: Var, precision: MatmulPrecision = "f32"): Var {
     const [xv, wv] = [asValue(x), asValue(w)];
     const b = this.backend;
-    return this.result(b.matmul(xv.value, wv.value, { transB: true }), [xv, wv], (dy, needs) => [
-      needs[0] ? b.matmul(dy, wv.value) : null,
-      needs[1] ? b.matmul(dy, xv.value, { transA: true }) : null,
+    return this.result(b.matmul(xv.value, wv.value, { transB: true, precision }), [xv, wv], (dy, needs) => [
+      needs[0] ? b.matmul(dy, wv.value, { precision }) : null,
+      needs[1] ? b.matmul(dy, xv.value, { transA: true, precision }) : null,
     ]);
   }
 

@@ -103,6 +103,8 @@ export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult
       maxNewTokens: recipe.eval.maxNewTokens,
       template: recipe.train.template,
       maxImageEdge: recipe.train.max_image_edge,
+      // Evaluated with the numerics it is trained with (the tutorial's bf16).
+      matmulPrecision: recipe.train.bf16 ? "bf16" : "f32",
       out,
       output,
     });

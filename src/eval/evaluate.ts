@@ -5,6 +5,7 @@ import type { DatasetRow } from "../data/types.ts";
 import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
 import type { ImageBatch } from "../models/mistral3/model.ts";
 import { openModelSession } from "../models/mistral3/runtime.ts";
+import type { MatmulPrecision } from "../tensor/backend.ts";
 import { resolveChatTemplate } from "../text/chat-template.ts";
 import { boundImageEdge } from "../train/collator.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
@@ -34,6 +35,8 @@ export interface EvalOptions {
   readonly template: string;
   /** Cap on the longer image side, below the processor's own (as training's max_image_edge). */
   readonly maxImageEdge?: number | null;
+  /** How the linear layers multiply (Backend.matmul); default f32. */
+  readonly matmulPrecision?: MatmulPrecision;
   /** Folder for predictions.jsonl and metrics.json. */
   readonly out: string;
   readonly output: Output;
@@ -57,7 +60,7 @@ export async function runEvaluation(opts: EvalOptions): Promise<EvalRun> {
   const tokenizer = await loadTokenizer(opts.model);
   const template = resolveChatTemplate(opts.template, opts.model);
   const generation = readGenerationConfig(opts.model);
-  const session = await openModelSession(opts.model, { adapterDir: opts.adapter, output: opts.output });
+  const session = await openModelSession(opts.model, { adapterDir: opts.adapter, matmulPrecision: opts.matmulPrecision, output: opts.output });
   const config = session.model.config;
   const classifier: ClassifierOptions = {
     model: session.model,

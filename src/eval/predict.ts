@@ -4,6 +4,7 @@ import { loadDatasetDict } from "../data/hf-dataset.ts";
 import { SYNTH_CLASS_NAMES } from "../data/synth.ts";
 import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
 import { openModelSession } from "../models/mistral3/runtime.ts";
+import type { MatmulPrecision } from "../tensor/backend.ts";
 import { resolveChatTemplate } from "../text/chat-template.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { boundImageEdge } from "../train/collator.ts";
@@ -25,6 +26,8 @@ export interface PredictOptions {
   readonly maxNewTokens: number;
   readonly maxImageEdge?: number | null;
   readonly batchSize: number;
+  /** How the linear layers multiply (Backend.matmul); default f32. */
+  readonly matmulPrecision?: MatmulPrecision;
   readonly output: Output;
 }
 
@@ -42,7 +45,7 @@ export async function predictImages(opts: PredictOptions): Promise<ImagePredicti
   const tokenizer = await loadTokenizer(opts.model);
   const template = resolveChatTemplate(opts.template, opts.model);
   const generation = readGenerationConfig(opts.model);
-  const session = await openModelSession(opts.model, { adapterDir: opts.adapter, output: opts.output });
+  const session = await openModelSession(opts.model, { adapterDir: opts.adapter, matmulPrecision: opts.matmulPrecision, output: opts.output });
   const prompts = new ClassPrompts(tokenizer, template, opts.classNames);
   const processor = boundImageEdge(loadImageProcessorConfig(opts.model), opts.maxImageEdge ?? null);
   const classifier = {

@@ -1,4 +1,5 @@
 import type { Graph, Var } from "../autograd/graph.ts";
+import type { MatmulPrecision } from "../tensor/backend.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /**
@@ -38,6 +39,8 @@ export class LoraLinear {
     readonly path: string,
     /** [out, in], any float dtype (bf16 and fp8 stay as they are). */
     readonly weight: Tensor,
+    /** How the base product runs (Backend.matmul); the LoRA products are f32 whatever this says. */
+    readonly precision: MatmulPrecision = "f32",
   ) {}
 
   get inFeatures(): number {
@@ -51,7 +54,7 @@ export class LoraLinear {
   /** x [N, in] → [N, out] */
   forward(ctx: LinearContext, x: Var): Var {
     const g = ctx.graph;
-    const base = g.linear(x, ctx.bind(this.weight));
+    const base = g.linear(x, ctx.bind(this.weight), this.precision);
     if (!this.lora) return base;
     const { a, b, scale, dropout } = this.lora;
     const seed = dropout > 0 ? ctx.dropoutSeed(this.path) : null;

@@ -1,6 +1,9 @@
 import type { DType } from "./dtype.ts";
 import type { Tensor } from "./tensor.ts";
 
+/** How a product of an f32 and a 16- or 8-bit operand is computed (Backend.matmul). */
+export type MatmulPrecision = "f32" | "bf16";
+
 /**
  * The one interface every backend implements (CPU in TypeScript, CUDA in native/cuda). Model code
  * never calls it directly: it goes through the differentiable ops in ../autograd, which pair each
@@ -72,11 +75,14 @@ export interface Backend {
    * out = alpha · op(a) · op(b) (+ accumulate, in place, when given), with op(x) = xᵀ when the
    * matching trans flag is set. a [M, K] (or [K, M]), b [K, N] (or [N, K]); b may be bf16 or fp8.
    * A linear layer y = x·Wᵀ is matmul(x, W, { transB: true }).
+   * precision "bf16" (autocast): when one operand is bf16 or fp8 and the other f32, the f32 one is
+   * rounded to bf16 first, so the product runs as bf16·bf16 with f32 accumulation (tensor cores on
+   * a GPU), as PyTorch computes a bf16 model's linear layers. Default "f32": exact f32 products.
    */
   matmul(
     a: Tensor,
     b: Tensor,
-    opts?: { transA?: boolean; transB?: boolean; alpha?: number; accumulate?: Tensor; outDtype?: DType },
+    opts?: { transA?: boolean; transB?: boolean; alpha?: number; accumulate?: Tensor; outDtype?: DType; precision?: MatmulPrecision },
   ): Tensor;
 
   // ---- elementwise -------------------------------------------------------------------------

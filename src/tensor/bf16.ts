@@ -37,6 +37,12 @@ export function bf16ArrayToF32(
   return out;
 }
 
+/** Rounds values[offset, offset + count) to their nearest bf16 (ties to even), kept as f32. */
+export function roundToBf16InPlace(values: Float32Array, offset = 0, count = values.length - offset): void {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  for (let i = offset; i < offset + count; i++) bits[i] = f32BitsToBf16(bits[i]!) << 16;
+}
+
 /** Narrows a whole array with round-to-nearest-even. */
 export function f32ArrayToBf16(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);

@@ -35,6 +35,11 @@ export interface TrainConfig {
   save_strategy: "epoch" | "steps" | "no";
   save_steps: number;
   seed: number;
+  /**
+   * The tutorial's mixed precision: weights stay as stored (bf16 or fp8) and the linear layers
+   * multiply them by activations rounded to bf16 (f32 LoRA weights, f32 everything else); false
+   * loads the weights as f32 and multiplies in f32.
+   */
   bf16: boolean;
   max_steps: number;
   // The collator

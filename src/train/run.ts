@@ -131,6 +131,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
   let bar: ReturnType<Output["progress"]> | undefined;
   const model = await loadMistral3(opts.modelDir, backend, {
     dtype: config.bf16 ? "auto" : "f32",
+    matmulPrecision: config.bf16 ? "bf16" : "f32",
     onProgress(done, total) {
       bar ??= output.progress("loading weights", total, "tensors");
       bar.update(done);

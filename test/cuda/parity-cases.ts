@@ -310,6 +310,23 @@ function matmulCases(): ParityCase[] {
       },
     },
     {
+      name: "matmul autocast (precision bf16): f32·bf16ᵀ, fp8·f32, and f32·f32 left exact",
+      tolerance: MATMUL_LARGE_K,
+      run(b, rng) {
+        const s = new Session(b);
+        const x = s.up(rng.uniform(300 * 1024), [300, 1024], "f32");
+        const w = s.up(rng.uniform(700 * 1024), [700, 1024], "bf16");
+        const w8 = s.up(rng.uniform(200 * 300), [200, 300], "fp8_e4m3");
+        const a = s.up(rng.uniform(64 * 96), [64, 96], "f32");
+        const c = s.up(rng.uniform(96 * 40), [96, 40], "f32");
+        return s.finish({
+          xw: b.matmul(x, w, { transB: true, precision: "bf16" }),
+          w8x: b.matmul(w8, x, { precision: "bf16" }),
+          exact: b.matmul(a, c, { precision: "bf16" }),
+        });
+      },
+    },
+    {
       name: "matmul bf16·bf16 → bf16 output, 3-D activations",
       tolerance: MATMUL_BF16_OUT,
       run(b, rng) {

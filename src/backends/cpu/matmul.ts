@@ -9,6 +9,8 @@
  * input are applied in f64 when results are copied out. Large tiles are split by rows across
  * threads (kernel-pool.ts).
  */
+import type { MatmulPrecision } from "../../tensor/backend.ts";
+import { roundToBf16InPlace } from "../../tensor/bf16.ts";
 import type { DType } from "../../tensor/dtype.ts";
 import { matmulDims } from "../../tensor/checks.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
@@ -21,6 +23,7 @@ export interface MatmulOptions {
   alpha?: number;
   accumulate?: Tensor;
   outDtype?: DType;
+  precision?: MatmulPrecision;
 }
 
 /** Floats per packed B tile: 256 KiB, about an L2 share. */
@@ -40,16 +43,35 @@ export const tensorReader =
   (start, count, out, outOffset) =>
     readRangeF32(t, start, count, out, outOffset);
 
+/** A reader of t's values rounded to bf16: the f32 side of an autocast product. */
+const bf16RoundedReader =
+  (t: Tensor): RangeReader =>
+  (start, count, out, outOffset) => {
+    readRangeF32(t, start, count, out, outOffset);
+    roundToBf16InPlace(out, outOffset, count);
+  };
+
+const isNarrow = (t: Tensor): boolean => t.dtype === "bf16" || t.dtype === "fp8_e4m3";
+
+/** Readers for both operands; with precision bf16 an f32 operand beside a narrow one is rounded. */
+function operandReaders(a: Tensor, b: Tensor, precision: MatmulPrecision): [RangeReader, RangeReader] {
+  if (precision === "bf16" && isNarrow(a) !== isNarrow(b)) {
+    return isNarrow(a) ? [tensorReader(a), bf16RoundedReader(b)] : [bf16RoundedReader(a), tensorReader(b)];
+  }
+  return [tensorReader(a), tensorReader(b)];
+}
+
 export const arrayReader =
   (x: Float32Array): RangeReader =>
   (start, count, out, outOffset) =>
     out.set(x.subarray(start, start + count), outOffset);
 
 export function matmul(alloc: CpuAllocator, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
-  const { transA = false, transB = false, alpha = 1, accumulate, outDtype = "f32" } = opts;
+  const { transA = false, transB = false, alpha = 1, accumulate, outDtype = "f32", precision = "f32" } = opts;
   const { m, k, n } = matmulDims(a, b, opts);
   const out = accumulate ? f32Of(accumulate, "matmul") : new Float32Array(m * n);
-  gemm(tensorReader(a), tensorReader(b), m, k, n, { transA, transB, alpha, accumulate: accumulate !== undefined }, out);
+  const [readA, readB] = operandReaders(a, b, precision);
+  gemm(readA, readB, m, k, n, { transA, transB, alpha, accumulate: accumulate !== undefined }, out);
   if (accumulate) return accumulate;
   const shape = transA ? [m, n] : [...a.shape.slice(0, -1), n];
   return fromF32As(alloc, out, shape, outDtype, "matmul");

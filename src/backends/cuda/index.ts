@@ -303,20 +303,30 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
 
     // ---- matrix products -------------------------------------------------------------------
     matmul(a, b, opts = {}) {
-      const { transA = false, transB = false, alpha = 1, accumulate, outDtype = "f32" } = opts;
+      const { transA = false, transB = false, alpha = 1, accumulate, outDtype = "f32", precision = "f32" } = opts;
       requireFloat("matmul", a, b);
       const { m, k, n } = matmulDims(a, b, opts);
       if (!accumulate && outDtype !== "f32" && outDtype !== "bf16") {
         throw new TensorError("matmul", `cannot produce ${outDtype} output`, { dtypes: [outDtype], hint: "outputs are f32 or bf16" });
       }
+      // The library runs any product with an f32 operand in full f32; autocast hands it bf16 instead.
+      const narrow = (t: Tensor): boolean => t.dtype === "bf16" || t.dtype === "fp8_e4m3";
+      const autocast = precision === "bf16" && narrow(a) !== narrow(b);
+      const x = autocast && !narrow(a) ? backend.cast(a, "bf16") : a;
+      const y = autocast && !narrow(b) ? backend.cast(b, "bf16") : b;
       const out = accumulate ?? alloc(transA ? [m, n] : [...a.shape.slice(0, -1), n], outDtype);
-      ok(
-        lib.matmul(
-          ctx, p(a, "matmul"), dtypeCode(a), a.scale, transA ? 1 : 0, p(b, "matmul"), dtypeCode(b), b.scale, transB ? 1 : 0,
-          p(out, "matmul"), dtypeCode(out), m, n, k, alpha, accumulate ? 1 : 0,
-        ),
-        "matmul",
-      );
+      try {
+        ok(
+          lib.matmul(
+            ctx, p(x, "matmul"), dtypeCode(x), x.scale, transA ? 1 : 0, p(y, "matmul"), dtypeCode(y), y.scale, transB ? 1 : 0,
+            p(out, "matmul"), dtypeCode(out), m, n, k, alpha, accumulate ? 1 : 0,
+          ),
+          "matmul",
+        );
+      } finally {
+        if (x !== a) x.free();
+        if (y !== b) y.free();
+      }
       return out;
     },
 

@@ -3,6 +3,7 @@ import { EVAL_MODES, type EvalMode } from "../../eval/classify.ts";
 import { DEFAULT_MAX_NEW_TOKENS, runEvaluation } from "../../eval/evaluate.ts";
 import { formatEvalSummary } from "../../eval/format.ts";
 import { InputError } from "../../util/errors.ts";
+import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-flag.ts";
 import { createOutput } from "../output.ts";
 
 interface EvalFlags {
@@ -16,6 +17,7 @@ interface EvalFlags {
   maxNewTokens: string;
   template: string;
   maxImageEdge?: string;
+  matmul: string;
   out: string;
   json?: boolean;
 }
@@ -52,6 +54,7 @@ export function registerEval(program: Command): void {
     .option("--template <spec>", "chat template: short (the tutorial's), model, or a Jinja file", "short")
     .option("--max-image-edge <px>", "cap the longer image side (use training's max_image_edge)")
     .requiredOption("--out <dir>", "folder for predictions.jsonl and metrics.json")
+    .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .option("--json", "print the summary as JSON")
     .addHelpText("after", HELP)
     .action(async (flags: EvalFlags) => {
@@ -67,6 +70,7 @@ export function registerEval(program: Command): void {
         maxNewTokens: positiveInteger("--max-new-tokens", flags.maxNewTokens),
         template: flags.template,
         maxImageEdge: flags.maxImageEdge === undefined ? null : positiveInteger("--max-image-edge", flags.maxImageEdge),
+        matmulPrecision: parseMatmulPrecision(flags.matmul),
         out: flags.out,
         output,
       });

@@ -7,6 +7,7 @@ import { openModelSession } from "../../models/mistral3/runtime.ts";
 import type { WeightDtype } from "../../models/mistral3/weights.ts";
 import { loraGradients } from "../../train/grads.ts";
 import { InputError } from "../../util/errors.ts";
+import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-flag.ts";
 import { createOutput } from "../output.ts";
 
 /**
@@ -24,9 +25,10 @@ export function registerForward(program: Command): void {
     .requiredOption("--inputs <file>", "safetensors with input_ids, attention_mask, [pixel_values, image_sizes], [labels]")
     .requiredOption("--out <file>", "safetensors to write logits (and loss) to")
     .option("--grads <file>", "with --adapter and labels: write d loss / d every LoRA tensor under PEFT's key names (dropout off)")
-    .option("--dtype <dtype>", "weights in memory: auto (as stored), f32 or bf16; compute is f32", "auto")
+    .option("--dtype <dtype>", "weights in memory: auto (as stored), f32 or bf16", "auto")
+    .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .option("--json", "print the result as JSON")
-    .action(async (opts: { model: string; adapter?: string; inputs: string; out: string; grads?: string; dtype: string; json?: boolean }) => {
+    .action(async (opts: { model: string; adapter?: string; inputs: string; out: string; grads?: string; dtype: string; matmul: string; json?: boolean }) => {
       const output = createOutput(Boolean(opts.json));
       if (!["auto", "f32", "bf16"].includes(opts.dtype)) throw new InputError("--dtype", `must be auto, f32 or bf16, got ${JSON.stringify(opts.dtype)}`);
       if (opts.grads && !opts.adapter) throw new InputError("--grads", "needs --adapter (the gradients are those of its LoRA tensors)");
@@ -34,7 +36,7 @@ export function registerForward(program: Command): void {
       if (opts.grads && !inputs.labels) throw new InputError(opts.inputs, `has no tensor "labels", which --grads needs for a loss`);
       const modelDir = await resolveModel(opts.model, { output });
       const adapterDir = opts.adapter === undefined ? undefined : await resolveModel(opts.adapter, { output });
-      const session = await openModelSession(modelDir, { adapterDir, dtype: opts.dtype as WeightDtype, output });
+      const session = await openModelSession(modelDir, { adapterDir, dtype: opts.dtype as WeightDtype, matmulPrecision: parseMatmulPrecision(opts.matmul), output });
       const started = performance.now();
       let logits: Float32Array;
       let loss: number | undefined;

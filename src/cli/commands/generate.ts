@@ -10,6 +10,7 @@ import { resolveChatTemplate } from "../../text/chat-template.ts";
 import type { ChatMessage, ContentBlock } from "../../text/prompt.ts";
 import { createStreamDecoder, loadTokenizer } from "../../text/tokenizer.ts";
 import { InputError } from "../../util/errors.ts";
+import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-flag.ts";
 import { createOutput } from "../output.ts";
 
 interface GenerateFlags {
@@ -28,6 +29,7 @@ interface GenerateFlags {
   seed: string;
   skipSpecialTokens?: boolean;
   dtype: string;
+  matmul: string;
   json?: boolean;
 }
 
@@ -55,6 +57,7 @@ export function registerGenerate(program: Command): void {
     .option("--seed <n>", "sampling seed", "0")
     .option("--skip-special-tokens", "leave special tokens such as </s> out of the printed text")
     .option("--dtype <dtype>", "weights in memory: auto (as stored), f32 or bf16", "auto")
+    .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .option("--json", "print the result as JSON (no streaming)")
     .action(async (flags: GenerateFlags) => {
       const output = createOutput(Boolean(flags.json));
@@ -68,7 +71,7 @@ export function registerGenerate(program: Command): void {
       const maxNewTokens = flags.maxNewTokens === undefined ? (defaults.maxNewTokens ?? 1000) : positiveInt("--max-new-tokens", flags.maxNewTokens);
 
       const images = flags.image.length > 0 ? await loadImageBatch(modelDir, flags.image) : undefined;
-      const session = await openModelSession(modelDir, { adapterDir, dtype: parseDtype(flags.dtype), output });
+      const session = await openModelSession(modelDir, { adapterDir, dtype: parseDtype(flags.dtype), matmulPrecision: parseMatmulPrecision(flags.matmul), output });
       const config = session.model.config;
       const content: ContentBlock[] = [{ type: "text", text: prompt }, ...flags.image.map((): ContentBlock => ({ type: "image" }))];
       const messages: ChatMessage[] = [{ role: "user", content }];

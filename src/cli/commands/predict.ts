@@ -2,6 +2,7 @@ import { Option, type Command } from "commander";
 import { EVAL_MODES, type EvalMode } from "../../eval/classify.ts";
 import { DEFAULT_MAX_NEW_TOKENS } from "../../eval/evaluate.ts";
 import { predictImages, resolveClassNames, type ImagePrediction } from "../../eval/predict.ts";
+import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-flag.ts";
 import { createOutput } from "../output.ts";
 import { positiveInteger } from "./eval.ts";
 
@@ -15,6 +16,7 @@ interface PredictFlags {
   maxNewTokens: string;
   maxImageEdge?: string;
   batch: string;
+  matmul: string;
   json?: boolean;
 }
 
@@ -42,6 +44,7 @@ export function registerPredict(program: Command): void {
     .option("--max-new-tokens <n>", "generate mode: most tokens per answer", String(DEFAULT_MAX_NEW_TOKENS))
     .option("--max-image-edge <px>", "cap the longer image side (use training's max_image_edge)")
     .option("--batch <n>", "images per forward pass", "8")
+    .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .option("--json", "print the predictions as JSON")
     .addHelpText("after", HELP)
     .action(async (images: string[], flags: PredictFlags) => {
@@ -56,6 +59,7 @@ export function registerPredict(program: Command): void {
         maxNewTokens: positiveInteger("--max-new-tokens", flags.maxNewTokens),
         maxImageEdge: flags.maxImageEdge === undefined ? null : positiveInteger("--max-image-edge", flags.maxImageEdge),
         batchSize: positiveInteger("--batch", flags.batch),
+        matmulPrecision: parseMatmulPrecision(flags.matmul),
         output,
       });
       output.result(predictions, () => predictions.map(formatPrediction).join("\n"));

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { Var } from "../../autograd/graph.ts";
 import { openCheckpoint } from "../../io/safetensors.ts";
 import { LoraLinear } from "../../lora/lora-linear.ts";
-import type { AttentionMask, Backend } from "../../tensor/backend.ts";
+import type { AttentionMask, Backend, MatmulPrecision } from "../../tensor/backend.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { InputError } from "../../util/errors.ts";
 import { parseMistral3Config, type Mistral3Config } from "./config.ts";
@@ -46,8 +46,16 @@ export interface Mistral3Model {
   readonly weights: ReadonlyMap<string, Tensor>;
 }
 
-/** Assembles the modules from canonical-named tensors (as loadPlannedWeights returns them). */
-export function buildMistral3(config: Mistral3Config, weights: ReadonlyMap<string, Tensor>, tiedHead: boolean): Mistral3Model {
+/**
+ * Assembles the modules from canonical-named tensors (as loadPlannedWeights returns them).
+ * `precision` is how every linear layer multiplies by its weight (Backend.matmul).
+ */
+export function buildMistral3(
+  config: Mistral3Config,
+  weights: ReadonlyMap<string, Tensor>,
+  tiedHead: boolean,
+  precision: MatmulPrecision = "f32",
+): Mistral3Model {
   const get = (name: string): Tensor => {
     const t = weights.get(name);
     if (!t) throw new Error(`buildMistral3: weight ${name} was not loaded`);
@@ -55,7 +63,7 @@ export function buildMistral3(config: Mistral3Config, weights: ReadonlyMap<strin
   };
   const linears = new Map<string, LoraLinear>();
   const linear = (path: string, weight = get(`${path}.weight`)): LoraLinear => {
-    const l = new LoraLinear(path, weight);
+    const l = new LoraLinear(path, weight, precision);
     linears.set(path, l);
     return l;
   };
@@ -118,6 +126,11 @@ export function buildMistral3(config: Mistral3Config, weights: ReadonlyMap<strin
 
 export interface LoadModelOptions {
   dtype?: WeightDtype;
+  /**
+   * "bf16": the linear layers multiply bf16 (or fp8) weights by activations rounded to bf16, on
+   * tensor cores where the backend has them (PyTorch's numerics for a bf16 model). Default "f32".
+   */
+  matmulPrecision?: MatmulPrecision;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -128,7 +141,7 @@ export async function loadMistral3(dir: string, backend: Backend, opts: LoadMode
   try {
     const plan = planWeights(config, source.keys(), (key) => source.info(key), dir);
     const weights = await loadPlannedWeights(source, plan, backend, opts.dtype ?? "auto", opts.onProgress);
-    return buildMistral3(config, weights, plan.tiedHead);
+    return buildMistral3(config, weights, plan.tiedHead, opts.matmulPrecision);
   } finally {
     await source.close();
   }

@@ -3,7 +3,7 @@ import type { Graph } from "../../autograd/graph.ts";
 import { detectBackend, type BackendPreference } from "../../backends/cuda/detect.ts";
 import type { Output } from "../../cli/output.ts";
 import { loadAdapter, readAdapterConfig, type LoraSettings } from "../../lora/adapter.ts";
-import type { Backend } from "../../tensor/backend.ts";
+import type { Backend, MatmulPrecision } from "../../tensor/backend.ts";
 import { loadMistral3, type Mistral3Model } from "./model.ts";
 import type { WeightDtype } from "./weights.ts";
 
@@ -19,7 +19,7 @@ export interface ModelSession {
 /** Loads a model folder (and optionally a PEFT adapter folder) with a progress bar. */
 export async function openModelSession(
   modelDir: string,
-  opts: { adapterDir?: string; dtype?: WeightDtype; output: Output; backend?: BackendPreference },
+  opts: { adapterDir?: string; dtype?: WeightDtype; matmulPrecision?: MatmulPrecision; output: Output; backend?: BackendPreference },
 ): Promise<ModelSession> {
   // A broken adapter folder fails before minutes of weight loading, not after.
   if (opts.adapterDir) await readAdapterConfig(opts.adapterDir);
@@ -28,6 +28,7 @@ export async function openModelSession(
   let bar: ReturnType<Output["progress"]> | undefined;
   const model = await loadMistral3(modelDir, backend, {
     dtype: opts.dtype ?? "auto",
+    matmulPrecision: opts.matmulPrecision,
     onProgress(done, total) {
       bar ??= opts.output.progress("loading weights", total, "tensors");
       bar.update(done);
