@@ -61,14 +61,50 @@ __device__ __forceinline__ void query_range(const Mask& m, int64_t T, int64_t s0
   }
 }
 
-// Loads rows [r0, r0 + kTile) of head `head` from x [B, R, H, D] into tile[kTile][kPad] as f32
-// (rows past r_end as zeros). All threads of the block take part.
+// Loads `count` rows [r0, r0 + count) of head `head` from x [B, R, H, D] into dst (a row every
+// `stride` floats) as f32, rows at or past r_end as zeros. A warp a row and a lane a column, so no
+// thread divides an index (64-bit division costs more than the products a tile feeds).
+__device__ __forceinline__ void load_rows(In x, int64_t b, int64_t R, int64_t H, int64_t head, int64_t D, int64_t r0,
+                                          int64_t r_end, int count, float* dst, int stride) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int r = warp; r < count; r += warps) {
+    const int64_t row = r0 + r;
+    float* out = dst + r * stride;
+    if (row < r_end) {
+      const int64_t base = ((b * R + row) * H + head) * D;
+      for (int c = lane; c < D; c += 32) out[c] = load(x, base + c);
+    } else {
+      for (int c = lane; c < D; c += 32) out[c] = 0.0f;
+    }
+  }
+}
+
+// A key/value (or query/dout) tile: kTile rows into tile[kTile][kPad]. All threads of the block take part.
 __device__ __forceinline__ void load_tile(In x, int64_t b, int64_t R, int64_t H, int64_t head, int64_t D, int64_t r0,
                                           int64_t r_end, float (*tile)[kPad]) {
-  for (int e = threadIdx.x; e < kTile * D; e += blockDim.x) {
-    int r = e / D, c = e % D;
-    int64_t row = r0 + r;
-    tile[r][c] = row < r_end ? load(x, ((b * R + row) * H + head) * D + c) : 0.0f;
+  load_rows(x, b, R, H, head, D, r0, r_end, kTile, &tile[0][0], kPad);
+}
+
+// acc[r] += Σ_d rows[r][d]·col[d] for the warp's kRows rows, d in ascending order (the CPU
+// backend's order). rows are 16-byte aligned shared rows read four floats a load, so one broadcast
+// load serves four products; col is the lane's own (padded) row.
+__device__ __forceinline__ void rows_dot(const float (*rows)[kMaxD], const float* col, int64_t D, float (&acc)[kRows]) {
+  int64_t d = 0;
+  for (; d + 4 <= D; d += 4) {
+    const float c0 = col[d], c1 = col[d + 1], c2 = col[d + 2], c3 = col[d + 3];
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      const float4 x = *reinterpret_cast<const float4*>(&rows[r][d]);
+      acc[r] += x.x * c0;
+      acc[r] += x.y * c1;
+      acc[r] += x.z * c2;
+      acc[r] += x.w * c3;
+    }
+  }
+  for (; d < D; d++) {
+    const float c = col[d];
+#pragma unroll
+    for (int r = 0; r < kRows; r++) acc[r] += rows[r][d] * c;
   }
 }
 
@@ -85,11 +121,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(In q, In
   const int64_t t_last = min(T, t_first + kBlockRows) - 1;
   const int64_t t0 = t_first + warp * kRows;  // this warp's first query
 
-  for (int e = threadIdx.x; e < kBlockRows * D; e += blockDim.x) {
-    const int r = e / D, d = e % D;
-    const int64_t t = t_first + r;
-    qs[r][d] = t < T ? load(q, ((b * T + t) * Hq + h) * D + d) : 0.0f;
-  }
+  load_rows(q, b, T, Hq, h, D, t_first, T, kBlockRows, &qs[0][0], kMaxD);
   int64_t lo, hi;
   key_range(mask, S, t_first, t_last, lo, hi);
 
@@ -108,15 +140,10 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(In q, In
     load_tile(v, b, S, Hkv, kh, D, s0, hi, vs);
     __syncthreads();
     const int64_t s = s0 + lane;
-    // Each key element read from shared memory serves the warp's kRows queries.
     float score[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; r++) score[r] = 0.0f;
-    for (int64_t d = 0; d < D; d++) {
-      const float kd = ks[lane][d];
-#pragma unroll
-      for (int r = 0; r < kRows; r++) score[r] += qs[warp * kRows + r][d] * kd;
-    }
+    rows_dot(qs + warp * kRows, ks[lane], D, score);
     float p[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; r++) {
@@ -200,14 +227,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dq_kernel(In q, In k, I
     active[r] = t < T && row_lse[r] != -INFINITY;
     row_delta[r] = active[r] ? delta[(b * Hq + h) * T + t] : 0.0f;
   }
-  for (int e = threadIdx.x; e < kBlockRows * D; e += blockDim.x) {
-    const int r = e / D, d = e % D;
-    const int64_t t = t_first + r;
-    const int64_t i = ((b * T + t) * Hq + h) * D + d;
-    const bool live = t < T && lse[(b * Hq + h) * T + t] != -INFINITY;
-    qs[r][d] = live ? load(q, i) : 0.0f;
-    dos[r][d] = live ? load(dout, i) : 0.0f;
-  }
+  // Rows that see no key (lse −inf) are loaded too; their ds is 0, so they add nothing.
+  load_rows(q, b, T, Hq, h, D, t_first, T, kBlockRows, &qs[0][0], kMaxD);
+  load_rows(dout, b, T, Hq, h, D, t_first, T, kBlockRows, &dos[0][0], kMaxD);
   int64_t lo, hi;
   key_range(mask, S, t_first, t_last, lo, hi);
   float acc[kRows][kChunks];
@@ -225,14 +247,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dq_kernel(In q, In k, I
     float qk[kRows], dov[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; r++) qk[r] = dov[r] = 0.0f;
-    for (int64_t d = 0; d < D; d++) {
-      const float kd = ks[lane][d], vd = vs[lane][d];
-#pragma unroll
-      for (int r = 0; r < kRows; r++) {
-        qk[r] += qs[warp * kRows + r][d] * kd;
-        dov[r] += dos[warp * kRows + r][d] * vd;
-      }
-    }
+    rows_dot(qs + warp * kRows, ks[lane], D, qk);
+    rows_dot(dos + warp * kRows, vs[lane], D, dov);
     float ds[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; r++) {
@@ -287,13 +303,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(In q, In k, 
   const int64_t s_first = blockIdx.x * (int64_t)kBlockRows;
   const int64_t s_last = min(S, s_first + kBlockRows) - 1;
   const int64_t s0_warp = s_first + warp * kRows;
-  for (int e = threadIdx.x; e < kBlockRows * D; e += blockDim.x) {
-    const int r = e / D, d = e % D;
-    const int64_t s = s_first + r;
-    const int64_t i = ((b * S + s) * Hkv + kh) * D + d;
-    kk[r][d] = s < S ? load(k, i) : 0.0f;
-    vv[r][d] = s < S ? load(v, i) : 0.0f;
-  }
+  load_rows(k, b, S, Hkv, kh, D, s_first, S, kBlockRows, &kk[0][0], kMaxD);
+  load_rows(v, b, S, Hkv, kh, D, s_first, S, kBlockRows, &vv[0][0], kMaxD);
   int64_t lo, hi;
   query_range(mask, T, s_first, s_last, lo, hi);
   float dk_acc[kRows][kChunks], dv_acc[kRows][kChunks];
@@ -314,18 +325,11 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(In q, In k, 
       }
       __syncthreads();
       const int64_t t = t0 + lane;
-      // Each query element read from shared memory serves the warp's kRows keys.
       float qk[kRows], dov[kRows];
 #pragma unroll
       for (int r = 0; r < kRows; r++) qk[r] = dov[r] = 0.0f;
-      for (int64_t d = 0; d < D; d++) {
-        const float qd = qs[lane][d], dod = dos[lane][d];
-#pragma unroll
-        for (int r = 0; r < kRows; r++) {
-          qk[r] += qd * kk[warp * kRows + r][d];
-          dov[r] += dod * vv[warp * kRows + r][d];
-        }
-      }
+      rows_dot(kk + warp * kRows, qs[lane], D, qk);
+      rows_dot(vv + warp * kRows, dos[lane], D, dov);
       float p[kRows], ds[kRows];
 #pragma unroll
       for (int r = 0; r < kRows; r++) {
