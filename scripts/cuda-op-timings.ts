@@ -88,6 +88,27 @@ function main(): void {
   });
   rows.push({ op: `attention bwd causal T=${T} Hq=${Hq} Hkv=${Hkv} D=${D}`, ms: bwdMs, rate: tflops(2.5 * causalFlops, bwdMs) });
 
+  // The vision tower's attention: two 644×644 images (2116 patches each), 16 heads of 64, f32.
+  const [P, Hv, Dv] = [2116, 16, 64];
+  const vq = random(b, [1, 2 * P, Hv, Dv], "f32", 13);
+  const vk = random(b, [1, 2 * P, Hv, Dv], "f32", 14);
+  const vv = random(b, [1, 2 * P, Hv, Dv], "f32", 15);
+  const blocks = { kind: "segments", lengths: [P, P] } as const;
+  const visionFlops = 2 * 2 * Hv * Dv * 2 * P * P;
+  const vScale = 1 / Math.sqrt(Dv);
+  const vFwdMs = time(b, () => {
+    const r = b.attention(vq, vk, vv, blocks, vScale);
+    return [r.out, r.lse];
+  });
+  rows.push({ op: `attention fwd 2 blocks of ${P} H=${Hv} D=${Dv}`, ms: vFwdMs, rate: tflops(visionFlops, vFwdMs) });
+  const vOut = b.attention(vq, vk, vv, blocks, vScale);
+  const vDout = random(b, [1, 2 * P, Hv, Dv], "f32", 16);
+  const vBwdMs = time(b, () => {
+    const g = b.attentionBackward(vq, vk, vv, vOut.out, vOut.lse, vDout, blocks, vScale);
+    return [g.dq, g.dk, g.dv];
+  });
+  rows.push({ op: `attention bwd 2 blocks of ${P} H=${Hv} D=${Dv}`, ms: vBwdMs, rate: tflops(2.5 * visionFlops, vBwdMs) });
+
   // Memory-bound ops at decoder width.
   const h = random(b, [4096, 5120], "f32", 8);
   const gamma = random(b, [5120], "bf16", 9);

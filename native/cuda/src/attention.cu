@@ -13,6 +13,8 @@
 //   queries' output rows.
 // - dk/dv: a block takes kBlockRows consecutive keys of one (b, kv head) and walks query tiles of
 //   every query head in the group, so dk and dv are sums in registers: no atomics, deterministic.
+#include <type_traits>
+
 #include "common.cuh"
 #include "reduce.cuh"
 
@@ -21,7 +23,6 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kTile = 32;
 constexpr int kMaxD = 128;
-constexpr int kChunks = kMaxD / 32;  // head-dim elements per lane
 constexpr int kPad = kMaxD + 1;      // shared row stride: lane j reading row j, column d is conflict-free
 constexpr int kRows = 4;             // queries (keys, in dk/dv) a warp carries through each tile
 constexpr int kBlockRows = kWarps * kRows;
@@ -108,6 +109,9 @@ __device__ __forceinline__ void rows_dot(const float (*rows)[kMaxD], const float
   }
 }
 
+// Chunks: head-dim elements per lane (⌈D/32⌉ rounded up to 1, 2 or 4), so a short head wastes no
+// products on zero columns.
+template <int Chunks>
 __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(In q, In k, In v, int64_t T, int64_t S,
                                                                         int64_t Hq, int64_t Hkv, int64_t D,
                                                                         float scale, Mask mask, Out out, float* lse) {
@@ -125,13 +129,13 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(In q, In
   int64_t lo, hi;
   key_range(mask, S, t_first, t_last, lo, hi);
 
-  float m[kRows], l[kRows], o[kRows][kChunks];
+  float m[kRows], l[kRows], o[kRows][Chunks];
 #pragma unroll
   for (int r = 0; r < kRows; r++) {
     m[r] = -INFINITY;
     l[r] = 0.0f;
 #pragma unroll
-    for (int c = 0; c < kChunks; c++) o[r][c] = 0.0f;
+    for (int c = 0; c < Chunks; c++) o[r][c] = 0.0f;
   }
 
   for (int64_t s0 = lo; s0 < hi; s0 += kTile) {
@@ -157,13 +161,13 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(In q, In
       const float correction = expf(m[r] - m_new);  // 0 when m was -inf
       l[r] = l[r] * correction + warp_sum(p[r]);
 #pragma unroll
-      for (int c = 0; c < kChunks; c++) o[r][c] *= correction;
+      for (int c = 0; c < Chunks; c++) o[r][c] *= correction;
       m[r] = m_new;
     }
     for (int j = 0; j < kTile; j++) {
-      float vj[kChunks];
+      float vj[Chunks];
 #pragma unroll
-      for (int c = 0; c < kChunks; c++) {
+      for (int c = 0; c < Chunks; c++) {
         const int d = lane + 32 * c;
         vj[c] = d < D ? vs[j][d] : 0.0f;
       }
@@ -172,7 +176,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(In q, In
         const float pj = __shfl_sync(0xffffffffu, p[r], j);
         if (pj == 0.0f) continue;
 #pragma unroll
-        for (int c = 0; c < kChunks; c++) o[r][c] += pj * vj[c];
+        for (int c = 0; c < Chunks; c++) o[r][c] += pj * vj[c];
       }
     }
   }
@@ -182,7 +186,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(In q, In
     if (t >= T) break;
     const float inv_l = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
 #pragma unroll
-    for (int c = 0; c < kChunks; c++) {
+    for (int c = 0; c < Chunks; c++) {
       const int d = lane + 32 * c;
       if (d < D) store(out, ((b * T + t) * Hq + h) * D + d, o[r][c] * inv_l);
     }
@@ -203,6 +207,7 @@ __global__ void attention_delta_kernel(In out, In dout, int64_t rows, int64_t T,
 }
 
 // dq = scale · Σ_s p·(dp − δ)·k, p = exp(q·k·scale − lse), dp = dout·v.
+template <int Chunks>
 __global__ void __launch_bounds__(kWarps * 32) attention_dq_kernel(In q, In k, In v, In dout, const float* lse,
                                                                    const float* delta, int64_t T, int64_t S,
                                                                    int64_t Hq, int64_t Hkv, int64_t D, float scale,
@@ -232,11 +237,11 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dq_kernel(In q, In k, I
   load_rows(dout, b, T, Hq, h, D, t_first, T, kBlockRows, &dos[0][0], kMaxD);
   int64_t lo, hi;
   key_range(mask, S, t_first, t_last, lo, hi);
-  float acc[kRows][kChunks];
+  float acc[kRows][Chunks];
 #pragma unroll
   for (int r = 0; r < kRows; r++)
 #pragma unroll
-    for (int c = 0; c < kChunks; c++) acc[r][c] = 0.0f;
+    for (int c = 0; c < Chunks; c++) acc[r][c] = 0.0f;
 
   for (int64_t s0 = lo; s0 < hi; s0 += kTile) {
     __syncthreads();
@@ -259,9 +264,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dq_kernel(In q, In k, I
       }
     }
     for (int j = 0; j < kTile; j++) {
-      float kj[kChunks];
+      float kj[Chunks];
 #pragma unroll
-      for (int c = 0; c < kChunks; c++) {
+      for (int c = 0; c < Chunks; c++) {
         const int d = lane + 32 * c;
         kj[c] = d < D ? ks[j][d] : 0.0f;
       }
@@ -270,7 +275,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dq_kernel(In q, In k, I
         const float dj = __shfl_sync(0xffffffffu, ds[r], j);
         if (dj == 0.0f) continue;
 #pragma unroll
-        for (int c = 0; c < kChunks; c++) acc[r][c] += dj * kj[c];
+        for (int c = 0; c < Chunks; c++) acc[r][c] += dj * kj[c];
       }
     }
   }
@@ -279,7 +284,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dq_kernel(In q, In k, I
     const int64_t t = t0 + r;
     if (t >= T) break;
 #pragma unroll
-    for (int c = 0; c < kChunks; c++) {
+    for (int c = 0; c < Chunks; c++) {
       const int d = lane + 32 * c;
       if (d < D) store(dq, ((b * T + t) * Hq + h) * D + d, acc[r][c]);
     }
@@ -287,6 +292,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dq_kernel(In q, In k, I
 }
 
 // dv = Σ_(h in group, t) p·dout, dk = scale · Σ p·(dp − δ)·q; a warp per kRows keys.
+template <int Chunks>
 __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(In q, In k, In v, In dout, const float* lse,
                                                                     const float* delta, int64_t T, int64_t S,
                                                                     int64_t Hq, int64_t Hkv, int64_t D, float scale,
@@ -307,11 +313,11 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(In q, In k, 
   load_rows(v, b, S, Hkv, kh, D, s_first, S, kBlockRows, &vv[0][0], kMaxD);
   int64_t lo, hi;
   query_range(mask, T, s_first, s_last, lo, hi);
-  float dk_acc[kRows][kChunks], dv_acc[kRows][kChunks];
+  float dk_acc[kRows][Chunks], dv_acc[kRows][Chunks];
 #pragma unroll
   for (int r = 0; r < kRows; r++)
 #pragma unroll
-    for (int c = 0; c < kChunks; c++) dk_acc[r][c] = dv_acc[r][c] = 0.0f;
+    for (int c = 0; c < Chunks; c++) dk_acc[r][c] = dv_acc[r][c] = 0.0f;
 
   for (int64_t h = kh * group; h < (kh + 1) * group; h++) {
     for (int64_t t0 = lo; t0 < hi; t0 += kTile) {
@@ -341,9 +347,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(In q, In k, 
         }
       }
       for (int j = 0; j < kTile; j++) {
-        float qj[kChunks], doj[kChunks];
+        float qj[Chunks], doj[Chunks];
 #pragma unroll
-        for (int c = 0; c < kChunks; c++) {
+        for (int c = 0; c < Chunks; c++) {
           const int d = lane + 32 * c;
           qj[c] = d < D ? qs[j][d] : 0.0f;
           doj[c] = d < D ? dos[j][d] : 0.0f;
@@ -354,7 +360,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(In q, In k, 
           const float dj = __shfl_sync(0xffffffffu, ds[r], j);
           if (pj == 0.0f && dj == 0.0f) continue;
 #pragma unroll
-          for (int c = 0; c < kChunks; c++) {
+          for (int c = 0; c < Chunks; c++) {
             dv_acc[r][c] += pj * doj[c];
             dk_acc[r][c] += dj * qj[c];
           }
@@ -367,7 +373,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(In q, In k, 
     const int64_t s = s0_warp + r;
     if (s >= S) break;
 #pragma unroll
-    for (int c = 0; c < kChunks; c++) {
+    for (int c = 0; c < Chunks; c++) {
       const int d = lane + 32 * c;
       if (d < D) {
         const int64_t i = ((b * S + s) * Hkv + kh) * D + d;
@@ -383,15 +389,33 @@ constexpr size_t kForwardSmem = (2 * kTile * kPad + kBlockRows * kMaxD) * sizeof
 constexpr size_t kDqSmem = (2 * kTile * kPad + 2 * kBlockRows * kMaxD) * sizeof(float);
 constexpr size_t kDkvSmem = (2 * kTile * kPad + 2 * kBlockRows * kMaxD + 2 * kTile) * sizeof(float);
 
+template <int Chunks>
+int set_smem_limits(const char* splint_op) {
+  CUDA_CHECK(cudaFuncSetAttribute(attention_forward_kernel<Chunks>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)kForwardSmem));
+  CUDA_CHECK(cudaFuncSetAttribute(attention_dq_kernel<Chunks>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kDqSmem));
+  CUDA_CHECK(cudaFuncSetAttribute(attention_dkv_kernel<Chunks>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)kDkvSmem));
+  return SPLINT_OK;
+}
+
 // Raises the kernels' shared-memory limit once per process (the attribute is per function).
 int ensure_smem_limits(const char* splint_op) {
   static bool done = false;
   if (done) return SPLINT_OK;
-  CUDA_CHECK(cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kForwardSmem));
-  CUDA_CHECK(cudaFuncSetAttribute(attention_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kDqSmem));
-  CUDA_CHECK(cudaFuncSetAttribute(attention_dkv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kDkvSmem));
+  STATUS_CHECK(set_smem_limits<1>(splint_op));
+  STATUS_CHECK(set_smem_limits<2>(splint_op));
+  STATUS_CHECK(set_smem_limits<4>(splint_op));
   done = true;
   return SPLINT_OK;
+}
+
+// Calls launch(std::integral_constant<int, Chunks>) with the chunk count a head of size d needs.
+template <typename Launch>
+void with_chunks(int64_t d, Launch launch) {
+  if (d <= 32) launch(std::integral_constant<int, 1>{});
+  else if (d <= 64) launch(std::integral_constant<int, 2>{});
+  else launch(std::integral_constant<int, 4>{});
 }
 
 int check_dims(const char* op, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, int32_t mask_kind,
@@ -428,9 +452,11 @@ int splint_cuda_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splin
                   reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end)};
   STATUS_CHECK(ensure_smem_limits(splint_op));
   dim3 grid((unsigned)((t + kBlockRows - 1) / kBlockRows), (unsigned)hq, (unsigned)b);
-  attention_forward_kernel<<<grid, kWarps * 32, kForwardSmem, ctx->stream>>>(in_of(q, q_dtype), in_of(k, k_dtype),
-                                                                   in_of(v, v_dtype), t, s, hq, hkv, d, scale, mask,
-                                                                   out_of(out, out_dtype), reinterpret_cast<float*>(lse));
+  with_chunks(d, [&](auto chunks) {
+    attention_forward_kernel<decltype(chunks)::value><<<grid, kWarps * 32, kForwardSmem, ctx->stream>>>(
+        in_of(q, q_dtype), in_of(k, k_dtype), in_of(v, v_dtype), t, s, hq, hkv, d, scale, mask, out_of(out, out_dtype),
+        reinterpret_cast<float*>(lse));
+  });
   LAUNCH_CHECK();
   return SPLINT_OK;
 }
@@ -467,12 +493,16 @@ int splint_cuda_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t q_dty
   LAUNCH_CHECK();
   STATUS_CHECK(ensure_smem_limits(splint_op));
   dim3 qgrid((unsigned)((t + kBlockRows - 1) / kBlockRows), (unsigned)hq, (unsigned)b);
-  attention_dq_kernel<<<qgrid, kWarps * 32, kDqSmem, ctx->stream>>>(qi, ki, vi, doi, lse_p, delta_p, t, s, hq, hkv, d, scale,
-                                                               mask, out_of(dq, grad_dtype));
+  with_chunks(d, [&](auto chunks) {
+    attention_dq_kernel<decltype(chunks)::value><<<qgrid, kWarps * 32, kDqSmem, ctx->stream>>>(
+        qi, ki, vi, doi, lse_p, delta_p, t, s, hq, hkv, d, scale, mask, out_of(dq, grad_dtype));
+  });
   LAUNCH_CHECK();
   dim3 kgrid((unsigned)((s + kBlockRows - 1) / kBlockRows), (unsigned)hkv, (unsigned)b);
-  attention_dkv_kernel<<<kgrid, kWarps * 32, kDkvSmem, ctx->stream>>>(qi, ki, vi, doi, lse_p, delta_p, t, s, hq, hkv, d, scale,
-                                                                mask, out_of(dk, grad_dtype), out_of(dv, grad_dtype));
+  with_chunks(d, [&](auto chunks) {
+    attention_dkv_kernel<decltype(chunks)::value><<<kgrid, kWarps * 32, kDkvSmem, ctx->stream>>>(
+        qi, ki, vi, doi, lse_p, delta_p, t, s, hq, hkv, d, scale, mask, out_of(dk, grad_dtype), out_of(dv, grad_dtype));
+  });
   LAUNCH_CHECK();
   return SPLINT_OK;
 }
