@@ -41,3 +41,11 @@ test("without --json an error writes nothing to stdout", async () => {
     assert.match(run.stderr, /missing/);
   });
 });
+
+test("a --matmul value other than f32 or bf16 is refused, naming the flag", () => {
+  const run = runSplint(["eval", "--model", "m", "--dataset", "d", "--out", "o", "--matmul", "f16", "--json"]);
+  assert.equal(run.status, 2);
+  const body = JSON.parse(run.stdout) as ErrorBody;
+  assert.equal(body.error.file, "--matmul");
+  assert.match(body.error.message, /f32 or bf16/);
+});
