@@ -14,21 +14,34 @@ import { TUTORIAL_DEFAULTS } from "../src/train/config.ts";
 import { Rng } from "../src/train/rng.ts";
 import { loraSettingsFor } from "../src/train/run.ts";
 
-export const SIZES = ["tiny", "3b", "8b", "14b"] as const;
+export const SIZES = ["tiny", "small", "3b", "8b", "14b"] as const;
 export type Size = (typeof SIZES)[number];
 
-/** ministral3.md §1: text dimensions per size; the vision tower is the same 0.4B Pixtral for all. */
+/**
+ * ministral3.md §1: text dimensions per size; the vision tower is the same 0.4B Pixtral for all.
+ * tiny and small are scaled-down shapes of the same architecture for CPU runs.
+ */
 const TEXT_DIMS: Record<Size, { hidden: number; layers: number; intermediate: number; heads: number; kvHeads: number; headDim: number; vocab: number; theta: number; tied: boolean }> = {
   tiny: { hidden: 64, layers: 2, intermediate: 128, heads: 4, kvHeads: 2, headDim: 16, vocab: 2048, theta: 1e6, tied: false },
+  small: { hidden: 512, layers: 8, intermediate: 1536, heads: 8, kvHeads: 4, headDim: 64, vocab: 32768, theta: 1e6, tied: false },
   "3b": { hidden: 3072, layers: 26, intermediate: 9216, heads: 32, kvHeads: 8, headDim: 128, vocab: 131072, theta: 1e6, tied: true },
   "8b": { hidden: 4096, layers: 34, intermediate: 14336, heads: 32, kvHeads: 8, headDim: 128, vocab: 131072, theta: 1e6, tied: false },
   "14b": { hidden: 5120, layers: 40, intermediate: 16384, heads: 32, kvHeads: 8, headDim: 128, vocab: 131072, theta: 1e9, tied: false },
 };
 
+const PIXTRAL = { hidden: 1024, intermediate: 4096, layers: 24, heads: 16, headDim: 64 };
+const VISION_DIMS: Record<Size, typeof PIXTRAL> = {
+  tiny: { hidden: 64, intermediate: 128, layers: 2, heads: 4, headDim: 16 },
+  small: { hidden: 256, intermediate: 1024, layers: 4, heads: 8, headDim: 32 },
+  "3b": PIXTRAL,
+  "8b": PIXTRAL,
+  "14b": PIXTRAL,
+};
+
 /** config.json of Mistral3ForConditionalGeneration for a size, as transformers 5 writes it. */
 export function hfConfig(size: Size): Record<string, unknown> {
   const d = TEXT_DIMS[size];
-  const tinyVision = size === "tiny";
+  const v = VISION_DIMS[size];
   return {
     architectures: ["Mistral3ForConditionalGeneration"],
     model_type: "mistral3",
@@ -71,11 +84,11 @@ export function hfConfig(size: Size): Record<string, unknown> {
     },
     vision_config: {
       model_type: "pixtral",
-      hidden_size: tinyVision ? 64 : 1024,
-      intermediate_size: tinyVision ? 128 : 4096,
-      num_hidden_layers: tinyVision ? 2 : 24,
-      num_attention_heads: tinyVision ? 4 : 16,
-      head_dim: tinyVision ? 16 : 64,
+      hidden_size: v.hidden,
+      intermediate_size: v.intermediate,
+      num_hidden_layers: v.layers,
+      num_attention_heads: v.heads,
+      head_dim: v.headDim,
       num_channels: 3,
       image_size: 1540,
       patch_size: 14,

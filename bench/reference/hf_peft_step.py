@@ -41,7 +41,7 @@ def build_model(plan, attn):
     return model
 
 
-def build_inputs(plan, prompt_only=False, seed=3):
+def build_inputs(plan, prompt_only=False, seed=3, device="cuda", pixel_dtype=torch.bfloat16):
     """The layout bench/workload.ts builds: <s>[INST] image block prompt [/INST] answer</s>
     (without the answer and labels for generation prompts)."""
     w = plan["workload"]
@@ -62,13 +62,13 @@ def build_inputs(plan, prompt_only=False, seed=3):
     assert len(rows[0]) == seq_len, (len(rows[0]), seq_len)
     edge = w["imageSize"]
     inputs = {
-        "input_ids": torch.tensor(rows, device="cuda"),
-        "attention_mask": torch.ones(w["batch"], seq_len, dtype=torch.long, device="cuda"),
-        "pixel_values": (torch.rand(w["batch"], 3, edge, edge, generator=gen) * 4 - 2).to("cuda", torch.bfloat16),
-        "image_sizes": torch.tensor([[edge, edge]] * w["batch"], device="cuda"),
+        "input_ids": torch.tensor(rows, device=device),
+        "attention_mask": torch.ones(w["batch"], seq_len, dtype=torch.long, device=device),
+        "pixel_values": (torch.rand(w["batch"], 3, edge, edge, generator=gen) * 4 - 2).to(device, pixel_dtype),
+        "image_sizes": torch.tensor([[edge, edge]] * w["batch"], device=device),
     }
     if not prompt_only:
-        inputs["labels"] = torch.tensor(labels, device="cuda")
+        inputs["labels"] = torch.tensor(labels, device=device)
     return inputs
 
 
