@@ -13,11 +13,12 @@
  */
 import { spawnSync } from "node:child_process";
 import { writeFileSync, mkdtempSync, rmSync, renameSync } from "node:fs";
-import { availableParallelism, cpus, tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createGraph } from "../src/autograd/tape.ts";
 import { createCpuBackend } from "../src/backends/cpu/index.ts";
+import { threadCount } from "../src/backends/cpu/kernel-pool.ts";
 import { parseMistral3Config } from "../src/models/mistral3/config.ts";
 import { ForwardContext } from "../src/models/mistral3/context.ts";
 import { buildMistral3, forwardMistral3, freeMistral3 } from "../src/models/mistral3/model.ts";
@@ -101,7 +102,9 @@ function main(): void {
   const sizes = values.sizes.split(",") as Size[];
   for (const s of sizes) if (!SIZES.includes(s)) throw new Error(`--sizes: ${s} is not one of ${SIZES.join(", ")}`);
   const reps = Number(values.reps);
-  const threads = Number(process.env.SPLINT_CPU_THREADS ?? availableParallelism());
+  if (!Number.isInteger(reps) || reps < 1) throw new Error("--reps must be a positive integer");
+  // The reference gets as many threads as splint's matmul pool uses.
+  const threads = threadCount();
   const rows: Row[] = [];
   for (const size of sizes) {
     const ours = splintForward(size, reps);

@@ -22,13 +22,14 @@ bundle_entries() {
 # libvips, parquet-wasm's Node build, into CARRY/node_modules.
 carry_packages() {
   local modules="$1/node_modules" dest="$2/node_modules"
-  mkdir -p "$dest/@koromix/koffi-linux-x64" "$dest/@img" "$dest/parquet-wasm"
-  cp -r "$modules/koffi" "$dest/"
+  # A missing package (node_modules installed on another platform) fails here, not on the GPU machine.
+  mkdir -p "$dest/@koromix/koffi-linux-x64" "$dest/@img" "$dest/parquet-wasm" || return 1
+  cp -r "$modules/koffi" "$dest/" || return 1
   local koffi_native="$modules/@koromix/koffi-linux-x64"
-  cp -r "$koffi_native/package.json" "$koffi_native/index.js" "$koffi_native/linux_x64" "$dest/@koromix/koffi-linux-x64/"
+  cp -r "$koffi_native/package.json" "$koffi_native/index.js" "$koffi_native/linux_x64" "$dest/@koromix/koffi-linux-x64/" || return 1
   local package
   for package in sharp detect-libc semver @img/colour @img/sharp-linux-x64 @img/sharp-libvips-linux-x64; do
-    cp -r "$modules/$package" "$dest/$package"
+    cp -r "$modules/$package" "$dest/$package" || return 1
   done
-  cp -r "$modules/parquet-wasm/package.json" "$modules/parquet-wasm/node" "$dest/parquet-wasm/"
+  cp -r "$modules/parquet-wasm/package.json" "$modules/parquet-wasm/node" "$dest/parquet-wasm/" || return 1
 }

@@ -54,7 +54,8 @@ const commands: ((p: Command) => void)[] = [
 for (const register of commands) register(program);
 
 // Read from argv rather than from the parsed options so that errors in parsing itself are answered
-// in JSON too.
+// in JSON too. (A literal "--json" given as another option's value, or after "--", also counts:
+// no command takes such a value.)
 const jsonRequested = process.argv.slice(2).includes("--json");
 
 try {

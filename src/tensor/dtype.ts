@@ -16,3 +16,8 @@ export const BYTES_PER_ELEMENT: Readonly<Record<DType, number>> = {
 export function isFloat(dtype: DType): boolean {
   return dtype !== "i32";
 }
+
+/** The stored 16- and 8-bit float types: what an autocast product pairs an f32 operand with. */
+export function isNarrowFloat(dtype: DType): boolean {
+  return dtype === "bf16" || dtype === "fp8_e4m3";
+}

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { openSafetensors, toFloat32 } from "../../src/io/safetensors.ts";
+import { withTempDir } from "../helpers/temp-dir.ts";
 import { maxDiffOnTokens, readF32Tensors } from "../helpers/tensors.ts";
 
 const run = promisify(execFile);
@@ -50,6 +51,28 @@ test("splint forward --adapter --grads writes logits, loss and PEFT-keyed gradie
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test("splint forward --matmul bf16 reaches the linear layers: near the f32 logits, not equal to them", async () => {
+  await withTempDir("splint-forward-", async (dir) => {
+    const forward = async (matmul: string) => {
+      const out = join(dir, `${matmul}.safetensors`);
+      await run(process.execPath, [
+        join(ROOT, "bin", "splint.js"),
+        "forward",
+        "--model", join(F, "models", "tiny"),
+        "--inputs", join(F, "forward", "inputs", "images_multi.safetensors"),
+        "--out", out,
+        "--matmul", matmul,
+      ], { env: { ...process.env, SPLINT_NO_PROGRESS: "1" } });
+      return (await readF32Tensors(out)).get("logits")!;
+    };
+    const exact = await forward("f32");
+    const autocast = await forward("bf16");
+    const worst = exact.reduce((m, x, i) => Math.max(m, Math.abs(x - autocast[i]!)), 0);
+    assert.ok(worst > 0, "identical logits: --matmul bf16 changed nothing");
+    assert.ok(worst < 0.1, `max |Δlogits| ${worst} (bf16 rounding of every linear input)`);
+  });
 });
 
 test("splint forward names the file and the tensor when the inputs are wrong", async () => {

@@ -174,7 +174,7 @@ for (const c of loraCases) {
   });
 }
 
-test("bf16 autocast (matmulPrecision bf16) on the bf16 base stays near the f32 reference and is not the exact path", async () => {
+test("bf16 autocast (matmulPrecision bf16) on the bf16 base with the peft adapter stays near the f32 reference and is not the exact path", async () => {
   const c = loraCases[0]!;
   const autocast = await loadMistral3(fixture(c.base), backend, { matmulPrecision: "bf16" });
   try {

@@ -5,21 +5,23 @@ import { test } from "node:test";
 import { createGraph } from "../../src/autograd/tape.ts";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
 import { bf16ToF32, f32ToBf16 } from "../../src/tensor/bf16.ts";
-import { Rng } from "../cuda/parity-cases.ts";
+import type { Tensor } from "../../src/tensor/tensor.ts";
+import { Rng } from "../../src/train/rng.ts";
 
 const backend = createCpuBackend();
 const rounded = (x: Float32Array): Float32Array => x.map((v) => bf16ToF32(f32ToBf16(v)));
-const read = (t: { free(): void }, value: Parameters<typeof backend.read>[0]): Float32Array => {
-  const out = Float32Array.from(backend.read(value) as Float32Array);
+const uniform = (rng: Rng, n: number): Float32Array => Float32Array.from({ length: n }, () => rng.next() * 2 - 1);
+const readAndFree = (t: Tensor): Float32Array => {
+  const out = Float32Array.from(backend.read(t) as Float32Array);
   t.free();
   return out;
 };
 
-test("precision bf16 multiplies the f32 operand rounded to bf16, on either side, any transposition", () => {
+test("precision bf16 multiplies the f32 operand rounded to bf16, whichever side it is on", () => {
   const rng = new Rng(11);
   const [m, k, n] = [7, 37, 9];
-  const x = rng.uniform(m * k);
-  const w = rng.uniform(n * k);
+  const x = uniform(rng, m * k);
+  const w = uniform(rng, n * k);
   const xt = backend.upload(x, [m, k], "f32");
   const xRounded = backend.upload(rounded(x), [m, k], "f32");
   for (const dtype of ["bf16", "fp8_e4m3"] as const) {
@@ -27,13 +29,13 @@ test("precision bf16 multiplies the f32 operand rounded to bf16, on either side,
     const auto = backend.matmul(xt, wt, { transB: true, precision: "bf16" });
     const expected = backend.matmul(xRounded, wt, { transB: true });
     const exact = backend.matmul(xt, wt, { transB: true });
-    const [got, want, full] = [read(auto, auto), read(expected, expected), read(exact, exact)];
+    const [got, want, full] = [readAndFree(auto), readAndFree(expected), readAndFree(exact)];
     assert.deepEqual(got, want, `${dtype}: x·Wᵀ is the product of the rounded x`);
     assert.ok(got.some((v, i) => v !== full[i]), `${dtype}: the rounding changes the result`);
     // The narrow operand first (W·xᵀ): the f32 operand is still the one rounded.
     const left = backend.matmul(wt, xt, { transB: true, precision: "bf16" });
     const leftWant = backend.matmul(wt, xRounded, { transB: true });
-    assert.deepEqual(read(left, left), read(leftWant, leftWant));
+    assert.deepEqual(readAndFree(left), readAndFree(leftWant));
     wt.free();
   }
   xt.free();
@@ -42,16 +44,16 @@ test("precision bf16 multiplies the f32 operand rounded to bf16, on either side,
 
 test("precision bf16 leaves f32·f32 and bf16·bf16 products as they are", () => {
   const rng = new Rng(12);
-  const a = backend.upload(rng.uniform(5 * 8), [5, 8], "f32");
-  const b = backend.upload(rng.uniform(8 * 3), [8, 3], "f32");
+  const a = backend.upload(uniform(rng, 5 * 8), [5, 8], "f32");
+  const b = backend.upload(uniform(rng, 8 * 3), [8, 3], "f32");
   const auto = backend.matmul(a, b, { precision: "bf16" });
   const exact = backend.matmul(a, b);
-  assert.deepEqual(read(auto, auto), read(exact, exact));
+  assert.deepEqual(readAndFree(auto), readAndFree(exact));
   const ab = backend.cast(a, "bf16");
   const bb = backend.cast(b, "bf16");
   const autoNarrow = backend.matmul(ab, bb, { precision: "bf16" });
   const exactNarrow = backend.matmul(ab, bb);
-  assert.deepEqual(read(autoNarrow, autoNarrow), read(exactNarrow, exactNarrow));
+  assert.deepEqual(readAndFree(autoNarrow), readAndFree(exactNarrow));
   for (const t of [a, b, ab, bb]) t.free();
 });
 
@@ -59,22 +61,22 @@ test("an autocast linear's input gradient is the autocast product dy·W (the wei
   const rng = new Rng(13);
   const [rows, inF, outF] = [4, 24, 6];
   const graph = createGraph(backend, { recording: true });
-  const x = graph.param(backend.upload(rng.uniform(rows * inF), [rows, inF], "f32"), true);
-  const wt = backend.upload(rng.uniform(outF * inF), [outF, inF], "bf16");
+  const x = graph.param(backend.upload(uniform(rng, rows * inF), [rows, inF], "f32"), true);
+  const wt = backend.upload(uniform(rng, outF * inF), [outF, inF], "bf16");
   const w = graph.constant(wt);
   const y = graph.linear(x, w, "bf16");
   const yWant = backend.matmul(x.value, wt, { transB: true, precision: "bf16" });
-  assert.deepEqual(Float32Array.from(backend.read(y.value) as Float32Array), read(yWant, yWant));
+  assert.deepEqual(Float32Array.from(backend.read(y.value) as Float32Array), readAndFree(yWant));
   // loss = Σ y·dy, so d loss / d y = dy exactly.
-  const dy = backend.upload(rng.uniform(rows * outF), [rows, outF], "f32");
+  const dy = backend.upload(uniform(rng, rows * outF), [rows, outF], "f32");
   const loss = graph.matmul(graph.reshape(y, [1, rows * outF]), graph.constant(dy.reshape([rows * outF, 1])));
   graph.backward(loss);
   const dxWant = backend.matmul(dy, wt, { precision: "bf16" });
   const dxExact = backend.matmul(dy, wt);
   const gotDx = Float32Array.from(backend.read(x.grad!) as Float32Array);
-  assert.deepEqual(gotDx, read(dxWant, dxWant));
-  assert.ok(gotDx.some((v, i) => v !== (backend.read(dxExact) as Float32Array)[i]), "dy was rounded too");
-  dxExact.free();
+  assert.deepEqual(gotDx, readAndFree(dxWant));
+  const exactDx = readAndFree(dxExact);
+  assert.ok(gotDx.some((v, i) => v !== exactDx[i]), "dy was rounded too");
   graph.dispose();
   dy.free();
   wt.free();

@@ -6,13 +6,16 @@
 // kv head h / (Hq/Hkv)), D head size (≤ 128). Layouts: q [B,T,Hq,D], k/v [B,S,Hkv,D],
 // lse/delta [B,Hq,T].
 //
-// Work split (f32 on CUDA cores; each query's sums run in the same order as the CPU backend's):
+// Work split (f32 on CUDA cores; dot products run sequentially over d, FMA-contracted):
 // - forward and dq: a block of kWarps warps takes kBlockRows consecutive queries of one (b, h), a
 //   warp kRows of them; each lane scores one key of the tile against the warp's kRows queries, so
 //   a key element read from shared memory serves kRows products, and the warp accumulates its
 //   queries' output rows.
 // - dk/dv: a block takes kBlockRows consecutive keys of one (b, kv head) and walks query tiles of
 //   every query head in the group, so dk and dv are sums in registers: no atomics, deterministic.
+// A block's key range is the union of its rows' ranges; with segments a block may straddle a
+// boundary and walk both segments' keys (masked per row), which shifts where the later rows' tiles
+// start and so their online-softmax rounding, never which keys they see.
 #include <type_traits>
 
 #include "common.cuh"
@@ -86,8 +89,7 @@ __device__ __forceinline__ void load_tile(In x, int64_t b, int64_t R, int64_t H,
   load_rows(x, b, R, H, head, D, r0, r_end, kTile, &tile[0][0], kPad);
 }
 
-// acc[r] += Σ_d rows[r][d]·col[d] for the warp's kRows rows, d in ascending order (the CPU
-// backend's order). rows are 16-byte aligned shared rows read four floats a load, so one broadcast
+// acc[r] += Σ_d rows[r][d]·col[d] for the warp's kRows rows, d in ascending order. rows are 16-byte aligned shared rows read four floats a load, so one broadcast
 // load serves four products; col is the lane's own (padded) row.
 __device__ __forceinline__ void rows_dot(const float (*rows)[kMaxD], const float* col, int64_t D, float (&acc)[kRows]) {
   int64_t d = 0;
@@ -384,7 +386,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(In q, In k, 
   }
 }
 
-// Dynamic shared memory of the three kernels (above the 48 KiB a kernel gets without opting in).
+// Dynamic shared memory of the three kernels. dq and dk/dv need more than the 48 KiB a kernel gets
+// without opting in; all three opt in alike. Sized for kMaxD whatever the head size.
 constexpr size_t kForwardSmem = (2 * kTile * kPad + kBlockRows * kMaxD) * sizeof(float);
 constexpr size_t kDqSmem = (2 * kTile * kPad + 2 * kBlockRows * kMaxD) * sizeof(float);
 constexpr size_t kDkvSmem = (2 * kTile * kPad + 2 * kBlockRows * kMaxD + 2 * kTile) * sizeof(float);
@@ -401,6 +404,7 @@ int set_smem_limits(const char* splint_op) {
 
 // Raises the kernels' shared-memory limit once per process (the attribute is per function).
 int ensure_smem_limits(const char* splint_op) {
+  // Per process: splint drives one device per process (the attribute is per device context).
   static bool done = false;
   if (done) return SPLINT_OK;
   STATUS_CHECK(set_smem_limits<1>(splint_op));

@@ -59,7 +59,8 @@ export interface KernelPool {
   run(kind: KernelKind, a: number, tile: number, out: number, rows: number, k: number, cols: number, outStride: number, aStride: number): void;
 }
 
-function threadCount(): number {
+/** Threads the pool runs matmul kernels on (the main thread included). */
+export function threadCount(): number {
   const configured = process.env["SPLINT_CPU_THREADS"];
   if (configured !== undefined && configured !== "") {
     const n = Number(configured);

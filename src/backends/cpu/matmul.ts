@@ -11,7 +11,7 @@
  */
 import type { MatmulPrecision } from "../../tensor/backend.ts";
 import { roundToBf16InPlace } from "../../tensor/bf16.ts";
-import type { DType } from "../../tensor/dtype.ts";
+import { isNarrowFloat, type DType } from "../../tensor/dtype.ts";
 import { matmulDims } from "../../tensor/checks.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { type CpuAllocator, f32Of, fromF32As, readRangeF32 } from "./storage.ts";
@@ -51,12 +51,11 @@ const bf16RoundedReader =
     roundToBf16InPlace(out, outOffset, count);
   };
 
-const isNarrow = (t: Tensor): boolean => t.dtype === "bf16" || t.dtype === "fp8_e4m3";
-
 /** Readers for both operands; with precision bf16 an f32 operand beside a narrow one is rounded. */
 function operandReaders(a: Tensor, b: Tensor, precision: MatmulPrecision): [RangeReader, RangeReader] {
-  if (precision === "bf16" && isNarrow(a) !== isNarrow(b)) {
-    return isNarrow(a) ? [tensorReader(a), bf16RoundedReader(b)] : [bf16RoundedReader(a), tensorReader(b)];
+  const [narrowA, narrowB] = [isNarrowFloat(a.dtype), isNarrowFloat(b.dtype)];
+  if (precision === "bf16" && narrowA !== narrowB) {
+    return narrowA ? [tensorReader(a), bf16RoundedReader(b)] : [bf16RoundedReader(a), tensorReader(b)];
   }
   return [tensorReader(a), tensorReader(b)];
 }

@@ -8,7 +8,7 @@
 import { f32ArrayToBf16 } from "../../tensor/bf16.ts";
 import type { AttentionMask, Backend } from "../../tensor/backend.ts";
 import { attentionDims, matmulDims, requireSameSize, rowsCols } from "../../tensor/checks.ts";
-import { BYTES_PER_ELEMENT, type DType } from "../../tensor/dtype.ts";
+import { BYTES_PER_ELEMENT, isNarrowFloat, type DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import { f32ArrayToFp8E4m3 } from "../../tensor/fp8.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
@@ -310,10 +310,9 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
         throw new TensorError("matmul", `cannot produce ${outDtype} output`, { dtypes: [outDtype], hint: "outputs are f32 or bf16" });
       }
       // The library runs any product with an f32 operand in full f32; autocast hands it bf16 instead.
-      const narrow = (t: Tensor): boolean => t.dtype === "bf16" || t.dtype === "fp8_e4m3";
-      const autocast = precision === "bf16" && narrow(a) !== narrow(b);
-      const x = autocast && !narrow(a) ? backend.cast(a, "bf16") : a;
-      const y = autocast && !narrow(b) ? backend.cast(b, "bf16") : b;
+      const autocast = precision === "bf16" && isNarrowFloat(a.dtype) !== isNarrowFloat(b.dtype);
+      const x = autocast && !isNarrowFloat(a.dtype) ? backend.cast(a, "bf16") : a;
+      const y = autocast && !isNarrowFloat(b.dtype) ? backend.cast(b, "bf16") : b;
       const out = accumulate ?? alloc(transA ? [m, n] : [...a.shape.slice(0, -1), n], outDtype);
       try {
         ok(

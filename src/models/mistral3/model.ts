@@ -87,6 +87,7 @@ export function buildMistral3(
   }
   const vision: VisionTower = {
     patchConv: patchConv.reshape([v.hidden_size, v.num_channels * v.patch_size * v.patch_size]),
+    patchConvPrecision: precision,
     lnPre: get(`${VISION_PREFIX}.ln_pre.weight`),
     layers: visionLayers,
   };

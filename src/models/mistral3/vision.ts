@@ -1,5 +1,6 @@
 import type { Var } from "../../autograd/graph.ts";
 import type { LoraLinear } from "../../lora/lora-linear.ts";
+import type { MatmulPrecision } from "../../tensor/backend.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import type { VisionConfig } from "./config.ts";
 import type { ForwardContext } from "./context.ts";
@@ -31,6 +32,8 @@ export interface VisionLayer {
 export interface VisionTower {
   /** The conv weight (Dv, C, p, p) viewed as (Dv, C·p·p), matching Backend.patchify's row order. */
   patchConv: Tensor;
+  /** How the patch convolution multiplies (the model's matmul precision, as its linear layers). */
+  patchConvPrecision: MatmulPrecision;
   lnPre: Tensor; // (Dv)
   layers: VisionLayer[];
 }
@@ -58,7 +61,7 @@ export function runVisionTower(
   const backend = g.backend;
   const patchRows = images.map((img) => ctx.track(backend.patchify(img.pixels, cfg.patch_size)));
   const patches = patchRows.length === 1 ? patchRows[0]! : ctx.track(backend.concatRows(patchRows));
-  const embeds = g.linear(g.constant(patches), ctx.bind(tower.patchConv));
+  const embeds = g.linear(g.constant(patches), ctx.bind(tower.patchConv), tower.patchConvPrecision);
   opts.capture?.("vision.patch_embeds", embeds);
   let x = g.rmsNorm(embeds, ctx.bind(tower.lnPre), PIXTRAL_RMS_EPS);
   opts.capture?.("vision.ln_pre", x);
