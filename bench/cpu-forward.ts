@@ -19,9 +19,9 @@ import { parseArgs } from "node:util";
 import { createGraph } from "../src/autograd/tape.ts";
 import { createCpuBackend } from "../src/backends/cpu/index.ts";
 import { threadCount } from "../src/backends/cpu/kernel-pool.ts";
-import { parseMistral3Config } from "../src/models/mistral3/config.ts";
+import { parseMistral3Config, type Mistral3Config } from "../src/models/mistral3/config.ts";
 import { ForwardContext } from "../src/models/mistral3/context.ts";
-import { buildMistral3, forwardMistral3, freeMistral3 } from "../src/models/mistral3/model.ts";
+import { buildMistral3, forwardMistral3, freeMistral3, type Mistral3Inputs } from "../src/models/mistral3/model.ts";
 import type { Tensor } from "../src/tensor/tensor.ts";
 import { buildInputs, hfConfig, median, randomWeights, SIZES, type Size, type Workload } from "./workload.ts";
 
@@ -38,10 +38,22 @@ interface Row {
   error?: string;
 }
 
-function splintForward(size: Size, reps: number): Row {
-  const backend = createCpuBackend();
+/** One size's configuration and inputs, shared by both sides. */
+interface Case {
+  size: Size;
+  raw: Record<string, unknown>;
+  config: Mistral3Config;
+  inputs: Mistral3Inputs;
+}
+
+function caseOf(size: Size): Case {
   const raw = hfConfig(size);
   const config = parseMistral3Config(raw, `${size} config`);
+  return { size, raw, config, inputs: buildInputs(config, WORKLOAD, 7) };
+}
+
+function splintForward({ size, raw, config, inputs }: Case, reps: number): Row {
+  const backend = createCpuBackend();
   const tied = raw.tie_word_embeddings === true;
   // bench/workload draws bf16 weights; the comparison is f32 on both sides.
   const weights = new Map<string, Tensor>();
@@ -50,7 +62,6 @@ function splintForward(size: Size, reps: number): Row {
     t.free();
   }
   const model = buildMistral3(config, weights, tied);
-  const inputs = buildInputs(config, WORKLOAD, 7);
   const once = (): number => {
     const graph = createGraph(backend, { recording: false });
     const ctx = new ForwardContext(graph);
@@ -72,13 +83,11 @@ function splintForward(size: Size, reps: number): Row {
   return { tool: "splint", size, tokens, medianMs, tokensPerSecond: tokens / (medianMs / 1000) };
 }
 
-function referenceForward(python: string, size: Size, reps: number, threads: number): Row {
+function referenceForward(python: string, { size, raw, inputs }: Case, reps: number, threads: number): Row {
   const dir = mkdtempSync(join(tmpdir(), "splint-cpu-forward-"));
   try {
     const plan = join(dir, "plan.json");
-    const config = hfConfig(size);
-    const { seqLen } = buildInputs(parseMistral3Config(config, `${size} config`), WORKLOAD, 7);
-    writeFileSync(plan, JSON.stringify({ size, config, workload: { ...WORKLOAD, seqLen } }));
+    writeFileSync(plan, JSON.stringify({ size, config: raw, workload: { ...WORKLOAD, seqLen: inputs.seqLen } }));
     const run = spawnSync(python, ["bench/reference/hf_cpu_forward.py", "--plan", plan, "--reps", String(reps), "--threads", String(threads)], {
       encoding: "utf8",
       maxBuffer: 1 << 24,
@@ -107,11 +116,12 @@ function main(): void {
   const threads = threadCount();
   const rows: Row[] = [];
   for (const size of sizes) {
-    const ours = splintForward(size, reps);
+    const sizeCase = caseOf(size);
+    const ours = splintForward(sizeCase, reps);
     process.stderr.write(`[cpu-forward ${size}] splint ${ours.medianMs.toFixed(1)} ms, ${ours.tokensPerSecond.toFixed(0)} tokens/s\n`);
     rows.push(ours);
     if (values.python) {
-      const theirs = referenceForward(values.python, size, reps, threads);
+      const theirs = referenceForward(values.python, sizeCase, reps, threads);
       process.stderr.write(`[cpu-forward ${size}] transformers ${theirs.error ?? `${theirs.medianMs.toFixed(1)} ms`}\n`);
       rows.push(theirs);
     }

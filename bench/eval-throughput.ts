@@ -16,6 +16,7 @@ import { parseArgs } from "node:util";
 import { createGraph } from "../src/autograd/tape.ts";
 import { createCpuBackend } from "../src/backends/cpu/index.ts";
 import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.ts";
+import { parseMatmulPrecision } from "../src/cli/matmul-flag.ts";
 import { initAdapter } from "../src/lora/adapter.ts";
 import { parseMistral3Config } from "../src/models/mistral3/config.ts";
 import { generateMistral3 } from "../src/models/mistral3/generate.ts";
@@ -50,8 +51,7 @@ async function main(): Promise<void> {
     promptTokens: Number(values["prompt-tokens"]),
     answerTokens: maxNewTokens,
   };
-  const matmul = values.matmul;
-  if (matmul !== "bf16" && matmul !== "f32") throw new Error("--matmul must be bf16 or f32");
+  const matmul = parseMatmulPrecision(values.matmul);
   const images = Number(values.images);
   if (!Number.isInteger(images) || images < workload.batch || images % workload.batch !== 0) {
     throw new Error(`--images must be a positive multiple of --batch (${workload.batch})`);

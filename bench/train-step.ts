@@ -21,6 +21,7 @@ import { parseArgs } from "node:util";
 import { createGraph } from "../src/autograd/tape.ts";
 import { createCpuBackend } from "../src/backends/cpu/index.ts";
 import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.ts";
+import { parseMatmulPrecision } from "../src/cli/matmul-flag.ts";
 import { initAdapter, type LoraSettings } from "../src/lora/adapter.ts";
 import { parseMistral3Config, type Mistral3Config } from "../src/models/mistral3/config.ts";
 import { ForwardContext } from "../src/models/mistral3/context.ts";
@@ -164,8 +165,7 @@ function main(): Promise<void> | void {
     process.stdout.write(`${JSON.stringify(plan, null, 2)}\n`);
     return;
   }
-  if (values.matmul !== "bf16" && values.matmul !== "f32") throw new Error("--matmul must be bf16 or f32");
-  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", values.matmul, Number(values.warmup), Number(values.steps), values.out);
+  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), Number(values.warmup), Number(values.steps), values.out);
 }
 
 async function run(

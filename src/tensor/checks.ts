@@ -2,6 +2,7 @@
  * Shape and argument checks shared by every backend, so the CPU and CUDA backends reject the same
  * inputs with the same messages.
  */
+import type { AttentionDims } from "./backend.ts";
 import { TensorError } from "./errors.ts";
 import type { Tensor } from "./tensor.ts";
 
@@ -35,7 +36,7 @@ export function matmulDims(a: Tensor, b: Tensor, opts: { transA?: boolean; trans
 }
 
 /** Sizes of attention operands q [B, T, Hq, D], k and v [B, S, Hkv, D]; Hq must be a multiple of Hkv. */
-export function attentionDims(op: string, q: Tensor, k: Tensor, v: Tensor): { b: number; t: number; s: number; hq: number; hkv: number; d: number } {
+export function attentionDims(op: string, q: Tensor, k: Tensor, v: Tensor): AttentionDims {
   const shapes = [q.shape, k.shape, v.shape];
   if (q.shape.length !== 4 || k.shape.length !== 4 || v.shape.length !== 4) {
     throw new TensorError(op, "expected q [B, T, Hq, D] and k, v [B, S, Hkv, D]", { shapes });
