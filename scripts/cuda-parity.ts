@@ -28,13 +28,18 @@ function fmt(x: number): string {
 }
 
 function table(results: readonly CaseResult[]): string {
-  const lines = ["| op | outputs | max abs err | max rel err | tolerance (atol, rtol) | result |", "| --- | --- | --- | --- | --- | --- |"];
+  const lines = [
+    "| op | outputs | max abs err | max rel err | max ‖err‖/‖ref‖ | tolerance (atol, rtol[, norm]) | result |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+  ];
   for (const r of results) {
     const maxAbs = Math.max(0, ...r.comparisons.map((c) => c.maxAbs));
     const maxRel = Math.max(0, ...r.comparisons.map((c) => c.maxRel));
+    const normRel = Math.max(0, ...r.comparisons.map((c) => c.normRel));
+    const tol = `${r.tolerance.atol}, ${r.tolerance.rtol}${r.tolerance.normRel === undefined ? "" : `, ${r.tolerance.normRel}`}`;
     const outputs = r.comparisons.map((c) => c.output).join(", ");
     const verdict = r.ok ? "ok" : r.error ? `ERROR ${r.error.split("\n")[0]}` : `FAIL (${r.comparisons.filter((c) => c.violations > 0).map((c) => `${c.output}: ${c.violations}/${c.count}`).join("; ")})`;
-    lines.push(`| ${r.name} | ${outputs} | ${fmt(maxAbs)} | ${fmt(maxRel)} | ${r.tolerance.atol}, ${r.tolerance.rtol} | ${verdict} |`);
+    lines.push(`| ${r.name} | ${outputs} | ${fmt(maxAbs)} | ${fmt(maxRel)} | ${fmt(normRel)} | ${tol} | ${verdict} |`);
   }
   return lines.join("\n");
 }
@@ -64,7 +69,7 @@ function main(): number {
   cuda.dispose();
   const failed = results.filter((r) => !r.ok).length;
   const summary = `${results.length - failed}/${results.length} cases within tolerance (seed ${seed}, ${cuda.device}, ${((Date.now() - started) / 1000).toFixed(1)} s; allocator peak ${stats.peak} B, ${stats.mallocs} cudaMalloc calls)`;
-  const md = `# Backend parity: CUDA vs CPU\n\n${summary}\n\n${table(results)}\n\nTolerances: |cuda − cpu| ≤ atol + rtol·|cpu| per element; infinities must match.\n\n${[...new Set(results.map((r) => `- ${r.tolerance.atol}, ${r.tolerance.rtol}: ${r.tolerance.why}`))].join("\n")}\n`;
+  const md = `# Backend parity: CUDA vs CPU\n\n${summary}\n\n${table(results)}\n\nTolerances: |cuda − cpu| ≤ atol + rtol·|cpu| per element; infinities must match; where a norm bound is given, also ‖cuda − cpu‖₂ ≤ norm·‖cpu‖₂.\n\n${[...new Set(results.map((r) => `- ${r.tolerance.atol}, ${r.tolerance.rtol}: ${r.tolerance.why}`))].join("\n")}\n`;
   writeAtomic(join(outDir, "parity.md"), md);
   writeAtomic(join(outDir, "parity.json"), `${JSON.stringify({ device: cuda.device, seed, results, allocator: stats }, null, 1)}\n`);
   console.log(table(results));

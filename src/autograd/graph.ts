@@ -47,8 +47,8 @@ export interface Graph {
   rmsNorm(x: Var, weight: Var, eps: number): Var;
   /** Rotate-half RoPE on x [N, H, D]; cos and sin [N, D/2] are constants. */
   rope(x: Var, cos: Tensor, sin: Tensor): Var;
-  /** q [B, T, Hq, D], k/v [B, S, Hkv, D] → [B, T, Hq, D]. */
-  attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number): Var;
+  /** q [B, T, Hq, D], k/v [B, S, Hkv, D] → [B, T, Hq, D]; precision as Backend.attention. */
+  attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number, precision?: MatmulPrecision): Var;
 
   reshape(x: Var, shape: readonly number[]): Var;
   sliceRows(x: Var, start: number, count: number): Var;

@@ -174,13 +174,13 @@ class TapeGraph implements Graph {
     return this.result(b.rope(xv.value, cos, sin), [xv], (d) => [b.rope(d, cos, sin, true)]);
   }
 
-  attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number): Var {
+  attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number, precision: MatmulPrecision = "f32"): Var {
     const [qv, kv, vv] = [asValue(q), asValue(k), asValue(v)];
     const b = this.backend;
-    const { out, lse } = b.attention(qv.value, kv.value, vv.value, mask, scale);
+    const { out, lse } = b.attention(qv.value, kv.value, vv.value, mask, scale, precision);
     const savedLse = this.save(lse);
     return this.result(out, [qv, kv, vv], (dout) => {
-      const { dq, dk, dv } = b.attentionBackward(qv.value, kv.value, vv.value, out, savedLse!, dout, mask, scale);
+      const { dq, dk, dv } = b.attentionBackward(qv.value, kv.value, vv.value, out, savedLse!, dout, mask, scale, precision);
       return [dq, dk, dv];
     });
   }

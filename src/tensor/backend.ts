@@ -122,8 +122,18 @@ export interface Backend {
    * Hkv: grouped-query attention). Returns out [B, T, Hq, D] and the row log-sum-exp [B, Hq, T]
    * (f32) for the backward pass. Rows with no visible key give zeros and lse = −∞ (backward
    * skips them).
+   * precision "bf16" (the fast tier, as autocast runs SDPA): q, k, v (and dout in the backward) are
+   * rounded to bf16 and the products run on bf16 operands with f32 accumulation (tensor cores on
+   * CUDA); the softmax statistics stay f32. "f32" (default) is exact.
    */
-  attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, scale: number): { out: Tensor; lse: Tensor };
+  attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: AttentionMask,
+    scale: number,
+    precision?: MatmulPrecision,
+  ): { out: Tensor; lse: Tensor };
   attentionBackward(
     q: Tensor,
     k: Tensor,
@@ -133,6 +143,7 @@ export interface Backend {
     dout: Tensor,
     mask: AttentionMask,
     scale: number,
+    precision?: MatmulPrecision,
   ): { dq: Tensor; dk: Tensor; dv: Tensor };
 
   // ---- loss and optimiser ------------------------------------------------------------------

@@ -83,3 +83,22 @@ test("attention over several query blocks (T, S > 64): forward and gradients aga
     assertClose(backend.read(grads.dv), expected.dv, 1e-5, `${name} dv`);
   }
 });
+
+test("precision bf16 is exact attention of q, k, v and dout rounded to bf16, and differs from f32", () => {
+  const random = rng(13);
+  const mask = { kind: "causal", queryOffset: 0 } as const; // q [1, 9, 2, 6], k/v [1, 9, 1, 6]
+  const q = randomF32(random, 9 * 2 * 6, -2, 2);
+  const k = randomF32(random, 9 * 6, -2, 2);
+  const v = randomF32(random, 9 * 6);
+  const dout = randomF32(random, 9 * 2 * 6);
+  const rounded = (x: Float32Array): Float32Array => Float32Array.from(backend.read(backend.cast(backend.upload(x, [x.length], "f32"), "bf16")));
+  const run = (qx: Float32Array, kx: Float32Array, vx: Float32Array, dx: Float32Array, precision: "f32" | "bf16") => {
+    const [qt, kt, vt] = [backend.upload(qx, [1, 9, 2, 6], "f32"), backend.upload(kx, [1, 9, 1, 6], "f32"), backend.upload(vx, [1, 9, 1, 6], "f32")];
+    const { out, lse } = backend.attention(qt, kt, vt, mask, 0.4, precision);
+    const grads = backend.attentionBackward(qt, kt, vt, out, lse, backend.upload(dx, [1, 9, 2, 6], "f32"), mask, 0.4, precision);
+    return [out, lse, grads.dq, grads.dk, grads.dv].map((x) => Array.from(backend.read(x)));
+  };
+  const fast = run(q, k, v, dout, "bf16");
+  assert.deepEqual(fast, run(rounded(q), rounded(k), rounded(v), rounded(dout), "f32"));
+  assert.notDeepEqual(fast[0], run(q, k, v, dout, "f32")[0]);
+});

@@ -164,6 +164,22 @@ int splint_cuda_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t q_dty
                                    splint_dptr seg_start, splint_dptr seg_end, splint_dptr dq, splint_dptr dk,
                                    splint_dptr dv, int32_t grad_dtype);
 
+/* The fast tier of the two above, same arguments and contract: q, k, v and dout are rounded to
+ * bf16 and the products run on tensor cores with f32 accumulation (native/cuda/src/flash_attention.cu).
+ * The backward is deterministic (no atomics). */
+int splint_cuda_flash_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splint_dptr k, int32_t k_dtype,
+                                splint_dptr v, int32_t v_dtype, int64_t b, int64_t t, int64_t s, int64_t hq,
+                                int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset,
+                                splint_dptr key_valid, splint_dptr seg_start, splint_dptr seg_end, splint_dptr out,
+                                int32_t out_dtype, splint_dptr lse);
+int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splint_dptr k,
+                                         int32_t k_dtype, splint_dptr v, int32_t v_dtype, splint_dptr out,
+                                         int32_t out_dtype, splint_dptr lse, splint_dptr dout, int32_t dout_dtype,
+                                         int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d,
+                                         float scale, int32_t mask_kind, int64_t query_offset, splint_dptr key_valid,
+                                         splint_dptr seg_start, splint_dptr seg_end, splint_dptr dq, splint_dptr dk,
+                                         splint_dptr dv, int32_t grad_dtype);
+
 /* ---- loss and optimiser --------------------------------------------------------------------- */
 /* logits [rows, vocab], labels i32 [rows]; loss [1] f32 = Σ over counted rows of −log softmax[label];
    dlogits (0 = none) = grad_scale · (softmax − onehot) on counted rows, 0 on ignored rows.

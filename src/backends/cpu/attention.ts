@@ -8,7 +8,8 @@
  * Q·Kᵀ, P·V (and in backward dO·Vᵀ, dS·K, dSᵀ·Q, Pᵀ·dO) run on the SIMD matmul kernel; only one
  * block's scores [BLOCK, S] exist at a time. Softmax statistics are computed in f64 per row.
  */
-import type { AttentionDims, AttentionMask } from "../../tensor/backend.ts";
+import type { AttentionDims, AttentionMask, MatmulPrecision } from "../../tensor/backend.ts";
+import { roundToBf16InPlace } from "../../tensor/bf16.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { arrayReader, gemm } from "./matmul.ts";
@@ -16,6 +17,14 @@ import { attentionDims } from "../../tensor/checks.ts";
 import { type CpuAllocator, f32Of, i32Of, valuesF32 } from "./storage.ts";
 
 const BLOCK = 64;
+
+/** An operand's values as the products see them: with precision bf16, rounded to bf16 (a copy). */
+function operandF32(t: Tensor, op: string, precision: MatmulPrecision): Float32Array {
+  if (precision === "f32" || t.dtype !== "f32") return valuesF32(t, op);
+  const rounded = Float32Array.from(valuesF32(t, op));
+  roundToBf16InPlace(rounded);
+  return rounded;
+}
 
 function dimsOf(op: string, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask): AttentionDims {
   const shapes = [q.shape, k.shape, v.shape];
@@ -92,13 +101,14 @@ export function attention(
   v: Tensor,
   mask: AttentionMask,
   scale: number,
+  precision: MatmulPrecision = "f32",
 ): { out: Tensor; lse: Tensor } {
   const dims = dimsOf("attention", q, k, v, mask);
   const { b: nb, t: nt, s: ns, hq, hkv, d } = dims;
   const group = hq / hkv;
-  const qv = valuesF32(q, "attention");
-  const kv = valuesF32(k, "attention");
-  const vv = valuesF32(v, "attention");
+  const qv = operandF32(q, "attention", precision);
+  const kv = operandF32(k, "attention", precision);
+  const vv = operandF32(v, "attention", precision);
   const visible = visibility(mask, ns);
   const blocks = queryBlocks(mask, dims);
   const out = new Float32Array(q.size);
@@ -160,6 +170,7 @@ export function attentionBackward(
   dout: Tensor,
   mask: AttentionMask,
   scale: number,
+  precision: MatmulPrecision = "f32",
 ): { dq: Tensor; dk: Tensor; dv: Tensor } {
   const dims = dimsOf("attentionBackward", q, k, v, mask);
   const { b: nb, t: nt, s: ns, hq, hkv, d } = dims;
@@ -167,11 +178,11 @@ export function attentionBackward(
     throw new TensorError("attentionBackward", "out/dout must match q and lse be [B, Hq, T]", { shapes: [q.shape, out.shape, dout.shape, lse.shape] });
   }
   const group = hq / hkv;
-  const qv = valuesF32(q, "attentionBackward");
-  const kv = valuesF32(k, "attentionBackward");
-  const vv = valuesF32(v, "attentionBackward");
+  const qv = operandF32(q, "attentionBackward", precision);
+  const kv = operandF32(k, "attentionBackward", precision);
+  const vv = operandF32(v, "attentionBackward", precision);
   const ov = valuesF32(out, "attentionBackward");
-  const dov = valuesF32(dout, "attentionBackward");
+  const dov = operandF32(dout, "attentionBackward", precision);
   const lv = f32Of(lse, "attentionBackward");
   const visible = visibility(mask, ns);
   const blocks = queryBlocks(mask, dims);

@@ -107,8 +107,9 @@ export function createCpuBackend(): Backend {
     rmsNormBackward: (x, weight, rstd, dy) => rmsNormBackward(alloc, x, weight, rstd, dy),
     rope: (x, cos, sin, inverse) => rope(alloc, x, cos, sin, inverse),
 
-    attention: (q, k, v, mask, s) => attention(alloc, q, k, v, mask, s),
-    attentionBackward: (q, k, v, out, lse, dout, mask, s) => attentionBackward(alloc, q, k, v, out, lse, dout, mask, s),
+    attention: (q, k, v, mask, s, precision) => attention(alloc, q, k, v, mask, s, precision),
+    attentionBackward: (q, k, v, out, lse, dout, mask, s, precision) =>
+      attentionBackward(alloc, q, k, v, out, lse, dout, mask, s, precision),
 
     crossEntropy: (logits, labels, ignoreIndex, gradScale) => crossEntropy(alloc, logits, labels, ignoreIndex, gradScale),
     sumSquares: (x) => sumSquares(alloc, x),

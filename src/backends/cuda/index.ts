@@ -438,14 +438,15 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     },
 
     // ---- attention -------------------------------------------------------------------------
-    attention(q, k, v, mask, scale) {
+    attention(q, k, v, mask, scale, precision = "f32") {
       const op = "attention";
+      const run = precision === "bf16" ? lib.flash_attention : lib.attention;
       const [b, t, s, hq, hkv, d] = checkedAttentionDims(op, q, k, v);
       const m = maskArgs(op, mask, b, t, s);
       const out = f32Like(q);
       const lse = alloc([b, hq, t], "f32");
       ok(
-        lib.attention(
+        run(
           ctx, p(q, op), dtypeCode(q), p(k, op), dtypeCode(k), p(v, op), dtypeCode(v), b, t, s, hq, hkv, d, scale,
           m.kind, m.queryOffset, m.keyValid, m.segStart, m.segEnd, p(out, op), DTYPE_CODE.f32, p(lse, op),
         ),
@@ -453,8 +454,9 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       );
       return { out, lse };
     },
-    attentionBackward(q, k, v, out, lse, dout, mask, scale) {
+    attentionBackward(q, k, v, out, lse, dout, mask, scale, precision = "f32") {
       const op = "attentionBackward";
+      const run = precision === "bf16" ? lib.flash_attention_backward : lib.attention_backward;
       const [b, t, s, hq, hkv, d] = checkedAttentionDims(op, q, k, v);
       if (out.size !== q.size || dout.size !== q.size || lse.size !== b * hq * t) {
         throw new TensorError(op, "out/dout must match q and lse be [B, Hq, T]", { shapes: [q.shape, out.shape, dout.shape, lse.shape] });
@@ -466,7 +468,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       const dk = alloc(k.shape, "f32");
       const dv = alloc(v.shape, "f32");
       ok(
-        lib.attention_backward(
+        run(
           ctx, p(q, op), dtypeCode(q), p(k, op), dtypeCode(k), p(v, op), dtypeCode(v), p(out, op), dtypeCode(out),
           p(lse, op), p(dout, op), dtypeCode(dout), b, t, s, hq, hkv, d, scale, m.kind, m.queryOffset, m.keyValid,
           m.segStart, m.segEnd, p(dq, op), p(dk, op), p(dv, op), DTYPE_CODE.f32,

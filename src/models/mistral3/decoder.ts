@@ -101,7 +101,8 @@ function decoderLayer(ctx: ForwardContext, cfg: TextConfig, layer: DecoderLayer,
     keys = g.reshape(k, [B, T, Hkv, hd]);
     values = g.reshape(v, [B, T, Hkv, hd]);
   }
-  const attended = g.attention(g.reshape(q, [B, T, Hq, hd]), keys, values, pass.mask, 1 / Math.sqrt(hd));
+  // Attention multiplies at the precision of the layer's projections (bf16: tensor cores).
+  const attended = g.attention(g.reshape(q, [B, T, Hq, hd]), keys, values, pass.mask, 1 / Math.sqrt(hd), layer.q.precision);
   const afterAttention = g.add(x, layer.o.forward(ctx, g.reshape(attended, [N, Hq * hd])));
 
   const h2 = g.rmsNorm(afterAttention, ctx.bind(layer.postNorm), cfg.rms_norm_eps);

@@ -105,6 +105,7 @@ function visionLayer(
     v,
     { kind: "segments", lengths },
     1 / Math.sqrt(hd),
+    layer.q.precision, // as the layer's projections multiply (bf16: tensor cores)
   );
   const afterAttention = g.add(x, layer.o.forward(ctx, g.reshape(attended, [P, H * hd])));
   const h2 = g.rmsNorm(afterAttention, ctx.bind(layer.ffnNorm), PIXTRAL_RMS_EPS);

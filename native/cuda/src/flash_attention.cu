@@ -1,0 +1,621 @@
+// Flash attention on tensor cores: the fast tier of attention (Backend.attention with precision
+// "bf16"). q, k, v (and dout) are rounded to bf16 as they are staged into shared memory, products
+// run as mma.sync m16n8k16 (bf16 operands, f32 accumulators), softmax statistics stay in f32 and
+// in base 2, and no T×S matrix ever leaves the registers. attention.cu keeps the exact f32 tier.
+//
+// Letters and layouts as attention.cu: q [B,T,Hq,D], k/v [B,S,Hkv,D], lse/delta [B,Hq,T]; query
+// head h reads kv head h / (Hq/Hkv). Every mask is, per query row t, an interval of visible keys
+// [lo_t, hi_t) (causal: [0, query_offset + t + 1); segments: the row's block) and, for causal
+// masks with padding, a per-key validity.
+//
+// Work split (a block is 4 warps, a warp owns 16 rows of the block's 64):
+// - forward: a block takes 64 queries of one (b, h) and walks key tiles of its key range.
+// - dq: the same split; it also writes delta = rowsum(out · dout) for the dk/dv kernel.
+// - dk/dv: a block takes 64 keys of one (b, kv head) and walks the query tiles of every query
+//   head of its group, so dk and dv are sums in registers: no atomics, deterministic.
+// Fragments: A operands come from shared memory through ldmatrix (or straight from the previous
+// product's accumulators: P and dS), B operands through ldmatrix, transposed where the tile is
+// stored [k][n].
+#include <type_traits>
+
+#include "common.cuh"
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int kThreads = 128;
+constexpr int kBlockRows = 64;  // queries (forward, dq) or keys (dk/dv) of one block
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+struct RowMask {
+  int kind;  // 0 causal, 1 segments
+  int64_t query_offset;
+  const int32_t* key_valid;  // [B, S] or null
+  const int32_t* seg_start;  // [T]
+  const int32_t* seg_end;    // [T]
+};
+
+// Keys [lo, hi) that query t may see (before key validity).
+__device__ __forceinline__ void row_interval(const RowMask& m, int S, int t, int& lo, int& hi) {
+  if (m.kind == 0) {
+    lo = 0;
+    hi = (int)min((int64_t)S, m.query_offset + t + 1);
+  } else {
+    lo = m.seg_start[t];
+    hi = m.seg_end[t];
+  }
+}
+
+__device__ __forceinline__ bool key_ok(const RowMask& m, int64_t b, int S, int s) {
+  return s < S && (m.key_valid == nullptr || m.key_valid[b * S + s] != 0);
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lower column) in the low half
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+// c += a·b for one 16×8 tile (a 16×16 row-major, b 16×8 column-major).
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The A fragment of the 16×16 block at (r0, k0) of a row-major tile.
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* tile, int stride, int r0, int k0) {
+  const int lane = threadIdx.x & 31;
+  ldsm_x4(a, tile + (r0 + (lane & 15)) * stride + k0 + (lane >> 4) * 8);
+}
+
+// B fragments of the n-tiles n0 and n0 + 8 at the k-step k0 ({b[0], b[1]} and {b[2], b[3]}), from
+// a tile stored [n][k] (k tiles and q tiles when the product is against their transposes).
+__device__ __forceinline__ void load_b_nk(uint32_t (&b)[4], const bf16* tile, int stride, int n0, int k0) {
+  const int lane = threadIdx.x & 31;
+  ldsm_x4(b, tile + (n0 + (lane & 7) + ((lane >> 4) << 3)) * stride + k0 + ((lane >> 3) & 1) * 8);
+}
+
+// The same fragments from a tile stored [k][n] (v in P·V, dout and q in the dk/dv products).
+__device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const bf16* tile, int stride, int n0, int k0) {
+  const int lane = threadIdx.x & 31;
+  ldsm_x4_trans(b, tile + (k0 + (lane & 7) + (((lane >> 3) & 1) << 3)) * stride + n0 + ((lane >> 4) << 3));
+}
+
+// The A fragment of 16 columns (the n-tiles 2j and 2j + 1) of a 16-row accumulator, as bf16: the
+// accumulator layout of two n-tiles is the A layout of one k-step.
+template <int N>
+__device__ __forceinline__ void a_from_acc(uint32_t (&a)[4], const float (&c)[N][4], int j) {
+  a[0] = pack_bf16(c[2 * j][0], c[2 * j][1]);
+  a[1] = pack_bf16(c[2 * j][2], c[2 * j][3]);
+  a[2] = pack_bf16(c[2 * j + 1][0], c[2 * j + 1][1]);
+  a[3] = pack_bf16(c[2 * j + 1][2], c[2 * j + 1][3]);
+}
+
+// acc[16 × 8·N] += A (16 rows from a row-major tile at row r0, width kD) · B, B stored [n][k].
+template <int kD, int N>
+__device__ __forceinline__ void mma_rows_nk(float (&acc)[N][4], const bf16* a_tile, int r0, const bf16* b_tile) {
+  constexpr int kStride = kD + 8;
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; kk++) {
+    uint32_t a[4];
+    load_a(a, a_tile, kStride, r0, kk * 16);
+#pragma unroll
+    for (int n = 0; n < N / 2; n++) {
+      uint32_t b[4];
+      load_b_nk(b, b_tile, kStride, n * 16, kk * 16);
+      mma(acc[2 * n], a, b[0], b[1]);
+      mma(acc[2 * n + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// acc[16 × kD] += P (a 16 × 16·J accumulator, as bf16) · B, B a tile stored [k][n] of kD columns.
+template <int kD, int NP>
+__device__ __forceinline__ void mma_acc_kn(float (&acc)[kD / 8][4], const float (&p)[NP][4], const bf16* b_tile) {
+  constexpr int kStride = kD + 8;
+#pragma unroll
+  for (int j = 0; j < NP / 2; j++) {
+    uint32_t a[4];
+    a_from_acc(a, p, j);
+#pragma unroll
+    for (int n = 0; n < kD / 16; n++) {
+      uint32_t b[4];
+      load_b_kn(b, b_tile, kStride, n * 16, j * 16);
+      mma(acc[2 * n], a, b[0], b[1]);
+      mma(acc[2 * n + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// Stages rows [r0, r0 + kRows) of head `head` of x [B, R, H, D] as bf16 into dst [kRows][kD + 8];
+// rows at or past r_end and columns at or past D are zeros. `vec`: D % 8 == 0, 16-byte aligned
+// f32 or bf16 tensors, read 8 elements a load.
+template <int kRows, int kD>
+__device__ __forceinline__ void stage_rows(In x, int64_t b, int R, int H, int head, int D, int r0, int r_end, bool vec,
+                                           bf16* dst) {
+  constexpr int kChunksPerRow = kD / 8;
+  for (int c = threadIdx.x; c < kRows * kChunksPerRow; c += kThreads) {
+    const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
+    const int row = r0 + r;
+    uint4 packed = make_uint4(0, 0, 0, 0);
+    if (row < r_end && col < D) {
+      const int64_t base = ((b * R + row) * (int64_t)H + head) * D + col;
+      if (vec && x.dt == SPLINT_BF16) {
+        packed = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(x.p) + base);
+      } else if (vec) {
+        const float4* src = reinterpret_cast<const float4*>(static_cast<const float*>(x.p) + base);
+        const float4 lo = src[0], hi = src[1];
+        packed = make_uint4(pack_bf16(lo.x, lo.y), pack_bf16(lo.z, lo.w), pack_bf16(hi.x, hi.y), pack_bf16(hi.z, hi.w));
+      } else {
+        float e[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) e[i] = col + i < D ? load(x, base + i) : 0.0f;
+        packed = make_uint4(pack_bf16(e[0], e[1]), pack_bf16(e[2], e[3]), pack_bf16(e[4], e[5]), pack_bf16(e[6], e[7]));
+      }
+    }
+    *reinterpret_cast<uint4*>(dst + r * (kD + 8) + col) = packed;
+  }
+}
+
+template <int kD, int kBc>
+constexpr size_t forward_smem() {
+  return (size_t)(kBlockRows + 2 * kBc) * (kD + 8) * sizeof(bf16) + kBc * sizeof(int);
+}
+
+template <int kD, int kBc>
+__global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In v, int T, int S, int Hq, int Hkv, int D,
+                                                                 float scale_log2, RowMask mask, bool vec, Out out,
+                                                                 float* lse) {
+  constexpr int kStride = kD + 8;
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* qs = reinterpret_cast<bf16*>(smem);  // [64][kStride]
+  bf16* ks = qs + kBlockRows * kStride;      // [kBc][kStride]
+  bf16* vs = ks + kBc * kStride;             // [kBc][kStride]
+  int* kok = reinterpret_cast<int*>(vs + kBc * kStride);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+  const int64_t b = blockIdx.z;
+  const int h = blockIdx.y, kh = h / (Hq / Hkv);
+  const int t_first = blockIdx.x * kBlockRows, t_last = min(T, t_first + kBlockRows) - 1;
+
+  stage_rows<kBlockRows, kD>(q, b, T, Hq, h, D, t_first, T, vec, qs);
+  int lo[2], hi[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int t = t_first + warp * 16 + g + 8 * r;
+    lo[r] = hi[r] = 0;
+    if (t < T) row_interval(mask, S, t, lo[r], hi[r]);
+  }
+  int block_lo, block_hi, unused;
+  row_interval(mask, S, t_first, block_lo, unused);
+  row_interval(mask, S, t_last, unused, block_hi);
+  __syncthreads();
+  uint32_t qf[kD / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; kk++) load_a(qf[kk], qs, kStride, warp * 16, kk * 16);
+
+  float o[kD / 8][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  for (int s0 = block_lo; s0 < block_hi; s0 += kBc) {
+    __syncthreads();  // every warp is done with the previous tile
+    stage_rows<kBc, kD>(k, b, S, Hkv, kh, D, s0, block_hi, vec, ks);
+    stage_rows<kBc, kD>(v, b, S, Hkv, kh, D, s0, block_hi, vec, vs);
+    for (int j = threadIdx.x; j < kBc; j += kThreads) kok[j] = key_ok(mask, b, S, s0 + j);
+    __syncthreads();
+
+    float sc[kBc / 8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; kk++) {
+#pragma unroll
+      for (int n = 0; n < kBc / 16; n++) {
+        uint32_t bf[4];
+        load_b_nk(bf, ks, kStride, n * 16, kk * 16);
+        mma(sc[2 * n], qf[kk], bf[0], bf[1]);
+        mma(sc[2 * n + 1], qf[kk], bf[2], bf[3]);
+      }
+    }
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int n = 0; n < kBc / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
+        const bool visible = s >= lo[r] && s < hi[r] && kok[j];
+        sc[n][e] = visible ? sc[n][e] * scale_log2 : -INFINITY;
+        mx[r] = fmaxf(mx[r], sc[n][e]);
+      }
+    }
+    float base[2], alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // a row with nothing visible yet keeps p = 0
+      alpha[r] = exp2f(m[r] - base[r]);
+      m[r] = mx[r];
+      l[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int n = 0; n < kBc / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        sc[n][e] = exp2f(sc[n][e] - base[e >> 1]);
+        l[e >> 1] += sc[n][e];
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < kD / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) o[n][e] *= alpha[e >> 1];
+    }
+    mma_acc_kn<kD>(o, sc, vs);
+  }
+
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+  }
+#pragma unroll
+  for (int n = 0; n < kD / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int t = t_first + warp * 16 + g + 8 * (e >> 1), d = n * 8 + 2 * tq + (e & 1);
+      if (t < T && d < D) store(out, ((b * T + t) * Hq + h) * (int64_t)D + d, o[n][e] * inv[e >> 1]);
+    }
+  }
+  if (tq == 0) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int t = t_first + warp * 16 + g + 8 * r;
+      if (t < T) lse[(b * Hq + h) * (int64_t)T + t] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * kLn2 : -INFINITY;
+    }
+  }
+}
+
+template <int kD, int kBc>
+constexpr size_t dq_smem() {
+  return (size_t)(2 * kBlockRows + 2 * kBc) * (kD + 8) * sizeof(bf16) + kBc * sizeof(int);
+}
+
+// dq = scale · Σ_s p·(dp − δ)·k with p = exp(q·k·scale − lse), dp = dout·v; δ = rowsum(out·dout)
+// is computed here first and written for the dk/dv kernel.
+template <int kD, int kBc>
+__global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In out, In dout, const float* lse, int T,
+                                                            int S, int Hq, int Hkv, int D, float scale, float scale_log2,
+                                                            RowMask mask, bool vec, float* delta, Out dq) {
+  constexpr int kStride = kD + 8;
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* qs = reinterpret_cast<bf16*>(smem);  // [64][kStride]
+  bf16* dos = qs + kBlockRows * kStride;     // [64][kStride]
+  bf16* ks = dos + kBlockRows * kStride;     // [kBc][kStride]
+  bf16* vs = ks + kBc * kStride;             // [kBc][kStride]
+  int* kok = reinterpret_cast<int*>(vs + kBc * kStride);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+  const int64_t b = blockIdx.z;
+  const int h = blockIdx.y, kh = h / (Hq / Hkv);
+  const int t_first = blockIdx.x * kBlockRows, t_last = min(T, t_first + kBlockRows) - 1;
+
+  stage_rows<kBlockRows, kD>(q, b, T, Hq, h, D, t_first, T, vec, qs);
+  stage_rows<kBlockRows, kD>(dout, b, T, Hq, h, D, t_first, T, vec, dos);
+  // δ of the warp's 16 rows: out as given, dout as the products see it (bf16).
+  for (int r = 0; r < 16; r++) {
+    const int t = t_first + warp * 16 + r;
+    if (t >= T) break;
+    const int64_t base = ((b * T + t) * Hq + h) * (int64_t)D;
+    float acc = 0.0f;
+    for (int d = lane; d < D; d += 32) acc += load(out, base + d) * __bfloat162float(__float2bfloat16_rn(load(dout, base + d)));
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (lane == 0) delta[(b * Hq + h) * (int64_t)T + t] = acc;
+  }
+  __syncwarp();
+  int lo[2], hi[2];
+  float lse2[2], dl[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int t = t_first + warp * 16 + g + 8 * r;
+    lo[r] = hi[r] = 0;
+    lse2[r] = dl[r] = 0.0f;
+    if (t < T) {
+      const float row_lse = lse[(b * Hq + h) * (int64_t)T + t];
+      if (row_lse != -INFINITY) row_interval(mask, S, t, lo[r], hi[r]);  // a row that saw nothing gets no gradient
+      lse2[r] = row_lse * kLog2e;
+      dl[r] = delta[(b * Hq + h) * (int64_t)T + t];
+    }
+  }
+  int block_lo, block_hi, unused;
+  row_interval(mask, S, t_first, block_lo, unused);
+  row_interval(mask, S, t_last, unused, block_hi);
+  __syncthreads();
+  uint32_t qf[kD / 16][4], dof[kD / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; kk++) {
+    load_a(qf[kk], qs, kStride, warp * 16, kk * 16);
+    load_a(dof[kk], dos, kStride, warp * 16, kk * 16);
+  }
+
+  float acc[kD / 8][4] = {};
+  for (int s0 = block_lo; s0 < block_hi; s0 += kBc) {
+    __syncthreads();
+    stage_rows<kBc, kD>(k, b, S, Hkv, kh, D, s0, block_hi, vec, ks);
+    stage_rows<kBc, kD>(v, b, S, Hkv, kh, D, s0, block_hi, vec, vs);
+    for (int j = threadIdx.x; j < kBc; j += kThreads) kok[j] = key_ok(mask, b, S, s0 + j);
+    __syncthreads();
+
+    float p[kBc / 8][4] = {}, dp[kBc / 8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; kk++) {
+#pragma unroll
+      for (int n = 0; n < kBc / 16; n++) {
+        uint32_t bk[4], bv[4];
+        load_b_nk(bk, ks, kStride, n * 16, kk * 16);
+        mma(p[2 * n], qf[kk], bk[0], bk[1]);
+        mma(p[2 * n + 1], qf[kk], bk[2], bk[3]);
+        load_b_nk(bv, vs, kStride, n * 16, kk * 16);
+        mma(dp[2 * n], dof[kk], bv[0], bv[1]);
+        mma(dp[2 * n + 1], dof[kk], bv[2], bv[3]);
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < kBc / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
+        const bool visible = s >= lo[r] && s < hi[r] && kok[j];
+        const float pr = visible ? exp2f(p[n][e] * scale_log2 - lse2[r]) : 0.0f;
+        p[n][e] = pr * (dp[n][e] - dl[r]);  // dS
+      }
+    }
+    mma_acc_kn<kD>(acc, p, ks);
+  }
+#pragma unroll
+  for (int n = 0; n < kD / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int t = t_first + warp * 16 + g + 8 * (e >> 1), d = n * 8 + 2 * tq + (e & 1);
+      if (t < T && d < D) store(dq, ((b * T + t) * Hq + h) * (int64_t)D + d, acc[n][e] * scale);
+    }
+  }
+}
+
+template <int kD, int kBq>
+constexpr size_t dkv_smem() {
+  return (size_t)(2 * kBlockRows + 2 * kBq) * (kD + 8) * sizeof(bf16) + 4 * kBq * sizeof(float);
+}
+
+// dv = Σ_t pᵀ·dout, dk = scale · Σ_t (p·(dp − δ))ᵀ·q over every query head of the kv head's group.
+template <int kD, int kBq>
+__global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, In dout, const float* lse,
+                                                             const float* delta, int T, int S, int Hq, int Hkv, int D,
+                                                             float scale, float scale_log2, RowMask mask, bool vec,
+                                                             Out dk, Out dv) {
+  constexpr int kStride = kD + 8;
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* ks = reinterpret_cast<bf16*>(smem);  // [64][kStride]
+  bf16* vs = ks + kBlockRows * kStride;      // [64][kStride]
+  bf16* qs = vs + kBlockRows * kStride;      // [kBq][kStride]
+  bf16* dos = qs + kBq * kStride;            // [kBq][kStride]
+  float* lse2_s = reinterpret_cast<float*>(dos + kBq * kStride);
+  float* delta_s = lse2_s + kBq;
+  int* lo_s = reinterpret_cast<int*>(delta_s + kBq);
+  int* hi_s = lo_s + kBq;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+  const int64_t b = blockIdx.z;
+  const int kh = blockIdx.y, group = Hq / Hkv;
+  const int s_first = blockIdx.x * kBlockRows, s_last = min(S, s_first + kBlockRows) - 1;
+
+  stage_rows<kBlockRows, kD>(k, b, S, Hkv, kh, D, s_first, S, vec, ks);
+  stage_rows<kBlockRows, kD>(v, b, S, Hkv, kh, D, s_first, S, vec, vs);
+  bool ok[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) ok[r] = key_ok(mask, b, S, s_first + warp * 16 + g + 8 * r);
+  int query_lo, query_hi;
+  if (mask.kind == 0) {
+    query_lo = (int)max((int64_t)0, s_first - mask.query_offset);
+    query_hi = T;
+  } else {
+    query_lo = mask.seg_start[s_first];
+    query_hi = mask.seg_end[s_last];
+  }
+
+  float dka[kD / 8][4] = {}, dva[kD / 8][4] = {};
+  for (int hh = 0; hh < group; hh++) {
+    const int h = kh * group + hh;
+    for (int t0 = query_lo; t0 < query_hi; t0 += kBq) {
+      __syncthreads();
+      stage_rows<kBq, kD>(q, b, T, Hq, h, D, t0, query_hi, vec, qs);
+      stage_rows<kBq, kD>(dout, b, T, Hq, h, D, t0, query_hi, vec, dos);
+      for (int j = threadIdx.x; j < kBq; j += kThreads) {
+        const int t = t0 + j;
+        int lo = 0, hi = 0;
+        float row_lse = 0.0f, row_delta = 0.0f;
+        if (t < query_hi) {
+          row_lse = lse[(b * Hq + h) * (int64_t)T + t];
+          row_delta = delta[(b * Hq + h) * (int64_t)T + t];
+          if (row_lse != -INFINITY) row_interval(mask, S, t, lo, hi);
+        }
+        lse2_s[j] = row_lse == -INFINITY ? 0.0f : row_lse * kLog2e;
+        delta_s[j] = row_delta;
+        lo_s[j] = lo;
+        hi_s[j] = hi;
+      }
+      __syncthreads();
+
+      float p[kBq / 8][4] = {}, dp[kBq / 8][4] = {};
+      mma_rows_nk<kD>(p, ks, warp * 16, qs);    // sᵀ = k·qᵀ
+      mma_rows_nk<kD>(dp, vs, warp * 16, dos);  // dpᵀ = v·doutᵀ
+#pragma unroll
+      for (int n = 0; n < kBq / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s_first + warp * 16 + g + 8 * r;
+          const bool visible = ok[r] && s >= lo_s[j] && s < hi_s[j];
+          p[n][e] = visible ? exp2f(p[n][e] * scale_log2 - lse2_s[j]) : 0.0f;
+          dp[n][e] = p[n][e] * (dp[n][e] - delta_s[j]);  // dSᵀ
+        }
+      }
+      mma_acc_kn<kD>(dva, p, dos);
+      mma_acc_kn<kD>(dka, dp, qs);
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < kD / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int s = s_first + warp * 16 + g + 8 * (e >> 1), d = n * 8 + 2 * tq + (e & 1);
+      if (s < S && d < D) {
+        const int64_t i = ((b * S + s) * Hkv + kh) * (int64_t)D + d;
+        store(dk, i, dka[n][e] * scale);
+        store(dv, i, dva[n][e]);
+      }
+    }
+  }
+}
+
+// Tile sizes per head size: key tiles of 64 in the forward; the backward kernels, which hold two
+// accumulators of the block's width and two of the tile's, take tiles of 32 at D = 128.
+template <int kD>
+struct Tiles {
+  static constexpr int forward = 64;
+  static constexpr int backward = kD > 64 ? 32 : 64;
+};
+
+template <int kD>
+int set_smem_limits(const char* splint_op) {
+  CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<kD, Tiles<kD>::forward>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)forward_smem<kD, Tiles<kD>::forward>()));
+  CUDA_CHECK(cudaFuncSetAttribute(flash_dq_kernel<kD, Tiles<kD>::backward>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)dq_smem<kD, Tiles<kD>::backward>()));
+  CUDA_CHECK(cudaFuncSetAttribute(flash_dkv_kernel<kD, Tiles<kD>::backward>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)dkv_smem<kD, Tiles<kD>::backward>()));
+  return SPLINT_OK;
+}
+
+int ensure_smem_limits(const char* splint_op) {
+  static bool done = false;  // per process: splint drives one device per process
+  if (done) return SPLINT_OK;
+  STATUS_CHECK(set_smem_limits<64>(splint_op));
+  STATUS_CHECK(set_smem_limits<128>(splint_op));
+  done = true;
+  return SPLINT_OK;
+}
+
+// Calls launch(std::integral_constant<int, kD>) with the padded head size (64 or 128) for d.
+template <typename Launch>
+void with_head(int64_t d, Launch launch) {
+  if (d <= 64) launch(std::integral_constant<int, 64>{});
+  else launch(std::integral_constant<int, 128>{});
+}
+
+bool aligned16(splint_dptr p) { return (p & 15) == 0; }
+
+int check_dims(const char* splint_op, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d,
+               int32_t mask_kind, splint_dptr seg_start, splint_dptr seg_end) {
+  ARG_CHECK(d >= 1 && d <= 128, "head size %lld is outside 1..128", (long long)d);
+  ARG_CHECK(hkv >= 1 && hq % hkv == 0, "%lld query heads are not a multiple of %lld kv heads", (long long)hq,
+            (long long)hkv);
+  ARG_CHECK(t < 0x7fffffffLL - kBlockRows && s < 0x7fffffffLL - kBlockRows, "sequence too long");
+  ARG_CHECK(b <= 65535 && hq <= 65535, "grid too large");
+  ARG_CHECK(mask_kind == 0 || mask_kind == 1, "unknown mask kind %d", mask_kind);
+  if (mask_kind == 1) {
+    ARG_CHECK(b == 1 && t == s, "segment mask needs B = 1 and T = S");
+    ARG_CHECK(seg_start != 0 && seg_end != 0, "segment mask without segment tables");
+  }
+  return SPLINT_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+int splint_cuda_flash_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splint_dptr k, int32_t k_dtype,
+                                splint_dptr v, int32_t v_dtype, int64_t b, int64_t t, int64_t s, int64_t hq,
+                                int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset,
+                                splint_dptr key_valid, splint_dptr seg_start, splint_dptr seg_end, splint_dptr out,
+                                int32_t out_dtype, splint_dptr lse) {
+  OP("flash_attention");
+  CTX_CHECK(ctx);
+  STATUS_CHECK(check_dims(splint_op, b, t, s, hq, hkv, d, mask_kind, seg_start, seg_end));
+  ARG_CHECK(is_float_dtype(q_dtype) && is_float_dtype(k_dtype) && is_float_dtype(v_dtype) && is_grad_dtype(out_dtype),
+            "bad dtypes");
+  if (b * t * hq == 0) return SPLINT_OK;
+  const RowMask mask{mask_kind, query_offset, reinterpret_cast<const int32_t*>(key_valid),
+                     reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end)};
+  const bool vec = d % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v) && q_dtype != SPLINT_FP8_E4M3 &&
+                   k_dtype != SPLINT_FP8_E4M3 && v_dtype != SPLINT_FP8_E4M3;
+  STATUS_CHECK(ensure_smem_limits(splint_op));
+  const dim3 grid((unsigned)((t + kBlockRows - 1) / kBlockRows), (unsigned)hq, (unsigned)b);
+  with_head(d, [&](auto head) {
+    constexpr int kD = decltype(head)::value, kBc = Tiles<kD>::forward;
+    flash_forward_kernel<kD, kBc><<<grid, kThreads, forward_smem<kD, kBc>(), ctx->stream>>>(
+        in_of(q, q_dtype), in_of(k, k_dtype), in_of(v, v_dtype), (int)t, (int)s, (int)hq, (int)hkv, (int)d,
+        scale * kLog2e, mask, vec, out_of(out, out_dtype), reinterpret_cast<float*>(lse));
+  });
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splint_dptr k,
+                                         int32_t k_dtype, splint_dptr v, int32_t v_dtype, splint_dptr out,
+                                         int32_t out_dtype, splint_dptr lse, splint_dptr dout, int32_t dout_dtype,
+                                         int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d,
+                                         float scale, int32_t mask_kind, int64_t query_offset, splint_dptr key_valid,
+                                         splint_dptr seg_start, splint_dptr seg_end, splint_dptr dq, splint_dptr dk,
+                                         splint_dptr dv, int32_t grad_dtype) {
+  OP("flash_attention_backward");
+  CTX_CHECK(ctx);
+  STATUS_CHECK(check_dims(splint_op, b, t, s, hq, hkv, d, mask_kind, seg_start, seg_end));
+  ARG_CHECK(is_float_dtype(q_dtype) && is_float_dtype(k_dtype) && is_float_dtype(v_dtype) &&
+                is_float_dtype(out_dtype) && is_float_dtype(dout_dtype) && is_grad_dtype(grad_dtype),
+            "bad dtypes");
+  ARG_CHECK(hkv <= 65535, "grid too large");
+  if (b * s * hkv > 0 && b * t * hq == 0) {
+    CUDA_CHECK(cudaMemsetAsync(reinterpret_cast<void*>(dk), 0, b * s * hkv * d * dtype_bytes(grad_dtype), ctx->stream));
+    CUDA_CHECK(cudaMemsetAsync(reinterpret_cast<void*>(dv), 0, b * s * hkv * d * dtype_bytes(grad_dtype), ctx->stream));
+  }
+  if (b * t * hq == 0 || b * s * hkv == 0) return SPLINT_OK;
+  const RowMask mask{mask_kind, query_offset, reinterpret_cast<const int32_t*>(key_valid),
+                     reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end)};
+  const bool vec = d % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout) &&
+                   q_dtype != SPLINT_FP8_E4M3 && k_dtype != SPLINT_FP8_E4M3 && v_dtype != SPLINT_FP8_E4M3 &&
+                   dout_dtype != SPLINT_FP8_E4M3;
+  const In qi = in_of(q, q_dtype), ki = in_of(k, k_dtype), vi = in_of(v, v_dtype), doi = in_of(dout, dout_dtype);
+  const float* lse_p = reinterpret_cast<const float*>(lse);
+  Scratch delta;
+  STATUS_CHECK(scratch_alloc(ctx, delta, b * t * hq * (int64_t)sizeof(float), splint_op));
+  float* delta_p = static_cast<float*>(delta.p);
+  STATUS_CHECK(ensure_smem_limits(splint_op));
+  const dim3 qgrid((unsigned)((t + kBlockRows - 1) / kBlockRows), (unsigned)hq, (unsigned)b);
+  const dim3 kgrid((unsigned)((s + kBlockRows - 1) / kBlockRows), (unsigned)hkv, (unsigned)b);
+  with_head(d, [&](auto head) {
+    constexpr int kD = decltype(head)::value, kB = Tiles<kD>::backward;
+    flash_dq_kernel<kD, kB><<<qgrid, kThreads, dq_smem<kD, kB>(), ctx->stream>>>(
+        qi, ki, vi, in_of(out, out_dtype), doi, lse_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale,
+        scale * kLog2e, mask, vec, delta_p, out_of(dq, grad_dtype));
+    flash_dkv_kernel<kD, kB><<<kgrid, kThreads, dkv_smem<kD, kB>(), ctx->stream>>>(
+        qi, ki, vi, doi, lse_p, delta_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale, scale * kLog2e, mask, vec,
+        out_of(dk, grad_dtype), out_of(dv, grad_dtype));
+  });
+  LAUNCH_CHECK();  // a failed launch of either kernel stays the last error
+  return SPLINT_OK;
+}
+
+}  // extern "C"
