@@ -8,10 +8,11 @@
 // [lo_t, hi_t) (causal: [0, query_offset + t + 1); segments: the row's block) and, for causal
 // masks with padding, a per-key validity.
 //
-// Work split (a block is 4 warps, a warp owns 16 rows of the block's 64):
-// - forward: a block takes 64 queries of one (b, h) and walks key tiles of its key range.
+// Work split (a block is 4 warps, a warp owns 16·kM consecutive rows of the block's 64·kM; kM = 2
+// at D ≤ 64, so each B fragment read from shared memory feeds two products):
+// - forward: a block takes 64·kM queries of one (b, h) and walks key tiles of its key range.
 // - dq: the same split; it also writes delta = rowsum(out · dout) for the dk/dv kernel.
-// - dk/dv: a block takes 64 keys of one (b, kv head) and walks the query tiles of every query
+// - dk/dv: a block takes 64·kM keys of one (b, kv head) and walks the query tiles of every query
 //   head of its group, so dk and dv are sums in registers: no atomics, deterministic.
 // Fragments: A operands come from shared memory through ldmatrix (or straight from the previous
 // product's accumulators: P and dS), B operands through ldmatrix, transposed where the tile is
@@ -24,7 +25,6 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 constexpr int kThreads = 128;
-constexpr int kBlockRows = 64;  // queries (forward, dq) or keys (dk/dv) of one block
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -106,38 +106,47 @@ __device__ __forceinline__ void a_from_acc(uint32_t (&a)[4], const float (&c)[N]
   a[3] = pack_bf16(c[2 * j + 1][2], c[2 * j + 1][3]);
 }
 
-// acc[16 × 8·N] += A (16 rows from a row-major tile at row r0, width kD) · B, B stored [n][k].
-template <int kD, int N>
-__device__ __forceinline__ void mma_rows_nk(float (&acc)[N][4], const bf16* a_tile, int r0, const bf16* b_tile) {
+// acc[m] += A_m · B for kM 16-row blocks A_m (rows r0 + 16m of a row-major tile of width kD) and
+// B stored [n][k]: each B fragment read from shared memory serves kM products.
+template <int kD, int kM, int N>
+__device__ __forceinline__ void mma_rows_nk(float (&acc)[kM][N][4], const bf16* a_tile, int r0, const bf16* b_tile) {
   constexpr int kStride = kD + 8;
 #pragma unroll
   for (int kk = 0; kk < kD / 16; kk++) {
-    uint32_t a[4];
-    load_a(a, a_tile, kStride, r0, kk * 16);
+    uint32_t a[kM][4];
+#pragma unroll
+    for (int m = 0; m < kM; m++) load_a(a[m], a_tile, kStride, r0 + 16 * m, kk * 16);
 #pragma unroll
     for (int n = 0; n < N / 2; n++) {
       uint32_t b[4];
       load_b_nk(b, b_tile, kStride, n * 16, kk * 16);
-      mma(acc[2 * n], a, b[0], b[1]);
-      mma(acc[2 * n + 1], a, b[2], b[3]);
+#pragma unroll
+      for (int m = 0; m < kM; m++) {
+        mma(acc[m][2 * n], a[m], b[0], b[1]);
+        mma(acc[m][2 * n + 1], a[m], b[2], b[3]);
+      }
     }
   }
 }
 
-// acc[16 × kD] += P (a 16 × 16·J accumulator, as bf16) · B, B a tile stored [k][n] of kD columns.
-template <int kD, int NP>
-__device__ __forceinline__ void mma_acc_kn(float (&acc)[kD / 8][4], const float (&p)[NP][4], const bf16* b_tile) {
+// acc[m] += P_m · B for kM 16-row accumulators P_m (as bf16) and B a tile stored [k][n] of kD columns.
+template <int kD, int kM, int NP>
+__device__ __forceinline__ void mma_acc_kn(float (&acc)[kM][kD / 8][4], const float (&p)[kM][NP][4], const bf16* b_tile) {
   constexpr int kStride = kD + 8;
 #pragma unroll
   for (int j = 0; j < NP / 2; j++) {
-    uint32_t a[4];
-    a_from_acc(a, p, j);
+    uint32_t a[kM][4];
+#pragma unroll
+    for (int m = 0; m < kM; m++) a_from_acc(a[m], p[m], j);
 #pragma unroll
     for (int n = 0; n < kD / 16; n++) {
       uint32_t b[4];
       load_b_kn(b, b_tile, kStride, n * 16, j * 16);
-      mma(acc[2 * n], a, b[0], b[1]);
-      mma(acc[2 * n + 1], a, b[2], b[3]);
+#pragma unroll
+      for (int m = 0; m < kM; m++) {
+        mma(acc[m][2 * n], a[m], b[0], b[1]);
+        mma(acc[m][2 * n + 1], a[m], b[2], b[3]);
+      }
     }
   }
 }
@@ -172,44 +181,72 @@ __device__ __forceinline__ void stage_rows(In x, int64_t b, int R, int H, int he
   }
 }
 
-template <int kD, int kBc>
-constexpr size_t forward_smem() {
-  return (size_t)(kBlockRows + 2 * kBc) * (kD + 8) * sizeof(bf16) + kBc * sizeof(int);
+// Per head size: kM 16-row blocks per warp (a block holds 64·kM rows, and each B fragment read from
+// shared memory serves kM products) and the key tile of the forward; the backward kernels walk tiles
+// of 32. At D = 128 the accumulators of the block's width leave room for one row block.
+template <int kD>
+struct Tiles {
+  static constexpr int kM = kD > 64 ? 1 : 2;
+  static constexpr int rows = 64 * kM;
+  static constexpr int forward = 64;
+  static constexpr int backward = 32;
+};
+
+// The block row of the warp's m-block m, accumulator half r (rows g and g + 8).
+template <int kM>
+__device__ __forceinline__ int warp_row(int warp, int m, int g, int r) {
+  return warp * 16 * kM + 16 * m + g + 8 * r;
 }
 
-template <int kD, int kBc>
+template <int kD>
+constexpr size_t forward_smem() {
+  return (size_t)(Tiles<kD>::rows + 2 * Tiles<kD>::forward) * (kD + 8) * sizeof(bf16) + Tiles<kD>::forward * sizeof(int);
+}
+
+template <int kD>
 __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In v, int T, int S, int Hq, int Hkv, int D,
                                                                  float scale_log2, RowMask mask, bool vec, Out out,
                                                                  float* lse) {
-  constexpr int kStride = kD + 8;
+  constexpr int kStride = kD + 8, kM = Tiles<kD>::kM, kRows = Tiles<kD>::rows, kBc = Tiles<kD>::forward;
   extern __shared__ __align__(16) unsigned char smem[];
-  bf16* qs = reinterpret_cast<bf16*>(smem);  // [64][kStride]
-  bf16* ks = qs + kBlockRows * kStride;      // [kBc][kStride]
+  bf16* qs = reinterpret_cast<bf16*>(smem);  // [kRows][kStride]
+  bf16* ks = qs + kRows * kStride;           // [kBc][kStride]
   bf16* vs = ks + kBc * kStride;             // [kBc][kStride]
   int* kok = reinterpret_cast<int*>(vs + kBc * kStride);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
   const int h = blockIdx.y, kh = h / (Hq / Hkv);
-  const int t_first = blockIdx.x * kBlockRows, t_last = min(T, t_first + kBlockRows) - 1;
+  const int t_first = blockIdx.x * kRows, t_last = min(T, t_first + kRows) - 1;
 
-  stage_rows<kBlockRows, kD>(q, b, T, Hq, h, D, t_first, T, vec, qs);
-  int lo[2], hi[2];
+  stage_rows<kRows, kD>(q, b, T, Hq, h, D, t_first, T, vec, qs);
+  int lo[kM][2], hi[kM][2];
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const int t = t_first + warp * 16 + g + 8 * r;
-    lo[r] = hi[r] = 0;
-    if (t < T) row_interval(mask, S, t, lo[r], hi[r]);
+  for (int m = 0; m < kM; m++) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int t = t_first + warp_row<kM>(warp, m, g, r);
+      lo[m][r] = hi[m][r] = 0;
+      if (t < T) row_interval(mask, S, t, lo[m][r], hi[m][r]);
+    }
   }
   int block_lo, block_hi, unused;
   row_interval(mask, S, t_first, block_lo, unused);
   row_interval(mask, S, t_last, unused, block_hi);
   __syncthreads();
-  uint32_t qf[kD / 16][4];
+  uint32_t qf[kM][kD / 16][4];
 #pragma unroll
-  for (int kk = 0; kk < kD / 16; kk++) load_a(qf[kk], qs, kStride, warp * 16, kk * 16);
+  for (int m = 0; m < kM; m++) {
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; kk++) load_a(qf[m][kk], qs, kStride, warp * 16 * kM + 16 * m, kk * 16);
+  }
 
-  float o[kD / 8][4] = {};
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[kM][kD / 8][4] = {};
+  float mrow[kM][2], l[kM][2];
+#pragma unroll
+  for (int m = 0; m < kM; m++) {
+    mrow[m][0] = mrow[m][1] = -INFINITY;
+    l[m][0] = l[m][1] = 0.0f;
+  }
   for (int s0 = block_lo; s0 < block_hi; s0 += kBc) {
     __syncthreads();  // every warp is done with the previous tile
     stage_rows<kBc, kD>(k, b, S, Hkv, kh, D, s0, block_hi, vec, ks);
@@ -217,106 +254,117 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
     for (int j = threadIdx.x; j < kBc; j += kThreads) kok[j] = key_ok(mask, b, S, s0 + j);
     __syncthreads();
 
-    float sc[kBc / 8][4] = {};
+    float sc[kM][kBc / 8][4] = {};
 #pragma unroll
     for (int kk = 0; kk < kD / 16; kk++) {
 #pragma unroll
       for (int n = 0; n < kBc / 16; n++) {
         uint32_t bf[4];
         load_b_nk(bf, ks, kStride, n * 16, kk * 16);
-        mma(sc[2 * n], qf[kk], bf[0], bf[1]);
-        mma(sc[2 * n + 1], qf[kk], bf[2], bf[3]);
+#pragma unroll
+        for (int m = 0; m < kM; m++) {
+          mma(sc[m][2 * n], qf[m][kk], bf[0], bf[1]);
+          mma(sc[m][2 * n + 1], qf[m][kk], bf[2], bf[3]);
+        }
       }
     }
-    float mx[2] = {m[0], m[1]};
 #pragma unroll
-    for (int n = 0; n < kBc / 8; n++) {
+    for (int m = 0; m < kM; m++) {
+      float mx[2] = {mrow[m][0], mrow[m][1]};
+      // The whole tile visible to both of this thread's rows, no padding: no per-element test.
+      const bool open = mask.key_valid == nullptr && s0 >= max(lo[m][0], lo[m][1]) && s0 + kBc <= min(hi[m][0], hi[m][1]);
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
-        const bool visible = s >= lo[r] && s < hi[r] && kok[j];
-        sc[n][e] = visible ? sc[n][e] * scale_log2 : -INFINITY;
-        mx[r] = fmaxf(mx[r], sc[n][e]);
+      for (int n = 0; n < kBc / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
+          const bool visible = open || (s >= lo[m][r] && s < hi[m][r] && kok[j]);
+          sc[m][n][e] = visible ? sc[m][n][e] * scale_log2 : -INFINITY;
+          mx[r] = fmaxf(mx[r], sc[m][n][e]);
+        }
+      }
+      float base[2], alpha[2];
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // a row with nothing visible yet keeps p = 0
+        alpha[r] = exp2f(mrow[m][r] - base[r]);
+        mrow[m][r] = mx[r];
+        l[m][r] *= alpha[r];
+      }
+#pragma unroll
+      for (int n = 0; n < kBc / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          sc[m][n][e] = exp2f(sc[m][n][e] - base[e >> 1]);
+          l[m][e >> 1] += sc[m][n][e];
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < kD / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) o[m][n][e] *= alpha[e >> 1];
       }
     }
-    float base[2], alpha[2];
+    mma_acc_kn<kD, kM>(o, sc, vs);
+  }
+
+#pragma unroll
+  for (int m = 0; m < kM; m++) {
+    float inv[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // a row with nothing visible yet keeps p = 0
-      alpha[r] = exp2f(m[r] - base[r]);
-      m[r] = mx[r];
-      l[r] *= alpha[r];
-    }
-#pragma unroll
-    for (int n = 0; n < kBc / 8; n++) {
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        sc[n][e] = exp2f(sc[n][e] - base[e >> 1]);
-        l[e >> 1] += sc[n][e];
-      }
+      l[m][r] += __shfl_xor_sync(0xffffffffu, l[m][r], 1);
+      l[m][r] += __shfl_xor_sync(0xffffffffu, l[m][r], 2);
+      inv[r] = l[m][r] > 0.0f ? 1.0f / l[m][r] : 0.0f;
     }
 #pragma unroll
     for (int n = 0; n < kD / 8; n++) {
 #pragma unroll
-      for (int e = 0; e < 4; e++) o[n][e] *= alpha[e >> 1];
+      for (int e = 0; e < 4; e++) {
+        const int t = t_first + warp_row<kM>(warp, m, g, e >> 1), d = n * 8 + 2 * tq + (e & 1);
+        if (t < T && d < D) store(out, ((b * T + t) * Hq + h) * (int64_t)D + d, o[m][n][e] * inv[e >> 1]);
+      }
     }
-    mma_acc_kn<kD>(o, sc, vs);
-  }
-
-  float inv[2];
+    if (tq == 0) {
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-  }
-#pragma unroll
-  for (int n = 0; n < kD / 8; n++) {
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int t = t_first + warp * 16 + g + 8 * (e >> 1), d = n * 8 + 2 * tq + (e & 1);
-      if (t < T && d < D) store(out, ((b * T + t) * Hq + h) * (int64_t)D + d, o[n][e] * inv[e >> 1]);
-    }
-  }
-  if (tq == 0) {
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const int t = t_first + warp * 16 + g + 8 * r;
-      if (t < T) lse[(b * Hq + h) * (int64_t)T + t] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * kLn2 : -INFINITY;
+      for (int r = 0; r < 2; r++) {
+        const int t = t_first + warp_row<kM>(warp, m, g, r);
+        if (t < T) lse[(b * Hq + h) * (int64_t)T + t] = l[m][r] > 0.0f ? (mrow[m][r] + log2f(l[m][r])) * kLn2 : -INFINITY;
+      }
     }
   }
 }
 
-template <int kD, int kBc>
+template <int kD>
 constexpr size_t dq_smem() {
-  return (size_t)(2 * kBlockRows + 2 * kBc) * (kD + 8) * sizeof(bf16) + kBc * sizeof(int);
+  return (size_t)(2 * Tiles<kD>::rows + 2 * Tiles<kD>::backward) * (kD + 8) * sizeof(bf16) + Tiles<kD>::backward * sizeof(int);
 }
 
 // dq = scale · Σ_s p·(dp − δ)·k with p = exp(q·k·scale − lse), dp = dout·v; δ = rowsum(out·dout)
 // is computed here first and written for the dk/dv kernel.
-template <int kD, int kBc>
+template <int kD>
 __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In out, In dout, const float* lse, int T,
                                                             int S, int Hq, int Hkv, int D, float scale, float scale_log2,
                                                             RowMask mask, bool vec, float* delta, Out dq) {
-  constexpr int kStride = kD + 8;
+  constexpr int kStride = kD + 8, kM = Tiles<kD>::kM, kRows = Tiles<kD>::rows, kBc = Tiles<kD>::backward;
   extern __shared__ __align__(16) unsigned char smem[];
-  bf16* qs = reinterpret_cast<bf16*>(smem);  // [64][kStride]
-  bf16* dos = qs + kBlockRows * kStride;     // [64][kStride]
-  bf16* ks = dos + kBlockRows * kStride;     // [kBc][kStride]
+  bf16* qs = reinterpret_cast<bf16*>(smem);  // [kRows][kStride]
+  bf16* dos = qs + kRows * kStride;          // [kRows][kStride]
+  bf16* ks = dos + kRows * kStride;          // [kBc][kStride]
   bf16* vs = ks + kBc * kStride;             // [kBc][kStride]
   int* kok = reinterpret_cast<int*>(vs + kBc * kStride);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
   const int h = blockIdx.y, kh = h / (Hq / Hkv);
-  const int t_first = blockIdx.x * kBlockRows, t_last = min(T, t_first + kBlockRows) - 1;
+  const int t_first = blockIdx.x * kRows, t_last = min(T, t_first + kRows) - 1;
 
-  stage_rows<kBlockRows, kD>(q, b, T, Hq, h, D, t_first, T, vec, qs);
-  stage_rows<kBlockRows, kD>(dout, b, T, Hq, h, D, t_first, T, vec, dos);
-  // δ of the warp's 16 rows: out as given, dout as the products see it (bf16).
-  for (int r = 0; r < 16; r++) {
-    const int t = t_first + warp * 16 + r;
+  stage_rows<kRows, kD>(q, b, T, Hq, h, D, t_first, T, vec, qs);
+  stage_rows<kRows, kD>(dout, b, T, Hq, h, D, t_first, T, vec, dos);
+  // δ of the warp's rows: out as given, dout as the products see it (bf16).
+  for (int r = 0; r < 16 * kM; r++) {
+    const int t = t_first + warp * 16 * kM + r;
     if (t >= T) break;
     const int64_t base = ((b * T + t) * Hq + h) * (int64_t)D;
     float acc = 0.0f;
@@ -325,32 +373,28 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
     if (lane == 0) delta[(b * Hq + h) * (int64_t)T + t] = acc;
   }
   __syncwarp();
-  int lo[2], hi[2];
-  float lse2[2], dl[2];
+  int lo[kM][2], hi[kM][2];
+  float lse2[kM][2], dl[kM][2];
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const int t = t_first + warp * 16 + g + 8 * r;
-    lo[r] = hi[r] = 0;
-    lse2[r] = dl[r] = 0.0f;
-    if (t < T) {
-      const float row_lse = lse[(b * Hq + h) * (int64_t)T + t];
-      if (row_lse != -INFINITY) row_interval(mask, S, t, lo[r], hi[r]);  // a row that saw nothing gets no gradient
-      lse2[r] = row_lse * kLog2e;
-      dl[r] = delta[(b * Hq + h) * (int64_t)T + t];
+  for (int m = 0; m < kM; m++) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int t = t_first + warp_row<kM>(warp, m, g, r);
+      lo[m][r] = hi[m][r] = 0;
+      lse2[m][r] = dl[m][r] = 0.0f;
+      if (t < T) {
+        const float row_lse = lse[(b * Hq + h) * (int64_t)T + t];
+        if (row_lse != -INFINITY) row_interval(mask, S, t, lo[m][r], hi[m][r]);  // a row that saw nothing gets no gradient
+        lse2[m][r] = row_lse * kLog2e;
+        dl[m][r] = delta[(b * Hq + h) * (int64_t)T + t];
+      }
     }
   }
   int block_lo, block_hi, unused;
   row_interval(mask, S, t_first, block_lo, unused);
   row_interval(mask, S, t_last, unused, block_hi);
-  __syncthreads();
-  uint32_t qf[kD / 16][4], dof[kD / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < kD / 16; kk++) {
-    load_a(qf[kk], qs, kStride, warp * 16, kk * 16);
-    load_a(dof[kk], dos, kStride, warp * 16, kk * 16);
-  }
 
-  float acc[kD / 8][4] = {};
+  float acc[kM][kD / 8][4] = {};
   for (int s0 = block_lo; s0 < block_hi; s0 += kBc) {
     __syncthreads();
     stage_rows<kBc, kD>(k, b, S, Hkv, kh, D, s0, block_hi, vec, ks);
@@ -358,58 +402,54 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
     for (int j = threadIdx.x; j < kBc; j += kThreads) kok[j] = key_ok(mask, b, S, s0 + j);
     __syncthreads();
 
-    float p[kBc / 8][4] = {}, dp[kBc / 8][4] = {};
+    float p[kM][kBc / 8][4] = {}, dp[kM][kBc / 8][4] = {};
+    mma_rows_nk<kD, kM>(p, qs, warp * 16 * kM, ks);    // s = q·kᵀ
+    mma_rows_nk<kD, kM>(dp, dos, warp * 16 * kM, vs);  // dp = dout·vᵀ
 #pragma unroll
-    for (int kk = 0; kk < kD / 16; kk++) {
+    for (int m = 0; m < kM; m++) {
 #pragma unroll
-      for (int n = 0; n < kBc / 16; n++) {
-        uint32_t bk[4], bv[4];
-        load_b_nk(bk, ks, kStride, n * 16, kk * 16);
-        mma(p[2 * n], qf[kk], bk[0], bk[1]);
-        mma(p[2 * n + 1], qf[kk], bk[2], bk[3]);
-        load_b_nk(bv, vs, kStride, n * 16, kk * 16);
-        mma(dp[2 * n], dof[kk], bv[0], bv[1]);
-        mma(dp[2 * n + 1], dof[kk], bv[2], bv[3]);
+      for (int n = 0; n < kBc / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
+          const bool visible = s >= lo[m][r] && s < hi[m][r] && kok[j];
+          const float pr = visible ? exp2f(p[m][n][e] * scale_log2 - lse2[m][r]) : 0.0f;
+          p[m][n][e] = pr * (dp[m][n][e] - dl[m][r]);  // dS
+        }
       }
     }
-#pragma unroll
-    for (int n = 0; n < kBc / 8; n++) {
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
-        const bool visible = s >= lo[r] && s < hi[r] && kok[j];
-        const float pr = visible ? exp2f(p[n][e] * scale_log2 - lse2[r]) : 0.0f;
-        p[n][e] = pr * (dp[n][e] - dl[r]);  // dS
-      }
-    }
-    mma_acc_kn<kD>(acc, p, ks);
+    mma_acc_kn<kD, kM>(acc, p, ks);
   }
 #pragma unroll
-  for (int n = 0; n < kD / 8; n++) {
+  for (int m = 0; m < kM; m++) {
 #pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int t = t_first + warp * 16 + g + 8 * (e >> 1), d = n * 8 + 2 * tq + (e & 1);
-      if (t < T && d < D) store(dq, ((b * T + t) * Hq + h) * (int64_t)D + d, acc[n][e] * scale);
+    for (int n = 0; n < kD / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int t = t_first + warp_row<kM>(warp, m, g, e >> 1), d = n * 8 + 2 * tq + (e & 1);
+        if (t < T && d < D) store(dq, ((b * T + t) * Hq + h) * (int64_t)D + d, acc[m][n][e] * scale);
+      }
     }
   }
 }
 
-template <int kD, int kBq>
+template <int kD>
 constexpr size_t dkv_smem() {
-  return (size_t)(2 * kBlockRows + 2 * kBq) * (kD + 8) * sizeof(bf16) + 4 * kBq * sizeof(float);
+  return (size_t)(2 * Tiles<kD>::rows + 2 * Tiles<kD>::backward) * (kD + 8) * sizeof(bf16) +
+         4 * Tiles<kD>::backward * sizeof(float);
 }
 
 // dv = Σ_t pᵀ·dout, dk = scale · Σ_t (p·(dp − δ))ᵀ·q over every query head of the kv head's group.
-template <int kD, int kBq>
+template <int kD>
 __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, In dout, const float* lse,
                                                              const float* delta, int T, int S, int Hq, int Hkv, int D,
                                                              float scale, float scale_log2, RowMask mask, bool vec,
                                                              Out dk, Out dv) {
-  constexpr int kStride = kD + 8;
+  constexpr int kStride = kD + 8, kM = Tiles<kD>::kM, kRows = Tiles<kD>::rows, kBq = Tiles<kD>::backward;
   extern __shared__ __align__(16) unsigned char smem[];
-  bf16* ks = reinterpret_cast<bf16*>(smem);  // [64][kStride]
-  bf16* vs = ks + kBlockRows * kStride;      // [64][kStride]
-  bf16* qs = vs + kBlockRows * kStride;      // [kBq][kStride]
+  bf16* ks = reinterpret_cast<bf16*>(smem);  // [kRows][kStride]
+  bf16* vs = ks + kRows * kStride;           // [kRows][kStride]
+  bf16* qs = vs + kRows * kStride;           // [kBq][kStride]
   bf16* dos = qs + kBq * kStride;            // [kBq][kStride]
   float* lse2_s = reinterpret_cast<float*>(dos + kBq * kStride);
   float* delta_s = lse2_s + kBq;
@@ -418,13 +458,16 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
   const int kh = blockIdx.y, group = Hq / Hkv;
-  const int s_first = blockIdx.x * kBlockRows, s_last = min(S, s_first + kBlockRows) - 1;
+  const int s_first = blockIdx.x * kRows, s_last = min(S, s_first + kRows) - 1;
 
-  stage_rows<kBlockRows, kD>(k, b, S, Hkv, kh, D, s_first, S, vec, ks);
-  stage_rows<kBlockRows, kD>(v, b, S, Hkv, kh, D, s_first, S, vec, vs);
-  bool ok[2];
+  stage_rows<kRows, kD>(k, b, S, Hkv, kh, D, s_first, S, vec, ks);
+  stage_rows<kRows, kD>(v, b, S, Hkv, kh, D, s_first, S, vec, vs);
+  bool ok[kM][2];
 #pragma unroll
-  for (int r = 0; r < 2; r++) ok[r] = key_ok(mask, b, S, s_first + warp * 16 + g + 8 * r);
+  for (int m = 0; m < kM; m++) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) ok[m][r] = key_ok(mask, b, S, s_first + warp_row<kM>(warp, m, g, r));
+  }
   int query_lo, query_hi;
   if (mask.kind == 0) {
     query_lo = (int)max((int64_t)0, s_first - mask.query_offset);
@@ -434,7 +477,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
     query_hi = mask.seg_end[s_last];
   }
 
-  float dka[kD / 8][4] = {}, dva[kD / 8][4] = {};
+  float dka[kM][kD / 8][4] = {}, dva[kM][kD / 8][4] = {};
   for (int hh = 0; hh < group; hh++) {
     const int h = kh * group + hh;
     for (int t0 = query_lo; t0 < query_hi; t0 += kBq) {
@@ -457,55 +500,48 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
       }
       __syncthreads();
 
-      float p[kBq / 8][4] = {}, dp[kBq / 8][4] = {};
-      mma_rows_nk<kD>(p, ks, warp * 16, qs);    // sᵀ = k·qᵀ
-      mma_rows_nk<kD>(dp, vs, warp * 16, dos);  // dpᵀ = v·doutᵀ
+      float p[kM][kBq / 8][4] = {}, dp[kM][kBq / 8][4] = {};
+      mma_rows_nk<kD, kM>(p, ks, warp * 16 * kM, qs);    // sᵀ = k·qᵀ
+      mma_rows_nk<kD, kM>(dp, vs, warp * 16 * kM, dos);  // dpᵀ = v·doutᵀ
 #pragma unroll
-      for (int n = 0; n < kBq / 8; n++) {
+      for (int m = 0; m < kM; m++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s_first + warp * 16 + g + 8 * r;
-          const bool visible = ok[r] && s >= lo_s[j] && s < hi_s[j];
-          p[n][e] = visible ? exp2f(p[n][e] * scale_log2 - lse2_s[j]) : 0.0f;
-          dp[n][e] = p[n][e] * (dp[n][e] - delta_s[j]);  // dSᵀ
+        for (int n = 0; n < kBq / 8; n++) {
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s_first + warp_row<kM>(warp, m, g, r);
+            const bool visible = ok[m][r] && s >= lo_s[j] && s < hi_s[j];
+            p[m][n][e] = visible ? exp2f(p[m][n][e] * scale_log2 - lse2_s[j]) : 0.0f;
+            dp[m][n][e] = p[m][n][e] * (dp[m][n][e] - delta_s[j]);  // dSᵀ
+          }
         }
       }
-      mma_acc_kn<kD>(dva, p, dos);
-      mma_acc_kn<kD>(dka, dp, qs);
+      mma_acc_kn<kD, kM>(dva, p, dos);
+      mma_acc_kn<kD, kM>(dka, dp, qs);
     }
   }
 #pragma unroll
-  for (int n = 0; n < kD / 8; n++) {
+  for (int m = 0; m < kM; m++) {
 #pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int s = s_first + warp * 16 + g + 8 * (e >> 1), d = n * 8 + 2 * tq + (e & 1);
-      if (s < S && d < D) {
-        const int64_t i = ((b * S + s) * Hkv + kh) * (int64_t)D + d;
-        store(dk, i, dka[n][e] * scale);
-        store(dv, i, dva[n][e]);
+    for (int n = 0; n < kD / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int s = s_first + warp_row<kM>(warp, m, g, e >> 1), d = n * 8 + 2 * tq + (e & 1);
+        if (s < S && d < D) {
+          const int64_t i = ((b * S + s) * Hkv + kh) * (int64_t)D + d;
+          store(dk, i, dka[m][n][e] * scale);
+          store(dv, i, dva[m][n][e]);
+        }
       }
     }
   }
 }
 
-// Tile sizes per head size: key tiles of 64 in the forward; the backward kernels, which hold two
-// accumulators of the block's width and two of the tile's, take tiles of 32 at D = 128.
-template <int kD>
-struct Tiles {
-  static constexpr int forward = 64;
-  static constexpr int backward = kD > 64 ? 32 : 64;
-};
-
 template <int kD>
 int set_smem_limits(const char* splint_op) {
-  CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<kD, Tiles<kD>::forward>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)forward_smem<kD, Tiles<kD>::forward>()));
-  CUDA_CHECK(cudaFuncSetAttribute(flash_dq_kernel<kD, Tiles<kD>::backward>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)dq_smem<kD, Tiles<kD>::backward>()));
-  CUDA_CHECK(cudaFuncSetAttribute(flash_dkv_kernel<kD, Tiles<kD>::backward>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)dkv_smem<kD, Tiles<kD>::backward>()));
+  CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)forward_smem<kD>()));
+  CUDA_CHECK(cudaFuncSetAttribute(flash_dq_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dq_smem<kD>()));
+  CUDA_CHECK(cudaFuncSetAttribute(flash_dkv_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dkv_smem<kD>()));
   return SPLINT_OK;
 }
 
@@ -532,7 +568,7 @@ int check_dims(const char* splint_op, int64_t b, int64_t t, int64_t s, int64_t h
   ARG_CHECK(d >= 1 && d <= 128, "head size %lld is outside 1..128", (long long)d);
   ARG_CHECK(hkv >= 1 && hq % hkv == 0, "%lld query heads are not a multiple of %lld kv heads", (long long)hq,
             (long long)hkv);
-  ARG_CHECK(t < 0x7fffffffLL - kBlockRows && s < 0x7fffffffLL - kBlockRows, "sequence too long");
+  ARG_CHECK(t < 0x7fff0000LL && s < 0x7fff0000LL, "sequence too long");
   ARG_CHECK(b <= 65535 && hq <= 65535, "grid too large");
   ARG_CHECK(mask_kind == 0 || mask_kind == 1, "unknown mask kind %d", mask_kind);
   if (mask_kind == 1) {
@@ -562,10 +598,10 @@ int splint_cuda_flash_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype,
   const bool vec = d % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v) && q_dtype != SPLINT_FP8_E4M3 &&
                    k_dtype != SPLINT_FP8_E4M3 && v_dtype != SPLINT_FP8_E4M3;
   STATUS_CHECK(ensure_smem_limits(splint_op));
-  const dim3 grid((unsigned)((t + kBlockRows - 1) / kBlockRows), (unsigned)hq, (unsigned)b);
   with_head(d, [&](auto head) {
-    constexpr int kD = decltype(head)::value, kBc = Tiles<kD>::forward;
-    flash_forward_kernel<kD, kBc><<<grid, kThreads, forward_smem<kD, kBc>(), ctx->stream>>>(
+    constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::rows;
+    const dim3 grid((unsigned)((t + kRows - 1) / kRows), (unsigned)hq, (unsigned)b);
+    flash_forward_kernel<kD><<<grid, kThreads, forward_smem<kD>(), ctx->stream>>>(
         in_of(q, q_dtype), in_of(k, k_dtype), in_of(v, v_dtype), (int)t, (int)s, (int)hq, (int)hkv, (int)d,
         scale * kLog2e, mask, vec, out_of(out, out_dtype), reinterpret_cast<float*>(lse));
   });
@@ -603,14 +639,14 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
   STATUS_CHECK(scratch_alloc(ctx, delta, b * t * hq * (int64_t)sizeof(float), splint_op));
   float* delta_p = static_cast<float*>(delta.p);
   STATUS_CHECK(ensure_smem_limits(splint_op));
-  const dim3 qgrid((unsigned)((t + kBlockRows - 1) / kBlockRows), (unsigned)hq, (unsigned)b);
-  const dim3 kgrid((unsigned)((s + kBlockRows - 1) / kBlockRows), (unsigned)hkv, (unsigned)b);
   with_head(d, [&](auto head) {
-    constexpr int kD = decltype(head)::value, kB = Tiles<kD>::backward;
-    flash_dq_kernel<kD, kB><<<qgrid, kThreads, dq_smem<kD, kB>(), ctx->stream>>>(
+    constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::rows;
+    const dim3 qgrid((unsigned)((t + kRows - 1) / kRows), (unsigned)hq, (unsigned)b);
+    const dim3 kgrid((unsigned)((s + kRows - 1) / kRows), (unsigned)hkv, (unsigned)b);
+    flash_dq_kernel<kD><<<qgrid, kThreads, dq_smem<kD>(), ctx->stream>>>(
         qi, ki, vi, in_of(out, out_dtype), doi, lse_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale,
         scale * kLog2e, mask, vec, delta_p, out_of(dq, grad_dtype));
-    flash_dkv_kernel<kD, kB><<<kgrid, kThreads, dkv_smem<kD, kB>(), ctx->stream>>>(
+    flash_dkv_kernel<kD><<<kgrid, kThreads, dkv_smem<kD>(), ctx->stream>>>(
         qi, ki, vi, doi, lse_p, delta_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale, scale * kLog2e, mask, vec,
         out_of(dk, grad_dtype), out_of(dv, grad_dtype));
   });
