@@ -151,9 +151,23 @@ __device__ __forceinline__ void mma_acc_kn(float (&acc)[kM][kD / 8][4], const fl
   }
 }
 
+// 16 bytes global → shared without passing through registers; with valid false the 16 bytes are
+// zeros (nothing is read).
+__device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, bool valid) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // Stages rows [r0, r0 + kRows) of head `head` of x [B, R, H, D] as bf16 into dst [kRows][kD + 8];
-// rows at or past r_end and columns at or past D are zeros. `vec`: D % 8 == 0, 16-byte aligned
-// f32 or bf16 tensors, read 8 elements a load.
+// rows at or past r_end and columns at or past D are zeros. `vec`: D % 8 == 0 and 16-byte aligned
+// tensors; then bf16 rows are copied asynchronously (complete at the next cp_async_wait, in the
+// group the next cp_async_commit closes) and f32 rows are read 8 elements a load and narrowed.
 template <int kRows, int kD>
 __device__ __forceinline__ void stage_rows(In x, int64_t b, int R, int H, int head, int D, int r0, int r_end, bool vec,
                                            bf16* dst) {
@@ -161,12 +175,17 @@ __device__ __forceinline__ void stage_rows(In x, int64_t b, int R, int H, int he
   for (int c = threadIdx.x; c < kRows * kChunksPerRow; c += kThreads) {
     const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
     const int row = r0 + r;
+    bf16* out = dst + r * (kD + 8) + col;
+    if (vec && x.dt == SPLINT_BF16) {
+      const bool valid = row < r_end && col < D;
+      const bf16* base = static_cast<const bf16*>(x.p);
+      cp_async16(out, valid ? base + ((b * R + row) * (int64_t)H + head) * D + col : base, valid);
+      continue;
+    }
     uint4 packed = make_uint4(0, 0, 0, 0);
     if (row < r_end && col < D) {
       const int64_t base = ((b * R + row) * (int64_t)H + head) * D + col;
-      if (vec && x.dt == SPLINT_BF16) {
-        packed = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(x.p) + base);
-      } else if (vec) {
+      if (vec) {
         const float4* src = reinterpret_cast<const float4*>(static_cast<const float*>(x.p) + base);
         const float4 lo = src[0], hi = src[1];
         packed = make_uint4(pack_bf16(lo.x, lo.y), pack_bf16(lo.z, lo.w), pack_bf16(hi.x, hi.y), pack_bf16(hi.z, hi.w));
@@ -177,16 +196,21 @@ __device__ __forceinline__ void stage_rows(In x, int64_t b, int R, int H, int he
         packed = make_uint4(pack_bf16(e[0], e[1]), pack_bf16(e[2], e[3]), pack_bf16(e[4], e[5]), pack_bf16(e[6], e[7]));
       }
     }
-    *reinterpret_cast<uint4*>(dst + r * (kD + 8) + col) = packed;
+    *reinterpret_cast<uint4*>(out) = packed;
   }
 }
+
+// Row blocks per warp at D ≤ 64 (1 or 2; a build flag so that both can be timed in one call).
+#ifndef SPLINT_FLASH_KM64
+#define SPLINT_FLASH_KM64 1
+#endif
 
 // Per head size: kM 16-row blocks per warp (a block holds 64·kM rows, and each B fragment read from
 // shared memory serves kM products) and the key tile of the forward; the backward kernels walk tiles
 // of 32. At D = 128 the accumulators of the block's width leave room for one row block.
 template <int kD>
 struct Tiles {
-  static constexpr int kM = kD > 64 ? 1 : 2;
+  static constexpr int kM = kD > 64 ? 1 : SPLINT_FLASH_KM64;
   static constexpr int rows = 64 * kM;
   static constexpr int forward = 64;
   static constexpr int backward = 32;
@@ -200,7 +224,7 @@ __device__ __forceinline__ int warp_row(int warp, int m, int g, int r) {
 
 template <int kD>
 constexpr size_t forward_smem() {
-  return (size_t)(Tiles<kD>::rows + 2 * Tiles<kD>::forward) * (kD + 8) * sizeof(bf16) + Tiles<kD>::forward * sizeof(int);
+  return (size_t)(Tiles<kD>::rows + 4 * Tiles<kD>::forward) * (kD + 8) * sizeof(bf16) + 2 * Tiles<kD>::forward * sizeof(int);
 }
 
 template <int kD>
@@ -210,15 +234,28 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
   constexpr int kStride = kD + 8, kM = Tiles<kD>::kM, kRows = Tiles<kD>::rows, kBc = Tiles<kD>::forward;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* qs = reinterpret_cast<bf16*>(smem);  // [kRows][kStride]
-  bf16* ks = qs + kRows * kStride;           // [kBc][kStride]
-  bf16* vs = ks + kBc * kStride;             // [kBc][kStride]
-  int* kok = reinterpret_cast<int*>(vs + kBc * kStride);
+  // Two buffers of each (selected by offset: an array of pointers indexed at run time would live
+  // in local memory).
+  bf16* ks = qs + kRows * kStride;                           // [2][kBc][kStride]
+  bf16* vs = ks + 2 * kBc * kStride;                         // [2][kBc][kStride]
+  int* kok = reinterpret_cast<int*>(vs + 2 * kBc * kStride);  // [2][kBc]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
   const int h = blockIdx.y, kh = h / (Hq / Hkv);
   const int t_first = blockIdx.x * kRows, t_last = min(T, t_first + kRows) - 1;
+  int block_lo, block_hi, unused;
+  row_interval(mask, S, t_first, block_lo, unused);
+  row_interval(mask, S, t_last, unused, block_hi);
+  // Key tiles go through two buffers: tile i + 1 is in flight while tile i is multiplied.
+  auto stage_keys = [&](int s0, int buf) {
+    stage_rows<kBc, kD>(k, b, S, Hkv, kh, D, s0, block_hi, vec, ks + buf * kBc * kStride);
+    stage_rows<kBc, kD>(v, b, S, Hkv, kh, D, s0, block_hi, vec, vs + buf * kBc * kStride);
+    for (int j = threadIdx.x; j < kBc; j += kThreads) kok[buf * kBc + j] = key_ok(mask, b, S, s0 + j);
+  };
 
   stage_rows<kRows, kD>(q, b, T, Hq, h, D, t_first, T, vec, qs);
+  if (block_lo < block_hi) stage_keys(block_lo, 0);
+  cp_async_commit();
   int lo[kM][2], hi[kM][2];
 #pragma unroll
   for (int m = 0; m < kM; m++) {
@@ -229,9 +266,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
       if (t < T) row_interval(mask, S, t, lo[m][r], hi[m][r]);
     }
   }
-  int block_lo, block_hi, unused;
-  row_interval(mask, S, t_first, block_lo, unused);
-  row_interval(mask, S, t_last, unused, block_hi);
+  cp_async_wait<0>();
   __syncthreads();
   uint32_t qf[kM][kD / 16][4];
 #pragma unroll
@@ -247,12 +282,16 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
     mrow[m][0] = mrow[m][1] = -INFINITY;
     l[m][0] = l[m][1] = 0.0f;
   }
-  for (int s0 = block_lo; s0 < block_hi; s0 += kBc) {
-    __syncthreads();  // every warp is done with the previous tile
-    stage_rows<kBc, kD>(k, b, S, Hkv, kh, D, s0, block_hi, vec, ks);
-    stage_rows<kBc, kD>(v, b, S, Hkv, kh, D, s0, block_hi, vec, vs);
-    for (int j = threadIdx.x; j < kBc; j += kThreads) kok[j] = key_ok(mask, b, S, s0 + j);
-    __syncthreads();
+  int buf = 0;
+  for (int s0 = block_lo; s0 < block_hi; s0 += kBc, buf ^= 1) {
+    if (s0 + kBc < block_hi) {
+      stage_keys(s0 + kBc, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // tile `buf` is complete for every thread
 
     float sc[kM][kBc / 8][4] = {};
 #pragma unroll
@@ -260,7 +299,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
 #pragma unroll
       for (int n = 0; n < kBc / 16; n++) {
         uint32_t bf[4];
-        load_b_nk(bf, ks, kStride, n * 16, kk * 16);
+        load_b_nk(bf, ks + buf * kBc * kStride, kStride, n * 16, kk * 16);
 #pragma unroll
         for (int m = 0; m < kM; m++) {
           mma(sc[m][2 * n], qf[m][kk], bf[0], bf[1]);
@@ -278,7 +317,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
-          const bool visible = open || (s >= lo[m][r] && s < hi[m][r] && kok[j]);
+          const bool visible = open || (s >= lo[m][r] && s < hi[m][r] && kok[buf * kBc + j]);
           sc[m][n][e] = visible ? sc[m][n][e] * scale_log2 : -INFINITY;
           mx[r] = fmaxf(mx[r], sc[m][n][e]);
         }
@@ -307,7 +346,8 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
         for (int e = 0; e < 4; e++) o[m][n][e] *= alpha[e >> 1];
       }
     }
-    mma_acc_kn<kD, kM>(o, sc, vs);
+    mma_acc_kn<kD, kM>(o, sc, vs + buf * kBc * kStride);
+    __syncthreads();  // every warp is done with `buf` before the next iteration restages it
   }
 
 #pragma unroll
@@ -339,7 +379,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
 
 template <int kD>
 constexpr size_t dq_smem() {
-  return (size_t)(2 * Tiles<kD>::rows + 2 * Tiles<kD>::backward) * (kD + 8) * sizeof(bf16) + Tiles<kD>::backward * sizeof(int);
+  return (size_t)(2 * Tiles<kD>::rows + 4 * Tiles<kD>::backward) * (kD + 8) * sizeof(bf16) + 2 * Tiles<kD>::backward * sizeof(int);
 }
 
 // dq = scale · Σ_s p·(dp − δ)·k with p = exp(q·k·scale − lse), dp = dout·v; δ = rowsum(out·dout)
@@ -352,16 +392,26 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* qs = reinterpret_cast<bf16*>(smem);  // [kRows][kStride]
   bf16* dos = qs + kRows * kStride;          // [kRows][kStride]
-  bf16* ks = dos + kRows * kStride;          // [kBc][kStride]
-  bf16* vs = ks + kBc * kStride;             // [kBc][kStride]
-  int* kok = reinterpret_cast<int*>(vs + kBc * kStride);
+  bf16* ks = dos + kRows * kStride;                          // [2][kBc][kStride]
+  bf16* vs = ks + 2 * kBc * kStride;                         // [2][kBc][kStride]
+  int* kok = reinterpret_cast<int*>(vs + 2 * kBc * kStride);  // [2][kBc]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
   const int h = blockIdx.y, kh = h / (Hq / Hkv);
   const int t_first = blockIdx.x * kRows, t_last = min(T, t_first + kRows) - 1;
 
+  int block_lo, block_hi, unused;
+  row_interval(mask, S, t_first, block_lo, unused);
+  row_interval(mask, S, t_last, unused, block_hi);
+  auto stage_keys = [&](int s0, int buf) {
+    stage_rows<kBc, kD>(k, b, S, Hkv, kh, D, s0, block_hi, vec, ks + buf * kBc * kStride);
+    stage_rows<kBc, kD>(v, b, S, Hkv, kh, D, s0, block_hi, vec, vs + buf * kBc * kStride);
+    for (int j = threadIdx.x; j < kBc; j += kThreads) kok[buf * kBc + j] = key_ok(mask, b, S, s0 + j);
+  };
   stage_rows<kRows, kD>(q, b, T, Hq, h, D, t_first, T, vec, qs);
   stage_rows<kRows, kD>(dout, b, T, Hq, h, D, t_first, T, vec, dos);
+  if (block_lo < block_hi) stage_keys(block_lo, 0);
+  cp_async_commit();
   // δ of the warp's rows: out as given, dout as the products see it (bf16).
   for (int r = 0; r < 16 * kM; r++) {
     const int t = t_first + warp * 16 * kM + r;
@@ -390,21 +440,23 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
       }
     }
   }
-  int block_lo, block_hi, unused;
-  row_interval(mask, S, t_first, block_lo, unused);
-  row_interval(mask, S, t_last, unused, block_hi);
 
   float acc[kM][kD / 8][4] = {};
-  for (int s0 = block_lo; s0 < block_hi; s0 += kBc) {
-    __syncthreads();
-    stage_rows<kBc, kD>(k, b, S, Hkv, kh, D, s0, block_hi, vec, ks);
-    stage_rows<kBc, kD>(v, b, S, Hkv, kh, D, s0, block_hi, vec, vs);
-    for (int j = threadIdx.x; j < kBc; j += kThreads) kok[j] = key_ok(mask, b, S, s0 + j);
+  int buf = 0;
+  if (block_lo >= block_hi) cp_async_wait<0>();
+  for (int s0 = block_lo; s0 < block_hi; s0 += kBc, buf ^= 1) {
+    if (s0 + kBc < block_hi) {
+      stage_keys(s0 + kBc, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
 
     float p[kM][kBc / 8][4] = {}, dp[kM][kBc / 8][4] = {};
-    mma_rows_nk<kD, kM>(p, qs, warp * 16 * kM, ks);    // s = q·kᵀ
-    mma_rows_nk<kD, kM>(dp, dos, warp * 16 * kM, vs);  // dp = dout·vᵀ
+    mma_rows_nk<kD, kM>(p, qs, warp * 16 * kM, ks + buf * kBc * kStride);    // s = q·kᵀ
+    mma_rows_nk<kD, kM>(dp, dos, warp * 16 * kM, vs + buf * kBc * kStride);  // dp = dout·vᵀ
 #pragma unroll
     for (int m = 0; m < kM; m++) {
 #pragma unroll
@@ -412,13 +464,14 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
-          const bool visible = s >= lo[m][r] && s < hi[m][r] && kok[j];
+          const bool visible = s >= lo[m][r] && s < hi[m][r] && kok[buf * kBc + j];
           const float pr = visible ? exp2f(p[m][n][e] * scale_log2 - lse2[m][r]) : 0.0f;
           p[m][n][e] = pr * (dp[m][n][e] - dl[m][r]);  // dS
         }
       }
     }
-    mma_acc_kn<kD, kM>(acc, p, ks);
+    mma_acc_kn<kD, kM>(acc, p, ks + buf * kBc * kStride);
+    __syncthreads();
   }
 #pragma unroll
   for (int m = 0; m < kM; m++) {
@@ -435,8 +488,8 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
 
 template <int kD>
 constexpr size_t dkv_smem() {
-  return (size_t)(2 * Tiles<kD>::rows + 2 * Tiles<kD>::backward) * (kD + 8) * sizeof(bf16) +
-         4 * Tiles<kD>::backward * sizeof(float);
+  return (size_t)(2 * Tiles<kD>::rows + 4 * Tiles<kD>::backward) * (kD + 8) * sizeof(bf16) +
+         8 * Tiles<kD>::backward * sizeof(float);
 }
 
 // dv = Σ_t pᵀ·dout, dk = scale · Σ_t (p·(dp − δ))ᵀ·q over every query head of the kv head's group.
@@ -449,12 +502,13 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* ks = reinterpret_cast<bf16*>(smem);  // [kRows][kStride]
   bf16* vs = ks + kRows * kStride;           // [kRows][kStride]
-  bf16* qs = vs + kRows * kStride;           // [kBq][kStride]
-  bf16* dos = qs + kBq * kStride;            // [kBq][kStride]
-  float* lse2_s = reinterpret_cast<float*>(dos + kBq * kStride);
-  float* delta_s = lse2_s + kBq;
-  int* lo_s = reinterpret_cast<int*>(delta_s + kBq);
-  int* hi_s = lo_s + kBq;
+  // Query tiles and their rows' lse, δ and visible-key intervals, in two buffers each.
+  bf16* qs = vs + kRows * kStride;     // [2][kBq][kStride]
+  bf16* dos = qs + 2 * kBq * kStride;  // [2][kBq][kStride]
+  float* lse2_s = reinterpret_cast<float*>(dos + 2 * kBq * kStride);  // [2][kBq] each
+  float* delta_s = lse2_s + 2 * kBq;
+  int* lo_s = reinterpret_cast<int*>(delta_s + 2 * kBq);
+  int* hi_s = lo_s + 2 * kBq;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
   const int kh = blockIdx.y, group = Hq / Hkv;
@@ -477,48 +531,62 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
     query_hi = mask.seg_end[s_last];
   }
 
-  float dka[kM][kD / 8][4] = {}, dva[kM][kD / 8][4] = {};
-  for (int hh = 0; hh < group; hh++) {
-    const int h = kh * group + hh;
-    for (int t0 = query_lo; t0 < query_hi; t0 += kBq) {
-      __syncthreads();
-      stage_rows<kBq, kD>(q, b, T, Hq, h, D, t0, query_hi, vec, qs);
-      stage_rows<kBq, kD>(dout, b, T, Hq, h, D, t0, query_hi, vec, dos);
-      for (int j = threadIdx.x; j < kBq; j += kThreads) {
-        const int t = t0 + j;
-        int lo = 0, hi = 0;
-        float row_lse = 0.0f, row_delta = 0.0f;
-        if (t < query_hi) {
-          row_lse = lse[(b * Hq + h) * (int64_t)T + t];
-          row_delta = delta[(b * Hq + h) * (int64_t)T + t];
-          if (row_lse != -INFINITY) row_interval(mask, S, t, lo, hi);
-        }
-        lse2_s[j] = row_lse == -INFINITY ? 0.0f : row_lse * kLog2e;
-        delta_s[j] = row_delta;
-        lo_s[j] = lo;
-        hi_s[j] = hi;
+  // The walk over (query head, query tile) pairs, flattened so the next tile can be staged across
+  // a head boundary.
+  const int tiles_per_head = (max(query_hi - query_lo, 0) + kBq - 1) / kBq, tiles = tiles_per_head * group;
+  auto stage_queries = [&](int tile, int buf) {
+    const int h = kh * group + tile / tiles_per_head, t0 = query_lo + (tile % tiles_per_head) * kBq;
+    stage_rows<kBq, kD>(q, b, T, Hq, h, D, t0, query_hi, vec, qs + buf * kBq * kStride);
+    stage_rows<kBq, kD>(dout, b, T, Hq, h, D, t0, query_hi, vec, dos + buf * kBq * kStride);
+    for (int j = threadIdx.x; j < kBq; j += kThreads) {
+      const int t = t0 + j;
+      int lo = 0, hi = 0;
+      float row_lse = 0.0f, row_delta = 0.0f;
+      if (t < query_hi) {
+        row_lse = lse[(b * Hq + h) * (int64_t)T + t];
+        row_delta = delta[(b * Hq + h) * (int64_t)T + t];
+        if (row_lse != -INFINITY) row_interval(mask, S, t, lo, hi);
       }
-      __syncthreads();
-
-      float p[kM][kBq / 8][4] = {}, dp[kM][kBq / 8][4] = {};
-      mma_rows_nk<kD, kM>(p, ks, warp * 16 * kM, qs);    // sᵀ = k·qᵀ
-      mma_rows_nk<kD, kM>(dp, vs, warp * 16 * kM, dos);  // dpᵀ = v·doutᵀ
-#pragma unroll
-      for (int m = 0; m < kM; m++) {
-#pragma unroll
-        for (int n = 0; n < kBq / 8; n++) {
-#pragma unroll
-          for (int e = 0; e < 4; e++) {
-            const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s_first + warp_row<kM>(warp, m, g, r);
-            const bool visible = ok[m][r] && s >= lo_s[j] && s < hi_s[j];
-            p[m][n][e] = visible ? exp2f(p[m][n][e] * scale_log2 - lse2_s[j]) : 0.0f;
-            dp[m][n][e] = p[m][n][e] * (dp[m][n][e] - delta_s[j]);  // dSᵀ
-          }
-        }
-      }
-      mma_acc_kn<kD, kM>(dva, p, dos);
-      mma_acc_kn<kD, kM>(dka, dp, qs);
+      lse2_s[buf * kBq + j] = row_lse == -INFINITY ? 0.0f : row_lse * kLog2e;
+      delta_s[buf * kBq + j] = row_delta;
+      lo_s[buf * kBq + j] = lo;
+      hi_s[buf * kBq + j] = hi;
     }
+  };
+  if (tiles > 0) stage_queries(0, 0);
+  cp_async_commit();
+
+  float dka[kM][kD / 8][4] = {}, dva[kM][kD / 8][4] = {};
+  if (tiles == 0) cp_async_wait<0>();
+  for (int tile = 0, buf = 0; tile < tiles; tile++, buf ^= 1) {
+    if (tile + 1 < tiles) {
+      stage_queries(tile + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+
+    float p[kM][kBq / 8][4] = {}, dp[kM][kBq / 8][4] = {};
+    mma_rows_nk<kD, kM>(p, ks, warp * 16 * kM, qs + buf * kBq * kStride);    // sᵀ = k·qᵀ
+    mma_rows_nk<kD, kM>(dp, vs, warp * 16 * kM, dos + buf * kBq * kStride);  // dpᵀ = v·doutᵀ
+#pragma unroll
+    for (int m = 0; m < kM; m++) {
+#pragma unroll
+      for (int n = 0; n < kBq / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s_first + warp_row<kM>(warp, m, g, r);
+          const bool visible = ok[m][r] && s >= lo_s[buf * kBq + j] && s < hi_s[buf * kBq + j];
+          p[m][n][e] = visible ? exp2f(p[m][n][e] * scale_log2 - lse2_s[buf * kBq + j]) : 0.0f;
+          dp[m][n][e] = p[m][n][e] * (dp[m][n][e] - delta_s[buf * kBq + j]);  // dSᵀ
+        }
+      }
+    }
+    mma_acc_kn<kD, kM>(dva, p, dos + buf * kBq * kStride);
+    mma_acc_kn<kD, kM>(dka, dp, qs + buf * kBq * kStride);
+    __syncthreads();
   }
 #pragma unroll
   for (int m = 0; m < kM; m++) {

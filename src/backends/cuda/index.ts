@@ -6,7 +6,7 @@
  * flagged on the device and thrown at the next read().
  */
 import { f32ArrayToBf16 } from "../../tensor/bf16.ts";
-import type { AttentionMask, Backend } from "../../tensor/backend.ts";
+import type { AttentionMask, Backend, MatmulPrecision } from "../../tensor/backend.ts";
 import { attentionDims, matmulDims, requireSameSize, rowsCols } from "../../tensor/checks.ts";
 import { BYTES_PER_ELEMENT, isNarrowFloat, type DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
@@ -131,6 +131,23 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     const { b, t, s, hq, hkv, d } = attentionDims(op, q, k, v);
     requireFloat(op, q, k, v);
     return [b, t, s, hq, hkv, d];
+  }
+
+  /**
+   * The operands of the flash kernels as bf16 (each f32 one narrowed once, as the kernel would round
+   * it anyway), so the kernels copy their tiles to shared memory asynchronously. `temps` are freed
+   * by the caller after the launch (stream order keeps that safe).
+   */
+  function flashOperands(precision: MatmulPrecision, xs: readonly Tensor[]): { operands: Tensor[]; temps: Tensor[] } {
+    if (precision !== "bf16") return { operands: [...xs], temps: [] };
+    const temps: Tensor[] = [];
+    const operands = xs.map((x) => {
+      if (x.dtype !== "f32") return x;
+      const narrowed = backend.cast(x, "bf16");
+      temps.push(narrowed);
+      return narrowed;
+    });
+    return { operands, temps };
   }
 
   function checkIndex(op: string, index: Tensor): void {
@@ -438,43 +455,47 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     },
 
     // ---- attention -------------------------------------------------------------------------
-    attention(q, k, v, mask, scale, precision = "f32") {
+    attention(q0, k0, v0, mask, scale, precision = "f32") {
       const op = "attention";
       const run = precision === "bf16" ? lib.flash_attention : lib.attention;
-      const [b, t, s, hq, hkv, d] = checkedAttentionDims(op, q, k, v);
+      const [b, t, s, hq, hkv, d] = checkedAttentionDims(op, q0, k0, v0);
       const m = maskArgs(op, mask, b, t, s);
-      const out = f32Like(q);
+      const { operands: [q, k, v], temps } = flashOperands(precision, [q0, k0, v0]);
+      const out = f32Like(q0);
       const lse = alloc([b, hq, t], "f32");
       ok(
         run(
-          ctx, p(q, op), dtypeCode(q), p(k, op), dtypeCode(k), p(v, op), dtypeCode(v), b, t, s, hq, hkv, d, scale,
+          ctx, p(q!, op), dtypeCode(q!), p(k!, op), dtypeCode(k!), p(v!, op), dtypeCode(v!), b, t, s, hq, hkv, d, scale,
           m.kind, m.queryOffset, m.keyValid, m.segStart, m.segEnd, p(out, op), DTYPE_CODE.f32, p(lse, op),
         ),
         op,
       );
+      for (const x of temps) x.free();
       return { out, lse };
     },
-    attentionBackward(q, k, v, out, lse, dout, mask, scale, precision = "f32") {
+    attentionBackward(q0, k0, v0, out, lse, dout0, mask, scale, precision = "f32") {
       const op = "attentionBackward";
       const run = precision === "bf16" ? lib.flash_attention_backward : lib.attention_backward;
-      const [b, t, s, hq, hkv, d] = checkedAttentionDims(op, q, k, v);
-      if (out.size !== q.size || dout.size !== q.size || lse.size !== b * hq * t) {
-        throw new TensorError(op, "out/dout must match q and lse be [B, Hq, T]", { shapes: [q.shape, out.shape, dout.shape, lse.shape] });
+      const [b, t, s, hq, hkv, d] = checkedAttentionDims(op, q0, k0, v0);
+      if (out.size !== q0.size || dout0.size !== q0.size || lse.size !== b * hq * t) {
+        throw new TensorError(op, "out/dout must match q and lse be [B, Hq, T]", { shapes: [q0.shape, out.shape, dout0.shape, lse.shape] });
       }
-      requireFloat(op, out, dout);
+      requireFloat(op, out, dout0);
       requireDtype(op, lse, ["f32"]);
       const m = maskArgs(op, mask, b, t, s);
-      const dq = f32Like(q);
-      const dk = alloc(k.shape, "f32");
-      const dv = alloc(v.shape, "f32");
+      const { operands: [q, k, v, dout], temps } = flashOperands(precision, [q0, k0, v0, dout0]);
+      const dq = f32Like(q0);
+      const dk = alloc(k0.shape, "f32");
+      const dv = alloc(v0.shape, "f32");
       ok(
         run(
-          ctx, p(q, op), dtypeCode(q), p(k, op), dtypeCode(k), p(v, op), dtypeCode(v), p(out, op), dtypeCode(out),
-          p(lse, op), p(dout, op), dtypeCode(dout), b, t, s, hq, hkv, d, scale, m.kind, m.queryOffset, m.keyValid,
+          ctx, p(q!, op), dtypeCode(q!), p(k!, op), dtypeCode(k!), p(v!, op), dtypeCode(v!), p(out, op), dtypeCode(out),
+          p(lse, op), p(dout!, op), dtypeCode(dout!), b, t, s, hq, hkv, d, scale, m.kind, m.queryOffset, m.keyValid,
           m.segStart, m.segEnd, p(dq, op), p(dk, op), p(dv, op), DTYPE_CODE.f32,
         ),
         op,
       );
+      for (const x of temps) x.free();
       return { dq, dk, dv };
     },
 
