@@ -16,11 +16,13 @@ export function formatEvalSummary(s: EvalSummary): string {
     `macro-F1 ${m.macroF1.toFixed(3)}${s.bootstrap ? ` (95% bootstrap CI ${range(s.bootstrap.macroF1Ci95, f3)})` : ""}, invalid answers ${pct(m.invalidRate)}`,
     ...calibrationLines(s),
     "",
-    `${"class".padEnd(width)}  precision  recall     F1  support${s.bootstrap ? "  recall 95% CI" : ""}`,
+    `${"class".padEnd(width)}  precision  recall     F1  support  recall 95% CI (Wilson)${s.bootstrap ? "  F1 95% CI (bootstrap)" : ""}`,
     ...m.perClass.map((c, i) => {
-      const ci = s.bootstrap?.perClass[i]?.recallCi95;
-      const interval = s.bootstrap ? `  ${ci ? range(ci, f3) : "n/a"}` : "";
-      return `${c.name.padEnd(width)}  ${c.precision.toFixed(3).padStart(9)}  ${c.recall.toFixed(3).padStart(6)}  ${c.f1.toFixed(3).padStart(5)}  ${String(c.support).padStart(7)}${interval}`;
+      // Eval folders written before recallCi95 existed have none.
+      const recallCi = c.recallCi95 ? range(c.recallCi95, f3) : "n/a";
+      const f1Ci = s.bootstrap?.perClass[i]?.f1Ci95;
+      const f1Interval = s.bootstrap ? `  ${f1Ci ? range(f1Ci, f3) : "n/a"}` : "";
+      return `${c.name.padEnd(width)}  ${c.precision.toFixed(3).padStart(9)}  ${c.recall.toFixed(3).padStart(6)}  ${c.f1.toFixed(3).padStart(5)}  ${String(c.support).padStart(7)}  ${recallCi.padEnd(22)}${f1Interval}`;
     }),
   ];
   return lines.join("\n");
@@ -45,8 +47,8 @@ export function formatComparison(c: Comparison): string {
   const lines = [
     `${c.n} paired images`,
     `accuracy  ${pct(c.accuracyBefore)} → ${pct(c.accuracyAfter)} (${sign(c.accuracyAfter - c.accuracyBefore)} points)`,
-    `          paired bootstrap 95% CI of the change ${range(c.bootstrap.accuracy.ci95, sign)} points`,
-    `macro-F1  ${c.macroF1Before.toFixed(3)} → ${c.macroF1After.toFixed(3)} (change ${signed3(c.bootstrap.macroF1.observed)}, paired bootstrap 95% CI ${range(c.bootstrap.macroF1.ci95, signed3)})`,
+    `          paired bootstrap 95% CI of the change ${sign(c.bootstrap.accuracy.ci95[0])} to ${sign(c.bootstrap.accuracy.ci95[1])} points`,
+    `macro-F1  ${c.macroF1Before.toFixed(3)} → ${c.macroF1After.toFixed(3)} (change ${signed3(c.bootstrap.macroF1.observed)}, paired bootstrap 95% CI ${signed3(c.bootstrap.macroF1.ci95[0])} to ${signed3(c.bootstrap.macroF1.ci95[1])})`,
     `invalid   ${pct(c.invalidRateBefore)} → ${pct(c.invalidRateAfter)}`,
     `McNemar exact test: ${c.mcnemar.wrongToRight} wrong→right, ${c.mcnemar.rightToWrong} right→wrong, p = ${formatP(c.mcnemar.pValue)}`,
     ...(c.calibrationBefore && c.calibrationAfter

@@ -48,12 +48,12 @@ export function evaluationMarkdown(after: EvalSummary, opts: EvaluationMarkdownO
     `${h}# Per class`,
     "",
     table(
-      ["class", "support", "precision", "recall (95% CI)", "F1 (95% CI)"],
+      ["class", "support", "precision", "recall (95% Wilson CI)", "F1 (95% bootstrap CI)"],
       after.classNames.map((name, c) => {
         const pc = m.perClass[c]!;
         const ci = b?.perClass[c];
         const withCi = (value: number, interval: readonly [number, number] | null | undefined) => (interval ? `${f3(value)} (${f3(interval[0])}–${f3(interval[1])})` : f3(value));
-        return [name, String(pc.support), f3(pc.precision), withCi(pc.recall, ci?.recallCi95), withCi(pc.f1, ci?.f1Ci95)];
+        return [name, String(pc.support), f3(pc.precision), withCi(pc.recall, pc.recallCi95), withCi(pc.f1, ci?.f1Ci95)];
       }),
     ),
   ];

@@ -91,7 +91,9 @@ export interface LineChartOptions extends ChartLayout {
 
 /** Lines over a quantitative x (a loss curve, accuracy per step). */
 export function lineChart(points: readonly LinePoint[], options: LineChartOptions = {}): ChartSpec {
-  const series = points.some((p) => p.series !== undefined);
+  // Series keep their first-appearance order (as in barChart), so "before" gets the same colour everywhere.
+  const seriesOrder = [...new Set(points.flatMap((p) => (p.series === undefined ? [] : [p.series])))];
+  const series = seriesOrder.length > 0;
   return {
     ...frame(options, { width: 420, height: 240 }),
     data: { values: points.map((p) => ({ ...p })) },
@@ -104,7 +106,7 @@ export function lineChart(points: readonly LinePoint[], options: LineChartOption
         title: options.yTitle ?? null,
         scale: options.logY ? { type: "log" } : { zero: false },
       },
-      ...(series ? { color: { field: "series", type: "nominal", title: null } } : {}),
+      ...(series ? { color: { field: "series", type: "nominal", title: null, scale: { domain: seriesOrder } } } : {}),
     },
   } as ChartSpec;
 }

@@ -157,16 +157,14 @@ async function evaluationSection(page: Page, before: EvalSummary | null, after: 
     }),
   ]);
   parts.push("<h3>Per class</h3>", table(header, rows));
-  const withIntervals = runs.filter(([, s]) => s.bootstrap !== undefined);
+  // Older eval folders have no recall intervals.
+  const withIntervals = runs.filter(([, s]) => s.metrics.perClass.every((c) => c.recallCi95 !== undefined));
   if (withIntervals.length > 0) {
     const recall = intervalChart(
       withIntervals.flatMap(([name, s]) =>
-        s.classNames.flatMap((cls, c) => {
-          const ci = s.bootstrap!.perClass[c]!.recallCi95;
-          return ci ? [{ category: cls, value: s.metrics.perClass[c]!.recall, lo: ci[0], hi: ci[1], series: name }] : [];
-        }),
+        s.metrics.perClass.map((c) => ({ category: c.name, value: c.recall, lo: c.recallCi95[0], hi: c.recallCi95[1], series: name })),
       ),
-      { title: `Recall per class with 95% bootstrap intervals (${withIntervals[0]![1].bootstrap!.samples} resamples)`, valueTitle: "recall" },
+      { title: "Recall per class with 95% Wilson intervals", valueTitle: "recall" },
     );
     parts.push(await page.chart(recall, "Recall per class with intervals"));
   }
@@ -194,7 +192,7 @@ async function calibrationParts(page: Page, runs: readonly (readonly [string, Ev
   parts.push(table(["model", "T", "ECE", "ECE (equal mass)", "Brier", "NLL"], rows));
   for (const [name, s] of scored) {
     const c = s.calibration!;
-    const series = [{ name: "T = 1", bins: c.raw.reliability }, ...(c.scaled ? [{ name: `T = ${c.temperature.toFixed(2)} (fitted on validation)`, bins: c.scaled.reliability }] : [])];
+    const series = [{ name: "T = 1", bins: c.raw.reliability }, ...(c.scaled ? [{ name: `T = ${c.temperature.toFixed(2)} (fitted)`, bins: c.scaled.reliability }] : [])];
     parts.push(await page.chart(reliabilityDiagram(series, { title: `Reliability diagram, ${name}` }), `Reliability diagram ${name}`));
   }
   parts.push(
@@ -210,7 +208,7 @@ async function calibrationParts(page: Page, runs: readonly (readonly [string, Ev
   const coverages = scored[0]![1].selective!.atCoverage.map((a) => a.target);
   parts.push(
     table(
-      ["model", "AURC", ...coverages.map((t) => `accuracy at ${pct(t)} coverage`), "abstaining at the validation threshold"],
+      ["model", "AURC", ...coverages.map((t) => `accuracy at ${Math.round(100 * t)}% coverage`), "abstaining at the validation threshold"],
       scored.map(([name, s]) => {
         const sel = s.selective!;
         const t = sel.atThreshold;

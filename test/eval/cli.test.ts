@@ -39,7 +39,7 @@ test("eval → compare → report through the CLI, with and without an adapter",
 
   const report = splint("report", "run", "--json");
   assert.equal(report.status, 0, report.stderr);
-  assert.deepEqual(JSON.parse(report.stdout).sections, ["evaluation", "comparison"]);
+  assert.deepEqual(JSON.parse(report.stdout).sections, ["evaluation", "errors", "comparison"]);
 });
 
 test("eval names the problem: a missing split, a bad --batch", () => {
