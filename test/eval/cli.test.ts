@@ -103,3 +103,15 @@ test("predict --abstain-below answers uncertain under the threshold; alone it ta
   assert.equal(generate.status, 2);
   assert.match(generate.stderr, /needs --mode score/);
 });
+
+test("calibrate needs somewhere to write and refuses to fit on the test split", () => {
+  const noOut = splint("calibrate", "--model", MODEL, "--dataset", "ds");
+  assert.equal(noOut.status, 2);
+  assert.match(noOut.stderr, /--out: is needed without --adapter/);
+  const onTest = splint("calibrate", "--model", MODEL, "--dataset", "ds", "--split", "test", "--out", "c.json");
+  assert.equal(onTest.status, 2);
+  assert.match(onTest.stderr, /--split: test is where calibrated figures are reported/);
+  const noValidation = splint("calibrate", "--model", MODEL, "--dataset", "ds", "--out", "c.json");
+  assert.equal(noValidation.status, 2);
+  assert.match(noValidation.stderr, /has no split "validation"/);
+});
