@@ -13,6 +13,7 @@ import { registerEval } from "./commands/eval.ts";
 import { registerCompare } from "./commands/compare.ts";
 import { registerReport } from "./commands/report.ts";
 import { registerPredict } from "./commands/predict.ts";
+import { registerCalibrate } from "./commands/calibrate.ts";
 import { registerRun } from "./commands/run.ts";
 import { registerDemo } from "./commands/demo.ts";
 
@@ -48,6 +49,7 @@ const commands: ((p: Command) => void)[] = [
   registerCompare,
   registerReport,
   registerPredict,
+  registerCalibrate,
   registerRun,
   registerDemo,
 ];

@@ -7,6 +7,8 @@ import { importFromKaggle, importImageFolder } from "../data/import.ts";
 import { DEFAULT_KAGGLE_API } from "../data/kaggle.ts";
 import { writeStatsReport } from "../data/stats.ts";
 import { writeSyntheticDataset } from "../data/synth.ts";
+import { runCalibration } from "../eval/calibrate.ts";
+import { CALIBRATION_FILE } from "../eval/calibration-file.ts";
 import { compareEvalDirs } from "../eval/compare-dirs.ts";
 import type { Comparison } from "../eval/compare.ts";
 import { runEvaluation } from "../eval/evaluate.ts";
@@ -25,7 +27,7 @@ import type { Recipe } from "./recipe.ts";
  * skipped, so an interrupted run continues where it stopped (training resumes from its newest
  * checkpoint); `from` throws away that step's output and everything after it, and redoes them.
  */
-export const STEPS = ["data", "model", "stats", "audit", "eval-before", "train", "eval-after", "compare", "report"] as const;
+export const STEPS = ["data", "model", "stats", "audit", "eval-before", "train", "calibrate", "eval-after", "compare", "report"] as const;
 export type Step = (typeof STEPS)[number];
 
 export interface RunRecipeOptions {
@@ -52,10 +54,12 @@ export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult
   const run = runLayout(resolve(opts.runDir));
   if (opts.from) await discardFrom(run, recipe, opts.from);
   const ran: Step[] = [];
-  const step = async (name: Step, done: () => Promise<boolean>, body: () => Promise<void>) => {
+  // `done` answers true when the step's output exists, or a reason why the step does not apply.
+  const step = async (name: Step, done: () => Promise<boolean | string>, body: () => Promise<void>) => {
     const index = STEPS.indexOf(name) + 1;
-    if (await done()) {
-      output.log(`[${index}/${STEPS.length}] ${name}: already done, skipped`);
+    const skip = await done();
+    if (skip !== false) {
+      output.log(`[${index}/${STEPS.length}] ${name}: ${skip === true ? "already done" : skip}, skipped`);
       return;
     }
     output.log(`[${index}/${STEPS.length}] ${name}`);
@@ -127,6 +131,32 @@ export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult
     });
   });
 
+  // Temperature scaling needs class probabilities (score mode) and images that are not the test split.
+  const calibration = join(run.adapter, CALIBRATION_FILE);
+  await step(
+    "calibrate",
+    async () => {
+      if (recipe.eval.mode !== "score") return "needs eval.mode score";
+      if (!(await loadDatasetDict(run.dataset)).splits.has("validation")) return "no validation split (data.val_fraction)";
+      return exists(calibration);
+    },
+    async () => {
+      const { calibration: c } = await runCalibration({
+        model: modelDir,
+        adapter: run.adapter,
+        dataset: run.dataset,
+        split: "validation",
+        batchSize: recipe.eval.batch,
+        maxNewTokens: recipe.eval.maxNewTokens,
+        template: recipe.train.template,
+        maxImageEdge: recipe.train.max_image_edge,
+        matmulPrecision: recipe.train.bf16 ? "bf16" : "f32",
+        output,
+      });
+      output.log(`calibrate: T = ${c.temperature.toFixed(3)}, validation NLL ${c.nll.before.toFixed(3)} → ${c.nll.after.toFixed(3)}`);
+    },
+  );
+
   await step("eval-after", () => exists(join(run.evalAfter, "metrics.json")), async () => {
     await evaluate(run.evalAfter, run.adapter);
   });
@@ -176,6 +206,7 @@ async function discardFrom(run: RunLayout, recipe: Recipe, from: Step): Promise<
     audit: [run.audit],
     "eval-before": [run.evalBefore],
     train: [run.train],
+    calibrate: [join(run.adapter, CALIBRATION_FILE)],
     "eval-after": [run.evalAfter],
     compare: [run.compare],
     report: [run.report],

@@ -124,14 +124,6 @@ export function tokenLogProb(logits: Float32Array, offset: number, V: number, to
   return logits[offset + token]! - max - Math.log(sum);
 }
 
-/** Softmax over class log-likelihoods: the probability of each class given that one is the answer. */
-export function classProbabilities(scores: readonly number[]): number[] {
-  const max = Math.max(...scores);
-  const e = scores.map((s) => Math.exp(s - max));
-  const total = e.reduce((a, b) => a + b, 0);
-  return e.map((x) => x / total);
-}
-
 function argmaxOf(values: readonly number[]): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i;

@@ -1,4 +1,5 @@
 import { InputError } from "../util/errors.ts";
+import { pairedBootstrap, type Interval, type PairedBootstrap } from "./bootstrap.ts";
 import { mcnemarExact, type McNemarResult } from "./metrics.ts";
 import type { EvalSummary, Prediction } from "./records.ts";
 
@@ -19,10 +20,34 @@ export interface Comparison {
   readonly invalidRateBefore: number;
   readonly invalidRateAfter: number;
   readonly mcnemar: McNemarResult;
+  /** Seeded paired bootstrap of after − before in accuracy and macro-F1 (the same images resampled for both). */
+  readonly bootstrap: PairedBootstrap;
+  /** Each run's bootstrap interval for macro-F1 (null for eval folders written before splint had them). */
+  readonly macroF1Ci95Before: Interval | null;
+  readonly macroF1Ci95After: Interval | null;
+  /** Score mode: calibration and selective-prediction figures of each run (null in other modes). */
+  readonly calibrationBefore: CalibrationSummary | null;
+  readonly calibrationAfter: CalibrationSummary | null;
   readonly perClass: readonly ClassDelta[];
   /** Examples right before and wrong after, and the other way round. */
   readonly rightToWrong: readonly FlippedExample[];
   readonly wrongToRight: readonly FlippedExample[];
+}
+
+/** A run's headline calibration figures, at the temperature it applied. */
+export interface CalibrationSummary {
+  readonly temperature: number;
+  readonly ece: number;
+  readonly eceEqualMass: number;
+  readonly brier: number;
+  readonly nll: number;
+  readonly aurc: number;
+}
+
+export function calibrationSummary(s: EvalSummary): CalibrationSummary | null {
+  if (!s.calibration || !s.selective) return null;
+  const f = s.calibration.scaled ?? s.calibration.raw;
+  return { temperature: s.calibration.temperature, ece: f.ece, eceEqualMass: f.eceEqualMass, brier: f.brier, nll: f.nll, aurc: s.selective.aurc };
 }
 
 export interface FlippedExample {
@@ -33,6 +58,9 @@ export interface FlippedExample {
   readonly after: number;
   readonly answerBefore: string;
   readonly answerAfter: string;
+  /** Score mode: each run's top-class probability. */
+  readonly confidenceBefore: number | null;
+  readonly confidenceAfter: number | null;
 }
 
 /**
@@ -72,6 +100,8 @@ export function compareRuns(
         after: a.predicted,
         answerBefore: b.answer,
         answerAfter: a.answer,
+        confidenceBefore: b.confidence ?? null,
+        confidenceAfter: a.confidence ?? null,
       }));
   const mb = before.summary.metrics;
   const ma = after.summary.metrics;
@@ -84,6 +114,16 @@ export function compareRuns(
     invalidRateBefore: mb.invalidRate,
     invalidRateAfter: ma.invalidRate,
     mcnemar,
+    bootstrap: pairedBootstrap(
+      before.summary.classNames,
+      pairs.map(({ b }) => b.label),
+      pairs.map(({ b }) => b.predicted),
+      pairs.map(({ a }) => a.predicted),
+    ),
+    macroF1Ci95Before: before.summary.bootstrap?.macroF1Ci95 ?? null,
+    macroF1Ci95After: after.summary.bootstrap?.macroF1Ci95 ?? null,
+    calibrationBefore: calibrationSummary(before.summary),
+    calibrationAfter: calibrationSummary(after.summary),
     perClass: before.summary.classNames.map((name, c) => ({
       name,
       recallBefore: mb.perClass[c]!.recall,

@@ -13,8 +13,10 @@ import { InputError } from "../util/errors.ts";
 import { loadImageProcessorConfig, preprocess, type ImageProcessorConfig } from "../vision/image-processor.ts";
 import { ClassPrompts } from "./class-prompts.ts";
 import { classifyBatch, type ClassifierOptions, type EvalMode } from "./classify.ts";
+import { resolveCalibration } from "./calibration-file.ts";
 import { computeMetrics } from "./metrics.ts";
 import { writeEvalRun, type EvalSummary, type Prediction } from "./records.ts";
+import { trustFigures } from "./trust.ts";
 
 /**
  * `splint eval` as a function: a model (plus adapter) over one split of a dataset, batch by batch,
@@ -37,6 +39,8 @@ export interface EvalOptions {
   readonly maxImageEdge?: number | null;
   /** How the linear layers multiply (Backend.matmul); default f32. */
   readonly matmulPrecision?: MatmulPrecision;
+  /** calibration.json to apply in score mode; null: none; undefined: the adapter's, if it has one. */
+  readonly calibration?: string | null;
   /** Folder for predictions.jsonl and metrics.json. */
   readonly out: string;
   readonly output: Output;
@@ -50,6 +54,50 @@ export interface EvalRun {
 export const DEFAULT_MAX_NEW_TOKENS = 32;
 
 export async function runEvaluation(opts: EvalOptions): Promise<EvalRun> {
+  // Read before the model loads, so a bad calibration file fails fast.
+  const calibration = opts.mode === "score" ? await resolveCalibration(opts.adapter, opts.calibration) : null;
+  const run = await classifySplit(opts);
+  const trust = trustFigures(run.classNames, run.predictions, calibration);
+  const predictions = run.predictions.map((p, i) => {
+    const confidence = trust.confidences[i];
+    return confidence === null || confidence === undefined ? p : { ...p, confidence };
+  });
+  const summary: EvalSummary = {
+    model: resolve(opts.model),
+    adapter: opts.adapter === undefined ? null : resolve(opts.adapter),
+    dataset: resolve(opts.dataset),
+    split: opts.split,
+    mode: opts.mode,
+    template: run.template,
+    classNames: run.classNames,
+    backend: run.backend,
+    seconds: run.seconds,
+    imagesPerSecond: predictions.length / run.seconds,
+    metrics: computeMetrics(
+      run.classNames,
+      predictions.map((p) => p.label),
+      predictions.map((p) => p.predicted),
+    ),
+    bootstrap: trust.bootstrap,
+    calibration: trust.calibration,
+    selective: trust.selective,
+  };
+  await writeEvalRun(opts.out, summary, predictions);
+  return { summary, predictions };
+}
+
+export interface ClassifiedSplit {
+  readonly classNames: readonly string[];
+  readonly predictions: readonly Prediction[];
+  /** The chat template's name. */
+  readonly template: string;
+  readonly backend: string;
+  /** Wall time of the classification (model loading excluded). */
+  readonly seconds: number;
+}
+
+/** A model (plus adapter) over one split, batch by batch, with a progress bar; nothing written. */
+export async function classifySplit(opts: Omit<EvalOptions, "out" | "calibration">): Promise<ClassifiedSplit> {
   if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new InputError("--batch", `must be a positive integer, got ${opts.batchSize}`);
   const dataset = await loadDatasetDict(opts.dataset);
   const all = dataset.splits.get(opts.split);
@@ -84,26 +132,7 @@ export async function runEvaluation(opts: EvalOptions): Promise<EvalRun> {
   } finally {
     progress.stop();
   }
-  const seconds = (performance.now() - started) / 1000;
-  const summary: EvalSummary = {
-    model: resolve(opts.model),
-    adapter: opts.adapter === undefined ? null : resolve(opts.adapter),
-    dataset: resolve(opts.dataset),
-    split: opts.split,
-    mode: opts.mode,
-    template: template.name,
-    classNames: dataset.classNames,
-    backend: session.backend.name,
-    seconds,
-    imagesPerSecond: rows.length / seconds,
-    metrics: computeMetrics(
-      dataset.classNames,
-      predictions.map((p) => p.label),
-      predictions.map((p) => p.predicted),
-    ),
-  };
-  await writeEvalRun(opts.out, summary, predictions);
-  return { summary, predictions };
+  return { classNames: dataset.classNames, predictions, template: template.name, backend: session.backend.name, seconds: (performance.now() - started) / 1000 };
 }
 
 /** Classifies dataset rows in batches; `onBatch` gets the images done and how many were right. */

@@ -11,6 +11,11 @@ export interface ClassMetrics {
   readonly f1: number;
   /** Number of true examples of the class. */
   readonly support: number;
+  /**
+   * 95% Wilson interval of the recall (correct / support). Unlike a percentile bootstrap it does not
+   * collapse to a point at 0/n or n/n, where small test classes often sit.
+   */
+  readonly recallCi95: readonly [number, number];
 }
 
 export interface Metrics {
@@ -59,7 +64,7 @@ export function computeMetrics(classNames: readonly string[], truth: readonly nu
     const precision = predictedAs === 0 ? 0 : tp / predictedAs;
     const recall = support === 0 ? 0 : tp / support;
     const f1 = precision + recall === 0 ? 0 : (2 * precision * recall) / (precision + recall);
-    return { name, precision, recall, f1, support };
+    return { name, precision, recall, f1, support, recallCi95: wilsonInterval(tp, support) };
   });
   // Macro-F1 over classes present in the truth, as scikit-learn does when labels come from y_true ∪ y_pred;
   // classes never seen nor predicted would only add zeros that say nothing.

@@ -11,7 +11,9 @@ import { boundImageEdge } from "../train/collator.ts";
 import { InputError } from "../util/errors.ts";
 import { loadImageProcessorConfig } from "../vision/image-processor.ts";
 import { ClassPrompts } from "./class-prompts.ts";
-import { classifyBatch, classProbabilities, type EvalMode } from "./classify.ts";
+import { probabilities } from "./calibration.ts";
+import { resolveCalibration } from "./calibration-file.ts";
+import { classifyBatch, type EvalMode } from "./classify.ts";
 import { imageBatch } from "./evaluate.ts";
 
 /** `splint predict` as a function: image files → a class each (with probabilities in score mode). */
@@ -28,20 +30,47 @@ export interface PredictOptions {
   readonly batchSize: number;
   /** How the linear layers multiply (Backend.matmul); default f32. */
   readonly matmulPrecision?: MatmulPrecision;
+  /** calibration.json to apply in score mode; null: none; undefined: the adapter's, if it has one. */
+  readonly calibration?: string | null;
+  /**
+   * Score mode: answer "uncertain" when the top probability is below this; "calibrated" takes the
+   * threshold `splint calibrate --target-accuracy` stored in the calibration file.
+   */
+  readonly abstainBelow?: number | "calibrated";
   readonly output: Output;
 }
 
+export const UNCERTAIN = "uncertain";
+
 export interface ImagePrediction {
   readonly image: string;
-  /** null when a generated answer named no class. */
+  /** null when a generated answer named no class, or when the model abstained. */
   readonly class: string | null;
+  /** The model's words, or "uncertain" when it abstained. */
   readonly answer: string;
-  /** Score mode: probability of each class (softmax of the answers' log-likelihoods). */
+  /** Score mode: probability of each class (softmax of the answers' log-likelihoods at the temperature). */
   readonly probabilities?: Readonly<Record<string, number>>;
+  /** Score mode: the temperature applied (1 without calibration). */
+  readonly temperature?: number;
+  /** With an abstention threshold: true when the top probability fell below it. */
+  readonly abstained?: boolean;
 }
 
 export async function predictImages(opts: PredictOptions): Promise<ImagePrediction[]> {
   if (opts.images.length === 0) throw new InputError("IMAGE", "give at least one image file");
+  if (opts.abstainBelow !== undefined && opts.mode !== "score") throw new InputError("--abstain-below", "needs --mode score: only score mode gives a confidence");
+  const calibration = opts.mode === "score" ? await resolveCalibration(opts.adapter, opts.calibration) : null;
+  const temperature = calibration?.calibration.temperature ?? 1;
+  let threshold: number | null = null;
+  if (opts.abstainBelow === "calibrated") {
+    threshold = calibration?.calibration.abstain?.threshold ?? null;
+    if (threshold === null) {
+      throw new InputError("--abstain-below", calibration ? `${calibration.file} holds no threshold` : "no calibration file found", "run `splint calibrate --target-accuracy A`, or give the threshold as a number");
+    }
+  } else if (opts.abstainBelow !== undefined) {
+    if (!(opts.abstainBelow >= 0 && opts.abstainBelow <= 1)) throw new InputError("--abstain-below", `must be a probability in [0, 1], got ${opts.abstainBelow}`);
+    threshold = opts.abstainBelow;
+  }
   const tokenizer = await loadTokenizer(opts.model);
   const template = resolveChatTemplate(opts.template, opts.model);
   const generation = readGenerationConfig(opts.model);
@@ -64,8 +93,16 @@ export async function predictImages(opts: PredictOptions): Promise<ImagePredicti
     const bytes = await Promise.all(files.map(readImage));
     const results = classifyBatch(classifier, await imageBatch(bytes, processor, files));
     results.forEach((r, i) => {
-      const probabilities = r.scores ? Object.fromEntries(classProbabilities(r.scores).map((p, c) => [opts.classNames[c]!, p])) : undefined;
-      out.push({ image: files[i]!, class: r.predicted < 0 ? null : opts.classNames[r.predicted]!, answer: r.answer, ...(probabilities ? { probabilities } : {}) });
+      const base = { image: files[i]!, class: r.predicted < 0 ? null : opts.classNames[r.predicted]!, answer: r.answer };
+      if (!r.scores) {
+        out.push(base);
+        return;
+      }
+      const p = probabilities(r.scores, temperature);
+      const scored = { ...base, probabilities: Object.fromEntries(p.map((q, c) => [opts.classNames[c]!, q])), temperature };
+      if (threshold === null) out.push(scored);
+      else if (p[r.predicted]! < threshold) out.push({ ...scored, class: null, answer: UNCERTAIN, abstained: true });
+      else out.push({ ...scored, abstained: false });
     });
   }
   return out;

@@ -4,6 +4,9 @@ import { writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
 import type { Metrics } from "./metrics.ts";
 import type { MatchKind } from "./answer.ts";
+import type { BootstrapIntervals } from "./bootstrap.ts";
+import type { SelectiveReport } from "./selective.ts";
+import type { CalibrationReport } from "./trust.ts";
 
 /** One evaluated image: a line of predictions.jsonl. */
 export interface Prediction {
@@ -18,6 +21,8 @@ export interface Prediction {
   readonly match: MatchKind;
   /** Score mode: log-likelihood of each class answer, in class order. */
   readonly scores?: readonly number[];
+  /** Score mode: the top class's probability, at the temperature the run applied. */
+  readonly confidence?: number;
 }
 
 export interface EvalSummary {
@@ -34,6 +39,11 @@ export interface EvalSummary {
   readonly seconds: number;
   readonly imagesPerSecond: number;
   readonly metrics: Metrics;
+  /** Seeded bootstrap intervals (absent in files from splint before they were added). */
+  readonly bootstrap?: BootstrapIntervals;
+  /** Score mode only: calibration and selective prediction (null in the other modes). */
+  readonly calibration?: CalibrationReport | null;
+  readonly selective?: SelectiveReport | null;
 }
 
 export const PREDICTIONS_FILE = "predictions.jsonl";

@@ -91,7 +91,9 @@ export interface LineChartOptions extends ChartLayout {
 
 /** Lines over a quantitative x (a loss curve, accuracy per step). */
 export function lineChart(points: readonly LinePoint[], options: LineChartOptions = {}): ChartSpec {
-  const series = points.some((p) => p.series !== undefined);
+  // Series keep their first-appearance order (as in barChart), so "before" gets the same colour everywhere.
+  const seriesOrder = [...new Set(points.flatMap((p) => (p.series === undefined ? [] : [p.series])))];
+  const series = seriesOrder.length > 0;
   return {
     ...frame(options, { width: 420, height: 240 }),
     data: { values: points.map((p) => ({ ...p })) },
@@ -104,9 +106,78 @@ export function lineChart(points: readonly LinePoint[], options: LineChartOption
         title: options.yTitle ?? null,
         scale: options.logY ? { type: "log" } : { zero: false },
       },
-      ...(series ? { color: { field: "series", type: "nominal", title: null } } : {}),
+      ...(series ? { color: { field: "series", type: "nominal", title: null, scale: { domain: seriesOrder } } } : {}),
     },
   } as ChartSpec;
+}
+
+export interface ReliabilitySeries {
+  readonly name: string;
+  /** Non-empty bins: mean confidence, accuracy and count of each. */
+  readonly bins: readonly { readonly confidence: number; readonly accuracy: number; readonly count: number }[];
+}
+
+/**
+ * A reliability diagram: accuracy against mean confidence per bin, one line per series, over the
+ * dashed diagonal of perfect calibration; a point's area follows its bin's count. Points under the
+ * diagonal are over-confident.
+ */
+export function reliabilityDiagram(series: readonly ReliabilitySeries[], options: ChartLayout = {}): ChartSpec {
+  const values = series.flatMap((s) => s.bins.map((b) => ({ series: s.name, confidence: b.confidence, accuracy: b.accuracy, count: b.count })));
+  const unit = { type: "quantitative", scale: { domain: [0, 1] } };
+  const order = series.map((s) => s.name);
+  return {
+    ...frame(options, { width: 300, height: 300 }),
+    layer: [
+      {
+        data: { values: [{ x: 0, y: 0 }, { x: 1, y: 1 }] },
+        mark: { type: "line", strokeDash: [4, 4], color: "#999999" },
+        encoding: { x: { field: "x", ...unit, title: "confidence" }, y: { field: "y", ...unit, title: "accuracy" } },
+      },
+      {
+        data: { values },
+        mark: { type: "line", point: false, tooltip: true },
+        encoding: { x: { field: "confidence", ...unit }, y: { field: "accuracy", ...unit }, color: { field: "series", type: "nominal", title: null, sort: order } },
+      },
+      {
+        data: { values },
+        mark: { type: "circle", tooltip: true, opacity: 0.8 },
+        encoding: {
+          x: { field: "confidence", ...unit },
+          y: { field: "accuracy", ...unit },
+          color: { field: "series", type: "nominal", title: null, sort: order },
+          size: { field: "count", type: "quantitative", title: "images", scale: { range: [15, 300] } },
+        },
+      },
+    ],
+  } as unknown as ChartSpec;
+}
+
+export interface IntervalDatum {
+  readonly category: string;
+  readonly value: number;
+  readonly lo: number;
+  readonly hi: number;
+  readonly series?: string;
+}
+
+/** A point per category with a vertical interval bar (side by side per series): an estimate with its CI. */
+export function intervalChart(data: readonly IntervalDatum[], options: BarChartOptions = {}): ChartSpec {
+  const order = options.categoryOrder ?? [...new Set(data.map((d) => d.category))];
+  const seriesOrder = [...new Set(data.flatMap((d) => (d.series === undefined ? [] : [d.series])))];
+  const grouped = seriesOrder.length > 0;
+  const x = { field: "category", type: "nominal", sort: order, title: options.categoryTitle ?? null, axis: { labelAngle: -35, labelLimit: 160 } };
+  const shared = grouped
+    ? { x, xOffset: { field: "series", type: "nominal", sort: seriesOrder }, color: { field: "series", type: "nominal", title: null, scale: { domain: seriesOrder } } }
+    : { x, color: { value: "#4c78a8" } };
+  return {
+    ...frame(options, { width: Math.max(240, order.length * (grouped ? 48 : 32)), height: 240 }),
+    data: { values: data.map((d) => ({ ...d })) },
+    layer: [
+      { mark: { type: "rule", strokeWidth: 2 }, encoding: { ...shared, y: { field: "lo", type: "quantitative", title: options.valueTitle ?? null }, y2: { field: "hi" } } },
+      { mark: { type: "point", filled: true, size: 40, tooltip: true }, encoding: { ...shared, y: { field: "value", type: "quantitative" } } },
+    ],
+  } as unknown as ChartSpec;
 }
 
 export interface HeatmapOptions extends ChartLayout {

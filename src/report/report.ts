@@ -7,15 +7,16 @@ import type { DatasetDict } from "../data/types.ts";
 import type { Comparison, FlippedExample } from "../eval/compare.ts";
 import { readComparison } from "../eval/compare-dirs.ts";
 import { formatP } from "../eval/format.ts";
-import { readEvalRun, type EvalSummary } from "../eval/records.ts";
+import { readEvalRun, type EvalSummary, type Prediction } from "../eval/records.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
-import { barChart, heatmap, lineChart, renderSvg, type ChartSpec } from "./charts.ts";
+import { barChart, heatmap, intervalChart, lineChart, reliabilityDiagram, renderSvg, type ChartSpec } from "./charts.ts";
 import { runLayout, type RunLayout } from "./run-layout.ts";
 
 /**
  * `splint report RUN`: one HTML file that opens offline and shows the whole run — the data, the
- * training curves, the before/after measurements and the images whose answers changed. Figures
+ * training curves, the before/after measurements (with intervals, calibration and selective
+ * prediction in score mode), a gallery of the misclassified images and the images whose answers changed. Figures
  * are Vega-Lite charts rendered to SVG and embedded as data URIs; images are embedded PNGs. A step
  * whose output is missing is named as missing instead of failing the report.
  */
@@ -40,6 +41,14 @@ interface StatsFile extends DatasetStats {
 }
 
 const MAX_FLIPS_SHOWN = 24;
+/** The error gallery: the most frequent confusion pairs, and the most confident errors of each. */
+const MAX_PAIRS_SHOWN = 12;
+const MAX_ERRORS_PER_PAIR = 6;
+
+interface EvalRunFiles {
+  readonly summary: EvalSummary;
+  readonly predictions: readonly Prediction[];
+}
 
 export async function writeRunReport(root: string, opts: { title?: string; out?: string } = {}): Promise<ReportSummary> {
   if (!(await exists(root))) throw new InputError(root, "does not exist", "pass the run folder of `splint demo` or `splint run`");
@@ -66,17 +75,21 @@ export async function writeRunReport(root: string, opts: { title?: string; out?:
 
   const before = await readEvalIfExists(run.evalBefore);
   const after = await readEvalIfExists(run.evalAfter);
+  const dataset = (await exists(run.dataset)) ? await loadDatasetDict(run.dataset) : null;
+  const split = after?.summary.split ?? before?.summary.split ?? "test";
   if (before || after) {
     sections.push("evaluation");
-    await evaluationSection(page, before, after);
+    await evaluationSection(page, before?.summary ?? null, after?.summary ?? null);
+    // The errors of the model the run produced: the fine-tuned one when there is one.
+    const [name, shown] = after ? (["after", after] as const) : (["before", before!] as const);
+    sections.push("errors");
+    await errorsSection(page, name, shown, dataset, split);
   } else note("Evaluation", join(run.evalBefore, "metrics.json"));
 
   const comparisonFile = join(run.compare, "comparison.json");
   if (await exists(comparisonFile)) {
     sections.push("comparison");
     const comparison = await readComparison(run.compare);
-    const dataset = (await exists(run.dataset)) ? await loadDatasetDict(run.dataset) : null;
-    const split = after?.split ?? before?.split ?? "test";
     await comparisonSection(page, comparison, dataset, split);
   } else note("Before and after", comparisonFile);
 
@@ -116,9 +129,12 @@ async function evaluationSection(page: Page, before: EvalSummary | null, after: 
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   const summaryRows = runs.map(([name, s]) => {
     const m = s.metrics;
-    return [name, s.mode, String(m.n), `${pct(m.accuracy)} (${pct(m.accuracyCi95[0])}–${pct(m.accuracyCi95[1])})`, m.macroF1.toFixed(3), pct(m.invalidRate), s.imagesPerSecond.toFixed(2)];
+    const f1Ci = s.bootstrap ? ` (${s.bootstrap.macroF1Ci95[0].toFixed(3)}–${s.bootstrap.macroF1Ci95[1].toFixed(3)})` : "";
+    return [name, s.mode, String(m.n), `${pct(m.accuracy)} (${pct(m.accuracyCi95[0])}–${pct(m.accuracyCi95[1])})`, `${m.macroF1.toFixed(3)}${f1Ci}`, pct(m.invalidRate), s.imagesPerSecond.toFixed(2)];
   });
-  const parts = [table(["model", "mode", "images", "accuracy (95% CI)", "macro-F1", "invalid", "images/s"], summaryRows)];
+  const parts = [
+    table(["model", "mode", "images", "accuracy (95% Wilson CI)", "macro-F1 (95% bootstrap CI)", "invalid", "images/s"], summaryRows),
+  ];
   const accuracy = barChart(
     runs.map(([name, s]) => ({ category: name, value: Math.round(1000 * s.metrics.accuracy) / 10 })),
     { title: "Test accuracy (%)", valueTitle: "accuracy %", width: 200 },
@@ -141,7 +157,98 @@ async function evaluationSection(page: Page, before: EvalSummary | null, after: 
     }),
   ]);
   parts.push("<h3>Per class</h3>", table(header, rows));
+  // Older eval folders have no recall intervals.
+  const withIntervals = runs.filter(([, s]) => s.metrics.perClass.every((c) => c.recallCi95 !== undefined));
+  if (withIntervals.length > 0) {
+    const recall = intervalChart(
+      withIntervals.flatMap(([name, s]) =>
+        s.metrics.perClass.map((c) => ({ category: c.name, value: c.recall, lo: c.recallCi95[0], hi: c.recallCi95[1], series: name })),
+      ),
+      { title: "Recall per class with 95% Wilson intervals", valueTitle: "recall" },
+    );
+    parts.push(await page.chart(recall, "Recall per class with intervals"));
+  }
+  parts.push(...(await calibrationParts(page, runs)));
   page.section("Evaluation", parts.join("\n"));
+}
+
+/** Score mode: reliability diagrams (before and after temperature scaling), the proper scores, and selective prediction. */
+async function calibrationParts(page: Page, runs: readonly (readonly [string, EvalSummary])[]): Promise<string[]> {
+  const scored = runs.filter(([, s]) => s.calibration && s.selective);
+  if (scored.length === 0) return [];
+  const f3 = (x: number) => x.toFixed(3);
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const parts = [
+    "<h3>Calibration</h3>",
+    "<p>From score mode's class probabilities. ECE: mean |accuracy − confidence| over confidence bins, weighted by the images in each " +
+      "(15 equal-width bins, and 15 equal-mass bins); Brier: mean Σ<sub>c</sub>(p<sub>c</sub> − [c = true])²; NLL: mean −ln p(true class). " +
+      "A temperature T fitted on validation (<code>splint calibrate</code>) divides the scores; it changes confidence, never the predicted class.</p>",
+  ];
+  const rows = scored.flatMap(([name, s]) => {
+    const c = s.calibration!;
+    const row = (label: string, f: typeof c.raw) => [label, f.temperature.toFixed(3), f3(f.ece), f3(f.eceEqualMass), f3(f.brier), f3(f.nll)];
+    return c.scaled ? [row(`${name}, T = 1`, c.raw), row(`${name}, calibrated`, c.scaled)] : [row(name, c.raw)];
+  });
+  parts.push(table(["model", "T", "ECE", "ECE (equal mass)", "Brier", "NLL"], rows));
+  for (const [name, s] of scored) {
+    const c = s.calibration!;
+    const series = [{ name: "T = 1", bins: c.raw.reliability }, ...(c.scaled ? [{ name: `T = ${c.temperature.toFixed(2)} (fitted)`, bins: c.scaled.reliability }] : [])];
+    parts.push(await page.chart(reliabilityDiagram(series, { title: `Reliability diagram, ${name}` }), `Reliability diagram ${name}`));
+  }
+  parts.push(
+    "<h3>Selective prediction</h3>",
+    "<p>Answering only when the top probability reaches a threshold: coverage is the share of images answered, risk the error rate among them. " +
+      "A useful confidence makes the curve rise from low risk at low coverage; AURC is the area under it (lower is better).</p>",
+  );
+  const curve = lineChart(
+    scored.flatMap(([name, s]) => s.selective!.riskCoverage.map((p) => ({ x: p.coverage, y: p.risk, series: name }))),
+    { title: "Risk–coverage", xTitle: "coverage", yTitle: "risk (error rate among answered)", points: true },
+  );
+  parts.push(await page.chart(curve, "Risk-coverage curve"));
+  const coverages = scored[0]![1].selective!.atCoverage.map((a) => a.target);
+  parts.push(
+    table(
+      ["model", "AURC", ...coverages.map((t) => `accuracy at ${Math.round(100 * t)}% coverage`), "abstaining at the validation threshold"],
+      scored.map(([name, s]) => {
+        const sel = s.selective!;
+        const t = sel.atThreshold;
+        return [name, f3(sel.aurc), ...sel.atCoverage.map((a) => `${pct(a.accuracy)} (${pct(a.coverage)} answered)`), t ? `below ${f3(t.threshold)}: ${pct(t.accuracy)} right, ${pct(t.coverage)} answered` : "—"];
+      }),
+    ),
+  );
+  return parts;
+}
+
+/** Misclassified images grouped by (true, predicted) pair, the most frequent pairs first, the most confident errors first within each. */
+async function errorsSection(page: Page, name: string, run: EvalRunFiles, dataset: DatasetDict | null, split: string): Promise<void> {
+  const classNames = run.summary.classNames;
+  const label = (c: number) => (c < 0 ? "(invalid)" : (classNames[c] ?? String(c)));
+  const pairs = new Map<string, Prediction[]>();
+  for (const p of run.predictions) {
+    if (p.predicted === p.label) continue;
+    const key = `${p.label}\u0000${p.predicted}`;
+    pairs.set(key, [...(pairs.get(key) ?? []), p]);
+  }
+  const confidence = (p: Prediction) => p.confidence ?? -1;
+  const groups = [...pairs.values()]
+    .map((errors) => [...errors].sort((a, b) => confidence(b) - confidence(a) || a.index - b.index))
+    .sort((a, b) => b.length - a.length || confidence(b[0]!) - confidence(a[0]!));
+  const errors = groups.reduce((n, g) => n + g.length, 0);
+  const rows = dataset?.splits.get(split) ?? null;
+  const parts = [`<p>${errors} of ${run.predictions.length} ${split} images misclassified by the ${name} model, in ${groups.length} confusion pairs${run.summary.mode === "score" ? "; confidence is the top-class probability" : ""}.</p>`];
+  for (const group of groups.slice(0, MAX_PAIRS_SHOWN)) {
+    const first = group[0]!;
+    parts.push(`<h3>true ${escapeHtml(label(first.label))} → predicted ${escapeHtml(label(first.predicted))} (${group.length})</h3>`);
+    const cards: string[] = [];
+    for (const p of group.slice(0, MAX_ERRORS_PER_PAIR)) {
+      const caption = `true: <b>${escapeHtml(label(p.label))}</b><br>predicted: ${escapeHtml(label(p.predicted))}${p.confidence === undefined ? "" : `<br>confidence ${(100 * p.confidence).toFixed(1)}%`}`;
+      cards.push(await imageCard(page, p.index, p.path, rows?.[p.index]?.image.bytes ?? null, caption));
+    }
+    parts.push(`<div class="flips gallery">${cards.join("\n")}</div>`);
+    if (group.length > MAX_ERRORS_PER_PAIR) parts.push(`<p>… and ${group.length - MAX_ERRORS_PER_PAIR} more.</p>`);
+  }
+  if (groups.length > MAX_PAIRS_SHOWN) parts.push(`<p>… and ${groups.length - MAX_PAIRS_SHOWN} more pairs in predictions.jsonl.</p>`);
+  page.section("Errors", parts.join("\n"));
 }
 
 async function comparisonSection(page: Page, c: Comparison, dataset: DatasetDict | null, split: string): Promise<void> {
@@ -151,6 +258,16 @@ async function comparisonSection(page: Page, c: Comparison, dataset: DatasetDict
     `<p class="headline">Accuracy ${pct(c.accuracyBefore)} → ${pct(c.accuracyAfter)} (${delta >= 0 ? "+" : ""}${(100 * delta).toFixed(1)} points) on ${c.n} paired images. ` +
       `McNemar's exact test: ${c.mcnemar.wrongToRight} wrong→right, ${c.mcnemar.rightToWrong} right→wrong, p = ${formatP(c.mcnemar.pValue)}.</p>`,
   ];
+  // comparison.json files written before the paired bootstrap have none.
+  if (c.bootstrap) {
+    const b = c.bootstrap;
+    const signed = (x: number, scale: number, digits: number) => `${x >= 0 ? "+" : ""}${(scale * x).toFixed(digits)}`;
+    parts.push(
+      `<p>Paired bootstrap (${b.samples} resamples of the same images, seed ${b.seed}): accuracy change ${signed(b.accuracy.observed, 100, 1)} points ` +
+        `(95% CI ${signed(b.accuracy.ci95[0], 100, 1)} to ${signed(b.accuracy.ci95[1], 100, 1)}), macro-F1 change ${signed(b.macroF1.observed, 1, 3)} ` +
+        `(95% CI ${signed(b.macroF1.ci95[0], 1, 3)} to ${signed(b.macroF1.ci95[1], 1, 3)}).</p>`,
+    );
+  }
   const recall = barChart(
     c.perClass.flatMap((p) => [
       { category: p.name, value: Math.round(1000 * p.recallBefore) / 1000, series: "before" },
@@ -180,13 +297,20 @@ async function comparisonSection(page: Page, c: Comparison, dataset: DatasetDict
 
 async function flipCard(page: Page, flip: FlippedExample, bytes: Uint8Array | null, classNames: readonly string[]): Promise<string> {
   const name = (label: number) => (label < 0 ? "(invalid)" : (classNames[label] ?? String(label)));
+  // Older comparison.json files carry no confidences.
+  const conf = (x: number | null | undefined) => (x === null || x === undefined ? "" : ` (${(100 * x).toFixed(0)}%)`);
+  const caption = `true: <b>${escapeHtml(name(flip.label))}</b><br>before: ${escapeHtml(name(flip.before))}${conf(flip.confidenceBefore)}<br>after: ${escapeHtml(name(flip.after))}${conf(flip.confidenceAfter)}`;
+  return imageCard(page, flip.index, flip.path, bytes, caption);
+}
+
+/** A thumbnail with its row index, file name and an HTML caption. */
+async function imageCard(page: Page, index: number, path: string | null, bytes: Uint8Array | null, caption: string): Promise<string> {
   let picture = `<div class="noimage">image not found</div>`;
   if (bytes) {
     const thumb = await sharp(bytes).resize(160, 160, { fit: "contain", background: "#000000" }).flatten({ background: "#000000" }).png().toBuffer().catch(() => null);
-    if (thumb) picture = page.image(thumb, "image/png", `image ${flip.index}`);
+    if (thumb) picture = page.image(thumb, "image/png", `image ${index}`);
   }
-  return `<figure class="flip">${picture}<figcaption>#${flip.index}${flip.path ? ` <span class="path" title="${escapeHtml(flip.path)}">${escapeHtml(basename(flip.path))}</span>` : ""}<br>` +
-    `true: <b>${escapeHtml(name(flip.label))}</b><br>before: ${escapeHtml(name(flip.before))}<br>after: ${escapeHtml(name(flip.after))}</figcaption></figure>`;
+  return `<figure class="flip">${picture}<figcaption>#${index}${path ? ` <span class="path" title="${escapeHtml(path)}">${escapeHtml(basename(path))}</span>` : ""}<br>${caption}</figcaption></figure>`;
 }
 
 /** The HTML being built: sections plus figure bookkeeping. */
@@ -267,9 +391,9 @@ async function readJsonIfExists<T>(file: string): Promise<T | null> {
   }
 }
 
-async function readEvalIfExists(dir: string): Promise<EvalSummary | null> {
+async function readEvalIfExists(dir: string): Promise<EvalRunFiles | null> {
   if (!(await exists(join(dir, "metrics.json")))) return null;
-  return (await readEvalRun(dir)).summary;
+  return readEvalRun(dir);
 }
 
 async function readTrainLog(file: string): Promise<TrainLogEntry[] | null> {

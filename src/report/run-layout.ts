@@ -10,7 +10,7 @@ import { join } from "node:path";
  *   RUN/stats/          stats.json, class-counts.png, samples.png
  *   RUN/audit/          audit.json
  *   RUN/eval-before/    predictions.jsonl, metrics.json of the base model
- *   RUN/train/          config.resolved.json, train_log.jsonl, checkpoints/, adapter/
+ *   RUN/train/          config.resolved.json, train_log.jsonl, checkpoints/, adapter/ (+ calibration.json)
  *   RUN/eval-after/     the same with the adapter
  *   RUN/compare/        comparison.json
  *   RUN/report.html

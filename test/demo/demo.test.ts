@@ -8,7 +8,11 @@ import { createOutput } from "../../src/cli/output.ts";
 import { DEMO_RECIPE } from "../../src/cli/commands/demo.ts";
 import { runRecipe } from "../../src/demo/pipeline.ts";
 import { parseRecipe, readRecipe } from "../../src/demo/recipe.ts";
+import { readCalibrationFile } from "../../src/eval/calibration-file.ts";
+import { TEMPERATURE_RANGE } from "../../src/eval/calibration.ts";
+import type { EvalSummary } from "../../src/eval/records.ts";
 import { InputError } from "../../src/util/errors.ts";
+import { findChromium, renderedImages } from "../helpers/chromium.ts";
 
 process.env.SPLINT_NO_PROGRESS = "1";
 const root = await mkdtemp(join(tmpdir(), "splint-demo-"));
@@ -17,11 +21,11 @@ after(() => rm(root, { recursive: true, force: true }));
 /**
  * The demo recipe, shortened: 250 training steps instead of 400 (the schedule still decays to
  * zero, which the tiny model needs to get past predicting the class prior), no audit, a smaller
- * sample grid; the same model, data and test split.
+ * sample grid; the same model, data, validation and test split.
  */
 async function shortDemo() {
   const raw = parseYaml(await readFile(DEMO_RECIPE, "utf8")) as Record<string, Record<string, unknown>>;
-  raw.data = { synth: { per_class: 40, test_per_class: 10, size: 64, seed: 0 } };
+  raw.data = { synth: { per_class: 40, test_per_class: 10, size: 64, seed: 0 }, val_fraction: 0.1 };
   raw.audit = false as unknown as Record<string, unknown>;
   raw.stats = { samples: 4, seed: 1 };
   raw.train = { ...raw.train, max_steps: 250, warmup_steps: 25, logging_steps: 10 };
@@ -42,12 +46,37 @@ test("the shortened demo learns: accuracy after clearly exceeds accuracy before 
   for (const file of ["dataset/dataset_dict.json", "model/config.json", "stats/stats.json", "eval-before/metrics.json", "train/adapter/adapter_config.json", "train/train_log.jsonl", "eval-after/predictions.jsonl", "compare/comparison.json", "report.html"]) {
     await stat(join(runDir, file));
   }
-  assert.deepEqual(result.ran, ["data", "model", "stats", "eval-before", "train", "eval-after", "compare", "report"]);
+  assert.deepEqual(result.ran, ["data", "model", "stats", "eval-before", "train", "calibrate", "eval-after", "compare", "report"]);
+
+  // Temperature scaling fitted on the 40 validation images of the trained model: an interior
+  // optimum (the model knows something), never a worse validation NLL, and applied by eval-after.
+  const calibration = await readCalibrationFile(join(runDir, "train/adapter/calibration.json"));
+  assert.equal(calibration.fittedOn.split, "validation");
+  assert.ok(calibration.temperature > TEMPERATURE_RANGE[0] * 1.01 && calibration.temperature < TEMPERATURE_RANGE[1] / 1.01, `T = ${calibration.temperature}`);
+  assert.ok(calibration.nll.after <= calibration.nll.before, JSON.stringify(calibration.nll));
+  const afterSummary = JSON.parse(await readFile(join(runDir, "eval-after/metrics.json"), "utf8")) as EvalSummary;
+  assert.equal(afterSummary.calibration!.temperature, calibration.temperature);
+  assert.ok(afterSummary.calibration!.scaled && afterSummary.selective!.riskCoverage.length > 1);
+  assert.ok(afterSummary.bootstrap!.macroF1Ci95[0] <= afterSummary.metrics.macroF1 && afterSummary.metrics.macroF1 <= afterSummary.bootstrap!.macroF1Ci95[1]);
 
   // A second run finds every step done and only rebuilds the report.
   const again = await runRecipe({ recipe: await shortDemo(), runDir, output: quiet });
   assert.deepEqual(again.ran, ["report"]);
   assert.equal(again.accuracyAfter, accuracyAfter);
+});
+
+const chromium = await findChromium();
+
+test("the demo's report shows, in headless Chromium, the reliability diagrams, the error gallery and the flipped images", { skip: chromium === null ? "chromium is not installed" : false }, async () => {
+  const runDir = join(root, "demo");
+  const images = await renderedImages(chromium!, join(runDir, "report.html"), root);
+  const shown = (f: { decoded: boolean; width: number; height: number }) => f.decoded && f.width > 50 && f.height > 50;
+  for (const run of ["before", "after"]) assert.ok(images.some((f) => f.alt === `Reliability diagram ${run}` && shown(f)), `reliability diagram ${run}`);
+  assert.ok(images.some((f) => f.alt === "Risk-coverage curve" && shown(f)));
+  const gallery = images.filter((f) => f.section === "errors");
+  assert.ok(gallery.length > 0 && gallery.every(shown), `${gallery.length} gallery thumbnails`);
+  const flips = images.filter((f) => f.section === "before-and-after" && f.alt.startsWith("image "));
+  assert.ok(flips.length > 0 && flips.every(shown), `${flips.length} flipped images`);
 });
 
 test("--from redoes a step and every later one", async () => {

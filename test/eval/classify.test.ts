@@ -5,7 +5,8 @@ import { createGraph } from "../../src/autograd/tape.ts";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
 import { synthesizeImagePng, SYNTH_CLASS_NAMES } from "../../src/data/synth.ts";
 import { ClassPrompts } from "../../src/eval/class-prompts.ts";
-import { classifyBatch, classProbabilities, tokenLogProb, type ClassifierOptions } from "../../src/eval/classify.ts";
+import { probabilities } from "../../src/eval/calibration.ts";
+import { classifyBatch, tokenLogProb, type ClassifierOptions } from "../../src/eval/classify.ts";
 import { imageBatch } from "../../src/eval/evaluate.ts";
 import { INVALID } from "../../src/eval/metrics.ts";
 import { buildTokenTrie } from "../../src/eval/token-trie.ts";
@@ -82,7 +83,7 @@ test("score mode: batched, cached class log-likelihoods equal full forward passe
     });
     const best = r.scores!.indexOf(Math.max(...r.scores!));
     assert.equal(r.predicted, best);
-    const p = classProbabilities(r.scores!);
+    const p = probabilities(r.scores!);
     assert.ok(Math.abs(p.reduce((a, x) => a + x, 0) - 1) < 1e-9);
   });
 });

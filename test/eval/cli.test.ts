@@ -39,7 +39,7 @@ test("eval → compare → report through the CLI, with and without an adapter",
 
   const report = splint("report", "run", "--json");
   assert.equal(report.status, 0, report.stderr);
-  assert.deepEqual(JSON.parse(report.stdout).sections, ["evaluation", "comparison"]);
+  assert.deepEqual(JSON.parse(report.stdout).sections, ["evaluation", "errors", "comparison"]);
 });
 
 test("eval names the problem: a missing split, a bad --batch", () => {
@@ -67,4 +67,51 @@ test("predict gives a class and probabilities that sum to one per image", async 
   const missing = splint("predict", "--model", MODEL, "nope.png");
   assert.equal(missing.status, 2);
   assert.match(missing.stderr, /nope\.png: cannot read image/);
+});
+
+test("predict --abstain-below answers uncertain under the threshold; alone it takes the calibration file's", async () => {
+  const files = ["u1.png", "u2.png"];
+  await Promise.all(files.map(async (f, i) => writeFile(path.join(dir, f), await synthesizeImagePng({ seed: 2, size: 40 }, i, "Test", 3))));
+  type Answer = { class: string | null; answer: string; abstained: boolean; temperature: number; probabilities: Record<string, number> };
+  const predict = (...flags: string[]) => {
+    const run = splint("predict", "--model", MODEL, ...files, ...flags, "--json");
+    assert.equal(run.status, 0, run.stderr);
+    return JSON.parse(run.stdout) as Answer[];
+  };
+  // Ten classes: the top probability lies in [0.1, 1), so a threshold of 1 always abstains and 0 never does.
+  for (const p of predict("--abstain-below", "1")) assert.deepEqual([p.class, p.answer, p.abstained], [null, "uncertain", true]);
+  for (const p of predict("--abstain-below", "0")) assert.ok(p.class !== null && !p.abstained);
+
+  const calibration = { format: "splint-calibration", version: 1, temperature: 2, fittedOn: { dataset: "ds", split: "validation", n: 1 }, nll: { before: 1, after: 1 }, ece: { before: 0, after: 0 }, abstain: { targetAccuracy: 1, threshold: 1, coverage: 0, accuracy: 1 } };
+  await writeFile(path.join(dir, "calibration.json"), JSON.stringify(calibration));
+  const plain = predict();
+  const scaled = predict("--calibration", "calibration.json", "--abstain-below");
+  scaled.forEach((p, i) => {
+    assert.equal(p.temperature, 2);
+    assert.equal(p.abstained, true, "the stored threshold of 1 abstains");
+    const top = Math.max(...Object.values(p.probabilities));
+    assert.ok(top < Math.max(...Object.values(plain[i]!.probabilities)), "T = 2 lowers the top probability");
+  });
+
+  const none = splint("predict", "--model", MODEL, ...files, "--abstain-below");
+  assert.equal(none.status, 2);
+  assert.match(none.stderr, /--abstain-below: no calibration file found/);
+  const bad = splint("predict", "--model", MODEL, ...files, "--abstain-below", "1.5");
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /not a probability/);
+  const generate = splint("predict", "--model", MODEL, ...files, "--mode", "generate", "--abstain-below", "0.5");
+  assert.equal(generate.status, 2);
+  assert.match(generate.stderr, /needs --mode score/);
+});
+
+test("calibrate needs somewhere to write and refuses to fit on the test split", () => {
+  const noOut = splint("calibrate", "--model", MODEL, "--dataset", "ds");
+  assert.equal(noOut.status, 2);
+  assert.match(noOut.stderr, /--out: is needed without --adapter/);
+  const onTest = splint("calibrate", "--model", MODEL, "--dataset", "ds", "--split", "test", "--out", "c.json");
+  assert.equal(onTest.status, 2);
+  assert.match(onTest.stderr, /--split: test is where calibrated figures are reported/);
+  const noValidation = splint("calibrate", "--model", MODEL, "--dataset", "ds", "--out", "c.json");
+  assert.equal(noValidation.status, 2);
+  assert.match(noValidation.stderr, /has no split "validation"/);
 });

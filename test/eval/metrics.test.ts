@@ -37,6 +37,9 @@ test("metrics on a hand-computed 3-class case with an invalid answer", () => {
   close(m.perClass[1]!.f1, 0.5);
   // c: perfect
   close(m.perClass[2]!.f1, 1);
+  // Recall intervals are Wilson intervals of tp / support: 2/3 for a, and 1/1 for c does not collapse to a point.
+  assert.deepEqual(m.perClass[0]!.recallCi95, wilsonInterval(2, 3));
+  close(m.perClass[2]!.recallCi95[0], 0.2065, 1e-4);
   close(m.macroF1, (0.8 + 0.5 + 1) / 3);
   assert.deepEqual(m.confusion, [
     [2, 1, 0, 0],

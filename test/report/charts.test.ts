@@ -4,7 +4,7 @@ import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
-import { barChart, confusionMatrixChart, heatmap, lineChart, renderPng, renderSvg, writeChart } from "../../src/report/charts.ts";
+import { barChart, confusionMatrixChart, heatmap, intervalChart, lineChart, reliabilityDiagram, renderPng, renderSvg, writeChart } from "../../src/report/charts.ts";
 
 test("bar chart SVG shows every category, value and the title", async () => {
   const svg = await renderSvg(
@@ -64,4 +64,20 @@ test("writeChart picks the format from the extension and leaves no temp files", 
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test("reliability diagram and interval chart render every series and category", async () => {
+  const bins = [
+    { confidence: 0.35, accuracy: 0.2, count: 4 },
+    { confidence: 0.9, accuracy: 0.6, count: 10 },
+  ];
+  const svg = await renderSvg(reliabilityDiagram([{ name: "T = 1", bins }, { name: "T = 2.10", bins: bins.map((b) => ({ ...b, confidence: b.confidence - 0.1 })) }], { title: "Reliability" }));
+  for (const text of ["T = 1", "T = 2.10", "confidence", "accuracy", "Reliability"]) assert.ok(svg.includes(text), text);
+  const intervals = await renderSvg(
+    intervalChart([
+      { category: "Avulsion fracture", value: 0.5, lo: 0.2, hi: 0.8, series: "before" },
+      { category: "Avulsion fracture", value: 0.7, lo: 0.4, hi: 0.9, series: "after" },
+    ], { valueTitle: "recall" }),
+  );
+  for (const text of ["Avulsion fracture", "before", "after", "recall"]) assert.ok(intervals.includes(text), text);
 });

@@ -1,10 +1,8 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { promisify } from "node:util";
 import { saveDatasetDict } from "../../src/data/hf-dataset.ts";
 import { writeStatsReport } from "../../src/data/stats.ts";
 import { synthesizeDatasetDict } from "../../src/data/synth.ts";
@@ -12,14 +10,19 @@ import { compareEvalDirs } from "../../src/eval/compare-dirs.ts";
 import { computeMetrics, INVALID } from "../../src/eval/metrics.ts";
 import { writeEvalRun, type EvalSummary, type Prediction } from "../../src/eval/records.ts";
 import { writeRunReport } from "../../src/report/report.ts";
+import { trustFigures } from "../../src/eval/trust.ts";
 import { runLayout } from "../../src/report/run-layout.ts";
+import { findChromium, renderedImages, screenshotBytes } from "../helpers/chromium.ts";
 
-const run = promisify(execFile);
 const root = await mkdtemp(join(tmpdir(), "splint-report-"));
 after(() => rm(root, { recursive: true, force: true }));
 
-/** A complete run folder with crafted results: 2 test images per class, known flips. */
-async function craftRun(dir: string): Promise<{ flips: number }> {
+/**
+ * A complete run folder with crafted results: 2 test images per class, known flips. The before run
+ * is in generate mode (with invalid answers), the after run in score mode, with crafted scores whose
+ * best class is the prediction, so calibration and selective prediction appear for it.
+ */
+async function craftRun(dir: string): Promise<{ flips: number; errorsAfter: number }> {
   const layout = runLayout(dir);
   const dataset = await synthesizeDatasetDict({ perClass: 2, testPerClass: 2, seed: 5, size: 32 });
   await saveDatasetDict(layout.dataset, dataset, "arrow");
@@ -31,48 +34,69 @@ async function craftRun(dir: string): Promise<{ flips: number }> {
   const truth = rows.map((r) => r.label);
   const before = truth.map((t, i) => (i % 3 === 0 ? t : i % 3 === 1 ? INVALID : (t + 1) % 10));
   const afterPred = truth.map((t, i) => (i % 4 === 3 ? (t + 2) % 10 : t));
-  for (const [folder, predicted] of [
-    [layout.evalBefore, before],
-    [layout.evalAfter, afterPred],
+  for (const [folder, predicted, mode] of [
+    [layout.evalBefore, before, "generate"],
+    [layout.evalAfter, afterPred, "score"],
   ] as const) {
-    const predictions: Prediction[] = predicted.map((p, i) => ({ index: i, path: rows[i]!.image.path, label: truth[i]!, predicted: p, answer: p < 0 ? "??" : dataset.classNames[p]!, match: p < 0 ? "invalid" : "exact" }));
+    const scores = (p: number, i: number) => dataset.classNames.map((_, c) => (c === p ? 0 : -1 - ((7 * i + 3 * c) % 5)));
+    const raw: Prediction[] = predicted.map((p, i) => ({
+      index: i,
+      path: rows[i]!.image.path,
+      label: truth[i]!,
+      predicted: p,
+      answer: p < 0 ? "??" : dataset.classNames[p]!,
+      match: p < 0 ? "invalid" : "exact",
+      ...(mode === "score" ? { scores: scores(p, i) } : {}),
+    }));
+    const trust = trustFigures(dataset.classNames, raw, null);
+    const predictions = raw.map((p, i) => (trust.confidences[i] === null ? p : { ...p, confidence: trust.confidences[i]! }));
     const summary: EvalSummary = {
       model: "tiny",
       adapter: null,
       dataset: layout.dataset,
       split: "test",
-      mode: "generate",
+      mode,
       template: "short",
       classNames: dataset.classNames,
       backend: "cpu",
       seconds: 1,
       imagesPerSecond: 20,
       metrics: computeMetrics(dataset.classNames, truth, predicted),
+      bootstrap: trust.bootstrap,
+      calibration: trust.calibration,
+      selective: trust.selective,
     };
     await writeEvalRun(folder, summary, predictions);
   }
   const comparison = await compareEvalDirs(layout.evalBefore, layout.evalAfter, layout.compare);
-  return { flips: comparison.rightToWrong.length + comparison.wrongToRight.length };
+  return { flips: comparison.rightToWrong.length + comparison.wrongToRight.length, errorsAfter: afterPred.filter((p, i) => p !== truth[i]).length };
 }
 
 const full = join(root, "full");
-const { flips } = await craftRun(full);
-// class counts, sample grid, loss, lr, grad norm, accuracy, 2 confusion matrices, recall per class.
-const CHARTS = 9;
+const { flips, errorsAfter } = await craftRun(full);
+// class counts, sample grid, loss, lr, grad norm, accuracy, 2 confusion matrices, recall with
+// intervals, the after run's reliability diagram, risk–coverage, recall per class before/after.
+const CHARTS = 12;
 
 test("the report has every section, every figure embedded, and nothing fetched from elsewhere", async () => {
   const summary = await writeRunReport(full);
-  assert.deepEqual(summary.sections, ["dataset", "training", "evaluation", "comparison"]);
+  assert.deepEqual(summary.sections, ["dataset", "training", "evaluation", "errors", "comparison"]);
   assert.deepEqual(summary.missing, []);
   const html = await readFile(summary.file, "utf8");
-  for (const id of ["dataset", "training", "evaluation", "before-and-after"]) assert.match(html, new RegExp(`<section id="${id}">`));
+  for (const id of ["dataset", "training", "evaluation", "errors", "before-and-after"]) assert.match(html, new RegExp(`<section id="${id}">`));
   const images = html.match(/<img [^>]*>/g) ?? [];
-  assert.equal(images.length, CHARTS + flips);
+  // The five errors of the after run fall in five different confusion pairs: one thumbnail each.
+  assert.equal(errorsAfter, 5);
+  assert.equal(images.length, CHARTS + flips + errorsAfter);
   assert.equal(summary.figures, images.length);
   assert.ok(images.every((img) => /src="data:image\/(svg\+xml|png);base64,/.test(img)), "every image is a data URI");
   assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//, "no remote resources");
   assert.match(html, /Wrong → right/);
   assert.match(html, /\(invalid\)/, "the before run's invalid answers get their own confusion column");
+  assert.match(html, /alt="Reliability diagram after"/);
+  assert.doesNotMatch(html, /alt="Reliability diagram before"/, "generate mode has no probabilities to calibrate");
+  assert.match(html, /Paired bootstrap \(1000 resamples/);
+  assert.match(html, /confidence \d+\.\d%/, "gallery cards give the confidence");
 });
 
 test("a run folder with missing steps still gives a report that names what is missing", async () => {
@@ -87,38 +111,14 @@ test("a run folder with missing steps still gives a report that names what is mi
   assert.match(html, /train_log\.jsonl<\/code> is missing/);
 });
 
-/** Debian's chromium, when installed (CI installs it; see .ci/run). */
-async function findChromium(): Promise<string | null> {
-  for (const name of ["chromium", "chromium-browser"]) {
-    try {
-      await run("sh", ["-c", `command -v ${name}`]);
-      return name;
-    } catch {
-      // not this one
-    }
-  }
-  return null;
-}
-
 const chromium = await findChromium();
 
-test("headless Chromium renders every figure of the report with a non-zero size", { skip: chromium === null ? "chromium is not installed" : false }, async () => {
+test("headless Chromium renders every figure of the report with a non-zero size, the reliability diagram and the error gallery among them", { skip: chromium === null ? "chromium is not installed" : false }, async () => {
   const summary = await writeRunReport(full);
-  const html = await readFile(summary.file, "utf8");
-  // After load, record each image's decode state and laid-out size in the DOM that --dump-dom prints.
-  const probe = `<script>window.addEventListener("load", () => {
-    const figures = [...document.images].map((img) => { const r = img.getBoundingClientRect(); return { alt: img.alt, decoded: img.complete && img.naturalWidth > 0, width: r.width, height: r.height }; });
-    const out = document.createElement("pre"); out.id = "probe"; out.textContent = JSON.stringify(figures); document.body.appendChild(out);
-  });</script>`;
-  const probed = join(root, "probed.html");
-  await writeFile(probed, html.replace("</body>", `${probe}</body>`));
-  const { stdout } = await run(chromium!, ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom", `file://${probed}`], { maxBuffer: 64 << 20, timeout: 60_000 });
-  const match = /<pre id="probe">(.*?)<\/pre>/s.exec(stdout);
-  assert.ok(match, "the probe ran");
-  const figures = JSON.parse(match[1]!.replace(/&quot;/g, '"').replace(/&amp;/g, "&")) as { alt: string; decoded: boolean; width: number; height: number }[];
-  assert.equal(figures.length, CHARTS + flips);
+  const figures = await renderedImages(chromium!, summary.file, root);
+  assert.equal(figures.length, CHARTS + flips + errorsAfter);
   for (const f of figures) assert.ok(f.decoded && f.width > 50 && f.height > 50, `${f.alt}: ${JSON.stringify(f)}`);
-  const shot = join(root, "report.png");
-  await run(chromium!, ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,3000", `--screenshot=${shot}`, `file://${summary.file}`], { timeout: 60_000 });
-  assert.ok((await readFile(shot)).byteLength > 10_000, "a non-blank screenshot");
+  assert.ok(figures.some((f) => f.alt === "Reliability diagram after" && f.section === "evaluation"));
+  assert.equal(figures.filter((f) => f.section === "errors").length, errorsAfter);
+  assert.ok((await screenshotBytes(chromium!, summary.file, join(root, "report.png"))) > 10_000, "a non-blank screenshot");
 });

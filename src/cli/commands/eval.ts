@@ -18,6 +18,7 @@ interface EvalFlags {
   template: string;
   maxImageEdge?: string;
   matmul: string;
+  calibration?: string;
   out: string;
   json?: boolean;
 }
@@ -30,7 +31,10 @@ Modes:
   score         every class answer scored by its log-likelihood after the prompt; gives probabilities
 
 Writes OUT/predictions.jsonl (one line per image) and OUT/metrics.json (accuracy with a 95% Wilson
-interval, macro-F1, per-class precision/recall/F1, confusion matrix, invalid rate, images/s).
+interval, macro-F1, per-class precision/recall/F1, confusion matrix, invalid rate, images/s, seeded
+bootstrap intervals). Score mode adds calibration (ECE, Brier, NLL, reliability bins) and selective
+prediction (risk–coverage curve, accuracy at coverages), at the temperature of the adapter's
+calibration.json when it has one (see \`splint calibrate\`).
 Use the prompt template training used (--template; short by default, as the tutorial).
 
 Examples:
@@ -55,6 +59,7 @@ export function registerEval(program: Command): void {
     .option("--max-image-edge <px>", "cap the longer image side (use training's max_image_edge)")
     .requiredOption("--out <dir>", "folder for predictions.jsonl and metrics.json")
     .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
+    .option("--calibration <file>", "score mode: calibration.json to apply, or none (default: the adapter's, if any)")
     .option("--json", "print the summary as JSON")
     .addHelpText("after", HELP)
     .action(async (flags: EvalFlags) => {
@@ -71,11 +76,17 @@ export function registerEval(program: Command): void {
         template: flags.template,
         maxImageEdge: flags.maxImageEdge === undefined ? null : positiveInteger("--max-image-edge", flags.maxImageEdge),
         matmulPrecision: parseMatmulPrecision(flags.matmul),
+        calibration: calibrationFlag(flags.calibration),
         out: flags.out,
         output,
       });
       output.result({ out: flags.out, ...run.summary }, () => `${formatEvalSummary(run.summary)}\nWrote ${flags.out}/predictions.jsonl and metrics.json`);
     });
+}
+
+/** --calibration: a file, "none" for no temperature, or absent for the adapter's own. */
+export function calibrationFlag(value: string | undefined): string | null | undefined {
+  return value === "none" ? null : value;
 }
 
 export function positiveInteger(flag: string, text: string): number {

@@ -1,10 +1,11 @@
 import { Option, type Command } from "commander";
 import { EVAL_MODES, type EvalMode } from "../../eval/classify.ts";
 import { DEFAULT_MAX_NEW_TOKENS } from "../../eval/evaluate.ts";
-import { predictImages, resolveClassNames, type ImagePrediction } from "../../eval/predict.ts";
+import { predictImages, resolveClassNames, UNCERTAIN, type ImagePrediction } from "../../eval/predict.ts";
 import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-flag.ts";
 import { createOutput } from "../output.ts";
-import { positiveInteger } from "./eval.ts";
+import { InputError } from "../../util/errors.ts";
+import { calibrationFlag, positiveInteger } from "./eval.ts";
 
 interface PredictFlags {
   model: string;
@@ -17,17 +18,23 @@ interface PredictFlags {
   maxImageEdge?: string;
   batch: string;
   matmul: string;
+  calibration?: string;
+  abstainBelow?: string | true;
   json?: boolean;
 }
 
 const HELP = `
 The prompt offers --classes (comma-separated), or the class names of --dataset, or by default the
 tutorial's ten fracture classes. Score mode prints each class's probability; generate mode prints
-the model's own words and the class they name (or none).
+the model's own words and the class they name (or none). Score mode applies the temperature of the
+adapter's calibration.json when it has one (\`splint calibrate\`). With --abstain-below P it answers
+"uncertain" when the top probability is below P; --abstain-below alone takes the threshold
+\`splint calibrate --target-accuracy A\` picked on validation.
 
 Examples:
   splint predict --model runs/demo/model --adapter runs/demo/train/adapter xray1.png xray2.png
-  splint predict --model M --adapter A --mode generate --json xray.png`;
+  splint predict --model M --adapter A --mode generate --json xray.png
+  splint predict --model M --adapter A --abstain-below 0.6 xray.png`;
 
 /** `splint predict IMAGE…`: classify image files with a model (plus adapter). */
 export function registerPredict(program: Command): void {
@@ -45,6 +52,8 @@ export function registerPredict(program: Command): void {
     .option("--max-image-edge <px>", "cap the longer image side (use training's max_image_edge)")
     .option("--batch <n>", "images per forward pass", "8")
     .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
+    .option("--calibration <file>", "score mode: calibration.json to apply, or none (default: the adapter's, if any)")
+    .option("--abstain-below [p]", "score mode: answer uncertain below this top probability (alone: the calibrated threshold)")
     .option("--json", "print the predictions as JSON")
     .addHelpText("after", HELP)
     .action(async (images: string[], flags: PredictFlags) => {
@@ -60,10 +69,20 @@ export function registerPredict(program: Command): void {
         maxImageEdge: flags.maxImageEdge === undefined ? null : positiveInteger("--max-image-edge", flags.maxImageEdge),
         batchSize: positiveInteger("--batch", flags.batch),
         matmulPrecision: parseMatmulPrecision(flags.matmul),
+        calibration: calibrationFlag(flags.calibration),
+        abstainBelow: abstainFlag(flags.abstainBelow),
         output,
       });
       output.result(predictions, () => predictions.map(formatPrediction).join("\n"));
     });
+}
+
+function abstainFlag(value: string | true | undefined): number | "calibrated" | undefined {
+  if (value === undefined) return undefined;
+  if (value === true) return "calibrated";
+  const p = Number(value);
+  if (value.trim() === "" || !(p >= 0 && p <= 1)) throw new InputError("--abstain-below", `${JSON.stringify(value)} is not a probability in [0, 1]`);
+  return p;
 }
 
 function formatPrediction(p: ImagePrediction): string {
@@ -72,7 +91,7 @@ function formatPrediction(p: ImagePrediction): string {
       .sort((a, b) => b[1] - a[1])
       .slice(0, 3)
       .map(([name, prob]) => `${name} ${(100 * prob).toFixed(1)}%`);
-    return `${p.image}: ${p.class}  (${top.join(", ")})`;
+    return `${p.image}: ${p.abstained ? UNCERTAIN : p.class}  (${top.join(", ")}${p.temperature !== 1 ? `; T = ${p.temperature?.toFixed(3)}` : ""})`;
   }
   return `${p.image}: ${p.class ?? "(no class)"}  answer: ${JSON.stringify(p.answer)}`;
 }
