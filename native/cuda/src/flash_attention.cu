@@ -200,17 +200,13 @@ __device__ __forceinline__ void stage_rows(In x, int64_t b, int R, int H, int he
   }
 }
 
-// Row blocks per warp at D ≤ 64 (1 or 2; a build flag so that both can be timed in one call).
-#ifndef SPLINT_FLASH_KM64
-#define SPLINT_FLASH_KM64 1
-#endif
-
 // Per head size: kM 16-row blocks per warp (a block holds 64·kM rows, and each B fragment read from
 // shared memory serves kM products) and the key tile of the forward; the backward kernels walk tiles
-// of 32. At D = 128 the accumulators of the block's width leave room for one row block.
+// of 32. kM = 2 at D = 64 measured slower on the H200 in every kernel (238–252 registers, two
+// blocks an SM: native/cuda/NOTES.md), and at D = 128 it does not fit the registers, so kM = 1.
 template <int kD>
 struct Tiles {
-  static constexpr int kM = kD > 64 ? 1 : SPLINT_FLASH_KM64;
+  static constexpr int kM = 1;
   static constexpr int rows = 64 * kM;
   static constexpr int forward = 64;
   static constexpr int backward = 32;
@@ -459,12 +455,13 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
     mma_rows_nk<kD, kM>(dp, dos, warp * 16 * kM, vs + buf * kBc * kStride);  // dp = dout·vᵀ
 #pragma unroll
     for (int m = 0; m < kM; m++) {
+      const bool open = mask.key_valid == nullptr && s0 >= max(lo[m][0], lo[m][1]) && s0 + kBc <= min(hi[m][0], hi[m][1]);
 #pragma unroll
       for (int n = 0; n < kBc / 8; n++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
-          const bool visible = s >= lo[m][r] && s < hi[m][r] && kok[buf * kBc + j];
+          const bool visible = open || (s >= lo[m][r] && s < hi[m][r] && kok[buf * kBc + j]);
           const float pr = visible ? exp2f(p[m][n][e] * scale_log2 - lse2[m][r]) : 0.0f;
           p[m][n][e] = pr * (dp[m][n][e] - dl[m][r]);  // dS
         }
@@ -489,7 +486,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
 template <int kD>
 constexpr size_t dkv_smem() {
   return (size_t)(2 * Tiles<kD>::rows + 4 * Tiles<kD>::backward) * (kD + 8) * sizeof(bf16) +
-         8 * Tiles<kD>::backward * sizeof(float);
+         (8 * Tiles<kD>::backward + 4) * sizeof(float);
 }
 
 // dv = Σ_t pᵀ·dout, dk = scale · Σ_t (p·(dp − δ))ᵀ·q over every query head of the kv head's group.
@@ -499,6 +496,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
                                                              float scale, float scale_log2, RowMask mask, bool vec,
                                                              Out dk, Out dv) {
   constexpr int kStride = kD + 8, kM = Tiles<kD>::kM, kRows = Tiles<kD>::rows, kBq = Tiles<kD>::backward;
+  static_assert(kBq == 32, "the first warp stages a query tile's rows and reduces their intervals");
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* ks = reinterpret_cast<bf16*>(smem);  // [kRows][kStride]
   bf16* vs = ks + kRows * kStride;           // [kRows][kStride]
@@ -509,6 +507,8 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
   float* delta_s = lse2_s + 2 * kBq;
   int* lo_s = reinterpret_cast<int*>(delta_s + 2 * kBq);
   int* hi_s = lo_s + 2 * kBq;
+  int* tile_lo = hi_s + 2 * kBq;  // [2]: the largest lo of the tile's queries
+  int* tile_hi = tile_lo + 2;     // [2]: the smallest hi
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
   const int kh = blockIdx.y, group = Hq / Hkv;
@@ -551,6 +551,12 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
       delta_s[buf * kBq + j] = row_delta;
       lo_s[buf * kBq + j] = lo;
       hi_s[buf * kBq + j] = hi;
+      // kBq = 32: the first warp holds the whole tile; every key of [tile_lo, tile_hi) is seen by all of it.
+      const int most_lo = __reduce_max_sync(0xffffffffu, lo), least_hi = __reduce_min_sync(0xffffffffu, hi);
+      if (j == 0) {
+        tile_lo[buf] = most_lo;
+        tile_hi[buf] = least_hi;
+      }
     }
   };
   if (tiles > 0) stage_queries(0, 0);
@@ -573,12 +579,14 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
     mma_rows_nk<kD, kM>(dp, vs, warp * 16 * kM, dos + buf * kBq * kStride);  // dpᵀ = v·doutᵀ
 #pragma unroll
     for (int m = 0; m < kM; m++) {
+      const int s_lo = s_first + warp_row<kM>(warp, m, g, 0), s_hi = s_lo + 8;  // this thread's two keys
+      const bool open = ok[m][0] && ok[m][1] && s_lo >= tile_lo[buf] && s_hi < tile_hi[buf];
 #pragma unroll
       for (int n = 0; n < kBq / 8; n++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s_first + warp_row<kM>(warp, m, g, r);
-          const bool visible = ok[m][r] && s >= lo_s[buf * kBq + j] && s < hi_s[buf * kBq + j];
+          const bool visible = open || (ok[m][r] && s >= lo_s[buf * kBq + j] && s < hi_s[buf * kBq + j]);
           p[m][n][e] = visible ? exp2f(p[m][n][e] * scale_log2 - lse2_s[buf * kBq + j]) : 0.0f;
           dp[m][n][e] = p[m][n][e] * (dp[m][n][e] - delta_s[buf * kBq + j]);  // dSᵀ
         }
