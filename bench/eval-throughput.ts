@@ -22,7 +22,7 @@ import { parseMistral3Config } from "../src/models/mistral3/config.ts";
 import { generateMistral3 } from "../src/models/mistral3/generate.ts";
 import { buildMistral3 } from "../src/models/mistral3/model.ts";
 import type { Backend } from "../src/tensor/backend.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/util/rng.ts";
 import { buildInputs, hfConfig, LORA, median, randomWeights, SIZES, type Size, TUTORIAL_WORKLOAD, type Workload } from "./workload.ts";
 
 /** Distinct input sets cycled through the batches (the values do not change the work). */

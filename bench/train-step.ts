@@ -28,7 +28,7 @@ import { ForwardContext } from "../src/models/mistral3/context.ts";
 import { buildMistral3, forwardMistral3, type Mistral3Model } from "../src/models/mistral3/model.ts";
 import type { Backend, MatmulPrecision } from "../src/tensor/backend.ts";
 import { AdamW, type Parameter } from "../src/train/optimizer.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/util/rng.ts";
 import {
   buildInputs,
   hfConfig,

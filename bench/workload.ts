@@ -11,7 +11,7 @@ import type { Backend } from "../src/tensor/backend.ts";
 import { f32ArrayToBf16 } from "../src/tensor/bf16.ts";
 import type { Tensor } from "../src/tensor/tensor.ts";
 import { TUTORIAL_DEFAULTS } from "../src/train/config.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/util/rng.ts";
 import { loraSettingsFor } from "../src/train/run.ts";
 
 export const SIZES = ["tiny", "small", "3b", "8b", "14b"] as const;

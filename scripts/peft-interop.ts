@@ -25,7 +25,7 @@ import { forwardMistral3, loadMistral3, type Mistral3Inputs, type Mistral3Model 
 import type { Backend } from "../src/tensor/backend.ts";
 import { TUTORIAL_DEFAULTS } from "../src/train/config.ts";
 import { AdamW, type Parameter } from "../src/train/optimizer.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/util/rng.ts";
 import { loraSettingsFor } from "../src/train/run.ts";
 
 const SETTINGS: LoraSettings = loraSettingsFor(TUTORIAL_DEFAULTS, null);

@@ -1,25 +1,13 @@
 import cliProgress from "cli-progress";
+import { type Output, type Progress, silentProgress } from "../util/output.ts";
+
+export type { Output, Progress };
 
 /**
  * Where a command's words go: the machine-readable result on stdout (with --json), everything
- * meant for a person (logs, progress) on stderr so it never mixes into the JSON.
+ * meant for a person (logs, progress) on stderr so it never mixes into the JSON. Progress is quiet
+ * in --json mode and plain (no redraws) when stderr is not a TTY.
  */
-export interface Output {
-  readonly json: boolean;
-  /** A line for a person (stderr). */
-  log(message: string): void;
-  /** The command's result: pretty text to stdout normally, one JSON document with --json. */
-  result(value: unknown, text: () => string): void;
-  /** A progress bar on stderr; quiet in --json mode and plain (no redraws) when stderr is not a TTY. */
-  progress(label: string, total: number, unit?: string): Progress;
-}
-
-export interface Progress {
-  update(done: number, extra?: Record<string, string | number>): void;
-  increment(by?: number): void;
-  stop(): void;
-}
-
 export function createOutput(json: boolean): Output {
   return {
     json,
@@ -58,8 +46,6 @@ export function createOutput(json: boolean): Output {
     },
   };
 }
-
-const silentProgress: Progress = { update() {}, increment() {}, stop() {} };
 
 function formatExtra(extra?: Record<string, string | number>): string {
   if (!extra) return "";

@@ -15,7 +15,7 @@ import path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { InputError, SplintError } from "../util/errors.ts";
-import type { Progress } from "../cli/output.ts";
+import type { Progress } from "../util/output.ts";
 
 export const DEFAULT_KAGGLE_API = "https://www.kaggle.com";
 

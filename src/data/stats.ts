@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import sharp, { type Metadata, type OverlayOptions } from "sharp";
-import { barChart, writeChart, type ChartSpec } from "../report/charts.ts";
+import { barChart, writeChart, type ChartSpec } from "../util/charts.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { Random } from "./synth-random.ts";
 import type { DatasetDict, DatasetRow } from "./types.ts";

@@ -1,6 +1,6 @@
 import { rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import type { Output } from "../cli/output.ts";
+import type { Output } from "../util/output.ts";
 import { auditDataset } from "../data/audit.ts";
 import { loadDatasetDict } from "../data/hf-dataset.ts";
 import { importFromKaggle, importImageFolder } from "../data/import.ts";

@@ -1,4 +1,4 @@
-import { Rng } from "../train/rng.ts";
+import { Rng } from "../util/rng.ts";
 import { computeMetrics } from "./metrics.ts";
 
 /**

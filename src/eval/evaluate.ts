@@ -1,5 +1,5 @@
 import { resolve } from "node:path";
-import type { Output } from "../cli/output.ts";
+import type { Output } from "../util/output.ts";
 import { loadDatasetDict } from "../data/hf-dataset.ts";
 import type { DatasetRow } from "../data/types.ts";
 import { readGenerationConfig } from "../models/mistral3/generation-config.ts";

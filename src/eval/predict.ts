@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import type { Output } from "../cli/output.ts";
+import type { Output } from "../util/output.ts";
 import { loadDatasetDict } from "../data/hf-dataset.ts";
 import { SYNTH_CLASS_NAMES } from "../data/synth.ts";
 import { readGenerationConfig } from "../models/mistral3/generation-config.ts";

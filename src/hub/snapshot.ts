@@ -1,6 +1,6 @@
 import { readdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import type { Output, Progress } from "../cli/output.ts";
+import type { Output, Progress } from "../util/output.ts";
 import { InputError, SplintError } from "../util/errors.ts";
 import { RepoCache } from "./cache.ts";
 import { downloadBlob } from "./download.ts";

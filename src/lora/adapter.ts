@@ -4,7 +4,7 @@ import { openSafetensors, toFloat32, writeSafetensors, type TensorToWrite } from
 import { canonicalName } from "../models/mistral3/weights.ts";
 import type { Backend } from "../tensor/backend.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import type { Rng } from "../train/rng.ts";
+import type { Rng } from "../util/rng.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
 import { loraScale, type LoraLinear } from "./lora-linear.ts";

@@ -10,7 +10,7 @@ import { formatP } from "../eval/format.ts";
 import { readEvalRun, type EvalSummary, type Prediction } from "../eval/records.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
-import { barChart, heatmap, intervalChart, lineChart, reliabilityDiagram, renderSvg, type ChartSpec } from "./charts.ts";
+import { barChart, heatmap, intervalChart, lineChart, reliabilityDiagram, renderSvg, type ChartSpec } from "../util/charts.ts";
 import { runLayout, type RunLayout } from "./run-layout.ts";
 
 /**

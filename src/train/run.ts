@@ -1,7 +1,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { detectBackend } from "../backends/cuda/detect.ts";
-import { createOutput, type Output } from "../cli/output.ts";
+import { type Output, plainOutput } from "../util/output.ts";
 import { loadDatasetDict } from "../data/hf-dataset.ts";
 import type { DatasetDict } from "../data/types.ts";
 import { hubSettings } from "../hub/settings.ts";
@@ -19,7 +19,7 @@ import { loadImageProcessorConfig } from "../vision/image-processor.ts";
 import { listCheckpoints } from "./checkpoint.ts";
 import { boundImageEdge, collate, type CollatorSettings, type TrainBatch, type TrainExample } from "./collator.ts";
 import { resolveConfig, TUTORIAL_DEFAULTS, type TrainConfig } from "./config.ts";
-import { Rng } from "./rng.ts";
+import { Rng } from "../util/rng.ts";
 import { trainLoop, type MicroBatchSource, type StepRecord } from "./trainer.ts";
 
 /**
@@ -71,7 +71,7 @@ export interface TrainResult {
 
 export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult> {
   const started = performance.now();
-  const output = opts.output ?? createOutput(false);
+  const output = opts.output ?? plainOutput;
   const runDir = resolve(opts.outDir);
   const configFile = join(runDir, RESOLVED_CONFIG_FILE);
   const checkpoints = await listCheckpoints(runDir);

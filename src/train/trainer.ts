@@ -1,7 +1,7 @@
 import { appendFile, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createGraph } from "../autograd/tape.ts";
-import type { Output, Progress } from "../cli/output.ts";
+import type { Output, Progress } from "../util/output.ts";
 import { adapterKey, type LoraSettings } from "../lora/adapter.ts";
 import type { LoraLinear } from "../lora/lora-linear.ts";
 import { ForwardContext } from "../models/mistral3/context.ts";
@@ -14,7 +14,7 @@ import { checkpointDir, listCheckpoints, loadOptimizerState, readTrainerState, s
 import type { TrainBatch } from "./collator.ts";
 import type { TrainConfig } from "./config.ts";
 import { AdamW, AdamW8bit, clipGradNorm, type Optimizer, type Parameter } from "./optimizer.ts";
-import { Rng } from "./rng.ts";
+import { Rng } from "../util/rng.ts";
 import { learningRate } from "./schedule.ts";
 
 /**

@@ -17,7 +17,7 @@ import {
   targetedModules,
   type LoraSettings,
 } from "../../src/lora/adapter.ts";
-import { Rng } from "../../src/train/rng.ts";
+import { Rng } from "../../src/util/rng.ts";
 import { tinyModel } from "./tiny-model.ts";
 
 const TUTORIAL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];

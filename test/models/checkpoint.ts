@@ -5,7 +5,7 @@ import type { Mistral3Config } from "../../src/models/mistral3/config.ts";
 import { expectedWeights } from "../../src/models/mistral3/weights.ts";
 import { f32ArrayToBf16 } from "../../src/tensor/bf16.ts";
 import { f32ArrayToFp8E4m3 } from "../../src/tensor/fp8.ts";
-import { Rng } from "../../src/train/rng.ts";
+import { Rng } from "../../src/util/rng.ts";
 
 /** Host weights of a random model by canonical name. */
 export function randomHostWeights(config: Mistral3Config, seed: number): Map<string, { shape: readonly number[]; data: Float32Array }> {

@@ -42,7 +42,7 @@ test("LoRA dropout masks are seeded per step and module, so recomputation under 
   const { tinyModel } = await import("./tiny-model.ts");
   const { initAdapter, parseAdapterConfig } = await import("../../src/lora/adapter.ts");
   const { forwardMistral3 } = await import("../../src/models/mistral3/model.ts");
-  const { Rng } = await import("../../src/train/rng.ts");
+  const { Rng } = await import("../../src/util/rng.ts");
   const model = tinyModel(undefined, 4);
   const backend = model.text.embedTokens.backend;
   const settings = parseAdapterConfig({ r: 2, lora_alpha: 4, lora_dropout: 0.5, target_modules: ["q_proj", "down_proj"] }, "cfg");

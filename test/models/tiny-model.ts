@@ -4,7 +4,7 @@ import { buildMistral3, type Mistral3Model } from "../../src/models/mistral3/mod
 import { expectedWeights } from "../../src/models/mistral3/weights.ts";
 import type { Backend } from "../../src/tensor/backend.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
-import { Rng } from "../../src/train/rng.ts";
+import { Rng } from "../../src/util/rng.ts";
 
 /** A random Mistral3 small enough for unit tests (the fixtures' sizes: vision 32, text 48). */
 export function tinyConfig(overrides: { text?: Record<string, unknown>; top?: Record<string, unknown> } = {}): Mistral3Config {

@@ -6,7 +6,7 @@ import { createGraph } from "../../src/autograd/tape.ts";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
 import { bf16ToF32, f32ToBf16 } from "../../src/tensor/bf16.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
-import { Rng } from "../../src/train/rng.ts";
+import { Rng } from "../../src/util/rng.ts";
 
 const backend = createCpuBackend();
 const rounded = (x: Float32Array): Float32Array => x.map((v) => bf16ToF32(f32ToBf16(v)));

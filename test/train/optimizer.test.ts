@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
 import { loadOptimizerState, saveOptimizerState } from "../../src/train/checkpoint.ts";
 import { AdamW, AdamW8bit, BLOCK_8BIT, dequantizeBlockwise, dynamicMap, quantizeBlockwise, type Optimizer, type Parameter } from "../../src/train/optimizer.ts";
-import { Rng } from "../../src/train/rng.ts";
+import { Rng } from "../../src/util/rng.ts";
 
 const backend = createCpuBackend();
 const SETTINGS = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };

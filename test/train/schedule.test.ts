@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { learningRate } from "../../src/train/schedule.ts";
-import { Rng } from "../../src/train/rng.ts";
+import { Rng } from "../../src/util/rng.ts";
 
 test("linear schedule with warmup follows transformers' get_linear_schedule_with_warmup", () => {
   // lr_lambda(s) = s/w for s < w, else (T - s)/(T - w)

@@ -1,6 +1,6 @@
 import type { Graph } from "../../autograd/graph.ts";
 import type { Backend } from "../../tensor/backend.ts";
-import { Rng } from "../../train/rng.ts";
+import { Rng } from "../../util/rng.ts";
 import { InputError } from "../../util/errors.ts";
 import { ForwardContext } from "./context.ts";
 import type { LayerKV } from "./decoder.ts";

@@ -2,7 +2,7 @@ import { copyFile, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeSafetensors, type TensorToWrite } from "../../io/safetensors.ts";
-import { Rng } from "../../train/rng.ts";
+import { Rng } from "../../util/rng.ts";
 import { writeDirAtomic, writeFileAtomic } from "../../util/atomic.ts";
 import { InputError } from "../../util/errors.ts";
 import { parseMistral3Config } from "./config.ts";

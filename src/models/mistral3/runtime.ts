@@ -1,7 +1,7 @@
 import { createGraph } from "../../autograd/tape.ts";
 import type { Graph } from "../../autograd/graph.ts";
 import { detectBackend, type BackendPreference } from "../../backends/cuda/detect.ts";
-import type { Output } from "../../cli/output.ts";
+import type { Output } from "../../util/output.ts";
 import { loadAdapter, readAdapterConfig, type LoraSettings } from "../../lora/adapter.ts";
 import type { Backend, MatmulPrecision } from "../../tensor/backend.ts";
 import { loadMistral3, type Mistral3Model } from "./model.ts";

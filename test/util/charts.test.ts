@@ -4,7 +4,7 @@ import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
-import { barChart, confusionMatrixChart, heatmap, intervalChart, lineChart, reliabilityDiagram, renderPng, renderSvg, writeChart } from "../../src/report/charts.ts";
+import { barChart, confusionMatrixChart, heatmap, intervalChart, lineChart, reliabilityDiagram, renderPng, renderSvg, writeChart } from "../../src/util/charts.ts";
 
 test("bar chart SVG shows every category, value and the title", async () => {
   const svg = await renderSvg(

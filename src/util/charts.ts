@@ -1,7 +1,7 @@
 import sharp from "sharp";
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
-import { writeFileAtomic } from "../util/atomic.ts";
+import { writeFileAtomic } from "./atomic.ts";
 
 /**
  * Charts for terminal-free reports: small builders return Vega-Lite specs (bar, line, heatmap /
