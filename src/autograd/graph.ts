@@ -35,6 +35,15 @@ export interface Graph {
    * precision (Backend.matmul) applies to the forward product and to both gradient products.
    */
   linear(x: Var, w: Var, precision?: MatmulPrecision): Var;
+  /**
+   * PEFT's LoRA linear as one op: y = x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ with x [N, in], w [out, in]
+   * (frozen), a [r, in], b [out, r]. The same function as linear + dropout + linear + linear +
+   * scale + add, in fewer passes: the update is accumulated into the base product by the matmul
+   * itself, and the backward needs no full-size copies; the dropout mask is recomputed from its
+   * seed in the backward instead of being kept. `seed` null = no dropout. The precision applies to
+   * the base product and its input gradient (the LoRA products stay f32 with f32 A and B).
+   */
+  loraLinear(x: Var, w: Var, a: Var, b: Var, lora: { scale: number; dropout: number; seed: number | null }, precision?: MatmulPrecision): Var;
   /** Backend.matmul with gradients for both sides. */
   matmul(a: Var, b: Var, opts?: { transA?: boolean; transB?: boolean; alpha?: number }): Var;
   add(a: Var, b: Var): Var;
@@ -58,8 +67,11 @@ export interface Graph {
   scatterRows(dst: Var, index: Tensor, src: Var): Var;
   /** Element permutation (Backend.gatherElements); index must be a permutation of x's elements. */
   permute(x: Var, index: Tensor, outShape: readonly number[]): Var;
-  /** Cross-entropy, mean over rows whose label is not ignoreIndex (as torch's reduction="mean"); [1]. */
-  crossEntropy(logits: Var, labels: Tensor, ignoreIndex: number): Var;
+  /**
+   * Cross-entropy, mean over rows whose label is not ignoreIndex (as torch's reduction="mean"); [1].
+   * `counted`, the number of such rows when the caller knows it, saves reading the labels back.
+   */
+  crossEntropy(logits: Var, labels: Tensor, ignoreIndex: number, counted?: number): Var;
 
   /**
    * Runs body so that its intermediates are freed when it returns, except the returned values.

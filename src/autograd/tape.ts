@@ -51,6 +51,8 @@ class TapeGraph implements Graph {
   /** Where ops are recorded now; null while not taping (inference, or a checkpoint's first run). */
   private tape: Node[] | null;
   private owned: Tensor[] = [];
+  /** The gradient backward() starts from, with its value known on the host (no read back). */
+  private seed: { tensor: Tensor; value: number } | null = null;
 
   constructor(
     readonly backend: Backend,
@@ -97,6 +99,46 @@ class TapeGraph implements Graph {
       needs[0] ? b.matmul(dy, wv.value, { precision }) : null,
       needs[1] ? b.matmul(dy, xv.value, { transA: true, precision }) : null,
     ]);
+  }
+
+  loraLinear(x: Var, w: Var, a: Var, bVar: Var, lora: { scale: number; dropout: number; seed: number | null }, precision: MatmulPrecision = "f32"): Var {
+    const [xv, wv, av, bv] = [asValue(x), asValue(w), asValue(a), asValue(bVar)];
+    const b = this.backend;
+    const { scale, dropout, seed } = lora;
+    const masked = seed !== null && dropout > 0;
+    const dropped = (): Tensor => (masked ? b.dropout(xv.value, dropout, seed) : xv.value);
+    const y = b.matmul(xv.value, wv.value, { transB: true, precision }); // [N, out]
+    const xd = dropped(); // [N, in]
+    const u = b.matmul(xd, av.value, { transB: true }); // [N, r]
+    if (xd !== xv.value) xd.free();
+    b.matmul(u, bv.value, { transB: true, alpha: scale, accumulate: y });
+    const savedU = this.save(u);
+    return this.result(y, [xv, wv, av, bv], (dy, needs) => {
+      // dy [N, out]. du = scale·dy·B [N, r]; dB = scale·dyᵀ·u; dA = duᵀ·dropout(x); dx = dy·W + dropout'(du·A).
+      const du = needs[0] || needs[2] ? b.matmul(dy, bv.value, { alpha: scale }) : null;
+      const db = needs[3] ? b.matmul(dy, savedU!, { transA: true, alpha: scale }) : null;
+      let da: Tensor | null = null;
+      if (needs[2]) {
+        const xdAgain = dropped();
+        da = b.matmul(du!, xdAgain, { transA: true });
+        if (xdAgain !== xv.value) xdAgain.free();
+      }
+      let dx: Tensor | null = null;
+      if (needs[0]) {
+        dx = b.matmul(dy, wv.value, { precision });
+        if (masked) {
+          const dxd = b.matmul(du!, av.value);
+          const dxLora = b.dropoutBackward(dxd, dropout, seed);
+          dxd.free();
+          b.addInPlace(dx, dxLora);
+          dxLora.free();
+        } else {
+          b.matmul(du!, av.value, { accumulate: dx });
+        }
+      }
+      du?.free();
+      return [dx, needs[1] ? b.matmul(dy, xv.value, { transA: true, precision }) : null, da, db];
+    });
   }
 
   matmul(a: Var, bVar: Var, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Var {
@@ -252,20 +294,24 @@ class TapeGraph implements Graph {
     return this.result(b.gatherElements(xv.value, index, outShape), [xv], (d) => [b.scatterElements(d, index, xv.value.shape)]);
   }
 
-  crossEntropy(logits: Var, labels: Tensor, ignoreIndex: number): Var {
+  crossEntropy(logits: Var, labels: Tensor, ignoreIndex: number, counted?: number): Var {
     const lv = asValue(logits);
     const b = this.backend;
-    const labelValues = b.read(labels);
-    let counted = 0;
-    for (const label of labelValues) if (label !== ignoreIndex) counted++;
+    let rows = counted;
+    if (rows === undefined) {
+      rows = 0;
+      for (const label of b.read(labels)) if (label !== ignoreIndex) rows++;
+    }
+    const n = rows;
     // With no counted row the mean is 0/0 = NaN, as in torch.
     const { loss: sum } = b.crossEntropy(lv.value, labels, ignoreIndex);
-    const mean = b.scale(sum, 1 / counted);
+    const mean = b.scale(sum, 1 / n);
     sum.free();
     return this.result(mean, [lv], (d) => {
-      // dlogits is recomputed here rather than kept from the forward pass: [N, V] is large.
-      const upstream = b.read(d)[0]!;
-      const { loss, dlogits } = b.crossEntropy(lv.value, labels, ignoreIndex, upstream / counted);
+      // dlogits is recomputed here rather than kept from the forward pass: [N, V] is large. The
+      // upstream gradient is read back only when backward() did not start from this loss.
+      const upstream = this.seed?.tensor === d ? this.seed.value : b.read(d)[0]!;
+      const { loss, dlogits } = b.crossEntropy(lv.value, labels, ignoreIndex, upstream / n);
       loss.free();
       return [dlogits!];
     });
@@ -311,12 +357,15 @@ class TapeGraph implements Graph {
     if (!lv.requiresGrad) throw new TensorError("backward", "the loss does not depend on any parameter that requires a gradient");
     if (lv.value.size !== 1) throw new TensorError("backward", "the loss must have one element", { shapes: [lv.value.shape] });
     const grads = new Map<Value, Tensor>();
-    grads.set(lv, this.backend.upload(Float32Array.of(gradScale), lv.value.shape, "f32"));
+    const seedTensor = this.backend.upload(Float32Array.of(gradScale), lv.value.shape, "f32");
+    grads.set(lv, seedTensor);
+    this.seed = { tensor: seedTensor, value: gradScale };
     const tape = this.tape;
     this.tape = null;
     try {
       this.runBackward(tape, grads);
     } finally {
+      this.seed = null;
       this.tape = tape;
       for (const g of grads.values()) g.free();
     }

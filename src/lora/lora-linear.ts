@@ -54,12 +54,9 @@ export class LoraLinear {
   /** x [N, in] → [N, out] */
   forward(ctx: LinearContext, x: Var): Var {
     const g = ctx.graph;
-    const base = g.linear(x, ctx.bind(this.weight), this.precision);
-    if (!this.lora) return base;
+    if (!this.lora) return g.linear(x, ctx.bind(this.weight), this.precision);
     const { a, b, scale, dropout } = this.lora;
     const seed = dropout > 0 ? ctx.dropoutSeed(this.path) : null;
-    const dropped = seed === null ? x : g.dropout(x, dropout, seed);
-    const update = g.linear(g.linear(dropped, ctx.bind(a)), ctx.bind(b));
-    return g.add(base, g.scale(update, scale));
+    return g.loraLinear(x, ctx.bind(this.weight), ctx.bind(a), ctx.bind(b), { scale, dropout, seed }, this.precision);
   }
 }

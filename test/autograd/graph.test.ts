@@ -107,6 +107,26 @@ test("dropout (same seed, same mask) and p = 0 is the identity", () => {
   assert.equal(g.dropout(v, 0, 5), v);
 });
 
+test("loraLinear is x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ, with gradients for x, W, A and B", () => {
+  const [n, inF, outF, r, scale] = [5, 7, 3, 2, 1.75];
+  const ones = backend.upload(new Float32Array(n * inF).fill(1), [n, inF], "f32");
+  for (const seed of [null, 11]) {
+    const mask = seed === null ? new Float32Array(n * inF).fill(1) : (backend.read(backend.dropout(ones, 0.3, seed)) as Float32Array);
+    checkOp(
+      `loraLinear seed=${seed}`,
+      [{ shape: [n, inF] }, { shape: [outF, inF] }, { shape: [r, inF] }, { shape: [outF, r] }],
+      (g, [x, w, a, b]) => g.loraLinear(x!, w!, a!, b!, { scale, dropout: 0.3, seed }),
+      ([x, w, a, b]) => {
+        const base = matmulRef(x!, w!, n, inF, outF, false, true);
+        const u = matmulRef(x!.map((v, i) => v * mask[i]!), a!, n, inF, r, false, true);
+        const update = matmulRef(u, b!, n, r, outF, false, true, scale);
+        return base.map((v, i) => v + update[i]!);
+      },
+      12,
+    );
+  }
+});
+
 test("rmsNorm", () => {
   const [n, c] = [5, 7];
   checkOp("rmsNorm", [{ shape: [n, c], lo: -2, hi: 2 }, { shape: [c] }], (g, [x, w]) => g.rmsNorm(x!, w!, 1e-6), ([x, w]) => rmsNormRef(x!, w!, n, c, 1e-6), 9);

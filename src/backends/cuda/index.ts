@@ -26,6 +26,17 @@ export interface CudaBackend extends Backend {
   allocatorStats(): { live: number; peak: number; reserved: number; mallocs: number };
   /** Frees the context and all its device memory; afterwards ops throw and Tensor.free is a no-op. */
   dispose(): void;
+  /** Stream timing events and counters for step profiles (bench/step-profile.ts). */
+  readonly profile: CudaProfiler;
+}
+
+export interface CudaProfiler {
+  /** Records a timing event on the stream; no host wait. */
+  mark(): void;
+  /** Waits for the last mark and returns the milliseconds between consecutive marks since the last read. */
+  read(): Float32Array;
+  /** Totals since the backend was created. */
+  counters(): { launches: number; syncs: number; uploads: number };
 }
 
 type HostData = Float32Array | Uint16Array | Uint8Array | Int32Array;
@@ -68,6 +79,8 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
   // come back in the backward pass, and an upload from pageable memory waits for the stream.
   const segmentTables = new Map<string, { start: Tensor; end: Tensor }>();
   const MAX_SEGMENT_TABLES = 64;
+  /** Timing events recorded since the last profile read. */
+  let marks = 0;
 
   function alloc(shape: readonly number[], dtype: DType, scale = 1): Tensor {
     return mem.allocate(shape, dtype, scale);
@@ -548,6 +561,24 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       ok(lib.synchronize(ctx), "synchronize");
     },
     allocatorStats: () => mem.stats(),
+    profile: {
+      mark() {
+        marks++;
+        ok(lib.profile_mark(ctx), "profile_mark");
+      },
+      read() {
+        const intervals = new Float32Array(Math.max(0, marks - 1));
+        const count = new BigInt64Array(1);
+        ok(lib.profile_read(ctx, intervals, intervals.length, count), "profile_read");
+        marks = 0;
+        return intervals.subarray(0, Number(count[0]!));
+      },
+      counters() {
+        const [launches, syncs, uploads] = [new BigInt64Array(1), new BigInt64Array(1), new BigInt64Array(1)];
+        ok(lib.profile_counters(ctx, launches, syncs, uploads), "profile_counters");
+        return { launches: Number(launches[0]!), syncs: Number(syncs[0]!), uploads: Number(uploads[0]!) };
+      },
+    },
     dispose() {
       segmentTables.clear();
       mem.dispose();

@@ -5,6 +5,7 @@ import type { Tensor } from "../../tensor/tensor.ts";
 import type { VisionConfig } from "./config.ts";
 import type { ForwardContext } from "./context.ts";
 import { pixtralRopeTables } from "./rope.ts";
+import type { ShapeConstants } from "./shape-constants.ts";
 
 /**
  * The Pixtral vision tower (transformers' modeling_pixtral.py, ministral3.md §2.1): a patch conv
@@ -55,6 +56,7 @@ export function runVisionTower(
   tower: VisionTower,
   images: readonly VisionImage[],
   layersToRun: number,
+  constants: ShapeConstants,
   opts: { checkpointLayers?: boolean; capture?: (name: string, v: Var) => void } = {},
 ): Var {
   const g = ctx.graph;
@@ -69,9 +71,11 @@ export function runVisionTower(
   const grids = images.map((img) => ({ rows: img.rows, cols: img.cols }));
   const P = grids.reduce((n, gr) => n + gr.rows * gr.cols, 0);
   const half = cfg.head_dim / 2;
-  const rope = pixtralRopeTables(grids, cfg.head_dim, cfg.rope_theta);
-  const cos = ctx.upload(rope.cos, [P, half], "f32");
-  const sin = ctx.upload(rope.sin, [P, half], "f32");
+  const gridKey = grids.map((gr) => `${gr.rows}x${gr.cols}`).join(",");
+  const [cos, sin] = constants.pair(backend, `vision-rope:${gridKey}:${cfg.head_dim}:${cfg.rope_theta}`, () => {
+    const rope = pixtralRopeTables(grids, cfg.head_dim, cfg.rope_theta);
+    return { first: rope.cos, second: rope.sin, shape: [P, half] };
+  });
   const lengths = grids.map((gr) => gr.rows * gr.cols);
 
   tower.layers.slice(0, layersToRun).forEach((layer, i) => {
