@@ -144,6 +144,7 @@ function main(): Promise<void> | void {
       warmup: { type: "string", default: "1" },
       backend: { type: "string", default: "cuda" },
       matmul: { type: "string", default: "bf16" },
+      recompute: { type: "string", default: "full" },
       out: { type: "string" },
       plan: { type: "boolean", default: false },
       "image-size": { type: "string", default: String(TUTORIAL_WORKLOAD.imageSize) },
@@ -166,13 +167,15 @@ function main(): Promise<void> | void {
     process.stdout.write(`${JSON.stringify(plan, null, 2)}\n`);
     return;
   }
-  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), Number(values.warmup), Number(values.steps), values.out);
+  if (values.recompute !== "full" && values.recompute !== "none") throw new Error("--recompute must be full (gradient checkpointing of every layer) or none");
+  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), values.recompute, Number(values.warmup), Number(values.steps), values.out);
 }
 
 async function run(
   plan: Plan,
   backendName: "cpu" | "cuda",
   matmul: MatmulPrecision,
+  recompute: "full" | "none",
   warmup: number,
   steps: number,
   outFile: string | undefined,
@@ -223,7 +226,7 @@ async function run(
             else if (name === "text.norm") mark("decoderMs");
           }
         : undefined;
-      const out = forwardMistral3(ctx, model, inputs, { checkpointLayers: true, scoredPositionsOnly: true, capture });
+      const out = forwardMistral3(ctx, model, inputs, { checkpointLayers: recompute === "full", scoredPositionsOnly: true, capture });
       mark?.("headLossMs");
       graph.backward(out.loss!);
       mark?.("backwardMs");
@@ -287,6 +290,7 @@ async function run(
     backend: backendName,
     attention: "splint",
     matmul,
+    recompute,
     workload: plan.workload,
     warmupSteps: warmup,
     stepMs,

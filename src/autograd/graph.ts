@@ -41,7 +41,9 @@ export interface Graph {
    * scale + add, in fewer passes: the update is accumulated into the base product by the matmul
    * itself, and the backward needs no full-size copies; the dropout mask is recomputed from its
    * seed in the backward instead of being kept. `seed` null = no dropout. The precision applies to
-   * the base product and its input gradient (the LoRA products stay f32 with f32 A and B).
+   * every product: with "bf16", x is rounded once for the base and the LoRA products, the dropout
+   * writes bf16, and A and B enter the products as bf16 copies while their f32 masters receive f32
+   * gradients — PEFT's LoRA layers under autocast.
    */
   loraLinear(x: Var, w: Var, a: Var, b: Var, lora: { scale: number; dropout: number; seed: number | null }, precision?: MatmulPrecision): Var;
   /** Backend.matmul with gradients for both sides. */

@@ -106,38 +106,66 @@ class TapeGraph implements Graph {
     const b = this.backend;
     const { scale, dropout, seed } = lora;
     const masked = seed !== null && dropout > 0;
-    const dropped = (): Tensor => (masked ? b.dropout(xv.value, dropout, seed) : xv.value);
-    const y = b.matmul(xv.value, wv.value, { transB: true, precision }); // [N, out]
-    const xd = dropped(); // [N, in]
-    const u = b.matmul(xd, av.value, { transB: true }); // [N, r]
-    if (xd !== xv.value) xd.free();
-    b.matmul(u, bv.value, { transB: true, alpha: scale, accumulate: y });
+    // bf16: x is rounded once for the base and the LoRA product, the dropout writes bf16, and A and
+    // B are used as bf16 copies (their f32 masters get f32 gradients), as PEFT's layers run under
+    // autocast. Temporaries made here are freed as soon as their products are queued.
+    const narrow = precision === "bf16";
+    const low = (t: Tensor): Tensor => (narrow && t.dtype === "f32" ? b.cast(t, "bf16") : t);
+    const done = (t: Tensor, original: Tensor): void => {
+      if (t !== original) t.free();
+    };
+    const dropped = (from: Tensor): Tensor => (masked ? b.dropout(from, dropout, seed, narrow ? "bf16" : "f32") : from);
+
+    const xl = low(xv.value); // [N, in]
+    const y = b.matmul(xl, wv.value, { transB: true, precision }); // [N, out]
+    const xd = dropped(xl);
+    const al = low(av.value);
+    const u = b.matmul(xd, al, { transB: true, precision }); // [N, r]
+    done(xd, xl);
+    done(al, av.value);
+    done(xl, xv.value);
+    const bl = low(bv.value);
+    b.matmul(u, bl, { transB: true, alpha: scale, accumulate: y, precision });
+    done(bl, bv.value);
     const savedU = this.save(u);
     return this.result(y, [xv, wv, av, bv], (dy, needs) => {
       // dy [N, out]. du = scale·dy·B [N, r]; dB = scale·dyᵀ·u; dA = duᵀ·dropout(x); dx = dy·W + dropout'(du·A).
-      const du = needs[0] || needs[2] ? b.matmul(dy, bv.value, { alpha: scale }) : null;
-      const db = needs[3] ? b.matmul(dy, savedU!, { transA: true, alpha: scale }) : null;
+      const dyl = low(dy);
+      const needsDu = needs[0] || needs[2];
+      let du: Tensor | null = null;
+      if (needsDu) {
+        const bl2 = low(bv.value);
+        du = b.matmul(dyl, bl2, { alpha: scale, precision });
+        done(bl2, bv.value);
+      }
+      const db = needs[3] ? b.matmul(dyl, savedU!, { transA: true, alpha: scale, precision }) : null;
+      const xl2 = needs[1] || needs[2] ? low(xv.value) : null;
       let da: Tensor | null = null;
       if (needs[2]) {
-        const xdAgain = dropped();
-        da = b.matmul(du!, xdAgain, { transA: true });
-        if (xdAgain !== xv.value) xdAgain.free();
+        const xd2 = dropped(xl2!);
+        da = b.matmul(du!, xd2, { transA: true, precision });
+        done(xd2, xl2!);
       }
+      const dw = needs[1] ? b.matmul(dyl, xl2!, { transA: true, precision }) : null;
+      if (xl2) done(xl2, xv.value);
       let dx: Tensor | null = null;
       if (needs[0]) {
-        dx = b.matmul(dy, wv.value, { precision });
+        dx = b.matmul(dyl, wv.value, { precision });
+        const al2 = low(av.value);
         if (masked) {
-          const dxd = b.matmul(du!, av.value);
+          const dxd = b.matmul(du!, al2, { precision });
           const dxLora = b.dropoutBackward(dxd, dropout, seed);
           dxd.free();
           b.addInPlace(dx, dxLora);
           dxLora.free();
         } else {
-          b.matmul(du!, av.value, { accumulate: dx });
+          b.matmul(du!, al2, { accumulate: dx, precision });
         }
+        done(al2, av.value);
       }
       du?.free();
-      return [dx, needs[1] ? b.matmul(dy, xv.value, { transA: true, precision }) : null, da, db];
+      done(dyl, dy);
+      return [dx, dw, da, db];
     });
   }
 

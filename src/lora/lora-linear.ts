@@ -39,7 +39,7 @@ export class LoraLinear {
     readonly path: string,
     /** [out, in], any float dtype (bf16 and fp8 stay as they are). */
     readonly weight: Tensor,
-    /** How the base product runs (Backend.matmul); the LoRA products are f32 whatever this says. */
+    /** How the base and the LoRA products run (Backend.matmul; Graph.loraLinear). */
     readonly precision: MatmulPrecision = "f32",
   ) {}
 

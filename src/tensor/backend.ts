@@ -101,8 +101,9 @@ export interface Backend {
   /**
    * Inverted dropout with a counter-based RNG: keep ↔ hash(seed, i)/2³² ≥ p; kept values ×
    * f32(1/(1-p)). The exact hash is specified in backends/cpu/dropout.ts; every backend matches it.
+   * outDtype "bf16" stores the f32 result rounded to nearest even (the input of a bf16 product).
    */
-  dropout(x: Tensor, p: number, seed: number): Tensor;
+  dropout(x: Tensor, p: number, seed: number, outDtype?: DType): Tensor;
   dropoutBackward(dout: Tensor, p: number, seed: number): Tensor;
 
   // ---- normalisation and position ----------------------------------------------------------

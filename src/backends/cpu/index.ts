@@ -100,7 +100,7 @@ export function createCpuBackend(): Backend {
     swigluBackward: (gate, up, dout) => swigluBackward(alloc, gate, up, dout),
     gelu: (x) => gelu(alloc, x),
     geluBackward: (x, dout) => geluBackward(alloc, x, dout),
-    dropout: (x, p, seed) => dropout(alloc, x, p, seed),
+    dropout: (x, p, seed, outDtype) => dropout(alloc, x, p, seed, outDtype),
     dropoutBackward: (dout, p, seed) => dropoutBackward(alloc, dout, p, seed),
 
     rmsNorm: (x, weight, eps) => rmsNorm(alloc, x, weight, eps),

@@ -413,8 +413,8 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       ok(lib.gelu_backward(ctx, p(x, "geluBackward"), dtypeCode(x), p(dout, "geluBackward"), dtypeCode(dout), p(out, "geluBackward"), DTYPE_CODE.f32, x.size), "geluBackward");
       return out;
     },
-    dropout: (x, prob, seed) => dropout("dropout", x, prob, seed),
-    dropoutBackward: (dout, prob, seed) => dropout("dropoutBackward", dout, prob, seed),
+    dropout: (x, prob, seed, outDtype = "f32") => dropout("dropout", x, prob, seed, outDtype),
+    dropoutBackward: (dout, prob, seed) => dropout("dropoutBackward", dout, prob, seed, "f32"),
 
     // ---- normalisation and position --------------------------------------------------------
     rmsNorm(x, weight, eps) {
@@ -605,14 +605,15 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
   }
 
   /** The CPU backend's dropout (dropout.ts): keep ⇔ hash(seed, i) ≥ ceil(p·2³²), kept × f32(1/(1−p)). */
-  function dropout(op: string, x: Tensor, prob: number, seed: number): Tensor {
+  function dropout(op: string, x: Tensor, prob: number, seed: number, outDtype: DType): Tensor {
     if (!(prob >= 0 && prob < 1)) throw new TensorError(op, `dropout probability ${prob} must be in [0, 1)`);
     if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new TensorError(op, `seed ${seed} must be an integer in [0, 2^32)`);
     if (x.size > 2 ** 32) throw new TensorError(op, "tensor too large for a 32-bit element counter");
     requireFloat(op, x);
-    const out = f32Like(x);
+    if (outDtype !== "f32" && outDtype !== "bf16") throw new TensorError(op, `cannot produce ${outDtype} output`, { dtypes: [outDtype] });
+    const out = alloc(x.shape, outDtype);
     const threshold = Math.ceil(prob * 2 ** 32);
-    ok(lib.dropout(ctx, p(x, op), dtypeCode(x), p(out, op), DTYPE_CODE.f32, x.size, threshold, Math.fround(1 / (1 - prob)), seed), op);
+    ok(lib.dropout(ctx, p(x, op), dtypeCode(x), p(out, op), DTYPE_CODE[outDtype], x.size, threshold, Math.fround(1 / (1 - prob)), seed), op);
     return out;
   }
 
