@@ -1,4 +1,5 @@
 import type { AttentionMask, Backend, MatmulPrecision } from "../tensor/backend.ts";
+import type { DType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /**
@@ -51,13 +52,14 @@ export interface Graph {
   add(a: Var, b: Var): Var;
   mul(a: Var, b: Var): Var;
   scale(x: Var, s: number): Var;
-  swiglu(gate: Var, up: Var): Var;
+  /** outDtype (here and in rmsNorm, rope): "bf16" stores the value rounded, for a bf16 product to read. */
+  swiglu(gate: Var, up: Var, outDtype?: DType): Var;
   gelu(x: Var): Var;
   /** Inverted dropout; p = 0 returns x itself. The same seed gives the same mask. */
   dropout(x: Var, p: number, seed: number): Var;
-  rmsNorm(x: Var, weight: Var, eps: number): Var;
+  rmsNorm(x: Var, weight: Var, eps: number, outDtype?: DType): Var;
   /** Rotate-half RoPE on x [N, H, D]; cos and sin [N, D/2] are constants. */
-  rope(x: Var, cos: Tensor, sin: Tensor): Var;
+  rope(x: Var, cos: Tensor, sin: Tensor, outDtype?: DType): Var;
   /** q [B, T, Hq, D], k/v [B, S, Hkv, D] → [B, T, Hq, D]; precision as Backend.attention. */
   attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number, precision?: MatmulPrecision): Var;
 

@@ -7,6 +7,7 @@
  * has run backward; gradients of leaves (Var.grad) belong to the caller.
  */
 import type { AttentionMask, Backend, MatmulPrecision } from "../tensor/backend.ts";
+import type { DType } from "../tensor/dtype.ts";
 import { TensorError } from "../tensor/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { Graph, Var } from "./graph.ts";
@@ -207,10 +208,10 @@ class TapeGraph implements Graph {
     return this.result(this.backend.scale(xv.value, s), [xv], (d) => [this.backend.scale(d, s)]);
   }
 
-  swiglu(gate: Var, up: Var): Var {
+  swiglu(gate: Var, up: Var, outDtype: DType = "f32"): Var {
     const [gv, uv] = [asValue(gate), asValue(up)];
     const b = this.backend;
-    return this.result(b.swiglu(gv.value, uv.value), [gv, uv], (d) => {
+    return this.result(b.swiglu(gv.value, uv.value, outDtype), [gv, uv], (d) => {
       const { dgate, dup } = b.swigluBackward(gv.value, uv.value, d);
       return [dgate, dup];
     });
@@ -227,10 +228,10 @@ class TapeGraph implements Graph {
     return this.result(this.backend.dropout(xv.value, p, seed), [xv], (d) => [this.backend.dropoutBackward(d, p, seed)]);
   }
 
-  rmsNorm(x: Var, weight: Var, eps: number): Var {
+  rmsNorm(x: Var, weight: Var, eps: number, outDtype: DType = "f32"): Var {
     const [xv, wv] = [asValue(x), asValue(weight)];
     const b = this.backend;
-    const { y, rstd } = b.rmsNorm(xv.value, wv.value, eps);
+    const { y, rstd } = b.rmsNorm(xv.value, wv.value, eps, outDtype);
     const saved = this.save(rstd);
     return this.result(y, [xv, wv], (dy) => {
       const { dx, dweight } = b.rmsNormBackward(xv.value, wv.value, saved!, dy);
@@ -238,10 +239,10 @@ class TapeGraph implements Graph {
     });
   }
 
-  rope(x: Var, cos: Tensor, sin: Tensor): Var {
+  rope(x: Var, cos: Tensor, sin: Tensor, outDtype: DType = "f32"): Var {
     const xv = asValue(x);
     const b = this.backend;
-    return this.result(b.rope(xv.value, cos, sin), [xv], (d) => [b.rope(d, cos, sin, true)]);
+    return this.result(b.rope(xv.value, cos, sin, false, outDtype), [xv], (d) => [b.rope(d, cos, sin, true)]);
   }
 
   attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number, precision: MatmulPrecision = "f32"): Var {

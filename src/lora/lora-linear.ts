@@ -1,5 +1,6 @@
 import type { Graph, Var } from "../autograd/graph.ts";
 import type { MatmulPrecision } from "../tensor/backend.ts";
+import type { DType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /**
@@ -49,6 +50,15 @@ export class LoraLinear {
 
   get outFeatures(): number {
     return this.weight.shape[0]!;
+  }
+
+  /**
+   * The dtype the layer's input can be stored in without changing its result: bf16 when every
+   * product rounds the input to bf16 anyway (the fast tier), so producers (norms, SwiGLU, RoPE)
+   * write it narrow once instead of each consumer casting it again.
+   */
+  get inputDtype(): DType {
+    return this.precision === "bf16" ? "bf16" : "f32";
   }
 
   /** x [N, in] → [N, out] */

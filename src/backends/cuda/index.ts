@@ -163,6 +163,12 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     return { operands, temps };
   }
 
+  /** Activations are written as f32 or, for the fast tier's bf16 products, bf16. */
+  function activationDtype(op: string, dtype: DType): DType {
+    if (dtype !== "f32" && dtype !== "bf16") throw new TensorError(op, `cannot produce ${dtype} output`, { dtypes: [dtype], hint: "outputs are f32 or bf16" });
+    return dtype;
+  }
+
   function checkIndex(op: string, index: Tensor): void {
     requireDtype(op, index, ["i32"]);
   }
@@ -380,11 +386,11 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       const px = p(x, "scaleInPlace");
       ok(lib.axpby(ctx, px, DTYPE_CODE.f32, 1, s, 0, DTYPE_CODE.f32, 1, 0, px, DTYPE_CODE.f32, x.size), "scaleInPlace");
     },
-    swiglu(gate, up) {
+    swiglu(gate, up, outDtype = "f32") {
       requireSameSize("swiglu", gate, up);
       requireFloat("swiglu", gate, up);
-      const out = f32Like(gate);
-      ok(lib.swiglu(ctx, p(gate, "swiglu"), dtypeCode(gate), p(up, "swiglu"), dtypeCode(up), p(out, "swiglu"), DTYPE_CODE.f32, gate.size), "swiglu");
+      const out = alloc(gate.shape, activationDtype("swiglu", outDtype));
+      ok(lib.swiglu(ctx, p(gate, "swiglu"), dtypeCode(gate), p(up, "swiglu"), dtypeCode(up), p(out, "swiglu"), DTYPE_CODE[outDtype], gate.size), "swiglu");
       return out;
     },
     swigluBackward(gate, up, dout) {
@@ -417,14 +423,14 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     dropoutBackward: (dout, prob, seed) => dropout("dropoutBackward", dout, prob, seed, "f32"),
 
     // ---- normalisation and position --------------------------------------------------------
-    rmsNorm(x, weight, eps) {
+    rmsNorm(x, weight, eps, outDtype = "f32") {
       const [n, c] = rowsCols(x);
       if (weight.size !== c) throw new TensorError("rmsNorm", `weight must have ${c} elements`, { shapes: [x.shape, weight.shape] });
       requireFloat("rmsNorm", x, weight);
-      const y = f32Like(x);
+      const y = alloc(x.shape, activationDtype("rmsNorm", outDtype));
       const rstd = alloc([n], "f32");
       ok(
-        lib.rms_norm(ctx, p(x, "rmsNorm"), dtypeCode(x), p(weight, "rmsNorm"), dtypeCode(weight), weight.scale, n, c, eps, p(y, "rmsNorm"), DTYPE_CODE.f32, p(rstd, "rmsNorm")),
+        lib.rms_norm(ctx, p(x, "rmsNorm"), dtypeCode(x), p(weight, "rmsNorm"), dtypeCode(weight), weight.scale, n, c, eps, p(y, "rmsNorm"), DTYPE_CODE[outDtype], p(rstd, "rmsNorm")),
         "rmsNorm",
       );
       return { y, rstd };
@@ -448,7 +454,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       );
       return { dx, dweight };
     },
-    rope(x, cos, sin, inverse = false) {
+    rope(x, cos, sin, inverse = false, outDtype = "f32") {
       const [n, h, d] = x.shape as [number, number, number];
       const half = d / 2;
       if (x.shape.length !== 3 || d % 2 !== 0 || cos.size !== n * half || sin.size !== n * half) {
@@ -457,9 +463,9 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       requireFloat("rope", x);
       const c = asF32(cos, "rope");
       const s = asF32(sin, "rope");
-      const out = f32Like(x);
+      const out = alloc(x.shape, activationDtype("rope", outDtype));
       try {
-        ok(lib.rope(ctx, p(x, "rope"), dtypeCode(x), p(c.t, "rope"), p(s.t, "rope"), n, h, d, inverse ? 1 : 0, p(out, "rope"), DTYPE_CODE.f32), "rope");
+        ok(lib.rope(ctx, p(x, "rope"), dtypeCode(x), p(c.t, "rope"), p(s.t, "rope"), n, h, d, inverse ? 1 : 0, p(out, "rope"), DTYPE_CODE[outDtype]), "rope");
       } finally {
         if (c.temp) c.t.free();
         if (s.temp) s.t.free();
@@ -610,8 +616,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new TensorError(op, `seed ${seed} must be an integer in [0, 2^32)`);
     if (x.size > 2 ** 32) throw new TensorError(op, "tensor too large for a 32-bit element counter");
     requireFloat(op, x);
-    if (outDtype !== "f32" && outDtype !== "bf16") throw new TensorError(op, `cannot produce ${outDtype} output`, { dtypes: [outDtype] });
-    const out = alloc(x.shape, outDtype);
+    const out = alloc(x.shape, activationDtype(op, outDtype));
     const threshold = Math.ceil(prob * 2 ** 32);
     ok(lib.dropout(ctx, p(x, op), dtypeCode(x), p(out, op), DTYPE_CODE[outDtype], x.size, threshold, Math.fround(1 / (1 - prob)), seed), op);
     return out;

@@ -99,9 +99,10 @@ function visionLayer(
   const g = ctx.graph;
   const H = cfg.num_attention_heads;
   const hd = cfg.head_dim;
-  const h = g.rmsNorm(x, ctx.bind(layer.attentionNorm), PIXTRAL_RMS_EPS);
-  const q = g.rope(g.reshape(layer.q.forward(ctx, h), [P, H, hd]), cos, sin);
-  const k = g.rope(g.reshape(layer.k.forward(ctx, h), [P, H, hd]), cos, sin);
+  // Norm, RoPE and SwiGLU outputs are stored as narrow as their consumers' products read them.
+  const h = g.rmsNorm(x, ctx.bind(layer.attentionNorm), PIXTRAL_RMS_EPS, layer.q.inputDtype);
+  const q = g.rope(g.reshape(layer.q.forward(ctx, h), [P, H, hd]), cos, sin, layer.q.inputDtype);
+  const k = g.rope(g.reshape(layer.k.forward(ctx, h), [P, H, hd]), cos, sin, layer.q.inputDtype);
   const v = g.reshape(layer.v.forward(ctx, h), [1, P, H, hd]);
   const attended = g.attention(
     g.reshape(q, [1, P, H, hd]),
@@ -112,9 +113,9 @@ function visionLayer(
     layer.q.precision, // as the layer's projections multiply (bf16: tensor cores)
   );
   const afterAttention = g.add(x, layer.o.forward(ctx, g.reshape(attended, [P, H * hd])));
-  const h2 = g.rmsNorm(afterAttention, ctx.bind(layer.ffnNorm), PIXTRAL_RMS_EPS);
+  const h2 = g.rmsNorm(afterAttention, ctx.bind(layer.ffnNorm), PIXTRAL_RMS_EPS, layer.gate.inputDtype);
   const gate = layer.gate.forward(ctx, h2);
   const up = layer.up.forward(ctx, h2);
-  const activated = cfg.hidden_act === "silu" ? g.swiglu(gate, up) : g.mul(g.gelu(gate), up);
+  const activated = cfg.hidden_act === "silu" ? g.swiglu(gate, up, layer.down.inputDtype) : g.mul(g.gelu(gate), up);
   return g.add(afterAttention, layer.down.forward(ctx, activated));
 }
