@@ -134,6 +134,22 @@ def main():
             p = r["phases"]
             cells = " | ".join(f"{p.get(k, float('nan')):.0f}" for k in ["visionMs", "decoderMs", "headLossMs", "backwardMs", "optimizerMs", "totalMs"])
             train.append(f"| {size} | {label(r)} | {cells} |")
+    profiled = [r for r in rows if r.get("tool") == "splint" and r.get("profile")]
+    if profiled:
+        train += ["", "## splint's step by op class (CUDA events around every backend call, no synchronisation inside the step)", "",
+                  "GPU ms: time inside the calls of that class in stream order; idle: gaps between calls, when the GPU waited "
+                  "for the host. Launches count kernels, cuBLASLt products, device copies and memsets; syncs count host waits "
+                  "on the stream inside the step.", ""]
+        for r in sorted(profiled, key=lambda r: (SIZES.index(r["size"]) if r["size"] in SIZES else 99, r.get("recompute", ""))):
+            p = r["profile"]
+            train += [f"**{r['size']}, {label(r)}**: GPU span {p['spanMs']:.1f} ms (busy {p['gpuBusyMs']:.1f}, idle {p['gpuIdleMs']:.1f} = "
+                      f"{100 * p['gpuIdleMs'] / p['spanMs']:.1f}%), host wall {p['wallMs']:.1f} ms; {p['backendCalls']} backend calls, "
+                      f"{p['launches']} launches ({p['launchesPerLayer']:.0f} per layer), {p['syncs']} host syncs, {p['uploads']} uploads.", "",
+                      "| op class | calls | GPU ms | share of span |", "| --- | ---: | ---: | ---: |"]
+            for c in p["classes"]:
+                train.append(f"| {c['opClass']} | {c['calls']} | {c['gpuMs']:.1f} | {100 * c['gpuMs'] / p['spanMs']:.1f}% |")
+            attention = sum(c["gpuMs"] for c in p["classes"] if c["opClass"].startswith("attention"))
+            train += ["", f"Attention (forward, recomputation and backward): {attention:.1f} ms.", ""]
     if rows:
         lines += train
     if evals:
