@@ -93,6 +93,8 @@ export async function resolvePromptSettings(opts: {
   readonly adapterDir?: string;
   /** --template; undefined: the adapter's, else "short". */
   readonly template?: string;
+  /** A prompt template ({classes}); null: the tutorial's; undefined: the adapter's, else the tutorial's. */
+  readonly promptTemplate?: string | null;
   /** Class names given explicitly (--classes): they win over everything. */
   readonly classes?: readonly string[];
   /**
@@ -115,7 +117,7 @@ export async function resolvePromptSettings(opts: {
   return {
     template,
     classNames,
-    prompt: renderPrompt(trained?.record.promptTemplate ?? null, classNames),
+    prompt: renderPrompt(opts.promptTemplate !== undefined ? opts.promptTemplate : (trained?.record.promptTemplate ?? null), classNames),
     maxImageEdge: opts.maxImageEdge !== undefined ? opts.maxImageEdge : (trained?.record.maxImageEdge ?? null),
     source: trained ? `${join(opts.adapterDir!, TRAINING_PROMPT_FILE)}` : "defaults",
   };

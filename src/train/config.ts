@@ -159,6 +159,32 @@ export const SETTING_KINDS: Readonly<Record<keyof TrainConfig, SettingKind>> = {
   class_names: "string[]|null",
 };
 
+export type SettingRange = "positive" | "nonNegative" | "unit";
+
+/** Numeric ranges, checked by resolveConfig and written into the JSON Schema ("unit": [0, 1)). */
+export const SETTING_RANGES: Readonly<Partial<Record<keyof TrainConfig, SettingRange>>> = {
+  r: "positive",
+  lora_alpha: "positive",
+  per_device_train_batch_size: "positive",
+  gradient_accumulation_steps: "positive",
+  learning_rate: "positive",
+  max_seq_len: "positive",
+  num_train_epochs: "positive",
+  logging_steps: "positive",
+  adam_epsilon: "positive",
+  per_device_eval_batch_size: "positive",
+  weight_decay: "nonNegative",
+  max_grad_norm: "nonNegative",
+  warmup_steps: "nonNegative",
+  save_steps: "nonNegative",
+  eval_steps: "nonNegative",
+  early_stopping_patience: "nonNegative",
+  lora_dropout: "unit",
+  adam_beta1: "unit",
+  adam_beta2: "unit",
+  warmup_ratio: "unit",
+};
+
 /** What each setting means: the JSON Schema's descriptions and the comments of `splint init`. */
 export const SETTING_HELP: Readonly<Record<keyof TrainConfig, string>> = {
   r: "LoRA rank (peft LoraConfig.r)",
@@ -219,27 +245,17 @@ export function resolveConfig(base: Readonly<TrainConfig>, overrides: Record<str
   if (given.warmup_ratio !== undefined && given.warmup_steps === undefined) out.warmup_steps = 0;
   if (out.report_to !== undefined) out.report_to = normalizeReportTo(source, out.report_to as string[]);
   const config = out as unknown as TrainConfig;
-  const positive: (keyof TrainConfig)[] = ["r", "lora_alpha", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "max_seq_len", "num_train_epochs", "logging_steps", "adam_epsilon"];
-  for (const key of positive) {
-    if (!((config[key] as number) > 0)) throw new InputError(source, `"${key}" must be positive (got ${String(config[key])})`);
-  }
-  const nonNegative: (keyof TrainConfig)[] = ["weight_decay", "max_grad_norm", "warmup_steps", "save_steps"];
-  for (const key of nonNegative) {
-    if (!((config[key] as number) >= 0)) throw new InputError(source, `"${key}" must not be negative (got ${String(config[key])})`);
-  }
-  for (const key of ["lora_dropout", "adam_beta1", "adam_beta2"] as const) {
-    if (config[key] < 0 || config[key] >= 1) throw new InputError(source, `"${key}" must be in [0, 1) (got ${config[key]})`);
+  for (const [key, range] of Object.entries(SETTING_RANGES) as [keyof TrainConfig, SettingRange][]) {
+    const v = config[key] as number;
+    if (range === "positive" && !(v > 0)) throw new InputError(source, `"${key}" must be positive (got ${String(v)})`);
+    if (range === "nonNegative" && !(v >= 0)) throw new InputError(source, `"${key}" must not be negative (got ${String(v)})`);
+    if (range === "unit" && !(v >= 0 && v < 1)) throw new InputError(source, `"${key}" must be in [0, 1) (got ${String(v)})`);
   }
   if (config.save_strategy === "steps" && config.save_steps === 0) throw new InputError(source, `save_strategy "steps" needs "save_steps" above 0`);
   if (config.target_modules.length === 0) throw new InputError(source, `"target_modules" is empty`);
   if (config.warmup_steps > 0 && config.warmup_ratio > 0 && given.warmup_steps !== undefined && given.warmup_ratio !== undefined) {
     throw new InputError(source, `"warmup_steps" (${config.warmup_steps}) and "warmup_ratio" (${config.warmup_ratio}) are both set`, "give one of them (transformers would silently use warmup_steps)");
   }
-  if (config.warmup_ratio < 0 || config.warmup_ratio >= 1) throw new InputError(source, `"warmup_ratio" must be in [0, 1) (got ${config.warmup_ratio})`);
-  for (const key of ["eval_steps", "early_stopping_patience"] as const) {
-    if (!(config[key] >= 0)) throw new InputError(source, `"${key}" must not be negative (got ${config[key]})`);
-  }
-  if (!(config.per_device_eval_batch_size > 0)) throw new InputError(source, `"per_device_eval_batch_size" must be positive (got ${config.per_device_eval_batch_size})`);
   if (config.early_stopping_patience > 0 && config.eval_strategy === "no") {
     throw new InputError(source, `"early_stopping_patience" needs evaluations to watch`, `set eval_strategy: steps (with eval_steps) or epoch`);
   }

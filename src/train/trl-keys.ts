@@ -15,12 +15,17 @@ import { InputError } from "../util/errors.ts";
  */
 export type TrlKey =
   | { readonly kind: "alias"; readonly to: string }
-  | { readonly kind: "inert"; readonly why: string; readonly accepts: (value: unknown) => boolean; readonly expected: string }
+  | { readonly kind: "inert"; readonly why: string; readonly values: readonly unknown[] | "any" }
   | { readonly kind: "elsewhere"; readonly equivalent: string };
 
-const any = () => true;
-const is = (expected: unknown) => (value: unknown) => value === expected;
-const nothing = (value: unknown) => value === null || (Array.isArray(value) && value.length === 0);
+/** Whether an inert key's value is one of those under which it changes nothing. */
+export function inertAccepts(values: readonly unknown[] | "any", value: unknown): boolean {
+  return values === "any" || values.some((v) => JSON.stringify(v) === JSON.stringify(value));
+}
+
+export function describeValues(values: readonly unknown[] | "any"): string {
+  return values === "any" ? "any value" : values.map((v) => JSON.stringify(v)).join(" or ");
+}
 
 export const TRL_KEYS: Readonly<Record<string, TrlKey>> = {
   // Renamed keys
@@ -28,25 +33,25 @@ export const TRL_KEYS: Readonly<Record<string, TrlKey>> = {
   max_seq_length: { kind: "alias", to: "max_seq_len" },
   evaluation_strategy: { kind: "alias", to: "eval_strategy" },
   // Trainer plumbing with no meaning here
-  gradient_checkpointing_kwargs: { kind: "inert", why: "splint recomputes checkpointed layers itself (there is no reentrant autograd)", accepts: any, expected: "any value" },
-  dataset_kwargs: { kind: "inert", why: "splint's collator always prepares the examples itself", accepts: any, expected: "any value" },
-  remove_unused_columns: { kind: "inert", why: "splint reads only the image and label columns", accepts: any, expected: "any value" },
-  label_names: { kind: "inert", why: "the labels are always the collator's", accepts: any, expected: "any value" },
-  dataloader_num_workers: { kind: "inert", why: "examples are decoded on the training thread", accepts: any, expected: "any value" },
-  logging_strategy: { kind: "inert", why: "splint logs every logging_steps", accepts: is("steps"), expected: '"steps"' },
-  logging_first_step: { kind: "inert", why: "", accepts: is(false), expected: "false" },
-  tf32: { kind: "inert", why: "splint's f32 matmuls are full f32", accepts: (v) => v === null || v === false, expected: "false or null" },
-  fp16: { kind: "inert", why: "splint's mixed precision is bf16 (the tutorial's)", accepts: is(false), expected: "false (use bf16: true)" },
-  overwrite_output_dir: { kind: "inert", why: "splint never overwrites a run folder", accepts: is(false), expected: "false" },
-  load_best_model_at_end: { kind: "inert", why: "the final adapter is the last step's", accepts: is(false), expected: "false" },
+  gradient_checkpointing_kwargs: { kind: "inert", why: "splint recomputes checkpointed layers itself (there is no reentrant autograd)", values: "any" },
+  dataset_kwargs: { kind: "inert", why: "splint's collator always prepares the examples itself", values: "any" },
+  remove_unused_columns: { kind: "inert", why: "splint reads only the image and label columns", values: "any" },
+  label_names: { kind: "inert", why: "the labels are always the collator's", values: "any" },
+  dataloader_num_workers: { kind: "inert", why: "examples are decoded on the training thread", values: "any" },
+  logging_strategy: { kind: "inert", why: "splint logs every logging_steps", values: ["steps"] },
+  logging_first_step: { kind: "inert", why: "", values: [false] },
+  tf32: { kind: "inert", why: "splint's f32 matmuls are full f32", values: [false, null] },
+  fp16: { kind: "inert", why: "splint's mixed precision is bf16 (the tutorial's): use bf16: true", values: [false] },
+  overwrite_output_dir: { kind: "inert", why: "splint never overwrites a run folder", values: [false] },
+  load_best_model_at_end: { kind: "inert", why: "the final adapter is the last step's", values: [false] },
   // LoraConfig fields splint fixes
-  task_type: { kind: "inert", why: "", accepts: (v) => v === "CAUSAL_LM" || v === null, expected: '"CAUSAL_LM"' },
-  bias: { kind: "inert", why: "splint trains the LoRA pairs only", accepts: is("none"), expected: '"none"' },
-  modules_to_save: { kind: "inert", why: "splint trains the LoRA pairs only", accepts: nothing, expected: "null or []" },
-  use_dora: { kind: "inert", why: "DoRA is not implemented", accepts: is(false), expected: "false" },
-  init_lora_weights: { kind: "inert", why: "splint uses PEFT's default init (Kaiming-uniform A, zero B)", accepts: is(true), expected: "true" },
-  fan_in_fan_out: { kind: "inert", why: "", accepts: is(false), expected: "false" },
-  inference_mode: { kind: "inert", why: "adapters are saved for inference anyway", accepts: any, expected: "any value" },
+  task_type: { kind: "inert", why: "", values: ["CAUSAL_LM", null] },
+  bias: { kind: "inert", why: "splint trains the LoRA pairs only", values: ["none"] },
+  modules_to_save: { kind: "inert", why: "splint trains the LoRA pairs only", values: [null, []] },
+  use_dora: { kind: "inert", why: "DoRA is not implemented", values: [false] },
+  init_lora_weights: { kind: "inert", why: "splint uses PEFT's default init (Kaiming-uniform A, zero B)", values: [true] },
+  fan_in_fan_out: { kind: "inert", why: "", values: [false] },
+  inference_mode: { kind: "inert", why: "adapters are saved for inference anyway", values: "any" },
   // Options splint takes elsewhere
   output_dir: { kind: "elsewhere", equivalent: "the run folder is `splint train --out DIR`, or run_dir in a recipe" },
   logging_dir: { kind: "elsewhere", equivalent: "TensorBoard files go to RUN/tensorboard (report_to: tensorboard)" },
@@ -71,8 +76,8 @@ export function normalizeKeys(overrides: Record<string, unknown>, source: string
     if (trl?.kind === "alias") {
       target = trl.to;
     } else if (trl?.kind === "inert") {
-      if (!trl.accepts(value)) {
-        throw new InputError(source, `"${key}" ${JSON.stringify(value)} is not supported${trl.why ? ` (${trl.why})` : ""}`, `leave it out, or set it to ${trl.expected}`);
+      if (!inertAccepts(trl.values, value)) {
+        throw new InputError(source, `"${key}" ${JSON.stringify(value)} is not supported${trl.why ? ` (${trl.why})` : ""}`, `leave it out, or set it to ${describeValues(trl.values)}`);
       }
       continue;
     } else if (trl?.kind === "elsewhere") {
