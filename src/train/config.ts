@@ -242,7 +242,7 @@ export function resolveConfig(base: Readonly<TrainConfig>, overrides: Record<str
   }
   // transformers uses warmup_ratio only when warmup_steps is 0; a file that asks for a ratio means
   // it, so it replaces the tutorial's default of 25 steps unless the same file also sets steps.
-  if (given.warmup_ratio !== undefined && given.warmup_steps === undefined) out.warmup_steps = 0;
+  if (typeof given.warmup_ratio === "number" && given.warmup_ratio > 0 && given.warmup_steps === undefined) out.warmup_steps = 0;
   if (out.report_to !== undefined) out.report_to = normalizeReportTo(source, out.report_to as string[]);
   const config = out as unknown as TrainConfig;
   for (const [key, range] of Object.entries(SETTING_RANGES) as [keyof TrainConfig, SettingRange][]) {
