@@ -53,7 +53,7 @@ export function modelCard(info: ModelCardInfo): string {
     library_name: "peft",
     pipeline_tag: "image-text-to-text",
     license: info.license ?? "apache-2.0",
-    tags: [`base_model:adapter:${info.baseModel}`, "lora", "sft", "splint", "image-classification", "medical-imaging", "not-for-clinical-use"],
+    tags: [`base_model:adapter:${info.baseModel}`, "lora", "transformers", "sft", "splint", "image-classification", "medical-imaging", "not-for-clinical-use"],
     ...(info.datasetId ? { datasets: [info.datasetId] } : {}),
   };
   const code = (s: string) => `\`${s.replace(/`/g, "'")}\``;
