@@ -7,7 +7,10 @@ import { parse as parseYaml } from "yaml";
 import { saveDatasetDict } from "../../src/data/hf-dataset.ts";
 import { readTrainingPrompt } from "../../src/lora/training-prompt.ts";
 import { readMetrics } from "../../src/metrics/run-metrics.ts";
+import { runEvaluation } from "../../src/eval/evaluate.ts";
+import { predictImages } from "../../src/eval/predict.ts";
 import { readConfigFile } from "../../src/train/config.ts";
+import { FIXTURES } from "./fixture-batches.ts";
 import { runTraining } from "../../src/train/run.ts";
 import { shouldStopEarly } from "../../src/train/trainer.ts";
 import { withTempDir } from "../helpers/temp-dir.ts";
@@ -64,6 +67,17 @@ test("a run with eval_strategy steps writes metrics.jsonl, TensorBoard events, t
     assert.equal(recorded.record.prompt, "Which fracture? One of: avulsion, comminuted.");
     assert.deepEqual(recorded.record.classNames, ["avulsion", "comminuted"]);
     assert.equal(recorded.record.template, "short");
+
+    // eval and predict ask the adapter that way without being told: its names, prompt and template.
+    const evaluated = await runEvaluation({ model: TINY_MODEL, adapter: result.adapterDir, dataset, split: "validation", mode: "score", batchSize: 3, maxNewTokens: 4, out: join(root, "eval"), output: quiet });
+    assert.deepEqual(evaluated.summary.classNames, ["avulsion", "comminuted"]);
+    assert.equal(evaluated.summary.template, "short");
+    const image = join(FIXTURES, "images", "gray_70x50.png");
+    const [predicted] = await predictImages({ model: TINY_MODEL, adapter: result.adapterDir, images: [image], mode: "score", maxNewTokens: 4, batchSize: 1, output: quiet });
+    assert.deepEqual(Object.keys(predicted!.probabilities!).sort(), ["avulsion", "comminuted"]);
+    // The prompt really is the recorded one: a different prompt gives different scores.
+    const [other] = await predictImages({ model: TINY_MODEL, adapter: result.adapterDir, images: [image], mode: "score", maxNewTokens: 4, batchSize: 1, prompt: null, output: quiet });
+    assert.notDeepEqual(other!.probabilities, predicted!.probabilities);
 
     // Model card: PEFT's front matter, the settings, the evaluations, the clinical-use line.
     const card = await readFile(result.modelCard, "utf8");
