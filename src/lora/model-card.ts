@@ -115,8 +115,9 @@ export async function writeModelCard(adapterDir: string, info: ModelCardInfo): P
   return file;
 }
 
-/** What training stored for the card (card.json beside it), so a later step can add the evaluation. */
-export const CARD_INFO_FILE = "model_card.json";
+/** What training stored for the card (a hidden .model_card.json beside it), so a later step can add the evaluation. */
+// Hidden, so --push-to-hub leaves it home: it only serves to rewrite the card later.
+export const CARD_INFO_FILE = ".model_card.json";
 
 export async function saveCardInfo(adapterDir: string, info: ModelCardInfo): Promise<void> {
   await writeFileAtomic(join(adapterDir, CARD_INFO_FILE), `${JSON.stringify({ ...info, evaluation: null }, null, 2)}\n`);

@@ -81,7 +81,8 @@ test("splint train --push-to-hub uploads the final adapter (HF_TOKEN, to a local
       const args = [SPLINT, "train", "--model", TINY_MODEL, "--dataset", dataset, "--out", join(root, "run"), "--max-steps", "1", "--r", "2", "--device", "cpu", "--push-to-hub", "me/bones-lora", "--json"];
       const { stdout } = await run(process.execPath, args, { env });
       const result = JSON.parse(stdout) as { adapterDir: string; pushed: { repo: string; files: string[] } };
-      assert.deepEqual(result.pushed.files, ["adapter_config.json", "adapter_model.safetensors"]);
+      // The adapter, the prompt it was trained with, and its model card (the Hub shows README.md).
+      assert.deepEqual(result.pushed.files, ["README.md", "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "training_prompt.json"]);
       const repo = hub.repos.get("me/bones-lora")!;
       for (const name of result.pushed.files) assert.deepEqual(repo.files.get(name)?.content, await readFile(join(result.adapterDir, name)), name);
     } finally {
