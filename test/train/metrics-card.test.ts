@@ -156,3 +156,23 @@ test("early stopping follows EarlyStoppingCallback: patience counts evaluations 
   assert.equal(shouldStopEarly([e(1, 0.5), e(1, 0.4)], "eval_accuracy", 1), true);
   assert.equal(shouldStopEarly([e(1), e(2), e(3)], "eval_loss", 0), false, "patience 0 never stops");
 });
+
+test("early stopping ends the run when the watched metric stops improving, and the card says so", async () => {
+  await withTempDir("splint-early-", async (root) => {
+    const dataset = join(root, "data");
+    await saveDatasetDict(dataset, withValidation(), "arrow");
+    // A learning rate too small to change any answer: accuracy stays put, so the second
+    // evaluation is no improvement and patience 1 stops the run there.
+    const result = await runTraining({
+      modelDir: TINY_MODEL,
+      dataset,
+      outDir: join(root, "run"),
+      config: { ...TINY_RECIPE, learning_rate: 1e-12, save_strategy: "no", eval_strategy: "steps", eval_steps: 1, early_stopping_patience: 1, metric_for_best_model: "eval_accuracy" },
+      output: quiet,
+    });
+    assert.equal(result.stoppedEarly, 2);
+    assert.equal(result.steps, 2);
+    assert.equal(result.history.length, 2);
+    assert.match(await readFile(result.modelCard, "utf8"), /2 optimizer steps \(early stopping at step 2\)/);
+  });
+});
