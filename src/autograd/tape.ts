@@ -247,8 +247,9 @@ class TapeGraph implements Graph {
     const b = this.backend;
     const { y, rstd } = b.rmsNorm(xv.value, wv.value, eps, outDtype);
     const saved = this.save(rstd);
-    return this.result(y, [xv, wv], (dy) => {
-      const { dx, dweight } = b.rmsNormBackward(xv.value, wv.value, saved!, dy);
+    return this.result(y, [xv, wv], (dy, needs) => {
+      // Norm weights are frozen under LoRA: their gradient pass is skipped when nothing needs it.
+      const { dx, dweight } = b.rmsNormBackward(xv.value, wv.value, saved!, dy, needs[1]);
       return [dx, dweight];
     });
   }

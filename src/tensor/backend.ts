@@ -112,7 +112,8 @@ export interface Backend {
    * outDtype "bf16" rounds y once (statistics stay f32).
    */
   rmsNorm(x: Tensor, weight: Tensor, eps: number, outDtype?: DType): { y: Tensor; rstd: Tensor };
-  rmsNormBackward(x: Tensor, weight: Tensor, rstd: Tensor, dy: Tensor): { dx: Tensor; dweight: Tensor };
+  /** weightGrad false (a frozen norm weight) skips dweight, a pass over all rows: dweight is then null. */
+  rmsNormBackward(x: Tensor, weight: Tensor, rstd: Tensor, dy: Tensor, weightGrad?: boolean): { dx: Tensor; dweight: Tensor | null };
   /**
    * Rotate-half RoPE on x [N, H, D] with per-row angle tables cos, sin [N, D/2] (f32):
    * y[i] = x[i]·cos - x[i+D/2]·sin, y[i+D/2] = x[i+D/2]·cos + x[i]·sin.

@@ -424,7 +424,10 @@ function normRopeCases(): ParityCase[] {
           const dy = s.up(rng.uniform(37 * 1000), [37, 1000], dtype);
           const { y, rstd } = b.rmsNorm(x, w, 1e-5);
           const { dx, dweight } = b.rmsNormBackward(x, w, rstd, dy);
-          return s.finish({ y, rstd, dx, dweight });
+          // A frozen weight: the same dx, no dweight.
+          const frozen = b.rmsNormBackward(x, w, rstd, dy, false);
+          if (frozen.dweight !== null) throw new Error("rmsNormBackward(weightGrad false) returned a dweight");
+          return s.finish({ y, rstd, dx, dweight: dweight!, dxFrozen: frozen.dx });
         },
       },
       {

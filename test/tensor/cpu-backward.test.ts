@@ -3,6 +3,7 @@
  * formula (reference.ts). With dout = r, the backward output is ∂(Σ r·f(x))/∂x. Tolerance 1e-4
  * relative to the largest gradient (f32 kernels vs f64 differences), unless stated.
  */
+import assert from "node:assert/strict";
 import { test } from "node:test";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
 import { attentionCases } from "./attention-cases.ts";
@@ -44,7 +45,10 @@ test("rmsNormBackward (dx and dweight) on an odd width", () => {
   const { dx, dweight } = backend.rmsNormBackward(up(x, [n, c]), up(w, [c]), rstd, up(r, [n, c]));
   const f = ([xx, ww]: Float64Array[]) => dot(r, rmsNormRef(xx!, ww!, n, c, 1e-5));
   assertGradClose(backend.read(dx), numericGrad(f, [x, w], 0), "x");
-  assertGradClose(backend.read(dweight), numericGrad(f, [x, w], 1), "weight");
+  assertGradClose(backend.read(dweight!), numericGrad(f, [x, w], 1), "weight");
+  const frozen = backend.rmsNormBackward(up(x, [n, c]), up(w, [c]), rstd, up(r, [n, c]), false);
+  assert.equal(frozen.dweight, null, "a frozen weight gets no gradient");
+  assert.deepEqual(backend.read(frozen.dx), backend.read(dx));
 });
 
 test("rope backward (the inverse rotation)", () => {

@@ -105,7 +105,7 @@ int splint_cuda_rms_norm_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtyp
   ARG_CHECK(rows <= 0x7fffffffLL, "too many rows");
   if (cols == 0) return SPLINT_OK;
   if (rows == 0) {
-    CUDA_CHECK(cudaMemsetAsync(reinterpret_cast<void*>(dweight), 0, cols * dtype_bytes(dw_dtype), ctx->stream));
+    if (dweight != 0) CUDA_CHECK(cudaMemsetAsync(reinterpret_cast<void*>(dweight), 0, cols * dtype_bytes(dw_dtype), ctx->stream));
     return SPLINT_OK;
   }
   const In xi = in_of(x, x_dtype), dyi = in_of(dy, dy_dtype);
@@ -113,6 +113,7 @@ int splint_cuda_rms_norm_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtyp
   rms_norm_dx_kernel<<<(unsigned)rows, kNormThreads, 0, ctx->stream>>>(xi, in_of(weight, w_dtype, w_scale), r, dyi,
                                                                         cols, out_of(dx, dx_dtype));
   LAUNCH_CHECK();
+  if (dweight == 0) return SPLINT_OK;  // a frozen weight: no gradient asked for
   const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
   ARG_CHECK(chunks <= 65535, "too many rows for the dweight pass");
   Scratch partial;

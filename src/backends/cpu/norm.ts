@@ -34,7 +34,8 @@ export function rmsNormBackward(
   weight: Tensor,
   rstd: Tensor,
   dy: Tensor,
-): { dx: Tensor; dweight: Tensor } {
+  weightGrad = true,
+): { dx: Tensor; dweight: Tensor | null } {
   const [n, c] = rowsCols(x);
   if (weight.size !== c || dy.size !== x.size || rstd.size !== n) {
     throw new TensorError("rmsNormBackward", "shapes do not match x [N, C]", { shapes: [x.shape, weight.shape, rstd.shape, dy.shape] });
@@ -57,5 +58,5 @@ export function rmsNormBackward(
     const meanDot = dot / c;
     for (let j = 0; j < c; j++) dx[o + j] = inv * (w[j]! * d[o + j]! - xv[o + j]! * inv * meanDot);
   }
-  return { dx: alloc.fromF32(dx, x.shape), dweight: alloc.fromF32(Float32Array.from(dw), weight.shape) };
+  return { dx: alloc.fromF32(dx, x.shape), dweight: weightGrad ? alloc.fromF32(Float32Array.from(dw), weight.shape) : null };
 }

@@ -435,7 +435,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       );
       return { y, rstd };
     },
-    rmsNormBackward(x, weight, rstd, dy) {
+    rmsNormBackward(x, weight, rstd, dy, weightGrad = true) {
       const op = "rmsNormBackward";
       const [n, c] = rowsCols(x);
       if (weight.size !== c || dy.size !== x.size || rstd.size !== n) {
@@ -444,11 +444,11 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       requireFloat(op, x, weight, dy);
       requireDtype(op, rstd, ["f32"]);
       const dx = f32Like(x);
-      const dweight = alloc(weight.shape, "f32");
+      const dweight = weightGrad ? alloc(weight.shape, "f32") : null;
       ok(
         lib.rms_norm_backward(
           ctx, p(x, op), dtypeCode(x), p(weight, op), dtypeCode(weight), weight.scale, p(rstd, op), p(dy, op), dtypeCode(dy),
-          n, c, p(dx, op), DTYPE_CODE.f32, p(dweight, op), DTYPE_CODE.f32,
+          n, c, p(dx, op), DTYPE_CODE.f32, dweight ? p(dweight, op) : 0, DTYPE_CODE.f32,
         ),
         op,
       );
