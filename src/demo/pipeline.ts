@@ -19,7 +19,9 @@ import { runLayout, type RunLayout } from "../report/run-layout.ts";
 import { listCheckpoints } from "../train/checkpoint.ts";
 import { runTraining } from "../train/run.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
-import { InputError } from "../util/errors.ts";
+import { InputError, InterruptedError } from "../util/errors.ts";
+import { stopReason } from "../util/interrupt.ts";
+import { lockFolder } from "../util/lock.ts";
 import type { Recipe } from "./recipe.ts";
 
 /**
@@ -35,6 +37,8 @@ export interface RunRecipeOptions {
   readonly runDir: string;
   readonly from?: Step;
   readonly output: Output;
+  /** Aborting stops at the next safe point: between steps, or at training's next checkpoint. */
+  readonly signal?: AbortSignal;
 }
 
 export interface RunRecipeResult {
@@ -49,14 +53,28 @@ export interface RunRecipeResult {
 }
 
 export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult> {
+  const root = resolve(opts.runDir);
+  // Two recipes over one run folder would remove and rewrite each other's step outputs.
+  const lock = await lockFolder(root, "splint run");
+  try {
+    return await runRecipeLocked(opts, root);
+  } finally {
+    lock.release();
+  }
+}
+
+async function runRecipeLocked(opts: RunRecipeOptions, root: string): Promise<RunRecipeResult> {
   const started = performance.now();
-  const { recipe, output } = opts;
-  const run = runLayout(resolve(opts.runDir));
+  const { recipe, output, signal } = opts;
+  const run = runLayout(root);
   if (opts.from) await discardFrom(run, recipe, opts.from);
   const ran: Step[] = [];
   // `done` answers true when the step's output exists, or a reason why the step does not apply.
   const step = async (name: Step, done: () => Promise<boolean | string>, body: () => Promise<void>) => {
     const index = STEPS.indexOf(name) + 1;
+    if (signal?.aborted) {
+      throw new InterruptedError(stopReason(signal), `stopped before step ${index}/${STEPS.length} (${name}); the finished steps are kept`, "run the same command again to continue from this step");
+    }
     const skip = await done();
     if (skip !== false) {
       output.log(`[${index}/${STEPS.length}] ${name}: ${skip === true ? "already done" : skip}, skipped`);
@@ -120,15 +138,22 @@ export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult
     const checkpoints = await listCheckpoints(run.train);
     if (checkpoints.length === 0) await rm(run.train, { recursive: true, force: true });
     else output.log(`resuming training from ${checkpoints[checkpoints.length - 1]!.dir}`);
-    await runTraining({
-      modelDir,
-      dataset: run.dataset,
-      outDir: run.train,
-      config: recipe.train,
-      configSource: recipe.file,
-      resume: checkpoints.length > 0,
-      output,
-    });
+    try {
+      await runTraining({
+        modelDir,
+        dataset: run.dataset,
+        outDir: run.train,
+        config: recipe.train,
+        configSource: recipe.file,
+        resume: checkpoints.length > 0,
+        output,
+        signal,
+      });
+    } catch (error) {
+      // The trainer's hint is for `splint train`; a recipe resumes by running it again.
+      if (error instanceof InterruptedError) throw new InterruptedError(error.signal, error.message, "run the same command again: training resumes from the newest checkpoint");
+      throw error;
+    }
   });
 
   // Temperature scaling needs class probabilities (score mode) and images that are not the test split.

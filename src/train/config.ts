@@ -48,6 +48,11 @@ export interface TrainConfig {
   loss_on: "completion" | "all";
   max_seq_len: number;
   max_image_edge: number | null;
+  /**
+   * What a non-finite loss or gradient does: "stop" ends the run naming the step and the tensor
+   * (the last checkpoint stays good); "skip-step" drops that step's update and goes on.
+   */
+  on_nan: "stop" | "skip-step";
 }
 
 export const TUTORIAL_DEFAULTS: Readonly<TrainConfig> = {
@@ -80,6 +85,7 @@ export const TUTORIAL_DEFAULTS: Readonly<TrainConfig> = {
   loss_on: "completion",
   max_seq_len: 2048,
   max_image_edge: null,
+  on_nan: "stop",
 };
 
 export type SettingKind = "number" | "integer" | "boolean" | "string" | "string[]" | readonly string[] | "number|null";
@@ -115,6 +121,7 @@ export const SETTING_KINDS: Readonly<Record<keyof TrainConfig, SettingKind>> = {
   loss_on: ["completion", "all"],
   max_seq_len: "integer",
   max_image_edge: "number|null",
+  on_nan: ["stop", "skip-step"],
 };
 
 /**

@@ -15,6 +15,7 @@ import { buildPrompt } from "../text/prompt.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
+import { lockFolder } from "../util/lock.ts";
 import { loadImageProcessorConfig } from "../vision/image-processor.ts";
 import { listCheckpoints } from "./checkpoint.ts";
 import { boundImageEdge, collate, type CollatorSettings, type TrainBatch, type TrainExample } from "./collator.ts";
@@ -65,14 +66,27 @@ export interface TrainResult {
   history: StepRecord[];
   finalLoss: number | null;
   resumedFrom: string | null;
+  /** Steps whose update was dropped for a non-finite loss or gradient (on_nan "skip-step"). */
+  skippedSteps: number[];
   pushed: PushResult | null;
   seconds: number;
 }
 
 export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult> {
+  const runDir = resolve(opts.outDir);
+  // Two trainings into one folder would interleave their checkpoints and logs.
+  const lock = await lockFolder(runDir, "splint train");
+  try {
+    if (lock.recoveredStale) (opts.output ?? plainOutput).log(`${runDir}: took over the lock of a process that is gone (pid ${lock.recoveredStale.pid}, since ${lock.recoveredStale.since})`);
+    return await trainLocked(opts, runDir);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<TrainResult> {
   const started = performance.now();
   const output = opts.output ?? plainOutput;
-  const runDir = resolve(opts.outDir);
   const configFile = join(runDir, RESOLVED_CONFIG_FILE);
   const checkpoints = await listCheckpoints(runDir);
   let config: TrainConfig;
@@ -89,13 +103,20 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
         `drop those settings, or start a new run folder`,
       );
     }
-    if (checkpoints.length === 0) throw new InputError(join(runDir, "checkpoints"), "has no checkpoint to resume from", "start the run again without --resume");
-    resumeFrom = checkpoints[checkpoints.length - 1]!.dir;
+    if (checkpoints.length > 0) resumeFrom = checkpoints[checkpoints.length - 1]!.dir;
+    else if (await exists(join(runDir, ADAPTER_DIR, "adapter_config.json"))) {
+      throw new InputError(runDir, "holds a finished run saved without checkpoints (save_strategy no), so there is nothing to resume", "pass another --out folder");
+    } else {
+      // Stopped before its first checkpoint: nothing was kept, so resuming is starting over with
+      // the run's own settings.
+      output.log(`${runDir}: the run stopped before its first checkpoint; starting it over from step 0`);
+    }
   } else {
     config = resolveConfig(TUTORIAL_DEFAULTS, opts.config ?? {}, opts.configSource ?? "settings");
-    if (checkpoints.length > 0 || (await exists(configFile))) {
+    if (checkpoints.length > 0 || (await exists(join(runDir, ADAPTER_DIR, "adapter_config.json")))) {
       throw new InputError(runDir, "already holds a training run", "continue it with --resume, or pass another --out folder");
     }
+    if (await exists(configFile)) output.log(`${runDir}: an earlier run stopped before its first checkpoint; starting over`);
   }
 
   if (opts.pushToHub !== undefined) {
@@ -171,7 +192,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
       pushed = await pushAdapterToHub(opts.pushToHub, adapterDir, { commitMessage: `splint train: ${result.steps} steps` });
       output.log(`pushed to ${pushed.url}`);
     }
-    const last = result.history[result.history.length - 1];
+    const last = [...result.history].reverse().find((r) => !r.skipped);
     return {
       runDir,
       adapterDir,
@@ -182,6 +203,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
       history: result.history,
       finalLoss: last ? last.loss : null,
       resumedFrom: resumeFrom,
+      skippedSteps: result.skippedSteps,
       pushed,
       seconds: (performance.now() - started) / 1000,
     };

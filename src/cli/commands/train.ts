@@ -3,6 +3,7 @@ import { detectBackend, type BackendPreference } from "../../backends/cuda/detec
 import { readConfigFile, resolveConfig, SETTING_KINDS, TUTORIAL_DEFAULTS, type SettingKind, type TrainConfig } from "../../train/config.ts";
 import { runTraining } from "../../train/run.ts";
 import { InputError } from "../../util/errors.ts";
+import { stopSignal } from "../../util/interrupt.ts";
 import { createOutput } from "../output.ts";
 
 const TRAIN_HELP = `
@@ -15,6 +16,8 @@ file, the file over the tutorial's defaults. The run folder gets:
   adapter/               the final PEFT adapter (adapter_config.json, adapter_model.safetensors)
 
 --resume continues the run in --out from its newest checkpoint, exactly as if never stopped.
+Ctrl-C (or SIGTERM) stops at the next safe point and saves a checkpoint first (exit 130 / 143);
+a second Ctrl-C stops at once. --on-nan stop|skip-step: what a NaN/Inf loss or gradient does.
 --push-to-hub REPO uploads the final adapter (needs HF_TOKEN with write access).
 
 Examples:
@@ -82,6 +85,8 @@ export function registerTrain(program: Command): void {
     resolveConfig(base, fromFlags, "command-line flags");
     const choice = detectBackend({ prefer: device as BackendPreference | undefined });
     output.log(choice.reason);
+    // Ctrl-C / SIGTERM stop at the next micro-batch boundary, after saving a checkpoint.
+    const stop = stopSignal();
     const result = await runTraining({
       modelDir: String(flags.model),
       dataset: String(flags.dataset),
@@ -93,7 +98,8 @@ export function registerTrain(program: Command): void {
       pushToHub: typeof flags.pushToHub === "string" ? flags.pushToHub : undefined,
       backend: choice.backend,
       output,
-    });
+      signal: stop.signal,
+    }).finally(stop.release);
     const { history, ...summary } = result;
     output.result({ ...summary, firstLoss: history[0]?.loss ?? null }, () =>
       [
