@@ -95,7 +95,7 @@ async function runRecipeLocked(opts: RunRecipeOptions, root: string): Promise<Ru
     async () => recipe.model.kind !== "hub" && (await exists(join(modelDir, "config.json"))),
     async () => {
       const source = recipe.model;
-      if (source.kind === "init") await initTinyModel(run.model, { preset: source.preset, seed: source.seed });
+      if (source.kind === "init") await initTinyModel(run.model, { preset: source.preset, seed: source.seed, replace: "any" });
       else if (source.kind === "hub") modelDir = (await downloadSnapshot(source.repo, { revision: source.revision, output })).path;
       else throw new InputError(source.path, "has no config.json", "model.dir must be a Hugging Face model folder");
     },

@@ -235,9 +235,11 @@ export async function loadAdapter(dir: string, linears: ReadonlyMap<string, Lora
         const { r, alpha } = moduleRankAlpha(settings, path);
         const a = await source.read(A!);
         const b = await source.read(B!);
+        const aValues = finiteOrThrow(file, A!, toFloat32(a));
+        const bValues = finiteOrThrow(file, B!, toFloat32(b));
         linear.lora = {
-          a: backend.upload(toFloat32(a), a.shape, "f32"),
-          b: backend.upload(toFloat32(b), b.shape, "f32"),
+          a: backend.upload(aValues, a.shape, "f32"),
+          b: backend.upload(bValues, b.shape, "f32"),
           scale: loraScale(alpha, r, settings.use_rslora),
           dropout: settings.lora_dropout,
         };
@@ -251,6 +253,19 @@ export async function loadAdapter(dir: string, linears: ReadonlyMap<string, Lora
     await source.close();
   }
   return settings;
+}
+
+/**
+ * An adapter holding NaN or Infinity (saved from a diverged run) would turn every output into NaN;
+ * refused when loaded, naming the tensor, rather than surfacing as "NaN%" or NaN merged weights.
+ */
+function finiteOrThrow(file: string, key: string, values: Float32Array): Float32Array {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i]!)) {
+      throw new InputError(file, `tensor ${key} holds ${values[i]} at index ${i}; the adapter is unusable`, "it comes from a run whose loss diverged: retrain (the default --on-nan stop keeps the last good checkpoint)");
+    }
+  }
+  return values;
 }
 
 /**
