@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
+import { modulePattern } from "../lora/module-pattern.ts";
 import { InputError } from "../util/errors.ts";
 import type { ScheduleKind } from "./schedule.ts";
 
@@ -12,7 +13,12 @@ export interface TrainConfig {
   r: number;
   lora_alpha: number;
   lora_dropout: number;
-  target_modules: string[];
+  /**
+   * PEFT's semantics: a list matches module names by suffix ("q_proj" hits "…self_attn.q_proj"),
+   * a string is a regex that must match the whole module name ("all-linear": every linear but
+   * lm_head).
+   */
+  target_modules: string[] | string;
   /** Which tower the suffix match may hit: PEFT's own behaviour is "all". */
   lora_scope: "all" | "language" | "vision";
   use_rslora: boolean;
@@ -88,14 +94,15 @@ export const TUTORIAL_DEFAULTS: Readonly<TrainConfig> = {
   on_nan: "stop",
 };
 
-export type SettingKind = "number" | "integer" | "boolean" | "string" | "string[]" | readonly string[] | "number|null";
+/** "modules": a list of module names, or one string that is a regex (PEFT's target_modules). */
+export type SettingKind = "number" | "integer" | "boolean" | "string" | "modules" | readonly string[] | "number|null";
 
 /** The type of every setting (what the CLI turns flags into and config files are checked against). */
 export const SETTING_KINDS: Readonly<Record<keyof TrainConfig, SettingKind>> = {
   r: "integer",
   lora_alpha: "number",
   lora_dropout: "number",
-  target_modules: "string[]",
+  target_modules: "modules",
   lora_scope: ["all", "language", "vision"],
   use_rslora: "boolean",
   num_train_epochs: "number",
@@ -152,6 +159,7 @@ export function resolveConfig(base: Readonly<TrainConfig>, overrides: Record<str
   }
   if (config.save_strategy === "steps" && config.save_steps === 0) throw new InputError(source, `save_strategy "steps" needs "save_steps" above 0`);
   if (config.target_modules.length === 0) throw new InputError(source, `"target_modules" is empty`);
+  if (typeof config.target_modules === "string" && config.target_modules !== "all-linear") modulePattern(config.target_modules, `${source} (target_modules)`);
   return config;
 }
 
@@ -179,9 +187,11 @@ function checkValue(source: string, key: string, kind: SettingKind, value: unkno
     case "string":
       if (typeof value !== "string") throw fail("a string");
       return value;
-    case "string[]":
-      if (typeof value === "string") return value.split(",").map((s) => s.trim()).filter(Boolean);
-      if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) throw fail("a list of strings");
+    case "modules":
+      // A string stays a string: PEFT reads it as one regex, and splitting it on commas would
+      // turn "(q|v)_proj{1,2}" into two broken names.
+      if (typeof value === "string") return value;
+      if (!Array.isArray(value) || !value.every((v) => typeof v === "string" && v !== "")) throw fail("a list of module names, or a regex string");
       return value;
   }
   throw fail(String(kind));

@@ -7,7 +7,7 @@ import type { DatasetDict } from "../data/types.ts";
 import { hubSettings } from "../hub/settings.ts";
 import { isHubRepoId } from "../hub/snapshot.ts";
 import { pushAdapterToHub, type PushResult } from "../hub/upload.ts";
-import { initAdapter, loadAdapter, saveAdapter, type LoraSettings } from "../lora/adapter.ts";
+import { initAdapter, loadAdapter, loraScopeExclude, saveAdapter, type LoraSettings } from "../lora/adapter.ts";
 import { freeMistral3, loadMistral3 } from "../models/mistral3/model.ts";
 import type { Backend } from "../tensor/backend.ts";
 import { resolveChatTemplate } from "../text/chat-template.ts";
@@ -217,14 +217,18 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
  * module paths, so Python peft selects exactly the same layers from adapter_config.json.
  */
 export function loraSettingsFor(config: TrainConfig, baseModel: string | null): LoraSettings {
-  const names = config.target_modules.map((m) => m.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|");
   const prefix = { language: String.raw`model\.language_model`, vision: String.raw`model\.vision_tower` };
+  // A list narrowed to a scope becomes one regex with the list's suffix rule; a regex (or
+  // all-linear) keeps its own meaning and the scope goes into exclude_modules instead.
+  const list = Array.isArray(config.target_modules) ? config.target_modules : null;
+  const names = list?.map((m) => m.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|");
+  const scoped = config.lora_scope !== "all";
   return {
     r: config.r,
     lora_alpha: config.lora_alpha,
     lora_dropout: config.lora_dropout,
-    target_modules: config.lora_scope === "all" ? config.target_modules : `${prefix[config.lora_scope]}\\..*\\.(?:${names})`,
-    exclude_modules: null,
+    target_modules: scoped && list ? `${prefix[config.lora_scope as "language" | "vision"]}\\..*\\.(?:${names})` : config.target_modules,
+    exclude_modules: scoped && !list ? loraScopeExclude(config.lora_scope) : null,
     use_rslora: config.use_rslora,
     rank_pattern: {},
     alpha_pattern: {},

@@ -46,8 +46,10 @@ function parseFlag(key: keyof TrainConfig, kind: SettingKind, text: string): unk
       if (text !== "true" && text !== "false") throw new InputError(flag, `expects true or false, got ${JSON.stringify(text)}`);
       return text === "true";
     case "string":
-    case "string[]":
       return text;
+    case "modules":
+      // Module names never hold regex syntax, so a value that does is a regex (PEFT's string form).
+      return /[*+?()[\]{}|^$\\]/.test(text) || text === "all-linear" ? text : text.split(",").map((s) => s.trim()).filter(Boolean);
   }
   return text;
 }
@@ -66,7 +68,7 @@ export function registerTrain(program: Command): void {
     .option("--device <device>", "auto, cpu or cuda (default: SPLINT_BACKEND, else auto)")
     .option("--json", "print the result as JSON");
   for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
-    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "string[]" ? "a,b,…" : kind === "string" ? "text" : "n";
+    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "modules" ? "a,b,…|regex" : kind === "string" ? "text" : "n";
     command.option(`--${flagOf(key)} <${values}>`, `${key} (default ${JSON.stringify(TUTORIAL_DEFAULTS[key])})`);
   }
   command.addHelpText("after", TRAIN_HELP).action(async (flags: Record<string, unknown>) => {
