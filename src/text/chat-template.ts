@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { Template } from "@huggingface/jinja";
+import { Environment, Interpreter, Template } from "@huggingface/jinja";
 import { InputError, SplintError } from "../util/errors.ts";
 import type { ChatMessage } from "./prompt.ts";
 
@@ -60,15 +60,13 @@ export function compileChatTemplate(name: string, source: string, text: string):
       const budget = { left: MAX_RANGE_ITEMS };
       let text: string;
       try {
-        text = template.render({
+        text = renderBounded(template, {
           ...ctx.extra,
           messages: ctx.messages,
           add_generation_prompt: ctx.addGenerationPrompt,
           bos_token: ctx.bosToken,
           eos_token: ctx.eosToken,
-          // Shadows the library's range(): the same values, but counted against a budget.
-          range: (...args: unknown[]) => boundedRange(args, budget, source),
-        });
+        }, (...args: unknown[]) => boundedRange(args, budget, source));
       } catch (e) {
         if (e instanceof SplintError) throw e;
         // V8 throws RangeError for strings or arrays past its limits ("a" * 10**10).
@@ -89,6 +87,33 @@ export function compileChatTemplate(name: string, source: string, text: string):
  */
 const MAX_RANGE_ITEMS = 100_000;
 const MAX_RENDERED_CHARS = 10_000_000;
+
+/**
+ * Template.render with its globals, except that range() is ours: the library declares its own in
+ * the same environment and refuses a second declaration, so the environment is built here.
+ */
+function renderBounded(template: Template, items: Record<string, unknown>, range: (...args: unknown[]) => number[]): string {
+  const env = new Environment();
+  const globals: Record<string, unknown> = {
+    false: false,
+    true: true,
+    none: null,
+    False: false,
+    True: true,
+    None: null,
+    raise_exception: (message: unknown) => {
+      throw new Error(String(message));
+    },
+    // The library's own strftime_now, reached through a template of one call.
+    strftime_now: (format: unknown) => STRFTIME.render({ format: String(format) }),
+    range,
+  };
+  for (const [key, value] of Object.entries({ ...globals, ...items })) env.set(key, value);
+  const result = new Interpreter(env).run(template.parsed);
+  return String(result.value);
+}
+
+const STRFTIME = new Template("{{ strftime_now(format) }}");
 
 /** Python's range(stop) / range(start, stop[, step]) over integers, refused past the budget. */
 function boundedRange(args: readonly unknown[], budget: { left: number }, source: string): number[] {

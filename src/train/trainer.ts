@@ -256,7 +256,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
 }
 
 /** The PEFT name of the first parameter whose gradient holds NaN or ±Infinity, with the value. */
-function firstNonFiniteGradient(backend: Backend, params: readonly Parameter[], grads: readonly Tensor[]): string {
+export function firstNonFiniteGradient(backend: Backend, params: readonly Parameter[], grads: readonly Tensor[]): string {
   for (let i = 0; i < grads.length; i++) {
     const values = backend.read(grads[i]!) as Float32Array;
     for (let j = 0; j < values.length; j++) {
