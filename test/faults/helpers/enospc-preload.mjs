@@ -1,6 +1,6 @@
 // Preloaded (node --import) into a splint process to make the file system report "disk full"
 // (ENOSPC) for writes under SPLINT_FAULT_ENOSPC_DIR once SPLINT_FAULT_ENOSPC_AFTER bytes have
-// been written there: the fault enters through the real write calls splint makes (FileHandle
+// been written there (counting only paths containing SPLINT_FAULT_ENOSPC_MATCH, when set): the fault enters through the real write calls splint makes (FileHandle
 // writes, writeFile, write streams), the way a full disk would, where no size-limited file system
 // can be mounted. Builtin ESM exports are re-synced so `import { writeFile } from "node:fs/promises"`
 // sees the patched functions.
@@ -11,7 +11,9 @@ import path from "node:path";
 
 const dir = path.resolve(process.env.SPLINT_FAULT_ENOSPC_DIR ?? "/nonexistent");
 let budget = Number(process.env.SPLINT_FAULT_ENOSPC_AFTER ?? "0");
-const inside = (p) => typeof p === "string" && path.resolve(p).startsWith(dir + path.sep);
+// Optional: only paths containing this text count (e.g. "checkpoint-4": the disk fills just then).
+const match = process.env.SPLINT_FAULT_ENOSPC_MATCH ?? "";
+const inside = (p) => typeof p === "string" && path.resolve(p).startsWith(dir + path.sep) && path.resolve(p).includes(match);
 const enospc = (p) => Object.assign(new Error(`ENOSPC: no space left on device, write '${p}'`), { code: "ENOSPC", errno: -28, syscall: "write", path: p });
 const spend = (p, n) => {
   if (!inside(p)) return false;
