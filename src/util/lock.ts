@@ -4,7 +4,7 @@
  * time; it is removed on release and on any normal exit. After a crash (SIGKILL, power loss) the
  * file stays behind: a lock whose pid no longer runs on this host is stale and is taken over.
  */
-import { closeSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -78,7 +78,11 @@ export async function lockFolder(dir: string, command: string): Promise<FolderLo
         `wait for it to finish or stop it; if no such process runs, delete ${file}`,
       );
     }
-    // Stale (or unreadable: a crash between create and write). Move it aside rather than delete it,
+    if (!current && Date.now() - mtimeOf(file) < UNREADABLE_GRACE_MS) {
+      // Empty or half-written: most likely another process between creating and filling it.
+      throw new BusyError(`${dir} is being locked by another splint process`, "run again in a moment");
+    }
+    // Stale (or unreadable for a while: a crash between create and write). Move it aside rather than delete it,
     // so that of two processes recovering at once only one wins the rename and the other retries.
     const aside = `${file}.stale-${process.pid}`;
     try {
@@ -90,6 +94,17 @@ export async function lockFolder(dir: string, command: string): Promise<FolderLo
     }
   }
   throw new BusyError(`${dir}: could not take the lock ${file} (other processes keep taking it)`, "run again once the other processes are done");
+}
+
+/** How long an unreadable lock file is taken for one being written rather than a crash's leftover. */
+const UNREADABLE_GRACE_MS = 10_000;
+
+function mtimeOf(file: string): number {
+  try {
+    return statSync(file).mtimeMs;
+  } catch {
+    return 0;
+  }
 }
 
 function readOwner(file: string): LockOwner | null {
