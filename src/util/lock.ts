@@ -4,7 +4,7 @@
  * time; it is removed on release and on any normal exit. After a crash (SIGKILL, power loss) the
  * file stays behind: a lock whose pid no longer runs on this host is stale and is taken over.
  */
-import { closeSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, writeSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -46,6 +46,9 @@ function releaseAllOnExit(): void {
  * trainings into one folder at once).
  */
 export async function lockFolder(dir: string, command: string): Promise<FolderLock> {
+  // A folder made only to hold the lock is removed again if the command leaves it empty (bad
+  // input found after locking must not leave a trace).
+  const existed = existsSync(dir);
   await mkdir(dir, { recursive: true });
   const file = join(dir, LOCK_FILE);
   const owner: LockOwner = { pid: process.pid, host: hostname(), since: new Date().toISOString(), command };
@@ -66,6 +69,7 @@ export async function lockFolder(dir: string, command: string): Promise<FolderLo
         release() {
           if (!held.delete(file)) return;
           rmSync(file, { force: true });
+          if (!existed) removeIfEmpty(dir);
         },
       };
     } catch (error) {
@@ -104,6 +108,14 @@ function mtimeOf(file: string): number {
     return statSync(file).mtimeMs;
   } catch {
     return 0;
+  }
+}
+
+function removeIfEmpty(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    // not empty (the command wrote something), or gone: either way, leave it
   }
 }
 
