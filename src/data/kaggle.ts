@@ -8,14 +8,12 @@
  * Content-Length / Content-Range and the MD5 from `x-goog-hash` when the storage sends it.
  */
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Readable, Transform } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { fileSystemError, InputError, isDiskFull as isDiskFullError, NetworkError, SplintError } from "../util/errors.ts";
-import { isTransientNetworkError, networkReason, sleep, timedFetch, type NetTimeouts } from "../util/net.ts";
+import { isTransientNetworkError, isUnreachable, networkReason, sleep, timedFetch, type NetTimeouts } from "../util/net.ts";
 import type { Progress } from "../util/output.ts";
 import { readSecretFile } from "../util/secret-file.ts";
 
@@ -150,7 +148,7 @@ export async function downloadKaggleDataset(ref: KaggleDatasetRef, options: Down
     try {
       response = await request(url, options.credentials, have, ref, options);
     } catch (error) {
-      if (error instanceof SplintError || !isTransientNetworkError(error)) throw error instanceof SplintError ? error : networkError(url, error);
+      if (error instanceof SplintError || isUnreachable(error) || !isTransientNetworkError(error)) throw error instanceof SplintError ? error : networkError(url, error);
       await retryOrThrow(attempt, error, "no answer");
       continue;
     }
@@ -253,16 +251,20 @@ async function writeBody(response: Response, part: string, start: number, total:
   const progress = total !== null ? makeProgress?.(total) : undefined;
   let done = start;
   progress?.update(done);
-  const counter = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      done += chunk.length;
-      progress?.update(done);
-      callback(null, chunk);
-    },
-  });
+  // Each chunk is on disk before the next is read, so when the connection drops every byte that
+  // arrived is kept and the retry's Range starts right after it (a stream pipeline would discard
+  // what it still buffered).
+  const handle = await open(part, start > 0 ? "a" : "w");
   try {
-    await pipeline(Readable.fromWeb(response.body as import("node:stream/web").ReadableStream), counter, createWriteStream(part, { flags: start > 0 ? "a" : "w" }));
+    for await (const chunk of response.body) {
+      const bytes = chunk as Uint8Array;
+      let written = 0;
+      while (written < bytes.byteLength) written += (await handle.write(bytes, written, bytes.byteLength - written)).bytesWritten;
+      done += bytes.byteLength;
+      progress?.update(done);
+    }
   } finally {
+    await handle.close();
     progress?.stop();
   }
 }

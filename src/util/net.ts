@@ -29,6 +29,9 @@ function secondsFromEnv(env: NodeJS.ProcessEnv, name: string, fallback: number):
   return Number.isFinite(value) && value > 0 ? value : fallback;
 }
 
+/** How far the body is read ahead of its consumer. */
+const BODY_BUFFER_BYTES = 8 * 1024 * 1024;
+
 /** A request or body that exceeded one of the limits. */
 export class TimeoutError extends Error {
   constructor(
@@ -81,26 +84,39 @@ export async function timedFetch(url: string | URL, init: TimedFetchInit = {}): 
     clearTimeout(idleTimer);
     outer?.removeEventListener("abort", forward);
   };
-  const body = new ReadableStream<Uint8Array>({
-    async pull(sink) {
-      idleTimer = setTimeout(() => expire("idle", timeouts.idleMs), timeouts.idleMs);
-      try {
-        const chunk = await reader.read();
-        clearTimeout(idleTimer);
-        if (chunk.done) {
+  // Read from the socket as fast as it delivers (up to BODY_BUFFER_BYTES ahead of the consumer),
+  // so that the idle timer measures the network, not a slow disk; and when the connection then
+  // fails, hand over every byte that did arrive before the error, so a resumed download starts
+  // after them instead of fetching them again.
+  let failure: unknown = null;
+  const body = new ReadableStream<Uint8Array>(
+    {
+      async pull(sink) {
+        if (failure !== null) {
+          if (sink.desiredSize === BODY_BUFFER_BYTES) sink.error(failure);
+          return;
+        }
+        idleTimer = setTimeout(() => expire("idle", timeouts.idleMs), timeouts.idleMs);
+        try {
+          const chunk = await reader.read();
+          clearTimeout(idleTimer);
+          if (chunk.done) {
+            done();
+            sink.close();
+          } else sink.enqueue(chunk.value);
+        } catch (error) {
           done();
-          sink.close();
-        } else sink.enqueue(chunk.value);
-      } catch (error) {
+          failure = timedOut ?? error;
+          if (sink.desiredSize === BODY_BUFFER_BYTES) sink.error(failure);
+        }
+      },
+      async cancel(reason) {
         done();
-        sink.error(timedOut ?? error);
-      }
+        await reader.cancel(reason);
+      },
     },
-    async cancel(reason) {
-      done();
-      await reader.cancel(reason);
-    },
-  });
+    new ByteLengthQueuingStrategy({ highWaterMark: BODY_BUFFER_BYTES }),
+  );
   return wrapResponse(response, body);
 }
 
@@ -130,6 +146,18 @@ export function isTransientNetworkError(error: unknown): boolean {
     const code = (e as NodeJS.ErrnoException).code;
     if (code && ["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "EAI_AGAIN", "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT"].includes(code)) return true;
     if (e.message === "terminated" || e.message === "fetch failed") return true;
+  }
+  return false;
+}
+
+/**
+ * Nothing listens there or the name does not resolve: retrying within seconds does not help, so
+ * the user hears it at once.
+ */
+export function isUnreachable(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 8; e = (e as Error & { cause?: unknown }).cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code && ["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH"].includes(code)) return true;
   }
   return false;
 }
