@@ -24,7 +24,7 @@ train:
   r: 2
   lora_alpha: 4
   lora_dropout: 0.0
-  max_steps: 400
+  max_steps: 40
   per_device_train_batch_size: 2
   gradient_accumulation_steps: 1
   learning_rate: 0.001
