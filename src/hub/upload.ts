@@ -95,6 +95,7 @@ function pushError(error: unknown, repo: string, endpoint: string): SplintError 
     if (error.statusCode === 403) {
       return new InputError(repo, `no write access (403): ${error.message}`, "use a token with write permission for this namespace");
     }
+    if (error.statusCode >= 500 || error.statusCode === 429) return new NetworkError(`${repo}: upload failed (${error.statusCode}): ${error.message}`, "the Hub is having trouble; run the push again later");
     return new SplintError(`${repo}: upload failed (${error.statusCode}): ${error.message}`);
   }
   if (isTransientNetworkError(error)) return networkError(endpoint, error);
