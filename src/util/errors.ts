@@ -134,9 +134,21 @@ export function fileSystemError(error: unknown, fallbackPath?: string): FileSyst
   if (code === undefined) return undefined;
   const known = FILE_SYSTEM_ERRORS[code];
   if (!known) return undefined;
-  const path = pathOf(error) ?? fallbackPath;
+  const raw = pathOf(error) ?? fallbackPath;
+  const path = raw === undefined ? undefined : finalPathOf(raw);
   const where = !path ? known.problem : DISK_FULL.has(code) ? `${known.problem} while writing ${path}` : `${known.problem}: ${path}`;
   return new FileSystemError(path ?? "", code, `${where} (${code})`, known.hint);
+}
+
+/**
+ * The path a temporary file stands for: atomic writes go to `.<name>.<8 hex>.tmp` beside the
+ * target (util/atomic.ts), and a person wants to hear about the target, not the temp name.
+ */
+export function finalPathOf(path: string): string {
+  return path
+    .split("/")
+    .map((part) => /^\.(.+)\.[0-9a-f]{8}\.tmp$/.exec(part)?.[1] ?? part)
+    .join("/");
 }
 
 function pathOf(error: unknown): string | undefined {

@@ -22,6 +22,7 @@ test("model init on a full disk: exit 74, 'disk full' with the path, no folder a
     const run = await runSplintAsync(["model", "init", out, "--json"], diskFull(dir, 64 * 1024));
     assert.equal(run.status, EXIT.filesystem, run.stderr);
     assert.match(run.stderr, /^error: disk full while writing .*\(ENOSPC\)$/m);
+    assert.ok(run.stderr.includes(`while writing ${join(out, "model.safetensors")}`) || run.stderr.includes(`while writing ${join(out, "config.json")}`), "the message names the file meant, not its temporary name");
     assert.doesNotMatch(run.stderr, /internal error/);
     assert.equal((JSON.parse(run.stdout) as { error: { exitCode: number } }).error.exitCode, EXIT.filesystem);
     assert.deepEqual(readdirSync(dir), [], "the atomic write left nothing behind");
