@@ -90,6 +90,9 @@ export async function mergeAdapter(opts: MergeOptions): Promise<MergeResult> {
           } else {
             let values = isFp8 ? fp8E4m3ArrayToF32(toFp8Bytes(stored), toFloat32(await source.read(scaleKeys.get(key)!))[0]!) : toFloat32(stored);
             if (linear) values = addLoraDelta(backend, linear, values, stored.shape);
+            const bad = values.findIndex((v) => !Number.isFinite(v));
+            // Written as is, a NaN here makes the merged model print NaN forever after.
+            if (bad >= 0) throw new InputError(opts.modelDir, `weight ${key} is ${values[bad]} at index ${bad}${linear ? " after adding the LoRA update" : ""}; nothing was written`);
             const target = dtype === "f32" ? "F32" : dtype === "bf16" || isFp8 || stored.dtype === "BF16" ? "BF16" : "F32";
             yield { name: key, dtype: target, shape: stored.shape, data: target === "BF16" ? f32ArrayToBf16(values) : values };
           }

@@ -7,7 +7,7 @@ import type { DatasetDict } from "../data/types.ts";
 import { hubSettings } from "../hub/settings.ts";
 import { isHubRepoId } from "../hub/snapshot.ts";
 import { pushAdapterToHub, type PushResult } from "../hub/upload.ts";
-import { initAdapter, loadAdapter, saveAdapter, type LoraSettings } from "../lora/adapter.ts";
+import { initAdapter, loadAdapter, loraScopeExclude, saveAdapter, type LoraSettings } from "../lora/adapter.ts";
 import { freeMistral3, loadMistral3 } from "../models/mistral3/model.ts";
 import type { Backend } from "../tensor/backend.ts";
 import { resolveChatTemplate } from "../text/chat-template.ts";
@@ -19,6 +19,7 @@ import { trainingEvaluator } from "./evaluator.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
+import { lockFolder } from "../util/lock.ts";
 import { loadImageProcessorConfig } from "../vision/image-processor.ts";
 import { listCheckpoints } from "./checkpoint.ts";
 import { boundImageEdge, collate, type CollatorSettings, type TrainBatch, type TrainExample } from "./collator.ts";
@@ -78,14 +79,27 @@ export interface TrainResult {
   history: StepRecord[];
   finalLoss: number | null;
   resumedFrom: string | null;
+  /** Steps whose update was dropped for a non-finite loss or gradient (on_nan "skip-step"). */
+  skippedSteps: number[];
   pushed: PushResult | null;
   seconds: number;
 }
 
 export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult> {
+  const runDir = resolve(opts.outDir);
+  // Two trainings into one folder would interleave their checkpoints and logs.
+  const lock = await lockFolder(runDir, "splint train");
+  try {
+    if (lock.recoveredStale) (opts.output ?? plainOutput).log(`${runDir}: took over the lock of a process that is gone (pid ${lock.recoveredStale.pid}, since ${lock.recoveredStale.since})`);
+    return await trainLocked(opts, runDir);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<TrainResult> {
   const started = performance.now();
   const output = opts.output ?? plainOutput;
-  const runDir = resolve(opts.outDir);
   const configFile = join(runDir, RESOLVED_CONFIG_FILE);
   const checkpoints = await listCheckpoints(runDir);
   let config: TrainConfig;
@@ -102,13 +116,20 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
         `drop those settings, or start a new run folder`,
       );
     }
-    if (checkpoints.length === 0) throw new InputError(join(runDir, "checkpoints"), "has no checkpoint to resume from", "start the run again without --resume");
-    resumeFrom = checkpoints[checkpoints.length - 1]!.dir;
+    if (checkpoints.length > 0) resumeFrom = checkpoints[checkpoints.length - 1]!.dir;
+    else if (await exists(join(runDir, ADAPTER_DIR, "adapter_config.json"))) {
+      throw new InputError(runDir, "holds a finished run saved without checkpoints (save_strategy no), so there is nothing to resume", "pass another --out folder");
+    } else {
+      // Stopped before its first checkpoint: nothing was kept, so resuming is starting over with
+      // the run's own settings.
+      output.log(`${runDir}: the run stopped before its first checkpoint; starting it over from step 0`);
+    }
   } else {
     config = resolveConfig(TUTORIAL_DEFAULTS, opts.config ?? {}, opts.configSource ?? "settings");
-    if (checkpoints.length > 0 || (await exists(configFile))) {
+    if (checkpoints.length > 0 || (await exists(join(runDir, ADAPTER_DIR, "adapter_config.json")))) {
       throw new InputError(runDir, "already holds a training run", "continue it with --resume, or pass another --out folder");
     }
+    if (await exists(configFile)) output.log(`${runDir}: an earlier run stopped before its first checkpoint; starting over`);
   }
 
   if (opts.pushToHub !== undefined) {
@@ -222,7 +243,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
       pushed = await pushAdapterToHub(opts.pushToHub, adapterDir, { commitMessage: `splint train: ${result.steps} steps` });
       output.log(`pushed to ${pushed.url}`);
     }
-    const last = result.history[result.history.length - 1];
+    const last = [...result.history].reverse().find((r) => !r.skipped);
     return {
       runDir,
       adapterDir,
@@ -237,6 +258,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
       history: result.history,
       finalLoss: last ? last.loss : null,
       resumedFrom: resumeFrom,
+      skippedSteps: result.skippedSteps,
       pushed,
       seconds: (performance.now() - started) / 1000,
     };
@@ -250,14 +272,18 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
  * module paths, so Python peft selects exactly the same layers from adapter_config.json.
  */
 export function loraSettingsFor(config: TrainConfig, baseModel: string | null): LoraSettings {
-  const names = config.target_modules.map((m) => m.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|");
   const prefix = { language: String.raw`model\.language_model`, vision: String.raw`model\.vision_tower` };
+  // A list narrowed to a scope becomes one regex with the list's suffix rule; a regex (or
+  // all-linear) keeps its own meaning and the scope goes into exclude_modules instead.
+  const list = Array.isArray(config.target_modules) ? config.target_modules : null;
+  const names = list?.map((m) => m.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|");
+  const scoped = config.lora_scope !== "all";
   return {
     r: config.r,
     lora_alpha: config.lora_alpha,
     lora_dropout: config.lora_dropout,
-    target_modules: config.lora_scope === "all" ? config.target_modules : `${prefix[config.lora_scope]}\\..*\\.(?:${names})`,
-    exclude_modules: null,
+    target_modules: scoped && list ? `${prefix[config.lora_scope as "language" | "vision"]}\\..*\\.(?:${names})` : config.target_modules,
+    exclude_modules: scoped && !list ? loraScopeExclude(config.lora_scope) : null,
     use_rslora: config.use_rslora,
     rank_pattern: {},
     alpha_pattern: {},

@@ -4,6 +4,7 @@ import { readConfigFile, resolveConfig, SETTING_KINDS, TUTORIAL_DEFAULTS, type S
 import { normalizeKeys } from "../../train/trl-keys.ts";
 import { runTraining } from "../../train/run.ts";
 import { InputError } from "../../util/errors.ts";
+import { stopSignal } from "../../util/interrupt.ts";
 import { createOutput } from "../output.ts";
 
 const TRAIN_HELP = `
@@ -19,6 +20,8 @@ the tutorial's defaults. The run folder gets:
   adapter/               the final PEFT adapter (adapter_config.json, adapter_model.safetensors)
 
 --resume continues the run in --out from its newest checkpoint, exactly as if never stopped.
+Ctrl-C (or SIGTERM) stops at the next safe point and saves a checkpoint first (exit 130 / 143);
+a second Ctrl-C stops at once. --on-nan stop|skip-step: what a NaN/Inf loss or gradient does.
 --push-to-hub REPO uploads the final adapter (needs HF_TOKEN with write access).
 
 Examples:
@@ -50,8 +53,10 @@ function parseFlag(key: keyof TrainConfig, kind: SettingKind, text: string): unk
       if (text !== "true" && text !== "false") throw new InputError(flag, `expects true or false, got ${JSON.stringify(text)}`);
       return text === "true";
     case "string":
-    case "string[]":
       return text;
+    case "modules":
+      // Module names never hold regex syntax, so a value that does is a regex (PEFT's string form).
+      return /[*+?()[\]{}|^$\\]/.test(text) || text === "all-linear" ? text : text.split(",").map((s) => s.trim()).filter(Boolean);
   }
   return text;
 }
@@ -70,7 +75,7 @@ export function registerTrain(program: Command): void {
     .option("--device <device>", "auto, cpu or cuda (default: SPLINT_BACKEND, else auto)")
     .option("--json", "print the result as JSON");
   for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
-    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "string[]" ? "a,b,…" : kind === "string[]|null" ? "a,b,…|none" : kind === "string|null" ? "text|none" : kind === "string" ? "text" : "n";
+    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "modules" ? "a,b,…|regex" : kind === "string[]" ? "a,b,…" : kind === "string[]|null" ? "a,b,…|none" : kind === "string|null" ? "text|none" : kind === "string" ? "text" : "n";
     command.option(`--${flagOf(key)} <${values}>`, `${key} (default ${JSON.stringify(TUTORIAL_DEFAULTS[key])})`);
   }
   command.addHelpText("after", TRAIN_HELP).action(async (flags: Record<string, unknown>) => {
@@ -90,6 +95,8 @@ export function registerTrain(program: Command): void {
     resolveConfig(base, fromFlags, "command-line flags");
     const choice = detectBackend({ prefer: device as BackendPreference | undefined });
     output.log(choice.reason);
+    // Ctrl-C / SIGTERM stop at the next micro-batch boundary, after saving a checkpoint.
+    const stop = stopSignal();
     const result = await runTraining({
       modelDir: String(flags.model),
       dataset: String(flags.dataset),
@@ -101,7 +108,8 @@ export function registerTrain(program: Command): void {
       pushToHub: typeof flags.pushToHub === "string" ? flags.pushToHub : undefined,
       backend: choice.backend,
       output,
-    });
+      signal: stop.signal,
+    }).finally(stop.release);
     const { history, ...summary } = result;
     output.result({ ...summary, firstLoss: history[0]?.loss ?? null }, () =>
       [
