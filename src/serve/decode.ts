@@ -30,6 +30,11 @@ export interface DecodeRow {
 export interface DecodeSettings {
   readonly eosTokenIds: readonly number[];
   readonly padTokenId: number;
+  /**
+   * Ids never generated: the image placeholders. A generated [IMG] would be fed back as a slot
+   * waiting for pixels that do not exist (and a random or barely trained model does pick them).
+   */
+  readonly bannedTokenIds: readonly number[];
 }
 
 export type RowEnd = "eos" | "length" | "stopped" | "cancelled";
@@ -96,6 +101,7 @@ export async function decodeBatch(
       for (let b = 0; b < B; b++) {
         if (ends[b] !== null) continue;
         const row = logits.subarray(b * V, (b + 1) * V);
+        for (const id of settings.bannedTokenIds) if (id >= 0 && id < V) row[id] = -Infinity;
         const rng = rngs[b];
         const sampling = rows[b]!.sampling;
         const token = rng && sampling ? sample(row, sampling, rng) : argmax(row);

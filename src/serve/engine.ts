@@ -350,6 +350,7 @@ export class Engine {
     const ends = await decodeBatch(this.pool.model, () => this.pool.newGraph(), rows, concatImageBatches(jobs.flatMap((j) => (j.images ? [j.images] : []))), {
       eosTokenIds: this.pool.generation.eosTokenIds ?? [tokenizer.eosId],
       padTokenId: this.pool.generation.padTokenId ?? this.pool.model.config.text_config.pad_token_id ?? tokenizer.padId,
+      bannedTokenIds: [tokenizer.imgId, tokenizer.imgBreakId, tokenizer.imgEndId, this.pool.model.config.image_token_index],
     });
     jobs.forEach((job, b) => {
       const s = state[b]!;

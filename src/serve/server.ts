@@ -130,7 +130,7 @@ export function createApp(opts: ServerOptions): Hono {
     const request = parseChatRequest(await jsonBody(c));
     const model = findModel(e, request.model);
     const { timeout, signal } = requestSignal(c);
-    const urls = request.messages.flatMap((m, i) => m.parts.flatMap((p, j) => (p.type === "image_url" ? [{ url: p.url, param: `messages[${i}].content[${j}]` }] : [])));
+    const urls = request.messages.flatMap((m, i) => m.parts.flatMap((p, j) => (p.type === "image_url" ? [{ url: p.url, param: `messages[${i}].content[${j}].image_url` }] : [])));
     const id = `chatcmpl-${randomUUID()}`;
     const work = {
       model,
