@@ -21,6 +21,8 @@ export interface DecodeRow {
   readonly maxNewTokens: number;
   /** Absent: greedy. */
   readonly sampling?: SamplingOptions;
+  /** Generate past end-of-sequence (benchmarks that need exactly maxNewTokens). */
+  readonly ignoreEos?: boolean;
   /** Receives each new token; returns false when the row is finished (stop string, cancelled). */
   onToken(token: number): boolean;
   /** Checked before each step; true drops the row without another token. */
@@ -35,6 +37,11 @@ export interface DecodeSettings {
    * waiting for pixels that do not exist (and a random or barely trained model does pick them).
    */
   readonly bannedTokenIds: readonly number[];
+  /**
+   * Ids from this one up are never generated: the tokenizer has no text for them (a model's
+   * embedding matrix is often padded past its vocabulary).
+   */
+  readonly vocabLimit: number;
 }
 
 export type RowEnd = "eos" | "length" | "stopped" | "cancelled";
@@ -102,12 +109,13 @@ export async function decodeBatch(
         if (ends[b] !== null) continue;
         const row = logits.subarray(b * V, (b + 1) * V);
         for (const id of settings.bannedTokenIds) if (id >= 0 && id < V) row[id] = -Infinity;
+        if (settings.vocabLimit < V) row.fill(-Infinity, settings.vocabLimit);
         const rng = rngs[b];
         const sampling = rows[b]!.sampling;
         const token = rng && sampling ? sample(row, sampling, rng) : argmax(row);
         tokens[b] = token;
         produced[b]!++;
-        if (settings.eosTokenIds.includes(token)) ends[b] = "eos";
+        if (!rows[b]!.ignoreEos && settings.eosTokenIds.includes(token)) ends[b] = "eos";
         else if (!rows[b]!.onToken(token)) ends[b] = "stopped";
         else if (produced[b]! >= rows[b]!.maxNewTokens) ends[b] = "length";
       }

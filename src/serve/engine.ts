@@ -57,9 +57,12 @@ export interface ChatWork {
   readonly topK: number | undefined;
   readonly seed: number | undefined;
   readonly stop: readonly string[];
+  readonly ignoreEos?: boolean;
   readonly signal: AbortSignal;
   /** Streamed text as it becomes final (stop strings already cut). */
   readonly onText?: (delta: string) => void;
+  /** Called when the first token is generated (special tokens count: they may show no text). */
+  readonly onFirstToken?: () => void;
   /** Called once the request passed validation and waits in the queue (a stream may start then). */
   readonly onQueued?: () => void;
 }
@@ -339,10 +342,11 @@ export class Engine {
       promptIds: job.promptIds,
       maxNewTokens: job.maxTokens,
       sampling: job.sampling,
+      ignoreEos: job.work.ignoreEos,
       cancelled: () => job.work.signal.aborted,
       onToken(token) {
         const s = state[b]!;
-        s.tokens++;
+        if (s.tokens++ === 0) job.work.onFirstToken?.();
         emit(b, s.stop.push(s.decoder.push(token)));
         return !s.stop.stopped;
       },
@@ -351,6 +355,7 @@ export class Engine {
       eosTokenIds: this.pool.generation.eosTokenIds ?? [tokenizer.eosId],
       padTokenId: this.pool.generation.padTokenId ?? this.pool.model.config.text_config.pad_token_id ?? tokenizer.padId,
       bannedTokenIds: [tokenizer.imgId, tokenizer.imgBreakId, tokenizer.imgEndId, this.pool.model.config.image_token_index],
+      vocabLimit: tokenizer.vocabSize,
     });
     jobs.forEach((job, b) => {
       const s = state[b]!;

@@ -84,6 +84,16 @@ export class ModelPool {
     return pool;
   }
 
+  /**
+   * A pool over a model already in memory (benchmarks build one with random weights of a real
+   * size); the tokenizer, processor and generation settings still come from modelDir.
+   */
+  static async fromModel(opts: { modelDir: string; baseId: string; model: Mistral3Model; backendName: string; newGraph: () => Graph }): Promise<ModelPool> {
+    const tokenizer = await loadTokenizer(opts.modelDir);
+    const served: ServedModel[] = [{ id: opts.baseId, kind: "base", path: opts.modelDir, temperature: 1 }];
+    return new ModelPool(opts.modelDir, opts.model, tokenizer, readGenerationConfig(opts.modelDir), opts.backendName, opts.newGraph, served);
+  }
+
   /** The model a request names; undefined: the last adapter given (the fine-tuned one), else the base. */
   find(id: string | undefined): ServedModel | undefined {
     if (id === undefined) return this.served[this.served.length - 1];

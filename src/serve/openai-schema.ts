@@ -51,6 +51,8 @@ export interface ChatRequest {
   topK: number | undefined;
   seed: number | undefined;
   stop: string[];
+  /** Extension (vLLM's name): keep generating past end-of-sequence, up to max_tokens (benchmarks). */
+  ignoreEos: boolean;
 }
 
 /** The classification extension, `POST /v1/classify`. */
@@ -120,7 +122,15 @@ export function parseChatRequest(raw: unknown): ChatRequest {
     topK: optionalNumber(raw, "top_k", (v) => Number.isInteger(v) && v >= 0, "a non-negative integer"),
     seed: optionalNumber(raw, "seed", (v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff, "an integer in [0, 2^32)"),
     stop: parseStop(raw.stop),
+    ignoreEos: parseFlag(raw, "ignore_eos"),
   };
+}
+
+function parseFlag(body: Json, key: string): boolean {
+  const v = body[key];
+  if (v === undefined || v === null) return false;
+  if (typeof v !== "boolean") throw bad(`'${key}' must be a boolean`, key);
+  return v;
 }
 
 function parseStop(stop: unknown): string[] {
@@ -184,6 +194,8 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** Extension: from the request's arrival to its first generated token, measured by the server. */
+  time_to_first_token_ms?: number;
 }
 
 export interface ChatCompletion {

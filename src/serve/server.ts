@@ -129,6 +129,11 @@ export function createApp(opts: ServerOptions): Hono {
     const e = needEngine();
     const request = parseChatRequest(await jsonBody(c));
     const model = findModel(e, request.model);
+    const arrived = performance.now();
+    let firstTokenMs: number | undefined;
+    const onFirstToken = () => {
+      firstTokenMs = performance.now() - arrived;
+    };
     const { timeout, signal } = requestSignal(c);
     const urls = request.messages.flatMap((m, i) => m.parts.flatMap((p, j) => (p.type === "image_url" ? [{ url: p.url, param: `messages[${i}].content[${j}].image_url` }] : [])));
     const id = `chatcmpl-${randomUUID()}`;
@@ -141,7 +146,9 @@ export function createApp(opts: ServerOptions): Hono {
       topK: request.topK,
       seed: request.seed,
       stop: request.stop,
+      ignoreEos: request.ignoreEos,
       signal,
+      onFirstToken,
     };
     let images: Uint8Array[];
     try {
@@ -163,7 +170,7 @@ export function createApp(opts: ServerOptions): Hono {
         created: created(),
         model: model.id,
         choices: [{ index: 0, message: { role: "assistant", content: outcome.text }, finish_reason: outcome.finishReason, logprobs: null }],
-        usage: usage(outcome.promptTokens, outcome.completionTokens),
+        usage: usage(outcome.promptTokens, outcome.completionTokens, firstTokenMs),
       };
       return c.json(body);
     }
@@ -199,7 +206,7 @@ export function createApp(opts: ServerOptions): Hono {
       try {
         const outcome = await done;
         push(JSON.stringify(chunk({}, outcome.finishReason)));
-        if (request.includeUsage) push(JSON.stringify(chunk({}, null, usage(outcome.promptTokens, outcome.completionTokens))));
+        if (request.includeUsage) push(JSON.stringify(chunk({}, null, usage(outcome.promptTokens, outcome.completionTokens, firstTokenMs))));
         push("[DONE]");
       } catch (error) {
         const reason = failure(error, timeout, c.req.raw.signal);
@@ -260,8 +267,8 @@ export function createApp(opts: ServerOptions): Hono {
   return app;
 }
 
-function usage(prompt: number, completion: number): Usage {
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+function usage(prompt: number, completion: number, firstTokenMs?: number): Usage {
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, ...(firstTokenMs === undefined ? {} : { time_to_first_token_ms: firstTokenMs }) };
 }
 
 async function jsonBody(c: Context): Promise<unknown> {

@@ -116,6 +116,21 @@ test("stream_options.include_usage sends a usage chunk", async () => {
   let usage: OpenAI.CompletionUsage | null | undefined;
   for await (const chunk of stream) usage = chunk.usage ?? usage;
   assert.equal(usage?.completion_tokens, 4);
+  // The extension the serve bench reads: the server's own time to the first token.
+  const ttft = (usage as { time_to_first_token_ms?: number } | undefined)?.time_to_first_token_ms;
+  assert.ok(typeof ttft === "number" && ttft > 0, `time_to_first_token_ms ${ttft}`);
+});
+
+test("ignore_eos generates exactly max_tokens, past the end-of-sequence the same seed stops at", async () => {
+  // Found by trying seeds: this one samples EOS after 33 tokens on the tiny model.
+  const params = { model: "tuned", messages: [{ role: "user" as const, content: "Answer" }], max_tokens: 200, temperature: 1, seed: 3 };
+  const stops = await client.chat.completions.create(params);
+  assert.equal(stops.choices[0]!.finish_reason, "stop");
+  assert.ok(stops.usage!.completion_tokens < 200);
+  const goesOn = await client.chat.completions.create({ ...params, ignore_eos: true } as ChatCompletionCreateParamsNonStreaming);
+  assert.equal(goesOn.usage?.completion_tokens, 200);
+  assert.equal(goesOn.choices[0]!.finish_reason, "length");
+  assert.ok(goesOn.choices[0]!.message.content!.startsWith(stops.choices[0]!.message.content!));
 });
 
 test("bad requests get 4xx in OpenAI's error shape, and the server keeps serving", async () => {
