@@ -223,9 +223,12 @@ export class Engine {
     if (this.pumping) return;
     this.pumping = true;
     try {
+      let idle = true;
       while (this.queue.length > 0) {
-        // A short wait lets requests that arrive together share the first batch too.
-        if (this.options.batchWaitMs > 0 && this.queue.length < this.options.maxBatch) await new Promise((r) => setTimeout(r, this.options.batchWaitMs));
+        // Woken from idle, a short wait lets requests that arrive together share the first batch;
+        // later batches take whatever queued up while the previous one ran.
+        if (idle && this.options.batchWaitMs > 0 && this.queue.length < this.options.maxBatch) await new Promise((r) => setTimeout(r, this.options.batchWaitMs));
+        idle = false;
         const batch = this.takeBatch();
         if (batch.length === 0) continue;
         this.running = batch.length;
