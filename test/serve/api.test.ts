@@ -231,3 +231,17 @@ test("a client that goes away mid-stream stops its generation", async () => {
   assert.equal(now.failed, before.failed + 1);
   assert.ok(seconds < 3, `stopped early (${seconds.toFixed(2)} s)`);
 });
+
+test("a client that goes away before a plain (non-streamed) answer stops its generation too", async () => {
+  const before = server.engine.stats;
+  const controller = new AbortController();
+  const started = performance.now();
+  const request = fetch(`${server.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "tuned", messages: [{ role: "user", content: "hi" }], max_tokens: 3000 }), signal: controller.signal });
+  while (server.engine.stats.running === 0) await new Promise((r) => setTimeout(r, 5));
+  controller.abort();
+  await assert.rejects(request);
+  while (server.engine.stats.running > 0 || server.engine.stats.queued > 0) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(server.engine.stats.completed, before.completed);
+  assert.equal(server.engine.stats.failed, before.failed + 1);
+  assert.ok((performance.now() - started) / 1000 < 3);
+});

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
 import { startTestServer, xrayDataUrl } from "./serve-fixture.ts";
 
@@ -93,5 +95,32 @@ test("with an API key, /v1 needs it; /health does not", async () => {
     assert.equal((await fetch(`${server.url}/api/info`)).status, 401);
   } finally {
     await server.close();
+  }
+});
+
+test("http(s) image URLs are fetched only with allowRemoteImages, within the size limit", async () => {
+  const png = Buffer.from((await xrayDataUrl(5)).split(",")[1]!, "base64");
+  const big = Buffer.alloc(200 << 10, 7);
+  const images = createServer((req, res) => {
+    if (req.url === "/x.png") res.writeHead(200, { "content-type": "image/png" }).end(png);
+    else if (req.url === "/big.png") res.writeHead(200, { "content-type": "image/png" }).end(big);
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => images.listen(0, "127.0.0.1", r));
+  const base = `http://127.0.0.1:${(images.address() as AddressInfo).port}`;
+  const ask = (url: string) => chat(server.url, { messages: [{ role: "user", content: [{ type: "image_url", image_url: { url } }] }], max_tokens: 2 });
+  const server = await startTestServer({}, { allowRemoteImages: true, maxBodyBytes: 100 << 10 });
+  const closed = await startTestServer();
+  try {
+    assert.equal((await ask(`${base}/x.png`)).status, 200);
+    assert.equal((await ask(`${base}/missing.png`)).status, 400);
+    assert.equal((await ask(`${base}/big.png`)).status, 413);
+    const refused = await chat(closed.url, { messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: `${base}/x.png` } }] }], max_tokens: 2 });
+    assert.equal(refused.status, 400);
+    assert.equal(((await refused.json()) as { error: { code: string } }).error.code, "remote_images_disabled");
+  } finally {
+    await server.close();
+    await closed.close();
+    images.close();
   }
 });
