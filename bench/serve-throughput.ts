@@ -24,7 +24,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createGraph } from "../src/autograd/tape.ts";
 import { detectBackend, type BackendPreference } from "../src/backends/cuda/detect.ts";
-import { synthesizeImagePng, SYNTH_CLASS_NAMES } from "../src/data/synth.ts";
+import { synthesizeImagePng } from "../src/data/synth.ts";
 import { initAdapter } from "../src/lora/adapter.ts";
 import { parseMistral3Config } from "../src/models/mistral3/config.ts";
 import { buildMistral3 } from "../src/models/mistral3/model.ts";
@@ -159,7 +159,7 @@ async function main(): Promise<void> {
       pool = await ModelPool.open({ modelDir, adapters: values.adapter ? [{ id: "adapter", dir: values.adapter }] : [], backend: values.backend as BackendPreference, matmulPrecision: parseMatmulPrecision(values.matmul), output: quiet });
       described = `${modelDir}${values.adapter ? ` + ${values.adapter}` : ""} on ${pool.backendName}`;
     }
-    engine = new Engine(pool, { maxBatch, maxQueue: 4096, batchWaitMs: 2, maxTokensLimit: maxTokens, maxPromptTokens: 1 << 20, chatTemplate: "model", classifyTemplate: "short", classNames: SYNTH_CLASS_NAMES, maxImageEdge: null });
+    engine = new Engine(pool, { maxBatch, maxQueue: 4096, batchWaitMs: 2, maxTokensLimit: maxTokens, maxPromptTokens: 1 << 20, chatTemplate: "model" });
     const server = await listen(createApp({ engine, maxBodyBytes: 64 << 20, requestTimeoutMs: 3_600_000, allowRemoteImages: false, log }), "127.0.0.1", 0);
     url = server.url;
     close = async () => {

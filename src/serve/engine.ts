@@ -4,6 +4,8 @@ import { probabilities } from "../eval/calibration.ts";
 import { imageGrids, renderChat } from "../models/mistral3/chat-inputs.ts";
 import type { SamplingOptions } from "../models/mistral3/generate.ts";
 import type { ImageBatch } from "../models/mistral3/model.ts";
+import { SYNTH_CLASS_NAMES } from "../data/synth.ts";
+import { resolvePromptSettings } from "../lora/training-prompt.ts";
 import { resolveChatTemplate, type ChatTemplate } from "../text/chat-template.ts";
 import type { ChatMessage, ContentBlock } from "../text/prompt.ts";
 import { createStreamDecoder } from "../text/tokenizer.ts";
@@ -40,10 +42,16 @@ export interface EngineOptions {
   readonly maxPromptTokens: number;
   /** Chat template spec for chat: model, short or a file. */
   readonly chatTemplate: string;
-  /** Chat template spec for classification (training's: short by default). */
-  readonly classifyTemplate: string;
-  readonly classNames: readonly string[];
-  readonly maxImageEdge: number | null;
+  /**
+   * Classification asks each model the way `splint predict` does (src/lora/training-prompt.ts):
+   * these when given (the CLI's --template, --classes, --dataset's label names, --max-image-edge),
+   * else what the adapter's training_prompt.json records, else the tutorial's defaults.
+   */
+  readonly classifyTemplate?: string;
+  readonly classNames?: readonly string[];
+  readonly labelNames?: readonly string[];
+  /** undefined: the adapter's (for classification; chat images are not bounded). */
+  readonly maxImageEdge?: number | null;
 }
 
 export interface ChatWork {
@@ -113,12 +121,20 @@ interface ClassifyJob {
   readonly key: string;
   readonly work: ClassifyWork;
   readonly prompts: ClassPrompts;
+  readonly names: readonly string[];
   readonly images: ImageBatch;
   resolve(outcome: ClassifyOutcome): void;
   reject(error: unknown): void;
 }
 
 type Job = ChatJob | ClassifyJob;
+
+interface Classifier {
+  readonly key: string;
+  readonly prompts: ClassPrompts;
+  readonly names: readonly string[];
+  readonly processor: ImageProcessorConfig;
+}
 
 /** Why a request stopped waiting: the signal's reason when it is an Error, else a generic one. */
 function abortReason(signal: AbortSignal): unknown {
@@ -133,9 +149,8 @@ export class Engine {
   private pumping = false;
   private closed = false;
   private readonly chatTemplate: ChatTemplate;
-  private readonly classifyTemplate: ChatTemplate;
-  private readonly processor: ImageProcessorConfig;
-  private readonly prompts = new Map<string, ClassPrompts>();
+  private readonly chatProcessor: ImageProcessorConfig;
+  private readonly classifiers = new Map<string, Promise<Classifier>>();
   private counts = { completed: 0, failed: 0, batches: 0, largestBatch: 0 };
 
   constructor(
@@ -143,10 +158,17 @@ export class Engine {
     readonly options: EngineOptions,
   ) {
     this.chatTemplate = resolveChatTemplate(options.chatTemplate, pool.modelDir);
-    this.classifyTemplate = resolveChatTemplate(options.classifyTemplate, pool.modelDir);
-    this.processor = boundImageEdge(loadImageProcessorConfig(pool.modelDir), options.maxImageEdge);
-    // Built now so a class list the template cannot score fails at start-up, not on the first request.
-    this.classPrompts(options.classNames);
+    this.chatProcessor = boundImageEdge(loadImageProcessorConfig(pool.modelDir), options.maxImageEdge ?? null);
+  }
+
+  /** Builds every model's classification prompt now, so one the template cannot score fails at start-up. */
+  async warm(): Promise<void> {
+    for (const model of this.pool.served) await this.classifier(model, undefined);
+  }
+
+  /** The classes a model answers with by default (its adapter's, or the server's). */
+  async classNames(model: ServedModel): Promise<readonly string[]> {
+    return (await this.classifier(model, undefined)).names;
   }
 
   get stats(): EngineStats {
@@ -176,9 +198,9 @@ export class Engine {
     this.preparing++;
     let job: Omit<ClassifyJob, "resolve" | "reject">;
     try {
-      const prompts = this.classPrompts(work.classes ?? this.options.classNames);
-      const images = await this.decodeImages([work.image], "image");
-      job = { kind: "classify", key: `classify\u0000${work.model.id}\u0000${prompts.classNames.join("\u0000")}`, work, prompts, images: images! };
+      const classifier = await this.classifier(work.model, work.classes);
+      const images = await this.decodeImages([work.image], "image", classifier.processor);
+      job = { kind: "classify", key: `classify\u0000${classifier.key}`, work, prompts: classifier.prompts, names: classifier.names, images: images! };
     } finally {
       this.preparing--;
     }
@@ -273,7 +295,7 @@ export class Engine {
     if (work.maxTokens !== undefined && work.maxTokens > limit) {
       throw new ApiError(400, `'max_tokens' is ${work.maxTokens}, this server allows at most ${limit}`, "invalid_request_error", "max_tokens");
     }
-    const images = await this.decodeImages(work.images, "messages");
+    const images = await this.decodeImages(work.images, "messages", this.chatProcessor);
     const messages: ChatMessage[] = work.messages.map((m) => {
       const onlyText = m.parts.every((p) => p.type === "text");
       if (onlyText) return { role: m.role, content: m.parts.map((p) => (p.type === "text" ? p.text : "")).join("") };
@@ -305,10 +327,10 @@ export class Engine {
     return { kind: "chat", key: `chat\u0000${work.model.id}`, work, promptIds, images, maxTokens, sampling };
   }
 
-  private async decodeImages(bytes: readonly Uint8Array[], param: string): Promise<ImageBatch | undefined> {
+  private async decodeImages(bytes: readonly Uint8Array[], param: string, processor: ImageProcessorConfig): Promise<ImageBatch | undefined> {
     if (bytes.length === 0) return undefined;
     try {
-      const batch = await preprocess(bytes, this.processor, bytes.map((_, i) => `image ${i + 1}`));
+      const batch = await preprocess(bytes, processor, bytes.map((_, i) => `image ${i + 1}`));
       return { pixelValues: batch.pixelValues, shape: batch.shape, imageSizes: Int32Array.from(batch.imageSizes.flat()) };
     } catch (error) {
       if (error instanceof SplintError) throw new ApiError(400, `cannot read the image: ${error.message}`, "invalid_request_error", param, "invalid_image");
@@ -316,21 +338,38 @@ export class Engine {
     }
   }
 
-  private classPrompts(names: readonly string[]): ClassPrompts {
-    const key = names.join("\u0000");
-    let prompts = this.prompts.get(key);
-    if (!prompts) {
-      try {
-        prompts = new ClassPrompts(this.pool.tokenizer, this.classifyTemplate, names);
-      } catch (error) {
-        if (error instanceof SplintError) throw new ApiError(400, error.message, "invalid_request_error", "classes");
-        throw error;
-      }
+  /** A model's classification prompt for a class list (undefined: its default), built once. */
+  private classifier(model: ServedModel, classes: readonly string[] | undefined): Promise<Classifier> {
+    const key = `${model.id}\u0000${classes?.join("\u0000") ?? ""}`;
+    let found = this.classifiers.get(key);
+    if (!found) {
+      found = this.buildClassifier(model, classes, key);
+      // A failed build is not kept: the error is the request's, the next one tries again.
+      found.catch(() => this.classifiers.delete(key));
       // A handful of class lists at most in practice; the bound keeps a client from filling memory.
-      if (this.prompts.size >= 64) this.prompts.delete(this.prompts.keys().next().value!);
-      this.prompts.set(key, prompts);
+      if (this.classifiers.size >= 64) this.classifiers.delete(this.classifiers.keys().next().value!);
+      this.classifiers.set(key, found);
     }
-    return prompts;
+    return found;
+  }
+
+  private async buildClassifier(model: ServedModel, classes: readonly string[] | undefined, key: string): Promise<Classifier> {
+    try {
+      const settings = await resolvePromptSettings({
+        modelDir: this.pool.modelDir,
+        adapterDir: model.promptFrom,
+        template: this.options.classifyTemplate,
+        classes: classes ?? this.options.classNames,
+        labelNames: this.options.labelNames,
+        fallbackClasses: SYNTH_CLASS_NAMES,
+        maxImageEdge: this.options.maxImageEdge,
+      });
+      const prompts = new ClassPrompts(this.pool.tokenizer, settings.template, settings.classNames, settings.prompt);
+      return { key, prompts, names: settings.classNames, processor: boundImageEdge(loadImageProcessorConfig(this.pool.modelDir), settings.maxImageEdge) };
+    } catch (error) {
+      if (error instanceof SplintError && classes !== undefined) throw new ApiError(400, error.message, "invalid_request_error", "classes");
+      throw error;
+    }
   }
 
   private async runChat(jobs: ChatJob[]): Promise<void> {
@@ -375,7 +414,7 @@ export class Engine {
 
   private runClassify(jobs: ClassifyJob[]): void {
     const tokenizer = this.pool.tokenizer;
-    const prompts = jobs[0]!.prompts;
+    const { prompts, names } = jobs[0]!;
     const results = classifyBatch(
       {
         model: this.pool.model,
@@ -397,7 +436,7 @@ export class Engine {
       }
       const temperature = job.work.model.temperature;
       const p = probabilities(results[i]!.scores!, temperature);
-      job.resolve({ className: prompts.classNames[results[i]!.predicted]!, probabilities: Object.fromEntries(p.map((q, c) => [prompts.classNames[c]!, q])), temperature });
+      job.resolve({ className: names[results[i]!.predicted]!, probabilities: Object.fromEntries(p.map((q, c) => [names[c]!, q])), temperature });
       this.counts.completed++;
     });
   }

@@ -25,6 +25,11 @@ export interface ServedModel {
   readonly path: string;
   /** Softmax temperature for class probabilities: the adapter's calibration.json, else 1. */
   readonly temperature: number;
+  /**
+   * The adapter folder whose training_prompt.json says how to ask for a class: the adapter's own;
+   * for the base, the last adapter's, so "before" and "after" answer the same question.
+   */
+  readonly promptFrom: string | undefined;
 }
 
 export interface AdapterSpec {
@@ -63,7 +68,8 @@ export class ModelPool {
     const baseId = opts.baseId ?? basename(resolve(opts.modelDir));
     const session = await openModelSession(opts.modelDir, { matmulPrecision: opts.matmulPrecision, output: opts.output, backend: opts.backend });
     const tokenizer = await loadTokenizer(opts.modelDir);
-    const served: ServedModel[] = [{ id: baseId, kind: "base", path: opts.modelDir, temperature: 1 }];
+    const last = opts.adapters[opts.adapters.length - 1]?.dir;
+    const served: ServedModel[] = [{ id: baseId, kind: "base", path: opts.modelDir, temperature: 1, promptFrom: last }];
     const captured: [string, Map<string, LoraPair>][] = [];
     for (const spec of opts.adapters) {
       const id = spec.id ?? spec.dir;
@@ -77,7 +83,7 @@ export class ModelPool {
       }
       captured.push([id, pairs]);
       const calibration = await resolveCalibration(spec.dir, undefined);
-      served.push({ id, kind: "adapter", path: spec.dir, temperature: calibration?.calibration.temperature ?? 1 });
+      served.push({ id, kind: "adapter", path: spec.dir, temperature: calibration?.calibration.temperature ?? 1, promptFrom: spec.dir });
     }
     const pool = new ModelPool(opts.modelDir, session.model, tokenizer, readGenerationConfig(opts.modelDir), session.backend.name, () => session.inferenceGraph(), served);
     for (const [id, pairs] of captured) pool.pairs.set(id, pairs);
@@ -90,7 +96,7 @@ export class ModelPool {
    */
   static async fromModel(opts: { modelDir: string; baseId: string; model: Mistral3Model; backendName: string; newGraph: () => Graph }): Promise<ModelPool> {
     const tokenizer = await loadTokenizer(opts.modelDir);
-    const served: ServedModel[] = [{ id: opts.baseId, kind: "base", path: opts.modelDir, temperature: 1 }];
+    const served: ServedModel[] = [{ id: opts.baseId, kind: "base", path: opts.modelDir, temperature: 1, promptFrom: undefined }];
     return new ModelPool(opts.modelDir, opts.model, tokenizer, readGenerationConfig(opts.modelDir), opts.backendName, opts.newGraph, served);
   }
 

@@ -4,12 +4,14 @@ import { join, relative, resolve, sep } from "node:path";
 /**
  * The training dashboard's data: the runs under a folder and the curves in their metrics logs.
  * The trainer writes train_log.jsonl (one JSON object per logged step: step, loss, lr, grad_norm,
- * …); other writers may add metrics.jsonl beside it, as flat objects or as scalar events
- * ({step, tag, value}, TensorBoard's shape). Both are read defensively: a line being written (no
- * newline yet), a line that is not JSON, a field that is not a finite number are skipped, never
- * an error, since the files are read while a run appends to them.
+ * tokens_per_s, …) and metrics.jsonl beside it (the same under the Trainer's names, learning_rate,
+ * tokens_per_second, …, plus eval_* entries); other writers may write scalar events there
+ * ({step, tag, value}, TensorBoard's shape). Names are mapped to one per quantity, and a value
+ * both files hold for a step is taken once (metrics.jsonl's). Both are read defensively: a line
+ * being written (no newline yet), a line that is not JSON, a field that is not a finite number
+ * are skipped, never an error, since the files are read while a run appends to them.
  */
-export const METRICS_FILES = ["train_log.jsonl", "metrics.jsonl"] as const;
+export const METRICS_FILES = ["metrics.jsonl", "train_log.jsonl"] as const;
 
 /** Folders deeper than this under --runs are not searched (a run folder holds train/ under it). */
 const MAX_DEPTH = 4;
@@ -71,7 +73,7 @@ export async function readRunMetrics(root: string, id: string): Promise<RunMetri
   const dir = runDir(root, id);
   if (dir === null) return null;
   const files: string[] = [];
-  const points: MetricPoint[] = [];
+  const byStep = new Map<number, Record<string, number>>();
   let updated = 0;
   for (const name of METRICS_FILES) {
     const file = join(dir, name);
@@ -79,10 +81,15 @@ export async function readRunMetrics(root: string, id: string): Promise<RunMetri
     if (text === null) continue;
     files.push(name);
     updated = Math.max(updated, await stat(file).then((s) => s.mtimeMs, () => 0));
-    points.push(...parseMetricsLog(text));
+    for (const point of parseMetricsLog(text)) {
+      const values = byStep.get(point.step) ?? {};
+      // Files are read in METRICS_FILES order: the first to give a series at a step wins.
+      for (const [name, value] of Object.entries(point.values)) if (!(name in values)) values[name] = value;
+      byStep.set(point.step, values);
+    }
   }
   if (files.length === 0) return null;
-  points.sort((a, b) => a.step - b.step);
+  const points: MetricPoint[] = [...byStep].sort((a, b) => a[0] - b[0]).map(([step, values]) => ({ step, values }));
   const series = [...new Set(points.flatMap((p) => Object.keys(p.values)))].sort();
   return { id, files, updated, points, series };
 }
@@ -141,8 +148,11 @@ function toPoint(record: unknown): MetricPoint | null {
   return Object.keys(values).length > 0 ? { step, values } : null;
 }
 
-/** One name per quantity whoever wrote it: learning_rate is lr, train/loss is loss, eval/x is eval_x. */
+/**
+ * One name per quantity whoever wrote it: learning_rate is lr, train/loss is loss, eval/x is
+ * eval_x, tokens_per_second is tokens_per_s.
+ */
 export function seriesName(key: string): string {
-  const k = key.replace(/^train[/_.]/, "").replace(/^eval[/.]/, "eval_");
+  const k = key.replace(/^train[/_.]/, "").replace(/^eval[/.]/, "eval_").replace(/_per_second$/, "_per_s");
   return k === "learning_rate" ? "lr" : k;
 }

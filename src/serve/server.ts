@@ -100,7 +100,6 @@ export function createApp(opts: ServerOptions): Hono {
   app.get("/api/info", (c) =>
     c.json({
       models: (engine?.pool.served ?? []).map((m) => ({ id: m.id, kind: m.kind, temperature: m.temperature })),
-      classes: engine?.options.classNames ?? [],
       dashboard: opts.runsDir !== undefined,
       auth: opts.apiKey !== undefined,
     }),

@@ -4,7 +4,6 @@ import OpenAI from "openai";
 import type { ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam } from "openai/resources/chat/completions";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
-import { SYNTH_CLASS_NAMES } from "../../src/data/synth.ts";
 import { predictImages } from "../../src/eval/predict.ts";
 import { withTempDir } from "../helpers/temp-dir.ts";
 import { quietOutput, startTestServer, TINY_ADAPTER, TINY_MODEL, xrayDataUrl, type TestServer } from "./serve-fixture.ts";
@@ -197,7 +196,7 @@ test("POST /v1/classify returns per-class probabilities that sum to one, as pred
   const predicted = await withTempDir("splint-serve-classify-", async (dir) => {
     const file = path.join(dir, "x.png");
     await writeFile(file, Buffer.from(image.slice(image.indexOf(",") + 1), "base64"));
-    return predictImages({ model: TINY_MODEL, adapter: TINY_ADAPTER, images: [file], mode: "score", classNames: SYNTH_CLASS_NAMES, template: "short", maxNewTokens: 1, batchSize: 1, output: quietOutput });
+    return predictImages({ model: TINY_MODEL, adapter: TINY_ADAPTER, images: [file], mode: "score", maxNewTokens: 1, batchSize: 1, output: quietOutput });
   });
   for (const [name, p] of entries) assert.ok(Math.abs(p - predicted[0]!.probabilities![name]!) < 1e-9, `${name}: ${p} vs predict's ${predicted[0]!.probabilities![name]}`);
 

@@ -1,6 +1,5 @@
 import path from "node:path";
 import { synthesizeImagePng } from "../../src/data/synth.ts";
-import { SYNTH_CLASS_NAMES } from "../../src/data/synth.ts";
 import { Engine, type EngineOptions } from "../../src/serve/engine.ts";
 import { ModelPool } from "../../src/serve/models.ts";
 import { createApp, listen, type RunningServer, type ServerOptions } from "../../src/serve/server.ts";
@@ -28,11 +27,9 @@ export async function startTestServer(engineOptions: Partial<EngineOptions> = {}
     maxTokensLimit: 64,
     maxPromptTokens: 4096,
     chatTemplate: "model",
-    classifyTemplate: "short",
-    classNames: SYNTH_CLASS_NAMES,
-    maxImageEdge: null,
     ...engineOptions,
   });
+  await engine.warm();
   const logs: string[] = [];
   const app = createApp({ engine, maxBodyBytes: 4 << 20, requestTimeoutMs: 60_000, allowRemoteImages: false, log: (m) => logs.push(m), ...serverOptions });
   const server = await listen(app, "127.0.0.1", 0);

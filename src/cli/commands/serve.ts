@@ -23,7 +23,7 @@ interface ServeFlags extends NetworkFlags {
   runs?: string;
   classes?: string;
   dataset?: string;
-  template: string;
+  template?: string;
   chatTemplate: string;
   maxBatch: string;
   maxQueue: string;
@@ -84,9 +84,9 @@ export function registerServe(program: Command): void {
       .option("--name <id>", "the base model's id (default: its folder's name)"),
   )
     .option("--runs <dir>", "also show the training dashboard of the runs in this folder")
-    .option("--classes <names>", "classify: comma-separated class names, in label order (default: the tutorial's ten)")
+    .option("--classes <names>", "classify: comma-separated class names, in label order (default: the adapter's, else the tutorial's ten)")
     .option("--dataset <dir>", "classify: take the class names from this dataset")
-    .option("--template <spec>", "classify: chat template, as training rendered it: short, model or a Jinja file", "short")
+    .option("--template <spec>", "classify: chat template: short, model or a Jinja file (default: the adapter's training_prompt.json, else short)")
     .option("--chat-template <spec>", "chat: chat template: model, short or a Jinja file", "model")
     .option("--max-batch <n>", "most requests decoded together", "8")
     .option("--max-queue <n>", "most requests waiting; more get 429", "64")
@@ -96,7 +96,7 @@ export function registerServe(program: Command): void {
     .option("--timeout <s>", "seconds a request may wait and run before it gets 504", "120")
     .option("--max-body-mb <n>", "largest request body (and image) in MiB; more gets 413", "20")
     .option("--allow-remote-images", "fetch http(s) image URLs (off: only data: URLs)")
-    .option("--max-image-edge <px>", "cap the longer image side (use training's max_image_edge)")
+    .option("--max-image-edge <px>", "cap the longer image side (default: classify as the adapter was trained; chat: no cap)")
     .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .addHelpText("after", SERVE_HELP)
     .action(async (flags: ServeFlags) => {
@@ -108,7 +108,7 @@ export function registerServe(program: Command): void {
         adapters.push({ id, dir: await resolveModel(eq > 0 ? spec.slice(eq + 1) : spec, { output }) });
       }
       const modelDir = await resolveModel(flags.model, { output });
-      const classNames = await resolveClassNames(flags.classes, flags.dataset);
+      const classes = await resolveClassNames(flags.classes, flags.dataset);
       const runsDir = flags.runs === undefined ? undefined : await existingDir("--runs", flags.runs);
       const pool = await ModelPool.open({ modelDir, baseId: flags.name, adapters, matmulPrecision: parseMatmulPrecision(flags.matmul), output });
       const engine = new Engine(pool, {
@@ -119,9 +119,10 @@ export function registerServe(program: Command): void {
         maxPromptTokens: positiveInteger("--max-prompt-tokens", flags.maxPromptTokens),
         chatTemplate: flags.chatTemplate,
         classifyTemplate: flags.template,
-        classNames,
-        maxImageEdge: flags.maxImageEdge === undefined ? null : positiveInteger("--max-image-edge", flags.maxImageEdge),
+        ...classes,
+        maxImageEdge: flags.maxImageEdge === undefined ? undefined : positiveInteger("--max-image-edge", flags.maxImageEdge),
       });
+      await engine.warm();
       const app = createApp({
         engine,
         runsDir,

@@ -14,7 +14,8 @@ const CHARTS = [
   { id: "loss", title: "Loss", accepts: (n) => n === "loss" || n === "eval_loss" || n.endsWith("_loss") },
   { id: "lr", title: "Learning rate", accepts: (n) => n === "lr" },
   { id: "grad_norm", title: "Gradient norm", accepts: (n) => n === "grad_norm" },
-  { id: "eval", title: "Evaluation", accepts: (n) => n.startsWith("eval_") },
+  // eval_samples and eval_runtime describe the evaluation, not the model: left out.
+  { id: "eval", title: "Evaluation", accepts: (n) => n.startsWith("eval_") && n !== "eval_samples" && n !== "eval_runtime" },
   { id: "throughput", title: "Throughput (per second)", accepts: (n) => n.endsWith("_per_s") },
 ];
 
