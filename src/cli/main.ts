@@ -17,6 +17,7 @@ import { registerPredict } from "./commands/predict.ts";
 import { registerCalibrate } from "./commands/calibrate.ts";
 import { registerRun } from "./commands/run.ts";
 import { registerDemo } from "./commands/demo.ts";
+import { registerServe } from "./commands/serve.ts";
 import { registerInit } from "./commands/init.ts";
 
 // A reader that closes early (`splint … | head`) is not an error.
@@ -58,6 +59,7 @@ const commands: ((p: Command) => void)[] = [
   registerCalibrate,
   registerRun,
   registerDemo,
+  registerServe,
   registerInit,
 ];
 for (const register of commands) register(program);
