@@ -17,6 +17,12 @@ file, the file over the tutorial's defaults. The run folder gets:
 --resume continues the run in --out from its newest checkpoint, exactly as if never stopped.
 --push-to-hub REPO uploads the final adapter (needs HF_TOKEN with write access).
 
+Before loading the weights, a CUDA run estimates its GPU memory (weights at their stored dtype,
+fp8 included; LoRA, optimizer states, activations) and prints it with the setting it chose: it
+turns on gradient_checkpointing, then halves the micro-batch (doubling gradient_accumulation_steps),
+until the run fits the card, and refuses when nothing fits. --gpu-memory GiB overrides the card's
+size (and checks a CPU run as if on such a card).
+
 Examples:
   splint train --model ./ministral --dataset ./bones --out runs/bones
   splint train --model ./ministral --dataset ./bones --out runs/bones --loss-on all --max-image-edge 448
@@ -61,6 +67,7 @@ export function registerTrain(program: Command): void {
     .option("--resume", "continue the run in --out from its newest checkpoint")
     .option("--push-to-hub <repo>", "upload the final adapter to this Hub repo (HF_TOKEN)")
     .option("--device <device>", "auto, cpu or cuda (default: SPLINT_BACKEND, else auto)")
+    .option("--gpu-memory <GiB>", "the card's memory for the memory check (default: what the CUDA device reports; on CPU, no check)")
     .option("--json", "print the result as JSON");
   for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
     const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "string[]" ? "a,b,…" : kind === "string" ? "text" : "n";
@@ -80,6 +87,12 @@ export function registerTrain(program: Command): void {
       if (typeof text === "string") fromFlags[key] = parseFlag(key, kind, text);
     }
     resolveConfig(base, fromFlags, "command-line flags");
+    let gpuMemoryBytes: number | undefined;
+    if (flags.gpuMemory !== undefined) {
+      const gib = Number(flags.gpuMemory);
+      if (String(flags.gpuMemory).trim() === "" || !(gib > 0) || !Number.isFinite(gib)) throw new InputError("--gpu-memory", `expects a positive number of GiB, got ${JSON.stringify(flags.gpuMemory)}`);
+      gpuMemoryBytes = gib * 2 ** 30;
+    }
     const choice = detectBackend({ prefer: device as BackendPreference | undefined });
     output.log(choice.reason);
     const result = await runTraining({
@@ -92,6 +105,7 @@ export function registerTrain(program: Command): void {
       resume: Boolean(flags.resume),
       pushToHub: typeof flags.pushToHub === "string" ? flags.pushToHub : undefined,
       backend: choice.backend,
+      gpuMemoryBytes,
       output,
     });
     const { history, ...summary } = result;
