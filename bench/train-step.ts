@@ -10,6 +10,8 @@
  *                                                                  and the FLOP count, for the
  *                                                                  Python reference (no weights)
  *   --backend cpu --size tiny --image-size 56 --prompt-tokens 24   a local smoke run
+ *   --weights fp8     the decoder linears in e4m3 with per-tensor scales, as the FP8 Instruct
+ *                     checkpoints store them (workload.ts randomWeights); default bf16
  *
  * Timing: each step ends with the device synchronised before the host clock is read; the result is
  * the median over the measured steps after the warm-up. One extra step afterwards synchronises at
@@ -36,10 +38,13 @@ import {
   LORA,
   median,
   OPTIMIZER,
+  plannedStepMemory,
   randomWeights,
   SIZES,
   type Size,
   TUTORIAL_WORKLOAD,
+  WEIGHT_KINDS,
+  type WeightKind,
   type Workload,
 } from "./workload.ts";
 
@@ -149,10 +154,13 @@ function main(): Promise<void> | void {
       "prompt-tokens": { type: "string", default: String(TUTORIAL_WORKLOAD.promptTokens) },
       "answer-tokens": { type: "string", default: String(TUTORIAL_WORKLOAD.answerTokens) },
       batch: { type: "string", default: String(TUTORIAL_WORKLOAD.batch) },
+      weights: { type: "string", default: "bf16" },
     },
   });
   const size = values.size as Size;
   if (!SIZES.includes(size)) throw new Error(`--size must be one of ${SIZES.join(", ")}`);
+  const weights = values.weights as WeightKind;
+  if (!WEIGHT_KINDS.includes(weights)) throw new Error(`--weights must be one of ${WEIGHT_KINDS.join(", ")}`);
   const workload: Workload = {
     batch: Number(values.batch),
     imageSize: Number(values["image-size"]),
@@ -165,7 +173,7 @@ function main(): Promise<void> | void {
     process.stdout.write(`${JSON.stringify(plan, null, 2)}\n`);
     return;
   }
-  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), Number(values.warmup), Number(values.steps), values.out);
+  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), Number(values.warmup), Number(values.steps), values.out, weights);
 }
 
 async function run(
@@ -175,6 +183,7 @@ async function run(
   warmup: number,
   steps: number,
   outFile: string | undefined,
+  weightKind: WeightKind = "bf16",
 ): Promise<void> {
   const log = (msg: string) => process.stderr.write(`[train-step ${plan.size}] ${msg}\n`);
   const backend: Backend = backendName === "cuda" ? createCudaBackend() : createCpuBackend();
@@ -186,7 +195,7 @@ async function run(
   const setupStart = performance.now();
   const config = parseMistral3Config(plan.config, `${plan.size} config`);
   const tied = plan.config.tie_word_embeddings === true;
-  const model: Mistral3Model = buildMistral3(config, randomWeights(backend, config, tied, 1), tied, matmul);
+  const model: Mistral3Model = buildMistral3(config, randomWeights(backend, config, tied, 1, weightKind), tied, matmul);
   const paths = initAdapter(plan.lora, model.linears, backend, new Rng(2));
   const params: Parameter[] = paths.flatMap((path) => {
     const pair = model.linears.get(path)!.lora!;
@@ -200,9 +209,9 @@ async function run(
   const inputs = buildInputs(config, plan.workload, 3);
   sync();
   const setupSeconds = (performance.now() - setupStart) / 1000;
-  const weightBytes = [...model.weights.values()].reduce((n, t) => n + t.size * 2, 0);
+  const weightBytes = [...model.weights.values()].reduce((n, t) => n + t.size * (t.dtype === "fp8_e4m3" ? 1 : 2), 0);
   const loraParams = params.reduce((n, p) => n + p.value.size, 0);
-  log(`built in ${setupSeconds.toFixed(1)} s: ${(weightBytes / 2 ** 30).toFixed(2)} GiB bf16 weights, ${paths.length} LoRA pairs (${loraParams} params), ${plan.workload.tokensPerStep} tokens/step`);
+  log(`built in ${setupSeconds.toFixed(1)} s: ${(weightBytes / 2 ** 30).toFixed(2)} GiB ${weightKind} weights, ${paths.length} LoRA pairs (${loraParams} params), ${plan.workload.tokensPerStep} tokens/step`);
 
   let stepNo = 0;
   /** One micro-batch; `mark` (profile step only) is called at each phase boundary. */
@@ -271,12 +280,14 @@ async function run(
     backend: backendName,
     attention: "splint",
     matmul,
+    weights: weightKind,
     workload: plan.workload,
     warmupSteps: warmup,
     stepMs,
     medianMs,
     tokensPerSecond: plan.workload.tokensPerStep / (medianMs / 1000),
     peakBytes: memory.peak,
+    plannedPeakBytes: plannedStepMemory(config, model.weights, plan.lora, plan.workload, plan.workload.seqLen).allocatorBytes,
     reservedBytes: memory.reserved,
     weightBytes,
     loraParams,
