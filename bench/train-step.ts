@@ -287,7 +287,7 @@ async function run(
     medianMs,
     tokensPerSecond: plan.workload.tokensPerStep / (medianMs / 1000),
     peakBytes: memory.peak,
-    plannedPeakBytes: plannedStepMemory(config, model.weights, plan.lora, plan.workload, plan.workload.seqLen).allocatorBytes,
+    plannedPeakBytes: plannedStepMemory(config, model.weights, plan.lora, plan.workload, plan.workload.seqLen, matmul).allocatorBytes,
     reservedBytes: memory.reserved,
     weightBytes,
     loraParams,

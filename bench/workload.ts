@@ -255,7 +255,7 @@ export function fp8CheckpointLayout(specs: readonly WeightSpec[]): Map<string, {
  * measured peak: the benchmark runs the head on every position (no scored-positions shortcut) and
  * checkpoints every layer.
  */
-export function plannedStepMemory(config: Mistral3Config, weights: ReadonlyMap<string, Tensor>, lora: LoraSettings, w: Workload, seqLen: number): MemoryEstimate {
+export function plannedStepMemory(config: Mistral3Config, weights: ReadonlyMap<string, Tensor>, lora: LoraSettings, w: Workload, seqLen: number, precision: "bf16" | "f32"): MemoryEstimate {
   return estimateMemory({
     config,
     weights: [...weights].map(([name, t]) => ({ name, shape: t.shape, dtype: t.dtype })),
@@ -263,6 +263,7 @@ export function plannedStepMemory(config: Mistral3Config, weights: ReadonlyMap<s
     optimizer: "adamw_torch",
     micro: { rows: w.batch, seqLen, patchesPerRow: (w.imageSize / config.vision_config.patch_size) ** 2, scoredPerRow: seqLen },
     recompute: true,
+    precision,
   });
 }
 

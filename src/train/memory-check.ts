@@ -50,7 +50,7 @@ export async function checkTrainingMemory(opts: MemoryCheckOptions): Promise<Mem
   const weights = await residentWeightsOf(opts.modelDir, modelConfig, config.bf16 ? "auto" : "f32");
   const perRow = microBatchShapeOf(await opts.sample(), modelConfig.vision_config.patch_size);
   const decision = chooseSetting(
-    { config: modelConfig, weights, lora: { targets: loraTargetsOf(modelConfig, opts.adapter), dropout: opts.adapter.lora_dropout }, optimizer: config.optim },
+    { config: modelConfig, weights, lora: { targets: loraTargetsOf(modelConfig, opts.adapter), dropout: opts.adapter.lora_dropout }, optimizer: config.optim, precision: config.bf16 ? "bf16" : "f32" },
     { gradient_checkpointing: config.gradient_checkpointing, per_device_train_batch_size: config.per_device_train_batch_size, gradient_accumulation_steps: config.gradient_accumulation_steps },
     (rows) => ({ rows, ...perRow }),
     device,
