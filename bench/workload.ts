@@ -252,17 +252,24 @@ export function fp8CheckpointLayout(specs: readonly WeightSpec[]): Map<string, {
 
 /**
  * The memory planner's estimate for one benchmark step (src/train/memory-plan.ts), to set beside the
- * measured peak: the benchmark runs the head on every position (no scored-positions shortcut) and
- * checkpoints every layer.
+ * measured peak: the loss (and the head) only on the answer positions, as the trainer runs it.
  */
-export function plannedStepMemory(config: Mistral3Config, weights: ReadonlyMap<string, Tensor>, lora: LoraSettings, w: Workload, seqLen: number, precision: "bf16" | "f32"): MemoryEstimate {
+export function plannedStepMemory(
+  config: Mistral3Config,
+  weights: ReadonlyMap<string, Tensor>,
+  lora: LoraSettings,
+  w: Workload,
+  seqLen: number,
+  precision: "bf16" | "f32",
+  recompute: boolean,
+): MemoryEstimate {
   return estimateMemory({
     config,
     weights: [...weights].map(([name, t]) => ({ name, shape: t.shape, dtype: t.dtype })),
     lora: { targets: loraTargetsOf(config, lora), dropout: lora.lora_dropout },
     optimizer: "adamw_torch",
-    micro: { rows: w.batch, seqLen, patchesPerRow: (w.imageSize / config.vision_config.patch_size) ** 2, scoredPerRow: seqLen },
-    recompute: true,
+    micro: { rows: w.batch, seqLen, patchesPerRow: (w.imageSize / config.vision_config.patch_size) ** 2, scoredPerRow: w.answerTokens },
+    recompute,
     precision,
   });
 }

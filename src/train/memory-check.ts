@@ -30,6 +30,18 @@ export interface MemoryCheckOptions {
   log: (line: string) => void;
 }
 
+/** The refusal: a SplintError that carries the plan (every setting tried and its estimate). */
+export class MemoryPlanError extends SplintError {
+  constructor(
+    message: string,
+    hint: string,
+    readonly decision: MemoryDecision,
+  ) {
+    super(message, hint);
+    this.name = "MemoryPlanError";
+  }
+}
+
 export interface MemoryCheckResult {
   config: TrainConfig;
   decision: MemoryDecision;
@@ -58,12 +70,13 @@ export async function checkTrainingMemory(opts: MemoryCheckOptions): Promise<Mem
   );
   for (const line of formatDecision(decision)) opts.log(line);
   if (!decision.fits) {
-    throw new SplintError(
+    throw new MemoryPlanError(
       `this run ${refusal(decision)}`,
       (decision.estimate.fp8Weights === 0 ? "use the FP8 checkpoint of the model, " : "") +
         "lower max_image_edge or max_seq_len, or train a smaller model" +
         (opts.resume ? "; a resumed run keeps its micro-batch, so a new run could also shrink it" : "") +
         (opts.gpuMemoryBytes === undefined ? "" : "; --gpu-memory sets the card's size in GiB"),
+      decision,
     );
   }
   return { config: { ...config, ...decision.setting }, decision };

@@ -43,9 +43,11 @@ export const ROUNDING_SLACK = 0.06;
 /**
  * A margin for what the CUDA backend allocates around the modelled activations (bf16 copies of f32
  * operands for the autocast products and flash attention, kernel scratch), as a fraction of them.
- * Without it the model is within 0.2% of the one measurement there is: the 14B BF16 benchmark step
- * on the H200 (bench/results/2026-12-02-nvidia-h200-73c0be1: 31.34 GiB peak, head on all 1440
- * positions; modelled 31.39 GiB). The CPU backend is matched within 12% (test/train/memory-plan.test.ts).
+ * Without it the model is within 0.1% of the measurement there is: the 14B BF16 benchmark step on
+ * the H200 at 2e9007b (bench/results/2026-12-03-nvidia-h200-2e9007b: 29.55 GiB peak; modelled
+ * 29.54 GiB; later commits store norm, RoPE and SwiGLU outputs in bf16, which the model counts,
+ * so that code should peak lower). On the CPU backend the model errs high by up to 20%
+ * (test/train/memory-plan.test.ts).
  */
 export const CUDA_TRANSIENT_FRACTION = 0.05;
 
@@ -108,7 +110,7 @@ export interface MemoryEstimate {
   cardBytes: number;
 }
 
-/** f32 elements that one layer's recorded body keeps per row (token or patch). */
+/** The widths of one layer (text or vision), per row (token or patch). */
 export interface LayerWidths {
   hidden: number;
   q: number;
@@ -135,31 +137,28 @@ export function allocatorBucket(bytes: number): number {
 }
 
 /**
- * f32 elements per row that one layer's forward leaves on the tape (every op output of the body;
- * reshapes are views). A LoRA linear [out, in] leaves: the base product (out), the dropped input
- * (in, only with dropout > 0: without it the input is the layer's own tensor), x·Aᵀ (r), its
- * product with B (out), the scaled update (out) and the sum (out); a plain linear its product.
- * The body: norm, q/k/v projections, rope of q and k, attention (its output and a log-sum-exp per
- * head), o projection, residual add, norm, gate/up, swiglu, down, residual add; the two norms also
- * keep one rstd per row.
+ * Bytes per row that one layer's forward leaves on the tape (every op output of the body; reshapes
+ * are views). Products write f32; with precision "bf16" the norms, RoPE and SwiGLU write bf16 (their
+ * consumers' products round to bf16 anyway: LoraLinear.inputDtype). A LoRA linear (Graph.loraLinear)
+ * leaves its output and x·Aᵀ (r, f32): the update is accumulated into the output by the matmul and
+ * the dropout mask is recomputed from its seed. The body: norm (+ one f32 rstd a row), q/k/v, RoPE of
+ * q and k, attention (its output and one f32 log-sum-exp per head), o, the residual add, norm,
+ * gate/up, SwiGLU, down, the residual add.
  */
-export function layerElementsPerRow(w: LayerWidths, targeted: (name: string) => number | null, dropout: number): number {
-  const lin = (name: string, inW: number, outW: number): number => {
-    const r = targeted(name);
-    if (r === null) return outW;
-    return 4 * outW + r + (dropout > 0 ? inW : 0);
-  };
+export function layerBytesPerRow(w: LayerWidths, targeted: (name: string) => number | null, precision: "bf16" | "f32"): number {
+  const narrow = precision === "bf16" ? 2 : F32;
+  const lin = (name: string, outW: number): number => F32 * (outW + (targeted(name) ?? 0));
   const { hidden: D, q, kv, intermediate: I } = w;
   return (
-    D + 1 + // input norm + rstd
-    lin("q", D, q) + q + // q and its rope
-    lin("k", D, kv) + kv +
-    lin("v", D, kv) +
-    q + w.heads + // attention output and log-sum-exp
-    lin("o", q, D) + D + // o and the residual add
-    D + 1 + // post norm
-    lin("gate", D, I) + lin("up", D, I) + I + // swiglu
-    lin("down", I, D) + D
+    narrow * D + F32 + // input norm + rstd
+    lin("q", q) + narrow * q + // q and its rope
+    lin("k", kv) + narrow * kv +
+    lin("v", kv) +
+    F32 * (q + w.heads) + // attention output and log-sum-exp
+    lin("o", D) + F32 * D + // o and the residual add
+    narrow * D + F32 + // post norm
+    lin("gate", I) + lin("up", I) + narrow * I + // swiglu
+    lin("down", D) + F32 * D
   );
 }
 
@@ -167,10 +166,11 @@ export function layerElementsPerRow(w: LayerWidths, targeted: (name: string) => 
  * Backward of one replayed layer, beyond what its forward left: the gradients of the body's
  * intermediates live only until the op that consumed them has run backward, so at most a few of
  * the widest are alive at once (the gate/up pair of the MLP and the incoming gradient: 3·I + 2·D
- * per row) — measured on the CPU backend (test/train/memory-plan.test.ts).
+ * f32 per row), plus the bf16 copies the products' backward reads — measured on the CPU backend
+ * (test/train/memory-plan.test.ts).
  */
-export function layerBackwardElementsPerRow(w: LayerWidths): number {
-  return 3 * w.intermediate + 2 * w.hidden;
+export function layerBackwardBytesPerRow(w: LayerWidths): number {
+  return F32 * (3 * w.intermediate + 2 * w.hidden);
 }
 
 function textWidths(t: TextConfig): LayerWidths {
@@ -213,24 +213,24 @@ export function activationBytes(inputs: PlanInputs): MemoryEstimate["activations
   const scored = micro.rows * micro.scoredPerRow;
   const tw = textWidths(t);
   const vw = visionWidths(v);
-  const textLayer = layerElementsPerRow(tw, rankLookup(lora.targets, /^model\.language_model\.layers\./), lora.dropout);
-  const visionLayer = layerElementsPerRow(vw, rankLookup(lora.targets, /^model\.vision_tower\.transformer\.layers\./), lora.dropout);
-  const textReplay = tokens * (textLayer + layerBackwardElementsPerRow(tw) + 2 * t.hidden_size);
-  const visionReplay = patches * (visionLayer + layerBackwardElementsPerRow(vw) + 2 * v.hidden_size);
+  const precision = inputs.precision ?? "bf16";
+  const textLayer = layerBytesPerRow(tw, rankLookup(lora.targets, /^model\.language_model\.layers\./), precision);
+  const visionLayer = layerBytesPerRow(vw, rankLookup(lora.targets, /^model\.vision_tower\.transformer\.layers\./), precision);
+  const textReplay = tokens * (textLayer + layerBackwardBytesPerRow(tw) + 2 * F32 * t.hidden_size);
+  const visionReplay = patches * (visionLayer + layerBackwardBytesPerRow(vw) + 2 * F32 * v.hidden_size);
 
-  const savedElements = t.num_hidden_layers * tokens * t.hidden_size + v.num_hidden_layers * patches * v.hidden_size;
-  const layerElements = recompute
+  const saved = F32 * (t.num_hidden_layers * tokens * t.hidden_size + v.num_hidden_layers * patches * v.hidden_size);
+  const layerBytes = recompute
     ? Math.max(textReplay, visionReplay)
     : t.num_hidden_layers * tokens * textLayer + v.num_hidden_layers * patches * visionLayer + Math.max(textReplay - tokens * textLayer, visionReplay - patches * visionLayer);
 
   const patchIn = v.num_channels * v.patch_size ** 2;
   const m2 = config.spatial_merge_size ** 2;
-  const visionOther = patches * (2 * patchIn + 2 * v.hidden_size + v.head_dim) + patches * v.hidden_size + merged * (v.hidden_size * m2 + v.hidden_size + 3 * t.hidden_size);
-  const textOther = tokens * (3 * t.hidden_size + 2 * t.head_dim) + scored * (t.hidden_size + t.vocab_size);
-  const headBackward = scored * (t.vocab_size + t.hidden_size) + tokens * t.hidden_size;
-  const saved = savedElements * F32;
-  const layer = Math.max(layerElements, headBackward) * F32;
-  const other = (visionOther + textOther) * F32;
+  const visionOther = F32 * (patches * (2 * patchIn + 2 * v.hidden_size + v.head_dim) + patches * v.hidden_size + merged * (v.hidden_size * m2 + v.hidden_size + 3 * t.hidden_size));
+  const textOther = F32 * (tokens * (3 * t.hidden_size + 2 * t.head_dim) + scored * (t.hidden_size + t.vocab_size));
+  const headBackward = F32 * (scored * (t.vocab_size + t.hidden_size) + tokens * t.hidden_size);
+  const layer = Math.max(layerBytes, headBackward);
+  const other = visionOther + textOther;
   return { total: saved + layer + other, saved, layer, other };
 }
 

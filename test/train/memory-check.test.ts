@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { saveDatasetDict } from "../../src/data/hf-dataset.ts";
+import { MemoryPlanError } from "../../src/train/memory-check.ts";
 import { runTraining } from "../../src/train/run.ts";
 import type { Output } from "../../src/util/output.ts";
 import { withTempDir } from "../helpers/temp-dir.ts";
@@ -44,22 +45,19 @@ test("a card between the estimates gets recomputation and a halved micro-batch, 
   await withTempDir("splint-memory-", async (root) => {
     const dataset = join(root, "data");
     await saveDatasetDict(dataset, tinyDataset(), "arrow");
-    const probe = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "probe"), config: RECIPE, output: recording().output, gpuMemoryBytes: 80 * 2 ** 30 });
-    const plan = probe.memory!;
-    // Tried in order: as configured, with recomputation, with micro-batch 1.
-    const { output, lines } = recording();
-    const estimates = (await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "tight0"), config: RECIPE, output: recording().output, gpuMemoryBytes: 1 })
-      .then(
-        () => assert.fail("a 1-byte card fits nothing"),
-        (e: Error) => e.message,
-      ));
-    assert.match(estimates, /tried checkpointing false, micro-batch 2: .*; checkpointing true, micro-batch 2: .*; checkpointing true, micro-batch 1: /);
-    const tried = [...estimates.matchAll(/micro-batch \d: ([0-9.]+) GiB/g)].map((m) => Number(m[1]));
+    // A 1-byte card fits nothing: the refusal carries every setting tried, in order: as configured,
+    // with recomputation, with micro-batch 1.
+    const refused = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "tight0"), config: RECIPE, output: recording().output, gpuMemoryBytes: 1 }).then(
+      () => assert.fail("a 1-byte card fits nothing"),
+      (e: unknown) => e,
+    );
+    assert.ok(refused instanceof MemoryPlanError);
+    assert.match(refused.message, /tried checkpointing false, micro-batch 2: .*; checkpointing true, micro-batch 2: .*; checkpointing true, micro-batch 1: /);
+    const tried = refused.decision.tried.map((t) => t.cardBytes);
     assert.equal(tried.length, 3);
-    assert.ok(tried[2]! < tried[0]!, `${tried}`);
-    assert.ok(plan.estimate.cardBytes / 2 ** 30 - tried[0]! < 0.01);
-
-    const result = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "tight"), config: RECIPE, output, gpuMemoryBytes: ((tried[1]! + tried[2]!) / 2) * 2 ** 30 });
+    assert.ok(tried[2]! < tried[1]! && tried[1]! < tried[0]!, `${tried}`);
+    const { output, lines } = recording();
+    const result = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "tight"), config: RECIPE, output, gpuMemoryBytes: (tried[1]! + tried[2]!) / 2 });
     assert.ok(result.memory?.fits);
     assert.deepEqual(result.memory.setting, { gradient_checkpointing: true, per_device_train_batch_size: 1, gradient_accumulation_steps: 2 });
     assert.match(lines.join("\n"), /changed to fit: gradient_checkpointing false → true; per_device_train_batch_size 2 → 1, gradient_accumulation_steps 1 → 2/);

@@ -21,7 +21,7 @@ import {
   deviceMemoryFromName,
   estimateMemory,
   formatDecision,
-  layerElementsPerRow,
+  layerBytesPerRow,
   refusal,
   type PlanInputs,
   type ResidentWeight,
@@ -52,20 +52,20 @@ function inputs14b(config: Mistral3Config): PlanInputs {
   };
 }
 
-test("one decoder layer of the tiny config keeps 2630 f32 per token (counted op by op)", () => {
-  // D 48, q 4·16 = 64, kv 2·16 = 32, I 96, r 16, dropout > 0. A LoRA linear [out, in] leaves
-  // base (out) + dropped input (in) + x·Aᵀ (r) + ·Bᵀ (out) + scaled (out) + sum (out).
-  // norm 48 + rstd 1 = 49; q 4·64+48+16 = 320 + rope 64; k 4·32+48+16 = 192 + rope 32; v 192;
-  // attention 64 + lse 4; o 4·48+64+16 = 272 + add 48; norm 49; gate, up 4·96+48+16 = 448 each
-  // + swiglu 96; down 4·48+96+16 = 304 + add 48.
-  const hand = 49 + (320 + 64) + (192 + 32) + 192 + (64 + 4) + (272 + 48) + 49 + (448 + 448 + 96) + (304 + 48);
-  assert.equal(hand, 2630);
+test("one decoder layer of the tiny config keeps 3352 bytes per token (counted op by op)", () => {
+  // D 48, q 4·16 = 64, kv 2·16 = 32, I 96, r 16, precision bf16: products write f32, norms, RoPE
+  // and SwiGLU bf16; a LoRA linear [out, in] leaves its output (out) and x·Aᵀ (r), f32.
+  // norm 2·48 + rstd 4 = 100; q 4·(64+16) = 320 + rope 2·64; k 4·(32+16) = 192 + rope 2·32; v 192;
+  // attention 4·(64 + 4 lse) = 272; o 4·(48+16) = 256 + add 4·48; norm 100; gate, up 4·(96+16) = 448
+  // each + swiglu 2·96; down 256 + add 192.
+  const hand = 100 + (320 + 128) + (192 + 64) + 192 + 272 + (256 + 192) + 100 + (448 + 448 + 192) + (256 + 192);
+  assert.equal(hand, 3352);
   const w = { hidden: 48, q: 64, kv: 32, intermediate: 96, heads: 4 };
-  assert.equal(layerElementsPerRow(w, () => 16, 0.05), hand);
-  // Without dropout the dropped input is the layer's own tensor: 3·48 + 64 + 2·48 + 96 fewer.
-  assert.equal(layerElementsPerRow(w, () => 16, 0), hand - (3 * 48 + 64 + 2 * 48 + 96));
-  // No adapter: every linear leaves only its product.
-  assert.equal(layerElementsPerRow(w, () => null, 0.05), 49 + 128 + 64 + 32 + 68 + 96 + 49 + 288 + 96);
+  assert.equal(layerBytesPerRow(w, () => 16, "bf16"), hand);
+  // precision f32: the norms, RoPE and SwiGLU (48 + 64 + 32 + 48 + 96 elements) write f32.
+  assert.equal(layerBytesPerRow(w, () => 16, "f32"), hand + 2 * (48 + 64 + 32 + 48 + 96));
+  // No adapter: no x·Aᵀ.
+  assert.equal(layerBytesPerRow(w, () => null, "bf16"), hand - 7 * 4 * 16);
 });
 
 test("activations of a tiny micro-batch, by hand: saved layer outputs + the widest replay + the rest", () => {
@@ -80,18 +80,18 @@ test("activations of a tiny micro-batch, by hand: saved layer outputs + the wide
     recompute: true,
   };
   // 20 tokens, 16 patches, 4 merged features, 6 scored rows.
-  // Text replay per token: 2630 + backward (3·96 + 2·48) + residual gradient 2·48 = 3110; ×20.
-  // Vision layer per patch (D 32, heads 2 × 16, I 64): 17·32 + 7·32 + 9·32 + 10·64 + 7·16 + 2 + 2
-  // = 1812, + backward 3·64 + 2·32 + residual 2·32 = 2132; ×16 = 34112 < 62200.
-  const layer = 20 * 3110;
-  const saved = 2 * 20 * 48 + 2 * 16 * 32;
-  const visionOther = 16 * (2 * 588 + 2 * 32 + 16) + 16 * 32 + 4 * (32 * 4 + 32 + 3 * 48);
-  const textOther = 20 * (3 * 48 + 2 * 16) + 6 * (48 + 64);
+  // Text replay per token: 3352 + backward 4·(3·96 + 2·48) + residual gradient 2·4·48 = 5272; ×20.
+  // Vision layer per patch (D 32, heads 2 × 16, I 64): 68 + 192+64 + 192+64 + 192 + 136 + 192+128
+  // + 68 + 320+320+128 + 192+128 = 2384, + backward 4·(3·64 + 2·32) + residual 2·4·32 = 3664; ×16 = 58624.
+  const layer = 20 * 5272;
+  const saved = 4 * (2 * 20 * 48 + 2 * 16 * 32);
+  const visionOther = 4 * (16 * (2 * 588 + 2 * 32 + 16) + 16 * 32 + 4 * (32 * 4 + 32 + 3 * 48));
+  const textOther = 4 * (20 * (3 * 48 + 2 * 16) + 6 * (48 + 64));
   const got = activationBytes(inputs);
-  assert.deepEqual(got, { saved: saved * 4, layer: layer * 4, other: (visionOther + textOther) * 4, total: (saved + layer + visionOther + textOther) * 4 });
+  assert.deepEqual(got, { saved, layer, other: visionOther + textOther, total: saved + layer + visionOther + textOther });
   // Without recomputation both towers' bodies are on the tape at once.
   const all = activationBytes({ ...inputs, recompute: false });
-  assert.equal(all.layer, 4 * (2 * 20 * 2630 + 2 * 16 * 1812 + 20 * (384 + 96)));
+  assert.equal(all.layer, 2 * 20 * 3352 + 2 * 16 * 2384 + 20 * (4 * 384 + 2 * 4 * 48));
 });
 
 test("the 14B FP8 checkpoint, by hand: 11.33 GiB of fp8 linears, 2.99 GiB bf16, LoRA 70.0M params", () => {
@@ -120,7 +120,7 @@ test("the 14B FP8 checkpoint, by hand: 11.33 GiB of fp8 linears, 2.99 GiB bf16, 
   assert.ok(e.cardBytes > e.allocatorBytes + CONTEXT_RESERVE_BYTES + CUBLAS_WORKSPACE_BYTES);
   // The issue's target: under 22 GiB of allocator peak; the card needs less than a 24 GiB one has.
   assert.ok(e.allocatorBytes < 22 * GIB, `${e.allocatorBytes / GIB}`);
-  assert.ok(e.cardBytes < 23.5 * GIB && e.cardBytes > 20 * GIB, `${e.cardBytes / GIB}`);
+  assert.ok(e.cardBytes < 23.5 * GIB && e.cardBytes > 18 * GIB, `${e.cardBytes / GIB}`);
   // The same model in bf16 does not fit a 24 GiB card.
   const bf16 = estimateMemory({ config, weights: residentOf(config, false), lora: { targets: loraTargetsOf(config, LORA), dropout: 0.05 }, optimizer: "adamw_torch", micro: { rows: 2, seqLen: 720, patchesPerRow: 2116, scoredPerRow: 8 }, recompute: true });
   assert.equal(bf16.weights, 2 * (fp8 + bf16Elements));
@@ -183,16 +183,20 @@ function measuredStep(size: Size, imageSize: number, recompute: boolean): { meas
   return { measured: peak - before - e.lora / 2, modelled: e.activations.total };
 }
 
+// The CPU backend counts every tensor as the CUDA one does; the model is meant to err high. On
+// these configurations it lands between 0.98× and 1.17× of the measured peak (1.3× at the tiniest
+// prompt, where the fixed part of the head dominates); on CUDA, the 14B step at 2e9007b measured
+// 29.55 GiB against 29.6 modelled.
 for (const [size, imageSize, recompute] of [
   ["tiny", 56, true],
   ["small", 112, true],
   ["small", 224, true],
   ["small", 112, false],
 ] as const) {
-  test(`modelled activations are within 12% of the CPU backend's measured peak (${size}, ${imageSize}px, recompute ${recompute})`, () => {
+  test(`modelled activations are within -10%/+20% of the CPU backend's measured peak (${size}, ${imageSize}px, recompute ${recompute})`, () => {
     const { measured, modelled } = measuredStep(size, imageSize, recompute);
     const ratio = modelled / measured;
-    assert.ok(ratio > 0.88 && ratio < 1.12, `modelled ${modelled} vs measured ${measured} (×${ratio.toFixed(3)})`);
+    assert.ok(ratio > 0.9 && ratio < 1.2, `modelled ${modelled} vs measured ${measured} (×${ratio.toFixed(3)})`);
   });
 }
 
@@ -208,17 +212,17 @@ test("chooseSetting: the configured setting when it fits, else recomputation, el
   assert.deepEqual(roomy.setting, configured);
   assert.deepEqual(roomy.changes, []);
 
-  const h200 = chooseSetting(base, configured, shape, card(139), true);
+  const h200 = chooseSetting(base, configured, shape, card(60), true);
   assert.ok(h200.fits);
   assert.deepEqual(h200.setting, { ...configured, gradient_checkpointing: true });
   assert.match(h200.changes.join(), /gradient_checkpointing false → true/);
 
-  const consumer = chooseSetting(base, configured, shape, card(22), true);
+  const consumer = chooseSetting(base, configured, shape, card(21), true);
   assert.ok(consumer.fits);
   assert.deepEqual(consumer.setting, { gradient_checkpointing: true, per_device_train_batch_size: 2, gradient_accumulation_steps: 4 });
   assert.match(formatDecision(consumer).join("\n"), /micro-batch 2 × 4 accumulation steps \(changed to fit: .*per_device_train_batch_size 4 → 2, gradient_accumulation_steps 2 → 4/);
 
-  const noShrink = chooseSetting(base, configured, shape, card(22), false);
+  const noShrink = chooseSetting(base, configured, shape, card(21), false);
   assert.ok(!noShrink.fits);
   assert.equal(noShrink.tried.length, 2);
 

@@ -217,6 +217,7 @@ extern "C" int splint_cuda_matmul(splint_ctx* ctx, splint_dptr a, int32_t a_dtyp
     return gemm_fallback(ctx, ai, trans_a != 0, bi, trans_b != 0, o, m, n, k, alpha, beta);
   }
   BLAS_CHECK(st);
+  ++ctx->launches;
   BLAS_CHECK(cublasLtMatmul(ctx->blas->handle, desc.d, &alpha, bi.p, la.d, ai.p, lb.d, &beta, o.p, lc.d, o.p, lc.d,
                             &heuristic.algo, ctx->blas->workspace, ctx->blas->workspace_bytes, ctx->stream));
   return SPLINT_OK;
