@@ -8,7 +8,7 @@
  *     multiplies by the exact fp8 · scale while the reference rounds each weight to bf16 (up to
  *     2^-9 relative per weight), so the two differ by that rounding carried through two layers of
  *     each tower, where activations are rounded to bf16 again at every product: ‖Δ‖/‖ref‖ ≤ 2e-2
- *     (measured 5.7e-3 on the logits, 7.1e-3 on the LoRA gradients), the loss within 1e-2 relative.
+ *     (measured 8.0e-3 on the logits, 1.3e-2 on the LoRA gradients, whose products also run in bf16), the loss within 1e-2 relative.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
