@@ -11,10 +11,10 @@
  *   lora         the adapter (f32 A and B) and its gradient accumulators (f32, one per tensor);
  *   optimizer    AdamW's f32 moments m and v on the device (adamw_8bit keeps them on the host and
  *                uploads one tensor's at a time: the largest tensor's pair);
- *   activations  see `activationBytes`: all activations are f32 (bf16 only meets the frozen
- *                weights inside a matmul), the tape keeps every op output of a recorded region until
- *                the region's backward has run, and with recomputation a layer's region is its
- *                checkpoint body, replayed one layer at a time;
+ *   activations  see `activationBytes`: products write f32, and with precision "bf16" the norms,
+ *                RoPE and SwiGLU write bf16 (layerBytesPerRow); the tape keeps every op output of a
+ *                recorded region until the region's backward has run, and with recomputation a
+ *                layer's region is its checkpoint body, replayed one layer at a time;
  *   workspace    fp8 only: the CUDA matmul widens an fp8 weight to bf16 (f32 with precision "f32")
  *                in a scratch block for the length of one product (native/cuda/src/matmul.cu), so at
  *                most one widened weight is live at a time: the largest. Released blocks stay in the
@@ -36,7 +36,10 @@ const GIB = 2 ** 30;
 
 /** cuBLASLt workspace allocated once per context (kWorkspaceBytes in native/cuda/src/matmul.cu). */
 export const CUBLAS_WORKSPACE_BYTES = 32 * 2 ** 20;
-/** The CUDA context (driver state, kernel images, cuBLASLt handle): measured ~0.4–0.6 GiB; 0.75 is kept. */
+/**
+ * The CUDA context (driver state, kernel images, cuBLASLt handle), which the allocator does not
+ * count: typically 0.3–0.6 GiB on recent drivers (not measured by splint); 0.75 GiB is kept.
+ */
 export const CONTEXT_RESERVE_BYTES = 0.75 * GIB;
 /** The caching allocator rounds blocks above 1 MiB up to 1/8 of a power of two: at most 12.5%, 6% typical (weights are rounded exactly). */
 export const ROUNDING_SLACK = 0.06;
