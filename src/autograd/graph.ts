@@ -46,7 +46,20 @@ export interface Graph {
    * writes bf16, and A and B enter the products as bf16 copies while their f32 masters receive f32
    * gradients — PEFT's LoRA layers under autocast.
    */
-  loraLinear(x: Var, w: Var, a: Var, b: Var, lora: { scale: number; dropout: number; seed: number | null }, precision?: MatmulPrecision): Var;
+  loraLinear(
+    x: Var,
+    w: Var,
+    a: Var,
+    b: Var,
+    lora: {
+      scale: number;
+      dropout: number;
+      seed: number | null;
+      /** bf16 copies of a and b's current values for the products (made here when absent). */
+      narrow?: { a: Tensor; b: Tensor };
+    },
+    precision?: MatmulPrecision,
+  ): Var;
   /** Backend.matmul with gradients for both sides. */
   matmul(a: Var, b: Var, opts?: { transA?: boolean; transB?: boolean; alpha?: number }): Var;
   add(a: Var, b: Var): Var;

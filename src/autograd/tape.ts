@@ -102,7 +102,14 @@ class TapeGraph implements Graph {
     ]);
   }
 
-  loraLinear(x: Var, w: Var, a: Var, bVar: Var, lora: { scale: number; dropout: number; seed: number | null }, precision: MatmulPrecision = "f32"): Var {
+  loraLinear(
+    x: Var,
+    w: Var,
+    a: Var,
+    bVar: Var,
+    lora: { scale: number; dropout: number; seed: number | null; narrow?: { a: Tensor; b: Tensor } },
+    precision: MatmulPrecision = "f32",
+  ): Var {
     const [xv, wv, av, bv] = [asValue(x), asValue(w), asValue(a), asValue(bVar)];
     const b = this.backend;
     const { scale, dropout, seed } = lora;
@@ -112,22 +119,29 @@ class TapeGraph implements Graph {
     // autocast. Temporaries made here are freed as soon as their products are queued.
     const narrow = precision === "bf16";
     const low = (t: Tensor): Tensor => (narrow && t.dtype === "f32" ? b.cast(t, "bf16") : t);
+    // A and B as the products read them: the caller's per-pass copies, else a cast per product.
+    const lowA = (): Tensor => (narrow && lora.narrow ? lora.narrow.a : low(av.value));
+    const lowB = (): Tensor => (narrow && lora.narrow ? lora.narrow.b : low(bv.value));
     const done = (t: Tensor, original: Tensor): void => {
       if (t !== original) t.free();
+    };
+    // The caller's copies are the caller's to free.
+    const doneLow = (t: Tensor, original: Tensor): void => {
+      if (t !== original && t !== lora.narrow?.a && t !== lora.narrow?.b) t.free();
     };
     const dropped = (from: Tensor): Tensor => (masked ? b.dropout(from, dropout, seed, narrow ? "bf16" : "f32") : from);
 
     const xl = low(xv.value); // [N, in]
     const y = b.matmul(xl, wv.value, { transB: true, precision }); // [N, out]
     const xd = dropped(xl);
-    const al = low(av.value);
+    const al = lowA();
     const u = b.matmul(xd, al, { transB: true, precision }); // [N, r]
     done(xd, xl);
-    done(al, av.value);
+    doneLow(al, av.value);
     done(xl, xv.value);
-    const bl = low(bv.value);
+    const bl = lowB();
     b.matmul(u, bl, { transB: true, alpha: scale, accumulate: y, precision });
-    done(bl, bv.value);
+    doneLow(bl, bv.value);
     const savedU = this.save(u);
     return this.result(y, [xv, wv, av, bv], (dy, needs) => {
       // dy [N, out]. du = scale·dy·B [N, r]; dB = scale·dyᵀ·u; dA = duᵀ·dropout(x); dx = dy·W + dropout'(du·A).
@@ -135,9 +149,9 @@ class TapeGraph implements Graph {
       const needsDu = needs[0] || needs[2];
       let du: Tensor | null = null;
       if (needsDu) {
-        const bl2 = low(bv.value);
+        const bl2 = lowB();
         du = b.matmul(dyl, bl2, { alpha: scale, precision });
-        done(bl2, bv.value);
+        doneLow(bl2, bv.value);
       }
       const db = needs[3] ? b.matmul(dyl, savedU!, { transA: true, alpha: scale, precision }) : null;
       const xl2 = needs[1] || needs[2] ? low(xv.value) : null;
@@ -152,7 +166,7 @@ class TapeGraph implements Graph {
       let dx: Tensor | null = null;
       if (needs[0]) {
         dx = b.matmul(dyl, wv.value, { precision });
-        const al2 = low(av.value);
+        const al2 = lowA();
         if (masked) {
           const dxd = b.matmul(du!, al2, { precision });
           const dxLora = b.dropoutBackward(dxd, dropout, seed);
@@ -162,7 +176,7 @@ class TapeGraph implements Graph {
         } else {
           b.matmul(du!, al2, { accumulate: dx, precision });
         }
-        done(al2, av.value);
+        doneLow(al2, av.value);
       }
       du?.free();
       done(dyl, dy);

@@ -16,6 +16,7 @@ import { registerPredict } from "./commands/predict.ts";
 import { registerCalibrate } from "./commands/calibrate.ts";
 import { registerRun } from "./commands/run.ts";
 import { registerDemo } from "./commands/demo.ts";
+import { registerInit } from "./commands/init.ts";
 
 // A reader that closes early (`splint … | head`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -52,6 +53,7 @@ const commands: ((p: Command) => void)[] = [
   registerCalibrate,
   registerRun,
   registerDemo,
+  registerInit,
 ];
 for (const register of commands) register(program);
 

@@ -26,6 +26,8 @@ export interface LinearContext {
   bind(t: Tensor): Var;
   /** Seed of this module's LoRA dropout mask for this forward, or null when dropout is off. */
   dropoutSeed(modulePath: string): number | null;
+  /** A bf16 copy of t made once for this pass (every product of the pass reads the same copy). */
+  narrowCopy(t: Tensor): Tensor;
 }
 
 export function loraScale(alpha: number, r: number, rslora: boolean): number {
@@ -67,6 +69,8 @@ export class LoraLinear {
     if (!this.lora) return g.linear(x, ctx.bind(this.weight), this.precision);
     const { a, b, scale, dropout } = this.lora;
     const seed = dropout > 0 ? ctx.dropoutSeed(this.path) : null;
-    return g.loraLinear(x, ctx.bind(this.weight), ctx.bind(a), ctx.bind(b), { scale, dropout, seed }, this.precision);
+    // bf16 products read A and B through copies cast once per pass, not once per product.
+    const narrow = this.precision === "bf16" ? { a: ctx.narrowCopy(a), b: ctx.narrowCopy(b) } : undefined;
+    return g.loraLinear(x, ctx.bind(this.weight), ctx.bind(a), ctx.bind(b), { scale, dropout, seed, narrow }, this.precision);
   }
 }
