@@ -8,7 +8,9 @@
  * the total is comparable with `allocatorStats().peak`, bench/train-step.ts's "peak"):
  *
  *   weights      every resident tensor at its resident dtype (fp8 1 byte, bf16 2, f32 4);
- *   lora         the adapter (f32 A and B) and its gradient accumulators (f32, one per tensor);
+ *   lora         the adapter (f32 A and B), its gradient accumulators (f32, one per tensor) and, with
+ *                precision "bf16", the bf16 copies of A and B the products read, made once per pass
+ *                (ForwardContext.narrowCopy);
  *   optimizer    AdamW's f32 moments m and v on the device (adamw_8bit keeps them on the host and
  *                uploads one tensor's at a time: the largest tensor's pair);
  *   activations  see `activationBytes`: products write f32, and with precision "bf16" the norms,
@@ -46,11 +48,10 @@ export const ROUNDING_SLACK = 0.06;
 /**
  * A margin for what the CUDA backend allocates around the modelled activations (bf16 copies of f32
  * operands for the autocast products and flash attention, kernel scratch), as a fraction of them.
- * Without it the model is within 0.1% of the measurement there is: the 14B BF16 benchmark step on
- * the H200 at 2e9007b (bench/results/2026-12-03-nvidia-h200-2e9007b: 29.55 GiB peak; modelled
- * 29.54 GiB; later commits store norm, RoPE and SwiGLU outputs in bf16, which the model counts,
- * so that code should peak lower). On the CPU backend the model errs high by up to 20%
- * (test/train/memory-plan.test.ts).
+ * Without it the model already errs high on the H200 measurements of the 14B BF16 benchmark step
+ * (bench/results/2026-12-03-nvidia-h200-d7b1f32: 29.48 GiB measured with recomputation, 29.67
+ * modelled; 52.42 GiB without, 54.11 modelled); on the CPU backend by up to 20%
+ * (test/train/memory-plan.test.ts checks both).
  */
 export const CUDA_TRANSIENT_FRACTION = 0.05;
 
@@ -98,6 +99,7 @@ export interface MemoryEstimate {
   weights: number;
   /** Of `weights`, the fp8 linears (1 byte per element). */
   fp8Weights: number;
+  /** The LoRA pairs, their gradient accumulators, and their bf16 copies for one pass (precision bf16). */
   lora: number;
   optimizer: number;
   activations: { total: number; saved: number; layer: number; other: number };
@@ -253,7 +255,8 @@ export function estimateMemory(inputs: PlanInputs): MemoryEstimate {
   }
   const loraSizes = inputs.lora.targets.flatMap((t) => [t.r * t.inFeatures, t.outFeatures * t.r]);
   const loraElements = loraSizes.reduce((a, b) => a + b, 0);
-  const lora = 2 * loraElements * F32; // the pair and its gradient accumulator
+  // The pair, its gradient accumulator, and (bf16 products) the pass's bf16 copies of the pair.
+  const lora = 2 * loraElements * F32 + ((inputs.precision ?? "bf16") === "bf16" ? 2 * loraElements : 0);
   const optimizer = inputs.optimizer === "adamw_torch" ? 2 * loraElements * F32 : 2 * Math.max(0, ...loraSizes) * F32;
   const activations = activationBytes(inputs);
   const transient = CUDA_TRANSIENT_FRACTION * activations.total;
@@ -346,7 +349,7 @@ export function formatDecision(d: MemoryDecision): string[] {
   const s = d.setting;
   const lines = [
     `memory plan (${d.deviceBytes === null ? "device memory unknown" : `${gib(d.deviceBytes)} from ${d.deviceSource}`}): ` +
-      `weights ${gib(e.weights)}${e.fp8Weights > 0 ? ` (${gib(e.fp8Weights)} fp8)` : ""}, LoRA + grads ${gib(e.lora)}, optimizer ${gib(e.optimizer)}, ` +
+      `weights ${gib(e.weights)}${e.fp8Weights > 0 ? ` (${gib(e.fp8Weights)} fp8)` : ""}, LoRA with grads and bf16 copies ${gib(e.lora)}, optimizer ${gib(e.optimizer)}, ` +
       `activations ${gib(e.activations.total)} (saved ${gib(e.activations.saved)}, layer ${gib(e.activations.layer)}, rest ${gib(e.activations.other)}), ` +
       `CUDA transients ${gib(e.transient)}, fp8 scratch ${gib(e.workspace)}; allocator peak ≈ ${gib(e.allocatorBytes)}, card ≈ ${gib(e.cardBytes)}`,
     `memory plan setting: gradient_checkpointing ${s.gradient_checkpointing}, micro-batch ${s.per_device_train_batch_size} × ${s.gradient_accumulation_steps} accumulation steps` +

@@ -34,7 +34,7 @@ test("with room to spare the plan is printed and the configured setting kept; a 
     const roomy = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "roomy"), config: RECIPE, output, gpuMemoryBytes: 80 * 2 ** 30 });
     assert.ok(roomy.memory?.fits);
     assert.deepEqual(roomy.memory.changes, []);
-    assert.match(lines.join("\n"), /memory plan \(80\.00 GiB from --gpu-memory\): weights 0\.00 GiB, LoRA \+ grads .* card ≈ 0\.7\d GiB/);
+    assert.match(lines.join("\n"), /memory plan \(80\.00 GiB from --gpu-memory\): weights 0\.00 GiB, LoRA with grads and bf16 copies .* card ≈ 0\.7\d GiB/);
     assert.match(lines.join("\n"), /memory plan setting: gradient_checkpointing false, micro-batch 2 × 1 accumulation steps$/m);
     const unchecked = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "unchecked"), config: RECIPE, output: recording().output });
     assert.equal(unchecked.memory, null);
