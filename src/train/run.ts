@@ -8,7 +8,7 @@ import { hubSettings } from "../hub/settings.ts";
 import { isHubRepoId } from "../hub/snapshot.ts";
 import { pushAdapterToHub, type PushResult } from "../hub/upload.ts";
 import { initAdapter, loadAdapter, loraScopeExclude, saveAdapter, type LoraSettings } from "../lora/adapter.ts";
-import { freeMistral3, loadMistral3 } from "../models/mistral3/model.ts";
+import { freeMistral3, loadMistral3, readMistral3Config } from "../models/mistral3/model.ts";
 import type { Backend } from "../tensor/backend.ts";
 import { resolveChatTemplate } from "../text/chat-template.ts";
 import { renderPrompt } from "../text/prompt.ts";
@@ -24,6 +24,8 @@ import { loadImageProcessorConfig } from "../vision/image-processor.ts";
 import { listCheckpoints } from "./checkpoint.ts";
 import { boundImageEdge, collate, type CollatorSettings, type TrainBatch, type TrainExample } from "./collator.ts";
 import { resolveConfig, TUTORIAL_DEFAULTS, type TrainConfig } from "./config.ts";
+import { checkTrainingMemory, SHAPE_SAMPLE } from "./memory-check.ts";
+import type { MemoryDecision } from "./memory-plan.ts";
 import { Rng } from "../util/rng.ts";
 import { trainLoop, type MicroBatchSource, type StepRecord } from "./trainer.ts";
 
@@ -58,6 +60,11 @@ export interface RunTrainingOptions {
   pushToHub?: string;
   /** Default: CUDA when available, else CPU. */
   backend?: Backend;
+  /**
+   * The card's memory in bytes for the memory check (memory-check.ts), over what the CUDA device
+   * reports; given on a CPU run, the check runs as if on such a card. Without it a CPU run is not checked.
+   */
+  gpuMemoryBytes?: number;
   output?: Output;
   onStep?: (record: StepRecord) => void;
   signal?: AbortSignal;
@@ -83,6 +90,8 @@ export interface TrainResult {
   skippedSteps: number[];
   pushed: PushResult | null;
   seconds: number;
+  /** The memory check's plan, or null when the run was not checked (CPU without gpuMemoryBytes). */
+  memory: MemoryDecision | null;
 }
 
 export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult> {
@@ -172,6 +181,21 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
     backend = choice.backend;
     output.log(choice.reason);
   }
+  const memory = await checkTrainingMemory({
+    modelDir: opts.modelDir,
+    modelConfig: await readMistral3Config(opts.modelDir),
+    config,
+    adapter: loraSettingsFor(config, opts.modelDir),
+    backend,
+    gpuMemoryBytes: opts.gpuMemoryBytes,
+    sample: async () => {
+      const source = shuffledSource(examples, config, collator);
+      return Promise.all(Array.from({ length: Math.min(SHAPE_SAMPLE, source.length) }, (_, i) => source.get(0, i)));
+    },
+    resume: resumeFrom !== null,
+    log: (line) => output.log(line),
+  });
+  if (memory) config = memory.config;
   let bar: ReturnType<Output["progress"]> | undefined;
   const model = await loadMistral3(opts.modelDir, backend, {
     dtype: config.bf16 ? "auto" : "f32",
@@ -261,6 +285,7 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
       skippedSteps: result.skippedSteps,
       pushed,
       seconds: (performance.now() - started) / 1000,
+      memory: memory?.decision ?? null,
     };
   } finally {
     freeMistral3(model);

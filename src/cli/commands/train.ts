@@ -24,6 +24,12 @@ Ctrl-C (or SIGTERM) stops at the next safe point and saves a checkpoint first (e
 a second Ctrl-C stops at once. --on-nan stop|skip-step: what a NaN/Inf loss or gradient does.
 --push-to-hub REPO uploads the final adapter (needs HF_TOKEN with write access).
 
+Before loading the weights, a CUDA run estimates its GPU memory (weights at their stored dtype,
+fp8 included; LoRA, optimizer states, activations) and prints it with the setting it chose: it
+turns on gradient_checkpointing, then halves the micro-batch (doubling gradient_accumulation_steps),
+until the run fits the card, and refuses when nothing fits. --gpu-memory GiB overrides the card's
+size (and checks a CPU run as if on such a card).
+
 Examples:
   splint train --model ./ministral --dataset ./bones --out runs/bones
   splint train --model ./ministral --dataset ./bones --out runs/bones --loss-on all --max-image-edge 448
@@ -73,6 +79,7 @@ export function registerTrain(program: Command): void {
     .option("--resume", "continue the run in --out from its newest checkpoint")
     .option("--push-to-hub <repo>", "upload the final adapter to this Hub repo (HF_TOKEN)")
     .option("--device <device>", "auto, cpu or cuda (default: SPLINT_BACKEND, else auto)")
+    .option("--gpu-memory <GiB>", "the card's memory for the memory check (default: what the CUDA device reports; on CPU, no check)")
     .option("--json", "print the result as JSON");
   for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
     const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "modules" ? "a,b,…|regex" : kind === "string[]" ? "a,b,…" : kind === "string[]|null" ? "a,b,…|none" : kind === "string|null" ? "text|none" : kind === "string" ? "text" : "n";
@@ -93,6 +100,12 @@ export function registerTrain(program: Command): void {
       if (typeof text === "string") fromFlags[key] = parseFlag(key, kind, text);
     }
     resolveConfig(base, fromFlags, "command-line flags");
+    let gpuMemoryBytes: number | undefined;
+    if (flags.gpuMemory !== undefined) {
+      const gib = Number(flags.gpuMemory);
+      if (String(flags.gpuMemory).trim() === "" || !(gib > 0) || !Number.isFinite(gib)) throw new InputError("--gpu-memory", `expects a positive number of GiB, got ${JSON.stringify(flags.gpuMemory)}`);
+      gpuMemoryBytes = gib * 2 ** 30;
+    }
     const choice = detectBackend({ prefer: device as BackendPreference | undefined });
     output.log(choice.reason);
     // Ctrl-C / SIGTERM stop at the next micro-batch boundary, after saving a checkpoint.
@@ -107,6 +120,7 @@ export function registerTrain(program: Command): void {
       resume: Boolean(flags.resume),
       pushToHub: typeof flags.pushToHub === "string" ? flags.pushToHub : undefined,
       backend: choice.backend,
+      gpuMemoryBytes,
       output,
       signal: stop.signal,
     }).finally(stop.release);
