@@ -3,6 +3,7 @@ import { InputError, SplintError } from "../util/errors.ts";
 // command imports (one line each)
 import { registerTrain } from "./commands/train.ts";
 import { registerMerge } from "./commands/merge.ts";
+import { registerExport } from "./commands/export.ts";
 import { registerModel } from "./commands/model.ts";
 import { registerForward } from "./commands/forward.ts";
 import { registerGenerate } from "./commands/generate.ts";
@@ -39,6 +40,7 @@ const commands: ((p: Command) => void)[] = [
   // one entry per line
   registerTrain,
   registerMerge,
+  registerExport,
   registerModel,
   registerForward,
   registerGenerate,
