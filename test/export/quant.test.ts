@@ -187,3 +187,17 @@ test("row lengths that do not divide into blocks are refused", () => {
   assert.throws(() => quantizeQ4_K(new Float32Array(96)), /multiple of 256/);
   assert.throws(() => quantizeQ6_K(new Float32Array(96)), /multiple of 256/);
 });
+
+test("the worker pool's bytes are encodeAs's bytes, whatever the thread count", async () => {
+  const { createQuantPool } = await import("../../src/export/gguf/quant-pool.ts");
+  const { encodeAs } = await import("../../src/export/gguf/quant.ts");
+  const x = gaussian(256 * 1500, 4);
+  const pool = createQuantPool(3);
+  try {
+    for (const type of ["Q4_K", "Q6_K", "Q8_0"] as const) {
+      assert.deepEqual(await pool.encode(type, x), encodeAs(type, x), type);
+    }
+  } finally {
+    await pool.close();
+  }
+});

@@ -13,7 +13,8 @@ import { InputError } from "../../util/errors.ts";
 import { LlamaFileType, str, u32, type GgmlTypeName, type GgufMetadata } from "./format.ts";
 import { clipHparams, imageNormalization, textHparams } from "./hparams.ts";
 import { ollamaModelfile } from "./modelfile.ts";
-import { encodeAs } from "./quant.ts";
+import { encodeAs, type EncodableType } from "./quant.ts";
+import { createQuantPool, type QuantPool } from "./quant-pool.ts";
 import { permuteRotaryRows, textTensors, visionTensors, type ExportQuant, type MappedTensor } from "./tensor-map.ts";
 import { tokenizerMetadata } from "./tokenizer-meta.ts";
 import { writeGguf, type GgufWriteResult } from "./writer.ts";
@@ -40,6 +41,8 @@ export interface GgufExportOptions {
   /** `general.name` and the file names' stem; the model folder's name by default. */
   name?: string;
   backend?: Backend;
+  /** Quantisation threads (default SPLINT_CPU_THREADS, else the available cores). */
+  threads?: number;
   onProgress?: (done: number, total: number, tensor: string) => void;
 }
 
@@ -113,15 +116,17 @@ async function wholeTensor(source: TensorSource, m: MappedTensor, merger: Prepar
   return values;
 }
 
-async function* tensorPieces(source: TensorSource, m: MappedTensor, merger: PreparedMerge | undefined): AsyncGenerator<Uint8Array> {
+type Encode = (type: EncodableType, values: Float32Array) => Promise<Uint8Array>;
+
+async function* tensorPieces(source: TensorSource, m: MappedTensor, merger: PreparedMerge | undefined, encode: Encode): AsyncGenerator<Uint8Array> {
   const info = source.info(m.key);
   if (m.row !== undefined) {
-    yield encodeAs(m.type, Float32Array.from(toFloat32(await source.readRows(m.key, m.row, 1))));
+    yield await encode(m.type, Float32Array.from(toFloat32(await source.readRows(m.key, m.row, 1))));
     return;
   }
   const needsWhole = m.permuteHeads !== undefined || info.dtype === "F8_E4M3" || (merger?.adapted.has(m.canonical) ?? false);
   if (needsWhole) {
-    yield encodeAs(m.type, await wholeTensor(source, m, merger));
+    yield await encode(m.type, await wholeTensor(source, m, merger));
     return;
   }
   const rows = m.shape[0]!;
@@ -129,7 +134,7 @@ async function* tensorPieces(source: TensorSource, m: MappedTensor, merger: Prep
   const step = Math.max(1, Math.floor(CHUNK_ELEMENTS / perRow));
   for (let r = 0; r < rows; r += step) {
     const slice = await source.readRows(m.key, r, Math.min(step, rows - r));
-    yield encodeAs(m.type, toFloat32(slice));
+    yield await encode(m.type, toFloat32(slice));
   }
 }
 
@@ -154,12 +159,15 @@ export async function exportGguf(opts: GgufExportOptions): Promise<GgufExportRes
     const text = textTensors(config, plan, opts.quant);
     const vision = visionTensors(config, plan, opts.quant, tok.tokenizer.imgBreakId);
     const merger = opts.adapterDir === undefined ? undefined : await prepareMerge(config, plan, opts.adapterDir, opts.backend ?? createCpuBackend());
+    // Block quantisation runs on every core; float conversions are memory-bound and stay inline.
+    const pool: QuantPool | undefined = opts.quant === "q8_0" || opts.quant === "q4_k_m" ? createQuantPool(opts.threads) : undefined;
+    const encode: Encode = pool ? (type, values) => pool.encode(type, values) : async (type, values) => encodeAs(type, values);
     try {
       const total = text.length + vision.length;
       let done = 0;
       const produce = (list: readonly MappedTensor[]) =>
         async function* (_t: unknown, i: number): AsyncGenerator<Uint8Array> {
-          yield* tensorPieces(source, list[i]!, merger);
+          yield* tensorPieces(source, list[i]!, merger, encode);
           opts.onProgress?.(++done, total, list[i]!.name);
         };
       const quantVersion: GgufMetadata = opts.quant === "q8_0" || opts.quant === "q4_k_m" ? [["general.quantization_version", u32(2)]] : [];
@@ -210,6 +218,7 @@ export async function exportGguf(opts: GgufExportOptions): Promise<GgufExportRes
       };
     } finally {
       merger?.release();
+      await pool?.close();
     }
   } finally {
     await source.close();
