@@ -37,6 +37,7 @@ const { values: args } = parseArgs({
     model: { type: "string" },
     target: { type: "string" },
     layers: { type: "string" },
+    vocab: { type: "string" },
   },
 });
 
@@ -79,6 +80,9 @@ const raw = hfConfig(size);
 // --layers N keeps every tensor shape of the size but only N decoder layers: peak memory is set by
 // the largest tensors (embedding, head, one layer's projections), not by how many layers there are.
 if (args.layers !== undefined) raw.text_config = { ...(raw.text_config as Record<string, unknown>), num_hidden_layers: Number(args.layers) };
+// --vocab N shrinks the embedding and head (which pass through in slices anyway): for timing the
+// slow k-quants on a loaded machine without changing what bounds memory.
+if (args.vocab !== undefined) raw.text_config = { ...(raw.text_config as Record<string, unknown>), vocab_size: Number(args.vocab) };
 const config = parseMistral3Config(raw, `${size} config`);
 
 async function writeRandomCheckpoint(): Promise<{ params: number; bytes: number; seconds: number }> {
@@ -145,9 +149,9 @@ if (!args.keep && args.dir === undefined) rmSync(root, { recursive: true, force:
 
 const gb = (b: number) => (b / 1e9).toFixed(2);
 const lines = [
-  `# GGUF export, random-weight ${size} checkpoint${args.layers !== undefined ? ` (${args.layers} of its decoder layers)` : ""} (CPU)`,
+  `# GGUF export, random-weight ${size} checkpoint${args.layers !== undefined ? `, ${args.layers} of its decoder layers` : ""}${args.vocab !== undefined ? `, vocabulary ${args.vocab}` : ""} (CPU)`,
   "",
-  `Measured at commit ${commit}${dirty ? " (with uncommitted changes in src/ or bench/)" : ""} by \`node --import tsx bench/gguf-export.ts --size ${size} --quant ${quants.join(",")}${args.layers !== undefined ? ` --layers ${args.layers}` : ""}\`, ${new Date().toISOString().slice(0, 10)}.`,
+  `Measured at commit ${commit}${dirty ? " (with uncommitted changes in src/ or bench/)" : ""} by \`node --import tsx bench/gguf-export.ts --size ${size} --quant ${quants.join(",")}${args.layers !== undefined ? ` --layers ${args.layers}` : ""}${args.vocab !== undefined ? ` --vocab ${args.vocab}` : ""}\`, ${new Date().toISOString().slice(0, 10)}.`,
   `Machine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, Node ${process.version}; 1-minute load average ${load0.toFixed(1)} before and ${load1.toFixed(1)} after the exports (the machine is shared: wall time is inflated by the load, CPU time much less so).`,
   "",
   `Source: ${(checkpoint.params / 1e9).toFixed(2)}B parameters, ${gb(checkpoint.bytes)} GB of BF16 safetensors in ≤ 5 GB shards (written in ${checkpoint.seconds.toFixed(0)} s).`,
