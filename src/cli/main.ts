@@ -4,6 +4,7 @@ import { installStopHandlers } from "../util/interrupt.ts";
 // command imports (one line each)
 import { registerTrain } from "./commands/train.ts";
 import { registerMerge } from "./commands/merge.ts";
+import { registerExport } from "./commands/export.ts";
 import { registerModel } from "./commands/model.ts";
 import { registerForward } from "./commands/forward.ts";
 import { registerGenerate } from "./commands/generate.ts";
@@ -46,6 +47,7 @@ const commands: ((p: Command) => void)[] = [
   // one entry per line
   registerTrain,
   registerMerge,
+  registerExport,
   registerModel,
   registerForward,
   registerGenerate,
