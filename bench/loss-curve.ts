@@ -21,10 +21,9 @@ import { createCudaBackend } from "../src/backends/cuda/index.ts";
 import { loadAdapter } from "../src/lora/adapter.ts";
 import { freeMistral3, loadMistral3 } from "../src/models/mistral3/model.ts";
 import type { Backend, MatmulPrecision } from "../src/tensor/backend.ts";
-import { resolveConfig, TUTORIAL_DEFAULTS } from "../src/train/config.ts";
 import { trainLoop, type StepRecord } from "../src/train/trainer.ts";
 import { silentProgress, type Output } from "../src/util/output.ts";
-import { FIXTURES, fixtureBatches } from "../test/train/fixture-batches.ts";
+import { FIXTURES, fixtureBatches, fixtureRecipe } from "../test/train/fixture-batches.ts";
 
 const quiet: Output = { json: true, log() {}, result() {}, progress: () => silentProgress };
 
@@ -33,23 +32,7 @@ async function curve(backend: Backend, precision: MatmulPrecision, steps: number
   const runDir = await mkdtemp(join(tmpdir(), "splint-loss-curve-"));
   try {
     const adapter = await loadAdapter(join(FIXTURES, "train", "tiny", "initial_adapter"), model.linears, backend);
-    const config = resolveConfig(
-      TUTORIAL_DEFAULTS,
-      {
-        r: 4,
-        lora_alpha: 8,
-        lora_dropout: 0,
-        learning_rate: 2e-3,
-        warmup_steps: 3,
-        max_steps: steps,
-        gradient_accumulation_steps: 2,
-        max_grad_norm: 0.3,
-        weight_decay: 0,
-        save_strategy: "no",
-        logging_steps: steps,
-      },
-      "loss-curve recipe",
-    );
+    const config = { ...fixtureRecipe(steps), logging_steps: steps };
     const records: StepRecord[] = [];
     await trainLoop({ backend, model, adapter, config, source: await fixtureBatches("labels"), runDir, output: quiet, onStep: (r) => records.push(r) });
     return records;
