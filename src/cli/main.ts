@@ -1,21 +1,6 @@
 import { Command, CommanderError } from "commander";
 import { InputError, SplintError } from "../util/errors.ts";
-// command imports (one line each)
-import { registerTrain } from "./commands/train.ts";
-import { registerMerge } from "./commands/merge.ts";
-import { registerModel } from "./commands/model.ts";
-import { registerForward } from "./commands/forward.ts";
-import { registerGenerate } from "./commands/generate.ts";
-import { registerRender } from "./commands/render.ts";
-import { registerPreprocess } from "./commands/preprocess.ts";
-import { registerData } from "./commands/data.ts";
-import { registerEval } from "./commands/eval.ts";
-import { registerCompare } from "./commands/compare.ts";
-import { registerReport } from "./commands/report.ts";
-import { registerPredict } from "./commands/predict.ts";
-import { registerCalibrate } from "./commands/calibrate.ts";
-import { registerRun } from "./commands/run.ts";
-import { registerDemo } from "./commands/demo.ts";
+import { createRequire } from "node:module";
 
 // A reader that closes early (`splint … | head`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -31,29 +16,54 @@ const program = new Command("splint")
   .description(
     "Fine-tune vision-language models (Ministral 3) with LoRA and measure what the fine-tuning changed.",
   )
-  .version("0.1.0")
+  .version(packageVersion())
   .showHelpAfterError("(add --help for usage)")
   .exitOverride();
 
-const commands: ((p: Command) => void)[] = [
+type Register = (p: Command) => void;
+
+/**
+ * Every command, loaded only when asked for: a command module pulls in the model, image and
+ * plotting code (sharp, koffi, vega), which would make `splint --version` take over a second.
+ */
+const COMMANDS: readonly (readonly [string, () => Promise<Register>])[] = [
   // one entry per line
-  registerTrain,
-  registerMerge,
-  registerModel,
-  registerForward,
-  registerGenerate,
-  registerRender,
-  registerPreprocess,
-  registerData,
-  registerEval,
-  registerCompare,
-  registerReport,
-  registerPredict,
-  registerCalibrate,
-  registerRun,
-  registerDemo,
+  ["train", async () => (await import("./commands/train.ts")).registerTrain],
+  ["merge", async () => (await import("./commands/merge.ts")).registerMerge],
+  ["model", async () => (await import("./commands/model.ts")).registerModel],
+  ["forward", async () => (await import("./commands/forward.ts")).registerForward],
+  ["generate", async () => (await import("./commands/generate.ts")).registerGenerate],
+  ["render", async () => (await import("./commands/render.ts")).registerRender],
+  ["preprocess", async () => (await import("./commands/preprocess.ts")).registerPreprocess],
+  ["data", async () => (await import("./commands/data.ts")).registerData],
+  ["eval", async () => (await import("./commands/eval.ts")).registerEval],
+  ["compare", async () => (await import("./commands/compare.ts")).registerCompare],
+  ["report", async () => (await import("./commands/report.ts")).registerReport],
+  ["predict", async () => (await import("./commands/predict.ts")).registerPredict],
+  ["calibrate", async () => (await import("./commands/calibrate.ts")).registerCalibrate],
+  ["run", async () => (await import("./commands/run.ts")).registerRun],
+  ["demo", async () => (await import("./commands/demo.ts")).registerDemo],
 ];
-for (const register of commands) register(program);
+
+for (const register of await commandsFor(process.argv.slice(2))) register(program);
+
+/**
+ * The commands this invocation needs: the one named, none for a bare --version, all otherwise
+ * (the overview --help, `help`, and the "did you mean" answer to an unknown name list them all).
+ */
+async function commandsFor(args: readonly string[]): Promise<Register[]> {
+  const name = args.find((a) => !a.startsWith("-"));
+  const named = COMMANDS.find(([n]) => n === name);
+  if (named) return [await named[1]()];
+  if (name === undefined && args.length > 0 && args.every((a) => a === "--version" || a === "-V")) return [];
+  return Promise.all(COMMANDS.map(([, load]) => load()));
+}
+
+/** The version in package.json, which sits two folders up from both src/cli/ and dist/cli/. */
+function packageVersion(): string {
+  const pkg = createRequire(import.meta.url)("../../package.json") as { version?: unknown };
+  return typeof pkg.version === "string" ? pkg.version : "0.0.0";
+}
 
 // Read from argv rather than from the parsed options so that errors in parsing itself are answered
 // in JSON too. (A literal "--json" given as another option's value, or after "--", also counts:

@@ -1,6 +1,7 @@
 import { resolve } from "node:path";
 import type { Output } from "../util/output.ts";
 import { loadDatasetDict } from "../data/hf-dataset.ts";
+import { resolveModelAndAdapter } from "../hub/resolve.ts";
 import type { DatasetRow } from "../data/types.ts";
 import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
 import type { ImageBatch } from "../models/mistral3/model.ts";
@@ -23,7 +24,11 @@ import { trustFigures } from "./trust.ts";
  * into predictions, metrics and the two files of an eval folder.
  */
 export interface EvalOptions {
+  /** Model folder or Hub id (`owner/name[@revision]`). */
   readonly model: string;
+  /** Hub revision of `model` when it is a Hub id without `@revision`. */
+  readonly revision?: string;
+  /** PEFT adapter folder or Hub id. */
   readonly adapter?: string;
   readonly dataset: string;
   readonly split: string;
@@ -53,7 +58,9 @@ export interface EvalRun {
 
 export const DEFAULT_MAX_NEW_TOKENS = 32;
 
-export async function runEvaluation(opts: EvalOptions): Promise<EvalRun> {
+export async function runEvaluation(given: EvalOptions): Promise<EvalRun> {
+  const refs = await resolveModelAndAdapter(given.model, given.adapter, { output: given.output, ...(given.revision !== undefined ? { revision: given.revision } : {}) });
+  const opts = { ...given, model: refs.model.dir, adapter: refs.adapter?.dir };
   // Read before the model loads, so a bad calibration file fails fast.
   const calibration = opts.mode === "score" ? await resolveCalibration(opts.adapter, opts.calibration) : null;
   const run = await classifySplit(opts);
@@ -63,8 +70,8 @@ export async function runEvaluation(opts: EvalOptions): Promise<EvalRun> {
     return confidence === null || confidence === undefined ? p : { ...p, confidence };
   });
   const summary: EvalSummary = {
-    model: resolve(opts.model),
-    adapter: opts.adapter === undefined ? null : resolve(opts.adapter),
+    model: refs.model.name,
+    adapter: refs.adapter?.name ?? null,
     dataset: resolve(opts.dataset),
     split: opts.split,
     mode: opts.mode,

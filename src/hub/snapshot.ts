@@ -1,5 +1,5 @@
-import { readdir, stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
 import type { Output, Progress } from "../util/output.ts";
 import { InputError, SplintError } from "../util/errors.ts";
 import { RepoCache } from "./cache.ts";
@@ -53,21 +53,6 @@ const REPO_ID = /^(?:[\w.-]+\/)?[\w.-]{1,96}$/;
 
 export function isHubRepoId(value: string): boolean {
   return REPO_ID.test(value) && !value.includes("--") && !value.includes("..") && !/^[.-]|[.-]$/.test(value);
-}
-
-/**
- * `--model` and friends: a local folder is used as it is; anything else must be a Hub repo id,
- * downloaded into (or found in) the shared Hugging Face cache. Returns the local folder.
- */
-export async function resolveModel(idOrDir: string, options: DownloadOptions = {}): Promise<string> {
-  const local = await stat(idOrDir).catch(() => undefined);
-  if (local?.isDirectory()) return resolve(idOrDir);
-  if (local) throw new InputError(idOrDir, "is a file; expected a model folder or a Hub repo id (owner/name)");
-  const looksLikePath = /^(\.{1,2}|~)?\//.test(idOrDir) || idOrDir.includes("\\") || idOrDir.split("/").length > 2;
-  if (looksLikePath || !isHubRepoId(idOrDir)) {
-    throw new InputError(idOrDir, "no such folder, and not a Hub repo id (owner/name)");
-  }
-  return (await downloadSnapshot(idOrDir, options)).path;
 }
 
 /** Python's `snapshot_download`, resumable and checksum-verified; same cache layout. */

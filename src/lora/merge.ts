@@ -10,6 +10,8 @@ import { fp8E4m3ArrayToF32 } from "../tensor/fp8.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { writeDirAtomic, writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
+import type { Output } from "../util/output.ts";
+import { resolveModelAndAdapter } from "../hub/resolve.ts";
 import { detach, loadAdapter } from "./adapter.ts";
 import { LoraLinear } from "./lora-linear.ts";
 
@@ -22,8 +24,14 @@ import { LoraLinear } from "./lora-linear.ts";
  */
 
 export interface MergeOptions {
+  /** Base model folder or Hub id (`owner/name[@revision]`). */
   modelDir: string;
+  /** Hub revision of `modelDir` when it is a Hub id without `@revision`. */
+  revision?: string;
+  /** PEFT adapter folder or Hub id. */
   adapterDir: string;
+  /** Progress and notes of Hub downloads; silent without it. */
+  output?: Output;
   outDir: string;
   /** Shard size cap (transformers' default max_shard_size is 5 GB). */
   maxShardBytes?: number;
@@ -46,7 +54,12 @@ const SIDE_FILES = /^(tokenizer.*\.json|tokenizer\.model.*|tekken\.json|special_
 
 const DEFAULT_SHARD_BYTES = 5_000_000_000;
 
-export async function mergeAdapter(opts: MergeOptions): Promise<MergeResult> {
+export async function mergeAdapter(given: MergeOptions): Promise<MergeResult> {
+  const refs = await resolveModelAndAdapter(given.modelDir, given.adapterDir, {
+    ...(given.output ? { output: given.output } : {}),
+    ...(given.revision !== undefined ? { revision: given.revision } : {}),
+  });
+  const opts = { ...given, modelDir: refs.model.dir, adapterDir: refs.adapter!.dir };
   const backend = opts.backend ?? createCpuBackend();
   const outInfo = await stat(opts.outDir).catch(() => null);
   if (outInfo && (!outInfo.isDirectory() || (await readdir(opts.outDir)).length > 0)) {

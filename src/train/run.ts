@@ -5,6 +5,7 @@ import { type Output, plainOutput } from "../util/output.ts";
 import { loadDatasetDict } from "../data/hf-dataset.ts";
 import type { DatasetDict } from "../data/types.ts";
 import { hubSettings } from "../hub/settings.ts";
+import { resolveModelRef } from "../hub/resolve.ts";
 import { isHubRepoId } from "../hub/snapshot.ts";
 import { pushAdapterToHub, type PushResult } from "../hub/upload.ts";
 import { initAdapter, loadAdapter, saveAdapter, type LoraSettings } from "../lora/adapter.ts";
@@ -31,8 +32,10 @@ export const RESOLVED_CONFIG_FILE = "config.resolved.json";
 export const ADAPTER_DIR = "adapter";
 
 export interface RunTrainingOptions {
-  /** Model folder (Hugging Face layout, with tokenizer and processor files). */
+  /** Model folder (Hugging Face layout, with tokenizer and processor files), or a Hub id (`owner/name[@revision]`). */
   modelDir: string;
+  /** Hub revision of `modelDir` when it is a Hub id without `@revision` (default main). */
+  revision?: string;
   /** A dataset folder (`splint data import` / Python datasets) or one already in memory. */
   dataset: string | DatasetDict;
   /** Split to train on (default "train"). */
@@ -112,11 +115,15 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
   }
   const examples: TrainExample[] = rows.map((row, i) => ({ image: row.image.bytes, answer: dataset.classNames[row.label]!, name: row.image.path ?? `${split}[${i}]` }));
 
-  const tokenizer = await loadTokenizer(opts.modelDir);
+  // A Hub id is downloaded (or found in the cache) now, after the cheap checks above; the adapter
+  // records the id rather than the cache folder, so it names its base model as PEFT's would.
+  const base = await resolveModelRef(opts.modelDir, { output, ...(opts.revision !== undefined ? { revision: opts.revision } : {}) });
+  const modelDir = base.dir;
+  const tokenizer = await loadTokenizer(modelDir);
   const collator: CollatorSettings = {
     tokenizer,
-    template: resolveChatTemplate(config.template, opts.modelDir),
-    processor: boundImageEdge(loadImageProcessorConfig(opts.modelDir), config.max_image_edge),
+    template: resolveChatTemplate(config.template, modelDir),
+    processor: boundImageEdge(loadImageProcessorConfig(modelDir), config.max_image_edge),
     prompt: buildPrompt(dataset.classNames),
     lossOn: config.loss_on,
     maxSeqLen: config.max_seq_len,
@@ -129,7 +136,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
     output.log(choice.reason);
   }
   let bar: ReturnType<Output["progress"]> | undefined;
-  const model = await loadMistral3(opts.modelDir, backend, {
+  const model = await loadMistral3(modelDir, backend, {
     dtype: config.bf16 ? "auto" : "f32",
     matmulPrecision: config.bf16 ? "bf16" : "f32",
     onProgress(done, total) {
@@ -143,7 +150,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
     if (resumeFrom) {
       adapter = await loadAdapter(resumeFrom, model.linears, backend);
     } else {
-      adapter = loraSettingsFor(config, opts.modelDir);
+      adapter = loraSettingsFor(config, base.snapshot?.repo ?? opts.modelDir);
       const paths = initAdapter(adapter, model.linears, backend, new Rng(config.seed));
       await writeFileAtomic(configFile, `${JSON.stringify(config, null, 2)}\n`);
       output.log(`LoRA r=${config.r} alpha=${config.lora_alpha} on ${paths.length} linear layers (scope ${config.lora_scope})`);

@@ -6,9 +6,11 @@ import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-f
 import { createOutput } from "../output.ts";
 import { InputError } from "../../util/errors.ts";
 import { calibrationFlag, positiveInteger } from "./eval.ts";
+import { ADAPTER_FLAG, ADAPTER_HELP, MODEL_FLAG, MODEL_HELP, REVISION_FLAG, REVISION_HELP, revisionOption } from "../model-flags.ts";
 
 interface PredictFlags {
   model: string;
+  revision?: string;
   adapter?: string;
   mode: EvalMode;
   classes?: string;
@@ -42,8 +44,9 @@ export function registerPredict(program: Command): void {
     .command("predict")
     .description("Classify image files with a model (and LoRA adapter); probabilities in score mode")
     .argument("<images...>", "image files (PNG or JPEG)")
-    .requiredOption("--model <dir>", "model folder (Hugging Face layout)")
-    .option("--adapter <dir>", "PEFT LoRA adapter folder")
+    .requiredOption(MODEL_FLAG, MODEL_HELP)
+    .option(REVISION_FLAG, REVISION_HELP)
+    .option(ADAPTER_FLAG, ADAPTER_HELP)
     .addOption(new Option("--mode <mode>", "how an image becomes a class").choices([...EVAL_MODES]).default("score"))
     .option("--classes <names>", "comma-separated class names, in label order")
     .option("--dataset <dir>", "take the class names from this dataset")
@@ -60,6 +63,7 @@ export function registerPredict(program: Command): void {
       const output = createOutput(Boolean(flags.json));
       const predictions = await predictImages({
         model: flags.model,
+        ...revisionOption(flags.revision),
         adapter: flags.adapter,
         images,
         mode: flags.mode,
