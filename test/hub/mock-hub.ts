@@ -23,6 +23,8 @@ export interface MockRepo {
   gatedExcept?: string;
   /** Listed by the API but gone from the resolve endpoint (deleted between the two calls). */
   ghosts?: Set<string>;
+  /** Branch or tag names besides main; each points at the current commit (the mock keeps one). */
+  refs?: Set<string>;
 }
 
 export interface LoggedRequest {
@@ -110,7 +112,7 @@ export class MockHub {
     if ((m = path.match(/^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/)) && req.method === "GET") {
       const repo = this.readable(m[1] as string, token, res);
       if (!repo) return;
-      if (m[2] !== "main" && m[2] !== repo.commit) return fail(res, 404, "Invalid rev id", "RevisionNotFound");
+      if (m[2] !== "main" && m[2] !== repo.commit && !repo.refs?.has(m[2] as string)) return fail(res, 404, "Invalid rev id", "RevisionNotFound");
       const listed = [...repo.files, ...[...(repo.ghosts ?? [])].map((g) => [g, { content: Buffer.from(g), lfs: false }] as const)];
       const siblings = listed.map(([rfilename, f]) => ({
         rfilename,
