@@ -1,6 +1,6 @@
-import { Command, CommanderError } from "commander";
+import { CommanderError } from "commander";
 import { InputError, SplintError } from "../util/errors.ts";
-import { createRequire } from "node:module";
+import { createProgram } from "./program.ts";
 
 // A reader that closes early (`splint … | head`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -9,61 +9,10 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
 });
 
 /**
- * The splint command line. Each command lives in ./commands/<name>.ts and exports a function that
- * adds itself to the program; this file only assembles them and turns errors into messages.
+ * The splint command line: ./program.ts assembles the commands (each in ./commands/<name>.ts);
+ * this file runs it and turns errors into messages.
  */
-const program = new Command("splint")
-  .description(
-    "Fine-tune vision-language models (Ministral 3) with LoRA and measure what the fine-tuning changed.",
-  )
-  .version(packageVersion())
-  .showHelpAfterError("(add --help for usage)")
-  .exitOverride();
-
-type Register = (p: Command) => void;
-
-/**
- * Every command, loaded only when asked for: a command module pulls in the model, image and
- * plotting code (sharp, koffi, vega), which would make `splint --version` take over a second.
- */
-const COMMANDS: readonly (readonly [string, () => Promise<Register>])[] = [
-  // one entry per line
-  ["train", async () => (await import("./commands/train.ts")).registerTrain],
-  ["merge", async () => (await import("./commands/merge.ts")).registerMerge],
-  ["model", async () => (await import("./commands/model.ts")).registerModel],
-  ["forward", async () => (await import("./commands/forward.ts")).registerForward],
-  ["generate", async () => (await import("./commands/generate.ts")).registerGenerate],
-  ["render", async () => (await import("./commands/render.ts")).registerRender],
-  ["preprocess", async () => (await import("./commands/preprocess.ts")).registerPreprocess],
-  ["data", async () => (await import("./commands/data.ts")).registerData],
-  ["eval", async () => (await import("./commands/eval.ts")).registerEval],
-  ["compare", async () => (await import("./commands/compare.ts")).registerCompare],
-  ["report", async () => (await import("./commands/report.ts")).registerReport],
-  ["predict", async () => (await import("./commands/predict.ts")).registerPredict],
-  ["calibrate", async () => (await import("./commands/calibrate.ts")).registerCalibrate],
-  ["run", async () => (await import("./commands/run.ts")).registerRun],
-  ["demo", async () => (await import("./commands/demo.ts")).registerDemo],
-];
-
-for (const register of await commandsFor(process.argv.slice(2))) register(program);
-
-/**
- * The commands this invocation needs: the one named, none for a bare --version, all otherwise
- * (the overview --help, `help`, and the "did you mean" answer to an unknown name list them all).
- */
-async function commandsFor(args: readonly string[]): Promise<Register[]> {
-  const name = args.find((a) => !a.startsWith("-"));
-  const named = COMMANDS.find(([n]) => n === name);
-  if (named) return [await named[1]()];
-  if (name === undefined && args.length > 0 && args.every((a) => a === "--version" || a === "-V")) return [];
-  return Promise.all(COMMANDS.map(([, load]) => load()));
-}
-
-/** The version in package.json, which sits two folders up from both src/cli/ and dist/cli/. */
-function packageVersion(): string {
-  const pkg = createRequire(import.meta.url)("../../package.json") as { version?: unknown };
-  return typeof pkg.version === "string" ? pkg.version : "0.0.0";
-}
+const program = await createProgram(process.argv.slice(2));
 
 // Read from argv rather than from the parsed options so that errors in parsing itself are answered
 // in JSON too. (A literal "--json" given as another option's value, or after "--", also counts:

@@ -30,6 +30,16 @@ export function registerForward(program: Command): void {
     .option("--dtype <dtype>", "weights in memory: auto (as stored), f32 or bf16", "auto")
     .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .option("--json", "print the result as JSON")
+    .addHelpText(
+      "after",
+      `
+For parity checks against transformers: the inputs are tensors a Python script saved with the
+processor's names; the logits (and loss, with labels) are written under the same names.
+
+Examples:
+  splint forward --model models/tiny --inputs inputs.safetensors --out logits.safetensors
+  splint forward --model models/tiny --adapter runs/demo/train/adapter --inputs batch.safetensors --out out.safetensors --grads grads.safetensors`,
+    )
     .action(async (opts: { model: string; revision?: string; adapter?: string; inputs: string; out: string; grads?: string; dtype: string; matmul: string; json?: boolean }) => {
       const output = createOutput(Boolean(opts.json));
       if (!["auto", "f32", "bf16"].includes(opts.dtype)) throw new InputError("--dtype", `must be auto, f32 or bf16, got ${JSON.stringify(opts.dtype)}`);

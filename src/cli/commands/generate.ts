@@ -62,6 +62,14 @@ export function registerGenerate(program: Command): void {
     .option("--dtype <dtype>", "weights in memory: auto (as stored), f32 or bf16", "auto")
     .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .option("--json", "print the result as JSON (no streaming)")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  splint generate --model mistralai/Ministral-3-3B-Instruct-2512-BF16 --image xray.png --prompt "What does this X-ray show?"
+  splint generate --model runs/demo/model --adapter runs/demo/train/adapter --template short --image xray.png --prompt "Which fracture?"
+  splint generate --model M --prompt "Describe a spiral fracture." --do-sample --temperature 0.7 --seed 1 --json`,
+    )
     .action(async (flags: GenerateFlags) => {
       const output = createOutput(Boolean(flags.json));
       const prompt = await promptText(flags);

@@ -16,6 +16,16 @@ export function registerMerge(program: Command): void {
     .option("--dtype <dtype>", "weights written: auto (as stored; fp8 becomes bf16), bf16 or f32", "auto")
     .option("--max-shard-size <GB>", "largest shard in GB", "5")
     .option("--json", "print the result as JSON")
+    .addHelpText(
+      "after",
+      `
+The merged folder is a plain Hugging Face checkpoint (config, tokenizer and processor files copied):
+load it with transformers or any tool that knows no adapters.
+
+Examples:
+  splint merge --model ./ministral --adapter runs/bones/adapter --out models/ministral-bones
+  splint merge --model mistralai/Ministral-3-3B-Instruct-2512-BF16 --adapter me/ministral-bones-lora --out merged --dtype bf16`,
+    )
     .action(async (opts: { model: string; revision?: string; adapter: string; out: string; dtype: string; maxShardSize: string; json?: boolean }) => {
       const output = createOutput(Boolean(opts.json));
       if (!["auto", "bf16", "f32"].includes(opts.dtype)) throw new InputError("--dtype", `must be auto, bf16 or f32, got ${JSON.stringify(opts.dtype)}`);

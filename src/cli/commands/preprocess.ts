@@ -19,6 +19,13 @@ export function registerPreprocess(program: Command): void {
     .requiredOption("--image <file...>", "image file(s)")
     .requiredOption("--out <file>", "safetensors file to write")
     .option("--json", "print the result as JSON")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  splint preprocess --model mistralai/Ministral-3-3B-Instruct-2512-BF16 --image xray.png --out pixels.safetensors
+  splint preprocess --model runs/demo/model --image a.png b.jpg --out batch.safetensors --json`,
+    )
     .action(async (flags: { model: string; revision?: string; image: string[]; out: string; json?: boolean }) => {
       const output = createOutput(Boolean(flags.json));
       const modelDir = await resolveModel(flags.model, { output, include: ["*.json"], ...revisionOption(flags.revision) });

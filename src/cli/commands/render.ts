@@ -43,6 +43,13 @@ export function registerRender(program: Command): void {
     .option("--template <spec>", "chat template: model, short (the tutorial's) or a Jinja file", "model")
     .option("--loss-on <which>", "completion (answer only) or all (prompt too, as the tutorial)", "completion")
     .option("--json", "print the result as JSON")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  splint render --model runs/demo/model --template short --prompt "Which fracture?" --image xray.png
+  splint render --model M --template short --prompt "Which fracture?" --image xray.png --answer "Spiral Fracture" --loss-on all --json`,
+    )
     .action(async (flags: RenderFlags) => {
       const output = createOutput(Boolean(flags.json));
       if (flags.lossOn !== "completion" && flags.lossOn !== "all") throw new InputError("--loss-on", `must be completion or all, got ${JSON.stringify(flags.lossOn)}`);
