@@ -1,6 +1,7 @@
 import { CommanderError } from "commander";
 import { InputError, SplintError } from "../util/errors.ts";
 import { createProgram } from "./program.ts";
+import { colorEnabled, paint } from "./style.ts";
 
 // A reader that closes early (`splint … | head`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -33,8 +34,9 @@ function exitCodeFor(error: unknown): number {
     return error.exitCode;
   }
   if (error instanceof SplintError) {
-    process.stderr.write(`error: ${error.message}\n`);
-    if (error.hint) process.stderr.write(`hint: ${error.hint}\n`);
+    const color = colorEnabled(process.stderr);
+    process.stderr.write(`${paint("error:", "red", color)} ${error.message}\n`);
+    if (error.hint) process.stderr.write(`${paint("hint:", "yellow", color)} ${error.hint}\n`);
     reportJson({
       kind: error instanceof InputError ? "input" : "error",
       message: error.message,
