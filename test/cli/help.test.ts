@@ -43,3 +43,9 @@ test("a bare --version loads no command, and a named command loads only itself",
   assert.equal((await createProgram(["--help"])).commands.length, COMMANDS.length);
   assert.equal((await createProgram(["no-such-command"])).commands.length, COMMANDS.length, "so commander can suggest a near name");
 });
+
+test("every command that does something (not a group) offers --json for its result", async () => {
+  const leaves = allCommands(await createProgram([])).filter(({ command }) => command.commands.length === 0);
+  const without = leaves.filter(({ command }) => !command.options.some((o) => o.long === "--json")).map(({ name }) => name.join(" "));
+  assert.deepEqual(without, []);
+});
