@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
+import { getRepoFolderName } from "@huggingface/hub";
 
 /**
  * The cache layout Python's huggingface_hub uses, so both tools share one cache:
@@ -18,7 +19,7 @@ export class RepoCache {
     cacheDir: string,
     readonly repo: string,
   ) {
-    this.root = join(cacheDir, `models--${repo.split("/").join("--")}`);
+    this.root = join(cacheDir, getRepoFolderName({ type: "model", name: repo }));
   }
 
   blobPath(etag: string): string {

@@ -4,7 +4,7 @@ import type { Output, Progress } from "../util/output.ts";
 import { InputError, SplintError } from "../util/errors.ts";
 import { RepoCache } from "./cache.ts";
 import { downloadBlob } from "./download.ts";
-import { hubResponseError, networkError } from "./errors.ts";
+import { HubUnreachable, listRepo, type RepoFile, type RepoListing } from "./listing.ts";
 import { matchesAny } from "./glob.ts";
 import { hubSettings, type HubSettings } from "./settings.ts";
 
@@ -40,13 +40,6 @@ export interface Snapshot {
   readonly fromCacheOnly: boolean;
 }
 
-interface Sibling {
-  readonly rfilename: string;
-  readonly size?: number;
-  readonly blobId?: string;
-  readonly lfs?: { readonly sha256?: string; readonly size?: number };
-}
-
 const COMMIT = /^[0-9a-f]{40}$/;
 /** huggingface_hub's repo id rule: optional namespace, names of word characters, dots and dashes. */
 const REPO_ID = /^(?:[\w.-]+\/)?[\w.-]{1,96}$/;
@@ -55,7 +48,16 @@ export function isHubRepoId(value: string): boolean {
   return REPO_ID.test(value) && !value.includes("--") && !value.includes("..") && !/^[.-]|[.-]$/.test(value);
 }
 
-/** Python's `snapshot_download`, resumable and checksum-verified; same cache layout. */
+/**
+ * Python's `snapshot_download`, resumable and checksum-verified; same cache layout.
+ *
+ * What @huggingface/hub does here: the model info and the paginated file tree (listing.ts), the
+ * cache folder's name (cache.ts), and the upload side (upload.ts). What splint keeps of its own, and
+ * why: the library's `snapshotDownload` / `downloadFileToCacheDir` (2.17) neither resume a dropped
+ * download (they rewrite `.incomplete` from byte 0), nor check the bytes against the sha256 / git
+ * blob id, nor write `refs/<branch>`, nor work offline from the cache, and they print to the
+ * console; so download.ts (Range resume, checksums) and the cache bookkeeping (cache.ts) stay.
+ */
 export async function downloadSnapshot(repo: string, options: DownloadOptions = {}): Promise<Snapshot> {
   if (!isHubRepoId(repo)) throw new InputError(repo, "not a Hub repo id (owner/name)");
   const settings = { ...hubSettings(), ...options.settings };
@@ -71,31 +73,30 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
     return cached;
   }
 
-  const auth: Record<string, string> = settings.token ? { authorization: `Bearer ${settings.token}` } : {};
-  const infoUrl = `${settings.endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}?blobs=true`;
-  let response: Response;
+  let listing: RepoListing;
   try {
-    response = await fetch(infoUrl, { headers: { ...auth, "user-agent": USER_AGENT } });
+    listing = await listRepo(repo, revision, what, { endpoint: settings.endpoint, token: settings.token, userAgent: USER_AGENT });
   } catch (error) {
+    if (!(error instanceof HubUnreachable)) throw error;
     const cached = await cachedSnapshot(cache, revision);
-    if (!cached) throw networkError(infoUrl, error);
-    options.output?.log(`${networkError(infoUrl, error).message}; using the cached snapshot ${cached.commit.slice(0, 12)} of ${what}`);
+    if (!cached) throw error;
+    options.output?.log(`${error.message}; using the cached snapshot ${cached.commit.slice(0, 12)} of ${what}`);
     return cached;
   }
-  if (!response.ok) throw await hubResponseError(response, what, settings.token !== undefined);
-  const { commit, siblings } = parseRepoInfo(what, await response.json());
+  const { commit, files: siblings } = listing;
+  const auth: Record<string, string> = settings.token ? { authorization: `Bearer ${settings.token}` } : {};
 
   const include = options.include ?? DEFAULT_INCLUDE;
   const exclude = options.exclude ?? DEFAULT_EXCLUDE;
-  const wanted = siblings.filter((s) => matchesAny(s.rfilename, include) && !matchesAny(s.rfilename, exclude));
+  const wanted = siblings.filter((s) => matchesAny(s.path, include) && !matchesAny(s.path, exclude));
   if (wanted.length === 0) {
     throw new InputError(what, `no files match ${include.join(" ")} (the repo has ${siblings.length} files)`);
   }
   if (revision !== commit) await cache.writeRef(revision, commit);
 
-  const missing: Sibling[] = [];
-  for (const s of wanted) if (!(await cache.hasSnapshotFile(commit, s.rfilename))) missing.push(s);
-  const totalBytes = missing.reduce((sum, s) => sum + sizeOf(s), 0);
+  const missing: RepoFile[] = [];
+  for (const s of wanted) if (!(await cache.hasSnapshotFile(commit, s.path))) missing.push(s);
+  const totalBytes = missing.reduce((sum, s) => sum + s.size, 0);
   const progress = totalBytes > 0 ? megabyteProgress(options.output, `${repo}`, totalBytes) : undefined;
   let downloadedBytes = 0;
   try {
@@ -110,7 +111,7 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
     revision,
     commit,
     path: cache.snapshotDir(commit),
-    files: wanted.map((s) => s.rfilename),
+    files: wanted.map((s) => s.path),
     downloadedBytes,
     fromCacheOnly: false,
   };
@@ -118,101 +119,39 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
 
 const USER_AGENT = "splint/0.1.0";
 
-function sizeOf(s: Sibling): number {
-  return s.lfs?.size ?? s.size ?? 0;
-}
-
-function parseRepoInfo(what: string, json: unknown): { commit: string; siblings: Sibling[] } {
-  const info = json as { sha?: unknown; siblings?: unknown };
-  if (typeof info?.sha !== "string" || !COMMIT.test(info.sha) || !Array.isArray(info.siblings)) {
-    throw new SplintError(`${what}: unexpected answer from the Hub's model info API (no commit sha or file list)`, "check HF_ENDPOINT");
-  }
-  const siblings: Sibling[] = [];
-  for (const s of info.siblings as Sibling[]) {
-    const name = s?.rfilename;
-    if (typeof name !== "string" || name === "" || name.startsWith("/") || name.split("/").some((p) => p === ".." || p === "." || p === "")) {
-      throw new SplintError(`${what}: the Hub listed an unsafe file name ${JSON.stringify(name)}`);
-    }
-    siblings.push(s);
-  }
-  return { commit: info.sha, siblings };
-}
-
-/** The HEAD answer for one file: where to get its bytes and under which blob name to keep them. */
-interface FileMetadata {
-  readonly etag: string;
-  readonly size?: number;
-  readonly location: string;
-}
-
 /**
- * HEAD on the resolve URL without following redirects to other hosts, as huggingface_hub does: the
- * first response carries `X-Linked-Etag` / `X-Linked-Size` for LFS files, and its `Location` is
- * the storage URL to download from. Relative redirects (a renamed repo) are followed.
+ * Fetches one file into blobs/ (unless that blob is already there) and links it; returns bytes
+ * downloaded. The blob is named as huggingface_hub names it: the sha256 for LFS files, the git blob
+ * id otherwise, both known from the listing, so no HEAD request is needed. The bytes come from the
+ * resolve URL at the commit; fetch follows its redirect to the storage host and, the origin being
+ * another, drops the Authorization header on the way, as the Hub expects.
  */
-async function fileMetadata(url: string, what: string, auth: Record<string, string>, hasToken: boolean): Promise<FileMetadata> {
-  let current = url;
-  for (let hops = 0; hops < 10; hops++) {
-    let response: Response;
-    try {
-      response = await fetch(current, { method: "HEAD", redirect: "manual", headers: { ...auth, "accept-encoding": "identity", "user-agent": USER_AGENT } });
-    } catch (error) {
-      throw networkError(current, error);
-    }
-    const location = response.headers.get("location");
-    if (response.status >= 300 && response.status < 400 && location) {
-      const target = new URL(location, current);
-      if (/^\//.test(location) && !location.startsWith("//")) {
-        current = target.href;
-        continue;
-      }
-      return metadataFrom(response, what, target.href);
-    }
-    if (!response.ok) throw await hubResponseError(response, what, hasToken);
-    return metadataFrom(response, what, current);
-  }
-  throw new SplintError(`${what}: too many redirects`);
-}
-
-function metadataFrom(response: Response, what: string, location: string): FileMetadata {
-  const raw = response.headers.get("x-linked-etag") ?? response.headers.get("etag");
-  const etag = raw?.replace(/^W\//, "").replace(/"/g, "");
-  if (!etag || !/^[\w.-]+$/.test(etag) || etag.startsWith(".")) {
-    throw new SplintError(`${what}: the Hub sent no usable ETag (${JSON.stringify(raw)}), so the file cannot be cached`, "check HF_ENDPOINT");
-  }
-  const sizeHeader = response.headers.get("x-linked-size") ?? response.headers.get("content-length");
-  const size = sizeHeader !== null && /^\d+$/.test(sizeHeader) ? Number(sizeHeader) : undefined;
-  return { etag, size, location };
-}
-
-/** Fetches one file into blobs/ (unless that blob is already there) and links it; returns bytes downloaded. */
 async function fetchFile(
   repo: string,
   commit: string,
-  sibling: Sibling,
+  file: RepoFile,
   cache: RepoCache,
   settings: HubSettings,
   auth: Record<string, string>,
   options: DownloadOptions,
   progress: Progress | undefined,
 ): Promise<number> {
-  const file = sibling.rfilename;
-  const what = `${repo}/${file}`;
-  const url = `${settings.endpoint}/${repo}/resolve/${commit}/${file.split("/").map(encodeURIComponent).join("/")}`;
-  const meta = await fileMetadata(url, what, auth, settings.token !== undefined);
+  const what = `${repo}/${file.path}`;
+  const url = `${settings.endpoint}/${repo}/resolve/${commit}/${file.path.split("/").map(encodeURIComponent).join("/")}`;
+  const blob = file.sha256 ?? file.oid;
+  if (!blob || !/^[0-9a-f]{40,64}$/.test(blob)) {
+    throw new SplintError(`${what}: the Hub listed no usable blob id (${JSON.stringify(blob)}), so the file cannot be cached`, "check HF_ENDPOINT");
+  }
   let downloaded = 0;
-  if (await cache.hasBlob(meta.etag)) {
-    progress?.increment(sizeOf(sibling));
+  if (await cache.hasBlob(blob)) {
+    progress?.increment(file.size);
   } else {
-    const sameOrigin = new URL(meta.location).origin === new URL(settings.endpoint).origin;
-    const size = meta.size ?? sibling.lfs?.size ?? sibling.size;
-    const sha256 = sibling.lfs?.sha256 ?? (/^[0-9a-f]{64}$/.test(meta.etag) ? meta.etag : undefined);
     await downloadBlob({
-      url: meta.location,
-      dest: cache.blobPath(meta.etag),
+      url,
+      dest: cache.blobPath(blob),
       what,
-      expected: { size, sha256, gitSha1: sibling.lfs ? undefined : sibling.blobId },
-      headers: { ...(sameOrigin ? auth : {}), "user-agent": USER_AGENT },
+      expected: { size: file.size, sha256: file.sha256, gitSha1: file.sha256 ? undefined : file.oid },
+      headers: { ...auth, "user-agent": USER_AGENT },
       hasToken: settings.token !== undefined,
       onBytes: (n) => {
         downloaded += n;
@@ -222,7 +161,7 @@ async function fetchFile(
       retryDelayMs: options.retryDelayMs,
     });
   }
-  await cache.linkSnapshotFile(commit, file, meta.etag);
+  await cache.linkSnapshotFile(commit, file.path, blob);
   return downloaded;
 }
 

@@ -109,6 +109,24 @@ export class MockHub {
       }
     }
 
+    if ((m = path.match(/^\/api\/models\/([^/]+\/[^/]+)\/tree\/([^/]+)$/)) && req.method === "GET") {
+      // The tree API @huggingface/hub's listFiles reads; one page (the real Hub paginates with Link).
+      const repo = this.readable(m[1] as string, token, res);
+      if (!repo) return;
+      if (m[2] !== "main" && m[2] !== repo.commit && !repo.refs?.has(m[2] as string)) return fail(res, 404, "Invalid rev id", "RevisionNotFound");
+      const listed = [...repo.files, ...[...(repo.ghosts ?? [])].map((g) => [g, { content: Buffer.from(g), lfs: false }] as const)];
+      const dirs = new Set(listed.flatMap(([p]) => p.split("/").slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join("/"))));
+      return json(res, 200, [
+        ...[...dirs].map((d) => ({ type: "directory", path: d, size: 0, oid: randomBytes(20).toString("hex") })),
+        ...listed.map(([path, f]) => ({
+          type: "file",
+          path,
+          size: f.content.byteLength,
+          oid: f.lfs ? gitBlobId(Buffer.from(`version https://git-lfs.github.com/spec/v1\noid sha256:${sha256(f.content)}\n`)) : gitBlobId(f.content),
+          ...(f.lfs ? { lfs: { oid: sha256(f.content), size: f.content.byteLength, pointerSize: 134 } } : {}),
+        })),
+      ]);
+    }
     if ((m = path.match(/^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/)) && req.method === "GET") {
       const repo = this.readable(m[1] as string, token, res);
       if (!repo) return;
