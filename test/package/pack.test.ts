@@ -93,11 +93,16 @@ test("the packed tarball installs, answers --version fast through its bin and np
 
     // The API with its types, checked by the compiler the repo uses, then run as plain JavaScript.
     await writeFile(join(project, "use.ts"), CONSUMER);
+    // The README's library example must compile against the published types (it is not run: it trains).
+    const readme = await readFile(join(REPO_ROOT, "README.md"), "utf8");
+    const example = readme.split("## Use as a library")[1]?.match(/```ts\n([\s\S]*?)```/)?.[1];
+    assert.ok(example, "README.md has no ts example under \"Use as a library\"");
+    await writeFile(join(project, "readme-example.ts"), example);
     await writeFile(
       join(project, "tsconfig.json"),
       JSON.stringify({
         compilerOptions: { target: "ES2022", module: "NodeNext", moduleResolution: "NodeNext", strict: true, outDir: "out", types: ["node"], typeRoots: [join(REPO_ROOT, "node_modules/@types")] },
-        files: ["use.ts"],
+        files: ["use.ts", "readme-example.ts"],
       }),
     );
     run(process.execPath, [join(REPO_ROOT, "node_modules/typescript/bin/tsc"), "-p", "."], project);
