@@ -72,14 +72,15 @@ test("the packed tarball installs, answers --version fast through its bin and np
     assert.ok(!(await readdir(join(project, "node_modules"))).includes("tsx"), "tsx was installed as a runtime dependency");
 
     const bin = join(project, "node_modules/.bin/splint");
+    // Wall time on a shared machine is noisy: up to 15 tries, stopping at the first under 0.3 s.
+    // Loading the command modules eagerly takes over a second, so a regression never gets there.
     const times: number[] = [];
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 15 && !(Math.min(...times) < 0.3); i++) {
       const started = performance.now();
       const out = run(bin, ["--version"], project);
       times.push((performance.now() - started) / 1000);
       assert.equal(out.stdout.trim(), pkg.version);
     }
-    // The fastest of five, so a neighbour's burst of CPU does not decide it.
     assert.ok(Math.min(...times) < 0.3, `splint --version took ${Math.min(...times).toFixed(3)} s at best (${times.map((t) => t.toFixed(2)).join(", ")})`);
     assert.equal(run("npx", ["--offline", "splint", "--version"], project).stdout.trim(), pkg.version);
 
