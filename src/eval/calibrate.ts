@@ -1,10 +1,10 @@
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { calibrationFigures, fitTemperature, topConfidence } from "./calibration.ts";
 import { CALIBRATION_FILE, CALIBRATION_FORMAT, CALIBRATION_VERSION, writeCalibrationFile, type CalibrationFile } from "./calibration-file.ts";
 import { classifySplit, type EvalOptions } from "./evaluate.ts";
 import { riskCoverage, thresholdForAccuracy } from "./selective.ts";
 import { InputError } from "../util/errors.ts";
-import { resolveModelAndAdapter } from "../hub/resolve.ts";
+import { resolveDatasetRef, resolveModelAndAdapter } from "../hub/resolve.ts";
 
 /**
  * `splint calibrate` as a function: score mode over a validation split (never the test split the
@@ -20,7 +20,8 @@ export interface CalibrateOptions extends Omit<EvalOptions, "out" | "calibration
 
 export async function runCalibration(given: CalibrateOptions): Promise<{ file: string; calibration: CalibrationFile }> {
   const refs = await resolveModelAndAdapter(given.model, given.adapter, { output: given.output, ...(given.revision !== undefined ? { revision: given.revision } : {}) });
-  const opts = { ...given, model: refs.model.dir, adapter: refs.adapter?.dir };
+  const data = await resolveDatasetRef(given.dataset, { output: given.output });
+  const opts = { ...given, model: refs.model.dir, adapter: refs.adapter?.dir, dataset: data.dir };
   // An adapter from the Hub lives in the shared cache, which is not ours to write into.
   const file = opts.out ?? (refs.adapter === undefined || refs.adapter.snapshot ? undefined : join(refs.adapter.dir, CALIBRATION_FILE));
   if (file === undefined) {
@@ -47,7 +48,7 @@ export async function runCalibration(given: CalibrateOptions): Promise<{ file: s
     format: CALIBRATION_FORMAT,
     version: CALIBRATION_VERSION,
     temperature,
-    fittedOn: { dataset: resolve(opts.dataset), split: opts.split, n: run.predictions.length },
+    fittedOn: { dataset: data.name, split: opts.split, n: run.predictions.length },
     nll: { before: before.nll, after: after.nll },
     ece: { before: before.ece, after: after.ece },
     abstain,

@@ -1,7 +1,6 @@
-import { resolve } from "node:path";
 import type { Output } from "../util/output.ts";
 import { loadDatasetDict } from "../data/hf-dataset.ts";
-import { resolveModelAndAdapter } from "../hub/resolve.ts";
+import { resolveDatasetRef, resolveModelAndAdapter } from "../hub/resolve.ts";
 import type { DatasetRow } from "../data/types.ts";
 import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
 import type { ImageBatch } from "../models/mistral3/model.ts";
@@ -30,6 +29,7 @@ export interface EvalOptions {
   readonly revision?: string;
   /** PEFT adapter folder or Hub id. */
   readonly adapter?: string;
+  /** Dataset folder or Hub dataset id (`owner/name[@revision]`). */
   readonly dataset: string;
   readonly split: string;
   readonly mode: EvalMode;
@@ -60,7 +60,8 @@ export const DEFAULT_MAX_NEW_TOKENS = 32;
 
 export async function runEvaluation(given: EvalOptions): Promise<EvalRun> {
   const refs = await resolveModelAndAdapter(given.model, given.adapter, { output: given.output, ...(given.revision !== undefined ? { revision: given.revision } : {}) });
-  const opts = { ...given, model: refs.model.dir, adapter: refs.adapter?.dir };
+  const data = await resolveDatasetRef(given.dataset, { output: given.output });
+  const opts = { ...given, model: refs.model.dir, adapter: refs.adapter?.dir, dataset: data.dir };
   // Read before the model loads, so a bad calibration file fails fast.
   const calibration = opts.mode === "score" ? await resolveCalibration(opts.adapter, opts.calibration) : null;
   const run = await classifySplit(opts);
@@ -72,7 +73,7 @@ export async function runEvaluation(given: EvalOptions): Promise<EvalRun> {
   const summary: EvalSummary = {
     model: refs.model.name,
     adapter: refs.adapter?.name ?? null,
-    dataset: resolve(opts.dataset),
+    dataset: data.name,
     split: opts.split,
     mode: opts.mode,
     template: run.template,

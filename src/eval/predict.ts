@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import type { Output } from "../util/output.ts";
-import { loadDatasetDict } from "../data/hf-dataset.ts";
+import { loadDataset } from "../data/load-dataset.ts";
 import { resolveModelAndAdapter } from "../hub/resolve.ts";
 import { SYNTH_CLASS_NAMES } from "../data/synth.ts";
 import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
@@ -131,6 +131,6 @@ export async function resolveClassNames(classes: string | undefined, dataset: st
     if (names.length < 2) throw new InputError("--classes", "needs at least two comma-separated class names");
     return names;
   }
-  if (dataset !== undefined) return (await loadDatasetDict(dataset)).classNames;
+  if (dataset !== undefined) return (await loadDataset(dataset)).dataset.classNames;
   return SYNTH_CLASS_NAMES;
 }

@@ -3,10 +3,13 @@ import { mkdir, readFile, rename, stat, symlink, unlink, writeFile } from "node:
 import { dirname, join, relative } from "node:path";
 import { getRepoFolderName } from "@huggingface/hub";
 
+/** The two kinds of Hub repo splint reads. */
+export type RepoType = "model" | "dataset";
+
 /**
  * The cache layout Python's huggingface_hub uses, so both tools share one cache:
  *
- *   <cacheDir>/models--owner--name/
+ *   <cacheDir>/models--owner--name/     (datasets--owner--name/ for a dataset repo)
  *     blobs/<etag>                      file contents, named by sha256 (LFS) or git blob sha1
  *     blobs/<etag>.incomplete           a download in progress (resumed from its length)
  *     snapshots/<commit>/<path>         relative symlinks into blobs/
@@ -18,8 +21,9 @@ export class RepoCache {
   constructor(
     cacheDir: string,
     readonly repo: string,
+    readonly type: RepoType = "model",
   ) {
-    this.root = join(cacheDir, getRepoFolderName({ type: "model", name: repo }));
+    this.root = join(cacheDir, getRepoFolderName({ type, name: repo }));
   }
 
   blobPath(etag: string): string {

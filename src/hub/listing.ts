@@ -1,10 +1,11 @@
-import { listFiles, modelInfo } from "@huggingface/hub";
+import { datasetInfo, listFiles, modelInfo } from "@huggingface/hub";
+import type { RepoType } from "./cache.ts";
 import { SplintError } from "../util/errors.ts";
 import { hubResponseError, networkError } from "./errors.ts";
 
 /**
- * What a repo holds at a revision, asked through @huggingface/hub (`modelInfo` for the commit the
- * revision points at, `listFiles` for the paginated tree with sizes, git blob ids and LFS sha256s).
+ * What a repo holds at a revision, asked through @huggingface/hub (`modelInfo` / `datasetInfo` for
+ * the commit the revision points at, `listFiles` for the paginated tree with sizes, git blob ids and LFS sha256s).
  * The library's own errors say only "Api error with status 404"; the fetch it is given here turns a
  * failed answer into splint's message first (reading X-Error-Code as huggingface_hub does), and a
  * request that never got an answer into a network error, so callers can tell the two apart.
@@ -35,20 +36,20 @@ export interface ListingOptions {
 
 const COMMIT = /^[0-9a-f]{40}$/;
 
-export async function listRepo(repo: string, revision: string, what: string, options: ListingOptions): Promise<RepoListing> {
+export async function listRepo(repo: string, type: RepoType, revision: string, what: string, options: ListingOptions): Promise<RepoListing> {
   const common = {
     hubUrl: options.endpoint,
     fetch: answeredOrThrow(what, options),
     ...(options.token !== undefined ? { accessToken: options.token } : {}),
   };
-  const info = await modelInfo({ ...common, name: repo, revision, additionalFields: ["sha"] });
+  const info = type === "dataset" ? await datasetInfo({ ...common, name: repo, revision, additionalFields: ["sha"] }) : await modelInfo({ ...common, name: repo, revision, additionalFields: ["sha"] });
   const commit: unknown = info.sha;
   if (typeof commit !== "string" || !COMMIT.test(commit)) {
-    throw new SplintError(`${what}: unexpected answer from the Hub's model info API (no commit sha)`, "check HF_ENDPOINT");
+    throw new SplintError(`${what}: unexpected answer from the Hub's ${type} info API (no commit sha)`, "check HF_ENDPOINT");
   }
   const files: RepoFile[] = [];
   // Listed at the commit, not the branch, so a push between the two requests cannot mix revisions.
-  for await (const entry of listFiles({ ...common, repo: { type: "model", name: repo }, revision: commit, recursive: true })) {
+  for await (const entry of listFiles({ ...common, repo: { type, name: repo }, revision: commit, recursive: true })) {
     if (entry.type !== "file") continue;
     files.push({ path: safePath(what, entry.path), size: entry.lfs?.size ?? entry.size, oid: entry.oid, sha256: entry.lfs?.oid });
   }

@@ -1,9 +1,9 @@
 import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
-import { InputError } from "../util/errors.ts";
+import { InputError, SplintError } from "../util/errors.ts";
 import { downloadSnapshot, isHubRepoId, type DownloadOptions, type Snapshot } from "./snapshot.ts";
 
-/** A `--model` / `--adapter` value made local: the folder to read, and what to call it in records. */
+/** A `--model` / `--adapter` / `--dataset` value made local: the folder to read, and what to call it in records. */
 export interface ResolvedModel {
   /** The local folder (the given one, or the snapshot in the Hugging Face cache). */
   readonly dir: string;
@@ -33,16 +33,36 @@ export function parseHubRef(text: string): { repo: string; revision?: string } |
  * `options.revision` (the `--revision` flag) applies when the id carries none.
  */
 export async function resolveModelRef(idOrDir: string, options: DownloadOptions = {}): Promise<ResolvedModel> {
+  return resolveRef(idOrDir, { ...options, repoType: "model" });
+}
+
+/** `--dataset`: a dataset folder, or a Hub dataset repo id (`owner/name[@revision]`). */
+export async function resolveDatasetRef(idOrDir: string, options: DownloadOptions = {}): Promise<ResolvedModel> {
+  return resolveRef(idOrDir, { ...options, repoType: "dataset" });
+}
+
+async function resolveRef(idOrDir: string, options: DownloadOptions): Promise<ResolvedModel> {
+  const kind = options.repoType === "dataset" ? "dataset" : "model";
   const local = await stat(idOrDir).catch(() => undefined);
   if (local?.isDirectory()) return { dir: resolve(idOrDir), name: resolve(idOrDir) };
-  if (local) throw new InputError(idOrDir, "is a file; expected a model folder or a Hub repo id (owner/name)");
+  if (local) throw new InputError(idOrDir, `is a file; expected a ${kind} folder or a Hub repo id (owner/name)`);
   const ref = parseHubRef(idOrDir);
-  if (!ref) throw new InputError(idOrDir, "no such folder, and not a Hub repo id (owner/name or owner/name@revision)");
+  if (!ref) throw new InputError(idOrDir, `no such folder, and not a Hub ${kind === "dataset" ? "dataset " : ""}repo id (owner/name or owner/name@revision)`);
   if (ref.revision !== undefined && options.revision !== undefined && options.revision !== ref.revision) {
     throw new InputError(idOrDir, `names revision ${ref.revision} but --revision says ${options.revision}`, "give the revision once");
   }
   const revision = ref.revision ?? options.revision;
-  const snapshot = await downloadSnapshot(ref.repo, { ...options, ...(revision !== undefined ? { revision } : {}) });
+  let snapshot: Snapshot;
+  try {
+    snapshot = await downloadSnapshot(ref.repo, { ...options, ...(revision !== undefined ? { revision } : {}) });
+  } catch (error) {
+    // `data/bones` may be a mistyped folder as well as a repo id: say that no folder exists either.
+    if (error instanceof SplintError && /repository not found|not found on the Hub|cannot reach/.test(error.message)) {
+      const detail = error.message.startsWith(`${ref.repo}: `) ? error.message.slice(ref.repo.length + 2) : error.message;
+      throw new InputError(idOrDir, `no such folder, and as a Hub ${kind} id: ${detail}`, error.hint);
+    }
+    throw error;
+  }
   const name = snapshot.revision === "main" ? ref.repo : `${ref.repo}@${snapshot.revision}`;
   return { dir: snapshot.path, name, snapshot };
 }

@@ -2,7 +2,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Output, Progress } from "../util/output.ts";
 import { InputError, SplintError } from "../util/errors.ts";
-import { RepoCache } from "./cache.ts";
+import { RepoCache, type RepoType } from "./cache.ts";
 import { downloadBlob } from "./download.ts";
 import { HubUnreachable, listRepo, type RepoFile, type RepoListing } from "./listing.ts";
 import { matchesAny } from "./glob.ts";
@@ -11,8 +11,12 @@ import { hubSettings, type HubSettings } from "./settings.ts";
 /** What a model needs: configs, tokenizer, chat template, HF-layout weights (not Mistral's consolidated copy). */
 export const DEFAULT_INCLUDE: readonly string[] = ["*.json", "*.jinja", "*.safetensors", "tokenizer.model", "merges.txt"];
 export const DEFAULT_EXCLUDE: readonly string[] = ["consolidated*.safetensors"];
+/** What a dataset needs: Parquet shards (the Hub layout) or save_to_disk Arrow files, and their JSON. */
+export const DATASET_INCLUDE: readonly string[] = ["*.parquet", "*.arrow", "*.json"];
 
 export interface DownloadOptions {
+  /** A model repo (default) or a dataset repo. */
+  readonly repoType?: RepoType;
   /** Branch, tag or commit; default "main". */
   readonly revision?: string;
   /** fnmatch patterns of files to fetch (default DEFAULT_INCLUDE). */
@@ -29,6 +33,7 @@ export interface DownloadOptions {
 
 export interface Snapshot {
   readonly repo: string;
+  readonly repoType: RepoType;
   readonly revision: string;
   readonly commit: string;
   /** The local folder: `<cache>/models--owner--name/snapshots/<commit>`. */
@@ -62,7 +67,8 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
   if (!isHubRepoId(repo)) throw new InputError(repo, "not a Hub repo id (owner/name)");
   const settings = { ...hubSettings(), ...options.settings };
   const revision = options.revision ?? "main";
-  const cache = new RepoCache(settings.cacheDir, repo);
+  const type = options.repoType ?? "model";
+  const cache = new RepoCache(settings.cacheDir, repo, type);
   const what = revision === "main" ? repo : `${repo}@${revision}`;
 
   if (settings.offline) {
@@ -75,7 +81,7 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
 
   let listing: RepoListing;
   try {
-    listing = await listRepo(repo, revision, what, { endpoint: settings.endpoint, token: settings.token, userAgent: USER_AGENT });
+    listing = await listRepo(repo, type, revision, what, { endpoint: settings.endpoint, token: settings.token, userAgent: USER_AGENT });
   } catch (error) {
     if (!(error instanceof HubUnreachable)) throw error;
     const cached = await cachedSnapshot(cache, revision);
@@ -86,7 +92,7 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
   const { commit, files: siblings } = listing;
   const auth: Record<string, string> = settings.token ? { authorization: `Bearer ${settings.token}` } : {};
 
-  const include = options.include ?? DEFAULT_INCLUDE;
+  const include = options.include ?? (type === "dataset" ? DATASET_INCLUDE : DEFAULT_INCLUDE);
   const exclude = options.exclude ?? DEFAULT_EXCLUDE;
   const wanted = siblings.filter((s) => matchesAny(s.path, include) && !matchesAny(s.path, exclude));
   if (wanted.length === 0) {
@@ -108,6 +114,7 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
   }
   return {
     repo,
+    repoType: type,
     revision,
     commit,
     path: cache.snapshotDir(commit),
@@ -137,7 +144,8 @@ async function fetchFile(
   progress: Progress | undefined,
 ): Promise<number> {
   const what = `${repo}/${file.path}`;
-  const url = `${settings.endpoint}/${repo}/resolve/${commit}/${file.path.split("/").map(encodeURIComponent).join("/")}`;
+  const prefix = cache.type === "dataset" ? `datasets/${repo}` : repo;
+  const url = `${settings.endpoint}/${prefix}/resolve/${commit}/${file.path.split("/").map(encodeURIComponent).join("/")}`;
   const blob = file.sha256 ?? file.oid;
   if (!blob || !/^[0-9a-f]{40,64}$/.test(blob)) {
     throw new SplintError(`${what}: the Hub listed no usable blob id (${JSON.stringify(blob)}), so the file cannot be cached`, "check HF_ENDPOINT");
@@ -192,7 +200,7 @@ async function cachedSnapshot(cache: RepoCache, revision: string): Promise<Snaps
   const path = cache.snapshotDir(commit);
   const files = await listFiles(path).catch(() => undefined);
   if (!files || files.length === 0) return undefined;
-  return { repo: cache.repo, revision, commit, path, files, downloadedBytes: 0, fromCacheOnly: true };
+  return { repo: cache.repo, repoType: cache.type, revision, commit, path, files, downloadedBytes: 0, fromCacheOnly: true };
 }
 
 async function listFiles(dir: string, prefix = ""): Promise<string[]> {

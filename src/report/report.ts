@@ -2,6 +2,8 @@ import { readFile, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import sharp from "sharp";
 import { loadDatasetDict } from "../data/hf-dataset.ts";
+import { loadDataset } from "../data/load-dataset.ts";
+import { parseHubRef } from "../hub/resolve.ts";
 import { classCountsChart, type DatasetStats } from "../data/stats.ts";
 import type { DatasetDict } from "../data/types.ts";
 import type { Comparison, FlippedExample } from "../eval/compare.ts";
@@ -114,11 +116,15 @@ export async function writeRunReport(root: string, opts: { title?: string; out?:
 
 /**
  * The images for the galleries: the run's own dataset/ (a recipe imports into it), else the dataset
- * folder the evaluation read, as its metrics.json records it (a run assembled from single commands).
+ * folder (or Hub dataset) the evaluation read, as its metrics.json records it (a run assembled from
+ * single commands).
  */
 async function datasetFor(run: RunLayout, summary: EvalSummary | null): Promise<DatasetDict | null> {
   if (await exists(run.dataset)) return loadDatasetDict(run.dataset);
-  if (summary && (await exists(summary.dataset))) return loadDatasetDict(summary.dataset);
+  if (!summary) return null;
+  if (await exists(summary.dataset)) return loadDatasetDict(summary.dataset);
+  // A Hub dataset id: the copy eval downloaded, from the cache only (a report makes no requests).
+  if (parseHubRef(summary.dataset)) return (await loadDataset(summary.dataset, { offline: true }).catch(() => null))?.dataset ?? null;
   return null;
 }
 

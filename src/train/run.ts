@@ -2,7 +2,7 @@ import { readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { detectBackend } from "../backends/cuda/detect.ts";
 import { type Output, plainOutput } from "../util/output.ts";
-import { loadDatasetDict } from "../data/hf-dataset.ts";
+import { loadDataset } from "../data/load-dataset.ts";
 import type { DatasetDict } from "../data/types.ts";
 import { hubSettings } from "../hub/settings.ts";
 import { resolveModelRef } from "../hub/resolve.ts";
@@ -36,7 +36,7 @@ export interface RunTrainingOptions {
   modelDir: string;
   /** Hub revision of `modelDir` when it is a Hub id without `@revision` (default main). */
   revision?: string;
-  /** A dataset folder (`splint data import` / Python datasets) or one already in memory. */
+  /** A dataset folder (`splint data import` / Python datasets), a Hub dataset id, or one already in memory. */
   dataset: string | DatasetDict;
   /** Split to train on (default "train"). */
   split?: string;
@@ -106,8 +106,9 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
     if (!isHubRepoId(opts.pushToHub) || !opts.pushToHub.includes("/")) throw new InputError(opts.pushToHub, "not a Hub repo id of the form owner/name");
     if (!hubSettings().token) throw new InputError("HF_TOKEN", "not set; --push-to-hub needs a token with write access", "export HF_TOKEN=hf_… (https://huggingface.co/settings/tokens)");
   }
-  const dataset = typeof opts.dataset === "string" ? await loadDatasetDict(opts.dataset) : opts.dataset;
-  const datasetName = typeof opts.dataset === "string" ? opts.dataset : "dataset";
+  const loaded = typeof opts.dataset === "string" ? await loadDataset(opts.dataset, { output }) : null;
+  const dataset = loaded ? loaded.dataset : (opts.dataset as DatasetDict);
+  const datasetName = loaded ? loaded.name : "dataset";
   const split = opts.split ?? "train";
   const rows = dataset.splits.get(split);
   if (!rows || rows.length === 0) {

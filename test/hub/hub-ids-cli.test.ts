@@ -121,5 +121,5 @@ test("a value that is neither a folder nor a Hub id is named in the error", asyn
   assert.match(run.stderr, /error: \.\/no\/such\/model: no such folder, and not a Hub repo id/);
   const missing = await splint("merge", "--model", "acme/tiny", "--adapter", "acme/absent", "--out", "m");
   assert.equal(missing.code, 2);
-  assert.match(missing.stderr, /acme\/absent: repository not found/);
+  assert.match(missing.stderr, /acme\/absent: no such folder, and as a Hub model id: repository not found/);
 });

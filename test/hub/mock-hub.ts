@@ -60,6 +60,7 @@ export class MockHub {
   endpoint = "";
   cdnBase = "";
 
+  /** A model repo, or a dataset repo with the id "datasets:owner/name". */
   addRepo(id: string, files: Record<string, { content: Buffer | string; lfs?: boolean }>, readToken?: string): MockRepo {
     const repo: MockRepo = { commit: newCommit(), files: new Map(), readToken };
     for (const [path, f] of Object.entries(files)) {
@@ -97,7 +98,11 @@ export class MockHub {
   private async handleHub(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.record("hub", req);
     const url = new URL(req.url ?? "/", this.endpoint);
-    const path = decodeURIComponent(url.pathname);
+    // Dataset repos live in `repos` under "datasets:owner/name"; their API and resolve paths are
+    // rewritten onto the model routes, which then capture that key as the repo id.
+    const path = decodeURIComponent(url.pathname)
+      .replace(/^\/api\/datasets\/([^/]+)\//, "/api/models/datasets:$1/")
+      .replace(/^\/datasets\/([^/]+)\//, "/datasets:$1/");
     const token = req.headers.authorization?.replace(/^Bearer /, "");
     let m: RegExpMatchArray | null;
     for (const [from, to] of this.renamed) {

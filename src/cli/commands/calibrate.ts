@@ -44,7 +44,7 @@ export function registerCalibrate(program: Command): void {
     .requiredOption(MODEL_FLAG, MODEL_HELP)
     .option(REVISION_FLAG, REVISION_HELP)
     .option(ADAPTER_FLAG, ADAPTER_HELP + " (calibration.json is written into it)")
-    .requiredOption("--dataset <dir>", "dataset folder with a validation split")
+    .requiredOption("--dataset <dir|id>", "dataset folder or Hub dataset id, with a validation split")
     .option("--split <name>", "split to fit on", "validation")
     .option("--target-accuracy <a>", "also pick the abstention threshold that reaches this accuracy")
     .option("--batch <n>", "images per forward pass", "8")

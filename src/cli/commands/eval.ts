@@ -52,7 +52,7 @@ export function registerEval(program: Command): void {
     .requiredOption(MODEL_FLAG, MODEL_HELP)
     .option(REVISION_FLAG, REVISION_HELP)
     .option(ADAPTER_FLAG, ADAPTER_HELP)
-    .requiredOption("--dataset <dir>", "dataset folder (from `splint data import`)")
+    .requiredOption("--dataset <dir|id>", "dataset folder (from `splint data import`) or Hub dataset id owner/name[@revision]")
     .option("--split <name>", "split to evaluate", "test")
     .addOption(new Option("--mode <mode>", "how an image becomes a class").choices([...EVAL_MODES]).default("generate"))
     .option("--batch <n>", "images per forward pass", "8")

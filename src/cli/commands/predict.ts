@@ -49,7 +49,7 @@ export function registerPredict(program: Command): void {
     .option(ADAPTER_FLAG, ADAPTER_HELP)
     .addOption(new Option("--mode <mode>", "how an image becomes a class").choices([...EVAL_MODES]).default("score"))
     .option("--classes <names>", "comma-separated class names, in label order")
-    .option("--dataset <dir>", "take the class names from this dataset")
+    .option("--dataset <dir|id>", "take the class names from this dataset (folder or Hub dataset id)")
     .option("--template <spec>", "chat template: short (the tutorial's), model, or a Jinja file", "short")
     .option("--max-new-tokens <n>", "generate mode: most tokens per answer", String(DEFAULT_MAX_NEW_TOKENS))
     .option("--max-image-edge <px>", "cap the longer image side (use training's max_image_edge)")

@@ -56,7 +56,7 @@ export function registerTrain(program: Command): void {
     .description("Fine-tune a LoRA adapter on an image-classification dataset (the tutorial's SFT recipe)")
     .requiredOption(MODEL_FLAG, MODEL_HELP)
     .option(REVISION_FLAG, REVISION_HELP)
-    .requiredOption("--dataset <dir>", "dataset folder (splint data import / synth, or Python datasets)")
+    .requiredOption("--dataset <dir|id>", "dataset folder (splint data import / synth, or Python datasets) or Hub dataset id owner/name[@revision]")
     .requiredOption("--out <dir>", "run folder")
     .option("--split <name>", "split to train on", "train")
     .option("--config <file>", "settings file (YAML or JSON)")
