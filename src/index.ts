@@ -15,8 +15,9 @@ export { plainOutput, silentProgress, type Output, type Progress } from "./util/
 export { InputError, SplintError } from "./util/errors.ts";
 
 // Hugging Face Hub: models and adapters by id, in the shared cache
-export { resolveModel, resolveModelRef, parseHubRef, type ResolvedModel } from "./hub/resolve.ts";
-export { downloadSnapshot, DEFAULT_EXCLUDE, DEFAULT_INCLUDE, type DownloadOptions, type Snapshot } from "./hub/snapshot.ts";
+export { parseHubRef, resolveDatasetRef, resolveModel, resolveModelRef, type ResolvedModel } from "./hub/resolve.ts";
+export { DATASET_INCLUDE, DEFAULT_EXCLUDE, DEFAULT_INCLUDE, downloadSnapshot, type DownloadOptions, type Snapshot } from "./hub/snapshot.ts";
+export type { RepoType } from "./hub/cache.ts";
 export { hubSettings, type HubSettings } from "./hub/settings.ts";
 export { pushAdapterToHub, type PushOptions, type PushResult } from "./hub/upload.ts";
 
@@ -31,6 +32,7 @@ export type { Backend, MatmulPrecision } from "./tensor/backend.ts";
 // Import, synthesise, inspect and audit a dataset
 export { importFromKaggle, importImageFolder, type ImportOptions, type ImportSummary, type KaggleImportOptions } from "./data/import.ts";
 export { loadDatasetDict, saveDatasetDict, type DatasetFormat } from "./data/hf-dataset.ts";
+export { loadDataset, type LoadedDataset } from "./data/load-dataset.ts";
 export type { DatasetDict, DatasetRow, ImageCell } from "./data/types.ts";
 export { synthesizeDatasetDict, writeSyntheticDataset, type SynthOptions, type SynthSummary } from "./data/synth.ts";
 export { computeDatasetStats, type DatasetStats } from "./data/stats.ts";
