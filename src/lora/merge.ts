@@ -55,16 +55,17 @@ const SIDE_FILES = /^(tokenizer.*\.json|tokenizer\.model.*|tekken\.json|special_
 const DEFAULT_SHARD_BYTES = 5_000_000_000;
 
 export async function mergeAdapter(given: MergeOptions): Promise<MergeResult> {
+  // Checked before a Hub id downloads gigabytes.
+  const outInfo = await stat(given.outDir).catch(() => null);
+  if (outInfo && (!outInfo.isDirectory() || (await readdir(given.outDir)).length > 0)) {
+    throw new InputError(given.outDir, "already exists and is not empty", "pass a new --out folder");
+  }
   const refs = await resolveModelAndAdapter(given.modelDir, given.adapterDir, {
     ...(given.output ? { output: given.output } : {}),
     ...(given.revision !== undefined ? { revision: given.revision } : {}),
   });
   const opts = { ...given, modelDir: refs.model.dir, adapterDir: refs.adapter!.dir };
   const backend = opts.backend ?? createCpuBackend();
-  const outInfo = await stat(opts.outDir).catch(() => null);
-  if (outInfo && (!outInfo.isDirectory() || (await readdir(opts.outDir)).length > 0)) {
-    throw new InputError(opts.outDir, "already exists and is not empty", "pass a new --out folder");
-  }
   const configFile = join(opts.modelDir, "config.json");
   const config = await readMistral3Config(opts.modelDir);
   const rawConfig = JSON.parse(await readFile(configFile, "utf8")) as Record<string, unknown>;
