@@ -22,6 +22,7 @@ import { createGraph } from "../src/autograd/tape.ts";
 import { createCpuBackend } from "../src/backends/cpu/index.ts";
 import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.ts";
 import { parseMatmulPrecision } from "../src/cli/matmul-flag.ts";
+import { profileBackend, profileMarkdown, type StepProfile } from "./step-profile.ts";
 import { initAdapter, type LoraSettings } from "../src/lora/adapter.ts";
 import { parseMistral3Config, type Mistral3Config } from "../src/models/mistral3/config.ts";
 import { ForwardContext } from "../src/models/mistral3/context.ts";
@@ -143,6 +144,7 @@ function main(): Promise<void> | void {
       warmup: { type: "string", default: "1" },
       backend: { type: "string", default: "cuda" },
       matmul: { type: "string", default: "bf16" },
+      recompute: { type: "string", default: "full" },
       out: { type: "string" },
       plan: { type: "boolean", default: false },
       "image-size": { type: "string", default: String(TUTORIAL_WORKLOAD.imageSize) },
@@ -165,26 +167,33 @@ function main(): Promise<void> | void {
     process.stdout.write(`${JSON.stringify(plan, null, 2)}\n`);
     return;
   }
-  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), Number(values.warmup), Number(values.steps), values.out);
+  if (values.recompute !== "full" && values.recompute !== "none") throw new Error("--recompute must be full (gradient checkpointing of every layer) or none");
+  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), values.recompute, Number(values.warmup), Number(values.steps), values.out);
 }
 
 async function run(
   plan: Plan,
   backendName: "cpu" | "cuda",
   matmul: MatmulPrecision,
+  recompute: "full" | "none",
   warmup: number,
   steps: number,
   outFile: string | undefined,
 ): Promise<void> {
   const log = (msg: string) => process.stderr.write(`[train-step ${plan.size}] ${msg}\n`);
-  const backend: Backend = backendName === "cuda" ? createCudaBackend() : createCpuBackend();
-  const cuda = backendName === "cuda" ? (backend as CudaBackend) : null;
+  const inner: Backend = backendName === "cuda" ? createCudaBackend() : createCpuBackend();
+  const config = parseMistral3Config(plan.config, `${plan.size} config`);
+  const layers = config.text_config.num_hidden_layers + config.vision_config.num_hidden_layers;
+  // Every call goes through the profiler's wrapper so the profiled step sees the model's, the
+  // graph's and the optimizer's calls alike; outside that step the wrapper only forwards.
+  const profiler = inner.name === "cuda" ? profileBackend(inner as CudaBackend, layers) : null;
+  const backend: Backend = profiler?.backend ?? inner;
+  const cuda = profiler?.backend ?? null;
   const sync = (): void => cuda?.synchronize();
   const device = cuda ? cuda.device : "cpu";
   log(`backend ${backendName} on ${device}`);
 
   const setupStart = performance.now();
-  const config = parseMistral3Config(plan.config, `${plan.size} config`);
   const tied = plan.config.tie_word_embeddings === true;
   const model: Mistral3Model = buildMistral3(config, randomWeights(backend, config, tied, 1), tied, matmul);
   const paths = initAdapter(plan.lora, model.linears, backend, new Rng(2));
@@ -217,7 +226,7 @@ async function run(
             else if (name === "text.norm") mark("decoderMs");
           }
         : undefined;
-      const out = forwardMistral3(ctx, model, inputs, { checkpointLayers: true, capture });
+      const out = forwardMistral3(ctx, model, inputs, { checkpointLayers: recompute === "full", scoredPositionsOnly: true, capture });
       mark?.("headLossMs");
       graph.backward(out.loss!);
       mark?.("backwardMs");
@@ -262,6 +271,16 @@ async function run(
   });
   phases.totalMs = last - p0;
 
+  // The op-class profile: one more step, timed by CUDA events without synchronising inside it.
+  let profile: StepProfile | null = null;
+  if (profiler) {
+    sync();
+    profiler.start();
+    trainStep();
+    profile = profiler.finish();
+    log(`op-class profile:\n${profileMarkdown(profile)}`);
+  }
+
   const medianMs = median(stepMs);
   const memory = cuda ? cuda.allocatorStats() : { ...backend.memory(), reserved: 0, mallocs: 0 };
   const result = {
@@ -271,6 +290,7 @@ async function run(
     backend: backendName,
     attention: "splint",
     matmul,
+    recompute,
     workload: plan.workload,
     warmupSteps: warmup,
     stepMs,
@@ -287,6 +307,7 @@ async function run(
     peakFlops: plan.peakFlops,
     losses,
     phases,
+    profile,
     setupSeconds,
   };
   log(`median ${medianMs.toFixed(1)} ms, ${result.tokensPerSecond.toFixed(1)} tokens/s, peak ${(memory.peak / 2 ** 30).toFixed(2)} GiB, MFU ${(100 * result.mfu).toFixed(2)}%`);

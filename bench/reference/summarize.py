@@ -24,10 +24,31 @@ def load(path):
     return rows
 
 
+VARIANTS = {  # hf_peft_step.py --variant: the name in the table, what it is
+    "tutorial": ("tutorial", "transformers + peft as the tutorial runs it: bf16 autocast, f32 adapters, gradient checkpointing, "
+                 "logits at every position, torch AdamW"),
+    "tuned": ("tuned", "stock PyTorch tuned by hand on the same model, LoRA targets and loss: bf16 weights, adapters and "
+              "activations, no gradient checkpointing, lm_head and loss at the answer positions only, fused AdamW (bf16 states), "
+              "the vision tower's images batched through flash SDPA with no mask, no all-ones decoder mask"),
+    "tuned-compile": ("tuned + regional compile", "tuned, with torch.compile on every decoder and vision layer "
+                      "(compilation absorbed by the warm-up steps)"),
+}
+VARIANT_ORDER = list(VARIANTS)
+
+
 def label(r):
     if r["tool"] == "splint":
-        return f"splint (CUDA backend, {r.get('matmul', 'f32')} matmul)"
-    return f"transformers + peft, {r['attention']}"
+        recompute = f", recompute {r['recompute']}" if r.get("recompute") else ""
+        return f"splint (CUDA backend, {r.get('matmul', 'f32')} matmul{recompute})"
+    name = f"transformers + peft, {r['attention']}"
+    if "variant" in r:  # rows written before the variants have none: the tutorial's
+        name += f", {VARIANTS.get(r['variant'], (r['variant'],))[0]}"
+    return name
+
+
+def order(r):
+    variant = r.get("variant", "tutorial")
+    return (r["tool"] != "splint", VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER), r.get("attention", ""))
 
 
 def main():
@@ -56,11 +77,11 @@ def main():
         "(552 image tokens) + 160 prompt + 8 answer tokens = 720 tokens, 1440 tokens per micro-batch "
         "(image tokens included), loss on the answer only; random bf16 weights of the Ministral 3 "
         "architecture (ministral3.md §1; vision tower 24 layers × 1024); LoRA r 16, alpha 32, dropout 0.05 on "
-        "q,k,v,o,gate,up,down of the decoder and the vision tower; gradient checkpointing; one AdamW step "
+        "q,k,v,o,gate,up,down of the decoder and the vision tower; gradient checkpointing (splint and the reference's tutorial variant); one AdamW step "
         "(lr 2e-4, fp32 states) per micro-batch. Median over the measured steps after warm-up, device "
         "synchronised before each clock read. splint keeps activations in f32 and, with bf16 matmul, rounds them "
-        "to bf16 where they meet the bf16 weights (f32 matmul: full f32 products); the reference "
-        "runs the forward under bf16 autocast as Trainer(bf16=True) does.",
+        "to bf16 where they meet the bf16 weights (f32 matmul: full f32 products); the reference's "
+        "tutorial variant runs the forward under bf16 autocast as Trainer(bf16=True) does (the other variants: below the table).",
         "",
         "MFU = model FLOPs per step / step time / 989.4 TFLOP/s (dense bf16 peak of H100 SXM and H200). Model FLOPs: "
         + next((r["flopsFormula"] for r in rows if r.get("flopsFormula")), "(no splint run finished)") + ".",
@@ -71,8 +92,9 @@ def main():
     sizes = [s for s in SIZES if any(r.get("size") == s for r in rows)]
     for size in sizes:
         group = [r for r in rows if r.get("size") == size]
-        splint = next((r for r in group if r["tool"] == "splint" and "medianMs" in r), None)
-        for r in sorted(group, key=lambda r: (r["tool"] != "splint", r.get("attention", ""))):
+        # the fastest splint row of the size (several with GPU_BENCH_RECOMPUTE)
+        splint = max((r for r in group if r["tool"] == "splint" and "medianMs" in r), key=lambda r: r["tokensPerSecond"], default=None)
+        for r in sorted(group, key=order):
             if "error" in r:
                 train.append(f"| {size} | {label(r)} | {r['error']} | | {r.get('peakBytes', 0) / GIB:.1f} | | |")
                 continue
@@ -81,17 +103,53 @@ def main():
                 f"| {size} | {label(r)} | {r['medianMs']:.0f} | {r['tokensPerSecond']:.0f} | {r['peakBytes'] / GIB:.1f} | "
                 f"{100 * r['mfu']:.1f}% | {ratio} |"
             )
-    train += ["", "Peak GPU memory: splint's caching allocator high-water mark of live bytes; "
+    train += ["", "splint speed ÷ this: the size's fastest splint row against each row. "
+              "Peak GPU memory: splint's caching allocator high-water mark of live bytes; "
               "the reference's torch.cuda.max_memory_allocated. Both include the weights.", ""]
+    present = [v for v in VARIANT_ORDER if any(r.get("variant") == v for r in rows)]
+    if present:
+        train += ["Reference variants (bench/reference/hf_peft_step.py --variant): "
+                  + "; ".join(f"**{VARIANTS[v][0]}**: {VARIANTS[v][1]}" for v in present)
+                  + ". MFU uses the same model FLOP count for every row (recomputation included), so it stays proportional to speed.", ""]
+    for size in sizes:
+        group = [r for r in rows if r.get("size") == size and "medianMs" in r]
+        splint = max((r for r in group if r["tool"] == "splint"), key=lambda r: r["tokensPerSecond"], default=None)
+        refs = [r for r in group if r["tool"] != "splint"]
+        if refs:
+            best = max(refs, key=lambda r: r["tokensPerSecond"])
+            ratio = f"{label(splint)} ÷ this {splint['tokensPerSecond'] / best['tokensPerSecond']:.3f}×" if splint else "no splint row"
+            train.append(f"- {size}: strongest reference {label(best)}, {best['medianMs']:.0f} ms ({ratio}).")
+        for r in group:
+            if "compileSeconds" in r:
+                train.append(f"- {size}: {label(r)}: compilation ≈ {r['compileSeconds']:.0f} s over {r['warmupSteps']} warm-up steps "
+                             f"({', '.join(f'{ms:.0f}' for ms in r.get('warmupStepMs', []))} ms), setup {r['setupSeconds']:.0f} s.")
+    if any(r.get("variant") for r in rows):
+        train.append("")
 
     train += ["## Where the time goes (one extra step, synchronised at each phase boundary, ms)", "",
-              "| size | implementation | vision tower + projector fwd | decoder fwd | head + loss fwd | backward (with recomputation) | optimizer | total |",
+              "| size | implementation | vision tower + projector fwd | decoder fwd | head + loss fwd | backward (with recomputation where checkpointed) | optimizer | total |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for size in sizes:
-        for r in [r for r in rows if r.get("size") == size and "phases" in r]:
+        for r in sorted([r for r in rows if r.get("size") == size and "phases" in r], key=order):
             p = r["phases"]
             cells = " | ".join(f"{p.get(k, float('nan')):.0f}" for k in ["visionMs", "decoderMs", "headLossMs", "backwardMs", "optimizerMs", "totalMs"])
             train.append(f"| {size} | {label(r)} | {cells} |")
+    profiled = [r for r in rows if r.get("tool") == "splint" and r.get("profile")]
+    if profiled:
+        train += ["", "## splint's step by op class (CUDA events around every backend call, no synchronisation inside the step)", "",
+                  "GPU ms: time inside the calls of that class in stream order; idle: gaps between calls, when the GPU waited "
+                  "for the host. Launches count kernels, cuBLASLt products, device copies and memsets; syncs count host waits "
+                  "on the stream inside the step.", ""]
+        for r in sorted(profiled, key=lambda r: (SIZES.index(r["size"]) if r["size"] in SIZES else 99, r.get("recompute", ""))):
+            p = r["profile"]
+            train += [f"**{r['size']}, {label(r)}**: GPU span {p['spanMs']:.1f} ms (busy {p['gpuBusyMs']:.1f}, idle {p['gpuIdleMs']:.1f} = "
+                      f"{100 * p['gpuIdleMs'] / p['spanMs']:.1f}%), host wall {p['wallMs']:.1f} ms; {p['backendCalls']} backend calls, "
+                      f"{p['launches']} launches ({p['launchesPerLayer']:.0f} per layer), {p['syncs']} host syncs, {p['uploads']} uploads.", "",
+                      "| op class | calls | GPU ms | share of span |", "| --- | ---: | ---: | ---: |"]
+            for c in p["classes"]:
+                train.append(f"| {c['opClass']} | {c['calls']} | {c['gpuMs']:.1f} | {100 * c['gpuMs'] / p['spanMs']:.1f}% |")
+            attention = sum(c["gpuMs"] for c in p["classes"] if c["opClass"].startswith("attention"))
+            train += ["", f"Attention (forward, recomputation and backward): {attention:.1f} ms.", ""]
     if rows:
         lines += train
     if evals:

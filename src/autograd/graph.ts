@@ -1,4 +1,5 @@
 import type { AttentionMask, Backend, MatmulPrecision } from "../tensor/backend.ts";
+import type { DType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /**
@@ -35,18 +36,43 @@ export interface Graph {
    * precision (Backend.matmul) applies to the forward product and to both gradient products.
    */
   linear(x: Var, w: Var, precision?: MatmulPrecision): Var;
+  /**
+   * PEFT's LoRA linear as one op: y = x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ with x [N, in], w [out, in]
+   * (frozen), a [r, in], b [out, r]. The same function as linear + dropout + linear + linear +
+   * scale + add, in fewer passes: the update is accumulated into the base product by the matmul
+   * itself, and the backward needs no full-size copies; the dropout mask is recomputed from its
+   * seed in the backward instead of being kept. `seed` null = no dropout. The precision applies to
+   * every product: with "bf16", x is rounded once for the base and the LoRA products, the dropout
+   * writes bf16, and A and B enter the products as bf16 copies while their f32 masters receive f32
+   * gradients — PEFT's LoRA layers under autocast.
+   */
+  loraLinear(
+    x: Var,
+    w: Var,
+    a: Var,
+    b: Var,
+    lora: {
+      scale: number;
+      dropout: number;
+      seed: number | null;
+      /** bf16 copies of a and b's current values for the products (made here when absent). */
+      narrow?: { a: Tensor; b: Tensor };
+    },
+    precision?: MatmulPrecision,
+  ): Var;
   /** Backend.matmul with gradients for both sides. */
   matmul(a: Var, b: Var, opts?: { transA?: boolean; transB?: boolean; alpha?: number }): Var;
   add(a: Var, b: Var): Var;
   mul(a: Var, b: Var): Var;
   scale(x: Var, s: number): Var;
-  swiglu(gate: Var, up: Var): Var;
+  /** outDtype (here and in rmsNorm, rope): "bf16" stores the value rounded, for a bf16 product to read. */
+  swiglu(gate: Var, up: Var, outDtype?: DType): Var;
   gelu(x: Var): Var;
   /** Inverted dropout; p = 0 returns x itself. The same seed gives the same mask. */
   dropout(x: Var, p: number, seed: number): Var;
-  rmsNorm(x: Var, weight: Var, eps: number): Var;
+  rmsNorm(x: Var, weight: Var, eps: number, outDtype?: DType): Var;
   /** Rotate-half RoPE on x [N, H, D]; cos and sin [N, D/2] are constants. */
-  rope(x: Var, cos: Tensor, sin: Tensor): Var;
+  rope(x: Var, cos: Tensor, sin: Tensor, outDtype?: DType): Var;
   /** q [B, T, Hq, D], k/v [B, S, Hkv, D] → [B, T, Hq, D]; precision as Backend.attention. */
   attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number, precision?: MatmulPrecision): Var;
 
@@ -58,8 +84,11 @@ export interface Graph {
   scatterRows(dst: Var, index: Tensor, src: Var): Var;
   /** Element permutation (Backend.gatherElements); index must be a permutation of x's elements. */
   permute(x: Var, index: Tensor, outShape: readonly number[]): Var;
-  /** Cross-entropy, mean over rows whose label is not ignoreIndex (as torch's reduction="mean"); [1]. */
-  crossEntropy(logits: Var, labels: Tensor, ignoreIndex: number): Var;
+  /**
+   * Cross-entropy, mean over rows whose label is not ignoreIndex (as torch's reduction="mean"); [1].
+   * `counted`, the number of such rows when the caller knows it, saves reading the labels back.
+   */
+  crossEntropy(logits: Var, labels: Tensor, ignoreIndex: number, counted?: number): Var;
 
   /**
    * Runs body so that its intermediates are freed when it returns, except the returned values.

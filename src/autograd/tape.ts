@@ -7,6 +7,7 @@
  * has run backward; gradients of leaves (Var.grad) belong to the caller.
  */
 import type { AttentionMask, Backend, MatmulPrecision } from "../tensor/backend.ts";
+import type { DType } from "../tensor/dtype.ts";
 import { TensorError } from "../tensor/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { Graph, Var } from "./graph.ts";
@@ -51,6 +52,8 @@ class TapeGraph implements Graph {
   /** Where ops are recorded now; null while not taping (inference, or a checkpoint's first run). */
   private tape: Node[] | null;
   private owned: Tensor[] = [];
+  /** The gradient backward() starts from, with its value known on the host (no read back). */
+  private seed: { tensor: Tensor; value: number } | null = null;
 
   constructor(
     readonly backend: Backend,
@@ -99,6 +102,88 @@ class TapeGraph implements Graph {
     ]);
   }
 
+  loraLinear(
+    x: Var,
+    w: Var,
+    a: Var,
+    bVar: Var,
+    lora: { scale: number; dropout: number; seed: number | null; narrow?: { a: Tensor; b: Tensor } },
+    precision: MatmulPrecision = "f32",
+  ): Var {
+    const [xv, wv, av, bv] = [asValue(x), asValue(w), asValue(a), asValue(bVar)];
+    const b = this.backend;
+    const { scale, dropout, seed } = lora;
+    const masked = seed !== null && dropout > 0;
+    // bf16: x is rounded once for the base and the LoRA product, the dropout writes bf16, and A and
+    // B are used as bf16 copies (their f32 masters get f32 gradients), as PEFT's layers run under
+    // autocast. Temporaries made here are freed as soon as their products are queued.
+    const narrow = precision === "bf16";
+    const low = (t: Tensor): Tensor => (narrow && t.dtype === "f32" ? b.cast(t, "bf16") : t);
+    // A and B as the products read them: the caller's per-pass copies, else a cast per product.
+    const lowA = (): Tensor => (narrow && lora.narrow ? lora.narrow.a : low(av.value));
+    const lowB = (): Tensor => (narrow && lora.narrow ? lora.narrow.b : low(bv.value));
+    const done = (t: Tensor, original: Tensor): void => {
+      if (t !== original) t.free();
+    };
+    // The caller's copies are the caller's to free.
+    const doneLow = (t: Tensor, original: Tensor): void => {
+      if (t !== original && t !== lora.narrow?.a && t !== lora.narrow?.b) t.free();
+    };
+    const dropped = (from: Tensor): Tensor => (masked ? b.dropout(from, dropout, seed, narrow ? "bf16" : "f32") : from);
+
+    const xl = low(xv.value); // [N, in]
+    const y = b.matmul(xl, wv.value, { transB: true, precision }); // [N, out]
+    const xd = dropped(xl);
+    const al = lowA();
+    const u = b.matmul(xd, al, { transB: true, precision }); // [N, r]
+    done(xd, xl);
+    doneLow(al, av.value);
+    done(xl, xv.value);
+    const bl = lowB();
+    b.matmul(u, bl, { transB: true, alpha: scale, accumulate: y, precision });
+    doneLow(bl, bv.value);
+    const savedU = this.save(u);
+    return this.result(y, [xv, wv, av, bv], (dy, needs) => {
+      // dy [N, out]. du = scale·dy·B [N, r]; dB = scale·dyᵀ·u; dA = duᵀ·dropout(x); dx = dy·W + dropout'(du·A).
+      const dyl = low(dy);
+      const needsDu = needs[0] || needs[2];
+      let du: Tensor | null = null;
+      if (needsDu) {
+        const bl2 = lowB();
+        du = b.matmul(dyl, bl2, { alpha: scale, precision });
+        doneLow(bl2, bv.value);
+      }
+      const db = needs[3] ? b.matmul(dyl, savedU!, { transA: true, alpha: scale, precision }) : null;
+      const xl2 = needs[1] || needs[2] ? low(xv.value) : null;
+      let da: Tensor | null = null;
+      if (needs[2]) {
+        const xd2 = dropped(xl2!);
+        da = b.matmul(du!, xd2, { transA: true, precision });
+        done(xd2, xl2!);
+      }
+      const dw = needs[1] ? b.matmul(dyl, xl2!, { transA: true, precision }) : null;
+      if (xl2) done(xl2, xv.value);
+      let dx: Tensor | null = null;
+      if (needs[0]) {
+        dx = b.matmul(dyl, wv.value, { precision });
+        const al2 = lowA();
+        if (masked) {
+          const dxd = b.matmul(du!, al2, { precision });
+          const dxLora = b.dropoutBackward(dxd, dropout, seed);
+          dxd.free();
+          b.addInPlace(dx, dxLora);
+          dxLora.free();
+        } else {
+          b.matmul(du!, al2, { accumulate: dx, precision });
+        }
+        doneLow(al2, av.value);
+      }
+      du?.free();
+      done(dyl, dy);
+      return [dx, dw, da, db];
+    });
+  }
+
   matmul(a: Var, bVar: Var, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Var {
     const [av, bv] = [asValue(a), asValue(bVar)];
     const { transA = false, transB = false, alpha = 1 } = opts;
@@ -137,10 +222,10 @@ class TapeGraph implements Graph {
     return this.result(this.backend.scale(xv.value, s), [xv], (d) => [this.backend.scale(d, s)]);
   }
 
-  swiglu(gate: Var, up: Var): Var {
+  swiglu(gate: Var, up: Var, outDtype: DType = "f32"): Var {
     const [gv, uv] = [asValue(gate), asValue(up)];
     const b = this.backend;
-    return this.result(b.swiglu(gv.value, uv.value), [gv, uv], (d) => {
+    return this.result(b.swiglu(gv.value, uv.value, outDtype), [gv, uv], (d) => {
       const { dgate, dup } = b.swigluBackward(gv.value, uv.value, d);
       return [dgate, dup];
     });
@@ -157,10 +242,10 @@ class TapeGraph implements Graph {
     return this.result(this.backend.dropout(xv.value, p, seed), [xv], (d) => [this.backend.dropoutBackward(d, p, seed)]);
   }
 
-  rmsNorm(x: Var, weight: Var, eps: number): Var {
+  rmsNorm(x: Var, weight: Var, eps: number, outDtype: DType = "f32"): Var {
     const [xv, wv] = [asValue(x), asValue(weight)];
     const b = this.backend;
-    const { y, rstd } = b.rmsNorm(xv.value, wv.value, eps);
+    const { y, rstd } = b.rmsNorm(xv.value, wv.value, eps, outDtype);
     const saved = this.save(rstd);
     return this.result(y, [xv, wv], (dy) => {
       const { dx, dweight } = b.rmsNormBackward(xv.value, wv.value, saved!, dy);
@@ -168,10 +253,10 @@ class TapeGraph implements Graph {
     });
   }
 
-  rope(x: Var, cos: Tensor, sin: Tensor): Var {
+  rope(x: Var, cos: Tensor, sin: Tensor, outDtype: DType = "f32"): Var {
     const xv = asValue(x);
     const b = this.backend;
-    return this.result(b.rope(xv.value, cos, sin), [xv], (d) => [b.rope(d, cos, sin, true)]);
+    return this.result(b.rope(xv.value, cos, sin, false, outDtype), [xv], (d) => [b.rope(d, cos, sin, true)]);
   }
 
   attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number, precision: MatmulPrecision = "f32"): Var {
@@ -252,20 +337,24 @@ class TapeGraph implements Graph {
     return this.result(b.gatherElements(xv.value, index, outShape), [xv], (d) => [b.scatterElements(d, index, xv.value.shape)]);
   }
 
-  crossEntropy(logits: Var, labels: Tensor, ignoreIndex: number): Var {
+  crossEntropy(logits: Var, labels: Tensor, ignoreIndex: number, counted?: number): Var {
     const lv = asValue(logits);
     const b = this.backend;
-    const labelValues = b.read(labels);
-    let counted = 0;
-    for (const label of labelValues) if (label !== ignoreIndex) counted++;
+    let rows = counted;
+    if (rows === undefined) {
+      rows = 0;
+      for (const label of b.read(labels)) if (label !== ignoreIndex) rows++;
+    }
+    const n = rows;
     // With no counted row the mean is 0/0 = NaN, as in torch.
     const { loss: sum } = b.crossEntropy(lv.value, labels, ignoreIndex);
-    const mean = b.scale(sum, 1 / counted);
+    const mean = b.scale(sum, 1 / n);
     sum.free();
     return this.result(mean, [lv], (d) => {
-      // dlogits is recomputed here rather than kept from the forward pass: [N, V] is large.
-      const upstream = b.read(d)[0]!;
-      const { loss, dlogits } = b.crossEntropy(lv.value, labels, ignoreIndex, upstream / counted);
+      // dlogits is recomputed here rather than kept from the forward pass: [N, V] is large. The
+      // upstream gradient is read back only when backward() did not start from this loss.
+      const upstream = this.seed?.tensor === d ? this.seed.value : b.read(d)[0]!;
+      const { loss, dlogits } = b.crossEntropy(lv.value, labels, ignoreIndex, upstream / n);
       loss.free();
       return [dlogits!];
     });
@@ -311,12 +400,15 @@ class TapeGraph implements Graph {
     if (!lv.requiresGrad) throw new TensorError("backward", "the loss does not depend on any parameter that requires a gradient");
     if (lv.value.size !== 1) throw new TensorError("backward", "the loss must have one element", { shapes: [lv.value.shape] });
     const grads = new Map<Value, Tensor>();
-    grads.set(lv, this.backend.upload(Float32Array.of(gradScale), lv.value.shape, "f32"));
+    const seedTensor = this.backend.upload(Float32Array.of(gradScale), lv.value.shape, "f32");
+    grads.set(lv, seedTensor);
+    this.seed = { tensor: seedTensor, value: gradScale };
     const tape = this.tape;
     this.tape = null;
     try {
       this.runBackward(tape, grads);
     } finally {
+      this.seed = null;
       this.tape = tape;
       for (const g of grads.values()) g.free();
     }

@@ -51,6 +51,7 @@ export const COMMANDS: readonly (readonly [string, () => Promise<Register>])[] =
   ["calibrate", async () => (await import("./commands/calibrate.ts")).registerCalibrate],
   ["run", async () => (await import("./commands/run.ts")).registerRun],
   ["demo", async () => (await import("./commands/demo.ts")).registerDemo],
+  ["init", async () => (await import("./commands/init.ts")).registerInit],
 ];
 
 /**

@@ -21,11 +21,16 @@ import { runTraining } from "../train/run.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
 import type { Recipe } from "./recipe.ts";
+import { changedKeys, readStepRecord, removeStepRecord, stepHash, writeStepRecord } from "./step-records.ts";
+import { readEvalRun } from "../eval/records.ts";
+import { addEvaluationToCard, MODEL_CARD_FILE } from "../lora/model-card.ts";
 
 /**
- * `splint run RECIPE`: the tutorial's steps over one run folder. A step whose output exists is
- * skipped, so an interrupted run continues where it stopped (training resumes from its newest
- * checkpoint); `from` throws away that step's output and everything after it, and redoes them.
+ * `splint run RECIPE`: the tutorial's steps over one run folder. A step whose output exists and
+ * was made from the same resolved inputs (content hash, see ./step-records.ts) is skipped, so an
+ * interrupted run continues where it stopped (training resumes from its newest checkpoint) and an
+ * edited recipe reruns the steps the edit affects; `from` throws away that step's output and
+ * everything after it, and redoes them.
  */
 export const STEPS = ["data", "model", "stats", "audit", "eval-before", "train", "calibrate", "eval-after", "compare", "report"] as const;
 export type Step = (typeof STEPS)[number];
@@ -54,19 +59,33 @@ export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult
   const run = runLayout(resolve(opts.runDir));
   if (opts.from) await discardFrom(run, recipe, opts.from);
   const ran: Step[] = [];
+  const { hashes, inputs } = stepInputs(recipe);
   // `done` answers true when the step's output exists, or a reason why the step does not apply.
   const step = async (name: Step, done: () => Promise<boolean | string>, body: () => Promise<void>) => {
     const index = STEPS.indexOf(name) + 1;
-    const skip = await done();
+    const tag = `[${index}/${STEPS.length}] ${name}`;
+    const hash = hashes[name];
+    const record = await readStepRecord(run.root, name);
+    let skip = await done();
+    // Output (or, for train, checkpoints) made from other inputs is stale: thrown away, redone.
+    const stale = record !== null ? record.hash !== hash || (skip === true && !record.complete) : skip === true;
+    if (stale) {
+      const what = record === null ? "no record of the inputs it was made from" : record.hash !== hash ? `inputs changed (${changedKeys(record.inputs, inputs[name]).join(", ") || "an earlier step"})` : "left incomplete";
+      output.log(`${tag}: ${what}, running it again`);
+      await discardStep(run, recipe, name);
+      skip = await done();
+    }
     if (skip !== false) {
-      output.log(`[${index}/${STEPS.length}] ${name}: ${skip === true ? "already done" : skip}, skipped`);
+      output.log(`${tag}: ${skip === true ? "already done" : skip}, skipped`);
       return;
     }
-    output.log(`[${index}/${STEPS.length}] ${name}`);
+    output.log(tag);
     const t0 = performance.now();
+    await writeStepRecord(run.root, { step: name, hash, complete: false, inputs: inputs[name] });
     await body();
+    await writeStepRecord(run.root, { step: name, hash, complete: true, inputs: inputs[name] });
     ran.push(name);
-    output.log(`[${index}/${STEPS.length}] ${name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    output.log(`${tag}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   };
 
   await step("data", () => exists(join(run.dataset, "dataset_dict.json")), () => makeDataset(run, recipe, output));
@@ -74,12 +93,14 @@ export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult
   let modelDir = recipe.model.kind === "init" ? run.model : recipe.model.kind === "dir" ? resolve(recipe.model.path) : "";
   await step(
     "model",
-    async () => recipe.model.kind !== "hub" && (await exists(join(modelDir, "config.json"))),
+    // Only a model the run creates is an output; a Hub snapshot is looked up (cached) every time,
+    // a folder checked.
+    async () => recipe.model.kind === "init" && (await exists(join(modelDir, "config.json"))),
     async () => {
       const source = recipe.model;
       if (source.kind === "init") await initTinyModel(run.model, { preset: source.preset, seed: source.seed });
       else if (source.kind === "hub") modelDir = (await downloadSnapshot(source.repo, { revision: source.revision, output })).path;
-      else throw new InputError(source.path, "has no config.json", "model.dir must be a Hugging Face model folder");
+      else if (!(await exists(join(modelDir, "config.json")))) throw new InputError(source.path, "has no config.json", "model.dir must be a Hugging Face model folder");
     },
   );
 
@@ -106,6 +127,8 @@ export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult
       limit: recipe.eval.limit ?? undefined,
       maxNewTokens: recipe.eval.maxNewTokens,
       template: recipe.train.template,
+      prompt: recipe.train.prompt,
+      classNames: recipe.train.class_names ?? undefined,
       maxImageEdge: recipe.train.max_image_edge,
       // Evaluated with the numerics it is trained with (the tutorial's bf16).
       matmulPrecision: recipe.train.bf16 ? "bf16" : "f32",
@@ -149,6 +172,8 @@ export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult
         batchSize: recipe.eval.batch,
         maxNewTokens: recipe.eval.maxNewTokens,
         template: recipe.train.template,
+        prompt: recipe.train.prompt,
+        classNames: recipe.train.class_names ?? undefined,
         maxImageEdge: recipe.train.max_image_edge,
         matmulPrecision: recipe.train.bf16 ? "bf16" : "f32",
         output,
@@ -162,7 +187,10 @@ export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult
   });
 
   await step("compare", () => exists(join(run.compare, "comparison.json")), async () => {
-    await compareEvalDirs(run.evalBefore, run.evalAfter, run.compare);
+    const comparison = await compareEvalDirs(run.evalBefore, run.evalAfter, run.compare);
+    // The adapter's model card gains the test-split evaluation and the change from the base model.
+    const [before, after] = await Promise.all([readEvalRun(run.evalBefore), readEvalRun(run.evalAfter)]);
+    if (await addEvaluationToCard(run.adapter, { after: after.summary, before: before.summary, comparison })) output.log(`model card: ${join(run.adapter, MODEL_CARD_FILE)}`);
   });
 
   // The report is a view of the other steps: always rebuilt, so it shows what the folder holds now.
@@ -199,6 +227,11 @@ async function makeDataset(run: RunLayout, recipe: Recipe, output: Output): Prom
 
 /** Removes the outputs of `from` and every later step (never a model folder the run did not create). */
 async function discardFrom(run: RunLayout, recipe: Recipe, from: Step): Promise<void> {
+  for (const step of STEPS.slice(STEPS.indexOf(from))) await discardStep(run, recipe, step);
+}
+
+/** Removes one step's outputs and its input record. */
+async function discardStep(run: RunLayout, recipe: Recipe, step: Step): Promise<void> {
   const outputs: Record<Step, readonly string[]> = {
     data: [run.raw, run.dataset, join(run.root, "import-report.json")],
     model: recipe.model.kind === "init" ? [run.model] : [],
@@ -211,9 +244,47 @@ async function discardFrom(run: RunLayout, recipe: Recipe, from: Step): Promise<
     compare: [run.compare],
     report: [run.report],
   };
-  for (const step of STEPS.slice(STEPS.indexOf(from))) {
-    for (const path of outputs[step]) await rm(path, { recursive: true, force: true });
-  }
+  for (const path of outputs[step]) await rm(path, { recursive: true, force: true });
+  await removeStepRecord(run.root, step);
+}
+
+/**
+ * Each step's resolved inputs and its hash (which also covers the hashes of the steps it reads).
+ * Paths are made absolute, so the same recipe run from another folder is the same input.
+ */
+export function stepInputs(recipe: Recipe): { inputs: Record<Step, unknown>; hashes: Record<Step, string> } {
+  const t = recipe.train;
+  const source = recipe.data.source;
+  const model = recipe.model;
+  // How images are put to the model: shared by every evaluation and the calibration.
+  const ask = { template: t.template, prompt: t.prompt, class_names: t.class_names, max_image_edge: t.max_image_edge, bf16: t.bf16 };
+  const inputs: Record<Step, unknown> = {
+    data: { ...recipe.data, source: source.kind === "dir" ? { ...source, path: resolve(source.path) } : source },
+    model: model.kind === "dir" ? { ...model, path: resolve(model.path) } : model,
+    stats: recipe.stats,
+    audit: { audit: recipe.audit },
+    "eval-before": { eval: recipe.eval, ask },
+    train: t,
+    calibrate: { mode: recipe.eval.mode, batch: recipe.eval.batch, max_new_tokens: recipe.eval.maxNewTokens, ask },
+    "eval-after": { eval: recipe.eval, ask },
+    compare: {},
+    report: {},
+  };
+  const upstream: Record<Step, readonly Step[]> = {
+    data: [],
+    model: [],
+    stats: ["data"],
+    audit: ["data"],
+    "eval-before": ["data", "model"],
+    train: ["data", "model"],
+    calibrate: ["data", "train"],
+    "eval-after": ["train", "calibrate"],
+    compare: ["eval-before", "eval-after"],
+    report: [],
+  };
+  const hashes = {} as Record<Step, string>;
+  for (const step of STEPS) hashes[step] = stepHash(step, inputs[step], upstream[step].map((u) => hashes[u]));
+  return { inputs, hashes };
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -3,6 +3,7 @@ import { parse as parseYaml } from "yaml";
 import { EVAL_MODES, type EvalMode } from "../eval/classify.ts";
 import { DEFAULT_MAX_NEW_TOKENS } from "../eval/evaluate.ts";
 import { resolveConfig, TUTORIAL_DEFAULTS, type TrainConfig } from "../train/config.ts";
+import { closest } from "../train/trl-keys.ts";
 import { InputError } from "../util/errors.ts";
 
 /**
@@ -45,6 +46,91 @@ export interface Recipe {
 
 type Json = Record<string, unknown>;
 
+/**
+ * The recipe's fields, for the parser's unknown-key check, the JSON Schema (schema.ts) and
+ * `splint init`. The parser below checks types and ranges; a test checks it and the schema agree.
+ */
+export type RecipeField =
+  | {
+      readonly type: "string" | "integer" | "positive" | "number" | "boolean";
+      readonly help: string;
+      readonly default?: unknown;
+      readonly enum?: readonly string[];
+      /** null stands for the default (the parser's `?? default`); default: whether there is a default. */
+      readonly nullable?: boolean;
+    }
+  | {
+      readonly type: "object";
+      readonly help: string;
+      readonly fields: Readonly<Record<string, RecipeField>>;
+      readonly exactlyOne?: readonly string[];
+      readonly required?: readonly string[];
+      /** Whether the section may be null or absent (treated as empty). */
+      readonly nullable?: boolean;
+    }
+  | { readonly type: "train"; readonly help: string };
+
+const synthFields: Record<string, RecipeField> = {
+  per_class: { type: "positive", help: "training images per class" },
+  test_per_class: { type: "integer", help: "test images per class (default: a quarter of per_class)", nullable: true },
+  size: { type: "positive", help: "image side in pixels", default: 64 },
+  seed: { type: "integer", help: "seed of the generated images", default: 0 },
+};
+
+export const RECIPE_FIELDS: Readonly<Record<string, RecipeField>> = {
+  run_dir: { type: "string", help: "the run folder (--out overrides); relative to the current folder" },
+  data: {
+    type: "object",
+    help: "where the images come from: exactly one of synth, kaggle, dir",
+    exactlyOne: ["synth", "kaggle", "dir"],
+    fields: {
+      synth: { type: "object", nullable: false, help: "procedural radiograph-like images of the tutorial's ten classes", fields: synthFields, required: ["per_class"] },
+      kaggle: { type: "string", help: "a Kaggle dataset OWNER/SLUG (KAGGLE_API_TOKEN or KAGGLE_USERNAME + KAGGLE_KEY)" },
+      dir: { type: "string", help: "a folder of images in the Kaggle <Class>/{Train,Test} or {train,test}/<Class> layout" },
+      val_fraction: { type: "number", help: "fraction of train held out as the validation split", default: 0 },
+      seed: { type: "integer", help: "seed of the validation split", default: 0 },
+    },
+  },
+  model: {
+    type: "object",
+    help: "which model: exactly one of init, hub, dir",
+    exactlyOne: ["init", "hub", "dir"],
+    fields: {
+      init: {
+        type: "object",
+        help: "a small random-weight model of the Ministral 3 architecture (offline demos)",
+        fields: { preset: { type: "string", help: "size preset", default: "tiny" }, seed: { type: "integer", help: "seed of the weights", default: 0 } },
+      },
+      hub: { type: "string", help: "a Hugging Face Hub model id, e.g. mistralai/Ministral-3-14B-Instruct-2512-BF16" },
+      revision: { type: "string", help: "branch, tag or commit of the hub model", default: "main" },
+      dir: { type: "string", help: "a local model folder (Hugging Face layout)" },
+    },
+  },
+  stats: {
+    type: "object",
+    nullable: true,
+    help: "class counts, image sizes and a sample grid",
+    fields: { samples: { type: "integer", help: "images in the sample grid", default: 8 }, seed: { type: "integer", help: "seed of the sample grid", default: 420 } },
+  },
+  audit: { type: "boolean", help: "look for duplicates and train→test leaks", default: true, nullable: false },
+  eval: {
+    type: "object",
+    nullable: true,
+    help: "how the model is measured before and after training",
+    fields: {
+      split: { type: "string", help: "split to evaluate", default: "test" },
+      mode: { type: "string", help: "generate (free text), constrained (trie of class names) or score (log-likelihood ranking, probabilities)", default: "generate", enum: EVAL_MODES },
+      batch: { type: "positive", help: "images per forward pass", default: 8 },
+      limit: { type: "positive", help: "only the first N images (default: all)", nullable: true },
+      max_new_tokens: { type: "positive", help: "generate mode's token budget", default: DEFAULT_MAX_NEW_TOKENS },
+    },
+  },
+  train: { type: "train", help: "the settings of `splint train` (TRL SFTConfig / PEFT LoraConfig names)" },
+};
+
+const keysOf = (field: RecipeField | undefined): string[] => (field?.type === "object" ? Object.keys(field.fields) : []);
+const sub = (field: RecipeField | undefined, key: string): RecipeField | undefined => (field?.type === "object" ? field.fields[key] : undefined);
+
 export async function readRecipe(file: string): Promise<Recipe> {
   let text: string;
   try {
@@ -63,15 +149,15 @@ export async function readRecipe(file: string): Promise<Recipe> {
 
 export function parseRecipe(raw: unknown, file: string): Recipe {
   const top = object(raw, file, "the recipe");
-  allowOnly(top, file, "", ["run_dir", "data", "model", "stats", "audit", "eval", "train"]);
+  allowOnly(top, file, "", Object.keys(RECIPE_FIELDS));
   const data = object(top.data, file, "data");
-  allowOnly(data, file, "data.", ["synth", "kaggle", "dir", "val_fraction", "seed"]);
+  allowOnly(data, file, "data.", keysOf(RECIPE_FIELDS.data));
   const model = object(top.model, file, "model");
-  allowOnly(model, file, "model.", ["init", "hub", "revision", "dir"]);
+  allowOnly(model, file, "model.", keysOf(RECIPE_FIELDS.model));
   const stats = optionalObject(top.stats, file, "stats");
-  allowOnly(stats, file, "stats.", ["samples", "seed"]);
+  allowOnly(stats, file, "stats.", keysOf(RECIPE_FIELDS.stats));
   const evalSection = optionalObject(top.eval, file, "eval");
-  allowOnly(evalSection, file, "eval.", ["split", "mode", "batch", "limit", "max_new_tokens"]);
+  allowOnly(evalSection, file, "eval.", keysOf(RECIPE_FIELDS.eval));
   const train = optionalObject(top.train, file, "train");
   const mode = evalSection.mode ?? "generate";
   if (typeof mode !== "string" || !(EVAL_MODES as readonly string[]).includes(mode)) {
@@ -102,7 +188,7 @@ function dataSource(data: Json, file: string): DataSource {
   if (data.kaggle !== undefined) return { kind: "kaggle", ref: string(data.kaggle, file, "data.kaggle") };
   if (data.dir !== undefined) return { kind: "dir", path: string(data.dir, file, "data.dir") };
   const s = object(data.synth, file, "data.synth");
-  allowOnly(s, file, "data.synth.", ["per_class", "test_per_class", "size", "seed"]);
+  allowOnly(s, file, "data.synth.", keysOf(sub(RECIPE_FIELDS.data, "synth")));
   const perClass = positive(s.per_class, file, "data.synth.per_class");
   return {
     kind: "synth",
@@ -119,7 +205,7 @@ function modelSource(model: Json, file: string): ModelSource {
   if (model.hub !== undefined) return { kind: "hub", repo: string(model.hub, file, "model.hub"), revision: string(model.revision ?? "main", file, "model.revision") };
   if (model.dir !== undefined) return { kind: "dir", path: string(model.dir, file, "model.dir") };
   const init = object(model.init, file, "model.init");
-  allowOnly(init, file, "model.init.", ["preset", "seed"]);
+  allowOnly(init, file, "model.init.", keysOf(sub(RECIPE_FIELDS.model, "init")));
   return { kind: "init", preset: string(init.preset ?? "tiny", file, "model.init.preset"), seed: integer(init.seed ?? 0, file, "model.init.seed") };
 }
 
@@ -134,7 +220,10 @@ function optionalObject(v: unknown, file: string, what: string): Json {
 
 function allowOnly(o: Json, file: string, prefix: string, keys: readonly string[]): void {
   for (const key of Object.keys(o)) {
-    if (!keys.includes(key)) throw new InputError(file, `unknown setting "${prefix}${key}"`, `known here: ${keys.map((k) => prefix + k).join(", ")}`);
+    if (!keys.includes(key)) {
+      const guess = closest(key, keys);
+      throw new InputError(file, `unknown setting "${prefix}${key}"`, `${guess ? `did you mean "${prefix}${guess}"? ` : ""}known here: ${keys.map((k) => prefix + k).join(", ")}`);
+    }
   }
 }
 

@@ -22,8 +22,10 @@ export class ClassPrompts {
     private readonly tokenizer: Tokenizer,
     private readonly template: ChatTemplate,
     readonly classNames: readonly string[],
+    /** The user turn's text; default the tutorial's prompt for these classes. */
+    prompt: string = buildPrompt(classNames),
   ) {
-    this.prompt = buildPrompt(classNames);
+    this.prompt = prompt;
     // The answer tokens do not depend on the image size; any grid renders them.
     const grid: ImageGrid = { rows: 1, cols: 1 };
     const promptIds = this.render(undefined, grid);

@@ -6,7 +6,7 @@ import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
 import type { ImageBatch } from "../models/mistral3/model.ts";
 import { openModelSession } from "../models/mistral3/runtime.ts";
 import type { MatmulPrecision } from "../tensor/backend.ts";
-import { resolveChatTemplate } from "../text/chat-template.ts";
+import { resolvePromptSettings } from "../lora/training-prompt.ts";
 import { boundImageEdge } from "../train/collator.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { InputError } from "../util/errors.ts";
@@ -38,9 +38,16 @@ export interface EvalOptions {
   readonly limit?: number;
   /** Generate mode's token budget. */
   readonly maxNewTokens: number;
-  /** Chat template: model, short or a Jinja file; must be the one training used. */
-  readonly template: string;
-  /** Cap on the longer image side, below the processor's own (as training's max_image_edge). */
+  /**
+   * Chat template: model, short or a Jinja file; undefined: the one the adapter was trained with
+   * (its training_prompt.json), else short.
+   */
+  readonly template?: string;
+  /** Prompt template with {classes}; null: the tutorial's; undefined: the adapter's, else the tutorial's. */
+  readonly prompt?: string | null;
+  /** The answers, in label order, instead of the dataset's names (config class_names); undefined: the adapter's when it has as many. */
+  readonly classNames?: readonly string[];
+  /** Cap on the longer image side, below the processor's own (as training's max_image_edge); undefined: the adapter's. */
   readonly maxImageEdge?: number | null;
   /** How the linear layers multiply (Backend.matmul); default f32. */
   readonly matmulPrecision?: MatmulPrecision;
@@ -113,8 +120,22 @@ export async function classifySplit(opts: Omit<EvalOptions, "out" | "calibration
   const rows = opts.limit === undefined ? all : all.slice(0, opts.limit);
   if (rows.length === 0) throw new InputError(opts.dataset, `split "${opts.split}" has no images to evaluate`);
 
+  if (opts.classNames !== undefined && opts.classNames.length !== dataset.classNames.length) {
+    throw new InputError(opts.dataset, `has ${dataset.classNames.length} classes, but ${opts.classNames.length} class names were given`, "give one name per class, in label order");
+  }
   const tokenizer = await loadTokenizer(opts.model);
-  const template = resolveChatTemplate(opts.template, opts.model);
+  const asked = await resolvePromptSettings({
+    modelDir: opts.model,
+    adapterDir: opts.adapter,
+    template: opts.template,
+    promptTemplate: opts.prompt,
+    classes: opts.classNames,
+    labelNames: dataset.classNames,
+    fallbackClasses: dataset.classNames,
+    maxImageEdge: opts.maxImageEdge,
+  });
+  if (asked.source !== "defaults") opts.output.log(`asking as the adapter was trained (${asked.source}): template ${asked.template.name}`);
+  const template = asked.template;
   const generation = readGenerationConfig(opts.model);
   const session = await openModelSession(opts.model, { adapterDir: opts.adapter, matmulPrecision: opts.matmulPrecision, output: opts.output });
   const config = session.model.config;
@@ -122,13 +143,13 @@ export async function classifySplit(opts: Omit<EvalOptions, "out" | "calibration
     model: session.model,
     newGraph: () => session.inferenceGraph(),
     tokenizer,
-    prompts: new ClassPrompts(tokenizer, template, dataset.classNames),
+    prompts: new ClassPrompts(tokenizer, template, asked.classNames, asked.prompt),
     mode: opts.mode,
     maxNewTokens: opts.maxNewTokens,
     eosTokenIds: generation.eosTokenIds ?? [tokenizer.eosId],
     padTokenId: generation.padTokenId ?? config.text_config.pad_token_id ?? tokenizer.padId,
   };
-  const processor = boundImageEdge(loadImageProcessorConfig(opts.model), opts.maxImageEdge ?? null);
+  const processor = boundImageEdge(loadImageProcessorConfig(opts.model), asked.maxImageEdge);
 
   const progress = opts.output.progress(`eval ${opts.mode}`, rows.length, "images");
   const started = performance.now();
@@ -140,7 +161,7 @@ export async function classifySplit(opts: Omit<EvalOptions, "out" | "calibration
   } finally {
     progress.stop();
   }
-  return { classNames: dataset.classNames, predictions, template: template.name, backend: session.backend.name, seconds: (performance.now() - started) / 1000 };
+  return { classNames: asked.classNames, predictions, template: template.name, backend: session.backend.name, seconds: (performance.now() - started) / 1000 };
 }
 
 /** Classifies dataset rows in batches; `onBatch` gets the images done and how many were right. */

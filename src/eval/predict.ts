@@ -6,7 +6,7 @@ import { SYNTH_CLASS_NAMES } from "../data/synth.ts";
 import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
 import { openModelSession } from "../models/mistral3/runtime.ts";
 import type { MatmulPrecision } from "../tensor/backend.ts";
-import { resolveChatTemplate } from "../text/chat-template.ts";
+import { resolvePromptSettings } from "../lora/training-prompt.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { boundImageEdge } from "../train/collator.ts";
 import { InputError } from "../util/errors.ts";
@@ -27,9 +27,14 @@ export interface PredictOptions {
   readonly adapter?: string;
   readonly images: readonly string[];
   readonly mode: EvalMode;
-  /** The classes the prompt offers, in label order. */
-  readonly classNames: readonly string[];
-  readonly template: string;
+  /** The classes the prompt offers, in label order (--classes); undefined: the adapter's, else the tutorial's ten. */
+  readonly classNames?: readonly string[];
+  /** A dataset's label names (--dataset): replaced by the adapter's taught names when it has as many. */
+  readonly labelNames?: readonly string[];
+  /** Chat template; undefined: the adapter's, else short. */
+  readonly template?: string;
+  /** Prompt template with {classes}; undefined: the adapter's, else the tutorial's. */
+  readonly prompt?: string | null;
   readonly maxNewTokens: number;
   readonly maxImageEdge?: number | null;
   readonly batchSize: number;
@@ -79,11 +84,21 @@ export async function predictImages(given: PredictOptions): Promise<ImagePredict
     threshold = opts.abstainBelow;
   }
   const tokenizer = await loadTokenizer(opts.model);
-  const template = resolveChatTemplate(opts.template, opts.model);
+  const asked = await resolvePromptSettings({
+    modelDir: opts.model,
+    adapterDir: opts.adapter,
+    template: opts.template,
+    promptTemplate: opts.prompt,
+    classes: opts.classNames,
+    labelNames: opts.labelNames,
+    fallbackClasses: SYNTH_CLASS_NAMES,
+    maxImageEdge: opts.maxImageEdge,
+  });
+  const classNames = asked.classNames;
   const generation = readGenerationConfig(opts.model);
   const session = await openModelSession(opts.model, { adapterDir: opts.adapter, matmulPrecision: opts.matmulPrecision, output: opts.output });
-  const prompts = new ClassPrompts(tokenizer, template, opts.classNames);
-  const processor = boundImageEdge(loadImageProcessorConfig(opts.model), opts.maxImageEdge ?? null);
+  const prompts = new ClassPrompts(tokenizer, asked.template, classNames, asked.prompt);
+  const processor = boundImageEdge(loadImageProcessorConfig(opts.model), asked.maxImageEdge);
   const classifier = {
     model: session.model,
     newGraph: () => session.inferenceGraph(),
@@ -100,13 +115,13 @@ export async function predictImages(given: PredictOptions): Promise<ImagePredict
     const bytes = await Promise.all(files.map(readImage));
     const results = classifyBatch(classifier, await imageBatch(bytes, processor, files));
     results.forEach((r, i) => {
-      const base = { image: files[i]!, class: r.predicted < 0 ? null : opts.classNames[r.predicted]!, answer: r.answer };
+      const base = { image: files[i]!, class: r.predicted < 0 ? null : classNames[r.predicted]!, answer: r.answer };
       if (!r.scores) {
         out.push(base);
         return;
       }
       const p = probabilities(r.scores, temperature);
-      const scored = { ...base, probabilities: Object.fromEntries(p.map((q, c) => [opts.classNames[c]!, q])), temperature };
+      const scored = { ...base, probabilities: Object.fromEntries(p.map((q, c) => [classNames[c]!, q])), temperature };
       if (threshold === null) out.push(scored);
       else if (p[r.predicted]! < threshold) out.push({ ...scored, class: null, answer: UNCERTAIN, abstained: true });
       else out.push({ ...scored, abstained: false });
@@ -123,14 +138,17 @@ async function readImage(file: string): Promise<Uint8Array> {
   }
 }
 
-/** The class list: --classes, else a dataset's ClassLabel names, else the tutorial's ten fracture classes. */
-export async function resolveClassNames(classes: string | undefined, dataset: string | undefined): Promise<readonly string[]> {
+/**
+ * The class list: --classes (explicit), or a dataset's ClassLabel names (label names, which an
+ * adapter's taught names replace), or neither: the adapter's names, else the tutorial's ten.
+ */
+export async function resolveClassNames(classes: string | undefined, dataset: string | undefined): Promise<{ classNames?: readonly string[]; labelNames?: readonly string[] }> {
   if (classes !== undefined && dataset !== undefined) throw new InputError("--classes", "give --classes or --dataset, not both");
   if (classes !== undefined) {
     const names = classes.split(",").map((c) => c.trim()).filter((c) => c.length > 0);
     if (names.length < 2) throw new InputError("--classes", "needs at least two comma-separated class names");
-    return names;
+    return { classNames: names };
   }
-  if (dataset !== undefined) return (await loadDataset(dataset)).dataset.classNames;
-  return SYNTH_CLASS_NAMES;
+  if (dataset !== undefined) return { labelNames: (await loadDataset(dataset)).dataset.classNames };
+  return {};
 }

@@ -1,5 +1,6 @@
 import type { Graph, Var } from "../autograd/graph.ts";
 import type { MatmulPrecision } from "../tensor/backend.ts";
+import type { DType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /**
@@ -25,6 +26,8 @@ export interface LinearContext {
   bind(t: Tensor): Var;
   /** Seed of this module's LoRA dropout mask for this forward, or null when dropout is off. */
   dropoutSeed(modulePath: string): number | null;
+  /** A bf16 copy of t made once for this pass (every product of the pass reads the same copy). */
+  narrowCopy(t: Tensor): Tensor;
 }
 
 export function loraScale(alpha: number, r: number, rslora: boolean): number {
@@ -39,7 +42,7 @@ export class LoraLinear {
     readonly path: string,
     /** [out, in], any float dtype (bf16 and fp8 stay as they are). */
     readonly weight: Tensor,
-    /** How the base product runs (Backend.matmul); the LoRA products are f32 whatever this says. */
+    /** How the base and the LoRA products run (Backend.matmul; Graph.loraLinear). */
     readonly precision: MatmulPrecision = "f32",
   ) {}
 
@@ -51,15 +54,23 @@ export class LoraLinear {
     return this.weight.shape[0]!;
   }
 
+  /**
+   * The dtype the layer's input can be stored in without changing its result: bf16 when every
+   * product rounds the input to bf16 anyway (the fast tier), so producers (norms, SwiGLU, RoPE)
+   * write it narrow once instead of each consumer casting it again.
+   */
+  get inputDtype(): DType {
+    return this.precision === "bf16" ? "bf16" : "f32";
+  }
+
   /** x [N, in] → [N, out] */
   forward(ctx: LinearContext, x: Var): Var {
     const g = ctx.graph;
-    const base = g.linear(x, ctx.bind(this.weight), this.precision);
-    if (!this.lora) return base;
+    if (!this.lora) return g.linear(x, ctx.bind(this.weight), this.precision);
     const { a, b, scale, dropout } = this.lora;
     const seed = dropout > 0 ? ctx.dropoutSeed(this.path) : null;
-    const dropped = seed === null ? x : g.dropout(x, dropout, seed);
-    const update = g.linear(g.linear(dropped, ctx.bind(a)), ctx.bind(b));
-    return g.add(base, g.scale(update, scale));
+    // bf16 products read A and B through copies cast once per pass, not once per product.
+    const narrow = this.precision === "bf16" ? { a: ctx.narrowCopy(a), b: ctx.narrowCopy(b) } : undefined;
+    return g.loraLinear(x, ctx.bind(this.weight), ctx.bind(a), ctx.bind(b), { scale, dropout, seed, narrow }, this.precision);
   }
 }

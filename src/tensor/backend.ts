@@ -92,8 +92,8 @@ export interface Backend {
   mul(a: Tensor, b: Tensor): Tensor;
   scale(x: Tensor, s: number): Tensor;
   scaleInPlace(x: Tensor, s: number): void;
-  /** silu(gate) · up */
-  swiglu(gate: Tensor, up: Tensor): Tensor;
+  /** silu(gate) · up; outDtype "bf16" rounds the f32 result (the input of a bf16 product). */
+  swiglu(gate: Tensor, up: Tensor, outDtype?: DType): Tensor;
   swigluBackward(gate: Tensor, up: Tensor, dout: Tensor): { dgate: Tensor; dup: Tensor };
   /** Exact (erf) GELU. */
   gelu(x: Tensor): Tensor;
@@ -101,20 +101,24 @@ export interface Backend {
   /**
    * Inverted dropout with a counter-based RNG: keep ↔ hash(seed, i)/2³² ≥ p; kept values ×
    * f32(1/(1-p)). The exact hash is specified in backends/cpu/dropout.ts; every backend matches it.
+   * outDtype "bf16" stores the f32 result rounded to nearest even (the input of a bf16 product).
    */
-  dropout(x: Tensor, p: number, seed: number): Tensor;
+  dropout(x: Tensor, p: number, seed: number, outDtype?: DType): Tensor;
   dropoutBackward(dout: Tensor, p: number, seed: number): Tensor;
 
   // ---- normalisation and position ----------------------------------------------------------
-  /** y = w · x / sqrt(mean(x²) + eps) over rows of x [N, C]; rstd [N] f32 kept for backward. */
-  rmsNorm(x: Tensor, weight: Tensor, eps: number): { y: Tensor; rstd: Tensor };
+  /**
+   * y = w · x / sqrt(mean(x²) + eps) over rows of x [N, C]; rstd [N] f32 kept for backward.
+   * outDtype "bf16" rounds y once (statistics stay f32).
+   */
+  rmsNorm(x: Tensor, weight: Tensor, eps: number, outDtype?: DType): { y: Tensor; rstd: Tensor };
   rmsNormBackward(x: Tensor, weight: Tensor, rstd: Tensor, dy: Tensor): { dx: Tensor; dweight: Tensor };
   /**
    * Rotate-half RoPE on x [N, H, D] with per-row angle tables cos, sin [N, D/2] (f32):
    * y[i] = x[i]·cos - x[i+D/2]·sin, y[i+D/2] = x[i+D/2]·cos + x[i]·sin.
-   * `inverse` rotates by the negative angle, which is the backward pass.
+   * `inverse` rotates by the negative angle, which is the backward pass. outDtype "bf16" rounds y.
    */
-  rope(x: Tensor, cos: Tensor, sin: Tensor, inverse?: boolean): Tensor;
+  rope(x: Tensor, cos: Tensor, sin: Tensor, inverse?: boolean, outDtype?: DType): Tensor;
 
   // ---- attention ---------------------------------------------------------------------------
   /**

@@ -37,6 +37,18 @@ Rules:
 `);
 }
 
+/** Where a prompt template puts the class names (joined by ", "). */
+export const CLASSES_PLACEHOLDER = "{classes}";
+
+/**
+ * The user turn's text for a prompt template (config `prompt`): every "{classes}" replaced by the
+ * class names joined by ", "; null gives the tutorial's prompt.
+ */
+export function renderPrompt(template: string | null, classNames: readonly string[]): string {
+  if (template === null) return buildPrompt(classNames);
+  return template.split(CLASSES_PLACEHOLDER).join(classNames.join(", "));
+}
+
 /**
  * The tutorial's `convert_to_conversation`: a user turn holding the prompt text then one image,
  * and, for training, an assistant turn holding the answer (the class name).

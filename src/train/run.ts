@@ -12,7 +12,11 @@ import { initAdapter, loadAdapter, saveAdapter, type LoraSettings } from "../lor
 import { freeMistral3, loadMistral3 } from "../models/mistral3/model.ts";
 import type { Backend } from "../tensor/backend.ts";
 import { resolveChatTemplate } from "../text/chat-template.ts";
-import { buildPrompt } from "../text/prompt.ts";
+import { renderPrompt } from "../text/prompt.ts";
+import { folderName, hubIdOfCachedFolder, saveCardInfo, writeModelCard, type ModelCardInfo } from "../lora/model-card.ts";
+import { writeTrainingPrompt } from "../lora/training-prompt.ts";
+import type { EvalMetrics } from "../metrics/run-metrics.ts";
+import { trainingEvaluator } from "./evaluator.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
@@ -40,6 +44,10 @@ export interface RunTrainingOptions {
   dataset: string | DatasetDict;
   /** Split to train on (default "train"). */
   split?: string;
+  /** The base model's Hub id, for the adapter config and model card (default: from a Hub-cache folder). */
+  baseModelId?: string;
+  /** The dataset's Hub id, for the model card's front matter. */
+  datasetId?: string;
   /** The run folder. */
   outDir: string;
   /** Settings over the tutorial's defaults. With resume, those given must agree with the run's. */
@@ -62,8 +70,13 @@ export interface TrainResult {
   adapterDir: string;
   configFile: string;
   logFile: string;
+  /** metrics.jsonl (Trainer names, eval entries included); TensorBoard files are in RUN/tensorboard. */
+  metricsFile: string;
+  modelCard: string;
   checkpoints: string[];
   steps: number;
+  evaluations: EvalMetrics[];
+  stoppedEarly: number | null;
   /** Steps run by this call (fewer than `steps` after a resume). */
   history: StepRecord[];
   finalLoss: number | null;
@@ -114,18 +127,29 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
   if (!rows || rows.length === 0) {
     throw new InputError(datasetName, `has no examples in split "${split}"`, `its splits: ${[...dataset.splits.keys()].join(", ") || "none"}`);
   }
-  const examples: TrainExample[] = rows.map((row, i) => ({ image: row.image.bytes, answer: dataset.classNames[row.label]!, name: row.image.path ?? `${split}[${i}]` }));
+  // class_names renames the labels (same count, same order): the answers the model is taught.
+  const classNames = config.class_names ?? dataset.classNames;
+  if (classNames.length !== dataset.classNames.length) {
+    throw new InputError(opts.configSource ?? "settings", `class_names has ${classNames.length} names, the dataset ${dataset.classNames.length} classes (${dataset.classNames.join(", ")})`, "give one name per class, in label order");
+  }
+  const examples: TrainExample[] = rows.map((row, i) => ({ image: row.image.bytes, answer: classNames[row.label]!, name: row.image.path ?? `${split}[${i}]` }));
+  const evalRows = config.eval_strategy === "no" ? [] : dataset.splits.get(config.eval_split);
+  if (!evalRows || (config.eval_strategy !== "no" && evalRows.length === 0)) {
+    throw new InputError(datasetName, `has no examples in split "${config.eval_split}", which eval_strategy "${config.eval_strategy}" evaluates`, `set eval_split to one of: ${[...dataset.splits.keys()].join(", ")} (splint data import --val-fraction makes a validation split)`);
+  }
 
   // A Hub id is downloaded (or found in the cache) now, after the cheap checks above; the adapter
-  // records the id rather than the cache folder, so it names its base model as PEFT's would.
+  // and the model card record the id rather than the cache folder, as PEFT's would.
   const base = await resolveModelRef(opts.modelDir, { output, ...(opts.revision !== undefined ? { revision: opts.revision } : {}) });
   const modelDir = base.dir;
+  const baseModelId = opts.baseModelId ?? base.snapshot?.repo ?? hubIdOfCachedFolder(modelDir);
+  const hubDatasetId = loaded && loaded.dir !== loaded.name ? loaded.name.split("@")[0]! : undefined;
   const tokenizer = await loadTokenizer(modelDir);
   const collator: CollatorSettings = {
     tokenizer,
     template: resolveChatTemplate(config.template, modelDir),
     processor: boundImageEdge(loadImageProcessorConfig(modelDir), config.max_image_edge),
-    prompt: buildPrompt(dataset.classNames),
+    prompt: renderPrompt(config.prompt, classNames),
     lossOn: config.loss_on,
     maxSeqLen: config.max_seq_len,
   };
@@ -151,7 +175,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
     if (resumeFrom) {
       adapter = await loadAdapter(resumeFrom, model.linears, backend);
     } else {
-      adapter = loraSettingsFor(config, base.snapshot?.repo ?? opts.modelDir);
+      adapter = loraSettingsFor(config, baseModelId ?? opts.modelDir);
       const paths = initAdapter(adapter, model.linears, backend, new Rng(config.seed));
       await writeFileAtomic(configFile, `${JSON.stringify(config, null, 2)}\n`);
       output.log(`LoRA r=${config.r} alpha=${config.lora_alpha} on ${paths.length} linear layers (scope ${config.lora_scope})`);
@@ -169,10 +193,38 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
       output,
       onStep: opts.onStep,
       signal: opts.signal,
+      evaluate:
+        config.eval_strategy === "no"
+          ? undefined
+          : trainingEvaluator({ backend, model, modelDir, rows: evalRows, classNames, collator, batchSize: config.per_device_eval_batch_size }),
     });
     const adapterDir = join(runDir, ADAPTER_DIR);
     await saveAdapter(adapterDir, adapter, model.linears, backend);
-    output.log(`adapter: ${adapterDir}`);
+    // How it was asked, so eval and predict ask it the same way.
+    await writeTrainingPrompt(
+      adapterDir,
+      { template: config.template, promptTemplate: config.prompt, prompt: collator.prompt, classNames, maxImageEdge: config.max_image_edge, lossOn: config.loss_on },
+      collator.template,
+    );
+    const lastStep = result.history[result.history.length - 1];
+    const card: ModelCardInfo = {
+      baseModel: baseModelId ?? folderName(modelDir),
+      datasetId: opts.datasetId ?? hubDatasetId ?? null,
+      datasetName: opts.datasetId ?? hubDatasetId ?? (loaded ? folderName(loaded.dir) : datasetName),
+      split,
+      examples: examples.length,
+      classNames,
+      config,
+      steps: result.steps,
+      stoppedEarly: result.stoppedEarly,
+      finalLoss: lastStep ? lastStep.loss : null,
+      evaluations: result.evaluations,
+      prompt: collator.prompt,
+      template: collator.template.name,
+    };
+    await saveCardInfo(adapterDir, card);
+    const modelCard = await writeModelCard(adapterDir, card);
+    output.log(`adapter: ${adapterDir} (model card ${modelCard})`);
     output.log(`log: ${result.logFile}`);
     let pushed: PushResult | null = null;
     if (opts.pushToHub) {
@@ -185,8 +237,12 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
       adapterDir,
       configFile,
       logFile: result.logFile,
+      metricsFile: result.metricsFile,
+      modelCard,
       checkpoints: (await listCheckpoints(runDir)).map((c) => c.dir),
       steps: result.steps,
+      evaluations: result.evaluations,
+      stoppedEarly: result.stoppedEarly,
       history: result.history,
       finalLoss: last ? last.loss : null,
       resumedFrom: resumeFrom,

@@ -16,6 +16,7 @@ import type { TrainConfig } from "./config.ts";
 import { AdamW, AdamW8bit, clipGradNorm, type Optimizer, type Parameter } from "./optimizer.ts";
 import { Rng } from "../util/rng.ts";
 import { learningRate } from "./schedule.ts";
+import { isEvalEntry, RunMetrics, type EvalMetrics } from "../metrics/run-metrics.ts";
 
 /**
  * The training loop of the Hugging Face Trainer as the tutorial runs it: micro-batches of
@@ -66,13 +67,54 @@ export interface TrainLoopOptions {
   onStep?: (record: StepRecord) => void;
   /** Checked between micro-batches: an abort stops the run as a kill would (nothing is saved). */
   signal?: AbortSignal;
+  /**
+   * Evaluates the adapter as it is now (on the eval split), for eval_strategy steps/epoch; without
+   * it, eval_strategy must be "no".
+   */
+  evaluate?: () => Promise<Omit<EvalMetrics, "step" | "epoch">>;
 }
 
 export interface TrainLoopResult {
+  /** Optimizer steps done (fewer than planned when early stopping ended the run). */
   steps: number;
   history: StepRecord[];
   checkpoints: string[];
   logFile: string;
+  metricsFile: string;
+  /** Every evaluation of the run, earlier ones of a resumed run included. */
+  evaluations: EvalMetrics[];
+  /** The step early stopping ended the run at, or null. */
+  stoppedEarly: number | null;
+}
+
+/** Optimizer steps between evaluations (eval_steps; 0 means logging_steps, as in transformers). */
+export function evalInterval(config: TrainConfig, totalSteps: number, logEvery: number): number {
+  if (config.eval_steps === 0) return logEvery;
+  return config.eval_steps < 1 ? Math.max(1, Math.ceil(totalSteps * config.eval_steps)) : Math.round(config.eval_steps);
+}
+
+/** Warm-up steps: warmup_steps when above 0, else ceil(total × warmup_ratio) (transformers' get_warmup_steps). */
+export function warmupSteps(config: TrainConfig, totalSteps: number): number {
+  return config.warmup_steps > 0 ? config.warmup_steps : Math.ceil(totalSteps * config.warmup_ratio);
+}
+
+/**
+ * transformers' EarlyStoppingCallback: an evaluation improves when it beats the best so far
+ * (lower eval_loss, higher eval_accuracy); after `patience` evaluations in a row without, stop.
+ */
+export function shouldStopEarly(evaluations: readonly EvalMetrics[], metric: TrainConfig["metric_for_best_model"], patience: number): boolean {
+  if (patience < 1) return false;
+  const better = (a: number, b: number) => (metric === "eval_loss" ? a < b : a > b);
+  let best: number | null = null;
+  let stale = 0;
+  for (const e of evaluations) {
+    const v = e[metric];
+    if (best === null || better(v, best)) {
+      best = v;
+      stale = 0;
+    } else stale++;
+  }
+  return stale >= patience;
 }
 
 export const TRAIN_LOG_FILE = "train_log.jsonl";
@@ -107,10 +149,14 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
   const { stepsPerEpoch, totalSteps } = planSteps(config, source.length);
   const logEvery = config.logging_steps < 1 ? Math.max(1, Math.ceil(totalSteps * config.logging_steps)) : Math.round(config.logging_steps);
   const logFile = join(opts.runDir, TRAIN_LOG_FILE);
+  if (config.eval_strategy !== "no" && !opts.evaluate) throw new SplintError(`eval_strategy "${config.eval_strategy}" needs an evaluation split, and none was given to the training loop`);
+  const evalEvery = evalInterval(config, totalSteps, logEvery);
+  const warmup = warmupSteps(config, totalSteps);
   // Dropout seeds: a stream of its own, apart from the adapter init's Rng(seed).
   let rng = new Rng(config.seed ^ 0x2545f491);
   let startStep = 0;
   let bar: Progress | undefined;
+  let metrics: RunMetrics | undefined;
 
   try {
     if (opts.resumeFrom) {
@@ -126,6 +172,10 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
     } else {
       await writeFileAtomic(logFile, "");
     }
+    const opened = await RunMetrics.open(opts.runDir, { tensorboard: config.report_to.includes("tensorboard"), resumeStep: opts.resumeFrom ? startStep : undefined });
+    metrics = opened.metrics;
+    const evaluations = opened.earlier.filter(isEvalEntry);
+    let stoppedEarly: number | null = null;
 
     const history: StepRecord[] = [];
     const checkpoints: string[] = [];
@@ -168,7 +218,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
         if (!Number.isFinite(gradNorm)) {
           throw new SplintError(`the gradient norm is ${gradNorm} at ${where}; training stopped and ${keep}`, "lower learning_rate or raise warmup_steps, then --resume from that checkpoint");
         }
-        const lr = learningRate(config.lr_scheduler_type, config.learning_rate, step, config.warmup_steps, totalSteps);
+        const lr = learningRate(config.lr_scheduler_type, config.learning_rate, step, warmup, totalSteps);
         optimizer.step(full, lr);
         const seconds = (performance.now() - started) / 1000;
         const record: StepRecord = { step: step + 1, epoch: (step + 1) / stepsPerEpoch, loss: objective, lr, grad_norm: gradNorm, tokens, supervised, images, seconds };
@@ -190,6 +240,17 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
             memory_peak_bytes: memory.peak,
           };
           await appendFile(logFile, `${JSON.stringify(entry)}\n`);
+          await metrics.train({
+            step: entry.step,
+            epoch: entry.epoch,
+            loss: entry.loss,
+            learning_rate: lr,
+            grad_norm: gradNorm,
+            tokens_per_second: entry.tokens_per_s,
+            images_per_second: entry.images_per_s,
+            memory_live_bytes: memory.live,
+            memory_peak_bytes: memory.peak,
+          });
           window = { loss: 0, steps: 0, tokens: 0, images: 0, seconds: 0 };
         }
       } finally {
@@ -198,6 +259,14 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
 
       const done = step + 1;
       const epochEnd = done % stepsPerEpoch === 0 || done === totalSteps;
+      const evalNow = (config.eval_strategy === "steps" && done % evalEvery === 0) || (config.eval_strategy === "epoch" && epochEnd);
+      if (evalNow && opts.evaluate) {
+        const result: EvalMetrics = { step: done, epoch: Number((done / stepsPerEpoch).toFixed(4)), ...(await opts.evaluate()) };
+        evaluations.push(result);
+        await metrics.eval(result);
+        output.log(`eval at step ${done}: loss ${result.eval_loss.toFixed(4)}, accuracy ${(100 * result.eval_accuracy).toFixed(1)}% (${result.eval_samples} examples)`);
+        if (shouldStopEarly(evaluations, config.metric_for_best_model, config.early_stopping_patience)) stoppedEarly = done;
+      }
       const save = (config.save_strategy === "steps" && config.save_steps > 0 && done % config.save_steps === 0) || (config.save_strategy === "epoch" && epochEnd);
       if (save) {
         const dir = checkpointDir(opts.runDir, done);
@@ -206,10 +275,15 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
         checkpoints.push(dir);
         lastCheckpoint = dir;
       }
+      if (stoppedEarly !== null) {
+        output.log(`early stopping at step ${done}: ${config.metric_for_best_model} has not improved for ${config.early_stopping_patience} evaluation(s)`);
+        break;
+      }
     }
-    return { steps: totalSteps, history, checkpoints, logFile };
+    return { steps: stoppedEarly ?? totalSteps, history, checkpoints, logFile, metricsFile: metrics.file, evaluations, stoppedEarly };
   } finally {
     bar?.stop();
+    metrics?.close();
     optimizer.free();
   }
 }

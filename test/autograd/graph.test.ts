@@ -107,6 +107,56 @@ test("dropout (same seed, same mask) and p = 0 is the identity", () => {
   assert.equal(g.dropout(v, 0, 5), v);
 });
 
+test("loraLinear is x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ, with gradients for x, W, A and B", () => {
+  const [n, inF, outF, r, scale] = [5, 7, 3, 2, 1.75];
+  const ones = backend.upload(new Float32Array(n * inF).fill(1), [n, inF], "f32");
+  for (const seed of [null, 11]) {
+    const mask = seed === null ? new Float32Array(n * inF).fill(1) : (backend.read(backend.dropout(ones, 0.3, seed)) as Float32Array);
+    checkOp(
+      `loraLinear seed=${seed}`,
+      [{ shape: [n, inF] }, { shape: [outF, inF] }, { shape: [r, inF] }, { shape: [outF, r] }],
+      (g, [x, w, a, b]) => g.loraLinear(x!, w!, a!, b!, { scale, dropout: 0.3, seed }),
+      ([x, w, a, b]) => {
+        const base = matmulRef(x!, w!, n, inF, outF, false, true);
+        const u = matmulRef(x!.map((v, i) => v * mask[i]!), a!, n, inF, r, false, true);
+        const update = matmulRef(u, b!, n, r, outF, false, true, scale);
+        return base.map((v, i) => v + update[i]!);
+      },
+      12,
+    );
+  }
+});
+
+test("loraLinear in bf16 (autocast) stays within bf16 rounding of the f32 op, gradients included", () => {
+  const [n, inF, outF, r] = [6, 16, 8, 4];
+  const random = rng(21);
+  const shapes = [[n, inF], [outF, inF], [r, inF], [outF, r]];
+  const values = shapes.map((sh) => randomF32(random, sh[0]! * sh[1]!));
+  const weighting = randomF32(random, n * outF);
+  const run = (precision: "f32" | "bf16") => {
+    const g = createGraph(backend, { recording: true });
+    const leaves = values.map((v, i) => g.param(backend.upload(v, shapes[i]!, "f32"), true));
+    const y = g.loraLinear(leaves[0]!, leaves[1]!, leaves[2]!, leaves[3]!, { scale: 2, dropout: 0.2, seed: 5 }, precision);
+    const out = Float32Array.from(backend.read(y.value));
+    g.backward(weightedSum(g, y, weighting));
+    const grads = leaves.map((l) => Float32Array.from(backend.read(l.grad!)));
+    g.dispose();
+    return { out, grads };
+  };
+  const exact = run("f32");
+  const fast = run("bf16");
+  // bf16 keeps 8 significant bits: each operand is off by ≤ 2⁻⁹ relative, sums of a few products by ~1e-2 of their scale.
+  const near = (a: Float32Array, b: Float32Array, what: string) => {
+    const scale = Math.max(...Array.from(b, Math.abs));
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    assert.ok(worst <= 2e-2 * scale, `${what}: max difference ${worst} against scale ${scale}`);
+    assert.ok(worst > 0, `${what}: bf16 rounding changed nothing, so the bf16 path did not run`);
+  };
+  near(fast.out, exact.out, "y");
+  fast.grads.forEach((grad, i) => near(grad, exact.grads[i]!, `gradient ${i}`));
+});
+
 test("rmsNorm", () => {
   const [n, c] = [5, 7];
   checkOp("rmsNorm", [{ shape: [n, c], lo: -2, hi: 2 }, { shape: [c] }], (g, [x, w]) => g.rmsNorm(x!, w!, 1e-6), ([x, w]) => rmsNormRef(x!, w!, n, c, 1e-6), 9);

@@ -6,7 +6,7 @@ import { after, test } from "node:test";
 import { parse as parseYaml } from "yaml";
 import { createOutput } from "../../src/cli/output.ts";
 import { DEMO_RECIPE } from "../../src/cli/commands/demo.ts";
-import { runRecipe } from "../../src/demo/pipeline.ts";
+import { runRecipe, STEPS, stepInputs } from "../../src/demo/pipeline.ts";
 import { parseRecipe, readRecipe } from "../../src/demo/recipe.ts";
 import { readCalibrationFile } from "../../src/eval/calibration-file.ts";
 import { TEMPERATURE_RANGE } from "../../src/eval/calibration.ts";
@@ -101,4 +101,44 @@ test("both shipped recipes parse, and the tutorial recipe carries the tutorial's
 test("a recipe with an unknown setting is refused with the key named", () => {
   assert.throws(() => parseRecipe({ data: { synth: { per_class: 1 } }, model: { init: {} }, evaluate: {} }, "r.yaml"), (e: unknown) => e instanceof InputError && /"evaluate"/.test(e.message));
   assert.throws(() => parseRecipe({ data: { synth: { per_class: 1 }, kaggle: "a/b" }, model: { init: {} } }, "r.yaml"), /exactly one of synth, kaggle or dir/);
+});
+
+test("content hashes: an edit changes the hash of the steps it affects and of those downstream, nothing else", async () => {
+  const base = stepInputs(await shortDemo()).hashes;
+  const edited = async (edit: (raw: Record<string, Record<string, unknown>>) => void) => {
+    const raw = parseYaml(await readFile(DEMO_RECIPE, "utf8")) as Record<string, Record<string, unknown>>;
+    raw.data = { synth: { per_class: 40, test_per_class: 10, size: 64, seed: 0 }, val_fraction: 0.1 };
+    raw.audit = false as unknown as Record<string, unknown>;
+    raw.stats = { samples: 4, seed: 1 };
+    raw.train = { ...raw.train, max_steps: 250, warmup_steps: 25, logging_steps: 10 };
+    edit(raw);
+    const h = stepInputs(parseRecipe(raw, "edited")).hashes;
+    return STEPS.filter((s) => h[s] !== base[s]);
+  };
+  assert.deepEqual(await edited(() => {}), [], "the same recipe hashes the same");
+  // Key order in the file does not matter.
+  assert.deepEqual(await edited((r) => (r.train = Object.fromEntries(Object.entries(r.train!).reverse()))), []);
+  assert.deepEqual(await edited((r) => (r.train!.learning_rate = 0.001)), ["train", "calibrate", "eval-after", "compare"]);
+  assert.deepEqual(await edited((r) => (r.stats!.samples = 2)), ["stats"]);
+  assert.deepEqual(await edited((r) => (r.train!.prompt = "Classify: {classes}")), ["eval-before", "train", "calibrate", "eval-after", "compare"]);
+  assert.deepEqual(await edited((r) => (r.data!.val_fraction = 0.2)), ["data", "stats", "audit", "eval-before", "train", "calibrate", "eval-after", "compare"]);
+});
+
+test("an edited recipe reruns the affected steps instead of finding them done", async () => {
+  const runDir = join(root, "demo");
+  const recipe = await shortDemo();
+  const shorter = parseRecipe({ ...(parseYaml(await readFile(DEMO_RECIPE, "utf8")) as object), data: { synth: { per_class: 40, test_per_class: 10, size: 64, seed: 0 }, val_fraction: 0.1 }, audit: false, stats: { samples: 4, seed: 1 }, train: { ...recipe.train, max_steps: 20, warmup_steps: 2 } }, "edited demo");
+  const logs: string[] = [];
+  const result = await runRecipe({ recipe: shorter, runDir, output: { ...quiet, log: (m: string) => logs.push(m) } });
+  assert.deepEqual(result.ran, ["train", "calibrate", "eval-after", "compare", "report"]);
+  assert.ok(logs.some((l) => /train: inputs changed \(max_steps, warmup_steps\)/.test(l)), logs.join("\n"));
+  const config = JSON.parse(await readFile(join(runDir, "train/config.resolved.json"), "utf8")) as { max_steps: number };
+  assert.equal(config.max_steps, 20);
+  // The model card now carries the evaluation and the comparison.
+  const card = await readFile(join(runDir, "train/adapter/README.md"), "utf8");
+  assert.match(card, /## Evaluation/);
+  assert.match(card, /### Change from the base model/);
+  assert.match(card, /Not for clinical use/);
+  const again = await runRecipe({ recipe: shorter, runDir, output: quiet });
+  assert.deepEqual(again.ran, ["report"]);
 });

@@ -62,7 +62,15 @@ test("bad settings fail with the file or flag named, before any model is loaded"
     };
     assert.match(await fail(["--config", config]), /recipe\.yaml: "learning_rate" must be a number \(got "fast"\)/);
     await writeFile(config, "r: 4\nlearning_rat: 0.1\n");
-    assert.match(await fail(["--config", config]), /recipe\.yaml: unknown setting "learning_rat"/);
+    assert.match(await fail(["--config", config]), /recipe\.yaml: unknown setting "learning_rat"\nhint: did you mean "learning_rate"\?/);
+    await writeFile(config, "r: 4\noutput_dir: ministral-3-bone-fracture\n");
+    assert.match(await fail(["--config", config]), /recipe\.yaml: "output_dir" is not a setting in splint\nhint: instead: the run folder is `splint train --out DIR`/);
+    // A TRL alias in the file and splint's flag for the same setting: the flag wins (the run gets
+    // as far as the missing dataset); both names in one file is a conflict.
+    await writeFile(config, "max_length: 64\n");
+    assert.match(await fail(["--config", config, "--max-seq-len", "128"]), /none: does not exist/);
+    await writeFile(config, "max_length: 64\nmax_seq_len: 32\n");
+    assert.match(await fail(["--config", config]), /recipe\.yaml: "max_seq_len" and "max_length" both set max_seq_len/);
     assert.match(await fail(["--lora-dropout", "1.5"]), /command-line flags: "lora_dropout" must be in \[0, 1\)/);
     assert.match(await fail(["--bf16", "yes"]), /--bf16: expects true or false/);
     assert.match(await fail(["--push-to-hub", "not a repo"]), /not a repo: not a Hub repo id/);
@@ -81,7 +89,8 @@ test("splint train --push-to-hub uploads the final adapter (HF_TOKEN, to a local
       const args = [SPLINT, "train", "--model", TINY_MODEL, "--dataset", dataset, "--out", join(root, "run"), "--max-steps", "1", "--r", "2", "--device", "cpu", "--push-to-hub", "me/bones-lora", "--json"];
       const { stdout } = await run(process.execPath, args, { env });
       const result = JSON.parse(stdout) as { adapterDir: string; pushed: { repo: string; files: string[] } };
-      assert.deepEqual(result.pushed.files, ["adapter_config.json", "adapter_model.safetensors"]);
+      // The adapter, the prompt it was trained with, and its model card (the Hub shows README.md).
+      assert.deepEqual(result.pushed.files, ["README.md", "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "training_prompt.json"]);
       const repo = hub.repos.get("me/bones-lora")!;
       for (const name of result.pushed.files) assert.deepEqual(repo.files.get(name)?.content, await readFile(join(result.adapterDir, name)), name);
     } finally {

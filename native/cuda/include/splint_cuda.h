@@ -201,6 +201,16 @@ int splint_cuda_adamw(splint_ctx* ctx, splint_dptr param, splint_dptr grad, spli
                       float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size,
                       float bias_correction2_sqrt, float eps);
 
+/* ---- profiling ------------------------------------------------------------------------------ */
+/* Records a timing event on the stream (no host wait). */
+int splint_cuda_profile_mark(splint_ctx* ctx);
+/* Synchronous: waits for the last mark, writes the milliseconds between each pair of consecutive
+   marks since the previous read (count = marks − 1, at most capacity) and starts a new series. */
+int splint_cuda_profile_read(splint_ctx* ctx, float* intervals_ms, int64_t capacity, int64_t* count);
+/* Totals since create: kernel launches (cuBLASLt products, device copies and memsets included),
+   host waits on the stream, and host-to-device uploads. */
+int splint_cuda_profile_counters(splint_ctx* ctx, int64_t* launches, int64_t* syncs, int64_t* uploads);
+
 #ifdef __cplusplus
 }
 #endif

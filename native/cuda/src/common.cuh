@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <vector>
+
 #include "../include/splint_cuda.h"
 #include "allocator.cuh"
 
@@ -18,6 +20,13 @@ struct splint_ctx {
   Allocator allocator;
   BlasState* blas;  // cuBLASLt handle and workspace, created by the first matmul
   int32_t* flags;         // device-side error flags (see splint_cuda_check_flags)
+  // Profiling (splint_cuda_profile_*): counters always on (an increment per call), timing events
+  // recorded only when the caller asks, from a pool reused between reads.
+  int64_t launches = 0;   // kernel launches and cuBLASLt matmuls
+  int64_t syncs = 0;      // host waits on the stream
+  int64_t uploads = 0;    // host-to-device copies (pageable: may wait on the stream)
+  std::vector<cudaEvent_t> events;
+  size_t events_used = 0;
 };
 
 // Records "file:line op: message" as the last error and returns status.
@@ -38,7 +47,12 @@ int set_error(int status, const char* file, int line, const char* op, const char
 
 // After every launch: configuration errors show up at once, and earlier asynchronous faults
 // (an illegal address in a previous kernel) are sticky and surface here too.
-#define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+// Every function that launches has its context in `ctx`; the launch counter feeds the profile.
+#define LAUNCH_CHECK()                 \
+  do {                                 \
+    ++ctx->launches;                   \
+    CUDA_CHECK(cudaGetLastError());    \
+  } while (0)
 
 #define ARG_CHECK(cond, ...)                                                                 \
   do {                                                                                       \

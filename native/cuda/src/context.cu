@@ -90,6 +90,7 @@ int splint_cuda_destroy(splint_ctx* ctx) {
   if (ctx == nullptr) return SPLINT_OK;
   cudaError_t err = cudaStreamSynchronize(ctx->stream);
   destroy_blas(ctx);
+  for (cudaEvent_t e : ctx->events) cudaEventDestroy(e);
   // Tensors the caller never freed go with the context (compute-sanitizer's leak check saw them).
   ctx->allocator.free_all();
   if (ctx->flags) cudaFree(ctx->flags);
@@ -102,6 +103,7 @@ int splint_cuda_destroy(splint_ctx* ctx) {
 int splint_cuda_synchronize(splint_ctx* ctx) {
   OP("synchronize");
   CTX_CHECK(ctx);
+  ++ctx->syncs;
   CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
   return SPLINT_OK;
 }
@@ -154,6 +156,7 @@ int splint_cuda_upload(splint_ctx* ctx, splint_dptr dst, const void* host, uint6
   if (bytes == 0) return SPLINT_OK;
   ARG_CHECK(host != nullptr && dst != 0, "null pointer");
   // From pageable memory the call returns once the bytes are staged, so the caller may reuse host.
+  ++ctx->uploads;
   CUDA_CHECK(cudaMemcpyAsync(reinterpret_cast<void*>(dst), host, bytes, cudaMemcpyHostToDevice, ctx->stream));
   return SPLINT_OK;
 }
@@ -164,6 +167,7 @@ int splint_cuda_download(splint_ctx* ctx, void* host, splint_dptr src, uint64_t 
   if (bytes == 0) return SPLINT_OK;
   ARG_CHECK(host != nullptr && src != 0, "null pointer");
   CUDA_CHECK(cudaMemcpyAsync(host, reinterpret_cast<const void*>(src), bytes, cudaMemcpyDeviceToHost, ctx->stream));
+  ++ctx->syncs;
   CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
   return SPLINT_OK;
 }
@@ -172,6 +176,7 @@ int splint_cuda_memset_zero(splint_ctx* ctx, splint_dptr dst, uint64_t bytes) {
   OP("memset_zero");
   CTX_CHECK(ctx);
   if (bytes == 0) return SPLINT_OK;
+  ++ctx->launches;
   CUDA_CHECK(cudaMemsetAsync(reinterpret_cast<void*>(dst), 0, bytes, ctx->stream));
   return SPLINT_OK;
 }
@@ -180,6 +185,7 @@ int splint_cuda_copy(splint_ctx* ctx, splint_dptr dst, splint_dptr src, uint64_t
   OP("copy");
   CTX_CHECK(ctx);
   if (bytes == 0) return SPLINT_OK;
+  ++ctx->launches;
   CUDA_CHECK(cudaMemcpyAsync(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes,
                              cudaMemcpyDeviceToDevice, ctx->stream));
   return SPLINT_OK;
@@ -191,6 +197,7 @@ int splint_cuda_check_flags(splint_ctx* ctx, int32_t* flags) {
   ARG_CHECK(flags != nullptr, "null output");
   CUDA_CHECK(cudaMemcpyAsync(flags, ctx->flags, sizeof(int32_t), cudaMemcpyDeviceToHost, ctx->stream));
   CUDA_CHECK(cudaMemsetAsync(ctx->flags, 0, sizeof(int32_t), ctx->stream));
+  ++ctx->syncs;
   CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
   return SPLINT_OK;
 }

@@ -1,5 +1,9 @@
-// Elementwise arithmetic, activations (forward next to backward) and dropout.
+// Elementwise arithmetic, activations (forward next to backward) and dropout. The hot ops have a
+// vectorised twin (vec.cuh) taken when dtypes, sizes and alignments allow.
+#include <type_traits>
+
 #include "common.cuh"
+#include "vec.cuh"
 
 namespace {
 
@@ -72,6 +76,63 @@ __global__ void dropout_kernel(In x, Out y, int64_t n, uint64_t threshold, float
   }
 }
 
+template <typename T>
+using elem_t = std::remove_pointer_t<T>;
+
+template <typename TA, typename TB, typename TY>
+__global__ void binary_vec_kernel(int op, const TA* a, const TB* b, TY* y, int64_t n) {
+  GRID_STRIDE8(i, n) {
+    float x[8], z[8], out[8];
+    vec::load8(a, i, x);
+    vec::load8(b, i, z);
+#pragma unroll
+    for (int j = 0; j < 8; j++) out[j] = op == 0 ? x[j] + z[j] : x[j] * z[j];
+    vec::store8(y, i, out);
+  }
+}
+
+template <typename TA, typename TB, typename TY>
+__global__ void axpby_vec_kernel(const TA* a, float alpha, const TB* b, float beta, bool has_b, TY* y, int64_t n) {
+  GRID_STRIDE8(i, n) {
+    float va[8], vb[8] = {}, out[8];
+    vec::load8(a, i, va);
+    if (has_b) vec::load8(b, i, vb);
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      float v = alpha == 1.0f ? va[j] : alpha * va[j];
+      if (has_b) v += beta == 1.0f ? vb[j] : beta * vb[j];
+      out[j] = v;
+    }
+    vec::store8(y, i, out);
+  }
+}
+
+template <typename TG, typename TU, typename TY>
+__global__ void swiglu_vec_kernel(const TG* gate, const TU* up, TY* y, int64_t n) {
+  GRID_STRIDE8(i, n) {
+    float g[8], u[8], out[8];
+    vec::load8(gate, i, g);
+    vec::load8(up, i, u);
+#pragma unroll
+    for (int j = 0; j < 8; j++) out[j] = g[j] * sigmoid(g[j]) * u[j];
+    vec::store8(y, i, out);
+  }
+}
+
+template <typename TX, typename TY>
+__global__ void dropout_vec_kernel(const TX* x, TY* y, int64_t n, uint64_t threshold, float keep_scale, uint32_t seed_hash) {
+  GRID_STRIDE8(i, n) {
+    float v[8];
+    vec::load8(x, i, v);
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const uint32_t h = fmix32(seed_hash + static_cast<uint32_t>(i + j) * 0x9e3779b9u);
+      v[j] = static_cast<uint64_t>(h) >= threshold ? v[j] * keep_scale : 0.0f;
+    }
+    vec::store8(y, i, v);
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -84,8 +145,23 @@ int splint_cuda_binary(splint_ctx* ctx, int32_t op, splint_dptr a, int32_t a_dty
   ARG_CHECK(is_float_dtype(a_dtype) && is_float_dtype(b_dtype) && is_float_dtype(out_dtype), "float dtypes only");
   ARG_CHECK(nb > 0 && n % nb == 0, "operand of %lld elements does not tile %lld", (long long)nb, (long long)n);
   if (n == 0) return SPLINT_OK;
-  binary_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(op, in_of(a, a_dtype, a_scale), in_of(b, b_dtype, b_scale), nb,
-                                                       out_of(out, out_dtype), n);
+  bool launched = false;
+  if (nb == n && vec::fits(n, {a, b, out})) {
+    vec::with_type(a_dtype, [&](auto* ta) {
+      vec::with_type(b_dtype, [&](auto* tb) {
+        vec::with_type(out_dtype, [&](auto* ty) {
+          binary_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(
+              op, reinterpret_cast<const elem_t<decltype(ta)>*>(a), reinterpret_cast<const elem_t<decltype(tb)>*>(b),
+              reinterpret_cast<elem_t<decltype(ty)>*>(out), n);
+          launched = true;
+        });
+      });
+    });
+  }
+  if (!launched) {
+    binary_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(op, in_of(a, a_dtype, a_scale), in_of(b, b_dtype, b_scale), nb,
+                                                         out_of(out, out_dtype), n);
+  }
   LAUNCH_CHECK();
   return SPLINT_OK;
 }
@@ -98,8 +174,23 @@ int splint_cuda_axpby(splint_ctx* ctx, splint_dptr a, int32_t a_dtype, float a_s
   ARG_CHECK(is_float_dtype(a_dtype) && (!has_b || is_float_dtype(b_dtype)) && is_float_dtype(out_dtype),
             "float dtypes only");
   if (n == 0) return SPLINT_OK;
-  axpby_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(a, a_dtype, a_scale), alpha, in_of(b, b_dtype, b_scale),
-                                                      beta, has_b, out_of(out, out_dtype), n);
+  bool launched = false;
+  if (vec::fits(n, {a, has_b ? b : a, out})) {
+    vec::with_type(a_dtype, [&](auto* ta) {
+      vec::with_type(has_b ? b_dtype : SPLINT_F32, [&](auto* tb) {
+        vec::with_type(out_dtype, [&](auto* ty) {
+          axpby_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(
+              reinterpret_cast<const elem_t<decltype(ta)>*>(a), alpha, reinterpret_cast<const elem_t<decltype(tb)>*>(b),
+              beta, has_b, reinterpret_cast<elem_t<decltype(ty)>*>(out), n);
+          launched = true;
+        });
+      });
+    });
+  }
+  if (!launched) {
+    axpby_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(a, a_dtype, a_scale), alpha, in_of(b, b_dtype, b_scale),
+                                                        beta, has_b, out_of(out, out_dtype), n);
+  }
   LAUNCH_CHECK();
   return SPLINT_OK;
 }
@@ -110,8 +201,23 @@ int splint_cuda_swiglu(splint_ctx* ctx, splint_dptr gate, int32_t gate_dtype, sp
   CTX_CHECK(ctx);
   ARG_CHECK(is_float_dtype(gate_dtype) && is_float_dtype(up_dtype) && is_grad_dtype(out_dtype), "bad dtypes");
   if (n == 0) return SPLINT_OK;
-  swiglu_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(gate, gate_dtype), in_of(up, up_dtype),
-                                                       out_of(out, out_dtype), n);
+  bool launched = false;
+  if (vec::fits(n, {gate, up, out})) {
+    vec::with_type(gate_dtype, [&](auto* tg) {
+      vec::with_type(up_dtype, [&](auto* tu) {
+        vec::with_type(out_dtype, [&](auto* ty) {
+          swiglu_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(reinterpret_cast<const elem_t<decltype(tg)>*>(gate),
+                                                                     reinterpret_cast<const elem_t<decltype(tu)>*>(up),
+                                                                     reinterpret_cast<elem_t<decltype(ty)>*>(out), n);
+          launched = true;
+        });
+      });
+    });
+  }
+  if (!launched) {
+    swiglu_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(gate, gate_dtype), in_of(up, up_dtype),
+                                                         out_of(out, out_dtype), n);
+  }
   LAUNCH_CHECK();
   return SPLINT_OK;
 }
@@ -161,8 +267,21 @@ int splint_cuda_dropout(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_
   ARG_CHECK(is_float_dtype(x_dtype) && is_grad_dtype(out_dtype), "bad dtypes");
   ARG_CHECK(n <= (1LL << 32), "%lld elements exceed the 32-bit element counter", (long long)n);
   if (n == 0) return SPLINT_OK;
-  dropout_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(x, x_dtype), out_of(out, out_dtype), n, threshold,
-                                                        keep_scale, fmix32(seed));
+  bool launched = false;
+  if (vec::fits(n, {x, out})) {
+    vec::with_type(x_dtype, [&](auto* tx) {
+      vec::with_type(out_dtype, [&](auto* ty) {
+        dropout_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(reinterpret_cast<const elem_t<decltype(tx)>*>(x),
+                                                                    reinterpret_cast<elem_t<decltype(ty)>*>(out), n,
+                                                                    threshold, keep_scale, fmix32(seed));
+        launched = true;
+      });
+    });
+  }
+  if (!launched) {
+    dropout_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(x, x_dtype), out_of(out, out_dtype), n, threshold,
+                                                          keep_scale, fmix32(seed));
+  }
   LAUNCH_CHECK();
   return SPLINT_OK;
 }

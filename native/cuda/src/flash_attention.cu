@@ -305,17 +305,26 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
     }
 #pragma unroll
     for (int m = 0; m < kM; m++) {
-      float mx[2] = {mrow[m][0], mrow[m][1]};
-      // The whole tile visible to both of this thread's rows, no padding: no per-element test.
+      // Raw scores: the scale is folded into the exponent below (one FFMA an element), and a tile
+      // every one of this thread's rows sees whole skips the per-element visibility test. At
+      // D = 64 the per-element work, not the products, bounds the kernel.
+      float mx[2] = {-INFINITY, -INFINITY};
       const bool open = mask.key_valid == nullptr && s0 >= max(lo[m][0], lo[m][1]) && s0 + kBc <= min(hi[m][0], hi[m][1]);
+      if (open) {
 #pragma unroll
-      for (int n = 0; n < kBc / 8; n++) {
+        for (int n = 0; n < kBc / 8; n++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
-          const bool visible = open || (s >= lo[m][r] && s < hi[m][r] && kok[buf * kBc + j]);
-          sc[m][n][e] = visible ? sc[m][n][e] * scale_log2 : -INFINITY;
-          mx[r] = fmaxf(mx[r], sc[m][n][e]);
+          for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], sc[m][n][e]);
+        }
+      } else {
+#pragma unroll
+        for (int n = 0; n < kBc / 8; n++) {
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
+            if (!(s >= lo[m][r] && s < hi[m][r] && kok[buf * kBc + j])) sc[m][n][e] = -INFINITY;
+            mx[r] = fmaxf(mx[r], sc[m][n][e]);
+          }
         }
       }
       float base[2], alpha[2];
@@ -323,16 +332,17 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
       for (int r = 0; r < 2; r++) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        base[r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // a row with nothing visible yet keeps p = 0
+        const float m_new = fmaxf(mrow[m][r], mx[r] * scale_log2);  // the scale is positive: max commutes
+        base[r] = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet keeps p = 0
         alpha[r] = exp2f(mrow[m][r] - base[r]);
-        mrow[m][r] = mx[r];
+        mrow[m][r] = m_new;
         l[m][r] *= alpha[r];
       }
 #pragma unroll
       for (int n = 0; n < kBc / 8; n++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          sc[m][n][e] = exp2f(sc[m][n][e] - base[e >> 1]);
+          sc[m][n][e] = exp2f(fmaf(sc[m][n][e], scale_log2, -base[e >> 1]));
           l[m][e >> 1] += sc[m][n][e];
         }
       }
@@ -456,14 +466,26 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
 #pragma unroll
     for (int m = 0; m < kM; m++) {
       const bool open = mask.key_valid == nullptr && s0 >= max(lo[m][0], lo[m][1]) && s0 + kBc <= min(hi[m][0], hi[m][1]);
+      // Open tiles skip the per-element visibility test (see the forward kernel).
+      if (open) {
 #pragma unroll
-      for (int n = 0; n < kBc / 8; n++) {
+        for (int n = 0; n < kBc / 8; n++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
-          const bool visible = open || (s >= lo[m][r] && s < hi[m][r] && kok[buf * kBc + j]);
-          const float pr = visible ? exp2f(p[m][n][e] * scale_log2 - lse2[m][r]) : 0.0f;
-          p[m][n][e] = pr * (dp[m][n][e] - dl[m][r]);  // dS
+          for (int e = 0; e < 4; e++) {
+            const int r = e >> 1;
+            p[m][n][e] = exp2f(fmaf(p[m][n][e], scale_log2, -lse2[m][r])) * (dp[m][n][e] - dl[m][r]);  // dS
+          }
+        }
+      } else {
+#pragma unroll
+        for (int n = 0; n < kBc / 8; n++) {
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
+            const bool visible = s >= lo[m][r] && s < hi[m][r] && kok[buf * kBc + j];
+            const float pr = visible ? exp2f(fmaf(p[m][n][e], scale_log2, -lse2[m][r])) : 0.0f;
+            p[m][n][e] = pr * (dp[m][n][e] - dl[m][r]);  // dS
+          }
         }
       }
     }
@@ -581,14 +603,27 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
     for (int m = 0; m < kM; m++) {
       const int s_lo = s_first + warp_row<kM>(warp, m, g, 0), s_hi = s_lo + 8;  // this thread's two keys
       const bool open = ok[m][0] && ok[m][1] && s_lo >= tile_lo[buf] && s_hi < tile_hi[buf];
+      // Open tiles skip the per-element visibility test (see the forward kernel).
+      if (open) {
 #pragma unroll
-      for (int n = 0; n < kBq / 8; n++) {
+        for (int n = 0; n < kBq / 8; n++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s_first + warp_row<kM>(warp, m, g, r);
-          const bool visible = open || (ok[m][r] && s >= lo_s[buf * kBq + j] && s < hi_s[buf * kBq + j]);
-          p[m][n][e] = visible ? exp2f(p[m][n][e] * scale_log2 - lse2_s[buf * kBq + j]) : 0.0f;
-          dp[m][n][e] = p[m][n][e] * (dp[m][n][e] - delta_s[buf * kBq + j]);  // dSᵀ
+          for (int e = 0; e < 4; e++) {
+            const int j = n * 8 + 2 * tq + (e & 1);
+            p[m][n][e] = exp2f(fmaf(p[m][n][e], scale_log2, -lse2_s[buf * kBq + j]));
+            dp[m][n][e] = p[m][n][e] * (dp[m][n][e] - delta_s[buf * kBq + j]);  // dSᵀ
+          }
+        }
+      } else {
+#pragma unroll
+        for (int n = 0; n < kBq / 8; n++) {
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s_first + warp_row<kM>(warp, m, g, r);
+            const bool visible = ok[m][r] && s >= lo_s[buf * kBq + j] && s < hi_s[buf * kBq + j];
+            p[m][n][e] = visible ? exp2f(fmaf(p[m][n][e], scale_log2, -lse2_s[buf * kBq + j])) : 0.0f;
+            dp[m][n][e] = p[m][n][e] * (dp[m][n][e] - delta_s[buf * kBq + j]);  // dSᵀ
+          }
         }
       }
     }

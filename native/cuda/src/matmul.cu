@@ -6,12 +6,45 @@
 // cuBLAS's "A" is our b and its "B" is our a, with m and n swapped.
 #include <cublasLt.h>
 
+#include <map>
+#include <tuple>
+
 #include "common.cuh"
+
+namespace {
+
+// What a product's descriptors and algorithm depend on: dtypes, transposes, sizes and the
+// operands' alignments (the heuristic may pick vectorised kernels only for aligned pointers).
+using PlanKey = std::tuple<int32_t, int32_t, int32_t, int32_t, int64_t, int64_t, int64_t, uint32_t, uint32_t, uint32_t>;
+
+// A cached plan: created once per key, so a training step (the same shapes over and over) never
+// rebuilds descriptors or asks the heuristic again. `fallback`: cuBLASLt has no algorithm.
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+  cublasLtMatmulAlgo_t algo = {};
+  bool fallback = false;
+};
+
+void destroy_plan(Plan& p) {
+  if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+  if (p.la) cublasLtMatrixLayoutDestroy(p.la);
+  if (p.lb) cublasLtMatrixLayoutDestroy(p.lb);
+  if (p.lc) cublasLtMatrixLayoutDestroy(p.lc);
+  p = Plan{};
+}
+
+// Bounded so that a long run over many shapes (generation with a growing cache) cannot grow it
+// without limit; past the bound the cache starts over.
+constexpr size_t kMaxPlans = 4096;
+
+}  // namespace
 
 struct BlasState {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  std::map<PlanKey, Plan> plans;
 };
 
 namespace {
@@ -40,19 +73,7 @@ const char* blas_status_name(cublasStatus_t st) {
                        __LINE__, splint_op, "%s (%d) in %s", blas_status_name(st_), (int)st_, #call);      \
   } while (0)
 
-// Owners that destroy cuBLASLt descriptors on every return path.
-struct MatmulDesc {
-  cublasLtMatmulDesc_t d = nullptr;
-  ~MatmulDesc() {
-    if (d) cublasLtMatmulDescDestroy(d);
-  }
-};
-struct Layout {
-  cublasLtMatrixLayout_t d = nullptr;
-  ~Layout() {
-    if (d) cublasLtMatrixLayoutDestroy(d);
-  }
-};
+// Owner that destroys the heuristic preference on every return path.
 struct Preference {
   cublasLtMatmulPreference_t d = nullptr;
   ~Preference() {
@@ -142,10 +163,53 @@ int widen(splint_ctx* ctx, In x, int64_t count, int32_t to, Scratch& scratch, In
   return SPLINT_OK;
 }
 
+// Descriptors and the heuristic's first algorithm for one product (see the row-major note on top).
+int make_plan(splint_ctx* ctx, Plan& plan, int32_t compute, int32_t out_dtype, bool trans_a, bool trans_b, int64_t m,
+              int64_t n, int64_t k, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
+  OP("matmul");
+  BLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS "A" = our b
+  const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS "B" = our a
+  BLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_b, sizeof op_b));
+  BLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_a, sizeof op_a));
+  // our b: [k, n] row-major = col-major n×k (ld n); transposed: [n, k] = col-major k×n (ld k).
+  if (trans_b) BLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.la, cuda_type(compute), k, n, k));
+  else BLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.la, cuda_type(compute), n, k, n));
+  // our a: [m, k] row-major = col-major k×m (ld k); transposed: [k, m] = col-major m×k (ld m).
+  if (trans_a) BLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.lb, cuda_type(compute), m, k, m));
+  else BLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.lb, cuda_type(compute), k, m, k));
+  BLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.lc, cuda_type(out_dtype), n, m, n));
+
+  Preference pref;
+  BLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.d));
+  uint64_t ws = ctx->blas->workspace_bytes;
+  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a,
+                                                  sizeof align_a));
+  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b,
+                                                  sizeof align_b));
+  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c,
+                                                  sizeof align_c));
+  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c,
+                                                  sizeof align_c));
+  cublasLtMatmulHeuristicResult_t heuristic = {};
+  int found = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->blas->handle, plan.desc, plan.la, plan.lb, plan.lc, plan.lc,
+                                                     pref.d, 1, &heuristic, &found);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
+    plan.fallback = true;
+    return SPLINT_OK;
+  }
+  BLAS_CHECK(st);
+  plan.algo = heuristic.algo;
+  return SPLINT_OK;
+}
+
 }  // namespace
 
 void destroy_blas(splint_ctx* ctx) {
   if (!ctx->blas) return;
+  for (auto& entry : ctx->blas->plans) destroy_plan(entry.second);
   if (ctx->blas->workspace) cudaFree(ctx->blas->workspace);
   if (ctx->blas->handle) cublasLtDestroy(ctx->blas->handle);
   delete ctx->blas;
@@ -179,45 +243,26 @@ extern "C" int splint_cuda_matmul(splint_ctx* ctx, splint_dptr a, int32_t a_dtyp
   STATUS_CHECK(widen(ctx, in_of(b, b_dtype, 1.0f), k * n, compute, b_wide, bi));
   Out o = out_of(out, out_dtype);
 
-  MatmulDesc desc;
-  BLAS_CHECK(cublasLtMatmulDescCreate(&desc.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS "A" = our b
-  const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS "B" = our a
-  BLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_b, sizeof op_b));
-  BLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_a, sizeof op_a));
-
-  Layout la, lb, lc;
-  // our b: [k, n] row-major = col-major n×k (ld n); transposed: [n, k] = col-major k×n (ld k).
-  if (trans_b) BLAS_CHECK(cublasLtMatrixLayoutCreate(&la.d, cuda_type(compute), k, n, k));
-  else BLAS_CHECK(cublasLtMatrixLayoutCreate(&la.d, cuda_type(compute), n, k, n));
-  // our a: [m, k] row-major = col-major k×m (ld k); transposed: [k, m] = col-major m×k (ld m).
-  if (trans_a) BLAS_CHECK(cublasLtMatrixLayoutCreate(&lb.d, cuda_type(compute), m, k, m));
-  else BLAS_CHECK(cublasLtMatrixLayoutCreate(&lb.d, cuda_type(compute), k, m, k));
-  BLAS_CHECK(cublasLtMatrixLayoutCreate(&lc.d, cuda_type(out_dtype), n, m, n));
-
-  Preference pref;
-  BLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.d));
-  uint64_t ws = ctx->blas->workspace_bytes;
-  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
   const uint32_t align_a = alignment_of(bi.p), align_b = alignment_of(ai.p), align_c = alignment_of(o.p);
-  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a,
-                                                  sizeof align_a));
-  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b,
-                                                  sizeof align_b));
-  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c,
-                                                  sizeof align_c));
-  BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c,
-                                                  sizeof align_c));
-
-  cublasLtMatmulHeuristicResult_t heuristic = {};
-  int found = 0;
-  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->blas->handle, desc.d, la.d, lb.d, lc.d, lc.d, pref.d, 1,
-                                                     &heuristic, &found);
-  if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
-    return gemm_fallback(ctx, ai, trans_a != 0, bi, trans_b != 0, o, m, n, k, alpha, beta);
+  const PlanKey key{compute, out_dtype, trans_a, trans_b, m, n, k, align_a, align_b, align_c};
+  auto found_plan = ctx->blas->plans.find(key);
+  if (found_plan == ctx->blas->plans.end()) {
+    Plan plan;
+    const int status = make_plan(ctx, plan, compute, out_dtype, trans_a != 0, trans_b != 0, m, n, k, align_a, align_b, align_c);
+    if (status != SPLINT_OK) {
+      destroy_plan(plan);
+      return status;
+    }
+    if (ctx->blas->plans.size() >= kMaxPlans) {
+      for (auto& entry : ctx->blas->plans) destroy_plan(entry.second);
+      ctx->blas->plans.clear();
+    }
+    found_plan = ctx->blas->plans.emplace(key, plan).first;
   }
-  BLAS_CHECK(st);
-  BLAS_CHECK(cublasLtMatmul(ctx->blas->handle, desc.d, &alpha, bi.p, la.d, ai.p, lb.d, &beta, o.p, lc.d, o.p, lc.d,
-                            &heuristic.algo, ctx->blas->workspace, ctx->blas->workspace_bytes, ctx->stream));
+  const Plan& plan = found_plan->second;
+  if (plan.fallback) return gemm_fallback(ctx, ai, trans_a != 0, bi, trans_b != 0, o, m, n, k, alpha, beta);
+  ++ctx->launches;
+  BLAS_CHECK(cublasLtMatmul(ctx->blas->handle, plan.desc, &alpha, bi.p, plan.la, ai.p, plan.lb, &beta, o.p, plan.lc, o.p,
+                            plan.lc, &plan.algo, ctx->blas->workspace, ctx->blas->workspace_bytes, ctx->stream));
   return SPLINT_OK;
 }

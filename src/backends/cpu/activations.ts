@@ -1,10 +1,11 @@
 /** SwiGLU and exact GELU, each forward next to its backward. Arithmetic in f64, stored as f32. */
 import type { Tensor } from "../../tensor/tensor.ts";
 import { requireSameSize } from "../../tensor/checks.ts";
-import { type CpuAllocator, valuesF32 } from "./storage.ts";
+import type { DType } from "../../tensor/dtype.ts";
+import { type CpuAllocator, fromF32As, valuesF32 } from "./storage.ts";
 
 /** out = silu(gate)·up, silu(g) = g·σ(g). */
-export function swiglu(alloc: CpuAllocator, gate: Tensor, up: Tensor): Tensor {
+export function swiglu(alloc: CpuAllocator, gate: Tensor, up: Tensor, outDtype: DType = "f32"): Tensor {
   requireSameSize("swiglu", gate, up);
   const g = valuesF32(gate, "swiglu");
   const u = valuesF32(up, "swiglu");
@@ -13,7 +14,7 @@ export function swiglu(alloc: CpuAllocator, gate: Tensor, up: Tensor): Tensor {
     const x = g[i]!;
     out[i] = (x / (1 + Math.exp(-x))) * u[i]!;
   }
-  return alloc.fromF32(out, gate.shape);
+  return fromF32As(alloc, out, gate.shape, outDtype, "swiglu");
 }
 
 /** dgate = dout·up·σ(g)·(1 + g·(1-σ(g))), dup = dout·silu(g). */

@@ -17,7 +17,8 @@
  */
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { type CpuAllocator, valuesF32 } from "./storage.ts";
+import type { DType } from "../../tensor/dtype.ts";
+import { type CpuAllocator, fromF32As, valuesF32 } from "./storage.ts";
 
 export function fmix32(h: number): number {
   h ^= h >>> 16;
@@ -51,9 +52,10 @@ function applyMask(values: Float32Array, p: number, seed: number): Float32Array 
   return out;
 }
 
-export function dropout(alloc: CpuAllocator, x: Tensor, p: number, seed: number): Tensor {
+/** outDtype bf16 rounds the f32 product x·s once, to nearest even. */
+export function dropout(alloc: CpuAllocator, x: Tensor, p: number, seed: number, outDtype: DType = "f32"): Tensor {
   checkArgs("dropout", p, seed, x.size);
-  return alloc.fromF32(applyMask(valuesF32(x, "dropout"), p, seed), x.shape);
+  return fromF32As(alloc, applyMask(valuesF32(x, "dropout"), p, seed), x.shape, outDtype, "dropout");
 }
 
 /** The same mask and scale applied to the incoming gradient. */

@@ -96,16 +96,16 @@ export function createCpuBackend(): Backend {
     mul: (a, b) => mul(alloc, a, b),
     scale: (x, s) => scale(alloc, x, s),
     scaleInPlace,
-    swiglu: (gate, up) => swiglu(alloc, gate, up),
+    swiglu: (gate, up, outDtype) => swiglu(alloc, gate, up, outDtype),
     swigluBackward: (gate, up, dout) => swigluBackward(alloc, gate, up, dout),
     gelu: (x) => gelu(alloc, x),
     geluBackward: (x, dout) => geluBackward(alloc, x, dout),
-    dropout: (x, p, seed) => dropout(alloc, x, p, seed),
+    dropout: (x, p, seed, outDtype) => dropout(alloc, x, p, seed, outDtype),
     dropoutBackward: (dout, p, seed) => dropoutBackward(alloc, dout, p, seed),
 
-    rmsNorm: (x, weight, eps) => rmsNorm(alloc, x, weight, eps),
+    rmsNorm: (x, weight, eps, outDtype) => rmsNorm(alloc, x, weight, eps, outDtype),
     rmsNormBackward: (x, weight, rstd, dy) => rmsNormBackward(alloc, x, weight, rstd, dy),
-    rope: (x, cos, sin, inverse) => rope(alloc, x, cos, sin, inverse),
+    rope: (x, cos, sin, inverse, outDtype) => rope(alloc, x, cos, sin, inverse, outDtype),
 
     attention: (q, k, v, mask, s, precision) => attention(alloc, q, k, v, mask, s, precision),
     attentionBackward: (q, k, v, out, lse, dout, mask, s, precision) =>

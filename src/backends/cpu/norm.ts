@@ -2,10 +2,11 @@
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { rowsCols } from "../../tensor/checks.ts";
-import { type CpuAllocator, f32Of, valuesF32 } from "./storage.ts";
+import type { DType } from "../../tensor/dtype.ts";
+import { type CpuAllocator, f32Of, fromF32As, valuesF32 } from "./storage.ts";
 
 /** y = w · x · rstd, rstd = 1/sqrt(mean(x²) + eps) per row of x [N, C] (sums in f64). */
-export function rmsNorm(alloc: CpuAllocator, x: Tensor, weight: Tensor, eps: number): { y: Tensor; rstd: Tensor } {
+export function rmsNorm(alloc: CpuAllocator, x: Tensor, weight: Tensor, eps: number, outDtype: DType = "f32"): { y: Tensor; rstd: Tensor } {
   const [n, c] = rowsCols(x);
   if (weight.size !== c) throw new TensorError("rmsNorm", `weight must have ${c} elements`, { shapes: [x.shape, weight.shape] });
   const xv = valuesF32(x, "rmsNorm");
@@ -21,7 +22,7 @@ export function rmsNorm(alloc: CpuAllocator, x: Tensor, weight: Tensor, eps: num
     rstd[r] = inv;
     for (let j = 0; j < c; j++) y[o + j] = w[j]! * Math.fround(xv[o + j]! * inv);
   }
-  return { y: alloc.fromF32(y, x.shape), rstd: alloc.fromF32(rstd, [n]) };
+  return { y: fromF32As(alloc, y, x.shape, outDtype, "rmsNorm"), rstd: alloc.fromF32(rstd, [n]) };
 }
 
 /**

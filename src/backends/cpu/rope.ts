@@ -4,13 +4,14 @@
  */
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { type CpuAllocator, valuesF32 } from "./storage.ts";
+import type { DType } from "../../tensor/dtype.ts";
+import { type CpuAllocator, fromF32As, valuesF32 } from "./storage.ts";
 
 /**
  * x [N, H, D], cos/sin [N, D/2]: y[i] = x[i]·cos − x[i+D/2]·sin, y[i+D/2] = x[i+D/2]·cos + x[i]·sin
  * (sin negated when inverse).
  */
-export function rope(alloc: CpuAllocator, x: Tensor, cos: Tensor, sin: Tensor, inverse = false): Tensor {
+export function rope(alloc: CpuAllocator, x: Tensor, cos: Tensor, sin: Tensor, inverse = false, outDtype: DType = "f32"): Tensor {
   const [n, h, d] = x.shape as [number, number, number];
   const half = d / 2;
   if (x.shape.length !== 3 || d % 2 !== 0 || cos.size !== n * half || sin.size !== n * half) {
@@ -35,5 +36,5 @@ export function rope(alloc: CpuAllocator, x: Tensor, cos: Tensor, sin: Tensor, i
       }
     }
   }
-  return alloc.fromF32(out, x.shape);
+  return fromF32As(alloc, out, x.shape, outDtype, "rope");
 }

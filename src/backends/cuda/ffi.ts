@@ -121,6 +121,10 @@ export interface SplintCudaLib {
     ctx: CtxHandle, param: Ptr, grad: Ptr, m: Ptr, v: Ptr, n: number, decay: number, oneMinusBeta1: number,
     beta2: number, oneMinusBeta2: number, negStepSize: number, biasCorrection2Sqrt: number, eps: number,
   ): Status;
+
+  profile_mark(ctx: CtxHandle): Status;
+  profile_read(ctx: CtxHandle, intervalsMs: Float32Array, capacity: number, count: BigInt64Array): Status;
+  profile_counters(ctx: CtxHandle, launches: BigInt64Array, syncs: BigInt64Array, uploads: BigInt64Array): Status;
 }
 
 const C = "splint_ctx *ctx";
@@ -165,6 +169,9 @@ export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   check_flags: `int splint_cuda_check_flags(${C}, int32_t *flags)`,
   sum_squares: `int splint_cuda_sum_squares(${C}, ${P} x, int32_t x_dtype, float x_scale, int64_t n, ${P} out)`,
   adamw: `int splint_cuda_adamw(${C}, ${P} param, ${P} grad, ${P} m, ${P} v, int64_t n, float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size, float bias_correction2_sqrt, float eps)`,
+  profile_mark: `int splint_cuda_profile_mark(${C})`,
+  profile_read: `int splint_cuda_profile_read(${C}, float *intervals_ms, int64_t capacity, int64_t *count)`,
+  profile_counters: `int splint_cuda_profile_counters(${C}, int64_t *launches, int64_t *syncs, int64_t *uploads)`,
 };
 
 /** Where the library is looked for when no path is given: $SPLINT_CUDA_LIB, then the repo's build folder. */

@@ -26,6 +26,17 @@ export interface CudaBackend extends Backend {
   allocatorStats(): { live: number; peak: number; reserved: number; mallocs: number };
   /** Frees the context and all its device memory; afterwards ops throw and Tensor.free is a no-op. */
   dispose(): void;
+  /** Stream timing events and counters for step profiles (bench/step-profile.ts). */
+  readonly profile: CudaProfiler;
+}
+
+export interface CudaProfiler {
+  /** Records a timing event on the stream; no host wait. */
+  mark(): void;
+  /** Waits for the last mark and returns the milliseconds between consecutive marks since the last read. */
+  read(): Float32Array;
+  /** Totals since the backend was created. */
+  counters(): { launches: number; syncs: number; uploads: number };
 }
 
 type HostData = Float32Array | Uint16Array | Uint8Array | Int32Array;
@@ -68,6 +79,8 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
   // come back in the backward pass, and an upload from pageable memory waits for the stream.
   const segmentTables = new Map<string, { start: Tensor; end: Tensor }>();
   const MAX_SEGMENT_TABLES = 64;
+  /** Timing events recorded since the last profile read. */
+  let marks = 0;
 
   function alloc(shape: readonly number[], dtype: DType, scale = 1): Tensor {
     return mem.allocate(shape, dtype, scale);
@@ -148,6 +161,12 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       return narrowed;
     });
     return { operands, temps };
+  }
+
+  /** Activations are written as f32 or, for the fast tier's bf16 products, bf16. */
+  function activationDtype(op: string, dtype: DType): DType {
+    if (dtype !== "f32" && dtype !== "bf16") throw new TensorError(op, `cannot produce ${dtype} output`, { dtypes: [dtype], hint: "outputs are f32 or bf16" });
+    return dtype;
   }
 
   function checkIndex(op: string, index: Tensor): void {
@@ -367,11 +386,11 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       const px = p(x, "scaleInPlace");
       ok(lib.axpby(ctx, px, DTYPE_CODE.f32, 1, s, 0, DTYPE_CODE.f32, 1, 0, px, DTYPE_CODE.f32, x.size), "scaleInPlace");
     },
-    swiglu(gate, up) {
+    swiglu(gate, up, outDtype = "f32") {
       requireSameSize("swiglu", gate, up);
       requireFloat("swiglu", gate, up);
-      const out = f32Like(gate);
-      ok(lib.swiglu(ctx, p(gate, "swiglu"), dtypeCode(gate), p(up, "swiglu"), dtypeCode(up), p(out, "swiglu"), DTYPE_CODE.f32, gate.size), "swiglu");
+      const out = alloc(gate.shape, activationDtype("swiglu", outDtype));
+      ok(lib.swiglu(ctx, p(gate, "swiglu"), dtypeCode(gate), p(up, "swiglu"), dtypeCode(up), p(out, "swiglu"), DTYPE_CODE[outDtype], gate.size), "swiglu");
       return out;
     },
     swigluBackward(gate, up, dout) {
@@ -400,18 +419,18 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       ok(lib.gelu_backward(ctx, p(x, "geluBackward"), dtypeCode(x), p(dout, "geluBackward"), dtypeCode(dout), p(out, "geluBackward"), DTYPE_CODE.f32, x.size), "geluBackward");
       return out;
     },
-    dropout: (x, prob, seed) => dropout("dropout", x, prob, seed),
-    dropoutBackward: (dout, prob, seed) => dropout("dropoutBackward", dout, prob, seed),
+    dropout: (x, prob, seed, outDtype = "f32") => dropout("dropout", x, prob, seed, outDtype),
+    dropoutBackward: (dout, prob, seed) => dropout("dropoutBackward", dout, prob, seed, "f32"),
 
     // ---- normalisation and position --------------------------------------------------------
-    rmsNorm(x, weight, eps) {
+    rmsNorm(x, weight, eps, outDtype = "f32") {
       const [n, c] = rowsCols(x);
       if (weight.size !== c) throw new TensorError("rmsNorm", `weight must have ${c} elements`, { shapes: [x.shape, weight.shape] });
       requireFloat("rmsNorm", x, weight);
-      const y = f32Like(x);
+      const y = alloc(x.shape, activationDtype("rmsNorm", outDtype));
       const rstd = alloc([n], "f32");
       ok(
-        lib.rms_norm(ctx, p(x, "rmsNorm"), dtypeCode(x), p(weight, "rmsNorm"), dtypeCode(weight), weight.scale, n, c, eps, p(y, "rmsNorm"), DTYPE_CODE.f32, p(rstd, "rmsNorm")),
+        lib.rms_norm(ctx, p(x, "rmsNorm"), dtypeCode(x), p(weight, "rmsNorm"), dtypeCode(weight), weight.scale, n, c, eps, p(y, "rmsNorm"), DTYPE_CODE[outDtype], p(rstd, "rmsNorm")),
         "rmsNorm",
       );
       return { y, rstd };
@@ -435,7 +454,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       );
       return { dx, dweight };
     },
-    rope(x, cos, sin, inverse = false) {
+    rope(x, cos, sin, inverse = false, outDtype = "f32") {
       const [n, h, d] = x.shape as [number, number, number];
       const half = d / 2;
       if (x.shape.length !== 3 || d % 2 !== 0 || cos.size !== n * half || sin.size !== n * half) {
@@ -444,9 +463,9 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       requireFloat("rope", x);
       const c = asF32(cos, "rope");
       const s = asF32(sin, "rope");
-      const out = f32Like(x);
+      const out = alloc(x.shape, activationDtype("rope", outDtype));
       try {
-        ok(lib.rope(ctx, p(x, "rope"), dtypeCode(x), p(c.t, "rope"), p(s.t, "rope"), n, h, d, inverse ? 1 : 0, p(out, "rope"), DTYPE_CODE.f32), "rope");
+        ok(lib.rope(ctx, p(x, "rope"), dtypeCode(x), p(c.t, "rope"), p(s.t, "rope"), n, h, d, inverse ? 1 : 0, p(out, "rope"), DTYPE_CODE[outDtype]), "rope");
       } finally {
         if (c.temp) c.t.free();
         if (s.temp) s.t.free();
@@ -548,6 +567,24 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       ok(lib.synchronize(ctx), "synchronize");
     },
     allocatorStats: () => mem.stats(),
+    profile: {
+      mark() {
+        marks++;
+        ok(lib.profile_mark(ctx), "profile_mark");
+      },
+      read() {
+        const intervals = new Float32Array(Math.max(0, marks - 1));
+        const count = new BigInt64Array(1);
+        ok(lib.profile_read(ctx, intervals, intervals.length, count), "profile_read");
+        marks = 0;
+        return intervals.subarray(0, Number(count[0]!));
+      },
+      counters() {
+        const [launches, syncs, uploads] = [new BigInt64Array(1), new BigInt64Array(1), new BigInt64Array(1)];
+        ok(lib.profile_counters(ctx, launches, syncs, uploads), "profile_counters");
+        return { launches: Number(launches[0]!), syncs: Number(syncs[0]!), uploads: Number(uploads[0]!) };
+      },
+    },
     dispose() {
       segmentTables.clear();
       mem.dispose();
@@ -574,14 +611,14 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
   }
 
   /** The CPU backend's dropout (dropout.ts): keep ⇔ hash(seed, i) ≥ ceil(p·2³²), kept × f32(1/(1−p)). */
-  function dropout(op: string, x: Tensor, prob: number, seed: number): Tensor {
+  function dropout(op: string, x: Tensor, prob: number, seed: number, outDtype: DType): Tensor {
     if (!(prob >= 0 && prob < 1)) throw new TensorError(op, `dropout probability ${prob} must be in [0, 1)`);
     if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new TensorError(op, `seed ${seed} must be an integer in [0, 2^32)`);
     if (x.size > 2 ** 32) throw new TensorError(op, "tensor too large for a 32-bit element counter");
     requireFloat(op, x);
-    const out = f32Like(x);
+    const out = alloc(x.shape, activationDtype(op, outDtype));
     const threshold = Math.ceil(prob * 2 ** 32);
-    ok(lib.dropout(ctx, p(x, op), dtypeCode(x), p(out, op), DTYPE_CODE.f32, x.size, threshold, Math.fround(1 / (1 - prob)), seed), op);
+    ok(lib.dropout(ctx, p(x, op), dtypeCode(x), p(out, op), DTYPE_CODE[outDtype], x.size, threshold, Math.fround(1 / (1 - prob)), seed), op);
     return out;
   }
 

@@ -15,7 +15,7 @@ interface CalibrateFlags {
   split: string;
   batch: string;
   limit?: string;
-  template: string;
+  template?: string;
   maxImageEdge?: string;
   matmul: string;
   targetAccuracy?: string;
@@ -49,8 +49,8 @@ export function registerCalibrate(program: Command): void {
     .option("--target-accuracy <a>", "also pick the abstention threshold that reaches this accuracy")
     .option("--batch <n>", "images per forward pass", "8")
     .option("--limit <n>", "only the first N images of the split")
-    .option("--template <spec>", "chat template: short (the tutorial's), model, or a Jinja file", "short")
-    .option("--max-image-edge <px>", "cap the longer image side (use training's max_image_edge)")
+    .option("--template <spec>", "chat template: short (the tutorial's), model, or a Jinja file (default: the adapter's recorded one, else short)")
+    .option("--max-image-edge <px>", "cap the longer image side (default: the adapter's recorded max_image_edge)")
     .option("--out <file>", "where to write (default ADAPTER/calibration.json; needed without --adapter)")
     .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .option("--json", "print the calibration as JSON")
@@ -72,7 +72,7 @@ export function registerCalibrate(program: Command): void {
         limit: flags.limit === undefined ? undefined : positiveInteger("--limit", flags.limit),
         maxNewTokens: DEFAULT_MAX_NEW_TOKENS,
         template: flags.template,
-        maxImageEdge: flags.maxImageEdge === undefined ? null : positiveInteger("--max-image-edge", flags.maxImageEdge),
+        maxImageEdge: flags.maxImageEdge === undefined ? undefined : positiveInteger("--max-image-edge", flags.maxImageEdge),
         matmulPrecision: parseMatmulPrecision(flags.matmul),
         targetAccuracy,
         out: flags.out,

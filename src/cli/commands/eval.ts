@@ -17,7 +17,7 @@ interface EvalFlags {
   batch: string;
   limit?: string;
   maxNewTokens: string;
-  template: string;
+  template?: string;
   maxImageEdge?: string;
   matmul: string;
   calibration?: string;
@@ -37,7 +37,9 @@ interval, macro-F1, per-class precision/recall/F1, confusion matrix, invalid rat
 bootstrap intervals). Score mode adds calibration (ECE, Brier, NLL, reliability bins) and selective
 prediction (risk–coverage curve, accuracy at coverages), at the temperature of the adapter's
 calibration.json when it has one (see \`splint calibrate\`).
-Use the prompt template training used (--template; short by default, as the tutorial).
+With --adapter, the chat template, prompt, class names and max_image_edge default to those the
+adapter was trained with (its training_prompt.json and chat_template.jinja); else short, as the
+tutorial.
 
 Examples:
   splint eval --model models/tiny --dataset data/synth --out runs/eval-before
@@ -58,8 +60,8 @@ export function registerEval(program: Command): void {
     .option("--batch <n>", "images per forward pass", "8")
     .option("--limit <n>", "only the first N images of the split")
     .option("--max-new-tokens <n>", "generate mode: most tokens per answer", String(DEFAULT_MAX_NEW_TOKENS))
-    .option("--template <spec>", "chat template: short (the tutorial's), model, or a Jinja file", "short")
-    .option("--max-image-edge <px>", "cap the longer image side (use training's max_image_edge)")
+    .option("--template <spec>", "chat template: short (the tutorial's), model, or a Jinja file (default: the adapter's recorded one, else short)")
+    .option("--max-image-edge <px>", "cap the longer image side (default: the adapter's recorded max_image_edge)")
     .requiredOption("--out <dir>", "folder for predictions.jsonl and metrics.json")
     .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .option("--calibration <file>", "score mode: calibration.json to apply, or none (default: the adapter's, if any)")
@@ -78,7 +80,7 @@ export function registerEval(program: Command): void {
         limit: flags.limit === undefined ? undefined : positiveInteger("--limit", flags.limit),
         maxNewTokens: positiveInteger("--max-new-tokens", flags.maxNewTokens),
         template: flags.template,
-        maxImageEdge: flags.maxImageEdge === undefined ? null : positiveInteger("--max-image-edge", flags.maxImageEdge),
+        maxImageEdge: flags.maxImageEdge === undefined ? undefined : positiveInteger("--max-image-edge", flags.maxImageEdge),
         matmulPrecision: parseMatmulPrecision(flags.matmul),
         calibration: calibrationFlag(flags.calibration),
         out: flags.out,

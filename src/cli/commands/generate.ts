@@ -7,6 +7,7 @@ import { imageGrids, loadImageBatch, renderChat } from "../../models/mistral3/ch
 import { openModelSession } from "../../models/mistral3/runtime.ts";
 import type { WeightDtype } from "../../models/mistral3/weights.ts";
 import { resolveChatTemplate } from "../../text/chat-template.ts";
+import { readTrainingPrompt } from "../../lora/training-prompt.ts";
 import type { ChatMessage, ContentBlock } from "../../text/prompt.ts";
 import { createStreamDecoder, loadTokenizer } from "../../text/tokenizer.ts";
 import { InputError } from "../../util/errors.ts";
@@ -21,7 +22,7 @@ interface GenerateFlags {
   image: string[];
   prompt?: string;
   promptFile?: string;
-  template: string;
+  template?: string;
   maxNewTokens?: string;
   doSample?: boolean;
   temperature?: string;
@@ -50,7 +51,7 @@ export function registerGenerate(program: Command): void {
     .option("--image <file...>", "image file(s), in prompt order", [])
     .option("--prompt <text>", "the user's text")
     .option("--prompt-file <file>", "read the user's text from a file")
-    .option("--template <spec>", "chat template: model, short (the tutorial's) or a Jinja file", "model")
+    .option("--template <spec>", "chat template: model, short (the tutorial's) or a Jinja file (default: the adapter's recorded one, else model)")
     .option("--max-new-tokens <n>", "most tokens to generate (default: generation_config.json, else 1000)")
     .option("--do-sample", "sample instead of greedy decoding (as transformers, temperature/top-k/top-p/min-p apply only then)")
     .option("--temperature <t>", "sampling temperature")
@@ -76,7 +77,9 @@ Examples:
       const modelDir = await resolveModel(flags.model, { output, ...revisionOption(flags.revision) });
       const adapterDir = flags.adapter === undefined ? undefined : await resolveModel(flags.adapter, { output });
       const tokenizer = await loadTokenizer(modelDir);
-      const template = resolveChatTemplate(flags.template, modelDir);
+      // An adapter is asked with the template it was trained with, unless --template says otherwise.
+      const trained = flags.template === undefined ? await readTrainingPrompt(adapterDir) : null;
+      const template = trained?.template ?? resolveChatTemplate(flags.template ?? "model", modelDir);
       const defaults = readGenerationConfig(modelDir);
       const sampling = samplingOptions(flags, defaults, output.log);
       const maxNewTokens = flags.maxNewTokens === undefined ? (defaults.maxNewTokens ?? 1000) : positiveInt("--max-new-tokens", flags.maxNewTokens);

@@ -15,7 +15,7 @@ interface PredictFlags {
   mode: EvalMode;
   classes?: string;
   dataset?: string;
-  template: string;
+  template?: string;
   maxNewTokens: string;
   maxImageEdge?: string;
   batch: string;
@@ -27,7 +27,8 @@ interface PredictFlags {
 
 const HELP = `
 The prompt offers --classes (comma-separated), or the class names of --dataset, or by default the
-tutorial's ten fracture classes. Score mode prints each class's probability; generate mode prints
+classes the adapter was trained on (with its prompt and chat template), else the tutorial's ten
+fracture classes. Score mode prints each class's probability; generate mode prints
 the model's own words and the class they name (or none). Score mode applies the temperature of the
 adapter's calibration.json when it has one (\`splint calibrate\`). With --abstain-below P it answers
 "uncertain" when the top probability is below P; --abstain-below alone takes the threshold
@@ -50,9 +51,9 @@ export function registerPredict(program: Command): void {
     .addOption(new Option("--mode <mode>", "how an image becomes a class").choices([...EVAL_MODES]).default("score"))
     .option("--classes <names>", "comma-separated class names, in label order")
     .option("--dataset <dir|id>", "take the class names from this dataset (folder or Hub dataset id)")
-    .option("--template <spec>", "chat template: short (the tutorial's), model, or a Jinja file", "short")
+    .option("--template <spec>", "chat template: short (the tutorial's), model, or a Jinja file (default: the adapter's recorded one, else short)")
     .option("--max-new-tokens <n>", "generate mode: most tokens per answer", String(DEFAULT_MAX_NEW_TOKENS))
-    .option("--max-image-edge <px>", "cap the longer image side (use training's max_image_edge)")
+    .option("--max-image-edge <px>", "cap the longer image side (default: the adapter's recorded max_image_edge)")
     .option("--batch <n>", "images per forward pass", "8")
     .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .option("--calibration <file>", "score mode: calibration.json to apply, or none (default: the adapter's, if any)")
@@ -67,10 +68,10 @@ export function registerPredict(program: Command): void {
         adapter: flags.adapter,
         images,
         mode: flags.mode,
-        classNames: await resolveClassNames(flags.classes, flags.dataset),
+        ...(await resolveClassNames(flags.classes, flags.dataset)),
         template: flags.template,
         maxNewTokens: positiveInteger("--max-new-tokens", flags.maxNewTokens),
-        maxImageEdge: flags.maxImageEdge === undefined ? null : positiveInteger("--max-image-edge", flags.maxImageEdge),
+        maxImageEdge: flags.maxImageEdge === undefined ? undefined : positiveInteger("--max-image-edge", flags.maxImageEdge),
         batchSize: positiveInteger("--batch", flags.batch),
         matmulPrecision: parseMatmulPrecision(flags.matmul),
         calibration: calibrationFlag(flags.calibration),

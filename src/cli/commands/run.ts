@@ -8,8 +8,10 @@ import { createOutput } from "../output.ts";
 const HELP = `
 Steps, in order: ${STEPS.join(" → ")}.
 Each step writes its own folder under the run folder (dataset/, stats/, audit/, eval-before/,
-train/, eval-after/, compare/, report.html) and is skipped when that output exists, so an
-interrupted run continues where it stopped (training resumes from its newest checkpoint).
+train/, eval-after/, compare/, report.html) and is skipped when that output exists and was made
+from the same settings (a hash of each step's resolved inputs, in RUN/.splint/steps/), so an
+interrupted run continues where it stopped (training resumes from its newest checkpoint) and an
+edited recipe reruns the steps it affects and the ones after them.
 --from STEP discards STEP's output and everything after it, and runs them again.
 
 Examples:

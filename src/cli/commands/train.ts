@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { detectBackend, type BackendPreference } from "../../backends/cuda/detect.ts";
 import { readConfigFile, resolveConfig, SETTING_KINDS, TUTORIAL_DEFAULTS, type SettingKind, type TrainConfig } from "../../train/config.ts";
+import { normalizeKeys } from "../../train/trl-keys.ts";
 import { runTraining } from "../../train/run.ts";
 import { InputError } from "../../util/errors.ts";
 import { createOutput } from "../output.ts";
@@ -8,10 +9,13 @@ import { MODEL_FLAG, MODEL_HELP, REVISION_FLAG, REVISION_HELP, revisionOption } 
 
 const TRAIN_HELP = `
 Every setting of the tutorial's LoraConfig and SFTConfig has a flag (--lora-alpha for lora_alpha, …)
-and can also come from --config FILE (YAML or JSON with the snake_case names); flags win over the
-file, the file over the tutorial's defaults. The run folder gets:
+and can also come from --config FILE (YAML or JSON with the snake_case names, TRL/PEFT key names
+accepted; \`splint init --config\` writes a commented one); flags win over the file, the file over
+the tutorial's defaults. The run folder gets:
   config.resolved.json   every setting of the run (pass it to --config to repeat the run)
   train_log.jsonl        loss, lr, grad_norm, tokens/s, images/s, memory every logging_steps
+  metrics.jsonl          the same under Trainer names (learning_rate, …) + eval_* with eval_strategy
+  tensorboard/           event files: tensorboard --logdir RUN
   checkpoints/checkpoint-<step>/   adapter + optimizer state + RNG + data position
   adapter/               the final PEFT adapter (adapter_config.json, adapter_model.safetensors)
 
@@ -40,6 +44,9 @@ function parseFlag(key: keyof TrainConfig, kind: SettingKind, text: string): unk
       return number();
     case "number|null":
       return text === "none" ? null : number();
+    case "string|null":
+    case "string[]|null":
+      return text === "none" ? null : text;
     case "boolean":
       if (text !== "true" && text !== "false") throw new InputError(flag, `expects true or false, got ${JSON.stringify(text)}`);
       return text === "true";
@@ -65,15 +72,16 @@ export function registerTrain(program: Command): void {
     .option("--device <device>", "auto, cpu or cuda (default: SPLINT_BACKEND, else auto)")
     .option("--json", "print the result as JSON");
   for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
-    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "string[]" ? "a,b,…" : kind === "string" ? "text" : "n";
+    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "string[]" ? "a,b,…" : kind === "string[]|null" ? "a,b,…|none" : kind === "string|null" ? "text|none" : kind === "string" ? "text" : "n";
     command.option(`--${flagOf(key)} <${values}>`, `${key} (default ${JSON.stringify(TUTORIAL_DEFAULTS[key])})`);
   }
   command.addHelpText("after", TRAIN_HELP).action(async (flags: Record<string, unknown>) => {
     const output = createOutput(Boolean(flags.json));
     const device = flags.device === undefined ? undefined : String(flags.device);
     if (device !== undefined && !["auto", "cpu", "cuda"].includes(device)) throw new InputError("--device", `must be auto, cpu or cuda, got ${JSON.stringify(device)}`);
-    const fromFile = typeof flags.config === "string" ? await readConfigFile(flags.config) : {};
     const fileSource = typeof flags.config === "string" ? flags.config : "defaults";
+    // TRL/PEFT names in the file become splint's now, so a flag for the same setting overrides it.
+    const fromFile = typeof flags.config === "string" ? normalizeKeys(await readConfigFile(flags.config), fileSource, Object.keys(SETTING_KINDS)) : {};
     const base = resolveConfig(TUTORIAL_DEFAULTS, fromFile, fileSource);
     const fromFlags: Record<string, unknown> = {};
     for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {

@@ -11,6 +11,7 @@ import type { Tensor } from "../../tensor/tensor.ts";
 export class ForwardContext implements LinearContext {
   private readonly vars = new Map<Tensor, Var>();
   private readonly uploads: Tensor[] = [];
+  private readonly narrowCopies = new Map<Tensor, Tensor>();
 
   constructor(
     readonly graph: Graph,
@@ -41,6 +42,16 @@ export class ForwardContext implements LinearContext {
     return seed === undefined ? null : mixSeed(seed, modulePath);
   }
 
+  narrowCopy(t: Tensor): Tensor {
+    if (t.dtype === "bf16") return t;
+    let copy = this.narrowCopies.get(t);
+    if (!copy) {
+      copy = this.track(this.graph.backend.cast(t, "bf16"));
+      this.narrowCopies.set(t, copy);
+    }
+    return copy;
+  }
+
   /** Uploads a host array for this pass only. */
   upload(data: Float32Array | Int32Array, shape: readonly number[], dtype: DType): Tensor {
     const t = this.graph.backend.upload(data, shape, dtype);
@@ -64,6 +75,7 @@ export class ForwardContext implements LinearContext {
     for (const t of this.uploads) t.free();
     this.uploads.length = 0;
     this.vars.clear();
+    this.narrowCopies.clear();
   }
 }
 

@@ -81,9 +81,10 @@ function decoderLayer(ctx: ForwardContext, cfg: TextConfig, layer: DecoderLayer,
   const Hq = cfg.num_attention_heads;
   const Hkv = cfg.num_key_value_heads;
 
-  const h = g.rmsNorm(x, ctx.bind(layer.inputNorm), cfg.rms_norm_eps);
-  const q = g.rope(g.reshape(layer.q.forward(ctx, h), [N, Hq, hd]), pass.queryCos, pass.querySin);
-  const k = g.rope(g.reshape(layer.k.forward(ctx, h), [N, Hkv, hd]), pass.keyCos, pass.keySin);
+  // Norm and RoPE outputs are stored as narrow as their consumers' products read them.
+  const h = g.rmsNorm(x, ctx.bind(layer.inputNorm), cfg.rms_norm_eps, layer.q.inputDtype);
+  const q = g.rope(g.reshape(layer.q.forward(ctx, h), [N, Hq, hd]), pass.queryCos, pass.querySin, layer.q.inputDtype);
+  const k = g.rope(g.reshape(layer.k.forward(ctx, h), [N, Hkv, hd]), pass.keyCos, pass.keySin, layer.q.inputDtype);
   const v = layer.v.forward(ctx, h);
 
   let keys: Var;
@@ -105,7 +106,7 @@ function decoderLayer(ctx: ForwardContext, cfg: TextConfig, layer: DecoderLayer,
   const attended = g.attention(g.reshape(q, [B, T, Hq, hd]), keys, values, pass.mask, 1 / Math.sqrt(hd), layer.q.precision);
   const afterAttention = g.add(x, layer.o.forward(ctx, g.reshape(attended, [N, Hq * hd])));
 
-  const h2 = g.rmsNorm(afterAttention, ctx.bind(layer.postNorm), cfg.rms_norm_eps);
-  const mlp = layer.down.forward(ctx, g.swiglu(layer.gate.forward(ctx, h2), layer.up.forward(ctx, h2)));
+  const h2 = g.rmsNorm(afterAttention, ctx.bind(layer.postNorm), cfg.rms_norm_eps, layer.gate.inputDtype);
+  const mlp = layer.down.forward(ctx, g.swiglu(layer.gate.forward(ctx, h2), layer.up.forward(ctx, h2), layer.down.inputDtype));
   return g.add(afterAttention, mlp);
 }

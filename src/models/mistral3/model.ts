@@ -12,6 +12,7 @@ import { runDecoder, type DecoderLayer, type DecoderPass, type LayerKV, type Tex
 import { runProjector, type Projector } from "./projector.ts";
 import { decoderRopeTables, textInvFreq, type TextInvFreq } from "./rope.ts";
 import { runVisionTower, type VisionImage, type VisionLayer, type VisionTower } from "./vision.ts";
+import { ShapeConstants } from "./shape-constants.ts";
 import {
   loadPlannedWeights,
   planWeights,
@@ -44,6 +45,8 @@ export interface Mistral3Model {
   readonly ropeFreq: TextInvFreq;
   /** All weight tensors by canonical name (each freed once by freeMistral3). */
   readonly weights: ReadonlyMap<string, Tensor>;
+  /** Shape-only device tables (RoPE, merger index) reused across passes. */
+  readonly constants: ShapeConstants;
 }
 
 /**
@@ -122,7 +125,7 @@ export function buildMistral3(
     norm: get(`${TEXT_PREFIX}.norm.weight`),
     lmHead: linear("lm_head", tiedHead ? embedTokens : get("lm_head.weight")),
   };
-  return { config, vision, projector, text, linears, tiedHead, ropeFreq: textInvFreq(t.rope, t.head_dim), weights };
+  return { config, vision, projector, text, linears, tiedHead, ropeFreq: textInvFreq(t.rope, t.head_dim), weights, constants: new ShapeConstants() };
 }
 
 export interface LoadModelOptions {
@@ -167,6 +170,7 @@ export async function readMistral3Config(dir: string): Promise<Mistral3Config> {
 
 export function freeMistral3(model: Mistral3Model): void {
   for (const t of model.weights.values()) t.free();
+  model.constants.free();
   for (const l of model.linears.values()) {
     l.lora?.a.free();
     l.lora?.b.free();
@@ -252,15 +256,27 @@ export function forwardMistral3(ctx: ForwardContext, model: Mistral3Model, input
   }
   opts.capture?.("text.inputs_embeds", x);
 
-  const positions = inputs.positionIds ?? defaultPositions(B, T, opts.cache?.offset ?? 0);
-  checkLength(tensorName(inputs, "position_ids"), positions, N);
-  const tables = decoderRopeTables(t.rope, model.ropeFreq, positions);
   const half = t.head_dim / 2;
-  const keyCos = ctx.upload(tables.key.cos, [N, half], "f32");
-  const keySin = ctx.upload(tables.key.sin, [N, half], "f32");
-  const sameTables = tables.query === tables.key;
-  const queryCos = sameTables ? keyCos : ctx.upload(tables.query.cos, [N, half], "f32");
-  const querySin = sameTables ? keySin : ctx.upload(tables.query.sin, [N, half], "f32");
+  let keyCos: Tensor, keySin: Tensor, queryCos: Tensor, querySin: Tensor;
+  if (inputs.positionIds) {
+    checkLength(tensorName(inputs, "position_ids"), inputs.positionIds, N);
+    const tables = decoderRopeTables(t.rope, model.ropeFreq, inputs.positionIds);
+    keyCos = ctx.upload(tables.key.cos, [N, half], "f32");
+    keySin = ctx.upload(tables.key.sin, [N, half], "f32");
+    const sameTables = tables.query === tables.key;
+    queryCos = sameTables ? keyCos : ctx.upload(tables.query.cos, [N, half], "f32");
+    querySin = sameTables ? keySin : ctx.upload(tables.query.sin, [N, half], "f32");
+  } else {
+    // Default positions depend only on (B, T, offset): the tables are shape constants.
+    const offset = opts.cache?.offset ?? 0;
+    let tables: ReturnType<typeof decoderRopeTables> | null = null;
+    const build = () => (tables ??= decoderRopeTables(t.rope, model.ropeFreq, defaultPositions(B, T, offset)));
+    const key = `text-rope:${B}x${T}@${offset}`;
+    // The query tables (llama-4 scaled, or the key tables again) are kept under their own key, so
+    // nothing is rebuilt when both pairs are cached.
+    [keyCos, keySin] = model.constants.pair(g.backend, `${key}/key`, () => ({ first: build().key.cos, second: build().key.sin, shape: [N, half] }));
+    [queryCos, querySin] = model.constants.pair(g.backend, `${key}/query`, () => ({ first: build().query.cos, second: build().query.sin, shape: [N, half] }));
+  }
 
   let mask: AttentionMask;
   let cache: DecoderPass["cache"];
@@ -304,14 +320,21 @@ export function forwardMistral3(ctx: ForwardContext, model: Mistral3Model, input
     if (scored.length > 0) {
       const logits = model.text.lmHead.forward(ctx, g.gatherRows(hidden, ctx.upload(scored, [scored.length], "i32")));
       const labels = Int32Array.from(scored, (i) => shifted[i]!);
-      return { logits, loss: g.crossEntropy(logits, ctx.upload(labels, [labels.length], "i32"), IGNORE_INDEX) };
+      return { logits, loss: g.crossEntropy(logits, ctx.upload(labels, [labels.length], "i32"), IGNORE_INDEX, countCounted(labels)) };
     }
   }
   const logits = model.text.lmHead.forward(ctx, hidden);
-  return { logits, loss: g.crossEntropy(logits, ctx.upload(shifted, [N], "i32"), IGNORE_INDEX) };
+  return { logits, loss: g.crossEntropy(logits, ctx.upload(shifted, [N], "i32"), IGNORE_INDEX, countCounted(shifted)) };
 }
 
 /** transformers' ForCausalLMLoss shift: position t is scored against label t+1; the last gets -100. */
+/** Labels the loss counts (not IGNORE_INDEX). */
+function countCounted(labels: Int32Array): number {
+  let n = 0;
+  for (const label of labels) if (label !== IGNORE_INDEX) n++;
+  return n;
+}
+
 export function shiftLabels(labels: Int32Array, batch: number, seqLen: number): Int32Array {
   const out = new Int32Array(batch * seqLen).fill(IGNORE_INDEX);
   for (let b = 0; b < batch; b++) for (let t = 0; t + 1 < seqLen; t++) out[b * seqLen + t] = labels[b * seqLen + t + 1]!;
@@ -344,9 +367,9 @@ function imageFeatures(ctx: ForwardContext, model: Mistral3Model, inputs: Mistra
   const layers = v.num_hidden_layers;
   const featureLayer = model.config.vision_feature_layer;
   const layersToRun = featureLayer >= 0 ? featureLayer : layers + 1 + featureLayer;
-  const features = runVisionTower(ctx, v, model.vision, visionImages, layersToRun, opts);
+  const features = runVisionTower(ctx, v, model.vision, visionImages, layersToRun, model.constants, opts);
   const grids = visionImages.map(({ rows, cols }) => ({ rows, cols }));
-  return runProjector(ctx, model.projector, features, grids, model.config.spatial_merge_size, model.config.text_config.rms_norm_eps, opts.capture);
+  return runProjector(ctx, model.projector, features, grids, model.config.spatial_merge_size, model.config.text_config.rms_norm_eps, model.constants, opts.capture);
 }
 
 function positionsOf(ids: Int32Array, token: number): Int32Array {

@@ -3,6 +3,7 @@ import type { LoraLinear } from "../../lora/lora-linear.ts";
 import { InputError } from "../../util/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import type { ForwardContext } from "./context.ts";
+import type { ShapeConstants } from "./shape-constants.ts";
 
 /**
  * The multimodal projector (transformers' Mistral3MultiModalProjector, ministral3.md §2.2):
@@ -54,6 +55,7 @@ export function runProjector(
   grids: readonly { rows: number; cols: number }[],
   merge: number,
   eps: number,
+  constants: ShapeConstants,
   capture?: (name: string, v: Var) => void,
 ): Var {
   for (const { rows, cols } of grids) {
@@ -65,7 +67,8 @@ export function runProjector(
   const [P, Dv] = features.value.shape as [number, number];
   const normed = g.rmsNorm(features, ctx.bind(projector.norm), eps);
   capture?.("projector.norm", normed);
-  const index = ctx.upload(patchMergerIndex(grids, Dv, merge), [P * Dv], "i32");
+  const gridKey = grids.map((gr) => `${gr.rows}x${gr.cols}`).join(",");
+  const index = constants.get(g.backend, `merger:${gridKey}:${Dv}:${merge}`, () => ({ data: patchMergerIndex(grids, Dv, merge), shape: [P * Dv], dtype: "i32" }));
   const blocks = g.permute(normed, index, [P / (merge * merge), Dv * merge * merge]);
   const merged = projector.mergingLayer.forward(ctx, blocks);
   capture?.("projector.patch_merger", merged);

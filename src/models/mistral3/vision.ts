@@ -5,6 +5,7 @@ import type { Tensor } from "../../tensor/tensor.ts";
 import type { VisionConfig } from "./config.ts";
 import type { ForwardContext } from "./context.ts";
 import { pixtralRopeTables } from "./rope.ts";
+import type { ShapeConstants } from "./shape-constants.ts";
 
 /**
  * The Pixtral vision tower (transformers' modeling_pixtral.py, ministral3.md §2.1): a patch conv
@@ -55,6 +56,7 @@ export function runVisionTower(
   tower: VisionTower,
   images: readonly VisionImage[],
   layersToRun: number,
+  constants: ShapeConstants,
   opts: { checkpointLayers?: boolean; capture?: (name: string, v: Var) => void } = {},
 ): Var {
   const g = ctx.graph;
@@ -69,9 +71,11 @@ export function runVisionTower(
   const grids = images.map((img) => ({ rows: img.rows, cols: img.cols }));
   const P = grids.reduce((n, gr) => n + gr.rows * gr.cols, 0);
   const half = cfg.head_dim / 2;
-  const rope = pixtralRopeTables(grids, cfg.head_dim, cfg.rope_theta);
-  const cos = ctx.upload(rope.cos, [P, half], "f32");
-  const sin = ctx.upload(rope.sin, [P, half], "f32");
+  const gridKey = grids.map((gr) => `${gr.rows}x${gr.cols}`).join(",");
+  const [cos, sin] = constants.pair(backend, `vision-rope:${gridKey}:${cfg.head_dim}:${cfg.rope_theta}`, () => {
+    const rope = pixtralRopeTables(grids, cfg.head_dim, cfg.rope_theta);
+    return { first: rope.cos, second: rope.sin, shape: [P, half] };
+  });
   const lengths = grids.map((gr) => gr.rows * gr.cols);
 
   tower.layers.slice(0, layersToRun).forEach((layer, i) => {
@@ -95,9 +99,10 @@ function visionLayer(
   const g = ctx.graph;
   const H = cfg.num_attention_heads;
   const hd = cfg.head_dim;
-  const h = g.rmsNorm(x, ctx.bind(layer.attentionNorm), PIXTRAL_RMS_EPS);
-  const q = g.rope(g.reshape(layer.q.forward(ctx, h), [P, H, hd]), cos, sin);
-  const k = g.rope(g.reshape(layer.k.forward(ctx, h), [P, H, hd]), cos, sin);
+  // Norm, RoPE and SwiGLU outputs are stored as narrow as their consumers' products read them.
+  const h = g.rmsNorm(x, ctx.bind(layer.attentionNorm), PIXTRAL_RMS_EPS, layer.q.inputDtype);
+  const q = g.rope(g.reshape(layer.q.forward(ctx, h), [P, H, hd]), cos, sin, layer.q.inputDtype);
+  const k = g.rope(g.reshape(layer.k.forward(ctx, h), [P, H, hd]), cos, sin, layer.q.inputDtype);
   const v = g.reshape(layer.v.forward(ctx, h), [1, P, H, hd]);
   const attended = g.attention(
     g.reshape(q, [1, P, H, hd]),
@@ -108,9 +113,9 @@ function visionLayer(
     layer.q.precision, // as the layer's projections multiply (bf16: tensor cores)
   );
   const afterAttention = g.add(x, layer.o.forward(ctx, g.reshape(attended, [P, H * hd])));
-  const h2 = g.rmsNorm(afterAttention, ctx.bind(layer.ffnNorm), PIXTRAL_RMS_EPS);
+  const h2 = g.rmsNorm(afterAttention, ctx.bind(layer.ffnNorm), PIXTRAL_RMS_EPS, layer.gate.inputDtype);
   const gate = layer.gate.forward(ctx, h2);
   const up = layer.up.forward(ctx, h2);
-  const activated = cfg.hidden_act === "silu" ? g.swiglu(gate, up) : g.mul(g.gelu(gate), up);
+  const activated = cfg.hidden_act === "silu" ? g.swiglu(gate, up, layer.down.inputDtype) : g.mul(g.gelu(gate), up);
   return g.add(afterAttention, layer.down.forward(ctx, activated));
 }

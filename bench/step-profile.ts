@@ -1,0 +1,202 @@
+/**
+ * Where a training step's milliseconds go on the CUDA backend, from CUDA events (issue 11/12).
+ *
+ * The wrapper records a timing event on the stream before and after every Backend call, without
+ * any host wait, and reads the intervals back once at the end. Even intervals are the GPU time of
+ * one call (its kernels, cuBLASLt products and copies, in stream order); odd intervals are the gaps
+ * between calls, i.e. GPU idle while the host was still preparing the next call. Each call is put
+ * in an op class (attention by mask kind, matmul by shape: a side ≤ 64 is a LoRA product), and the
+ * native counters say how many kernels were launched and how often the host waited on the stream.
+ */
+import type { CudaBackend } from "../src/backends/cuda/index.ts";
+import type { AttentionMask } from "../src/tensor/backend.ts";
+import type { Tensor } from "../src/tensor/tensor.ts";
+
+export interface OpClassTime {
+  opClass: string;
+  calls: number;
+  /** GPU time inside the calls of this class. */
+  gpuMs: number;
+  /** Host time spent in the calls (argument checks, FFI, launches). */
+  hostMs: number;
+}
+
+export interface StepProfile {
+  /** Host wall time of the profiled step (events add a little to it). */
+  wallMs: number;
+  /** From the first to the last event: GPU busy plus idle. */
+  spanMs: number;
+  gpuBusyMs: number;
+  gpuIdleMs: number;
+  backendCalls: number;
+  launches: number;
+  syncs: number;
+  uploads: number;
+  /** launches / layers (vision + decoder), forward, recomputation and backward together. */
+  launchesPerLayer: number;
+  classes: OpClassTime[];
+}
+
+/** Calls with no GPU work, or that the profile itself uses: not timed. */
+const UNTIMED = new Set<PropertyKey>(["release", "memory", "synchronize", "allocatorStats", "dispose", "profile"]);
+
+function attentionClass(mask: AttentionMask): string {
+  return mask.kind === "segments" ? "vision" : "decoder";
+}
+
+function opClass(name: string, args: readonly unknown[]): string {
+  switch (name) {
+    case "matmul": {
+      const [a, b] = args as [Tensor, Tensor];
+      const opts = (args[2] ?? {}) as { transA?: boolean; transB?: boolean };
+      const m = opts.transA ? a.shape.at(-1)! : a.size / a.shape.at(-1)!;
+      const k = opts.transA ? a.size / a.shape.at(-1)! : a.shape.at(-1)!;
+      const n = opts.transB ? b.shape[0]! : b.shape.at(-1)!;
+      return Math.min(m, n, k) <= 64 ? "matmul LoRA (a side ≤ 64)" : "matmul base";
+    }
+    case "attention":
+      return `attention ${attentionClass(args[3] as AttentionMask)} forward`;
+    case "attentionBackward":
+      return `attention ${attentionClass(args[6] as AttentionMask)} backward`;
+    case "cast":
+      return "cast";
+    case "copy":
+    case "sliceRows":
+    case "concatRows":
+    case "gatherRows":
+    case "scatterRowsInPlace":
+    case "scatterAddRowsInPlace":
+    case "gatherElements":
+    case "scatterElements":
+    case "patchify":
+      return "layout (copy, slice, gather, scatter)";
+    case "add":
+    case "addInPlace":
+    case "mul":
+    case "scale":
+    case "scaleInPlace":
+      return "add / mul / scale";
+    case "swiglu":
+    case "swigluBackward":
+    case "gelu":
+    case "geluBackward":
+      return "activation (SwiGLU, GELU)";
+    case "dropout":
+    case "dropoutBackward":
+      return "dropout";
+    case "rmsNorm":
+    case "rmsNormBackward":
+      return "RMSNorm";
+    case "rope":
+      return "RoPE";
+    case "crossEntropy":
+      return "cross-entropy";
+    case "sumSquares":
+    case "adamw":
+      return "optimizer (Σx², AdamW)";
+    case "upload":
+      return "upload";
+    case "read":
+    case "readRaw":
+      return "read back (host waits)";
+    case "empty":
+    case "zeros":
+      return "alloc / zeros";
+    default:
+      return name;
+  }
+}
+
+/**
+ * Wraps `inner` so that, between start() and finish(), every Backend call made through the returned
+ * backend is timed; outside that window calls pass straight through. Only one profiled step at a time.
+ */
+export function profileBackend(inner: CudaBackend, layers: number): { backend: CudaBackend; start(): void; finish(): StepProfile } {
+  const labels: string[] = [];
+  const hostMs: number[] = [];
+  const wrapped = new Map<PropertyKey, (...args: unknown[]) => unknown>();
+  let enabled = false;
+  let depth = 0;
+  let wallStart = 0;
+  let countersAtStart = inner.profile.counters();
+  const backend = new Proxy(inner, {
+    get(target, prop, receiver) {
+      const value: unknown = Reflect.get(target, prop, receiver);
+      if (typeof value !== "function" || UNTIMED.has(prop)) return value;
+      const fn = value as (...args: unknown[]) => unknown;
+      const known = wrapped.get(prop);
+      if (known) return known;
+      const timed = (...args: unknown[]): unknown => {
+        if (!enabled || depth > 0) return fn.apply(target, args);
+        depth++;
+        const t0 = performance.now();
+        inner.profile.mark();
+        try {
+          return fn.apply(target, args);
+        } finally {
+          inner.profile.mark();
+          hostMs.push(performance.now() - t0);
+          labels.push(opClass(String(prop), args));
+          depth--;
+        }
+      };
+      wrapped.set(prop, timed);
+      return timed;
+    },
+  });
+  return {
+    backend,
+    start() {
+      inner.profile.read(); // drop events recorded before the step
+      labels.length = 0;
+      hostMs.length = 0;
+      countersAtStart = inner.profile.counters();
+      enabled = true;
+      wallStart = performance.now();
+    },
+    finish() {
+      enabled = false;
+      const intervals = inner.profile.read();
+      const wallMs = performance.now() - wallStart;
+      const counters = inner.profile.counters();
+      const byClass = new Map<string, OpClassTime>();
+      let busy = 0;
+      let idle = 0;
+      for (let i = 0; i < labels.length; i++) {
+        const gpu = intervals[2 * i] ?? 0;
+        busy += gpu;
+        if (2 * i + 1 < intervals.length) idle += intervals[2 * i + 1]!;
+        const entry = byClass.get(labels[i]!) ?? { opClass: labels[i]!, calls: 0, gpuMs: 0, hostMs: 0 };
+        entry.calls++;
+        entry.gpuMs += gpu;
+        entry.hostMs += hostMs[i]!;
+        byClass.set(labels[i]!, entry);
+      }
+      const launches = counters.launches - countersAtStart.launches;
+      return {
+        wallMs,
+        spanMs: busy + idle,
+        gpuBusyMs: busy,
+        gpuIdleMs: idle,
+        backendCalls: labels.length,
+        launches,
+        syncs: counters.syncs - countersAtStart.syncs,
+        uploads: counters.uploads - countersAtStart.uploads,
+        launchesPerLayer: launches / layers,
+        classes: [...byClass.values()].sort((a, b) => b.gpuMs - a.gpuMs),
+      };
+    },
+  };
+}
+
+/** The profile as a Markdown table. */
+export function profileMarkdown(p: StepProfile): string {
+  const rows = p.classes.map((c) => `| ${c.opClass} | ${c.calls} | ${c.gpuMs.toFixed(1)} | ${((100 * c.gpuMs) / p.spanMs).toFixed(1)}% | ${c.hostMs.toFixed(1)} |`);
+  return [
+    `GPU span ${p.spanMs.toFixed(1)} ms (busy ${p.gpuBusyMs.toFixed(1)}, idle ${p.gpuIdleMs.toFixed(1)} = ${((100 * p.gpuIdleMs) / p.spanMs).toFixed(1)}%), host wall ${p.wallMs.toFixed(1)} ms; ${p.backendCalls} backend calls, ${p.launches} launches (${p.launchesPerLayer.toFixed(0)} per layer), ${p.syncs} host syncs, ${p.uploads} uploads.`,
+    "",
+    "| op class | calls | GPU ms | share of span | host ms |",
+    "| --- | ---: | ---: | ---: | ---: |",
+    ...rows,
+  ].join("\n");
+}
