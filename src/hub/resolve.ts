@@ -47,7 +47,7 @@ async function resolveRef(idOrDir: string, options: DownloadOptions): Promise<Re
   if (local?.isDirectory()) return { dir: resolve(idOrDir), name: resolve(idOrDir) };
   if (local) throw new InputError(idOrDir, `is a file; expected a ${kind} folder or a Hub repo id (owner/name)`);
   const ref = parseHubRef(idOrDir);
-  if (!ref) throw new InputError(idOrDir, `no such folder, and not a Hub ${kind === "dataset" ? "dataset " : ""}repo id (owner/name or owner/name@revision)`);
+  if (!ref) throw new InputError(idOrDir, `does not exist (no such folder, and not a Hub ${kind === "dataset" ? "dataset " : ""}repo id owner/name[@revision])`);
   if (ref.revision !== undefined && options.revision !== undefined && options.revision !== ref.revision) {
     throw new InputError(idOrDir, `names revision ${ref.revision} but --revision says ${options.revision}`, "give the revision once");
   }

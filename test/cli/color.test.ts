@@ -23,7 +23,7 @@ test("the CLI's error lines are plain for a pipe, with or without NO_COLOR and F
   for (const env of [{ NO_COLOR: "", FORCE_COLOR: "" }, { NO_COLOR: "1", FORCE_COLOR: "" }, { NO_COLOR: "", FORCE_COLOR: "1" }]) {
     const run = runSplint(args, { env });
     assert.equal(run.status, 2);
-    assert.match(run.stderr, /^error: \.\/no\/such\/model: no such folder/m);
+    assert.match(run.stderr, /^error: \.\/no\/such\/model: does not exist \(no such folder/m);
     assert.ok(!run.stderr.includes("\u001b["), `escape codes in piped output with ${JSON.stringify(env)}`);
   }
 });

@@ -118,7 +118,7 @@ test("train, merge, generate, forward, render and preprocess take Hub ids", asyn
 test("a value that is neither a folder nor a Hub id is named in the error", async () => {
   const run = await splint("eval", "--model", "./no/such/model", "--dataset", "ds", "--out", "x");
   assert.equal(run.code, 2);
-  assert.match(run.stderr, /error: \.\/no\/such\/model: no such folder, and not a Hub repo id/);
+  assert.match(run.stderr, /error: \.\/no\/such\/model: does not exist \(no such folder, and not a Hub repo id/);
   const missing = await splint("merge", "--model", "acme/tiny", "--adapter", "acme/absent", "--out", "m");
   assert.equal(missing.code, 2);
   assert.match(missing.stderr, /acme\/absent: no such folder, and as a Hub model id: repository not found/);
