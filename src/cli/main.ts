@@ -1,25 +1,8 @@
-import { Command, CommanderError } from "commander";
+import { CommanderError } from "commander";
 import { EXIT, fileSystemError, InputError, SplintError } from "../util/errors.ts";
 import { installStopHandlers } from "../util/interrupt.ts";
-// command imports (one line each)
-import { registerTrain } from "./commands/train.ts";
-import { registerMerge } from "./commands/merge.ts";
-import { registerExport } from "./commands/export.ts";
-import { registerModel } from "./commands/model.ts";
-import { registerForward } from "./commands/forward.ts";
-import { registerGenerate } from "./commands/generate.ts";
-import { registerRender } from "./commands/render.ts";
-import { registerPreprocess } from "./commands/preprocess.ts";
-import { registerData } from "./commands/data.ts";
-import { registerEval } from "./commands/eval.ts";
-import { registerCompare } from "./commands/compare.ts";
-import { registerReport } from "./commands/report.ts";
-import { registerPredict } from "./commands/predict.ts";
-import { registerCalibrate } from "./commands/calibrate.ts";
-import { registerRun } from "./commands/run.ts";
-import { registerDemo } from "./commands/demo.ts";
-import { registerServe } from "./commands/serve.ts";
-import { registerInit } from "./commands/init.ts";
+import { createProgram } from "./program.ts";
+import { colorEnabled, paint } from "./style.ts";
 
 // A reader that closes early (`splint … | head`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -32,39 +15,10 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
 installStopHandlers();
 
 /**
- * The splint command line. Each command lives in ./commands/<name>.ts and exports a function that
- * adds itself to the program; this file only assembles them and turns errors into messages.
+ * The splint command line: ./program.ts assembles the commands (each in ./commands/<name>.ts);
+ * this file runs it and turns errors into messages.
  */
-const program = new Command("splint")
-  .description(
-    "Fine-tune vision-language models (Ministral 3) with LoRA and measure what the fine-tuning changed.",
-  )
-  .version("0.1.0")
-  .showHelpAfterError("(add --help for usage)")
-  .exitOverride();
-
-const commands: ((p: Command) => void)[] = [
-  // one entry per line
-  registerTrain,
-  registerMerge,
-  registerExport,
-  registerModel,
-  registerForward,
-  registerGenerate,
-  registerRender,
-  registerPreprocess,
-  registerData,
-  registerEval,
-  registerCompare,
-  registerReport,
-  registerPredict,
-  registerCalibrate,
-  registerRun,
-  registerDemo,
-  registerServe,
-  registerInit,
-];
-for (const register of commands) register(program);
+const program = await createProgram(process.argv.slice(2));
 
 // Read from argv rather than from the parsed options so that errors in parsing itself are answered
 // in JSON too. (A literal "--json" given as another option's value, or after "--", also counts:
@@ -89,8 +43,9 @@ function exitCodeFor(error: unknown): number {
   // not a bug: said as such, with the path.
   const refused = error instanceof SplintError ? error : fileSystemError(error);
   if (refused) {
-    process.stderr.write(`error: ${refused.message}\n`);
-    if (refused.hint) process.stderr.write(`hint: ${refused.hint}\n`);
+    const color = colorEnabled(process.stderr);
+    process.stderr.write(`${paint("error:", "red", color)} ${refused.message}\n`);
+    if (refused.hint) process.stderr.write(`${paint("hint:", "yellow", color)} ${refused.hint}\n`);
     reportJson({
       kind: refused instanceof InputError ? "input" : "error",
       message: refused.message,

@@ -1,4 +1,5 @@
 import cliProgress from "cli-progress";
+import { formatDuration } from "../util/duration.ts";
 import { type Output, type Progress, silentProgress } from "../util/output.ts";
 
 export type { Output, Progress };
@@ -26,8 +27,11 @@ export function createOutput(json: boolean): Output {
           stream: process.stderr,
           noTTYOutput: !process.stderr.isTTY,
           notTTYSchedule: 5000,
-          hideCursor: true,
+          // A dumb terminal prints the cursor codes as text.
+          hideCursor: process.env.TERM !== "dumb",
           etaBuffer: 50,
+          // cli-progress's own formatter rounds the seconds after splitting off the minutes ("2m60s").
+          formatTime: (seconds: number, _options: unknown, step: number) => formatDuration(seconds, step),
         },
         cliProgress.Presets.shades_classic,
       );

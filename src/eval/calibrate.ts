@@ -1,9 +1,10 @@
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { calibrationFigures, fitTemperature, topConfidence } from "./calibration.ts";
 import { CALIBRATION_FILE, CALIBRATION_FORMAT, CALIBRATION_VERSION, writeCalibrationFile, type CalibrationFile } from "./calibration-file.ts";
 import { classifySplit, type EvalOptions } from "./evaluate.ts";
 import { riskCoverage, thresholdForAccuracy } from "./selective.ts";
 import { InputError } from "../util/errors.ts";
+import { resolveDatasetRef, resolveModelAndAdapter } from "../hub/resolve.ts";
 
 /**
  * `splint calibrate` as a function: score mode over a validation split (never the test split the
@@ -17,9 +18,17 @@ export interface CalibrateOptions extends Omit<EvalOptions, "out" | "calibration
   readonly out?: string;
 }
 
-export async function runCalibration(opts: CalibrateOptions): Promise<{ file: string; calibration: CalibrationFile }> {
-  const file = opts.out ?? (opts.adapter === undefined ? undefined : join(opts.adapter, CALIBRATION_FILE));
-  if (file === undefined) throw new InputError("--out", "is needed without --adapter", "calibration.json is stored with an adapter; for the base model name a file");
+export async function runCalibration(given: CalibrateOptions): Promise<{ file: string; calibration: CalibrationFile }> {
+  const refs = await resolveModelAndAdapter(given.model, given.adapter, { output: given.output, ...(given.revision !== undefined ? { revision: given.revision } : {}) });
+  const data = await resolveDatasetRef(given.dataset, { output: given.output });
+  const opts = { ...given, model: refs.model.dir, adapter: refs.adapter?.dir, dataset: data.dir };
+  // An adapter from the Hub lives in the shared cache, which is not ours to write into.
+  const file = opts.out ?? (refs.adapter === undefined || refs.adapter.snapshot ? undefined : join(refs.adapter.dir, CALIBRATION_FILE));
+  if (file === undefined) {
+    throw refs.adapter?.snapshot
+      ? new InputError("--out", "is needed for an adapter from the Hub", "calibration.json is not written into the Hugging Face cache; name a file and pass it to eval/predict with --calibration")
+      : new InputError("--out", "is needed without --adapter", "calibration.json is stored with an adapter; for the base model name a file");
+  }
   if (opts.split === "test") throw new InputError("--split", "test is where calibrated figures are reported; fitting on it would grade the model on its own answers", "carve a validation split with `splint data import --val-fraction`");
   const target = opts.targetAccuracy;
   if (target !== undefined && !(target > 0 && target <= 1)) throw new InputError("--target-accuracy", `must be in (0, 1], got ${target}`);
@@ -39,7 +48,7 @@ export async function runCalibration(opts: CalibrateOptions): Promise<{ file: st
     format: CALIBRATION_FORMAT,
     version: CALIBRATION_VERSION,
     temperature,
-    fittedOn: { dataset: resolve(opts.dataset), split: opts.split, n: run.predictions.length },
+    fittedOn: { dataset: data.name, split: opts.split, n: run.predictions.length },
     nll: { before: before.nll, after: after.nll },
     ece: { before: before.ece, after: after.ece },
     abstain,

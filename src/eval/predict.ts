@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type { Output } from "../util/output.ts";
-import { loadDatasetDict } from "../data/hf-dataset.ts";
+import { loadDataset } from "../data/load-dataset.ts";
+import { resolveModelAndAdapter } from "../hub/resolve.ts";
 import { SYNTH_CLASS_NAMES } from "../data/synth.ts";
 import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
 import { openModelSession } from "../models/mistral3/runtime.ts";
@@ -18,7 +19,11 @@ import { imageBatch } from "./evaluate.ts";
 
 /** `splint predict` as a function: image files → a class each (with probabilities in score mode). */
 export interface PredictOptions {
+  /** Model folder or Hub id (`owner/name[@revision]`). */
   readonly model: string;
+  /** Hub revision of `model` when it is a Hub id without `@revision`. */
+  readonly revision?: string;
+  /** PEFT adapter folder or Hub id. */
   readonly adapter?: string;
   readonly images: readonly string[];
   readonly mode: EvalMode;
@@ -61,9 +66,11 @@ export interface ImagePrediction {
   readonly abstained?: boolean;
 }
 
-export async function predictImages(opts: PredictOptions): Promise<ImagePrediction[]> {
-  if (opts.images.length === 0) throw new InputError("IMAGE", "give at least one image file");
-  if (opts.abstainBelow !== undefined && opts.mode !== "score") throw new InputError("--abstain-below", "needs --mode score: only score mode gives a confidence");
+export async function predictImages(given: PredictOptions): Promise<ImagePrediction[]> {
+  if (given.images.length === 0) throw new InputError("IMAGE", "give at least one image file");
+  if (given.abstainBelow !== undefined && given.mode !== "score") throw new InputError("--abstain-below", "needs --mode score: only score mode gives a confidence");
+  const refs = await resolveModelAndAdapter(given.model, given.adapter, { output: given.output, ...(given.revision !== undefined ? { revision: given.revision } : {}) });
+  const opts = { ...given, model: refs.model.dir, adapter: refs.adapter?.dir };
   const calibration = opts.mode === "score" ? await resolveCalibration(opts.adapter, opts.calibration) : null;
   const temperature = calibration?.calibration.temperature ?? 1;
   let threshold: number | null = null;
@@ -143,6 +150,6 @@ export async function resolveClassNames(classes: string | undefined, dataset: st
     if (names.length < 2) throw new InputError("--classes", "needs at least two comma-separated class names");
     return { classNames: names };
   }
-  if (dataset !== undefined) return { labelNames: (await loadDatasetDict(dataset)).classNames };
+  if (dataset !== undefined) return { labelNames: (await loadDataset(dataset)).dataset.classNames };
   return {};
 }

@@ -1,12 +1,16 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative } from "node:path";
+import { getRepoFolderName } from "@huggingface/hub";
 import { InputError } from "../util/errors.ts";
+
+/** The two kinds of Hub repo splint reads. */
+export type RepoType = "model" | "dataset";
 
 /**
  * The cache layout Python's huggingface_hub uses, so both tools share one cache:
  *
- *   <cacheDir>/models--owner--name/
+ *   <cacheDir>/models--owner--name/     (datasets--owner--name/ for a dataset repo)
  *     blobs/<etag>                      file contents, named by sha256 (LFS) or git blob sha1
  *     blobs/<etag>.incomplete           a download in progress (resumed from its length)
  *     snapshots/<commit>/<path>         relative symlinks into blobs/
@@ -18,8 +22,9 @@ export class RepoCache {
   constructor(
     cacheDir: string,
     readonly repo: string,
+    readonly type: RepoType = "model",
   ) {
-    this.root = join(cacheDir, `models--${repo.split("/").join("--")}`);
+    this.root = join(cacheDir, getRepoFolderName({ type, name: repo }));
   }
 
   blobPath(etag: string): string {

@@ -1,19 +1,22 @@
-import { readdir, stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
 import type { Output, Progress } from "../util/output.ts";
 import { InputError, SplintError } from "../util/errors.ts";
-import { timedFetch } from "../util/net.ts";
-import { RepoCache } from "./cache.ts";
+import { RepoCache, type RepoType } from "./cache.ts";
 import { downloadBlob } from "./download.ts";
-import { hubResponseError, networkError } from "./errors.ts";
+import { HubUnreachable, listRepo, type RepoFile, type RepoListing } from "./listing.ts";
 import { matchesAny } from "./glob.ts";
 import { hubSettings, type HubSettings } from "./settings.ts";
 
 /** What a model needs: configs, tokenizer, chat template, HF-layout weights (not Mistral's consolidated copy). */
 export const DEFAULT_INCLUDE: readonly string[] = ["*.json", "*.jinja", "*.safetensors", "tokenizer.model", "merges.txt"];
 export const DEFAULT_EXCLUDE: readonly string[] = ["consolidated*.safetensors"];
+/** What a dataset needs: Parquet shards (the Hub layout) or save_to_disk Arrow files, and their JSON. */
+export const DATASET_INCLUDE: readonly string[] = ["*.parquet", "*.arrow", "*.json"];
 
 export interface DownloadOptions {
+  /** A model repo (default) or a dataset repo. */
+  readonly repoType?: RepoType;
   /** Branch, tag or commit; default "main". */
   readonly revision?: string;
   /** fnmatch patterns of files to fetch (default DEFAULT_INCLUDE). */
@@ -30,6 +33,7 @@ export interface DownloadOptions {
 
 export interface Snapshot {
   readonly repo: string;
+  readonly repoType: RepoType;
   readonly revision: string;
   readonly commit: string;
   /** The local folder: `<cache>/models--owner--name/snapshots/<commit>`. */
@@ -41,13 +45,6 @@ export interface Snapshot {
   readonly fromCacheOnly: boolean;
 }
 
-interface Sibling {
-  readonly rfilename: string;
-  readonly size?: number;
-  readonly blobId?: string;
-  readonly lfs?: { readonly sha256?: string; readonly size?: number };
-}
-
 const COMMIT = /^[0-9a-f]{40}$/;
 /** huggingface_hub's repo id rule: optional namespace, names of word characters, dots and dashes. */
 const REPO_ID = /^(?:[\w.-]+\/)?[\w.-]{1,96}$/;
@@ -57,27 +54,22 @@ export function isHubRepoId(value: string): boolean {
 }
 
 /**
- * `--model` and friends: a local folder is used as it is; anything else must be a Hub repo id,
- * downloaded into (or found in) the shared Hugging Face cache. Returns the local folder.
+ * Python's `snapshot_download`, resumable and checksum-verified; same cache layout.
+ *
+ * What @huggingface/hub does here: the model info and the paginated file tree (listing.ts), the
+ * cache folder's name (cache.ts), and the upload side (upload.ts). What splint keeps of its own, and
+ * why: the library's `snapshotDownload` / `downloadFileToCacheDir` (2.17) neither resume a dropped
+ * download (they rewrite `.incomplete` from byte 0), nor check the bytes against the sha256 / git
+ * blob id, nor write `refs/<branch>`, nor work offline from the cache, and they print to the
+ * console; so download.ts (Range resume, checksums) and the cache bookkeeping (cache.ts) stay.
  */
-export async function resolveModel(idOrDir: string, options: DownloadOptions = {}): Promise<string> {
-  const local = await stat(idOrDir).catch(() => undefined);
-  if (local?.isDirectory()) return resolve(idOrDir);
-  if (local) throw new InputError(idOrDir, "is a file; expected a model folder or a Hub repo id (owner/name)");
-  const looksLikePath = /^(\.{1,2}|~)?\//.test(idOrDir) || idOrDir.includes("\\") || idOrDir.split("/").length > 2;
-  if (looksLikePath || !isHubRepoId(idOrDir)) {
-    throw new InputError(idOrDir, "no such folder, and not a Hub repo id (owner/name)");
-  }
-  return (await downloadSnapshot(idOrDir, options)).path;
-}
-
-/** Python's `snapshot_download`, resumable and checksum-verified; same cache layout. */
 export async function downloadSnapshot(repo: string, options: DownloadOptions = {}): Promise<Snapshot> {
   if (!isHubRepoId(repo)) throw new InputError(repo, "not a Hub repo id (owner/name)");
   const settings = { ...hubSettings(), ...options.settings };
   const revision = options.revision ?? "main";
   checkRevision(revision);
-  const cache = new RepoCache(settings.cacheDir, repo);
+  const type = options.repoType ?? "model";
+  const cache = new RepoCache(settings.cacheDir, repo, type);
   const what = revision === "main" ? repo : `${repo}@${revision}`;
 
   if (settings.offline) {
@@ -88,38 +80,30 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
     return cached;
   }
 
-  const auth: Record<string, string> = settings.token ? { authorization: `Bearer ${settings.token}` } : {};
-  const infoUrl = `${settings.endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}?blobs=true`;
-  let response: Response;
+  let listing: RepoListing;
   try {
-    response = await timedFetch(infoUrl, { headers: { ...auth, "user-agent": USER_AGENT } });
+    listing = await listRepo(repo, type, revision, what, { endpoint: settings.endpoint, token: settings.token, userAgent: USER_AGENT });
   } catch (error) {
+    if (!(error instanceof HubUnreachable)) throw error;
     const cached = await cachedSnapshot(cache, revision);
-    if (!cached) throw networkError(infoUrl, error);
-    options.output?.log(`${networkError(infoUrl, error).message}; using the cached snapshot ${cached.commit.slice(0, 12)} of ${what}`);
+    if (!cached) throw error;
+    options.output?.log(`${error.message}; using the cached snapshot ${cached.commit.slice(0, 12)} of ${what}`);
     return cached;
   }
-  if (!response.ok) throw await hubResponseError(response, what, settings.token !== undefined);
-  let info: unknown;
-  try {
-    info = await response.json();
-  } catch (error) {
-    if (error instanceof SyntaxError) throw new SplintError(`${what}: the Hub's model info answer is not JSON`, "check HF_ENDPOINT");
-    throw networkError(infoUrl, error);
-  }
-  const { commit, siblings } = parseRepoInfo(what, info);
+  const { commit, files: siblings } = listing;
+  const auth: Record<string, string> = settings.token ? { authorization: `Bearer ${settings.token}` } : {};
 
-  const include = options.include ?? DEFAULT_INCLUDE;
+  const include = options.include ?? (type === "dataset" ? DATASET_INCLUDE : DEFAULT_INCLUDE);
   const exclude = options.exclude ?? DEFAULT_EXCLUDE;
-  const wanted = siblings.filter((s) => matchesAny(s.rfilename, include) && !matchesAny(s.rfilename, exclude));
+  const wanted = siblings.filter((s) => matchesAny(s.path, include) && !matchesAny(s.path, exclude));
   if (wanted.length === 0) {
     throw new InputError(what, `no files match ${include.join(" ")} (the repo has ${siblings.length} files)`);
   }
   if (revision !== commit) await cache.writeRef(revision, commit);
 
-  const missing: Sibling[] = [];
-  for (const s of wanted) if (!(await cache.hasSnapshotFile(commit, s.rfilename))) missing.push(s);
-  const totalBytes = missing.reduce((sum, s) => sum + sizeOf(s), 0);
+  const missing: RepoFile[] = [];
+  for (const s of wanted) if (!(await cache.hasSnapshotFile(commit, s.path))) missing.push(s);
+  const totalBytes = missing.reduce((sum, s) => sum + s.size, 0);
   const progress = totalBytes > 0 ? megabyteProgress(options.output, `${repo}`, totalBytes) : undefined;
   let downloadedBytes = 0;
   try {
@@ -131,10 +115,11 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
   }
   return {
     repo,
+    repoType: type,
     revision,
     commit,
     path: cache.snapshotDir(commit),
-    files: wanted.map((s) => s.rfilename),
+    files: wanted.map((s) => s.path),
     downloadedBytes,
     fromCacheOnly: false,
   };
@@ -157,101 +142,40 @@ export function checkRevision(revision: string): void {
   if (revision.split("/").some((part) => part === "" || part.startsWith("."))) throw bad("has an empty part or one starting with a dot");
 }
 
-function sizeOf(s: Sibling): number {
-  return s.lfs?.size ?? s.size ?? 0;
-}
-
-function parseRepoInfo(what: string, json: unknown): { commit: string; siblings: Sibling[] } {
-  const info = json as { sha?: unknown; siblings?: unknown };
-  if (typeof info?.sha !== "string" || !COMMIT.test(info.sha) || !Array.isArray(info.siblings)) {
-    throw new SplintError(`${what}: unexpected answer from the Hub's model info API (no commit sha or file list)`, "check HF_ENDPOINT");
-  }
-  const siblings: Sibling[] = [];
-  for (const s of info.siblings as Sibling[]) {
-    const name = s?.rfilename;
-    if (typeof name !== "string" || name === "" || name.startsWith("/") || name.split("/").some((p) => p === ".." || p === "." || p === "")) {
-      throw new SplintError(`${what}: the Hub listed an unsafe file name ${JSON.stringify(name)}`);
-    }
-    siblings.push(s);
-  }
-  return { commit: info.sha, siblings };
-}
-
-/** The HEAD answer for one file: where to get its bytes and under which blob name to keep them. */
-interface FileMetadata {
-  readonly etag: string;
-  readonly size?: number;
-  readonly location: string;
-}
-
 /**
- * HEAD on the resolve URL without following redirects to other hosts, as huggingface_hub does: the
- * first response carries `X-Linked-Etag` / `X-Linked-Size` for LFS files, and its `Location` is
- * the storage URL to download from. Relative redirects (a renamed repo) are followed.
+ * Fetches one file into blobs/ (unless that blob is already there) and links it; returns bytes
+ * downloaded. The blob is named as huggingface_hub names it: the sha256 for LFS files, the git blob
+ * id otherwise, both known from the listing, so no HEAD request is needed. The bytes come from the
+ * resolve URL at the commit; fetch follows its redirect to the storage host and, the origin being
+ * another, drops the Authorization header on the way, as the Hub expects.
  */
-async function fileMetadata(url: string, what: string, auth: Record<string, string>, hasToken: boolean): Promise<FileMetadata> {
-  let current = url;
-  for (let hops = 0; hops < 10; hops++) {
-    let response: Response;
-    try {
-      response = await timedFetch(current, { method: "HEAD", redirect: "manual", headers: { ...auth, "accept-encoding": "identity", "user-agent": USER_AGENT } });
-    } catch (error) {
-      throw networkError(current, error);
-    }
-    const location = response.headers.get("location");
-    if (response.status >= 300 && response.status < 400 && location) {
-      const target = new URL(location, current);
-      if (/^\//.test(location) && !location.startsWith("//")) {
-        current = target.href;
-        continue;
-      }
-      return metadataFrom(response, what, target.href);
-    }
-    if (!response.ok) throw await hubResponseError(response, what, hasToken);
-    return metadataFrom(response, what, current);
-  }
-  throw new SplintError(`${what}: too many redirects`);
-}
-
-function metadataFrom(response: Response, what: string, location: string): FileMetadata {
-  const raw = response.headers.get("x-linked-etag") ?? response.headers.get("etag");
-  const etag = raw?.replace(/^W\//, "").replace(/"/g, "");
-  if (!etag || !/^[\w.-]+$/.test(etag) || etag.startsWith(".")) {
-    throw new SplintError(`${what}: the Hub sent no usable ETag (${JSON.stringify(raw)}), so the file cannot be cached`, "check HF_ENDPOINT");
-  }
-  const sizeHeader = response.headers.get("x-linked-size") ?? response.headers.get("content-length");
-  const size = sizeHeader !== null && /^\d+$/.test(sizeHeader) ? Number(sizeHeader) : undefined;
-  return { etag, size, location };
-}
-
-/** Fetches one file into blobs/ (unless that blob is already there) and links it; returns bytes downloaded. */
 async function fetchFile(
   repo: string,
   commit: string,
-  sibling: Sibling,
+  file: RepoFile,
   cache: RepoCache,
   settings: HubSettings,
   auth: Record<string, string>,
   options: DownloadOptions,
   progress: Progress | undefined,
 ): Promise<number> {
-  const file = sibling.rfilename;
-  const what = `${repo}/${file}`;
-  const url = `${settings.endpoint}/${repo}/resolve/${commit}/${file.split("/").map(encodeURIComponent).join("/")}`;
-  const meta = await fileMetadata(url, what, auth, settings.token !== undefined);
+  const what = `${repo}/${file.path}`;
+  const prefix = cache.type === "dataset" ? `datasets/${repo}` : repo;
+  const url = `${settings.endpoint}/${prefix}/resolve/${commit}/${file.path.split("/").map(encodeURIComponent).join("/")}`;
+  const blob = file.sha256 ?? file.oid;
+  if (!blob || !/^[0-9a-f]{40,64}$/.test(blob)) {
+    throw new SplintError(`${what}: the Hub listed no usable blob id (${JSON.stringify(blob)}), so the file cannot be cached`, "check HF_ENDPOINT");
+  }
   let downloaded = 0;
-  if (await cache.hasBlob(meta.etag)) {
-    progress?.increment(sizeOf(sibling));
+  if (await cache.hasBlob(blob)) {
+    progress?.increment(file.size);
   } else {
-    const sameOrigin = new URL(meta.location).origin === new URL(settings.endpoint).origin;
-    const size = meta.size ?? sibling.lfs?.size ?? sibling.size;
-    const sha256 = sibling.lfs?.sha256 ?? (/^[0-9a-f]{64}$/.test(meta.etag) ? meta.etag : undefined);
     await downloadBlob({
-      url: meta.location,
-      dest: cache.blobPath(meta.etag),
+      url,
+      dest: cache.blobPath(blob),
       what,
-      expected: { size, sha256, gitSha1: sibling.lfs ? undefined : sibling.blobId },
-      headers: { ...(sameOrigin ? auth : {}), "user-agent": USER_AGENT },
+      expected: { size: file.size, sha256: file.sha256, gitSha1: file.sha256 ? undefined : file.oid },
+      headers: { ...auth, "user-agent": USER_AGENT },
       hasToken: settings.token !== undefined,
       onBytes: (n) => {
         downloaded += n;
@@ -261,7 +185,7 @@ async function fetchFile(
       retryDelayMs: options.retryDelayMs,
     });
   }
-  await cache.linkSnapshotFile(commit, file, meta.etag);
+  await cache.linkSnapshotFile(commit, file.path, blob);
   return downloaded;
 }
 
@@ -292,7 +216,7 @@ async function cachedSnapshot(cache: RepoCache, revision: string): Promise<Snaps
   const path = cache.snapshotDir(commit);
   const files = await listFiles(path).catch(() => undefined);
   if (!files || files.length === 0) return undefined;
-  return { repo: cache.repo, revision, commit, path, files, downloadedBytes: 0, fromCacheOnly: true };
+  return { repo: cache.repo, repoType: cache.type, revision, commit, path, files, downloadedBytes: 0, fromCacheOnly: true };
 }
 
 async function listFiles(dir: string, prefix = ""): Promise<string[]> {

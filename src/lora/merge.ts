@@ -11,6 +11,8 @@ import { fp8E4m3ArrayToF32 } from "../tensor/fp8.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { writeDirAtomic, writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
+import type { Output } from "../util/output.ts";
+import { resolveModelAndAdapter } from "../hub/resolve.ts";
 import { detach, loadAdapter } from "./adapter.ts";
 import { LoraLinear } from "./lora-linear.ts";
 
@@ -23,8 +25,14 @@ import { LoraLinear } from "./lora-linear.ts";
  */
 
 export interface MergeOptions {
+  /** Base model folder or Hub id (`owner/name[@revision]`). */
   modelDir: string;
+  /** Hub revision of `modelDir` when it is a Hub id without `@revision`. */
+  revision?: string;
+  /** PEFT adapter folder or Hub id. */
   adapterDir: string;
+  /** Progress and notes of Hub downloads; silent without it. */
+  output?: Output;
   outDir: string;
   /** Shard size cap (transformers' default max_shard_size is 5 GB). */
   maxShardBytes?: number;
@@ -47,12 +55,18 @@ const SIDE_FILES = /^(tokenizer.*\.json|tokenizer\.model.*|tekken\.json|special_
 
 const DEFAULT_SHARD_BYTES = 5_000_000_000;
 
-export async function mergeAdapter(opts: MergeOptions): Promise<MergeResult> {
-  const backend = opts.backend ?? createCpuBackend();
-  const outInfo = await stat(opts.outDir).catch(() => null);
-  if (outInfo && (!outInfo.isDirectory() || (await readdir(opts.outDir)).length > 0)) {
-    throw new InputError(opts.outDir, "already exists and is not empty", "pass a new --out folder");
+export async function mergeAdapter(given: MergeOptions): Promise<MergeResult> {
+  // Checked before a Hub id downloads gigabytes.
+  const outInfo = await stat(given.outDir).catch(() => null);
+  if (outInfo && (!outInfo.isDirectory() || (await readdir(given.outDir)).length > 0)) {
+    throw new InputError(given.outDir, "already exists and is not empty", "pass a new --out folder");
   }
+  const refs = await resolveModelAndAdapter(given.modelDir, given.adapterDir, {
+    ...(given.output ? { output: given.output } : {}),
+    ...(given.revision !== undefined ? { revision: given.revision } : {}),
+  });
+  const opts = { ...given, modelDir: refs.model.dir, adapterDir: refs.adapter!.dir };
+  const backend = opts.backend ?? createCpuBackend();
   const configFile = join(opts.modelDir, "config.json");
   const config = await readMistral3Config(opts.modelDir);
   const rawConfig = JSON.parse(await readFile(configFile, "utf8")) as Record<string, unknown>;

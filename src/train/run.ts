@@ -2,9 +2,10 @@ import { readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { detectBackend } from "../backends/cuda/detect.ts";
 import { type Output, plainOutput } from "../util/output.ts";
-import { loadDatasetDict } from "../data/hf-dataset.ts";
+import { loadDataset } from "../data/load-dataset.ts";
 import type { DatasetDict } from "../data/types.ts";
 import { hubSettings } from "../hub/settings.ts";
+import { resolveModelRef } from "../hub/resolve.ts";
 import { isHubRepoId } from "../hub/snapshot.ts";
 import { pushAdapterToHub, type PushResult } from "../hub/upload.ts";
 import { initAdapter, loadAdapter, loraScopeExclude, saveAdapter, type LoraSettings } from "../lora/adapter.ts";
@@ -38,9 +39,11 @@ export const RESOLVED_CONFIG_FILE = "config.resolved.json";
 export const ADAPTER_DIR = "adapter";
 
 export interface RunTrainingOptions {
-  /** Model folder (Hugging Face layout, with tokenizer and processor files). */
+  /** Model folder (Hugging Face layout, with tokenizer and processor files), or a Hub id (`owner/name[@revision]`). */
   modelDir: string;
-  /** A dataset folder (`splint data import` / Python datasets) or one already in memory. */
+  /** Hub revision of `modelDir` when it is a Hub id without `@revision` (default main). */
+  revision?: string;
+  /** A dataset folder (`splint data import` / Python datasets), a Hub dataset id, or one already in memory. */
   dataset: string | DatasetDict;
   /** Split to train on (default "train"). */
   split?: string;
@@ -146,8 +149,9 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
     if (!isHubRepoId(opts.pushToHub) || !opts.pushToHub.includes("/")) throw new InputError(opts.pushToHub, "not a Hub repo id of the form owner/name");
     if (!hubSettings().token) throw new InputError("HF_TOKEN", "not set; --push-to-hub needs a token with write access", "export HF_TOKEN=hf_… (https://huggingface.co/settings/tokens)");
   }
-  const dataset = typeof opts.dataset === "string" ? await loadDatasetDict(opts.dataset) : opts.dataset;
-  const datasetName = typeof opts.dataset === "string" ? opts.dataset : "dataset";
+  const loaded = typeof opts.dataset === "string" ? await loadDataset(opts.dataset, { output }) : null;
+  const dataset = loaded ? loaded.dataset : (opts.dataset as DatasetDict);
+  const datasetName = loaded ? loaded.name : "dataset";
   const split = opts.split ?? "train";
   const rows = dataset.splits.get(split);
   if (!rows || rows.length === 0) {
@@ -163,13 +167,18 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
   if (!evalRows || (config.eval_strategy !== "no" && evalRows.length === 0)) {
     throw new InputError(datasetName, `has no examples in split "${config.eval_split}", which eval_strategy "${config.eval_strategy}" evaluates`, `set eval_split to one of: ${[...dataset.splits.keys()].join(", ")} (splint data import --val-fraction makes a validation split)`);
   }
-  const baseModelId = opts.baseModelId ?? hubIdOfCachedFolder(resolve(opts.modelDir));
 
-  const tokenizer = await loadTokenizer(opts.modelDir);
+  // A Hub id is downloaded (or found in the cache) now, after the cheap checks above; the adapter
+  // and the model card record the id rather than the cache folder, as PEFT's would.
+  const base = await resolveModelRef(opts.modelDir, { output, ...(opts.revision !== undefined ? { revision: opts.revision } : {}) });
+  const modelDir = base.dir;
+  const baseModelId = opts.baseModelId ?? base.snapshot?.repo ?? hubIdOfCachedFolder(modelDir);
+  const hubDatasetId = loaded && loaded.dir !== loaded.name ? loaded.name.split("@")[0]! : undefined;
+  const tokenizer = await loadTokenizer(modelDir);
   const collator: CollatorSettings = {
     tokenizer,
-    template: resolveChatTemplate(config.template, opts.modelDir),
-    processor: boundImageEdge(loadImageProcessorConfig(opts.modelDir), config.max_image_edge),
+    template: resolveChatTemplate(config.template, modelDir),
+    processor: boundImageEdge(loadImageProcessorConfig(modelDir), config.max_image_edge),
     prompt: renderPrompt(config.prompt, classNames),
     lossOn: config.loss_on,
     maxSeqLen: config.max_seq_len,
@@ -197,7 +206,7 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
   });
   if (memory) config = memory.config;
   let bar: ReturnType<Output["progress"]> | undefined;
-  const model = await loadMistral3(opts.modelDir, backend, {
+  const model = await loadMistral3(modelDir, backend, {
     dtype: config.bf16 ? "auto" : "f32",
     matmulPrecision: config.bf16 ? "bf16" : "f32",
     onProgress(done, total) {
@@ -232,7 +241,7 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
       evaluate:
         config.eval_strategy === "no"
           ? undefined
-          : trainingEvaluator({ backend, model, modelDir: opts.modelDir, rows: evalRows, classNames, collator, batchSize: config.per_device_eval_batch_size }),
+          : trainingEvaluator({ backend, model, modelDir, rows: evalRows, classNames, collator, batchSize: config.per_device_eval_batch_size }),
     });
     const adapterDir = join(runDir, ADAPTER_DIR);
     await saveAdapter(adapterDir, adapter, model.linears, backend);
@@ -244,9 +253,9 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
     );
     const lastStep = result.history[result.history.length - 1];
     const card: ModelCardInfo = {
-      baseModel: baseModelId ?? folderName(resolve(opts.modelDir)),
-      datasetId: opts.datasetId ?? null,
-      datasetName: opts.datasetId ?? (typeof opts.dataset === "string" ? folderName(resolve(opts.dataset)) : datasetName),
+      baseModel: baseModelId ?? folderName(modelDir),
+      datasetId: opts.datasetId ?? hubDatasetId ?? null,
+      datasetName: opts.datasetId ?? hubDatasetId ?? (loaded ? folderName(loaded.dir) : datasetName),
       split,
       examples: examples.length,
       classNames,

@@ -39,7 +39,13 @@ test("eval → compare → report through the CLI, with and without an adapter",
 
   const report = splint("report", "run", "--json");
   assert.equal(report.status, 0, report.stderr);
-  assert.deepEqual(JSON.parse(report.stdout).sections, ["evaluation", "errors", "comparison"]);
+  const written = JSON.parse(report.stdout) as { sections: string[]; file: string };
+  assert.deepEqual(written.sections, ["run", "evaluation", "errors", "comparison"]);
+  const html = await readFile(path.resolve(dir, written.file), "utf8");
+  // Built from single commands: the gallery's images come from the dataset eval read.
+  assert.doesNotMatch(html, /image not found/);
+  assert.match(html, /<td>model<\/td><td>[^<]*models\/tiny<\/td>/);
+  assert.match(html, /Not for clinical use/);
 });
 
 test("eval names the problem: a missing split, a bad --batch", () => {

@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { globToRegExp } from "../../src/hub/glob.ts";
 import { hubSettings } from "../../src/hub/settings.ts";
-import { downloadSnapshot, resolveModel, type DownloadOptions } from "../../src/hub/snapshot.ts";
+import { downloadSnapshot, type DownloadOptions } from "../../src/hub/snapshot.ts";
+import { resolveModel } from "../../src/hub/resolve.ts";
 import { pushAdapterToHub } from "../../src/hub/upload.ts";
 import { InputError, SplintError } from "../../src/util/errors.ts";
 import { gitBlobId, MockHub, sha256 } from "./mock-hub.ts";
@@ -90,7 +91,11 @@ describe("downloadSnapshot", () => {
     const again = await downloadSnapshot("acme/tiny", opts);
     assert.equal(again.path, snap.path);
     assert.equal(again.downloadedBytes, 0);
-    assert.deepEqual(hub.log.slice(before).map((r) => r.method), ["GET"]);
+    // Two API answers (the revision's commit, then its file tree), and no file request at all.
+    assert.deepEqual(hub.log.slice(before).map((r) => `${r.server} ${r.method} ${r.url.split("?")[0]}`), [
+      "hub GET /api/models/acme/tiny/revision/main",
+      `hub GET /api/models/acme/tiny/tree/${repo.commit}`,
+    ]);
   });
 
   test("LFS bytes come from the storage host without the token", async () => {
@@ -214,6 +219,15 @@ describe("downloadSnapshot", () => {
     const repo = hub.addRepo("acme/racy", { "config.json": { content: "{}" } });
     repo.ghosts = new Set(["tokenizer.json"]);
     await assert.rejects(downloadSnapshot("acme/racy", options()), (e: unknown) => e instanceof InputError && /^acme\/racy\/tokenizer\.json: no such file in the repo \(404\)/.test(e.message));
+  });
+
+  test("a listed file name that would leave the cache folder is refused before anything is written", async () => {
+    const repo = hub.addRepo("acme/evil", { "config.json": { content: "{}" } });
+    repo.ghosts = new Set(["../../outside.json"]);
+    const opts = options();
+    await assert.rejects(downloadSnapshot("acme/evil", opts), (e: unknown) => e instanceof SplintError && /acme\/evil: the Hub listed an unsafe file name "\.\.\/\.\.\/outside\.json"/.test(e.message));
+    await assert.rejects(lstat(join(opts.cacheDir, "outside.json")));
+    await assert.rejects(lstat(join(opts.cacheDir, "models--acme--evil", "outside.json")));
   });
 
   test("offline mode uses the cache only, and names what is missing", async () => {

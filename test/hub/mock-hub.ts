@@ -23,6 +23,8 @@ export interface MockRepo {
   gatedExcept?: string;
   /** Listed by the API but gone from the resolve endpoint (deleted between the two calls). */
   ghosts?: Set<string>;
+  /** Branch or tag names besides main; each points at the current commit (the mock keeps one). */
+  refs?: Set<string>;
 }
 
 export interface LoggedRequest {
@@ -58,6 +60,7 @@ export class MockHub {
   endpoint = "";
   cdnBase = "";
 
+  /** A model repo, or a dataset repo with the id "datasets:owner/name". */
   addRepo(id: string, files: Record<string, { content: Buffer | string; lfs?: boolean }>, readToken?: string): MockRepo {
     const repo: MockRepo = { commit: newCommit(), files: new Map(), readToken };
     for (const [path, f] of Object.entries(files)) {
@@ -95,7 +98,11 @@ export class MockHub {
   private async handleHub(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.record("hub", req);
     const url = new URL(req.url ?? "/", this.endpoint);
-    const path = decodeURIComponent(url.pathname);
+    // Dataset repos live in `repos` under "datasets:owner/name"; their API and resolve paths are
+    // rewritten onto the model routes, which then capture that key as the repo id.
+    const path = decodeURIComponent(url.pathname)
+      .replace(/^\/api\/datasets\/([^/]+)\//, "/api/models/datasets:$1/")
+      .replace(/^\/datasets\/([^/]+)\//, "/datasets:$1/");
     const token = req.headers.authorization?.replace(/^Bearer /, "");
     let m: RegExpMatchArray | null;
     for (const [from, to] of this.renamed) {
@@ -107,10 +114,28 @@ export class MockHub {
       }
     }
 
+    if ((m = path.match(/^\/api\/models\/([^/]+\/[^/]+)\/tree\/([^/]+)$/)) && req.method === "GET") {
+      // The tree API @huggingface/hub's listFiles reads; one page (the real Hub paginates with Link).
+      const repo = this.readable(m[1] as string, token, res);
+      if (!repo) return;
+      if (m[2] !== "main" && m[2] !== repo.commit && !repo.refs?.has(m[2] as string)) return fail(res, 404, "Invalid rev id", "RevisionNotFound");
+      const listed = [...repo.files, ...[...(repo.ghosts ?? [])].map((g) => [g, { content: Buffer.from(g), lfs: false }] as const)];
+      const dirs = new Set(listed.flatMap(([p]) => p.split("/").slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join("/"))));
+      return json(res, 200, [
+        ...[...dirs].map((d) => ({ type: "directory", path: d, size: 0, oid: randomBytes(20).toString("hex") })),
+        ...listed.map(([path, f]) => ({
+          type: "file",
+          path,
+          size: f.content.byteLength,
+          oid: f.lfs ? gitBlobId(Buffer.from(`version https://git-lfs.github.com/spec/v1\noid sha256:${sha256(f.content)}\n`)) : gitBlobId(f.content),
+          ...(f.lfs ? { lfs: { oid: sha256(f.content), size: f.content.byteLength, pointerSize: 134 } } : {}),
+        })),
+      ]);
+    }
     if ((m = path.match(/^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/)) && req.method === "GET") {
       const repo = this.readable(m[1] as string, token, res);
       if (!repo) return;
-      if (m[2] !== "main" && m[2] !== repo.commit) return fail(res, 404, "Invalid rev id", "RevisionNotFound");
+      if (m[2] !== "main" && m[2] !== repo.commit && !repo.refs?.has(m[2] as string)) return fail(res, 404, "Invalid rev id", "RevisionNotFound");
       const listed = [...repo.files, ...[...(repo.ghosts ?? [])].map((g) => [g, { content: Buffer.from(g), lfs: false }] as const)];
       const siblings = listed.map(([rfilename, f]) => ({
         rfilename,

@@ -5,9 +5,11 @@ import { InputError } from "../../util/errors.ts";
 import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-flag.ts";
 import { createOutput } from "../output.ts";
 import { positiveInteger } from "./eval.ts";
+import { ADAPTER_FLAG, ADAPTER_HELP, MODEL_FLAG, MODEL_HELP, REVISION_FLAG, REVISION_HELP, revisionOption } from "../model-flags.ts";
 
 interface CalibrateFlags {
   model: string;
+  revision?: string;
   adapter?: string;
   dataset: string;
   split: string;
@@ -39,9 +41,10 @@ export function registerCalibrate(program: Command): void {
   program
     .command("calibrate")
     .description("Fit temperature scaling (and an abstention threshold) on a validation split; stored with the adapter")
-    .requiredOption("--model <dir>", "model folder (Hugging Face layout)")
-    .option("--adapter <dir>", "PEFT LoRA adapter folder (calibration.json is written into it)")
-    .requiredOption("--dataset <dir>", "dataset folder with a validation split")
+    .requiredOption(MODEL_FLAG, MODEL_HELP)
+    .option(REVISION_FLAG, REVISION_HELP)
+    .option(ADAPTER_FLAG, ADAPTER_HELP + " (calibration.json is written into it)")
+    .requiredOption("--dataset <dir|id>", "dataset folder or Hub dataset id, with a validation split")
     .option("--split <name>", "split to fit on", "validation")
     .option("--target-accuracy <a>", "also pick the abstention threshold that reaches this accuracy")
     .option("--batch <n>", "images per forward pass", "8")
@@ -61,6 +64,7 @@ export function registerCalibrate(program: Command): void {
       }
       const { file, calibration: c } = await runCalibration({
         model: flags.model,
+        ...revisionOption(flags.revision),
         adapter: flags.adapter,
         dataset: flags.dataset,
         split: flags.split,

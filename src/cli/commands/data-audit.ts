@@ -1,6 +1,7 @@
 import { Option, type Command } from "commander";
 import { DEFAULT_MIN_CORRELATION, DEFAULT_PHASH_THRESHOLD, auditDataset, dedupeDataset, type AuditReport, type DedupeResult } from "../../data/audit.ts";
-import { loadDatasetDict, saveDatasetDict, type DatasetFormat } from "../../data/hf-dataset.ts";
+import { saveDatasetDict, type DatasetFormat } from "../../data/hf-dataset.ts";
+import { loadDataset } from "../../data/load-dataset.ts";
 import { writeFileAtomic } from "../../util/atomic.ts";
 import { InputError } from "../../util/errors.ts";
 import { createOutput } from "../output.ts";
@@ -34,7 +35,7 @@ export function registerDataAudit(data: Command): void {
   data
     .command("audit")
     .description("Find exact and near duplicates, label conflicts and test images leaking from train")
-    .argument("<dataset>", "dataset folder (from `splint data import`, or Python save_to_disk / Hub Parquet)")
+    .argument("<dataset>", "dataset folder (from `splint data import`, or Python save_to_disk / Hub Parquet) or Hub dataset id")
     .option("--threshold <bits>", "near-duplicate pHash Hamming distance (0–64)", String(DEFAULT_PHASH_THRESHOLD))
     .option("--min-correlation <r>", "thumbnail correlation a near pair must also reach (0–1)", String(DEFAULT_MIN_CORRELATION))
     .option("--report <file>", "where to write the full audit", "audit.json")
@@ -52,7 +53,7 @@ export function registerDataAudit(data: Command): void {
       if (flags.minCorrelation.trim() === "" || !(minCorrelation >= 0 && minCorrelation <= 1)) {
         throw new InputError("--min-correlation", `${JSON.stringify(flags.minCorrelation)} is not a number from 0 to 1`);
       }
-      const dataset = await loadDatasetDict(datasetDir);
+      const dataset = (await loadDataset(datasetDir, { output })).dataset;
       const total = [...dataset.splits.values()].reduce((s, rows) => s + rows.length, 0);
       const progress = output.progress("audit", total, "images");
       let report: AuditReport;

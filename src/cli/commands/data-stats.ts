@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { loadDatasetDict } from "../../data/hf-dataset.ts";
+import { loadDataset } from "../../data/load-dataset.ts";
 import { formatStats, writeStatsReport } from "../../data/stats.ts";
 import { InputError } from "../../util/errors.ts";
 import { createOutput } from "../output.ts";
@@ -25,7 +25,7 @@ export function registerDataStats(data: Command): void {
   data
     .command("stats")
     .description("Class counts per split, image sizes and colour modes, and a sample grid")
-    .argument("<dataset>", "dataset folder (from `splint data import`, or Python save_to_disk / Hub Parquet)")
+    .argument("<dataset>", "dataset folder (from `splint data import`, or Python save_to_disk / Hub Parquet) or Hub dataset id")
     .requiredOption("--out <dir>", "folder for stats.json, class-counts.png and samples.png")
     .option("--samples <n>", "images in the sample grid (0 for none)", "8")
     .option("--seed <s>", "seed of the sample choice", "420")
@@ -36,7 +36,7 @@ export function registerDataStats(data: Command): void {
       const output = createOutput(Boolean(flags.json));
       const samples = parseCount("--samples", flags.samples);
       const seed = parseCount("--seed", flags.seed);
-      const dataset = await loadDatasetDict(datasetDir);
+      const dataset = (await loadDataset(datasetDir, { output })).dataset;
       if (flags.split !== undefined && !dataset.splits.has(flags.split)) {
         throw new InputError("--split", `no split "${flags.split}" in ${datasetDir} (it has ${[...dataset.splits.keys()].join(", ")})`);
       }

@@ -16,4 +16,13 @@ export function registerData(program: Command): void {
     registerDataAudit,
   ];
   for (const register of subcommands) register(data);
+  data.addHelpText(
+    "after",
+    `
+Examples:
+  splint data synth data/synth-raw --per-class 40 --seed 0
+  splint data import --dir data/synth-raw --out data/synth --val-fraction 0.1
+  splint data stats data/synth --out runs/synth-stats
+  splint data audit data/synth`,
+  );
 }

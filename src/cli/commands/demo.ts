@@ -14,7 +14,12 @@ layout) → import → stats → audit → a tiny random-weight Ministral 3-arch
 before → LoRA training → eval after → compare → report.html. About two minutes on two cores.
 The model is tiny and starts from random weights: it shows the workflow and a measured
 improvement, not medical skill. For the real thing:
-  splint run recipes/ministral3-14b-bone-fracture.yaml`;
+  splint run recipes/ministral3-14b-bone-fracture.yaml
+
+Examples:
+  splint demo
+  splint demo --out runs/demo2 --fresh
+  splint demo --json > demo-result.json`;
 
 /** `splint demo` (= `npm start`): the whole tutorial, embedded, in minutes. */
 export function registerDemo(program: Command): void {

@@ -5,9 +5,11 @@ import { formatEvalSummary } from "../../eval/format.ts";
 import { InputError } from "../../util/errors.ts";
 import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-flag.ts";
 import { createOutput } from "../output.ts";
+import { ADAPTER_FLAG, ADAPTER_HELP, MODEL_FLAG, MODEL_HELP, REVISION_FLAG, REVISION_HELP, revisionOption } from "../model-flags.ts";
 
 interface EvalFlags {
   model: string;
+  revision?: string;
   adapter?: string;
   dataset: string;
   split: string;
@@ -49,9 +51,10 @@ export function registerEval(program: Command): void {
   program
     .command("eval")
     .description("Classify every image of a dataset split and measure accuracy, macro-F1 and more")
-    .requiredOption("--model <dir>", "model folder (Hugging Face layout)")
-    .option("--adapter <dir>", "PEFT LoRA adapter folder")
-    .requiredOption("--dataset <dir>", "dataset folder (from `splint data import`)")
+    .requiredOption(MODEL_FLAG, MODEL_HELP)
+    .option(REVISION_FLAG, REVISION_HELP)
+    .option(ADAPTER_FLAG, ADAPTER_HELP)
+    .requiredOption("--dataset <dir|id>", "dataset folder (from `splint data import`) or Hub dataset id owner/name[@revision]")
     .option("--split <name>", "split to evaluate", "test")
     .addOption(new Option("--mode <mode>", "how an image becomes a class").choices([...EVAL_MODES]).default("generate"))
     .option("--batch <n>", "images per forward pass", "8")
@@ -68,6 +71,7 @@ export function registerEval(program: Command): void {
       const output = createOutput(Boolean(flags.json));
       const run = await runEvaluation({
         model: flags.model,
+        ...revisionOption(flags.revision),
         adapter: flags.adapter,
         dataset: flags.dataset,
         split: flags.split,

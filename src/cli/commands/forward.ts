@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { openSafetensors, toFloat32, toInt32, writeSafetensors, type StoredTensor, type TensorSource, type TensorToWrite } from "../../io/safetensors.ts";
-import { resolveModel } from "../../hub/snapshot.ts";
+import { resolveModel } from "../../hub/resolve.ts";
 import { ForwardContext } from "../../models/mistral3/context.ts";
 import { forwardMistral3, type Mistral3Inputs } from "../../models/mistral3/model.ts";
 import { openModelSession } from "../../models/mistral3/runtime.ts";
@@ -9,6 +9,7 @@ import { loraGradients } from "../../train/grads.ts";
 import { InputError } from "../../util/errors.ts";
 import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-flag.ts";
 import { createOutput } from "../output.ts";
+import { ADAPTER_FLAG, ADAPTER_HELP, MODEL_FLAG, MODEL_HELP, REVISION_FLAG, REVISION_HELP, revisionOption } from "../model-flags.ts";
 
 /**
  * `splint forward`: the parity interface. Reads HF-named inputs from a safetensors file, runs the
@@ -20,21 +21,32 @@ export function registerForward(program: Command): void {
   program
     .command("forward")
     .description("Run one forward pass on HF-named inputs and write logits (and loss) to safetensors")
-    .requiredOption("--model <dir>", "model folder (Hugging Face layout) or Hub repo id")
-    .option("--adapter <dir>", "PEFT LoRA adapter folder or Hub repo id")
+    .requiredOption(MODEL_FLAG, MODEL_HELP)
+    .option(REVISION_FLAG, REVISION_HELP)
+    .option(ADAPTER_FLAG, ADAPTER_HELP)
     .requiredOption("--inputs <file>", "safetensors with input_ids, attention_mask, [pixel_values, image_sizes], [labels]")
     .requiredOption("--out <file>", "safetensors to write logits (and loss) to")
     .option("--grads <file>", "with --adapter and labels: write d loss / d every LoRA tensor under PEFT's key names (dropout off)")
     .option("--dtype <dtype>", "weights in memory: auto (as stored), f32 or bf16", "auto")
     .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .option("--json", "print the result as JSON")
-    .action(async (opts: { model: string; adapter?: string; inputs: string; out: string; grads?: string; dtype: string; matmul: string; json?: boolean }) => {
+    .addHelpText(
+      "after",
+      `
+For parity checks against transformers: the inputs are tensors a Python script saved with the
+processor's names; the logits (and loss, with labels) are written under the same names.
+
+Examples:
+  splint forward --model models/tiny --inputs inputs.safetensors --out logits.safetensors
+  splint forward --model models/tiny --adapter runs/demo/train/adapter --inputs batch.safetensors --out out.safetensors --grads grads.safetensors`,
+    )
+    .action(async (opts: { model: string; revision?: string; adapter?: string; inputs: string; out: string; grads?: string; dtype: string; matmul: string; json?: boolean }) => {
       const output = createOutput(Boolean(opts.json));
       if (!["auto", "f32", "bf16"].includes(opts.dtype)) throw new InputError("--dtype", `must be auto, f32 or bf16, got ${JSON.stringify(opts.dtype)}`);
       if (opts.grads && !opts.adapter) throw new InputError("--grads", "needs --adapter (the gradients are those of its LoRA tensors)");
       const inputs = await readForwardInputs(opts.inputs);
       if (opts.grads && !inputs.labels) throw new InputError(opts.inputs, `has no tensor "labels", which --grads needs for a loss`);
-      const modelDir = await resolveModel(opts.model, { output });
+      const modelDir = await resolveModel(opts.model, { output, ...revisionOption(opts.revision) });
       const adapterDir = opts.adapter === undefined ? undefined : await resolveModel(opts.adapter, { output });
       const session = await openModelSession(modelDir, { adapterDir, dtype: opts.dtype as WeightDtype, matmulPrecision: parseMatmulPrecision(opts.matmul), output });
       const started = performance.now();

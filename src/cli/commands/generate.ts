@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
-import { resolveModel } from "../../hub/snapshot.ts";
+import { resolveModel } from "../../hub/resolve.ts";
 import { generateMistral3, type SamplingOptions } from "../../models/mistral3/generate.ts";
 import { readGenerationConfig } from "../../models/mistral3/generation-config.ts";
 import { imageGrids, loadImageBatch, renderChat } from "../../models/mistral3/chat-inputs.ts";
@@ -13,8 +13,10 @@ import { createStreamDecoder, loadTokenizer } from "../../text/tokenizer.ts";
 import { InputError } from "../../util/errors.ts";
 import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-flag.ts";
 import { createOutput } from "../output.ts";
+import { ADAPTER_FLAG, ADAPTER_HELP, MODEL_FLAG, MODEL_HELP, REVISION_FLAG, REVISION_HELP, revisionOption } from "../model-flags.ts";
 
 interface GenerateFlags {
+  revision?: string;
   model: string;
   adapter?: string;
   image: string[];
@@ -43,8 +45,9 @@ export function registerGenerate(program: Command): void {
   program
     .command("generate")
     .description("Answer a prompt about an image with the model (optionally with a LoRA adapter), streaming the text")
-    .requiredOption("--model <dir>", "model folder (Hugging Face layout) or Hub repo id")
-    .option("--adapter <dir>", "PEFT LoRA adapter folder or Hub repo id")
+    .requiredOption(MODEL_FLAG, MODEL_HELP)
+    .option(REVISION_FLAG, REVISION_HELP)
+    .option(ADAPTER_FLAG, ADAPTER_HELP)
     .option("--image <file...>", "image file(s), in prompt order", [])
     .option("--prompt <text>", "the user's text")
     .option("--prompt-file <file>", "read the user's text from a file")
@@ -60,10 +63,18 @@ export function registerGenerate(program: Command): void {
     .option("--dtype <dtype>", "weights in memory: auto (as stored), f32 or bf16", "auto")
     .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .option("--json", "print the result as JSON (no streaming)")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  splint generate --model mistralai/Ministral-3-3B-Instruct-2512-BF16 --image xray.png --prompt "What does this X-ray show?"
+  splint generate --model runs/demo/model --adapter runs/demo/train/adapter --template short --image xray.png --prompt "Which fracture?"
+  splint generate --model M --prompt "Describe a spiral fracture." --do-sample --temperature 0.7 --seed 1 --json`,
+    )
     .action(async (flags: GenerateFlags) => {
       const output = createOutput(Boolean(flags.json));
       const prompt = await promptText(flags);
-      const modelDir = await resolveModel(flags.model, { output });
+      const modelDir = await resolveModel(flags.model, { output, ...revisionOption(flags.revision) });
       const adapterDir = flags.adapter === undefined ? undefined : await resolveModel(flags.adapter, { output });
       const tokenizer = await loadTokenizer(modelDir);
       // An adapter is asked with the template it was trained with, unless --template says otherwise.

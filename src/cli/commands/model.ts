@@ -13,6 +13,13 @@ export function registerModel(program: Command): void {
     registerModelInit,
   ];
   for (const register of subcommands) register(model);
+  model.addHelpText(
+    "after",
+    `
+Examples:
+  splint model download mistralai/Ministral-3-3B-Instruct-2512-BF16
+  splint model init models/tiny --preset tiny --seed 0`,
+  );
 }
 
 const DOWNLOAD_HELP = `

@@ -6,9 +6,11 @@ import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-f
 import { createOutput } from "../output.ts";
 import { InputError } from "../../util/errors.ts";
 import { calibrationFlag, positiveInteger } from "./eval.ts";
+import { ADAPTER_FLAG, ADAPTER_HELP, MODEL_FLAG, MODEL_HELP, REVISION_FLAG, REVISION_HELP, revisionOption } from "../model-flags.ts";
 
 interface PredictFlags {
   model: string;
+  revision?: string;
   adapter?: string;
   mode: EvalMode;
   classes?: string;
@@ -43,11 +45,12 @@ export function registerPredict(program: Command): void {
     .command("predict")
     .description("Classify image files with a model (and LoRA adapter); probabilities in score mode")
     .argument("<images...>", "image files (PNG or JPEG)")
-    .requiredOption("--model <dir>", "model folder (Hugging Face layout)")
-    .option("--adapter <dir>", "PEFT LoRA adapter folder")
+    .requiredOption(MODEL_FLAG, MODEL_HELP)
+    .option(REVISION_FLAG, REVISION_HELP)
+    .option(ADAPTER_FLAG, ADAPTER_HELP)
     .addOption(new Option("--mode <mode>", "how an image becomes a class").choices([...EVAL_MODES]).default("score"))
     .option("--classes <names>", "comma-separated class names, in label order")
-    .option("--dataset <dir>", "take the class names from this dataset")
+    .option("--dataset <dir|id>", "take the class names from this dataset (folder or Hub dataset id)")
     .option("--template <spec>", "chat template: short (the tutorial's), model, or a Jinja file (default: the adapter's recorded one, else short)")
     .option("--max-new-tokens <n>", "generate mode: most tokens per answer", String(DEFAULT_MAX_NEW_TOKENS))
     .option("--max-image-edge <px>", "cap the longer image side (default: the adapter's recorded max_image_edge)")
@@ -61,6 +64,7 @@ export function registerPredict(program: Command): void {
       const output = createOutput(Boolean(flags.json));
       const predictions = await predictImages({
         model: flags.model,
+        ...revisionOption(flags.revision),
         adapter: flags.adapter,
         images,
         mode: flags.mode,

@@ -1,8 +1,9 @@
 import type { Command } from "commander";
-import { resolveModel } from "../../hub/snapshot.ts";
+import { resolveModel } from "../../hub/resolve.ts";
 import { writeSafetensors } from "../../io/safetensors.ts";
 import { loadImageBatch } from "../../models/mistral3/chat-inputs.ts";
 import { createOutput } from "../output.ts";
+import { MODEL_FLAG, MODEL_HELP, REVISION_FLAG, REVISION_HELP, revisionOption } from "../model-flags.ts";
 
 /**
  * `splint preprocess`: the image processor alone, writing `pixel_values` (f32 [N,3,H,W], zero-padded
@@ -13,13 +14,21 @@ export function registerPreprocess(program: Command): void {
   program
     .command("preprocess")
     .description("Run the image processor and write pixel_values and image_sizes to safetensors")
-    .requiredOption("--model <dir>", "model folder or Hub repo id (processor_config.json / preprocessor_config.json are read)")
+    .requiredOption(MODEL_FLAG, MODEL_HELP + " (processor_config.json / preprocessor_config.json are read)")
+    .option(REVISION_FLAG, REVISION_HELP)
     .requiredOption("--image <file...>", "image file(s)")
     .requiredOption("--out <file>", "safetensors file to write")
     .option("--json", "print the result as JSON")
-    .action(async (flags: { model: string; image: string[]; out: string; json?: boolean }) => {
+    .addHelpText(
+      "after",
+      `
+Examples:
+  splint preprocess --model mistralai/Ministral-3-3B-Instruct-2512-BF16 --image xray.png --out pixels.safetensors
+  splint preprocess --model runs/demo/model --image a.png b.jpg --out batch.safetensors --json`,
+    )
+    .action(async (flags: { model: string; revision?: string; image: string[]; out: string; json?: boolean }) => {
       const output = createOutput(Boolean(flags.json));
-      const modelDir = await resolveModel(flags.model, { output, include: ["*.json"] });
+      const modelDir = await resolveModel(flags.model, { output, include: ["*.json"], ...revisionOption(flags.revision) });
       const batch = await loadImageBatch(modelDir, flags.image);
       const sizes = BigInt64Array.from(batch.imageSizes, (v) => BigInt(v));
       await writeSafetensors(

@@ -1,18 +1,20 @@
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { imageGrids, loadImageBatch, renderChat, trainingLabels, type LossOn } from "../../models/mistral3/chat-inputs.ts";
-import { resolveModel } from "../../hub/snapshot.ts";
+import { resolveModel } from "../../hub/resolve.ts";
 import { IGNORE_INDEX, readMistral3Config } from "../../models/mistral3/model.ts";
 import { resolveChatTemplate } from "../../text/chat-template.ts";
 import type { ChatMessage, ContentBlock } from "../../text/prompt.ts";
 import { loadTokenizer } from "../../text/tokenizer.ts";
 import { InputError } from "../../util/errors.ts";
 import { createOutput } from "../output.ts";
+import { MODEL_FLAG, MODEL_HELP, REVISION_FLAG, REVISION_HELP, revisionOption } from "../model-flags.ts";
 
 /** render needs no weights: only these files of a Hub repo are fetched. */
 const CONFIG_FILES = ["*.json", "*.jinja", "tokenizer.model"];
 
 interface RenderFlags {
+  revision?: string;
   model: string;
   image: string[];
   prompt?: string;
@@ -32,7 +34,8 @@ export function registerRender(program: Command): void {
   program
     .command("render")
     .description("Show the rendered prompt, its tokens, the image token grid and the training loss mask")
-    .requiredOption("--model <dir>", "model folder or Hub repo id (config, tokenizer, processor config and chat template are read)")
+    .requiredOption(MODEL_FLAG, MODEL_HELP + " (config, tokenizer, processor config and chat template are read)")
+    .option(REVISION_FLAG, REVISION_HELP)
     .option("--image <file...>", "image file(s), in prompt order", [])
     .option("--prompt <text>", "the user's text")
     .option("--prompt-file <file>", "read the user's text from a file")
@@ -40,12 +43,19 @@ export function registerRender(program: Command): void {
     .option("--template <spec>", "chat template: model, short (the tutorial's) or a Jinja file", "model")
     .option("--loss-on <which>", "completion (answer only) or all (prompt too, as the tutorial)", "completion")
     .option("--json", "print the result as JSON")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  splint render --model runs/demo/model --template short --prompt "Which fracture?" --image xray.png
+  splint render --model M --template short --prompt "Which fracture?" --image xray.png --answer "Spiral Fracture" --loss-on all --json`,
+    )
     .action(async (flags: RenderFlags) => {
       const output = createOutput(Boolean(flags.json));
       if (flags.lossOn !== "completion" && flags.lossOn !== "all") throw new InputError("--loss-on", `must be completion or all, got ${JSON.stringify(flags.lossOn)}`);
       if ((flags.prompt === undefined) === (flags.promptFile === undefined)) throw new InputError("--prompt", "give exactly one of --prompt TEXT or --prompt-file FILE");
       const prompt = flags.prompt ?? (await readFile(flags.promptFile!, "utf8"));
-      const modelDir = await resolveModel(flags.model, { output, include: CONFIG_FILES });
+      const modelDir = await resolveModel(flags.model, { output, include: CONFIG_FILES, ...revisionOption(flags.revision) });
       const config = await readMistral3Config(modelDir);
       const tokenizer = await loadTokenizer(modelDir);
       const template = resolveChatTemplate(flags.template, modelDir);

@@ -1,7 +1,7 @@
 import { stat } from "node:fs/promises";
 import type { Command } from "commander";
 import { resolveClassNames } from "../../eval/predict.ts";
-import { resolveModel } from "../../hub/snapshot.ts";
+import { resolveModel } from "../../hub/resolve.ts";
 import { Engine } from "../../serve/engine.ts";
 import { ModelPool, type AdapterSpec } from "../../serve/models.ts";
 import { createApp, listen, type RunningServer } from "../../serve/server.ts";

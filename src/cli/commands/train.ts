@@ -6,6 +6,7 @@ import { runTraining } from "../../train/run.ts";
 import { InputError } from "../../util/errors.ts";
 import { stopSignal } from "../../util/interrupt.ts";
 import { createOutput } from "../output.ts";
+import { MODEL_FLAG, MODEL_HELP, REVISION_FLAG, REVISION_HELP, revisionOption } from "../model-flags.ts";
 
 const TRAIN_HELP = `
 Every setting of the tutorial's LoraConfig and SFTConfig has a flag (--lora-alpha for lora_alpha, …)
@@ -71,8 +72,9 @@ export function registerTrain(program: Command): void {
   const command = program
     .command("train")
     .description("Fine-tune a LoRA adapter on an image-classification dataset (the tutorial's SFT recipe)")
-    .requiredOption("--model <dir>", "model folder (Hugging Face layout)")
-    .requiredOption("--dataset <dir>", "dataset folder (splint data import / synth, or Python datasets)")
+    .requiredOption(MODEL_FLAG, MODEL_HELP)
+    .option(REVISION_FLAG, REVISION_HELP)
+    .requiredOption("--dataset <dir|id>", "dataset folder (splint data import / synth, or Python datasets) or Hub dataset id owner/name[@revision]")
     .requiredOption("--out <dir>", "run folder")
     .option("--split <name>", "split to train on", "train")
     .option("--config <file>", "settings file (YAML or JSON)")
@@ -112,6 +114,7 @@ export function registerTrain(program: Command): void {
     const stop = stopSignal();
     const result = await runTraining({
       modelDir: String(flags.model),
+      ...revisionOption(typeof flags.revision === "string" ? flags.revision : undefined),
       dataset: String(flags.dataset),
       split: String(flags.split),
       outDir: String(flags.out),
