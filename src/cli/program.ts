@@ -50,18 +50,15 @@ export const COMMANDS: readonly (readonly [string, () => Promise<Register>])[] =
   ["init", async () => (await import("./commands/init.ts")).registerInit],
   ["export", async () => (await import("./commands/export.ts")).registerExport],
   ["serve", async () => (await import("./commands/serve.ts")).registerServe],
+  ["dashboard", async () => (await import("./commands/serve.ts")).registerDashboard],
 ];
-
-/** Commands registered by another command's module (serve.ts also adds `dashboard`). */
-const ALIASES: Readonly<Record<string, string>> = { dashboard: "serve" };
 
 /**
  * The commands this invocation needs: the one named, none for a bare --version, all otherwise
  * (the overview --help, `help`, and the "did you mean" answer to an unknown name list them all).
  */
 async function commandsFor(args: readonly string[]): Promise<Register[]> {
-  const first = args.find((a) => !a.startsWith("-"));
-  const name = first !== undefined ? (ALIASES[first] ?? first) : undefined;
+  const name = args.find((a) => !a.startsWith("-"));
   const named = COMMANDS.find(([n]) => n === name);
   if (named) return [await named[1]()];
   if (name === undefined && args.length > 0 && args.every((a) => a === "--version" || a === "-V")) return [];

@@ -191,10 +191,10 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
     output.log(choice.reason);
   }
   const memory = await checkTrainingMemory({
-    modelDir: opts.modelDir,
-    modelConfig: await readMistral3Config(opts.modelDir),
+    modelDir,
+    modelConfig: await readMistral3Config(modelDir),
     config,
-    adapter: loraSettingsFor(config, opts.modelDir),
+    adapter: loraSettingsFor(config, baseModelId ?? opts.modelDir),
     backend,
     gpuMemoryBytes: opts.gpuMemoryBytes,
     sample: async () => {

@@ -14,6 +14,7 @@ interface NetworkFlags {
   host: string;
   port: string;
   apiKey?: string;
+  json?: boolean;
 }
 
 interface ServeFlags extends NetworkFlags {
@@ -70,10 +71,11 @@ function networkOptions(command: Command): Command {
   return command
     .option("--host <host>", "address to bind (0.0.0.0: every interface; use an --api-key then)", "127.0.0.1")
     .option("--port <n>", "port to listen on (0: any free one)", "8000")
-    .option("--api-key <key>", "require Authorization: Bearer KEY on /v1 and /api (default: $SPLINT_API_KEY, else none)");
+    .option("--api-key <key>", "require Authorization: Bearer KEY on /v1 and /api (default: $SPLINT_API_KEY, else none)")
+    .option("--json", "once listening, print where (url, and what is served) as one JSON document on stdout");
 }
 
-/** `splint serve` and `splint dashboard`. */
+/** `splint serve`. */
 export function registerServe(program: Command): void {
   networkOptions(
     program
@@ -100,7 +102,7 @@ export function registerServe(program: Command): void {
     .option(MATMUL_FLAG, MATMUL_FLAG_HELP, "f32")
     .addHelpText("after", SERVE_HELP)
     .action(async (flags: ServeFlags) => {
-      const output = createOutput(false);
+      const output = createOutput(Boolean(flags.json));
       const adapters: AdapterSpec[] = [];
       for (const spec of flags.adapter) {
         const eq = spec.indexOf("=");
@@ -134,9 +136,13 @@ export function registerServe(program: Command): void {
       });
       const server = await start(app, flags, output.log);
       output.log(`models: ${pool.served.map((m) => m.id).join(", ")}; UI ${server.url}/${runsDir ? `, dashboard ${server.url}/dashboard` : ""}; API ${server.url}/v1`);
+      if (output.json) output.result({ url: server.url, api: `${server.url}/v1`, models: pool.served.map((m) => m.id), dashboard: runsDir ? `${server.url}/dashboard` : null }, () => "");
       await untilSignal(server, () => engine.close(), output.log);
     });
+}
 
+/** `splint dashboard` (the serve module's server without a model). */
+export function registerDashboard(program: Command): void {
   networkOptions(
     program
       .command("dashboard")
@@ -145,11 +151,12 @@ export function registerServe(program: Command): void {
   )
     .addHelpText("after", DASHBOARD_HELP)
     .action(async (flags: DashboardFlags) => {
-      const output = createOutput(false);
+      const output = createOutput(Boolean(flags.json));
       const runsDir = await existingDir("--runs", flags.runs);
       const app = createApp({ runsDir, apiKey: apiKey(flags), maxBodyBytes: 1 << 20, requestTimeoutMs: 30_000, allowRemoteImages: false, log: output.log });
       const server = await start(app, flags, output.log);
       output.log(`dashboard of ${runsDir}: ${server.url}/dashboard`);
+      if (output.json) output.result({ url: server.url, dashboard: `${server.url}/dashboard`, runs: runsDir }, () => "");
       await untilSignal(server, () => undefined, output.log);
     });
 }
