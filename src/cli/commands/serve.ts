@@ -9,6 +9,7 @@ import { InputError } from "../../util/errors.ts";
 import { MATMUL_FLAG, MATMUL_FLAG_HELP, parseMatmulPrecision } from "../matmul-flag.ts";
 import { createOutput } from "../output.ts";
 import { positiveInteger } from "./eval.ts";
+import { stopReason, stopSignal } from "../../util/interrupt.ts";
 
 interface NetworkFlags {
   host: string;
@@ -184,15 +185,25 @@ async function start(app: ReturnType<typeof createApp>, flags: NetworkFlags, log
 }
 
 /** Serves until Ctrl-C or SIGTERM, then stops taking requests and closes. */
+/**
+ * Serves until Ctrl-C or SIGTERM, then closes cleanly: for a server that is its normal end, so the
+ * command exits 0 (a second signal stops at once, with 130/143, through src/util/interrupt.ts).
+ */
 function untilSignal(server: RunningServer, stop: () => void, log: (m: string) => void): Promise<void> {
+  const { signal, release } = stopSignal();
   return new Promise((resolve) => {
-    const shutdown = (signal: string) => {
-      log(`${signal}: shutting down`);
-      stop();
-      void server.close().then(resolve);
-    };
-    process.once("SIGINT", () => shutdown("SIGINT"));
-    process.once("SIGTERM", () => shutdown("SIGTERM"));
+    signal.addEventListener(
+      "abort",
+      () => {
+        log(`${stopReason(signal)}: shutting down`);
+        stop();
+        void server.close().then(() => {
+          release();
+          resolve();
+        });
+      },
+      { once: true },
+    );
   });
 }
 
