@@ -16,5 +16,8 @@ export interface Communicator {
   /** Replaces t on every rank by root's t. */
   broadcast(t: Tensor, root: number): Promise<void>;
   barrier(): Promise<void>;
+  /** Leaves after success: waits for every rank, then closes. */
   destroy(): Promise<void>;
+  /** Leaves at once after a failure, so the other ranks see this one gone instead of waiting. */
+  abort(): void;
 }

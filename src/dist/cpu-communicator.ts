@@ -85,4 +85,8 @@ export class CpuCommunicator implements Communicator {
   async destroy(): Promise<void> {
     await this.store.close();
   }
+
+  abort(): void {
+    this.store.abort();
+  }
 }

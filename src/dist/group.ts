@@ -14,6 +14,8 @@ export interface Group {
   /** Rank 0 only. */
   server: StoreServer | null;
   close(): Promise<void>;
+  /** After a failure: drops the connection (and rank 0's store) at once. */
+  abort(): void;
 }
 
 export async function joinGroup(env: DistEnv, opts: { timeoutMs?: number } = {}): Promise<Group> {
@@ -30,6 +32,10 @@ export async function joinGroup(env: DistEnv, opts: { timeoutMs?: number } = {})
         await server.drain(30_000);
         await server.close();
       }
+    },
+    abort() {
+      store.abort();
+      void server?.close();
     },
   };
 }
@@ -50,5 +56,6 @@ export function cpuCommunicator(group: Group, backend: Backend): Communicator {
       await inner.barrier();
       await group.close();
     },
+    abort: () => group.abort(),
   };
 }

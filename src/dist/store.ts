@@ -281,6 +281,12 @@ export class StoreClient {
     await this.request({ op: "delete", key });
   }
 
+  /** Drops the connection without a goodbye: the server tells the other ranks this one is gone. */
+  abort(): void {
+    this.broken ??= new DistError("the store connection was aborted");
+    this.socket.destroy();
+  }
+
   /** Says goodbye (so the server does not take the closing connection for a crash) and closes. */
   async close(): Promise<void> {
     if (!this.broken) await this.request({ op: "bye" }).catch(() => undefined);

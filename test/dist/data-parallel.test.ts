@@ -4,27 +4,11 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
 import { cpuCommunicator, joinGroup } from "../../src/dist/group.ts";
-import { openSafetensors, toFloat32 } from "../../src/io/safetensors.ts";
 import { runTraining, type TrainResult } from "../../src/train/run.ts";
 import { withTempDir } from "../helpers/temp-dir.ts";
 import { quiet } from "../train/quiet-output.ts";
+import { adapterDifference } from "./adapters.ts";
 import { TINY_MODEL, TINY_RECIPE, tinyDataset } from "../train/tiny-dataset.ts";
-
-/** The largest |Δ| between two adapters' tensors (same keys required). */
-export async function adapterDifference(a: string, b: string): Promise<number> {
-  const [x, y] = await Promise.all([openSafetensors(join(a, "adapter_model.safetensors")), openSafetensors(join(b, "adapter_model.safetensors"))]);
-  try {
-    assert.deepEqual(x.keys().sort(), y.keys().sort());
-    let worst = 0;
-    for (const key of x.keys()) {
-      const [p, q] = [toFloat32(await x.read(key)), toFloat32(await y.read(key))];
-      for (let i = 0; i < p.length; i++) worst = Math.max(worst, Math.abs(p[i]! - q[i]!));
-    }
-    return worst;
-  } finally {
-    await Promise.all([x.close(), y.close()]);
-  }
-}
 
 /** worldSize ranks of one run in this process (TCP on 127.0.0.1), sharing outDir. */
 async function trainRanks(worldSize: number, outDir: string, config: Record<string, unknown>): Promise<TrainResult[]> {
@@ -34,9 +18,12 @@ async function trainRanks(worldSize: number, outDir: string, config: Record<stri
     [first, ...rest].map(async (group) => {
       const communicator = cpuCommunicator(group, createCpuBackend());
       try {
-        return await runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir, config, output: quiet, backend: createCpuBackend(), communicator });
-      } finally {
+        const result = await runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir, config, output: quiet, backend: createCpuBackend(), communicator });
         await communicator.destroy();
+        return result;
+      } catch (error) {
+        communicator.abort();
+        throw error;
       }
     }),
   );

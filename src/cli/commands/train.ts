@@ -4,7 +4,11 @@ import { readConfigFile, resolveConfig, SETTING_KINDS, TUTORIAL_DEFAULTS, type S
 import { normalizeKeys } from "../../train/trl-keys.ts";
 import { runTraining } from "../../train/run.ts";
 import { InputError } from "../../util/errors.ts";
-import { createOutput } from "../output.ts";
+import { distEnvFrom } from "../../dist/env.ts";
+import { launchLocal, resolveGpus } from "../../dist/launch.ts";
+import { communicatorFor } from "../../dist/setup.ts";
+import type { Communicator } from "../../dist/communicator.ts";
+import { createOutput, type Output } from "../output.ts";
 
 const TRAIN_HELP = `
 Every setting of the tutorial's LoraConfig and SFTConfig has a flag (--lora-alpha for lora_alpha, …)
@@ -20,6 +24,9 @@ the tutorial's defaults. The run folder gets:
 
 --resume continues the run in --out from its newest checkpoint, exactly as if never stopped.
 --push-to-hub REPO uploads the final adapter (needs HF_TOKEN with write access).
+--gpus N|all starts one process per GPU of this host (data parallel; rank 0 writes the run folder).
+  With --device cpu, N CPU processes. Multi-node: start one splint train per process yourself with
+  RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set (as torchrun or Slurm do).
 
 Examples:
   splint train --model ./ministral --dataset ./bones --out runs/bones
@@ -68,13 +75,23 @@ export function registerTrain(program: Command): void {
     .option("--resume", "continue the run in --out from its newest checkpoint")
     .option("--push-to-hub <repo>", "upload the final adapter to this Hub repo (HF_TOKEN)")
     .option("--device <device>", "auto, cpu or cuda (default: SPLINT_BACKEND, else auto)")
+    .option("--gpus <n|all>", "data-parallel over N GPUs of this host (N processes with --device cpu)")
     .option("--json", "print the result as JSON");
   for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
     const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "string[]" ? "a,b,…" : kind === "string[]|null" ? "a,b,…|none" : kind === "string|null" ? "text|none" : kind === "string" ? "text" : "n";
     command.option(`--${flagOf(key)} <${values}>`, `${key} (default ${JSON.stringify(TUTORIAL_DEFAULTS[key])})`);
   }
   command.addHelpText("after", TRAIN_HELP).action(async (flags: Record<string, unknown>) => {
-    const output = createOutput(Boolean(flags.json));
+    const dist = distEnvFrom(process.env);
+    if (typeof flags.gpus === "string" && dist === null) {
+      const device = flags.device === undefined ? undefined : String(flags.device);
+      const devices = device === "cpu" ? undefined : resolveGpus(flags.gpus);
+      const worldSize = devices?.length ?? resolveCpuRanks(flags.gpus);
+      await launchLocal({ worldSize, devices, command: [process.execPath, ...process.execArgv, ...withoutGpusFlag(process.argv.slice(1))], output: createOutput(false) });
+      return;
+    }
+    // Only rank 0 speaks; the others' errors still reach stderr (the launcher marks them).
+    const output: Output = dist && dist.rank !== 0 ? silentOutput : createOutput(Boolean(flags.json));
     const device = flags.device === undefined ? undefined : String(flags.device);
     if (device !== undefined && !["auto", "cpu", "cuda"].includes(device)) throw new InputError("--device", `must be auto, cpu or cuda, got ${JSON.stringify(device)}`);
     const fileSource = typeof flags.config === "string" ? flags.config : "defaults";
@@ -90,6 +107,11 @@ export function registerTrain(program: Command): void {
     resolveConfig(base, fromFlags, "command-line flags");
     const choice = detectBackend({ prefer: device as BackendPreference | undefined });
     output.log(choice.reason);
+    let communicator: Communicator | undefined;
+    if (dist && dist.worldSize > 1) {
+      communicator = await communicatorFor(dist, choice.backend);
+      output.log(`data parallel: rank ${dist.rank} of ${dist.worldSize} (store ${dist.masterAddr}:${dist.masterPort})`);
+    }
     const result = await runTraining({
       modelDir: String(flags.model),
       dataset: String(flags.dataset),
@@ -101,7 +123,17 @@ export function registerTrain(program: Command): void {
       pushToHub: typeof flags.pushToHub === "string" ? flags.pushToHub : undefined,
       backend: choice.backend,
       output,
-    });
+      communicator,
+    }).then(
+      async (r) => {
+        await communicator?.destroy();
+        return r;
+      },
+      (error: unknown) => {
+        communicator?.abort();
+        throw error;
+      },
+    );
     const { history, ...summary } = result;
     output.result({ ...summary, firstLoss: history[0]?.loss ?? null }, () =>
       [
@@ -113,4 +145,23 @@ export function registerTrain(program: Command): void {
       ].join("\n"),
     );
   });
+}
+
+const silentOutput: Output = { json: false, log() {}, result() {}, progress: () => ({ update() {}, increment() {}, stop() {} }) };
+
+/** `--gpus N` with --device cpu: N CPU processes ("all" has no meaning there). */
+function resolveCpuRanks(spec: string): number {
+  const n = Number(spec);
+  if (!Number.isInteger(n) || n < 1) throw new InputError("--gpus", `with --device cpu expects a process count ≥ 1, got ${JSON.stringify(spec)}`);
+  return n;
+}
+
+/** The command line again, without --gpus (the ranks must not launch ranks of their own). */
+export function withoutGpusFlag(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--gpus") i++;
+    else if (!args[i]!.startsWith("--gpus=")) out.push(args[i]!);
+  }
+  return out;
 }
