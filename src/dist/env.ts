@@ -43,3 +43,19 @@ export function distEnvFrom(env: NodeJS.ProcessEnv = process.env): DistEnv | nul
   if (masterPort > 65535) throw new InputError("MASTER_PORT", `must be a port (1…65535), got ${masterPort}`);
   return { rank, worldSize, localRank, masterAddr, masterPort };
 }
+
+/**
+ * One GPU per rank: narrows CUDA_VISIBLE_DEVICES to this rank's GPU (the LOCAL_RANK-th visible one,
+ * or GPU LOCAL_RANK when unset), so the backend's device 0 is it. A single visible GPU (what
+ * `splint train --gpus` gives each rank) is kept. Must run before the CUDA library loads.
+ */
+export function pinDevice(dist: DistEnv, env: NodeJS.ProcessEnv = process.env): string {
+  const visible = env.CUDA_VISIBLE_DEVICES?.split(",").map((d) => d.trim()).filter((d) => d !== "");
+  if (visible && visible.length === 1) return visible[0]!;
+  if (visible && dist.localRank >= visible.length) {
+    throw new InputError("LOCAL_RANK", `is ${dist.localRank}, but CUDA_VISIBLE_DEVICES lists ${visible.length} GPUs (${visible.join(",")})`);
+  }
+  const chosen = visible ? visible[dist.localRank]! : String(dist.localRank);
+  env.CUDA_VISIBLE_DEVICES = chosen;
+  return chosen;
+}

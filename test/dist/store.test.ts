@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
-import { distEnvFrom } from "../../src/dist/env.ts";
+import { distEnvFrom, pinDevice } from "../../src/dist/env.ts";
 import { cpuCommunicator, joinGroup } from "../../src/dist/group.ts";
 import { StoreClient, StoreServer } from "../../src/dist/store.ts";
 
@@ -74,4 +74,16 @@ test("the environment: torchrun and Slurm names, and errors that name the variab
   assert.throws(() => distEnvFrom({ WORLD_SIZE: "2", RANK: "0", MASTER_PORT: "1" }), /MASTER_ADDR: not set/);
   assert.throws(() => distEnvFrom({ WORLD_SIZE: "2", RANK: "0", MASTER_ADDR: "n", MASTER_PORT: "99999" }), /MASTER_PORT: must be a port/);
   assert.throws(() => distEnvFrom({ WORLD_SIZE: "two" }), /WORLD_SIZE: must be an integer/);
+});
+
+test("each rank is pinned to its GPU through CUDA_VISIBLE_DEVICES", () => {
+  const at = (localRank: number) => ({ rank: localRank, worldSize: 4, localRank, masterAddr: "n", masterPort: 1 });
+  const unset: NodeJS.ProcessEnv = {};
+  assert.equal(pinDevice(at(2), unset), "2");
+  assert.equal(unset.CUDA_VISIBLE_DEVICES, "2");
+  const slurm: NodeJS.ProcessEnv = { CUDA_VISIBLE_DEVICES: "4,5,6,7" };
+  assert.equal(pinDevice(at(1), slurm), "5");
+  assert.equal(slurm.CUDA_VISIBLE_DEVICES, "5");
+  assert.equal(pinDevice(at(3), { CUDA_VISIBLE_DEVICES: "6" }), "6", "the launcher's one GPU is kept");
+  assert.throws(() => pinDevice(at(3), { CUDA_VISIBLE_DEVICES: "0,1" }), /LOCAL_RANK: is 3, but CUDA_VISIBLE_DEVICES lists 2 GPUs/);
 });

@@ -4,7 +4,7 @@ import { readConfigFile, resolveConfig, SETTING_KINDS, TUTORIAL_DEFAULTS, type S
 import { normalizeKeys } from "../../train/trl-keys.ts";
 import { runTraining } from "../../train/run.ts";
 import { InputError } from "../../util/errors.ts";
-import { distEnvFrom } from "../../dist/env.ts";
+import { distEnvFrom, pinDevice } from "../../dist/env.ts";
 import { launchLocal, resolveGpus } from "../../dist/launch.ts";
 import { communicatorFor } from "../../dist/setup.ts";
 import type { Communicator } from "../../dist/communicator.ts";
@@ -105,6 +105,7 @@ export function registerTrain(program: Command): void {
       if (typeof text === "string") fromFlags[key] = parseFlag(key, kind, text);
     }
     resolveConfig(base, fromFlags, "command-line flags");
+    if (dist && dist.worldSize > 1 && device !== "cpu") pinDevice(dist);
     const choice = detectBackend({ prefer: device as BackendPreference | undefined });
     output.log(choice.reason);
     let communicator: Communicator | undefined;
