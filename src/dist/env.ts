@@ -34,12 +34,13 @@ export function distEnvFrom(env: NodeJS.ProcessEnv = process.env): DistEnv | nul
   };
   if (e.WORLD_SIZE === undefined) return null;
   const worldSize = integer(e, "WORLD_SIZE", 1);
-  const rank = integer(e, "RANK", 0);
+  const rank = integer(e, "RANK", 0, worldSize === 1 ? 0 : undefined);
   if (rank >= worldSize) throw new InputError("RANK", `is ${rank}, but WORLD_SIZE is ${worldSize} (ranks are 0…${worldSize - 1})`);
   const localRank = integer(e, "LOCAL_RANK", 0, rank);
   const masterAddr = e.MASTER_ADDR?.trim() || (worldSize === 1 ? "127.0.0.1" : "");
   if (masterAddr === "") throw new InputError("MASTER_ADDR", "not set, but WORLD_SIZE is above 1", "set it to the host name or address of rank 0");
-  const masterPort = integer(e, "MASTER_PORT", 1, worldSize === 1 ? 29500 : undefined);
+  // A run of one rank needs no agreed port: its store takes any free one.
+  const masterPort = integer(e, "MASTER_PORT", 1, worldSize === 1 ? 0 : undefined);
   if (masterPort > 65535) throw new InputError("MASTER_PORT", `must be a port (1…65535), got ${masterPort}`);
   return { rank, worldSize, localRank, masterAddr, masterPort };
 }

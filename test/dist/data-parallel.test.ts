@@ -11,14 +11,14 @@ import { adapterDifference } from "./adapters.ts";
 import { TINY_MODEL, TINY_RECIPE, tinyDataset } from "../train/tiny-dataset.ts";
 
 /** worldSize ranks of one run in this process (TCP on 127.0.0.1), sharing outDir. */
-async function trainRanks(worldSize: number, outDir: string, config: Record<string, unknown>): Promise<TrainResult[]> {
+async function trainRanks(worldSize: number, outDir: string, config: Record<string, unknown>, resume = false): Promise<TrainResult[]> {
   const first = await joinGroup({ rank: 0, worldSize, localRank: 0, masterAddr: "127.0.0.1", masterPort: 0 }, { timeoutMs: 60_000 });
   const rest = await Promise.all(Array.from({ length: worldSize - 1 }, (_, i) => joinGroup({ rank: i + 1, worldSize, localRank: i + 1, masterAddr: "127.0.0.1", masterPort: first.server!.port }, { timeoutMs: 60_000 })));
   return Promise.all(
     [first, ...rest].map(async (group) => {
       const communicator = cpuCommunicator(group, createCpuBackend());
       try {
-        const result = await runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir, config, output: quiet, backend: createCpuBackend(), communicator });
+        const result = await runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir, config: resume ? undefined : config, resume, output: quiet, backend: createCpuBackend(), communicator });
         await communicator.destroy();
         return result;
       } catch (error) {
@@ -59,3 +59,20 @@ for (const { worldSize, accumulation } of [
     });
   });
 }
+
+test("a one-process run resumed on 2 ranks ends with the uninterrupted run's adapter (the data order does not depend on the rank count)", async () => {
+  await withTempDir("splint-dp-", async (root) => {
+    const straight = await runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir: join(root, "straight"), config: TINY_RECIPE, output: quiet, backend: createCpuBackend() });
+    const stopped = join(root, "stopped");
+    const controller = new AbortController();
+    await assert.rejects(
+      runTraining({ modelDir: TINY_MODEL, dataset: tinyDataset(), outDir: stopped, config: TINY_RECIPE, output: quiet, backend: createCpuBackend(), signal: controller.signal, onStep: (r) => r.step === 3 && controller.abort() }),
+      /training stopped at step 4/,
+    );
+    const resumed = await trainRanks(2, stopped, TINY_RECIPE, true);
+    assert.match(resumed[0]!.resumedFrom ?? "", /checkpoint-2$/);
+    assert.deepEqual(resumed[1]!.history.map((r) => r.step), [3, 4, 5, 6]);
+    const worst = await adapterDifference(straight.adapterDir, resumed[0]!.adapterDir);
+    assert.ok(worst < 1e-5, `adapter max |Δ| ${worst}`);
+  });
+});

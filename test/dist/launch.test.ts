@@ -34,6 +34,19 @@ test("splint train --gpus 2 --device cpu: two processes train the one-process ad
   });
 });
 
+test("WORLD_SIZE=1 (the one-GPU check of the communicator path) trains the plain run's adapter", async () => {
+  await withTempDir("splint-launch-", async (root) => {
+    const dataset = join(root, "data");
+    await saveDatasetDict(dataset, tinyDataset(), "arrow");
+    const single = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "single"), config: TINY_RECIPE, output: quiet });
+    const out = join(root, "ws1");
+    const { stderr } = await run(process.execPath, [SPLINT, "train", "--model", TINY_MODEL, "--dataset", dataset, "--out", out, ...FLAGS], { env: { ...process.env, SPLINT_NO_PROGRESS: "1", WORLD_SIZE: "1", RANK: "0" } });
+    assert.match(stderr, /data parallel: rank 0 of 1/);
+    const worst = await adapterDifference(single.adapterDir, join(out, "adapter"));
+    assert.ok(worst < 1e-6, `adapter max |Δ| ${worst}`);
+  });
+});
+
 test("a rank that dies stops the others, and the error names it", async () => {
   const started = Date.now();
   const lines: string[] = [];

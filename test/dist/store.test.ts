@@ -67,6 +67,7 @@ test("a lost store (rank 0 gone) and an unreachable one are errors that name the
 
 test("the environment: torchrun and Slurm names, and errors that name the variable", () => {
   assert.equal(distEnvFrom({}), null);
+  assert.deepEqual(distEnvFrom({ WORLD_SIZE: "1" }), { rank: 0, worldSize: 1, localRank: 0, masterAddr: "127.0.0.1", masterPort: 0 });
   assert.deepEqual(distEnvFrom({ RANK: "1", WORLD_SIZE: "2", LOCAL_RANK: "1", MASTER_ADDR: "node0", MASTER_PORT: "29501" }), { rank: 1, worldSize: 2, localRank: 1, masterAddr: "node0", masterPort: 29501 });
   assert.deepEqual(distEnvFrom({ SLURM_PROCID: "3", SLURM_NTASKS: "4", SLURM_LOCALID: "1", MASTER_ADDR: "n", MASTER_PORT: "1" }), { rank: 3, worldSize: 4, localRank: 1, masterAddr: "n", masterPort: 1 });
   assert.throws(() => distEnvFrom({ WORLD_SIZE: "2", MASTER_ADDR: "n", MASTER_PORT: "1" }), /RANK: not set, but WORLD_SIZE is/);

@@ -109,7 +109,8 @@ export function registerTrain(program: Command): void {
     const choice = detectBackend({ prefer: device as BackendPreference | undefined });
     output.log(choice.reason);
     let communicator: Communicator | undefined;
-    if (dist && dist.worldSize > 1) {
+    // WORLD_SIZE=1 still goes through the communicator: the one-GPU check of the NCCL path.
+    if (dist) {
       communicator = await communicatorFor(dist, choice.backend);
       output.log(`data parallel: rank ${dist.rank} of ${dist.worldSize} (store ${dist.masterAddr}:${dist.masterPort})`);
     }
