@@ -59,10 +59,19 @@ export class CpuCommunicator implements Communicator {
 
   async barrier(): Promise<void> {
     const key = `barrier/${this.seq++}`;
+    const previous = this.lastBarrier;
+    this.lastBarrier = key;
     const arrived = await this.store.add(key, 1);
-    if (arrived === this.worldSize) await this.store.set(`${key}/done`, new Uint8Array(0));
+    if (arrived === this.worldSize) {
+      await this.store.set(`${key}/done`, new Uint8Array(0));
+      // Every rank has arrived here, so every rank is past the previous barrier: its keys can go
+      // (a long run would otherwise leave two keys per collective in rank 0's memory).
+      if (previous) await Promise.all([this.store.delete(previous), this.store.delete(`${previous}/done`)]);
+    }
     await this.store.get(`${key}/done`);
   }
+
+  private lastBarrier: string | null = null;
 
   /** Waits until every rank has read the call's keys, then drops this rank's key. */
   private async finish(call: string): Promise<void> {

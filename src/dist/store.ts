@@ -188,6 +188,11 @@ export class StoreServer {
     this.onBye = null;
   }
 
+  /** Keys held now (tests: collectives must not leave keys behind). */
+  get size(): number {
+    return this.data.size;
+  }
+
   async close(): Promise<void> {
     for (const w of [...this.waiters]) w.done("the store was closed");
     for (const s of this.sockets) s.destroy();

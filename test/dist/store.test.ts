@@ -29,6 +29,8 @@ test("all-reduce sums (and averages) every rank's tensor, bit-identically on eve
   const b = comms.map((c) => backend.upload(Float32Array.from([c.rank, c.rank]), [2], "f32"));
   await Promise.all(comms.map((c, i) => c.broadcast(b[i]!, 1)));
   for (const t of b) assert.deepEqual(Array.from(backend.read(t)), [1, 1]);
+  for (let i = 0; i < 20; i++) await Promise.all(comms.map((c, r) => c.allReduce(tensors[r]!, "avg")));
+  assert.ok(groups[0]!.server!.size <= 2, `${groups[0]!.server!.size} keys left after 23 collectives`);
   await Promise.all(comms.map((c) => c.destroy()));
 });
 
