@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { readdir } from "node:fs/promises";
+import { execFile, spawn } from "node:child_process";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
@@ -63,6 +63,52 @@ test("a rank that dies stops the others, and the error names it", async () => {
   // Far below the 120 s collective deadline: the store saw rank 1 go and the launcher stopped the rest.
   assert.ok(Date.now() - started < 60_000, `took ${Date.now() - started} ms`);
   assert.ok(lines.includes("[rank 1] sum 6"), lines.join("\n"));
+});
+
+/** The child of `parent` whose environment has RANK=rank (Linux /proc), or null. */
+async function rankProcess(parent: number, rank: number): Promise<number | null> {
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, "utf8");
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) !== parent) continue;
+      if ((await readFile(`/proc/${entry}/environ`, "utf8")).split("\0").includes(`RANK=${rank}`)) return Number(entry);
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return null;
+}
+
+test("splint train --gpus 2: a rank killed mid-run ends the whole run at once, naming it", { skip: process.platform !== "linux" }, async () => {
+  await withTempDir("splint-launch-", async (root) => {
+    const dataset = join(root, "data");
+    await saveDatasetDict(dataset, tinyDataset(), "arrow");
+    const out = join(root, "dp");
+    const long = FLAGS.map((f, i) => (FLAGS[i - 1] === "--num-train-epochs" ? "100" : f));
+    const parent = spawn(process.execPath, [SPLINT, "train", "--model", TINY_MODEL, "--dataset", dataset, "--out", out, "--gpus", "2", ...long], { env: { ...process.env, SPLINT_NO_PROGRESS: "1", SPLINT_DIST_TIMEOUT_S: "300" }, stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    parent.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => parent.on("exit", (code) => resolve(code)));
+    // Wait until training is under way (two steps logged), then kill rank 1 as the OOM killer would.
+    const log = join(out, "train_log.jsonl");
+    for (let i = 0; i < 600; i++) {
+      const lines = await readFile(log, "utf8").then((t) => t.trim().split("\n").filter(Boolean).length, () => 0);
+      if (lines >= 2) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const victim = await rankProcess(parent.pid!, 1);
+    const lead = await rankProcess(parent.pid!, 0);
+    assert.ok(victim && lead, "both ranks are running");
+    const killedAt = Date.now();
+    process.kill(victim, "SIGKILL");
+    const code = await exited;
+    assert.notEqual(code, 0);
+    assert.ok(Date.now() - killedAt < 30_000, `the run took ${Date.now() - killedAt} ms to end (its collective deadline is 300 s)`);
+    assert.match(stderr, /rank 1 of 2 failed \(killed by SIGKILL\); the other ranks were stopped/);
+    // The launcher waits for every rank before it exits: rank 0 is gone, not orphaned.
+    assert.equal(await readFile(`/proc/${lead}/stat`, "utf8").then(() => "alive", () => "gone"), "gone");
+  });
 });
 
 test("--gpus: counts, all, CUDA_VISIBLE_DEVICES, and clear errors; the ranks' command line drops it", () => {
