@@ -10,6 +10,8 @@
  *                                                                  and the FLOP count, for the
  *                                                                  Python reference (no weights)
  *   --backend cpu --size tiny --image-size 56 --prompt-tokens 24   a local smoke run
+ *   --weights fp8     the decoder linears in e4m3 with per-tensor scales, as the FP8 Instruct
+ *                     checkpoints store them (workload.ts randomWeights); default bf16
  *
  * Timing: each step ends with the device synchronised before the host clock is read; the result is
  * the median over the measured steps after the warm-up. One extra step afterwards synchronises at
@@ -37,10 +39,13 @@ import {
   LORA,
   median,
   OPTIMIZER,
+  plannedStepMemory,
   randomWeights,
   SIZES,
   type Size,
   TUTORIAL_WORKLOAD,
+  WEIGHT_KINDS,
+  type WeightKind,
   type Workload,
 } from "./workload.ts";
 
@@ -151,10 +156,13 @@ function main(): Promise<void> | void {
       "prompt-tokens": { type: "string", default: String(TUTORIAL_WORKLOAD.promptTokens) },
       "answer-tokens": { type: "string", default: String(TUTORIAL_WORKLOAD.answerTokens) },
       batch: { type: "string", default: String(TUTORIAL_WORKLOAD.batch) },
+      weights: { type: "string", default: "bf16" },
     },
   });
   const size = values.size as Size;
   if (!SIZES.includes(size)) throw new Error(`--size must be one of ${SIZES.join(", ")}`);
+  const weights = values.weights as WeightKind;
+  if (!WEIGHT_KINDS.includes(weights)) throw new Error(`--weights must be one of ${WEIGHT_KINDS.join(", ")}`);
   const workload: Workload = {
     batch: Number(values.batch),
     imageSize: Number(values["image-size"]),
@@ -168,7 +176,7 @@ function main(): Promise<void> | void {
     return;
   }
   if (values.recompute !== "full" && values.recompute !== "none") throw new Error("--recompute must be full (gradient checkpointing of every layer) or none");
-  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), values.recompute, Number(values.warmup), Number(values.steps), values.out);
+  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), values.recompute, Number(values.warmup), Number(values.steps), values.out, weights);
 }
 
 async function run(
@@ -179,6 +187,7 @@ async function run(
   warmup: number,
   steps: number,
   outFile: string | undefined,
+  weightKind: WeightKind = "bf16",
 ): Promise<void> {
   const log = (msg: string) => process.stderr.write(`[train-step ${plan.size}] ${msg}\n`);
   const inner: Backend = backendName === "cuda" ? createCudaBackend() : createCpuBackend();
@@ -195,7 +204,7 @@ async function run(
 
   const setupStart = performance.now();
   const tied = plan.config.tie_word_embeddings === true;
-  const model: Mistral3Model = buildMistral3(config, randomWeights(backend, config, tied, 1), tied, matmul);
+  const model: Mistral3Model = buildMistral3(config, randomWeights(backend, config, tied, 1, weightKind), tied, matmul);
   const paths = initAdapter(plan.lora, model.linears, backend, new Rng(2));
   const params: Parameter[] = paths.flatMap((path) => {
     const pair = model.linears.get(path)!.lora!;
@@ -209,9 +218,9 @@ async function run(
   const inputs = buildInputs(config, plan.workload, 3);
   sync();
   const setupSeconds = (performance.now() - setupStart) / 1000;
-  const weightBytes = [...model.weights.values()].reduce((n, t) => n + t.size * 2, 0);
+  const weightBytes = [...model.weights.values()].reduce((n, t) => n + t.size * (t.dtype === "fp8_e4m3" ? 1 : 2), 0);
   const loraParams = params.reduce((n, p) => n + p.value.size, 0);
-  log(`built in ${setupSeconds.toFixed(1)} s: ${(weightBytes / 2 ** 30).toFixed(2)} GiB bf16 weights, ${paths.length} LoRA pairs (${loraParams} params), ${plan.workload.tokensPerStep} tokens/step`);
+  log(`built in ${setupSeconds.toFixed(1)} s: ${(weightBytes / 2 ** 30).toFixed(2)} GiB ${weightKind} weights, ${paths.length} LoRA pairs (${loraParams} params), ${plan.workload.tokensPerStep} tokens/step`);
 
   let stepNo = 0;
   /** One micro-batch; `mark` (profile step only) is called at each phase boundary. */
@@ -291,12 +300,14 @@ async function run(
     attention: "splint",
     matmul,
     recompute,
+    weights: weightKind,
     workload: plan.workload,
     warmupSteps: warmup,
     stepMs,
     medianMs,
     tokensPerSecond: plan.workload.tokensPerStep / (medianMs / 1000),
     peakBytes: memory.peak,
+    plannedPeakBytes: plannedStepMemory(config, model.weights, plan.lora, plan.workload, plan.workload.seqLen, matmul, recompute === "full").allocatorBytes,
     reservedBytes: memory.reserved,
     weightBytes,
     loraParams,

@@ -6,11 +6,14 @@
 import type { LoraSettings } from "../src/lora/adapter.ts";
 import type { Mistral3Config } from "../src/models/mistral3/config.ts";
 import { IGNORE_INDEX, type Mistral3Inputs } from "../src/models/mistral3/model.ts";
-import { expectedWeights } from "../src/models/mistral3/weights.ts";
+import { expectedWeights, planWeights, type WeightSpec } from "../src/models/mistral3/weights.ts";
 import type { Backend } from "../src/tensor/backend.ts";
 import { f32ArrayToBf16 } from "../src/tensor/bf16.ts";
+import { f32ArrayToFp8E4m3, FP8_E4M3_MAX } from "../src/tensor/fp8.ts";
 import type { Tensor } from "../src/tensor/tensor.ts";
 import { TUTORIAL_DEFAULTS } from "../src/train/config.ts";
+import { loraTargetsOf } from "../src/train/memory-inputs.ts";
+import { estimateMemory, type MemoryEstimate } from "../src/train/memory-plan.ts";
 import { Rng } from "../src/util/rng.ts";
 import { loraSettingsFor } from "../src/train/run.ts";
 
@@ -159,30 +162,116 @@ export const LORA: LoraSettings = loraSettingsFor(TUTORIAL_DEFAULTS, null);
 
 export const OPTIMIZER = { lr: 2e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
 
+/** How the benchmark's random weights are stored: all bf16, or the FP8 Instruct checkpoints' layout. */
+export const WEIGHT_KINDS = ["bf16", "fp8"] as const;
+export type WeightKind = (typeof WEIGHT_KINDS)[number];
+
+/** |w| bound of the random weights (uniform, std 0.02). */
+const WEIGHT_BOUND = 0.0346;
+
 /**
- * Random bf16 weights without drawing billions of numbers: one pool of random values (|w| ≤ 0.035,
+ * Random weights without drawing billions of numbers: one pool of random values (|w| ≤ 0.035,
  * std 0.02), tiled to the largest tensor; every matrix is the start of that buffer (views at offset
  * 0 only: the FFI upload takes the view's buffer address). Norm weights are 1. No tensor is zero, so
  * no kernel runs on zeros.
+ *
+ * "fp8" lays the weights out as Mistral publishes the FP8 Instruct checkpoints (ministral3.md
+ * §5.3): the 7 linears of every decoder layer as e4m3 with a 0-d f32 `weight_scale_inv` (amax/448,
+ * a little different per tensor) and an `activation_scale`, under the checkpoint's legacy key
+ * names, everything else bf16; the keys go through splint's loader plan (planWeights), so the
+ * benchmark holds exactly what loading such a checkpoint would.
  */
-export function randomWeights(backend: Backend, config: Mistral3Config, tied: boolean, seed: number): Map<string, Tensor> {
+export function randomWeights(backend: Backend, config: Mistral3Config, tied: boolean, seed: number, kind: WeightKind = "bf16"): Map<string, Tensor> {
   const rng = new Rng(seed);
   const specs = expectedWeights(config).filter((s) => !(tied && s.name === "lm_head.weight"));
   const POOL = 1 << 24;
   const poolF32 = new Float32Array(POOL);
-  for (let i = 0; i < POOL; i++) poolF32[i] = (rng.next() * 2 - 1) * 0.0346;
-  const pool = f32ArrayToBf16(poolF32);
+  for (let i = 0; i < POOL; i++) poolF32[i] = (rng.next() * 2 - 1) * WEIGHT_BOUND;
   const largest = Math.max(...specs.map((s) => s.shape.reduce((a, b) => a * b, 1)));
-  const host = new Uint16Array(largest + POOL);
-  for (let at = 0; at < host.length; at += POOL) host.set(pool.subarray(0, Math.min(POOL, host.length - at)), at);
+  const tile = <T extends Uint16Array | Uint8Array>(pool: T, out: T): T => {
+    for (let at = 0; at < out.length; at += POOL) out.set(pool.subarray(0, Math.min(POOL, out.length - at)), at);
+    return out;
+  };
+  const host = tile(f32ArrayToBf16(poolF32), new Uint16Array(largest + POOL));
   const one = new Uint16Array(Math.max(...specs.filter((s) => s.shape.length === 1).map((s) => s.shape[0]!))).fill(0x3f80);
-  const weights = new Map<string, Tensor>();
-  for (const spec of specs) {
+  const bf16 = (spec: WeightSpec): Tensor => {
     const size = spec.shape.reduce((a, b) => a * b, 1);
-    const data = spec.shape.length === 1 ? one.subarray(0, size) : host.subarray(0, size);
-    weights.set(spec.name, backend.upload(data, spec.shape, "bf16"));
+    return backend.upload(spec.shape.length === 1 ? one.subarray(0, size) : host.subarray(0, size), spec.shape, "bf16");
+  };
+  const weights = new Map<string, Tensor>();
+  if (kind === "bf16") {
+    for (const spec of specs) weights.set(spec.name, bf16(spec));
+    return weights;
   }
+
+  const baseScale = WEIGHT_BOUND / FP8_E4M3_MAX;
+  const bytes = tile(f32ArrayToFp8E4m3(poolF32, baseScale), new Uint8Array(largest + POOL));
+  const layout = fp8CheckpointLayout(specs);
+  const plan = planWeights(config, [...layout.keys()], (key) => layout.get(key)!, "the benchmark's FP8 layout");
+  plan.tensors.forEach((planned, i) => {
+    const spec = planned.spec;
+    if (planned.scaleKey === undefined) {
+      weights.set(spec.name, bf16(spec));
+      return;
+    }
+    const size = spec.shape.reduce((a, b) => a * b, 1);
+    weights.set(spec.name, backend.upload(bytes.subarray(0, size), spec.shape, "fp8_e4m3", Math.fround(baseScale * (1 + 0.01 * (i % 7)))));
+  });
   return weights;
+}
+
+const LEGACY: readonly [string, string][] = [
+  ["lm_head.", "language_model.lm_head."],
+  ["model.language_model.", "language_model.model."],
+  ["model.vision_tower.", "vision_tower."],
+  ["model.multi_modal_projector.", "multi_modal_projector."],
+];
+
+/** True for the 7 linears of a decoder layer: the only tensors the FP8 checkpoints store in e4m3. */
+export function isFp8Linear(name: string): boolean {
+  return /^model\.language_model\.layers\.\d+\.(?:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.weight$/.test(name);
+}
+
+/** Checkpoint keys (legacy prefixes, as transformers writes them) → dtype and shape, in the FP8 layout. */
+export function fp8CheckpointLayout(specs: readonly WeightSpec[]): Map<string, { dtype: "BF16" | "F8_E4M3" | "F32"; shape: readonly number[] }> {
+  const out = new Map<string, { dtype: "BF16" | "F8_E4M3" | "F32"; shape: readonly number[] }>();
+  for (const spec of specs) {
+    const [from, to] = LEGACY.find(([prefix]) => spec.name.startsWith(prefix))!;
+    const key = to + spec.name.slice(from.length);
+    if (!isFp8Linear(spec.name)) {
+      out.set(key, { dtype: "BF16", shape: spec.shape });
+      continue;
+    }
+    const module = key.slice(0, -".weight".length);
+    out.set(key, { dtype: "F8_E4M3", shape: spec.shape });
+    out.set(`${module}.weight_scale_inv`, { dtype: "F32", shape: [] });
+    out.set(`${module}.activation_scale`, { dtype: "F32", shape: [] });
+  }
+  return out;
+}
+
+/**
+ * The memory planner's estimate for one benchmark step (src/train/memory-plan.ts), to set beside the
+ * measured peak: the loss (and the head) only on the answer positions, as the trainer runs it.
+ */
+export function plannedStepMemory(
+  config: Mistral3Config,
+  weights: ReadonlyMap<string, Tensor>,
+  lora: LoraSettings,
+  w: Workload,
+  seqLen: number,
+  precision: "bf16" | "f32",
+  recompute: boolean,
+): MemoryEstimate {
+  return estimateMemory({
+    config,
+    weights: [...weights].map(([name, t]) => ({ name, shape: t.shape, dtype: t.dtype })),
+    lora: { targets: loraTargetsOf(config, lora), dropout: lora.lora_dropout },
+    optimizer: "adamw_torch",
+    micro: { rows: w.batch, seqLen, patchesPerRow: (w.imageSize / config.vision_config.patch_size) ** 2, scoredPerRow: w.answerTokens },
+    recompute,
+    precision,
+  });
 }
 
 export function median(xs: readonly number[]): number {

@@ -39,7 +39,8 @@ VARIANT_ORDER = list(VARIANTS)
 def label(r):
     if r["tool"] == "splint":
         recompute = f", recompute {r['recompute']}" if r.get("recompute") else ""
-        return f"splint (CUDA backend, {r.get('matmul', 'f32')} matmul{recompute})"
+        weights = ", FP8 weights" if r.get("weights") == "fp8" else ""
+        return f"splint (CUDA backend, {r.get('matmul', 'f32')} matmul{recompute}{weights})"
     name = f"transformers + peft, {r['attention']}"
     if "variant" in r:  # rows written before the variants have none: the tutorial's
         name += f", {VARIANTS.get(r['variant'], (r['variant'],))[0]}"
@@ -48,7 +49,8 @@ def label(r):
 
 def order(r):
     variant = r.get("variant", "tutorial")
-    return (r["tool"] != "splint", VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER), r.get("attention", ""))
+    return (r["tool"] != "splint", VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER), r.get("attention", ""),
+            r.get("weights", "bf16") == "fp8")
 
 
 def main():
@@ -125,6 +127,24 @@ def main():
                              f"({', '.join(f'{ms:.0f}' for ms in r.get('warmupStepMs', []))} ms), setup {r['setupSeconds']:.0f} s.")
     if any(r.get("variant") for r in rows):
         train.append("")
+    fp8 = [r for r in rows if r.get("weights") == "fp8" and "medianMs" in r]
+    if fp8:
+        if train[-1] != "":
+            train.append("")
+        train += ["FP8 weights: the decoder's 7 linears per layer in e4m3 with a per-tensor weight_scale_inv, in the "
+                  "FP8 Instruct checkpoints' key layout (everything else bf16); splint widens each to bf16 in a scratch "
+                  "block inside its matmul, one weight at a time.", ""]
+        for r in fp8:
+            same = [b for b in rows if b["tool"] == "splint" and b.get("size") == r["size"] and "medianMs" in b
+                    and b.get("weights", "bf16") == "bf16" and b.get("recompute") == r.get("recompute")]
+            if same:
+                train.append(f"- {r['size']}: FP8 step time ÷ BF16 step time (recompute {r.get('recompute', '?')}, same call): "
+                             f"{r['medianMs'] / same[0]['medianMs']:.3f}× ({r['medianMs']:.0f} vs {same[0]['medianMs']:.0f} ms); "
+                             f"peak {r['peakBytes'] / GIB:.2f} vs {same[0]['peakBytes'] / GIB:.2f} GiB.")
+        train += ["", "| size | implementation | peak GPU memory (GiB) | memory planner's estimate (GiB) |", "| --- | --- | ---: | ---: |"]
+        for r in [r for r in rows if r["tool"] == "splint" and "plannedPeakBytes" in r]:
+            train.append(f"| {r['size']} | {label(r)} | {r['peakBytes'] / GIB:.2f} | {r['plannedPeakBytes'] / GIB:.2f} |")
+        train += [""]
 
     train += ["## Where the time goes (one extra step, synchronised at each phase boundary, ms)", "",
               "| size | implementation | vision tower + projector fwd | decoder fwd | head + loss fwd | backward (with recomputation where checkpointed) | optimizer | total |",

@@ -1,8 +1,10 @@
 import { Command, CommanderError } from "commander";
-import { InputError, SplintError } from "../util/errors.ts";
+import { EXIT, fileSystemError, InputError, SplintError } from "../util/errors.ts";
+import { installStopHandlers } from "../util/interrupt.ts";
 // command imports (one line each)
 import { registerTrain } from "./commands/train.ts";
 import { registerMerge } from "./commands/merge.ts";
+import { registerExport } from "./commands/export.ts";
 import { registerModel } from "./commands/model.ts";
 import { registerForward } from "./commands/forward.ts";
 import { registerGenerate } from "./commands/generate.ts";
@@ -16,6 +18,7 @@ import { registerPredict } from "./commands/predict.ts";
 import { registerCalibrate } from "./commands/calibrate.ts";
 import { registerRun } from "./commands/run.ts";
 import { registerDemo } from "./commands/demo.ts";
+import { registerServe } from "./commands/serve.ts";
 import { registerInit } from "./commands/init.ts";
 
 // A reader that closes early (`splint … | head`) is not an error.
@@ -23,6 +26,10 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
   if (error.code === "EPIPE") process.exit(0);
   throw error;
 });
+
+// Ctrl-C and SIGTERM: commands that can stop at a safe point ask for a stop signal; the rest stop
+// at once. Either way the cursor comes back and the status is 130 / 143.
+installStopHandlers();
 
 /**
  * The splint command line. Each command lives in ./commands/<name>.ts and exports a function that
@@ -40,6 +47,7 @@ const commands: ((p: Command) => void)[] = [
   // one entry per line
   registerTrain,
   registerMerge,
+  registerExport,
   registerModel,
   registerForward,
   registerGenerate,
@@ -53,6 +61,7 @@ const commands: ((p: Command) => void)[] = [
   registerCalibrate,
   registerRun,
   registerDemo,
+  registerServe,
   registerInit,
 ];
 for (const register of commands) register(program);
@@ -72,26 +81,30 @@ try {
 function exitCodeFor(error: unknown): number {
   if (error instanceof CommanderError) {
     // Commander has already written its message to stderr; --help and --version are not errors.
-    if (error.exitCode !== 0) reportJson({ kind: "usage", message: error.message.replace(/^error: /, ""), exitCode: error.exitCode });
-    return error.exitCode;
+    if (error.exitCode === 0) return 0;
+    reportJson({ kind: "usage", message: error.message.replace(/^error: /, ""), exitCode: EXIT.usage });
+    return EXIT.usage;
   }
-  if (error instanceof SplintError) {
-    process.stderr.write(`error: ${error.message}\n`);
-    if (error.hint) process.stderr.write(`hint: ${error.hint}\n`);
+  // A file-system refusal from anywhere (disk full, permission, read-only) is the machine's state,
+  // not a bug: said as such, with the path.
+  const refused = error instanceof SplintError ? error : fileSystemError(error);
+  if (refused) {
+    process.stderr.write(`error: ${refused.message}\n`);
+    if (refused.hint) process.stderr.write(`hint: ${refused.hint}\n`);
     reportJson({
-      kind: error instanceof InputError ? "input" : "error",
-      message: error.message,
-      ...(error instanceof InputError ? { file: error.file } : {}),
-      ...(error.hint ? { hint: error.hint } : {}),
-      exitCode: error.exitCode,
+      kind: refused instanceof InputError ? "input" : "error",
+      message: refused.message,
+      ...(refused instanceof InputError ? { file: refused.file } : {}),
+      ...(refused.hint ? { hint: refused.hint } : {}),
+      exitCode: refused.exitCode,
     });
-    return error.exitCode;
+    return refused.exitCode;
   }
   if (process.env.SPLINT_DEBUG) throw error;
   const message = error instanceof Error ? error.message : String(error);
-  process.stderr.write(`internal error: ${message}\n(set SPLINT_DEBUG=1 for the stack trace; this is a bug, please report it)\n`);
-  reportJson({ kind: "internal", message, exitCode: 70 });
-  return 70;
+  process.stderr.write(`internal error: ${message}\n(set SPLINT_DEBUG=1 for the stack trace; this is a bug, please report it with the command that caused it)\n`);
+  reportJson({ kind: "internal", message, exitCode: EXIT.internal });
+  return EXIT.internal;
 }
 
 interface ErrorReport {

@@ -33,6 +33,10 @@ export async function checkImageBytes(bytes: Uint8Array): Promise<ImageCheck> {
     return { ok: false, reason: `unsupported image format ${format} (only PNG and JPEG are imported)` };
   }
   try {
+    // Checked from the header before decoding: a decompression bomb (a tiny PNG declaring
+    // 100000×100000 pixels) must not be inflated just to be judged.
+    const shapeProblem = imageShapeProblem(metadata.width ?? 0, metadata.height ?? 0);
+    if (shapeProblem) return { ok: false, reason: shapeProblem };
     const { info } = await sharp(bytes, { failOn: "warning" }).raw().toBuffer({ resolveWithObject: true });
     return { ok: true, format, width: info.width, height: info.height, channels: info.channels };
   } catch (error) {
@@ -40,6 +44,26 @@ export async function checkImageBytes(bytes: Uint8Array): Promise<ImageCheck> {
     const kind = /premature end|truncat|read error|not enough|unexpected end/i.test(message) ? "truncated or corrupt" : "corrupt";
     return { ok: false, reason: `${kind} image data (${message})` };
   }
+}
+
+/** Most pixels of an imported image (sharp's own default limit, 16384 × 16384). */
+export const MAX_IMAGE_PIXELS = 16384 * 16384;
+/**
+ * Most long side : short side. A model's processor caps the long side (1540 px for Ministral 3, 112
+ * for the tiny demo model) and scales the short one alike, so a 1×3000 strip comes out 0 px wide
+ * and fails in the middle of training; 20:1 leaves every real photograph or radiograph in.
+ */
+export const MAX_ASPECT_RATIO = 20;
+
+/** Why an image of this size cannot go into a dataset, or null. */
+export function imageShapeProblem(width: number, height: number): string | null {
+  if (width < 1 || height < 1) return `image has no pixels (${width}×${height})`;
+  if (width * height > MAX_IMAGE_PIXELS) return `image is ${width}×${height} pixels, more than the ${MAX_IMAGE_PIXELS} splint decodes (a decompression bomb?)`;
+  const ratio = Math.max(width, height) / Math.min(width, height);
+  if (ratio > MAX_ASPECT_RATIO) {
+    return `extreme aspect ratio ${width}×${height} (${Math.round(ratio)}:1, more than ${MAX_ASPECT_RATIO}:1): resizing to the model's input would shrink the short side to nothing`;
+  }
+  return null;
 }
 
 /** libvips repeats its message once per failing call; one line is enough for a report. */

@@ -8,14 +8,14 @@
  * Content-Length / Content-Range and the MD5 from `x-goog-hash` when the storage sends it.
  */
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Readable, Transform } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import { InputError, SplintError } from "../util/errors.ts";
+import { fileSystemError, InputError, isDiskFull as isDiskFullError, NetworkError, SplintError } from "../util/errors.ts";
+import { isTransientNetworkError, isUnreachable, networkReason, sleep, timedFetch, type NetTimeouts } from "../util/net.ts";
 import type { Progress } from "../util/output.ts";
+import { readSecretFile } from "../util/secret-file.ts";
 
 export const DEFAULT_KAGGLE_API = "https://www.kaggle.com";
 
@@ -38,15 +38,6 @@ export interface KaggleCredentials {
   readonly source: string;
 }
 
-async function readIfFile(file: string): Promise<string | null> {
-  try {
-    if (!(await stat(file)).isFile()) return null;
-    return (await readFile(file, "utf8")).trim();
-  } catch {
-    return null;
-  }
-}
-
 /**
  * Finds credentials in kagglehub's order: KAGGLE_API_TOKEN (the token, or a file holding it),
  * an access_token file, KAGGLE_USERNAME + KAGGLE_KEY, then kaggle.json in KAGGLE_CONFIG_DIR or
@@ -56,7 +47,8 @@ export async function resolveKaggleCredentials(env: NodeJS.ProcessEnv = process.
   const configDir = env.KAGGLE_CONFIG_DIR || path.join(home, ".kaggle");
   const tokenVar = env.KAGGLE_API_TOKEN?.trim();
   if (tokenVar) {
-    const fromFile = await readIfFile(tokenVar);
+    // A value that names an existing file is that file's content, as in kagglehub.
+    const fromFile = readSecretFile(tokenVar, { what: "Kaggle API token" });
     if (fromFile !== null) {
       if (!fromFile) throw new InputError(tokenVar, "KAGGLE_API_TOKEN points to an empty file");
       return { authorization: `Bearer ${fromFile}`, source: `KAGGLE_API_TOKEN file ${tokenVar}` };
@@ -64,7 +56,7 @@ export async function resolveKaggleCredentials(env: NodeJS.ProcessEnv = process.
     return { authorization: `Bearer ${tokenVar}`, source: "KAGGLE_API_TOKEN" };
   }
   const accessTokenFile = path.join(configDir, "access_token");
-  const accessToken = await readIfFile(accessTokenFile);
+  const accessToken = readSecretFile(accessTokenFile, { what: "Kaggle access token" });
   if (accessToken) return { authorization: `Bearer ${accessToken}`, source: accessTokenFile };
   if (env.KAGGLE_USERNAME && env.KAGGLE_KEY) {
     return { authorization: basic(env.KAGGLE_USERNAME, env.KAGGLE_KEY), source: "KAGGLE_USERNAME/KAGGLE_KEY" };
@@ -112,8 +104,13 @@ export interface DownloadOptions {
   /** Creates the progress bar (total in bytes). */
   readonly progress?: (total: number) => Progress;
   readonly log?: (message: string) => void;
-  /** Attempts after a connection drops mid-body (each resumes where the last stopped). */
+  /** Attempts after a connection drops, stalls or times out (each resumes where the last stopped). */
   readonly attempts?: number;
+  /** Connect and idle timeouts (default: netTimeouts(), from SPLINT_*_TIMEOUT_S). */
+  readonly timeouts?: NetTimeouts;
+  /** Milliseconds before the first retry, doubled for each further one. */
+  readonly retryDelayMs?: number;
+  readonly signal?: AbortSignal;
 }
 
 export interface DownloadResult {
@@ -132,12 +129,39 @@ export async function downloadKaggleDataset(ref: KaggleDatasetRef, options: Down
   await mkdir(path.dirname(options.destination), { recursive: true });
   const attempts = options.attempts ?? 5;
   let resumed = false;
+  // A 416 means the .part is stale or already complete: start over once; a server that answers
+  // 416 to a request without a Range too would otherwise be asked forever.
+  let restartedAfter416 = false;
+  const retryOrThrow = async (attempt: number, error: unknown, what: string): Promise<void> => {
+    if (attempt >= attempts) {
+      throw new NetworkError(
+        `cannot download ${ref.owner}/${ref.slug} from ${new URL(url).host}: ${what} (${networkReason(error)}), ${attempts} attempts`,
+        "check the network connection (or --kaggle-api / KAGGLE_API_BASE) and run again; the partial download resumes",
+      );
+    }
+    options.log?.(`${what} (${networkReason(error)}); retrying (attempt ${attempt + 1} of ${attempts})`);
+    await sleep((options.retryDelayMs ?? 1000) * 2 ** (attempt - 1));
+  };
   for (let attempt = 1; ; attempt++) {
     const have = await sizeOf(part);
-    const response = await request(url, options.credentials, have, ref);
+    let response: Response;
+    try {
+      response = await request(url, options.credentials, have, ref, options);
+    } catch (error) {
+      if (error instanceof SplintError || isUnreachable(error) || !isTransientNetworkError(error)) throw error instanceof SplintError ? error : networkError(url, error);
+      await retryOrThrow(attempt, error, "no answer");
+      continue;
+    }
     if (response.status === 416) {
-      // The range starts at or past the end: the .part is stale or already complete; start over.
       await response.body?.cancel();
+      if (have === 0 || restartedAfter416) {
+        throw new SplintError(
+          `Kaggle download of ${ref.owner}/${ref.slug}: the server answered 416 (Range Not Satisfiable)${have === 0 ? " to a request for the whole file" : " again after starting over"}`,
+          "try again later; if it persists, download the archive in a browser and use --dir",
+        );
+      }
+      options.log?.(`the server refused to resume at byte ${have} (416); starting the download over`);
+      restartedAfter416 = true;
       await rm(part, { force: true });
       continue;
     }
@@ -149,17 +173,20 @@ export async function downloadKaggleDataset(ref: KaggleDatasetRef, options: Down
     try {
       await writeBody(response, part, start, expected, options.progress);
     } catch (error) {
-      if (isDiskFull(error)) {
-        throw new SplintError(`disk full while writing ${part}`, "free some space and run the same command again: the download resumes");
-      }
-      if (isFileSystemError(error)) throw new SplintError(`cannot write ${part} (${errorCode(error)})`);
-      if (!isConnectionDrop(error) || attempt >= attempts) throw networkError(url, error);
-      options.log?.(`connection lost at ${await sizeOf(part)} bytes; resuming (attempt ${attempt + 1} of ${attempts})`);
+      if (isDiskFullError(error) || isFileSystemError(error)) throw fileSystemError(error, part) ?? new SplintError(`cannot write ${part} (${errorCode(error)})`);
+      if (options.signal?.aborted) throw error;
+      if (!isConnectionDrop(error)) throw networkError(url, error);
+      await retryOrThrow(attempt, error, `connection lost at ${await sizeOf(part)} bytes`);
       continue;
     }
     const got = await sizeOf(part);
     if (expected !== null && got !== expected) {
-      if (attempt >= attempts) throw new SplintError(`download of ${ref.owner}/${ref.slug} ended at ${got} of ${expected} bytes`, "run the command again to resume");
+      if (got > expected) {
+        // More bytes than announced: the file is not what the server said it is.
+        await rm(part, { force: true });
+        throw new SplintError(`download of ${ref.owner}/${ref.slug} sent ${got} bytes, more than the ${expected} announced; the partial file was removed`, "run the command again");
+      }
+      if (attempt >= attempts) throw new NetworkError(`download of ${ref.owner}/${ref.slug} ended at ${got} of ${expected} bytes after ${attempts} attempts`, "run the command again to resume");
       continue;
     }
     const md5 = md5FromGoogHash(response.headers.get("x-goog-hash"));
@@ -184,15 +211,10 @@ async function sizeOf(file: string): Promise<number> {
   }
 }
 
-async function request(url: string, credentials: KaggleCredentials, have: number, ref: KaggleDatasetRef): Promise<Response> {
+async function request(url: string, credentials: KaggleCredentials, have: number, ref: KaggleDatasetRef, options: DownloadOptions): Promise<Response> {
   const headers: Record<string, string> = { authorization: credentials.authorization, "user-agent": "splint" };
   if (have > 0) headers.range = `bytes=${have}-`;
-  let response: Response;
-  try {
-    response = await fetch(url, { headers, redirect: "follow" });
-  } catch (error) {
-    throw networkError(url, error);
-  }
+  const response = await timedFetch(url, { headers, redirect: "follow", timeouts: options.timeouts, signal: options.signal });
   if (response.ok || response.status === 416) return response;
   await response.body?.cancel();
   const name = `${ref.owner}/${ref.slug}`;
@@ -204,6 +226,9 @@ async function request(url: string, credentials: KaggleCredentials, have: number
     case 404:
       throw new SplintError(`Kaggle dataset ${name} not found (404)`, "check OWNER/DATASET against the dataset URL on kaggle.com");
     default:
+      if (response.status >= 500 || response.status === 429) {
+        throw new NetworkError(`Kaggle download of ${name} failed: HTTP ${response.status} ${response.statusText}`, "the server is having trouble; try again later");
+      }
       throw new SplintError(`Kaggle download of ${name} failed: HTTP ${response.status} ${response.statusText}`);
   }
 }
@@ -226,16 +251,20 @@ async function writeBody(response: Response, part: string, start: number, total:
   const progress = total !== null ? makeProgress?.(total) : undefined;
   let done = start;
   progress?.update(done);
-  const counter = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      done += chunk.length;
-      progress?.update(done);
-      callback(null, chunk);
-    },
-  });
+  // Each chunk is on disk before the next is read, so when the connection drops every byte that
+  // arrived is kept and the retry's Range starts right after it (a stream pipeline would discard
+  // what it still buffered).
+  const handle = await open(part, start > 0 ? "a" : "w");
   try {
-    await pipeline(Readable.fromWeb(response.body as import("node:stream/web").ReadableStream), counter, createWriteStream(part, { flags: start > 0 ? "a" : "w" }));
+    for await (const chunk of response.body) {
+      const bytes = chunk as Uint8Array;
+      let written = 0;
+      while (written < bytes.byteLength) written += (await handle.write(bytes, written, bytes.byteLength - written)).bytesWritten;
+      done += bytes.byteLength;
+      progress?.update(done);
+    }
   } finally {
+    await handle.close();
     progress?.stop();
   }
 }
@@ -248,16 +277,9 @@ function errorCode(error: unknown): string | undefined {
   return undefined;
 }
 
-function isDiskFull(error: unknown): boolean {
-  const code = errorCode(error);
-  return code === "ENOSPC" || code === "EDQUOT";
-}
-
-/** A body cut short: undici reports "terminated" / UND_ERR_SOCKET / ECONNRESET. */
+/** A body cut short or stalled: undici reports "terminated" / UND_ERR_SOCKET / ECONNRESET; ours, TimeoutError. */
 function isConnectionDrop(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  const code = errorCode(error);
-  return error.message === "terminated" || code === "UND_ERR_SOCKET" || code === "ECONNRESET" || code === "EPIPE" || code === "ETIMEDOUT";
+  return isTransientNetworkError(error);
 }
 
 /** Errors from our own file writes carry the failing syscall (open, write…); network ones do not. */
@@ -267,9 +289,9 @@ function isFileSystemError(error: unknown): boolean {
 
 function networkError(url: string, error: unknown): SplintError {
   if (error instanceof SplintError) return error;
-  const code = errorCode(error) ?? (error instanceof Error ? error.message : String(error));
+  const code = networkReason(error);
   const host = new URL(url).host;
-  return new SplintError(`cannot download from ${host}: network error (${code})`, "check the network connection (or --kaggle-api / KAGGLE_API_BASE) and run again; a partial download resumes");
+  return new NetworkError(`cannot download from ${host}: network error (${code})`, "check the network connection (or --kaggle-api / KAGGLE_API_BASE) and run again; a partial download resumes");
 }
 
 /** The MD5 from `x-goog-hash: crc32c=…,md5=<base64>`, as hex, or null. */

@@ -170,9 +170,21 @@ async function readSplitClass(root: string, listing: Listing, builder: LayoutBui
   }
 }
 
-async function hasSplitSubfolder(dir: string): Promise<boolean> {
+/**
+ * Whether `dir` is a class folder of the class-split layout: it has a split subfolder, and its
+ * split subfolders are not themselves holders of class folders only. A folder like
+ * `wrapper/{train,test}/<Class>/` is a wrapper around the split-class layout; taking it for one
+ * class named "wrapper" would import every image under a single label.
+ */
+async function isClassWithSplits(dir: string): Promise<boolean> {
   const listing = await list(dir);
-  return listing.dirs.some((d) => canonicalSplit(d) !== null);
+  const splits = listing.dirs.filter((d) => canonicalSplit(d) !== null);
+  if (splits.length === 0) return false;
+  for (const split of splits) {
+    const inner = await list(path.join(dir, split));
+    if (inner.files.some(hasImageExtension) || inner.dirs.length === 0) return true;
+  }
+  return false;
 }
 
 /**
@@ -190,7 +202,7 @@ export async function detectLayout(dir: string): Promise<DetectedLayout> {
     if (splitDirs.length > 0) kind = "split-class";
     else {
       for (const d of listing.dirs) {
-        if (await hasSplitSubfolder(path.join(root, d))) {
+        if (await isClassWithSplits(path.join(root, d))) {
           kind = "class-split";
           break;
         }

@@ -8,7 +8,23 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import yauzl from "yauzl";
-import { InputError, SplintError } from "../util/errors.ts";
+import { FileSystemError, InputError, isDiskFull, SplintError } from "../util/errors.ts";
+
+/**
+ * Bounds against zip bombs (a few KB that inflate to terabytes, or millions of entries). The
+ * declared sizes can be trusted because yauzl checks each entry's inflated size against them
+ * (validateEntrySizes) and fails the stream on a lie.
+ */
+export interface ZipLimits {
+  /** Most entries (files and folders). */
+  readonly maxEntries: number;
+  /** Most bytes once inflated, all entries together. */
+  readonly maxBytes: number;
+  /** Highest inflated/compressed ratio of one entry larger than 1 MiB (real images stay far below). */
+  readonly maxRatio: number;
+}
+
+export const DEFAULT_ZIP_LIMITS: ZipLimits = { maxEntries: 500_000, maxBytes: 64 * 1024 ** 3, maxRatio: 1000 };
 
 export interface ExtractResult {
   readonly files: number;
@@ -45,11 +61,16 @@ function openEntry(zip: yauzl.ZipFile, entry: yauzl.Entry): Promise<NodeJS.Reada
 }
 
 /** Extracts every entry of `zipFile` under `targetDir` (created if missing). */
-export async function extractZip(zipFile: string, targetDir: string, onEntry?: (done: number, total: number) => void): Promise<ExtractResult> {
+export async function extractZip(zipFile: string, targetDir: string, onEntry?: (done: number, total: number) => void, limits: ZipLimits = DEFAULT_ZIP_LIMITS): Promise<ExtractResult> {
   const target = path.resolve(targetDir);
   await mkdir(target, { recursive: true });
   const zip = await openZip(zipFile);
   const total = zip.entryCount;
+  if (total > limits.maxEntries) {
+    zip.close();
+    throw new InputError(zipFile, `has ${total} entries, more than the ${limits.maxEntries} splint extracts (a zip bomb?); refusing the archive`);
+  }
+  let declared = 0;
   let files = 0;
   let bytes = 0;
   let seen = 0;
@@ -74,6 +95,13 @@ export async function extractZip(zipFile: string, targetDir: string, onEntry?: (
         if (unsafe) throw new InputError(zipFile, `entry "${name}" ${unsafe}; refusing the archive`);
         const mode = (entry.externalFileAttributes >>> 16) & S_IFMT;
         if (mode === S_IFLNK) throw new InputError(zipFile, `entry "${name}" is a symbolic link; refusing the archive`);
+        declared += entry.uncompressedSize;
+        if (declared > limits.maxBytes) {
+          throw new InputError(zipFile, `inflates to more than ${formatBytes(limits.maxBytes)} (at entry "${name}"; a zip bomb?); refusing the archive`);
+        }
+        if (entry.uncompressedSize > 1024 ** 2 && entry.uncompressedSize > limits.maxRatio * Math.max(1, entry.compressedSize)) {
+          throw new InputError(zipFile, `entry "${name}" inflates ${Math.round(entry.uncompressedSize / Math.max(1, entry.compressedSize))}:1 (${formatBytes(entry.uncompressedSize)} from ${formatBytes(entry.compressedSize)}; a zip bomb?); refusing the archive`);
+        }
         const destination = path.resolve(target, name);
         if (name.endsWith("/")) {
           await mkdir(destination, { recursive: true });
@@ -91,11 +119,15 @@ export async function extractZip(zipFile: string, targetDir: string, onEntry?: (
   });
 }
 
+function formatBytes(n: number): string {
+  return n >= 1024 ** 3 ? `${(n / 1024 ** 3).toFixed(1)} GiB` : n >= 1024 ** 2 ? `${(n / 1024 ** 2).toFixed(1)} MiB` : `${n} bytes`;
+}
+
 function wrapError(zipFile: string, target: string, error: unknown): Error {
   if (error instanceof SplintError) return error;
   const err = error as NodeJS.ErrnoException;
-  if (err.code === "ENOSPC" || err.code === "EDQUOT") {
-    return new SplintError(`disk full while extracting ${zipFile} into ${target}`, "free some space and run the command again");
+  if (isDiskFull(err)) {
+    return new FileSystemError(target, err.code ?? "ENOSPC", `disk full while extracting ${zipFile} into ${target}`, "free some space and run the command again");
   }
   if (err.code === "EEXIST") return new InputError(zipFile, `has the same entry twice (${err.path ?? "?"}); refusing the archive`);
   // yauzl's own name checks ("invalid relative path", "absolute path") and corrupt-data errors.

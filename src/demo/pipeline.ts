@@ -19,7 +19,9 @@ import { runLayout, type RunLayout } from "../report/run-layout.ts";
 import { listCheckpoints } from "../train/checkpoint.ts";
 import { runTraining } from "../train/run.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
-import { InputError } from "../util/errors.ts";
+import { InputError, InterruptedError } from "../util/errors.ts";
+import { stopReason } from "../util/interrupt.ts";
+import { lockFolder } from "../util/lock.ts";
 import type { Recipe } from "./recipe.ts";
 import { changedKeys, readStepRecord, removeStepRecord, stepHash, writeStepRecord } from "./step-records.ts";
 import { readEvalRun } from "../eval/records.ts";
@@ -40,6 +42,8 @@ export interface RunRecipeOptions {
   readonly runDir: string;
   readonly from?: Step;
   readonly output: Output;
+  /** Aborting stops at the next safe point: between steps, or at training's next checkpoint. */
+  readonly signal?: AbortSignal;
 }
 
 export interface RunRecipeResult {
@@ -54,15 +58,29 @@ export interface RunRecipeResult {
 }
 
 export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult> {
+  const root = resolve(opts.runDir);
+  // Two recipes over one run folder would remove and rewrite each other's step outputs.
+  const lock = await lockFolder(root, "splint run");
+  try {
+    return await runRecipeLocked(opts, root);
+  } finally {
+    lock.release();
+  }
+}
+
+async function runRecipeLocked(opts: RunRecipeOptions, root: string): Promise<RunRecipeResult> {
   const started = performance.now();
-  const { recipe, output } = opts;
-  const run = runLayout(resolve(opts.runDir));
+  const { recipe, output, signal } = opts;
+  const run = runLayout(root);
   if (opts.from) await discardFrom(run, recipe, opts.from);
   const ran: Step[] = [];
   const { hashes, inputs } = stepInputs(recipe);
   // `done` answers true when the step's output exists, or a reason why the step does not apply.
   const step = async (name: Step, done: () => Promise<boolean | string>, body: () => Promise<void>) => {
     const index = STEPS.indexOf(name) + 1;
+    if (signal?.aborted) {
+      throw new InterruptedError(stopReason(signal), `stopped before step ${index}/${STEPS.length} (${name}); the finished steps are kept`, "run the same command again to continue from this step");
+    }
     const tag = `[${index}/${STEPS.length}] ${name}`;
     const hash = hashes[name];
     const record = await readStepRecord(run.root, name);
@@ -98,7 +116,7 @@ export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult
     async () => recipe.model.kind === "init" && (await exists(join(modelDir, "config.json"))),
     async () => {
       const source = recipe.model;
-      if (source.kind === "init") await initTinyModel(run.model, { preset: source.preset, seed: source.seed });
+      if (source.kind === "init") await initTinyModel(run.model, { preset: source.preset, seed: source.seed, replace: "any" });
       else if (source.kind === "hub") modelDir = (await downloadSnapshot(source.repo, { revision: source.revision, output })).path;
       else if (!(await exists(join(modelDir, "config.json")))) throw new InputError(source.path, "has no config.json", "model.dir must be a Hugging Face model folder");
     },
@@ -143,15 +161,22 @@ export async function runRecipe(opts: RunRecipeOptions): Promise<RunRecipeResult
     const checkpoints = await listCheckpoints(run.train);
     if (checkpoints.length === 0) await rm(run.train, { recursive: true, force: true });
     else output.log(`resuming training from ${checkpoints[checkpoints.length - 1]!.dir}`);
-    await runTraining({
-      modelDir,
-      dataset: run.dataset,
-      outDir: run.train,
-      config: recipe.train,
-      configSource: recipe.file,
-      resume: checkpoints.length > 0,
-      output,
-    });
+    try {
+      await runTraining({
+        modelDir,
+        dataset: run.dataset,
+        outDir: run.train,
+        config: recipe.train,
+        configSource: recipe.file,
+        resume: checkpoints.length > 0,
+        output,
+        signal,
+      });
+    } catch (error) {
+      // The trainer's hint is for `splint train`; a recipe resumes by running it again.
+      if (error instanceof InterruptedError) throw new InterruptedError(error.signal, error.message, "run the same command again: training resumes from the newest checkpoint");
+      throw error;
+    }
   });
 
   // Temperature scaling needs class probabilities (score mode) and images that are not the test split.

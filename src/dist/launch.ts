@@ -78,7 +78,13 @@ export async function launchLocal(opts: LaunchOptions): Promise<void> {
     failure ??= new DistError(`stopped by ${signal}; the ranks were sent ${signal} too`);
     stopAll(signal);
   };
-  const onInt = forward("SIGINT");
+  // SIGTERM (sent to this process alone) is passed on. A terminal's Ctrl-C already reaches every
+  // rank (they share its process group), and a second SIGINT would make each rank stop at once
+  // instead of at its safe point; so on SIGINT the launcher only notes it and waits for the ranks.
+  const onInt = () => {
+    failure ??= new DistError("stopped by SIGINT (Ctrl-C); each rank stopped at its next safe point");
+    stopping = true;
+  };
   const onTerm = forward("SIGTERM");
   process.on("SIGINT", onInt);
   process.on("SIGTERM", onTerm);

@@ -7,6 +7,7 @@ import { parseAnswer, type MatchKind } from "./answer.ts";
 import { leftPad, type ClassPrompts } from "./class-prompts.ts";
 import { PromptCache } from "./prompt-cache.ts";
 import { bestChild, buildTokenTrie, type TrieNode } from "./token-trie.ts";
+import { SplintError } from "../util/errors.ts";
 
 /**
  * One image → one class, three ways:
@@ -38,6 +39,22 @@ export interface ClassifierOptions {
   readonly maxNewTokens: number;
   readonly eosTokenIds: readonly number[];
   readonly padTokenId: number;
+}
+
+/**
+ * Refuses scores that are NaN or infinite (NaN weights in the model or adapter, or an image that
+ * decodes to NaN): a softmax of them prints "NaN%" and an argmax of them picks class 0, both
+ * silently wrong. `names` name the batch's images, in order.
+ */
+export function assertFiniteScores(results: readonly Classification[], names: readonly string[]): void {
+  results.forEach((r, i) => {
+    const bad = r.scores?.find((v) => !Number.isFinite(v));
+    if (bad === undefined) return;
+    throw new SplintError(
+      `the model's class scores for ${names[i] ?? `image ${i}`} are not finite (${bad}); the model or adapter weights (or the image) hold NaN or Infinity`,
+      "check the adapter's training log for a non-finite loss, and train again with --on-nan stop",
+    );
+  });
 }
 
 export function classifyBatch(opts: ClassifierOptions, images: ImageBatch): Classification[] {

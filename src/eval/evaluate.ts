@@ -12,7 +12,7 @@ import { loadTokenizer } from "../text/tokenizer.ts";
 import { InputError } from "../util/errors.ts";
 import { loadImageProcessorConfig, preprocess, type ImageProcessorConfig } from "../vision/image-processor.ts";
 import { ClassPrompts } from "./class-prompts.ts";
-import { classifyBatch, type ClassifierOptions, type EvalMode } from "./classify.ts";
+import { assertFiniteScores, classifyBatch, type ClassifierOptions, type EvalMode } from "./classify.ts";
 import { resolveCalibration } from "./calibration-file.ts";
 import { computeMetrics } from "./metrics.ts";
 import { writeEvalRun, type EvalSummary, type Prediction } from "./records.ts";
@@ -174,6 +174,7 @@ export async function classifyRows(
       batch.map((r, i) => r.image.path ?? `row ${start + i}`),
     );
     const results = classifyBatch(classifier, images);
+    assertFiniteScores(results, batch.map((r, i) => r.image.path ?? `row ${start + i}`));
     results.forEach((r, i) => {
       const row = batch[i]!;
       if (r.predicted === row.label) correct++;

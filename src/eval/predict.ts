@@ -13,7 +13,7 @@ import { loadImageProcessorConfig } from "../vision/image-processor.ts";
 import { ClassPrompts } from "./class-prompts.ts";
 import { probabilities } from "./calibration.ts";
 import { resolveCalibration } from "./calibration-file.ts";
-import { classifyBatch, type EvalMode } from "./classify.ts";
+import { assertFiniteScores, classifyBatch, type EvalMode } from "./classify.ts";
 import { imageBatch } from "./evaluate.ts";
 
 /** `splint predict` as a function: image files → a class each (with probabilities in score mode). */
@@ -107,6 +107,7 @@ export async function predictImages(opts: PredictOptions): Promise<ImagePredicti
     const files = opts.images.slice(start, start + opts.batchSize);
     const bytes = await Promise.all(files.map(readImage));
     const results = classifyBatch(classifier, await imageBatch(bytes, processor, files));
+    assertFiniteScores(results, files);
     results.forEach((r, i) => {
       const base = { image: files[i]!, class: r.predicted < 0 ? null : classNames[r.predicted]!, answer: r.answer };
       if (!r.scores) {

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, stat, symlink, unlink, writeFile } from "node:fs/promises";
-import { dirname, join, relative } from "node:path";
+import { dirname, isAbsolute, join, relative } from "node:path";
+import { InputError } from "../util/errors.ts";
 
 /**
  * The cache layout Python's huggingface_hub uses, so both tools share one cache:
@@ -37,9 +38,21 @@ export class RepoCache {
     return join(this.snapshotDir(commit), ...file.split("/"));
   }
 
+  /** refs/<revision>, refused when the revision would lead outside the repo's refs folder. */
+  refPath(revision: string): string {
+    const refs = join(this.root, "refs");
+    const path = join(refs, ...revision.split("/"));
+    const inside = relative(refs, path);
+    if (inside === "" || inside.startsWith("..") || isAbsolute(inside)) {
+      throw new InputError("--revision", `${JSON.stringify(revision)} would lead outside the Hub cache's refs folder`);
+    }
+    return path;
+  }
+
   async readRef(revision: string): Promise<string | undefined> {
+    const path = this.refPath(revision);
     try {
-      const commit = (await readFile(join(this.root, "refs", ...revision.split("/")), "utf8")).trim();
+      const commit = (await readFile(path, "utf8")).trim();
       return /^[0-9a-f]{40}$/.test(commit) ? commit : undefined;
     } catch {
       return undefined;
@@ -47,7 +60,7 @@ export class RepoCache {
   }
 
   async writeRef(revision: string, commit: string): Promise<void> {
-    const path = join(this.root, "refs", ...revision.split("/"));
+    const path = this.refPath(revision);
     if ((await this.readRef(revision)) === commit) return;
     await mkdir(dirname(path), { recursive: true });
     const temp = `${path}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`;

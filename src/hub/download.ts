@@ -2,7 +2,8 @@ import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, open, rename, stat, truncate, unlink } from "node:fs/promises";
 import { dirname } from "node:path";
-import { SplintError } from "../util/errors.ts";
+import { fileSystemError, NetworkError, SplintError } from "../util/errors.ts";
+import { networkReason, timedFetch, type NetTimeouts } from "../util/net.ts";
 import { hubResponseError, networkError } from "./errors.ts";
 
 /** What the finished file must be; checks with an undefined value are skipped. */
@@ -29,6 +30,8 @@ export interface BlobDownload {
   /** How many times a dropped connection is resumed before giving up. */
   readonly retries?: number;
   readonly retryDelayMs?: number;
+  /** Connect and idle timeouts (default: netTimeouts()). */
+  readonly timeouts?: NetTimeouts;
 }
 
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
@@ -64,7 +67,7 @@ export async function downloadBlob(job: BlobDownload): Promise<void> {
     } catch (error) {
       if (!(error instanceof TransientError) || attempt >= retries) {
         if (error instanceof TransientError) {
-          throw new SplintError(`${job.what}: download failed after ${attempt + 1} attempts (${error.message})`, "run the same command again: the download resumes where it stopped");
+          throw new NetworkError(`${job.what}: download failed after ${attempt + 1} attempts (${error.message})`, "run the same command again: the download resumes where it stopped");
         }
         throw error;
       }
@@ -78,9 +81,10 @@ export async function downloadBlob(job: BlobDownload): Promise<void> {
 async function fetchInto(job: BlobDownload, partial: string, have: number, hasher: ResumableHash, reported: number): Promise<number> {
   let response: Response;
   try {
-    response = await fetch(job.url, {
+    response = await timedFetch(job.url, {
       headers: { ...job.headers, "accept-encoding": "identity", ...(have > 0 ? { range: `bytes=${have}-` } : {}) },
       redirect: "follow",
+      timeouts: job.timeouts,
     });
   } catch (error) {
     throw new TransientError(networkError(job.url, error).message);
@@ -113,7 +117,13 @@ async function fetchInto(job: BlobDownload, partial: string, have: number, hashe
         const bytes = chunk as Uint8Array;
         let done = 0;
         while (done < bytes.byteLength) {
-          const { bytesWritten } = await handle.write(bytes, done, bytes.byteLength - done, position + done);
+          let bytesWritten: number;
+          try {
+            ({ bytesWritten } = await handle.write(bytes, done, bytes.byteLength - done, position + done));
+          } catch (error) {
+            // Our own write failing (disk full) is no dropped connection: retrying would not help.
+            throw fileSystemError(error, partial) ?? error;
+          }
           done += bytesWritten;
         }
         hasher.update(bytes);
@@ -122,7 +132,8 @@ async function fetchInto(job: BlobDownload, partial: string, have: number, hashe
         reported += bytes.byteLength;
       }
     } catch (error) {
-      throw new TransientError(`connection dropped at byte ${position}: ${(error as Error).message}`);
+      if (error instanceof SplintError) throw error;
+      throw new TransientError(`connection dropped at byte ${position}: ${networkReason(error)}`);
     }
     if (job.expected.size !== undefined && position < job.expected.size) {
       throw new TransientError(`connection closed at byte ${position} of ${job.expected.size}`);

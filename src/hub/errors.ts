@@ -1,4 +1,5 @@
-import { InputError, SplintError } from "../util/errors.ts";
+import { InputError, NetworkError, SplintError } from "../util/errors.ts";
+import { networkReason } from "../util/net.ts";
 
 /**
  * Turns a failed Hub response into a message a user can act on, reading the `X-Error-Code` and
@@ -24,7 +25,9 @@ export async function hubResponseError(response: Response, what: string, hasToke
     return new InputError(what, `repository not found or not accessible (${response.status})${detail}`, tokenHint);
   }
   if (response.status === 404) return new InputError(what, `not found on the Hub (404)${detail}`, "check the repo id, revision and file name");
-  return new SplintError(`${what}: the Hub answered ${response.status} ${response.statusText}${detail}`, "try again later; if it persists check HF_ENDPOINT");
+  const message = `${what}: the Hub answered ${response.status} ${response.statusText}${detail}`;
+  if (response.status >= 500 || response.status === 429) return new NetworkError(message, "the Hub is having trouble; try again later");
+  return new SplintError(message, "try again later; if it persists check HF_ENDPOINT");
 }
 
 async function bodyMessage(response: Response): Promise<string> {
@@ -44,9 +47,9 @@ async function bodyMessage(response: Response): Promise<string> {
 
 /** A request that never got an answer (DNS, refused, reset, TLS). */
 export function networkError(url: string, error: unknown): SplintError {
-  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-  const reason = cause?.code ?? cause?.message ?? (error as Error).message;
-  return new SplintError(
+  if (error instanceof SplintError) return error;
+  const reason = networkReason(error);
+  return new NetworkError(
     `cannot reach ${new URL(url).origin} (${reason})`,
     "check the network connection and HF_ENDPOINT; to use models already in the cache, set HF_HUB_OFFLINE=1",
   );

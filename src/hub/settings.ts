@@ -1,6 +1,6 @@
-import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { readSecretFile } from "../util/secret-file.ts";
 
 /** Where the Hub is and how to talk to it, read the way Python's huggingface_hub reads it. */
 export interface HubSettings {
@@ -37,9 +37,7 @@ export function hubSettings(env: NodeJS.ProcessEnv = process.env): HubSettings {
 }
 
 function readTokenFile(path: string): string | undefined {
-  try {
-    return nonEmpty(readFileSync(path, "utf8"));
-  } catch {
-    return undefined;
-  }
+  // Python's `hf auth login` writes this file with the umask (often 0644), so only a file others
+  // could write (and so swap the token for theirs) is refused.
+  return nonEmpty(readSecretFile(path, { what: "Hugging Face token", forbiddenMode: 0o022 }) ?? undefined);
 }

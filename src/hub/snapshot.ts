@@ -2,6 +2,7 @@ import { readdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Output, Progress } from "../util/output.ts";
 import { InputError, SplintError } from "../util/errors.ts";
+import { timedFetch } from "../util/net.ts";
 import { RepoCache } from "./cache.ts";
 import { downloadBlob } from "./download.ts";
 import { hubResponseError, networkError } from "./errors.ts";
@@ -75,6 +76,7 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
   if (!isHubRepoId(repo)) throw new InputError(repo, "not a Hub repo id (owner/name)");
   const settings = { ...hubSettings(), ...options.settings };
   const revision = options.revision ?? "main";
+  checkRevision(revision);
   const cache = new RepoCache(settings.cacheDir, repo);
   const what = revision === "main" ? repo : `${repo}@${revision}`;
 
@@ -90,7 +92,7 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
   const infoUrl = `${settings.endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}?blobs=true`;
   let response: Response;
   try {
-    response = await fetch(infoUrl, { headers: { ...auth, "user-agent": USER_AGENT } });
+    response = await timedFetch(infoUrl, { headers: { ...auth, "user-agent": USER_AGENT } });
   } catch (error) {
     const cached = await cachedSnapshot(cache, revision);
     if (!cached) throw networkError(infoUrl, error);
@@ -98,7 +100,14 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
     return cached;
   }
   if (!response.ok) throw await hubResponseError(response, what, settings.token !== undefined);
-  const { commit, siblings } = parseRepoInfo(what, await response.json());
+  let info: unknown;
+  try {
+    info = await response.json();
+  } catch (error) {
+    if (error instanceof SyntaxError) throw new SplintError(`${what}: the Hub's model info answer is not JSON`, "check HF_ENDPOINT");
+    throw networkError(infoUrl, error);
+  }
+  const { commit, siblings } = parseRepoInfo(what, info);
 
   const include = options.include ?? DEFAULT_INCLUDE;
   const exclude = options.exclude ?? DEFAULT_EXCLUDE;
@@ -132,6 +141,21 @@ export async function downloadSnapshot(repo: string, options: DownloadOptions = 
 }
 
 const USER_AGENT = "splint/0.1.0";
+
+/**
+ * A revision becomes a path under the cache (refs/<revision>), so it must be a git ref name (or a
+ * commit): no `..`, no empty, `.`-led or absolute parts, no backslashes or control characters.
+ * git check-ref-format's rules, which every branch and tag on the Hub already obeys.
+ */
+export function checkRevision(revision: string): void {
+  const bad = (why: string) => new InputError("--revision", `${JSON.stringify(revision)} is not a branch, tag or commit name (${why})`);
+  if (revision === "" || revision.length > 255) throw bad("empty or too long");
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f\\:?*[~^ ]/.test(revision)) throw bad("contains a character git does not allow in ref names");
+  if (revision.includes("..") || revision.includes("@{")) throw bad("contains .. or @{");
+  if (revision.startsWith("/") || revision.endsWith("/") || revision.endsWith(".lock") || revision.endsWith(".")) throw bad("starts or ends badly");
+  if (revision.split("/").some((part) => part === "" || part.startsWith("."))) throw bad("has an empty part or one starting with a dot");
+}
 
 function sizeOf(s: Sibling): number {
   return s.lfs?.size ?? s.size ?? 0;
@@ -170,7 +194,7 @@ async function fileMetadata(url: string, what: string, auth: Record<string, stri
   for (let hops = 0; hops < 10; hops++) {
     let response: Response;
     try {
-      response = await fetch(current, { method: "HEAD", redirect: "manual", headers: { ...auth, "accept-encoding": "identity", "user-agent": USER_AGENT } });
+      response = await timedFetch(current, { method: "HEAD", redirect: "manual", headers: { ...auth, "accept-encoding": "identity", "user-agent": USER_AGENT } });
     } catch (error) {
       throw networkError(current, error);
     }

@@ -2,7 +2,8 @@ import { readdir } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { pathToFileURL } from "node:url";
 import { createRepo, HubApiError, uploadFiles } from "@huggingface/hub";
-import { InputError, SplintError } from "../util/errors.ts";
+import { InputError, NetworkError, SplintError } from "../util/errors.ts";
+import { fetchWithTimeouts, isTransientNetworkError, netTimeouts, networkReason, sleep, type NetTimeouts } from "../util/net.ts";
 import { networkError } from "./errors.ts";
 import { isHubRepoId } from "./snapshot.ts";
 import { hubSettings } from "./settings.ts";
@@ -15,6 +16,14 @@ export interface PushOptions {
   /** Visibility when the repo is created; an existing repo keeps its own. */
   readonly private?: boolean;
   readonly commitMessage?: string;
+  /**
+   * Timeouts per request. An upload's answer comes only after its body is sent, so the default
+   * allows ten times the download connect timeout for it (the idle limit is the same).
+   */
+  readonly timeouts?: NetTimeouts;
+  /** Tries per request on timeouts and dropped connections (default 3). */
+  readonly attempts?: number;
+  readonly retryDelayMs?: number;
 }
 
 export interface PushResult {
@@ -39,19 +48,40 @@ export async function pushAdapterToHub(repo: string, folder: string, options: Pu
   if (files.length === 0) throw new InputError(folder, "has no files to upload");
 
   const repoDesignation = { type: "model" as const, name: repo };
+  const base = netTimeouts();
+  const fetch = fetchWithTimeouts(options.timeouts ?? { connectMs: base.connectMs * 10, idleMs: base.idleMs });
+  const attempts = options.attempts ?? 3;
+  // Both calls are safe to repeat: creating an existing repo answers 409, and a commit of the same
+  // files again changes nothing.
+  const withRetries = async <T>(body: () => Promise<T>): Promise<T> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await body();
+      } catch (error) {
+        if (!isTransientNetworkError(error)) throw error;
+        if (attempt >= attempts) {
+          throw new NetworkError(`${repo}: upload to ${endpoint} failed after ${attempts} attempts (${networkReason(error)})`, "check the network connection and run the push again; the run folder is unchanged");
+        }
+        await sleep((options.retryDelayMs ?? 1000) * 2 ** (attempt - 1));
+      }
+    }
+  };
   try {
-    await createRepo({ repo: repoDesignation, accessToken: token, hubUrl: endpoint, ...(options.private !== undefined ? { private: options.private } : {}) });
+    await withRetries(() => createRepo({ repo: repoDesignation, accessToken: token, hubUrl: endpoint, fetch, ...(options.private !== undefined ? { private: options.private } : {}) }));
   } catch (error) {
     if (!(error instanceof HubApiError && error.statusCode === 409)) throw pushError(error, repo, endpoint);
   }
   try {
-    const output = await uploadFiles({
-      repo: repoDesignation,
-      accessToken: token,
-      hubUrl: endpoint,
-      commitTitle: options.commitMessage ?? "Upload LoRA adapter trained with splint",
-      files: files.map((path) => ({ path, content: pathToFileURL(join(folder, ...path.split("/"))) })),
-    });
+    const output = await withRetries(() =>
+      uploadFiles({
+        repo: repoDesignation,
+        accessToken: token,
+        hubUrl: endpoint,
+        fetch,
+        commitTitle: options.commitMessage ?? "Upload LoRA adapter trained with splint",
+        files: files.map((path) => ({ path, content: pathToFileURL(join(folder, ...path.split("/"))) })),
+      }),
+    );
     return { repo, url: `${endpoint}/${repo}`, commit: output?.commit.oid, files };
   } catch (error) {
     throw pushError(error, repo, endpoint);
@@ -65,9 +95,10 @@ function pushError(error: unknown, repo: string, endpoint: string): SplintError 
     if (error.statusCode === 403) {
       return new InputError(repo, `no write access (403): ${error.message}`, "use a token with write permission for this namespace");
     }
+    if (error.statusCode >= 500 || error.statusCode === 429) return new NetworkError(`${repo}: upload failed (${error.statusCode}): ${error.message}`, "the Hub is having trouble; run the push again later");
     return new SplintError(`${repo}: upload failed (${error.statusCode}): ${error.message}`);
   }
-  if (error instanceof TypeError && /fetch failed/.test(error.message)) return networkError(endpoint, error);
+  if (isTransientNetworkError(error)) return networkError(endpoint, error);
   return new SplintError(`${repo}: upload failed: ${(error as Error).message}`);
 }
 

@@ -45,6 +45,11 @@ export interface TensorSource {
   has(name: string): boolean;
   info(name: string): TensorInfo;
   read(name: string): Promise<StoredTensor>;
+  /**
+   * Rows [start, start + count) of the outermost dimension only (shape [count, …rest]): lets a
+   * caller stream a 1.3 GB embedding through in slices instead of holding it whole.
+   */
+  readRows(name: string, start: number, count: number): Promise<StoredTensor>;
   /** `__metadata__` of a single file; of the first shard for sharded checkpoints. */
   readonly metadata: Readonly<Record<string, string>>;
   close(): Promise<void>;
@@ -112,6 +117,16 @@ function sourceOf(files: readonly OpenFile[], locate: ReadonlyMap<string, OpenFi
       const { file, entry } = entryOf(name);
       const data = await readExactly(file.handle, file.path, file.dataStart + entry.begin, entry.end - entry.begin);
       return { name, file: file.path, dtype: entry.dtype, shape: entry.shape, data };
+    },
+    async readRows(name, start, count) {
+      const { file, entry } = entryOf(name);
+      const rows = entry.shape[0] ?? 1;
+      if (entry.shape.length === 0 || !Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > rows) {
+        throw new InputError(file.path, `tensor "${name}": rows [${start}, ${start + count}) are outside its shape [${entry.shape.join(",")}]`);
+      }
+      const rowBytes = (entry.end - entry.begin) / rows;
+      const data = await readExactly(file.handle, file.path, file.dataStart + entry.begin + start * rowBytes, count * rowBytes);
+      return { name, file: file.path, dtype: entry.dtype, shape: [count, ...entry.shape.slice(1)], data };
     },
     metadata: files[0]?.metadata ?? {},
     async close() {

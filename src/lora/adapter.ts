@@ -8,6 +8,7 @@ import type { Rng } from "../util/rng.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
 import { loraScale, type LoraLinear } from "./lora-linear.ts";
+import { matchesModules, modulePattern } from "./module-pattern.ts";
 
 /**
  * LoRA adapters in PEFT's format, so Python peft and splint read each other's files:
@@ -35,17 +36,16 @@ export interface LoraSettings {
   task_type: string | null;
 }
 
-/** Which modules `settings` targets among `paths` (PEFT's check_target_module_exists). */
-export function targetedModules(settings: Pick<LoraSettings, "target_modules" | "exclude_modules">, paths: Iterable<string>): string[] {
-  const hits = (spec: string[] | string, path: string): boolean => {
-    if (typeof spec === "string") return new RegExp(`^(?:${spec})$`).test(path);
-    return spec.some((target) => path === target || path.endsWith(`.${target}`));
-  };
+/**
+ * Which modules `settings` targets among `paths` (PEFT's check_target_module_exists). `where`
+ * names the file the patterns came from, for the message when one does not compile.
+ */
+export function targetedModules(settings: Pick<LoraSettings, "target_modules" | "exclude_modules">, paths: Iterable<string>, where = "target_modules"): string[] {
   const out: string[] = [];
   for (const path of paths) {
-    const targeted = settings.target_modules === "all-linear" ? path !== "lm_head" : hits(settings.target_modules, path);
+    const targeted = settings.target_modules === "all-linear" ? path !== "lm_head" : matchesModules(settings.target_modules, path, `${where} (target_modules)`);
     if (!targeted) continue;
-    if (settings.exclude_modules !== null && hits(settings.exclude_modules, path)) continue;
+    if (settings.exclude_modules !== null && matchesModules(settings.exclude_modules, path, `${where} (exclude_modules)`)) continue;
     out.push(path);
   }
   return out;
@@ -66,7 +66,7 @@ export function loraScopeExclude(scope: LoraScope): string | null {
 /** r and alpha of one module, after rank_pattern / alpha_pattern (PEFT's get_pattern_key). */
 export function moduleRankAlpha(settings: LoraSettings, path: string): { r: number; alpha: number } {
   const find = (patterns: Record<string, number>): number | undefined => {
-    for (const [pattern, value] of Object.entries(patterns)) if (new RegExp(`^(?:.*\\.)?(?:${pattern})$`).test(path)) return value;
+    for (const [pattern, value] of Object.entries(patterns)) if (modulePattern(pattern, "rank_pattern / alpha_pattern", { suffix: true }).test(path)) return value;
     return undefined;
   };
   return { r: find(settings.rank_pattern) ?? settings.r, alpha: find(settings.alpha_pattern) ?? settings.lora_alpha };
@@ -115,13 +115,18 @@ export function parseAdapterConfig(raw: unknown, file: string): LoraSettings {
   };
   const target = modules("target_modules", null);
   if (target === null) throw new InputError(file, "target_modules is missing");
+  // Compiled now, so a bad pattern is reported against this file before any model is loaded.
+  if (typeof target === "string" && target !== "all-linear") modulePattern(target, `${file} (target_modules)`);
+  const exclude = modules("exclude_modules", null);
+  if (typeof exclude === "string") modulePattern(exclude, `${file} (exclude_modules)`);
+  for (const key of ["rank_pattern", "alpha_pattern"]) for (const pattern of Object.keys(patterns(key))) modulePattern(pattern, `${file} (${key})`, { suffix: true });
   const str = (key: string): string | null => (typeof c[key] === "string" ? (c[key] as string) : null);
   return {
     r: num("r", 8, (v) => Number.isInteger(v) && v > 0),
     lora_alpha: num("lora_alpha", 8, (v) => v > 0),
     lora_dropout: num("lora_dropout", 0, (v) => v >= 0 && v < 1),
     target_modules: target,
-    exclude_modules: modules("exclude_modules", null),
+    exclude_modules: exclude,
     use_rslora: c.use_rslora === true,
     rank_pattern: patterns("rank_pattern"),
     alpha_pattern: patterns("alpha_pattern"),
@@ -206,7 +211,7 @@ export async function loadAdapter(dir: string, linears: ReadonlyMap<string, Lora
     if (foreign.length > 0) {
       problems.push(`${foreign.length} tensor(s) match no linear layer of this model (an adapter for another architecture?): ${foreign.slice(0, 6).join(", ")}${foreign.length > 6 ? ", …" : ""}`);
     }
-    for (const path of targetedModules(settings, linears.keys())) {
+    for (const path of targetedModules(settings, linears.keys(), join(dir, ADAPTER_CONFIG_FILE))) {
       if (!pairs.has(path)) problems.push(`no LoRA weights for ${path}, which target_modules selects`);
     }
     for (const [path, { A, B }] of pairs) {
@@ -235,9 +240,11 @@ export async function loadAdapter(dir: string, linears: ReadonlyMap<string, Lora
         const { r, alpha } = moduleRankAlpha(settings, path);
         const a = await source.read(A!);
         const b = await source.read(B!);
+        const aValues = finiteOrThrow(file, A!, toFloat32(a));
+        const bValues = finiteOrThrow(file, B!, toFloat32(b));
         linear.lora = {
-          a: backend.upload(toFloat32(a), a.shape, "f32"),
-          b: backend.upload(toFloat32(b), b.shape, "f32"),
+          a: backend.upload(aValues, a.shape, "f32"),
+          b: backend.upload(bValues, b.shape, "f32"),
           scale: loraScale(alpha, r, settings.use_rslora),
           dropout: settings.lora_dropout,
         };
@@ -251,6 +258,19 @@ export async function loadAdapter(dir: string, linears: ReadonlyMap<string, Lora
     await source.close();
   }
   return settings;
+}
+
+/**
+ * An adapter holding NaN or Infinity (saved from a diverged run) would turn every output into NaN;
+ * refused when loaded, naming the tensor, rather than surfacing as "NaN%" or NaN merged weights.
+ */
+function finiteOrThrow(file: string, key: string, values: Float32Array): Float32Array {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i]!)) {
+      throw new InputError(file, `tensor ${key} holds ${values[i]} at index ${i}; the adapter is unusable`, "it comes from a run whose loss diverged: retrain (the default --on-nan stop keeps the last good checkpoint)");
+    }
+  }
+  return values;
 }
 
 /**

@@ -3,7 +3,8 @@ import { join } from "node:path";
 import { createCpuBackend } from "../backends/cpu/index.ts";
 import { openCheckpoint, toFloat32, toFp8Bytes, writeShardedCheckpoint, type StoredTensor, type TensorToWrite } from "../io/safetensors.ts";
 import { readMistral3Config } from "../models/mistral3/model.ts";
-import { canonicalName, expectedWeights, planWeights } from "../models/mistral3/weights.ts";
+import type { Mistral3Config } from "../models/mistral3/config.ts";
+import { canonicalName, expectedWeights, planWeights, type WeightPlan } from "../models/mistral3/weights.ts";
 import type { Backend } from "../tensor/backend.ts";
 import { f32ArrayToBf16 } from "../tensor/bf16.ts";
 import { fp8E4m3ArrayToF32 } from "../tensor/fp8.ts";
@@ -58,20 +59,9 @@ export async function mergeAdapter(opts: MergeOptions): Promise<MergeResult> {
   const source = await openCheckpoint(opts.modelDir);
   try {
     const plan = planWeights(config, source.keys(), (key) => source.info(key), opts.modelDir);
-    // The adapter is checked against the linears' shapes only; these stand-ins carry no storage
-    // because the base weights are streamed later, one at a time.
-    const linears = new Map<string, LoraLinear>();
-    for (const spec of expectedWeights(config)) {
-      if (!spec.linear && spec.name !== "lm_head.weight") continue;
-      const path = spec.name.slice(0, -".weight".length);
-      linears.set(path, new LoraLinear(path, new Tensor(backend, null, spec.shape, "f32")));
-    }
-    await loadAdapter(opts.adapterDir, linears, backend);
+    const merger = await prepareMerge(config, plan, opts.adapterDir, backend);
     try {
-      const adapted = new Map([...linears].filter(([, l]) => l.lora).map(([path, l]) => [`${path}.weight`, l]));
-      if (plan.tiedHead && adapted.has("lm_head.weight")) {
-        throw new InputError(opts.adapterDir, "adapts lm_head, which this model ties to embed_tokens; merging it is not supported");
-      }
+      const adapted = merger.adapted;
       const scaleKeys = new Map(plan.tensors.filter((t) => t.scaleKey).map((t) => [t.key, t.scaleKey!]));
       const skipped = new Set([...scaleKeys.values(), ...plan.ignored]);
       const keys = source.keys().filter((k) => !skipped.has(k)).sort((a, b) => source.info(a).file.localeCompare(source.info(b).file));
@@ -90,6 +80,9 @@ export async function mergeAdapter(opts: MergeOptions): Promise<MergeResult> {
           } else {
             let values = isFp8 ? fp8E4m3ArrayToF32(toFp8Bytes(stored), toFloat32(await source.read(scaleKeys.get(key)!))[0]!) : toFloat32(stored);
             if (linear) values = addLoraDelta(backend, linear, values, stored.shape);
+            const bad = values.findIndex((v) => !Number.isFinite(v));
+            // Written as is, a NaN here makes the merged model print NaN forever after.
+            if (bad >= 0) throw new InputError(opts.modelDir, `weight ${key} is ${values[bad]} at index ${bad}${linear ? " after adding the LoRA update" : ""}; nothing was written`);
             const target = dtype === "f32" ? "F32" : dtype === "bf16" || isFp8 || stored.dtype === "BF16" ? "BF16" : "F32";
             yield { name: key, dtype: target, shape: stored.shape, data: target === "BF16" ? f32ArrayToBf16(values) : values };
           }
@@ -114,11 +107,52 @@ export async function mergeAdapter(opts: MergeOptions): Promise<MergeResult> {
       });
       return { outDir: opts.outDir, shards, mergedModules: adapted.size, copiedFiles, dequantizedFp8 };
     } finally {
-      detach(linears.values());
+      merger.release();
     }
   } finally {
     await source.close();
   }
+}
+
+/** An adapter loaded against a model's linears, ready to be added to weights one at a time. */
+export interface PreparedMerge {
+  /** Canonical weight name (`…q_proj.weight`) → its adapted linear. */
+  readonly adapted: ReadonlyMap<string, LoraLinear>;
+  /** W + scale·B·A for `name`'s weight, or the weight unchanged when it is not adapted. */
+  apply(name: string, weight: Float32Array, shape: readonly number[]): Float32Array;
+  release(): void;
+}
+
+/**
+ * Loads `adapterDir` against the linears `config` implies, checking it the way `splint merge`
+ * does (shapes; no adapted lm_head on a tied model). Only the LoRA pairs are held; base weights are
+ * streamed by the caller, which is what lets merge and export run in bounded memory.
+ */
+export async function prepareMerge(config: Mistral3Config, plan: WeightPlan, adapterDir: string, backend: Backend): Promise<PreparedMerge> {
+  // The adapter is checked against the linears' shapes only; these stand-ins carry no storage
+  // because the base weights are streamed later, one at a time.
+  const linears = new Map<string, LoraLinear>();
+  for (const spec of expectedWeights(config)) {
+    if (!spec.linear && spec.name !== "lm_head.weight") continue;
+    const path = spec.name.slice(0, -".weight".length);
+    linears.set(path, new LoraLinear(path, new Tensor(backend, null, spec.shape, "f32")));
+  }
+  await loadAdapter(adapterDir, linears, backend);
+  const adapted = new Map([...linears].filter(([, l]) => l.lora).map(([path, l]) => [`${path}.weight`, l]));
+  if (plan.tiedHead && adapted.has("lm_head.weight")) {
+    detach(linears.values());
+    throw new InputError(adapterDir, "adapts lm_head, which this model ties to embed_tokens; merging it is not supported");
+  }
+  return {
+    adapted,
+    apply(name, weight, shape) {
+      const linear = adapted.get(name);
+      return linear ? addLoraDelta(backend, linear, weight, shape) : weight;
+    },
+    release() {
+      detach(linears.values());
+    },
+  };
 }
 
 function isFloat(t: StoredTensor): boolean {

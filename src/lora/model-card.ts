@@ -81,7 +81,7 @@ export function modelCard(info: ModelCardInfo): string {
     ...(
       [
         ["r / lora_alpha / lora_dropout", `${c.r} / ${c.lora_alpha} / ${c.lora_dropout}${c.use_rslora ? " (rsLoRA)" : ""}`],
-        ["target_modules", `${c.target_modules.join(", ")} (scope ${c.lora_scope})`],
+        ["target_modules", `${Array.isArray(c.target_modules) ? c.target_modules.join(", ") : `regex ${c.target_modules}`} (scope ${c.lora_scope})`],
         ["learning_rate, schedule", `${c.learning_rate}, ${c.lr_scheduler_type}, warm-up ${c.warmup_steps > 0 ? `${c.warmup_steps} steps` : `ratio ${c.warmup_ratio}`}`],
         ["batch", `${c.per_device_train_batch_size} × ${c.gradient_accumulation_steps} accumulation`],
         ["epochs / max_steps", `${c.num_train_epochs} / ${c.max_steps}`],

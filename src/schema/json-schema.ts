@@ -28,6 +28,9 @@ function kindSchema(kind: SettingKind): Schema {
     case "string[]":
       // A list, or one string of comma-separated names (as the flags take them).
       return { anyOf: [list, { type: "string" }] };
+    case "modules":
+      // PEFT's target_modules: a list of names (suffix match), or one string that is a regex.
+      return { anyOf: [list, { type: "string" }] };
     case "number|null":
       return { anyOf: [{ type: "number", exclusiveMinimum: 0 }, { type: "null" }] };
     case "string|null":

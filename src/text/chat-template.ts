@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { Template } from "@huggingface/jinja";
+import { Environment, Interpreter, Template } from "@huggingface/jinja";
 import { InputError, SplintError } from "../util/errors.ts";
 import type { ChatMessage } from "./prompt.ts";
 
@@ -57,19 +57,79 @@ export function compileChatTemplate(name: string, source: string, text: string):
     source,
     text,
     render(ctx) {
+      const budget = { left: MAX_RANGE_ITEMS };
+      let text: string;
       try {
-        return template.render({
+        text = renderBounded(template, {
           ...ctx.extra,
           messages: ctx.messages,
           add_generation_prompt: ctx.addGenerationPrompt,
           bos_token: ctx.bosToken,
           eos_token: ctx.eosToken,
-        });
+        }, (...args: unknown[]) => boundedRange(args, budget, source));
       } catch (e) {
-        throw new SplintError(`chat template ${name} (${source}) failed: ${(e as Error).message}`);
+        if (e instanceof SplintError) throw e;
+        // V8 throws RangeError for strings or arrays past its limits ("a" * 10**10).
+        throw new InputError(source, `chat template ${name} failed to render: ${(e as Error).message}`);
       }
+      if (text.length > MAX_RENDERED_CHARS) {
+        throw new InputError(source, `chat template ${name} rendered ${text.length} characters, more than ${MAX_RENDERED_CHARS}; a chat prompt is never that long`);
+      }
+      return text;
     },
   };
+}
+
+/**
+ * A template is a program from a file: `range(1000000000)` would build a billion-element array
+ * and crash V8 (out of memory), and nested loops over large ranges would run for hours. Every
+ * range() of one render draws from this many items; real chat templates use a handful.
+ */
+const MAX_RANGE_ITEMS = 100_000;
+const MAX_RENDERED_CHARS = 10_000_000;
+
+/**
+ * Template.render with its globals, except that range() is ours: the library declares its own in
+ * the same environment and refuses a second declaration, so the environment is built here.
+ */
+function renderBounded(template: Template, items: Record<string, unknown>, range: (...args: unknown[]) => number[]): string {
+  const env = new Environment();
+  const globals: Record<string, unknown> = {
+    false: false,
+    true: true,
+    none: null,
+    False: false,
+    True: true,
+    None: null,
+    raise_exception: (message: unknown) => {
+      throw new Error(String(message));
+    },
+    // The library's own strftime_now, reached through a template of one call.
+    strftime_now: (format: unknown) => STRFTIME.render({ format: String(format) }),
+    range,
+  };
+  for (const [key, value] of Object.entries({ ...globals, ...items })) env.set(key, value);
+  const result = new Interpreter(env).run(template.parsed);
+  return String(result.value);
+}
+
+const STRFTIME = new Template("{{ strftime_now(format) }}");
+
+/** Python's range(stop) / range(start, stop[, step]) over integers, refused past the budget. */
+function boundedRange(args: readonly unknown[], budget: { left: number }, source: string): number[] {
+  const ints = args.map((a) => {
+    if (typeof a !== "number" || !Number.isInteger(a)) throw new InputError(source, `chat template calls range() with ${JSON.stringify(a)}, which is not an integer`);
+    return a;
+  });
+  if (ints.length < 1 || ints.length > 3) throw new InputError(source, `chat template calls range() with ${ints.length} arguments (1 to 3 expected)`);
+  const [start, stop, step] = ints.length === 1 ? [0, ints[0]!, 1] : [ints[0]!, ints[1]!, ints[2] ?? 1];
+  if (step === 0) throw new InputError(source, "chat template calls range() with step 0");
+  const count = Math.max(0, Math.ceil((stop - start) / step));
+  if (count > budget.left) {
+    throw new InputError(source, `chat template asks range() for ${count} items; more than ${MAX_RANGE_ITEMS} in one render is refused (a template that would exhaust memory or time)`);
+  }
+  budget.left -= count;
+  return Array.from({ length: count }, (_, i) => start + i * step);
 }
 
 function readJsonObject(file: string): Record<string, unknown> {

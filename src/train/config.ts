@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
+import { modulePattern } from "../lora/module-pattern.ts";
 import { InputError } from "../util/errors.ts";
 import type { ScheduleKind } from "./schedule.ts";
 import { normalizeKeys } from "./trl-keys.ts";
@@ -13,7 +14,12 @@ export interface TrainConfig {
   r: number;
   lora_alpha: number;
   lora_dropout: number;
-  target_modules: string[];
+  /**
+   * PEFT's semantics: a list matches module names by suffix ("q_proj" hits "…self_attn.q_proj"),
+   * a string is a regex that must match the whole module name ("all-linear": every linear but
+   * lm_head).
+   */
+  target_modules: string[] | string;
   /** Which tower the suffix match may hit: PEFT's own behaviour is "all". */
   lora_scope: "all" | "language" | "vision";
   use_rslora: boolean;
@@ -70,6 +76,11 @@ export interface TrainConfig {
   prompt: string | null;
   /** The answers the model is taught, in label order, instead of the dataset's ClassLabel names. */
   class_names: string[] | null;
+  /**
+   * What a non-finite loss or gradient does: "stop" ends the run naming the step and the tensor
+   * (the last checkpoint stays good); "skip-step" drops that step's update and goes on.
+   */
+  on_nan: "stop" | "skip-step";
 }
 
 export const TUTORIAL_DEFAULTS: Readonly<TrainConfig> = {
@@ -112,16 +123,18 @@ export const TUTORIAL_DEFAULTS: Readonly<TrainConfig> = {
   max_image_edge: null,
   prompt: null,
   class_names: null,
+  on_nan: "stop",
 };
 
-export type SettingKind = "number" | "integer" | "boolean" | "string" | "string[]" | readonly string[] | "number|null" | "string|null" | "string[]|null";
+/** "modules": a list of module names, or one string that is a regex (PEFT's target_modules). */
+export type SettingKind = "number" | "integer" | "boolean" | "string" | "string[]" | "modules" | readonly string[] | "number|null" | "string|null" | "string[]|null";
 
 /** The type of every setting (what the CLI turns flags into and config files are checked against). */
 export const SETTING_KINDS: Readonly<Record<keyof TrainConfig, SettingKind>> = {
   r: "integer",
   lora_alpha: "number",
   lora_dropout: "number",
-  target_modules: "string[]",
+  target_modules: "modules",
   lora_scope: ["all", "language", "vision"],
   use_rslora: "boolean",
   num_train_epochs: "number",
@@ -157,6 +170,7 @@ export const SETTING_KINDS: Readonly<Record<keyof TrainConfig, SettingKind>> = {
   max_image_edge: "number|null",
   prompt: "string|null",
   class_names: "string[]|null",
+  on_nan: ["stop", "skip-step"],
 };
 
 export type SettingRange = "positive" | "nonNegative" | "unit";
@@ -190,7 +204,7 @@ export const SETTING_HELP: Readonly<Record<keyof TrainConfig, string>> = {
   r: "LoRA rank (peft LoraConfig.r)",
   lora_alpha: "LoRA scaling numerator: updates are scaled by lora_alpha / r (or / sqrt(r) with use_rslora)",
   lora_dropout: "dropout on the LoRA branch's input while training, in [0, 1)",
-  target_modules: "module names matched by suffix, as PEFT does (q_proj hits every ...q_proj)",
+  target_modules: "as PEFT: a list of module names matched by suffix (q_proj hits every ...q_proj), or one regex string matched against the whole module name",
   lora_scope: "which tower target_modules may hit: all (PEFT's behaviour), language or vision",
   use_rslora: "rank-stabilised LoRA: scale by lora_alpha / sqrt(r)",
   num_train_epochs: "passes over the training split (fractions allowed); max_steps > 0 wins",
@@ -226,6 +240,7 @@ export const SETTING_HELP: Readonly<Record<keyof TrainConfig, string>> = {
   max_image_edge: "cap on the longer image side in pixels, below the processor's own; null: the processor's",
   prompt: "the user turn's text; {classes} stands for the class names joined by ', '; null: the tutorial's prompt",
   class_names: "the answers taught, in label order, instead of the dataset's class names; null: the dataset's",
+  on_nan: "what a NaN/Inf loss or gradient does: stop (name the step and tensor, keep the last checkpoint) or skip-step (drop that update)",
 };
 
 /**
@@ -253,6 +268,7 @@ export function resolveConfig(base: Readonly<TrainConfig>, overrides: Record<str
   }
   if (config.save_strategy === "steps" && config.save_steps === 0) throw new InputError(source, `save_strategy "steps" needs "save_steps" above 0`);
   if (config.target_modules.length === 0) throw new InputError(source, `"target_modules" is empty`);
+  if (typeof config.target_modules === "string" && config.target_modules !== "all-linear") modulePattern(config.target_modules, `${source} (target_modules)`);
   if (config.warmup_steps > 0 && config.warmup_ratio > 0 && given.warmup_steps !== undefined && given.warmup_ratio !== undefined) {
     throw new InputError(source, `"warmup_steps" (${config.warmup_steps}) and "warmup_ratio" (${config.warmup_ratio}) are both set`, "give one of them (transformers would silently use warmup_steps)");
   }
@@ -306,6 +322,12 @@ function checkValue(source: string, key: string, kind: SettingKind, value: unkno
       return value;
     case "string":
       if (typeof value !== "string") throw fail("a string");
+      return value;
+    case "modules":
+      // A string stays a string: PEFT reads it as one regex, and splitting it on commas would
+      // turn "(q|v)_proj{1,2}" into two broken names.
+      if (typeof value === "string") return value;
+      if (!Array.isArray(value) || !value.every((v) => typeof v === "string" && v !== "")) throw fail("a list of module names, or a regex string");
       return value;
     case "string|null":
       if (value === null) return null;

@@ -7,8 +7,8 @@ import type { DatasetDict } from "../data/types.ts";
 import { hubSettings } from "../hub/settings.ts";
 import { isHubRepoId } from "../hub/snapshot.ts";
 import { pushAdapterToHub, type PushResult } from "../hub/upload.ts";
-import { initAdapter, loadAdapter, saveAdapter, type LoraSettings } from "../lora/adapter.ts";
-import { freeMistral3, loadMistral3 } from "../models/mistral3/model.ts";
+import { initAdapter, loadAdapter, loraScopeExclude, saveAdapter, type LoraSettings } from "../lora/adapter.ts";
+import { freeMistral3, loadMistral3, readMistral3Config } from "../models/mistral3/model.ts";
 import type { Backend } from "../tensor/backend.ts";
 import { resolveChatTemplate } from "../text/chat-template.ts";
 import { renderPrompt } from "../text/prompt.ts";
@@ -19,10 +19,13 @@ import { trainingEvaluator } from "./evaluator.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { InputError } from "../util/errors.ts";
+import { lockFolder } from "../util/lock.ts";
 import { loadImageProcessorConfig } from "../vision/image-processor.ts";
 import { listCheckpoints } from "./checkpoint.ts";
 import { boundImageEdge, collate, type CollatorSettings, type TrainBatch, type TrainExample } from "./collator.ts";
 import { resolveConfig, TUTORIAL_DEFAULTS, type TrainConfig } from "./config.ts";
+import { checkTrainingMemory, SHAPE_SAMPLE } from "./memory-check.ts";
+import type { MemoryDecision } from "./memory-plan.ts";
 import { Rng } from "../util/rng.ts";
 import { trainLoop, type MicroBatchSource, type StepRecord } from "./trainer.ts";
 import type { Communicator } from "../dist/communicator.ts";
@@ -58,6 +61,11 @@ export interface RunTrainingOptions {
   pushToHub?: string;
   /** Default: CUDA when available, else CPU. */
   backend?: Backend;
+  /**
+   * The card's memory in bytes for the memory check (memory-check.ts), over what the CUDA device
+   * reports; given on a CPU run, the check runs as if on such a card. Without it a CPU run is not checked.
+   */
+  gpuMemoryBytes?: number;
   output?: Output;
   onStep?: (record: StepRecord) => void;
   signal?: AbortSignal;
@@ -84,14 +92,32 @@ export interface TrainResult {
   history: StepRecord[];
   finalLoss: number | null;
   resumedFrom: string | null;
+  /** Steps whose update was dropped for a non-finite loss or gradient (on_nan "skip-step"). */
+  skippedSteps: number[];
   pushed: PushResult | null;
   seconds: number;
+  /** The memory check's plan, or null when the run was not checked (CPU without gpuMemoryBytes). */
+  memory: MemoryDecision | null;
 }
 
 export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult> {
+  const runDir = resolve(opts.outDir);
+  // The ranks of one data-parallel run share the folder and rank 0 alone writes it, so it alone
+  // holds the lock.
+  if ((opts.communicator?.rank ?? 0) !== 0) return trainLocked(opts, runDir);
+  // Two trainings into one folder would interleave their checkpoints and logs.
+  const lock = await lockFolder(runDir, "splint train");
+  try {
+    if (lock.recoveredStale) (opts.output ?? plainOutput).log(`${runDir}: took over the lock of a process that is gone (pid ${lock.recoveredStale.pid}, since ${lock.recoveredStale.since})`);
+    return await trainLocked(opts, runDir);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<TrainResult> {
   const started = performance.now();
   const output = opts.output ?? plainOutput;
-  const runDir = resolve(opts.outDir);
   const configFile = join(runDir, RESOLVED_CONFIG_FILE);
   const checkpoints = await listCheckpoints(runDir);
   const lead = (opts.communicator?.rank ?? 0) === 0;
@@ -109,14 +135,21 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
         `drop those settings, or start a new run folder`,
       );
     }
-    if (checkpoints.length === 0) throw new InputError(join(runDir, "checkpoints"), "has no checkpoint to resume from", "start the run again without --resume");
-    resumeFrom = checkpoints[checkpoints.length - 1]!.dir;
+    if (checkpoints.length > 0) resumeFrom = checkpoints[checkpoints.length - 1]!.dir;
+    else if (await exists(join(runDir, ADAPTER_DIR, "adapter_config.json"))) {
+      throw new InputError(runDir, "holds a finished run saved without checkpoints (save_strategy no), so there is nothing to resume", "pass another --out folder");
+    } else {
+      // Stopped before its first checkpoint: nothing was kept, so resuming is starting over with
+      // the run's own settings.
+      output.log(`${runDir}: the run stopped before its first checkpoint; starting it over from step 0`);
+    }
   } else {
     config = resolveConfig(TUTORIAL_DEFAULTS, opts.config ?? {}, opts.configSource ?? "settings");
     // The other ranks skip this: rank 0 may already have written config.resolved.json.
-    if (lead && (checkpoints.length > 0 || (await exists(configFile)))) {
+    if (lead && (checkpoints.length > 0 || (await exists(join(runDir, ADAPTER_DIR, "adapter_config.json"))))) {
       throw new InputError(runDir, "already holds a training run", "continue it with --resume, or pass another --out folder");
     }
+    if (lead && (await exists(configFile))) output.log(`${runDir}: an earlier run stopped before its first checkpoint; starting over`);
   }
 
   if (opts.pushToHub !== undefined) {
@@ -159,6 +192,21 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
     backend = choice.backend;
     output.log(choice.reason);
   }
+  const memory = await checkTrainingMemory({
+    modelDir: opts.modelDir,
+    modelConfig: await readMistral3Config(opts.modelDir),
+    config,
+    adapter: loraSettingsFor(config, opts.modelDir),
+    backend,
+    gpuMemoryBytes: opts.gpuMemoryBytes,
+    sample: async () => {
+      const source = shuffledSource(examples, config, collator);
+      return Promise.all(Array.from({ length: Math.min(SHAPE_SAMPLE, source.length) }, (_, i) => source.get(0, i)));
+    },
+    resume: resumeFrom !== null,
+    log: (line) => output.log(line),
+  });
+  if (memory) config = memory.config;
   let bar: ReturnType<Output["progress"]> | undefined;
   const model = await loadMistral3(opts.modelDir, backend, {
     dtype: config.bf16 ? "auto" : "f32",
@@ -199,7 +247,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
           : trainingEvaluator({ backend, model, modelDir: opts.modelDir, rows: evalRows, classNames, collator, batchSize: config.per_device_eval_batch_size }),
     });
     const adapterDir = join(runDir, ADAPTER_DIR);
-    if (!lead) return rankResult(runDir, adapterDir, configFile, result, resumeFrom, started);
+    if (!lead) return { ...rankResult(runDir, adapterDir, configFile, result, resumeFrom, started), memory: memory?.decision ?? null };
     await saveAdapter(adapterDir, adapter, model.linears, backend);
     // How it was asked, so eval and predict ask it the same way.
     await writeTrainingPrompt(
@@ -232,7 +280,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
       pushed = await pushAdapterToHub(opts.pushToHub, adapterDir, { commitMessage: `splint train: ${result.steps} steps` });
       output.log(`pushed to ${pushed.url}`);
     }
-    const last = result.history[result.history.length - 1];
+    const last = [...result.history].reverse().find((r) => !r.skipped);
     return {
       runDir,
       adapterDir,
@@ -247,8 +295,10 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
       history: result.history,
       finalLoss: last ? last.loss : null,
       resumedFrom: resumeFrom,
+      skippedSteps: result.skippedSteps,
       pushed,
       seconds: (performance.now() - started) / 1000,
+      memory: memory?.decision ?? null,
     };
   } finally {
     freeMistral3(model);
@@ -260,14 +310,18 @@ export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult
  * module paths, so Python peft selects exactly the same layers from adapter_config.json.
  */
 export function loraSettingsFor(config: TrainConfig, baseModel: string | null): LoraSettings {
-  const names = config.target_modules.map((m) => m.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|");
   const prefix = { language: String.raw`model\.language_model`, vision: String.raw`model\.vision_tower` };
+  // A list narrowed to a scope becomes one regex with the list's suffix rule; a regex (or
+  // all-linear) keeps its own meaning and the scope goes into exclude_modules instead.
+  const list = Array.isArray(config.target_modules) ? config.target_modules : null;
+  const names = list?.map((m) => m.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|");
+  const scoped = config.lora_scope !== "all";
   return {
     r: config.r,
     lora_alpha: config.lora_alpha,
     lora_dropout: config.lora_dropout,
-    target_modules: config.lora_scope === "all" ? config.target_modules : `${prefix[config.lora_scope]}\\..*\\.(?:${names})`,
-    exclude_modules: null,
+    target_modules: scoped && list ? `${prefix[config.lora_scope as "language" | "vision"]}\\..*\\.(?:${names})` : config.target_modules,
+    exclude_modules: scoped && !list ? loraScopeExclude(config.lora_scope) : null,
     use_rslora: config.use_rslora,
     rank_pattern: {},
     alpha_pattern: {},
@@ -299,7 +353,7 @@ export function shuffledSource(examples: readonly TrainExample[], config: TrainC
 }
 
 /** What a rank other than 0 returns: the run's paths (rank 0 writes them) and the steps it took part in. */
-function rankResult(runDir: string, adapterDir: string, configFile: string, result: Awaited<ReturnType<typeof trainLoop>>, resumedFrom: string | null, started: number): TrainResult {
+function rankResult(runDir: string, adapterDir: string, configFile: string, result: Awaited<ReturnType<typeof trainLoop>>, resumedFrom: string | null, started: number): Omit<TrainResult, "memory"> {
   const last = result.history[result.history.length - 1];
   return {
     runDir,
@@ -312,6 +366,7 @@ function rankResult(runDir: string, adapterDir: string, configFile: string, resu
     steps: result.steps,
     evaluations: result.evaluations,
     stoppedEarly: result.stoppedEarly,
+    skippedSteps: result.skippedSteps,
     history: result.history,
     finalLoss: last ? last.loss : null,
     resumedFrom,

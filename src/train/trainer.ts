@@ -9,7 +9,8 @@ import { forwardMistral3, type Mistral3Model } from "../models/mistral3/model.ts
 import type { Backend } from "../tensor/backend.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
-import { InputError, SplintError } from "../util/errors.ts";
+import { InputError, InterruptedError, SplintError } from "../util/errors.ts";
+import { stopReason } from "../util/interrupt.ts";
 import { checkpointDir, listCheckpoints, loadOptimizerState, readTrainerState, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
 import type { TrainBatch } from "./collator.ts";
 import type { TrainConfig } from "./config.ts";
@@ -58,6 +59,8 @@ export interface StepRecord {
   supervised: number;
   images: number;
   seconds: number;
+  /** With on_nan "skip-step": true when this step's update was dropped (non-finite loss or gradient). */
+  skipped?: boolean;
 }
 
 export interface TrainLoopOptions {
@@ -73,7 +76,10 @@ export interface TrainLoopOptions {
   output: Output;
   /** Called after every optimizer step (tests, demos). */
   onStep?: (record: StepRecord) => void;
-  /** Checked between micro-batches: an abort stops the run as a kill would (nothing is saved). */
+  /**
+   * Checked between micro-batches: an abort stops the run at that safe point, saving a checkpoint
+   * of the last finished step (unless one exists), and throws InterruptedError.
+   */
   signal?: AbortSignal;
   /**
    * Evaluates the adapter as it is now (on the eval split), for eval_strategy steps/epoch; without
@@ -90,6 +96,8 @@ export interface TrainLoopResult {
   history: StepRecord[];
   checkpoints: string[];
   logFile: string;
+  /** Steps whose update was dropped under on_nan "skip-step". */
+  skippedSteps: number[];
   metricsFile: string;
   /** Every evaluation of the run, earlier ones of a resumed run included. */
   evaluations: EvalMetrics[];
@@ -199,9 +207,34 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
     bar.update(startStep);
     let window = { loss: 0, steps: 0, tokens: 0, images: 0, seconds: 0 };
     let lastCheckpoint: string | null = opts.resumeFrom ?? null;
+    let lastCheckpointStep = startStep;
+    const skippedSteps: number[] = [];
+    const saveAt = async (done: number, rngState: number) => {
+      const dir = checkpointDir(opts.runDir, done);
+      const state: TrainerState = { step: done, epoch: Math.floor(done / stepsPerEpoch), microBatch: (done % stepsPerEpoch) * GA, rng: rngState, totalSteps };
+      // Rank 0 writes; the other ranks only note where the checkpoint is (for their messages).
+      if (lead) {
+        await saveCheckpoint(dir, state, { settings: opts.adapter, linears: model.linears }, optimizer, backend);
+        checkpoints.push(dir);
+      }
+      lastCheckpoint = dir;
+      lastCheckpointStep = done;
+    };
+    // A stop request is honoured between micro-batches: the update of the unfinished step has not
+    // happened, so the adapter and moments are those after `step` steps and can be saved as such.
+    const stopIfAsked = async (step: number, rngAtStepStart: number) => {
+      if (!opts.signal?.aborted) return;
+      const signal = stopReason(opts.signal);
+      if (step > lastCheckpointStep) await saveAt(step, rngAtStepStart);
+      if (step === 0) {
+        throw new InterruptedError(signal, `training stopped at step 1 (interrupted) before any step finished; nothing to resume`, "run the same command again: it starts over");
+      }
+      throw new InterruptedError(signal, `training stopped at step ${step + 1} (interrupted); ${lastCheckpoint} holds the ${step} finished step${step === 1 ? "" : "s"}`, "continue with the same command and --resume");
+    };
 
     for (let step = startStep; step < totalSteps; step++) {
       const started = performance.now();
+      const rngAtStepStart = rng.snapshot;
       const epoch = Math.floor(step / stepsPerEpoch);
       const first = (step % stepsPerEpoch) * GA;
       const count = Math.min(GA, source.length - first);
@@ -212,7 +245,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
       let images = 0;
       try {
         for (let k = 0; k < count; k++) {
-          if (opts.signal?.aborted) throw new SplintError(`training stopped at step ${step + 1} (aborted)`, lastCheckpoint ? `resume from ${lastCheckpoint} with --resume` : undefined);
+          await stopIfAsked(step, rngAtStepStart);
           // Every rank draws every micro-batch's seed, so the seeds match the one-process run.
           const dropoutSeed = config.lora_dropout > 0 ? rng.seed() : undefined;
           if (k % world !== rank) continue;
@@ -222,11 +255,14 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
           supervised += batch.supervised;
           images += batch.images;
         }
+        const where = `step ${step + 1} (epoch ${epoch + 1})`;
+        const keep = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : "no checkpoint was saved yet";
         // A pair no input reached (the vision tower in a text-only batch, or a rank without a
         // micro-batch this step) has a zero gradient.
         grads.forEach((g, i) => {
           if (!g) grads[i] = backend.zeros(params[i]!.value.shape, "f32");
         });
+        // Summed before any check, so every rank sees the same loss and norm and decides alike.
         if (comm) {
           for (const g of grads) await comm.allReduce(g!, "sum");
           const totals = backend.upload(Float32Array.from([objective, tokens, supervised, images]), [4], "f32");
@@ -237,50 +273,65 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
             totals.free();
           }
         }
-        const where = `step ${step + 1} (epoch ${epoch + 1})`;
-        const keep = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : "no checkpoint was saved yet";
-        if (!Number.isFinite(objective)) {
-          throw new SplintError(`the training loss is ${objective} at ${where}; training stopped and ${keep}`, "lower learning_rate, raise warmup_steps or lower max_grad_norm, then --resume from that checkpoint");
-        }
         const full = grads as Tensor[];
-        const gradNorm = clipGradNorm(backend, full, config.max_grad_norm > 0 ? config.max_grad_norm : Number.POSITIVE_INFINITY);
-        if (!Number.isFinite(gradNorm)) {
-          throw new SplintError(`the gradient norm is ${gradNorm} at ${where}; training stopped and ${keep}`, "lower learning_rate or raise warmup_steps, then --resume from that checkpoint");
-        }
-        const lr = learningRate(config.lr_scheduler_type, config.learning_rate, step, warmup, totalSteps);
-        optimizer.step(full, lr);
-        const seconds = (performance.now() - started) / 1000;
-        const record: StepRecord = { step: step + 1, epoch: (step + 1) / stepsPerEpoch, loss: objective, lr, grad_norm: gradNorm, tokens, supervised, images, seconds };
-        history.push(record);
-        opts.onStep?.(record);
-        window = { loss: window.loss + objective, steps: window.steps + 1, tokens: window.tokens + tokens, images: window.images + images, seconds: window.seconds + seconds };
-        bar.update(step + 1, { loss: objective, lr });
-        if (metrics && ((step + 1) % logEvery === 0 || step + 1 === totalSteps)) {
-          const memory = backend.memory();
-          const entry = {
-            step: step + 1,
-            epoch: Number(record.epoch.toFixed(4)),
-            loss: window.loss / window.steps,
-            lr,
-            grad_norm: gradNorm,
-            tokens_per_s: window.tokens / window.seconds,
-            images_per_s: window.images / window.seconds,
-            memory_live_bytes: memory.live,
-            memory_peak_bytes: memory.peak,
-          };
-          await appendFile(logFile, `${JSON.stringify(entry)}\n`);
-          await metrics.train({
-            step: entry.step,
-            epoch: entry.epoch,
-            loss: entry.loss,
-            learning_rate: lr,
-            grad_norm: gradNorm,
-            tokens_per_second: entry.tokens_per_s,
-            images_per_second: entry.images_per_s,
-            memory_live_bytes: memory.live,
-            memory_peak_bytes: memory.peak,
-          });
-          window = { loss: 0, steps: 0, tokens: 0, images: 0, seconds: 0 };
+        const gradNorm = Number.isFinite(objective) ? clipGradNorm(backend, full, config.max_grad_norm > 0 ? config.max_grad_norm : Number.POSITIVE_INFINITY) : Number.NaN;
+        const problem = !Number.isFinite(objective)
+          ? `the training loss is ${objective} at ${where}`
+          : !Number.isFinite(gradNorm)
+            ? `the gradient norm is ${gradNorm} at ${where} (first non-finite gradient: ${firstNonFiniteGradient(backend, params, full)})`
+            : null;
+        if (problem !== null) {
+          if (config.on_nan === "stop") {
+            throw new SplintError(
+              `${problem}; training stopped and ${keep}`,
+              "lower learning_rate, raise warmup_steps or lower max_grad_norm, then --resume from that checkpoint (or train with --on-nan skip-step to drop such steps)",
+            );
+          }
+          output.log(`${problem}; this step's update is skipped (on_nan skip-step)`);
+          skippedSteps.push(step + 1);
+          const seconds = (performance.now() - started) / 1000;
+          const lr = learningRate(config.lr_scheduler_type, config.learning_rate, step, warmup, totalSteps);
+          const record: StepRecord = { step: step + 1, epoch: (step + 1) / stepsPerEpoch, loss: objective, lr, grad_norm: gradNorm, tokens, supervised, images, seconds, skipped: true };
+          history.push(record);
+          opts.onStep?.(record);
+          bar.update(step + 1, { skipped: skippedSteps.length });
+          if (lead) await appendFile(logFile, `${JSON.stringify({ step: step + 1, epoch: Number(record.epoch.toFixed(4)), skipped: true, reason: problem })}\n`);
+        } else {
+          const lr = learningRate(config.lr_scheduler_type, config.learning_rate, step, warmup, totalSteps);
+          optimizer.step(full, lr);
+          const seconds = (performance.now() - started) / 1000;
+          const record: StepRecord = { step: step + 1, epoch: (step + 1) / stepsPerEpoch, loss: objective, lr, grad_norm: gradNorm, tokens, supervised, images, seconds };
+          history.push(record);
+          opts.onStep?.(record);
+          window = { loss: window.loss + objective, steps: window.steps + 1, tokens: window.tokens + tokens, images: window.images + images, seconds: window.seconds + seconds };
+          bar.update(step + 1, { loss: objective, lr });
+          if (metrics && ((step + 1) % logEvery === 0 || step + 1 === totalSteps)) {
+            const memory = backend.memory();
+            const entry = {
+              step: step + 1,
+              epoch: Number(record.epoch.toFixed(4)),
+              loss: window.loss / window.steps,
+              lr,
+              grad_norm: gradNorm,
+              tokens_per_s: window.tokens / window.seconds,
+              images_per_s: window.images / window.seconds,
+              memory_live_bytes: memory.live,
+              memory_peak_bytes: memory.peak,
+            };
+            await appendFile(logFile, `${JSON.stringify(entry)}\n`);
+            await metrics.train({
+              step: entry.step,
+              epoch: entry.epoch,
+              loss: entry.loss,
+              learning_rate: lr,
+              grad_norm: gradNorm,
+              tokens_per_second: entry.tokens_per_s,
+              images_per_second: entry.images_per_s,
+              memory_live_bytes: memory.live,
+              memory_peak_bytes: memory.peak,
+            });
+            window = { loss: 0, steps: 0, tokens: 0, images: 0, seconds: 0 };
+          }
         }
       } finally {
         for (const g of grads) g?.free();
@@ -307,25 +358,29 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
         }
       }
       const save = (config.save_strategy === "steps" && config.save_steps > 0 && done % config.save_steps === 0) || (config.save_strategy === "epoch" && epochEnd);
-      if (save) lastCheckpoint = checkpointDir(opts.runDir, done);
-      if (save && lead) {
-        const dir = checkpointDir(opts.runDir, done);
-        const state: TrainerState = { step: done, epoch: Math.floor(done / stepsPerEpoch), microBatch: (done % stepsPerEpoch) * GA, rng: rng.snapshot, totalSteps };
-        await saveCheckpoint(dir, state, { settings: opts.adapter, linears: model.linears }, optimizer, backend);
-        checkpoints.push(dir);
-        lastCheckpoint = dir;
-      }
+      if (save) await saveAt(done, rng.snapshot);
       if (stoppedEarly !== null) {
         output.log(`early stopping at step ${done}: ${config.metric_for_best_model} has not improved for ${config.early_stopping_patience} evaluation(s)`);
         break;
       }
     }
-    return { steps: stoppedEarly ?? totalSteps, history, checkpoints, logFile, metricsFile: metrics?.file ?? join(opts.runDir, METRICS_FILE), evaluations, stoppedEarly };
+    return { steps: stoppedEarly ?? totalSteps, history, checkpoints, logFile, metricsFile: metrics?.file ?? join(opts.runDir, METRICS_FILE), evaluations, stoppedEarly, skippedSteps };
   } finally {
     bar?.stop();
     metrics?.close();
     optimizer.free();
   }
+}
+
+/** The PEFT name of the first parameter whose gradient holds NaN or ±Infinity, with the value. */
+export function firstNonFiniteGradient(backend: Backend, params: readonly Parameter[], grads: readonly Tensor[]): string {
+  for (let i = 0; i < grads.length; i++) {
+    const values = backend.read(grads[i]!) as Float32Array;
+    for (let j = 0; j < values.length; j++) {
+      if (!Number.isFinite(values[j]!)) return `${params[i]!.name}[${j}] = ${values[j]}`;
+    }
+  }
+  return "none found after clipping (the norm itself overflowed)";
 }
 
 /**

@@ -216,7 +216,9 @@ export function resizedSize(height: number, width: number, cfg: ImageProcessorCo
     height = Math.floor(height / ratio);
     width = Math.floor(width / ratio);
   }
-  return [(Math.floor((height - 1) / mh) + 1) * mh, (Math.floor((width - 1) / mw) + 1) * mw];
+  // A side floored to 0 stays 0 (not rounded up to one block): the caller refuses such an image.
+  const up = (x: number, m: number) => (x < 1 ? 0 : (Math.floor((x - 1) / m) + 1) * m);
+  return [up(height, mh), up(width, mw)];
 }
 
 /** [IMG] token grid of a resized image: one token per merge × merge block of patches. */
@@ -276,7 +278,25 @@ export function preprocessDecoded(images: readonly RgbImage[], cfg: ImageProcess
  */
 export async function preprocess(images: readonly Uint8Array[], cfg: ImageProcessorConfig, names?: readonly string[]): Promise<PixelBatch> {
   const decoded = await Promise.all(images.map((bytes, i) => decodeImage(bytes, names?.[i] ?? `image ${i}`, cfg.gray16)));
+  decoded.forEach((img, i) => checkResizable(img, cfg, names?.[i] ?? `image ${i}`));
   return preprocessDecoded(decoded, cfg);
+}
+
+/**
+ * Refuses an image whose short side the longest-edge cap would shrink to nothing (a 1×3000 strip
+ * under a 1540 cap becomes 0 px wide): transformers fails on it mid-run too, with no file named.
+ */
+export function checkResizable(img: { width: number; height: number }, cfg: ImageProcessorConfig, name: string): void {
+  if (img.width < 1 || img.height < 1) throw new InputError(name, `image is ${img.width}×${img.height} pixels, which holds nothing`);
+  if (!cfg.doResize) return;
+  const [h, w] = resizedSize(img.height, img.width, cfg);
+  if (h < 1 || w < 1) {
+    throw new InputError(
+      name,
+      `image is ${img.width}×${img.height} pixels: capping its long side to ${Math.max(cfg.maxHeight, cfg.maxWidth)} shrinks the short side below one pixel`,
+      "crop or pad it to a less extreme aspect ratio, or leave it out (splint data import skips such images)",
+    );
+  }
 }
 
 /** `preprocess` for image files on disk (what `splint preprocess --image FILE…` needs). */

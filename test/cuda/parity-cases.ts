@@ -9,6 +9,7 @@
 import type { AttentionDims, AttentionMask, Backend, MatmulPrecision } from "../../src/tensor/backend.ts";
 import type { DType } from "../../src/tensor/dtype.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
+import { fp8TinyHost, fp8TinyStep } from "../models/fp8-tiny.ts";
 
 /** mulberry32: small, seedable, the same stream on every machine. */
 export class Rng {
@@ -598,8 +599,44 @@ function lossOptimCases(): ParityCase[] {
   return cases;
 }
 
+/**
+ * The FP8 path end to end (issue 13): the tiny Mistral3 of test/models/fp8-tiny.ts with per-tensor
+ * fp8 decoder linears (amax/448 scales) and a LoRA pair on every q/k/v/o/gate/up/down, one
+ * checkpointed forward and backward: logits, loss and every LoRA gradient. On CUDA the matmul
+ * widens each fp8 weight unscaled into scratch and folds its scale into alpha; the CPU multiplies
+ * by fp8 · scale tile by tile.
+ */
+function fp8ModelCases(): ParityCase[] {
+  const step = (precision: MatmulPrecision) => (b: Backend, rng: Rng): Outputs => {
+    const { logits, loss, loraGrads } = fp8TinyStep(b, fp8TinyHost((n) => rng.uniform(n)), "fp8", precision);
+    return { logits, loss, loraGrads };
+  };
+  return [
+    {
+      name: "tiny model, fp8 decoder linears, precision f32: logits, loss, LoRA gradients",
+      tolerance: {
+        atol: 1e-4,
+        rtol: 1e-3,
+        normRel: 1e-4,
+        why: "f32 products throughout (fp8 widened exactly, its scale in alpha on the GPU, in the operand on the CPU), summed in other orders through 2+2 layers and a checkpointed backward; |logits| ≤ 2, |grad| ≤ 1.1",
+      },
+      run: step("f32"),
+    },
+    {
+      name: "tiny model, fp8 decoder linears, precision bf16 (training path): logits, loss, LoRA gradients",
+      tolerance: {
+        atol: 2e-2,
+        rtol: 2e-2,
+        normRel: 1e-2,
+        why: "both round activations to bf16 where they meet the fp8 (and bf16) weights; a 1-ulp f32 difference in a sum can flip one bf16 rounding (2^-8 relative), which the later layers carry on",
+      },
+      run: step("bf16"),
+    },
+  ];
+}
+
 export function parityCases(): ParityCase[] {
-  return [...layoutCases(), ...matmulCases(), ...elementwiseCases(), ...normRopeCases(), ...attentionCases(), ...flashAttentionCases(), ...lossOptimCases()];
+  return [...layoutCases(), ...matmulCases(), ...elementwiseCases(), ...normRopeCases(), ...attentionCases(), ...flashAttentionCases(), ...lossOptimCases(), ...fp8ModelCases()];
 }
 
 export interface CaseResult {

@@ -213,7 +213,7 @@ test("credentials: token, token file, username/key, kaggle.json (refused when ot
 
   assert.deepEqual(await resolveKaggleCredentials({ KAGGLE_API_TOKEN: TOKEN }, home), { authorization: `Bearer ${TOKEN}`, source: "KAGGLE_API_TOKEN" });
   const tokenFile = path.join(home, "token.txt");
-  await writeFile(tokenFile, `${TOKEN}\n`);
+  await writeFile(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
   assert.equal((await resolveKaggleCredentials({ KAGGLE_API_TOKEN: tokenFile }, home)).authorization, `Bearer ${TOKEN}`);
   const env = await resolveKaggleCredentials({ KAGGLE_USERNAME: USER, KAGGLE_KEY: KEY }, home);
   assert.equal(env.authorization, basicAuth.authorization);

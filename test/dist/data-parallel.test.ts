@@ -70,8 +70,9 @@ test("a one-process run resumed on 2 ranks ends with the uninterrupted run's ada
       /training stopped at step 4/,
     );
     const resumed = await trainRanks(2, stopped, TINY_RECIPE, true);
-    assert.match(resumed[0]!.resumedFrom ?? "", /checkpoint-2$/);
-    assert.deepEqual(resumed[1]!.history.map((r) => r.step), [3, 4, 5, 6]);
+    // The stop saved the 3 finished steps; both ranks continue from there.
+    assert.match(resumed[0]!.resumedFrom ?? "", /checkpoint-3$/);
+    assert.deepEqual(resumed[1]!.history.map((r) => r.step), [4, 5, 6]);
     const worst = await adapterDifference(straight.adapterDir, resumed[0]!.adapterDir);
     assert.ok(worst < 1e-5, `adapter max |Δ| ${worst}`);
   });

@@ -10,33 +10,15 @@ import { referenceBackend } from "../helpers/reference.ts";
 import { openSafetensors, toFloat32 } from "../../src/io/safetensors.ts";
 import { adapterKey, loadAdapter } from "../../src/lora/adapter.ts";
 import { freeMistral3, loadMistral3 } from "../../src/models/mistral3/model.ts";
-import { resolveConfig, TUTORIAL_DEFAULTS } from "../../src/train/config.ts";
 import { trainLoop, type StepRecord } from "../../src/train/trainer.ts";
-import { fixtureBatches, FIXTURES } from "./fixture-batches.ts";
+import { fixtureBatches, fixtureRecipe, FIXTURES } from "./fixture-batches.ts";
 import { quiet } from "./quiet-output.ts";
 
 interface Curve {
   steps: { step: number; loss: number; lr: number; grad_norm: number; tokens: number }[];
 }
 
-/** The fixtures' recipe: r 4, alpha 8, AdamW lr 2e-3, linear warmup 3 of 20 steps, clip 0.3, 2 micro-batches per step. */
-const FIXTURE_RECIPE = resolveConfig(
-  TUTORIAL_DEFAULTS,
-  {
-    r: 4,
-    lora_alpha: 8,
-    lora_dropout: 0,
-    learning_rate: 2e-3,
-    warmup_steps: 3,
-    max_steps: 20,
-    gradient_accumulation_steps: 2,
-    max_grad_norm: 0.3,
-    weight_decay: 0,
-    save_strategy: "no",
-    logging_steps: 5,
-  },
-  "fixture recipe",
-);
+const FIXTURE_RECIPE = fixtureRecipe(20);
 
 for (const [curveFile, labels, checkpointLayers] of [
   ["curve.json", "labels", true],

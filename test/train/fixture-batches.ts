@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { openSafetensors, toFloat32, toInt32 } from "../../src/io/safetensors.ts";
 import { IGNORE_INDEX } from "../../src/models/mistral3/model.ts";
 import type { TrainBatch } from "../../src/train/collator.ts";
+import { resolveConfig, type TrainConfig, TUTORIAL_DEFAULTS } from "../../src/train/config.ts";
 import type { MicroBatchSource } from "../../src/train/trainer.ts";
 
 import { FIXTURES } from "../helpers/reference.ts";
@@ -38,4 +39,25 @@ export async function fixtureBatches(labels: "labels" | "labels_completion"): Pr
     await source.close();
   }
   return { length: batches.length, get: async (_epoch, index) => batches[index]! };
+}
+
+/** The fixtures' recipe: r 4, alpha 8, AdamW lr 2e-3, linear warm-up 3 steps, clip 0.3, 2 micro-batches a step, dropout 0. */
+export function fixtureRecipe(maxSteps: number): TrainConfig {
+  return resolveConfig(
+    TUTORIAL_DEFAULTS,
+    {
+      r: 4,
+      lora_alpha: 8,
+      lora_dropout: 0,
+      learning_rate: 2e-3,
+      warmup_steps: 3,
+      max_steps: maxSteps,
+      gradient_accumulation_steps: 2,
+      max_grad_norm: 0.3,
+      weight_decay: 0,
+      save_strategy: "no",
+      logging_steps: 5,
+    },
+    "fixture recipe",
+  );
 }

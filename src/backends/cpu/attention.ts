@@ -126,11 +126,20 @@ export function attention(
           for (let r = 0; r < rows; r++) {
             const row = scores.subarray(r * width, (r + 1) * width);
             let max = -Infinity;
+            let nan = false;
             for (let j = 0; j < width; j++) {
               if (!visible(b, t0 + r, s0 + j)) row[j] = -Infinity;
               else if (row[j]! > max) max = row[j]!;
+              else if (Number.isNaN(row[j]!)) nan = true;
             }
             const lseIndex = (b * hq + h) * nt + t0 + r;
+            if (nan && max === -Infinity) {
+              // Every visible score is NaN (NaN never wins `>`): the row must stay NaN, as in torch,
+              // not pass for a fully masked row and become zeros that hide the fault downstream.
+              row.fill(Number.NaN);
+              lse[lseIndex] = Number.NaN;
+              continue;
+            }
             if (max === -Infinity) {
               row.fill(0);
               lse[lseIndex] = -Infinity; // no visible key: the output row stays zero

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { runRecipe } from "../../demo/pipeline.ts";
 import { readRecipe } from "../../demo/recipe.ts";
 import { formatComparison } from "../../eval/format.ts";
+import { stopSignal } from "../../util/interrupt.ts";
 import { createOutput } from "../output.ts";
 
 export const DEMO_RECIPE = fileURLToPath(new URL("../../../recipes/demo.yaml", import.meta.url));
@@ -27,7 +28,9 @@ export function registerDemo(program: Command): void {
     .action(async (flags: { out: string; fresh?: boolean; json?: boolean }) => {
       const output = createOutput(Boolean(flags.json));
       const recipe = await readRecipe(DEMO_RECIPE);
-      const result = await runRecipe({ recipe, runDir: flags.out, from: flags.fresh ? "data" : undefined, output });
+      // Ctrl-C stops at a safe point: training saves a checkpoint, other steps end between files.
+      const stop = stopSignal();
+      const result = await runRecipe({ recipe, runDir: flags.out, from: flags.fresh ? "data" : undefined, output, signal: stop.signal }).finally(stop.release);
       output.result(result, () =>
         [
           formatComparison(result.comparison),

@@ -3,6 +3,7 @@ import { formatComparison } from "../../eval/format.ts";
 import { runRecipe, STEPS, type Step } from "../../demo/pipeline.ts";
 import { readRecipe } from "../../demo/recipe.ts";
 import { InputError } from "../../util/errors.ts";
+import { stopSignal } from "../../util/interrupt.ts";
 import { createOutput } from "../output.ts";
 
 const HELP = `
@@ -34,7 +35,9 @@ export function registerRun(program: Command): void {
       const recipe = await readRecipe(file);
       const runDir = flags.out ?? recipe.runDir;
       if (runDir === null) throw new InputError(file, "has no run_dir", "add run_dir: to the recipe or pass --out DIR");
-      const result = await runRecipe({ recipe, runDir, from: flags.from, output });
+      // Ctrl-C stops at a safe point: training saves a checkpoint, other steps end between files.
+      const stop = stopSignal();
+      const result = await runRecipe({ recipe, runDir, from: flags.from, output, signal: stop.signal }).finally(stop.release);
       output.result(result, () => [formatComparison(result.comparison), "", `Report: ${result.report}`].join("\n"));
     });
 }

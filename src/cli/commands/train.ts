@@ -8,6 +8,7 @@ import { distEnvFrom, pinDevice } from "../../dist/env.ts";
 import { launchLocal, resolveGpus } from "../../dist/launch.ts";
 import { communicatorFor } from "../../dist/setup.ts";
 import type { Communicator } from "../../dist/communicator.ts";
+import { stopSignal } from "../../util/interrupt.ts";
 import { createOutput, type Output } from "../output.ts";
 
 const TRAIN_HELP = `
@@ -23,10 +24,18 @@ the tutorial's defaults. The run folder gets:
   adapter/               the final PEFT adapter (adapter_config.json, adapter_model.safetensors)
 
 --resume continues the run in --out from its newest checkpoint, exactly as if never stopped.
+Ctrl-C (or SIGTERM) stops at the next safe point and saves a checkpoint first (exit 130 / 143);
+a second Ctrl-C stops at once. --on-nan stop|skip-step: what a NaN/Inf loss or gradient does.
 --push-to-hub REPO uploads the final adapter (needs HF_TOKEN with write access).
 --gpus N|all starts one process per GPU of this host (data parallel; rank 0 writes the run folder).
   With --device cpu, N CPU processes. Multi-node: start one splint train per process yourself with
   RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set (as torchrun or Slurm do).
+
+Before loading the weights, a CUDA run estimates its GPU memory (weights at their stored dtype,
+fp8 included; LoRA, optimizer states, activations) and prints it with the setting it chose: it
+turns on gradient_checkpointing, then halves the micro-batch (doubling gradient_accumulation_steps),
+until the run fits the card, and refuses when nothing fits. --gpu-memory GiB overrides the card's
+size (and checks a CPU run as if on such a card).
 
 Examples:
   splint train --model ./ministral --dataset ./bones --out runs/bones
@@ -57,8 +66,10 @@ function parseFlag(key: keyof TrainConfig, kind: SettingKind, text: string): unk
       if (text !== "true" && text !== "false") throw new InputError(flag, `expects true or false, got ${JSON.stringify(text)}`);
       return text === "true";
     case "string":
-    case "string[]":
       return text;
+    case "modules":
+      // Module names never hold regex syntax, so a value that does is a regex (PEFT's string form).
+      return /[*+?()[\]{}|^$\\]/.test(text) || text === "all-linear" ? text : text.split(",").map((s) => s.trim()).filter(Boolean);
   }
   return text;
 }
@@ -76,9 +87,10 @@ export function registerTrain(program: Command): void {
     .option("--push-to-hub <repo>", "upload the final adapter to this Hub repo (HF_TOKEN)")
     .option("--device <device>", "auto, cpu or cuda (default: SPLINT_BACKEND, else auto)")
     .option("--gpus <n|all>", "data-parallel over N GPUs of this host (N processes with --device cpu)")
+    .option("--gpu-memory <GiB>", "the card's memory for the memory check (default: what the CUDA device reports; on CPU, no check)")
     .option("--json", "print the result as JSON");
   for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
-    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "string[]" ? "a,b,…" : kind === "string[]|null" ? "a,b,…|none" : kind === "string|null" ? "text|none" : kind === "string" ? "text" : "n";
+    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "modules" ? "a,b,…|regex" : kind === "string[]" ? "a,b,…" : kind === "string[]|null" ? "a,b,…|none" : kind === "string|null" ? "text|none" : kind === "string" ? "text" : "n";
     command.option(`--${flagOf(key)} <${values}>`, `${key} (default ${JSON.stringify(TUTORIAL_DEFAULTS[key])})`);
   }
   command.addHelpText("after", TRAIN_HELP).action(async (flags: Record<string, unknown>) => {
@@ -105,6 +117,12 @@ export function registerTrain(program: Command): void {
       if (typeof text === "string") fromFlags[key] = parseFlag(key, kind, text);
     }
     resolveConfig(base, fromFlags, "command-line flags");
+    let gpuMemoryBytes: number | undefined;
+    if (flags.gpuMemory !== undefined) {
+      const gib = Number(flags.gpuMemory);
+      if (String(flags.gpuMemory).trim() === "" || !(gib > 0) || !Number.isFinite(gib)) throw new InputError("--gpu-memory", `expects a positive number of GiB, got ${JSON.stringify(flags.gpuMemory)}`);
+      gpuMemoryBytes = gib * 2 ** 30;
+    }
     if (dist && dist.worldSize > 1 && device !== "cpu") pinDevice(dist);
     const choice = detectBackend({ prefer: device as BackendPreference | undefined });
     output.log(choice.reason);
@@ -114,6 +132,8 @@ export function registerTrain(program: Command): void {
       communicator = await communicatorFor(dist, choice.backend);
       output.log(`data parallel: rank ${dist.rank} of ${dist.worldSize} (store ${dist.masterAddr}:${dist.masterPort})`);
     }
+    // Ctrl-C / SIGTERM stop at the next micro-batch boundary, after saving a checkpoint.
+    const stop = stopSignal();
     const result = await runTraining({
       modelDir: String(flags.model),
       dataset: String(flags.dataset),
@@ -124,18 +144,23 @@ export function registerTrain(program: Command): void {
       resume: Boolean(flags.resume),
       pushToHub: typeof flags.pushToHub === "string" ? flags.pushToHub : undefined,
       backend: choice.backend,
+      gpuMemoryBytes,
       output,
       communicator,
-    }).then(
-      async (r) => {
-        await communicator?.destroy();
-        return r;
-      },
-      (error: unknown) => {
-        communicator?.abort();
-        throw error;
-      },
-    );
+      signal: stop.signal,
+    })
+      .then(
+        async (r) => {
+          await communicator?.destroy();
+          return r;
+        },
+        (error: unknown) => {
+          // Leave at once: the other ranks then fail their waits instead of waiting on this one.
+          communicator?.abort();
+          throw error;
+        },
+      )
+      .finally(stop.release);
     const { history, ...summary } = result;
     output.result({ ...summary, firstLoss: history[0]?.loss ?? null }, () =>
       [

@@ -1,4 +1,4 @@
-import { copyFile, readFile } from "node:fs/promises";
+import { copyFile, readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeSafetensors, type TensorToWrite } from "../../io/safetensors.ts";
@@ -43,7 +43,27 @@ export interface InitResult {
   readonly seed: number;
 }
 
-export async function initTinyModel(dir: string, opts: { preset: string; seed: number }): Promise<InitResult> {
+export interface InitOptions {
+  readonly preset: string;
+  readonly seed: number;
+  /**
+   * Whether an existing non-empty folder may be replaced (atomically, once the new one is
+   * complete): never by default, so `model init OUT` cannot delete a folder whose name was reused;
+   * "model-folder" (`--force`) only when it holds a config.json, i.e. is a model; "any" for a
+   * folder the caller owns (a recipe's run folder).
+   */
+  readonly replace?: "model-folder" | "any";
+}
+
+export async function initTinyModel(dir: string, opts: InitOptions): Promise<InitResult> {
+  const existing = await stat(dir).catch(() => null);
+  if (existing && !existing.isDirectory()) throw new InputError(dir, "exists and is a file; the model is written as a folder", "pass another output folder");
+  if (existing && opts.replace !== "any" && (await readdir(dir)).length > 0) {
+    if (!opts.replace) throw new InputError(dir, "already exists and is not empty; refusing to replace it", "pass a new folder, or --force to replace a model folder");
+    if (!(await stat(join(dir, "config.json")).catch(() => null))) {
+      throw new InputError(dir, "is not a model folder (no config.json); refusing to replace it even with --force", "pass a new folder");
+    }
+  }
   const preset = PRESETS[opts.preset];
   if (!preset) throw new InputError("--preset", `unknown preset ${JSON.stringify(opts.preset)}`, `presets: ${Object.keys(PRESETS).join(", ")}`);
   if (!Number.isSafeInteger(opts.seed) || opts.seed < 0) throw new InputError("--seed", `must be a non-negative integer, got ${opts.seed}`);
