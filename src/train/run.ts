@@ -13,7 +13,7 @@ import { freeMistral3, loadMistral3, readMistral3Config } from "../models/mistra
 import type { Backend } from "../tensor/backend.ts";
 import { resolveChatTemplate } from "../text/chat-template.ts";
 import { renderPrompt } from "../text/prompt.ts";
-import { folderName, hubIdOfCachedFolder, saveCardInfo, writeModelCard, type ModelCardInfo } from "../lora/model-card.ts";
+import { folderName, hubIdOfCachedFolder, MODEL_CARD_FILE, saveCardInfo, writeModelCard, type ModelCardInfo } from "../lora/model-card.ts";
 import { writeTrainingPrompt } from "../lora/training-prompt.ts";
 import type { EvalMetrics } from "../metrics/run-metrics.ts";
 import { trainingEvaluator } from "./evaluator.ts";
@@ -29,6 +29,7 @@ import { checkTrainingMemory, SHAPE_SAMPLE } from "./memory-check.ts";
 import type { MemoryDecision } from "./memory-plan.ts";
 import { Rng } from "../util/rng.ts";
 import { trainLoop, type MicroBatchSource, type StepRecord } from "./trainer.ts";
+import type { Communicator } from "../dist/communicator.ts";
 
 /**
  * `splint train` as a function: model folder + dataset → a run folder holding
@@ -71,6 +72,11 @@ export interface RunTrainingOptions {
   output?: Output;
   onStep?: (record: StepRecord) => void;
   signal?: AbortSignal;
+  /**
+   * Data-parallel group (trainer.ts says how the work is split). Only rank 0 writes into outDir;
+   * every rank reads it on resume, so the ranks share its filesystem.
+   */
+  communicator?: Communicator;
 }
 
 export interface TrainResult {
@@ -99,6 +105,9 @@ export interface TrainResult {
 
 export async function runTraining(opts: RunTrainingOptions): Promise<TrainResult> {
   const runDir = resolve(opts.outDir);
+  // The ranks of one data-parallel run share the folder and rank 0 alone writes it, so it alone
+  // holds the lock.
+  if ((opts.communicator?.rank ?? 0) !== 0) return trainLocked(opts, runDir);
   // Two trainings into one folder would interleave their checkpoints and logs.
   const lock = await lockFolder(runDir, "splint train");
   try {
@@ -114,6 +123,7 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
   const output = opts.output ?? plainOutput;
   const configFile = join(runDir, RESOLVED_CONFIG_FILE);
   const checkpoints = await listCheckpoints(runDir);
+  const lead = (opts.communicator?.rank ?? 0) === 0;
   let config: TrainConfig;
   let resumeFrom: string | null = null;
   if (opts.resume) {
@@ -138,10 +148,11 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
     }
   } else {
     config = resolveConfig(TUTORIAL_DEFAULTS, opts.config ?? {}, opts.configSource ?? "settings");
-    if (checkpoints.length > 0 || (await exists(join(runDir, ADAPTER_DIR, "adapter_config.json")))) {
+    // The other ranks skip this: rank 0 may already have written config.resolved.json.
+    if (lead && (checkpoints.length > 0 || (await exists(join(runDir, ADAPTER_DIR, "adapter_config.json"))))) {
       throw new InputError(runDir, "already holds a training run", "continue it with --resume, or pass another --out folder");
     }
-    if (await exists(configFile)) output.log(`${runDir}: an earlier run stopped before its first checkpoint; starting over`);
+    if (lead && (await exists(configFile))) output.log(`${runDir}: an earlier run stopped before its first checkpoint; starting over`);
   }
 
   if (opts.pushToHub !== undefined) {
@@ -222,7 +233,7 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
     } else {
       adapter = loraSettingsFor(config, baseModelId ?? opts.modelDir);
       const paths = initAdapter(adapter, model.linears, backend, new Rng(config.seed));
-      await writeFileAtomic(configFile, `${JSON.stringify(config, null, 2)}\n`);
+      if (lead) await writeFileAtomic(configFile, `${JSON.stringify(config, null, 2)}\n`);
       output.log(`LoRA r=${config.r} alpha=${config.lora_alpha} on ${paths.length} linear layers (scope ${config.lora_scope})`);
     }
     output.log(`run folder: ${runDir} (${examples.length} examples of split "${split}")`);
@@ -238,12 +249,14 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
       output,
       onStep: opts.onStep,
       signal: opts.signal,
+      communicator: opts.communicator,
       evaluate:
         config.eval_strategy === "no"
           ? undefined
           : trainingEvaluator({ backend, model, modelDir, rows: evalRows, classNames, collator, batchSize: config.per_device_eval_batch_size }),
     });
     const adapterDir = join(runDir, ADAPTER_DIR);
+    if (!lead) return { ...rankResult(runDir, adapterDir, configFile, result, resumeFrom, started), memory: memory?.decision ?? null };
     await saveAdapter(adapterDir, adapter, model.linears, backend);
     // How it was asked, so eval and predict ask it the same way.
     await writeTrainingPrompt(
@@ -345,6 +358,29 @@ export function shuffledSource(examples: readonly TrainExample[], config: TrainC
       const picked = orderOf(epoch).slice(index * bs, (index + 1) * bs).map((i) => examples[i]!);
       return collate(picked, collator);
     },
+  };
+}
+
+/** What a rank other than 0 returns: the run's paths (rank 0 writes them) and the steps it took part in. */
+function rankResult(runDir: string, adapterDir: string, configFile: string, result: Awaited<ReturnType<typeof trainLoop>>, resumedFrom: string | null, started: number): Omit<TrainResult, "memory"> {
+  const last = result.history[result.history.length - 1];
+  return {
+    runDir,
+    adapterDir,
+    configFile,
+    logFile: result.logFile,
+    metricsFile: result.metricsFile,
+    modelCard: join(adapterDir, MODEL_CARD_FILE),
+    checkpoints: result.checkpoints,
+    steps: result.steps,
+    evaluations: result.evaluations,
+    stoppedEarly: result.stoppedEarly,
+    skippedSteps: result.skippedSteps,
+    history: result.history,
+    finalLoss: last ? last.loss : null,
+    resumedFrom,
+    pushed: null,
+    seconds: (performance.now() - started) / 1000,
   };
 }
 

@@ -17,7 +17,8 @@ import type { TrainConfig } from "./config.ts";
 import { AdamW, AdamW8bit, clipGradNorm, type Optimizer, type Parameter } from "./optimizer.ts";
 import { Rng } from "../util/rng.ts";
 import { learningRate } from "./schedule.ts";
-import { isEvalEntry, RunMetrics, type EvalMetrics } from "../metrics/run-metrics.ts";
+import { isEvalEntry, METRICS_FILE, RunMetrics, type EvalMetrics } from "../metrics/run-metrics.ts";
+import type { Communicator } from "../dist/communicator.ts";
 
 /**
  * The training loop of the Hugging Face Trainer as the tutorial runs it: micro-batches of
@@ -29,6 +30,13 @@ import { isEvalEntry, RunMetrics, type EvalMetrics } from "../metrics/run-metric
  * Everything that decides a step is a function of the step number and saved state: the data
  * position follows from the step, dropout seeds come from an Rng whose state is checkpointed,
  * the adapter and moments are saved in f32. So a resumed run continues bit for bit.
+ *
+ * Data parallel (a communicator of N ranks): the global step stays what it is on one process (the
+ * same gradient_accumulation_steps micro-batches, same order, same dropout seeds); rank r runs the
+ * micro-batches k with k mod N = r, each still weighted 1/count, and the gradients are summed over
+ * the ranks. So N ranks compute the one-process step up to the order of the sums, the data order
+ * does not depend on N (a run may resume on another rank count), and the optimizer steps
+ * identically everywhere. Only rank 0 writes logs, metrics and checkpoints, and evaluates.
  */
 
 /** Where micro-batches come from: a fixed count per epoch, each addressable by (epoch, index). */
@@ -78,6 +86,8 @@ export interface TrainLoopOptions {
    * it, eval_strategy must be "no".
    */
   evaluate?: () => Promise<Omit<EvalMetrics, "step" | "epoch">>;
+  /** Data-parallel group (absent: one process). */
+  communicator?: Communicator;
 }
 
 export interface TrainLoopResult {
@@ -148,6 +158,10 @@ export function loraParameters(linears: ReadonlyMap<string, LoraLinear>): Parame
 
 export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult> {
   const { backend, model, config, source, output } = opts;
+  const comm = opts.communicator;
+  const rank = comm?.rank ?? 0;
+  const world = comm?.worldSize ?? 1;
+  const lead = rank === 0;
   const params = loraParameters(model.linears);
   if (params.length === 0) throw new SplintError("no LoRA pairs are attached to the model, so nothing would train");
   const trainable = new Set(params.map((p) => p.value));
@@ -175,14 +189,16 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
       await loadOptimizerState(opts.resumeFrom, optimizer);
       rng = new Rng(state.rng);
       startStep = state.step;
-      await truncateLog(logFile, startStep);
+      if (lead) await truncateLog(logFile, startStep);
       output.log(`resuming from ${opts.resumeFrom} (step ${startStep} of ${totalSteps})`);
-    } else {
+    } else if (lead) {
       await writeFileAtomic(logFile, "");
     }
-    const opened = await RunMetrics.open(opts.runDir, { tensorboard: config.report_to.includes("tensorboard"), resumeStep: opts.resumeFrom ? startStep : undefined });
-    metrics = opened.metrics;
-    const evaluations = opened.earlier.filter(isEvalEntry);
+    const opened = lead ? await RunMetrics.open(opts.runDir, { tensorboard: config.report_to.includes("tensorboard"), resumeStep: opts.resumeFrom ? startStep : undefined }) : null;
+    metrics = opened?.metrics;
+    const evaluations = opened ? opened.earlier.filter(isEvalEntry) : [];
+    // Every rank starts from rank 0's adapter, whatever each one initialised or loaded.
+    if (comm) for (const p of params) await comm.broadcast(p.value, 0);
     let stoppedEarly: number | null = null;
 
     const history: StepRecord[] = [];
@@ -196,8 +212,11 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
     const saveAt = async (done: number, rngState: number) => {
       const dir = checkpointDir(opts.runDir, done);
       const state: TrainerState = { step: done, epoch: Math.floor(done / stepsPerEpoch), microBatch: (done % stepsPerEpoch) * GA, rng: rngState, totalSteps };
-      await saveCheckpoint(dir, state, { settings: opts.adapter, linears: model.linears }, optimizer, backend);
-      checkpoints.push(dir);
+      // Rank 0 writes; the other ranks only note where the checkpoint is (for their messages).
+      if (lead) {
+        await saveCheckpoint(dir, state, { settings: opts.adapter, linears: model.linears }, optimizer, backend);
+        checkpoints.push(dir);
+      }
       lastCheckpoint = dir;
       lastCheckpointStep = done;
     };
@@ -227,8 +246,10 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
       try {
         for (let k = 0; k < count; k++) {
           await stopIfAsked(step, rngAtStepStart);
-          const batch = await source.get(epoch, first + k);
+          // Every rank draws every micro-batch's seed, so the seeds match the one-process run.
           const dropoutSeed = config.lora_dropout > 0 ? rng.seed() : undefined;
+          if (k % world !== rank) continue;
+          const batch = await source.get(epoch, first + k);
           objective += microStep(backend, model, batch, { trainable, dropoutSeed, checkpointLayers: config.gradient_checkpointing, weight: 1 / count }, params, grads);
           tokens += batch.tokens;
           supervised += batch.supervised;
@@ -236,10 +257,22 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
         }
         const where = `step ${step + 1} (epoch ${epoch + 1})`;
         const keep = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : "no checkpoint was saved yet";
-        // A pair no input reached (the vision tower in a text-only batch) has a zero gradient.
+        // A pair no input reached (the vision tower in a text-only batch, or a rank without a
+        // micro-batch this step) has a zero gradient.
         grads.forEach((g, i) => {
           if (!g) grads[i] = backend.zeros(params[i]!.value.shape, "f32");
         });
+        // Summed before any check, so every rank sees the same loss and norm and decides alike.
+        if (comm) {
+          for (const g of grads) await comm.allReduce(g!, "sum");
+          const totals = backend.upload(Float32Array.from([objective, tokens, supervised, images]), [4], "f32");
+          try {
+            await comm.allReduce(totals, "sum");
+            [objective, tokens, supervised, images] = Array.from(backend.read(totals)) as [number, number, number, number];
+          } finally {
+            totals.free();
+          }
+        }
         const full = grads as Tensor[];
         const gradNorm = Number.isFinite(objective) ? clipGradNorm(backend, full, config.max_grad_norm > 0 ? config.max_grad_norm : Number.POSITIVE_INFINITY) : Number.NaN;
         const problem = !Number.isFinite(objective)
@@ -262,7 +295,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
           history.push(record);
           opts.onStep?.(record);
           bar.update(step + 1, { skipped: skippedSteps.length });
-          await appendFile(logFile, `${JSON.stringify({ step: step + 1, epoch: Number(record.epoch.toFixed(4)), skipped: true, reason: problem })}\n`);
+          if (lead) await appendFile(logFile, `${JSON.stringify({ step: step + 1, epoch: Number(record.epoch.toFixed(4)), skipped: true, reason: problem })}\n`);
         } else {
           const lr = learningRate(config.lr_scheduler_type, config.learning_rate, step, warmup, totalSteps);
           optimizer.step(full, lr);
@@ -272,7 +305,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
           opts.onStep?.(record);
           window = { loss: window.loss + objective, steps: window.steps + 1, tokens: window.tokens + tokens, images: window.images + images, seconds: window.seconds + seconds };
           bar.update(step + 1, { loss: objective, lr });
-          if ((step + 1) % logEvery === 0 || step + 1 === totalSteps) {
+          if (metrics && ((step + 1) % logEvery === 0 || step + 1 === totalSteps)) {
             const memory = backend.memory();
             const entry = {
               step: step + 1,
@@ -307,12 +340,22 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
       const done = step + 1;
       const epochEnd = done % stepsPerEpoch === 0 || done === totalSteps;
       const evalNow = (config.eval_strategy === "steps" && done % evalEvery === 0) || (config.eval_strategy === "epoch" && epochEnd);
-      if (evalNow && opts.evaluate) {
+      if (evalNow && opts.evaluate && lead) {
         const result: EvalMetrics = { step: done, epoch: Number((done / stepsPerEpoch).toFixed(4)), ...(await opts.evaluate()) };
         evaluations.push(result);
-        await metrics.eval(result);
+        await metrics?.eval(result);
         output.log(`eval at step ${done}: loss ${result.eval_loss.toFixed(4)}, accuracy ${(100 * result.eval_accuracy).toFixed(1)}% (${result.eval_samples} examples)`);
         if (shouldStopEarly(evaluations, config.metric_for_best_model, config.early_stopping_patience)) stoppedEarly = done;
+      }
+      if (evalNow && comm) {
+        // Rank 0 alone evaluates; the others learn its early-stopping decision from it.
+        const flag = backend.upload(Float32Array.from([stoppedEarly === null ? 0 : 1]), [1], "f32");
+        try {
+          await comm.broadcast(flag, 0);
+          stoppedEarly = backend.read(flag)[0] === 1 ? done : null;
+        } finally {
+          flag.free();
+        }
       }
       const save = (config.save_strategy === "steps" && config.save_steps > 0 && done % config.save_steps === 0) || (config.save_strategy === "epoch" && epochEnd);
       if (save) await saveAt(done, rng.snapshot);
@@ -321,7 +364,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
         break;
       }
     }
-    return { steps: stoppedEarly ?? totalSteps, history, checkpoints, logFile, metricsFile: metrics.file, evaluations, stoppedEarly, skippedSteps };
+    return { steps: stoppedEarly ?? totalSteps, history, checkpoints, logFile, metricsFile: metrics?.file ?? join(opts.runDir, METRICS_FILE), evaluations, stoppedEarly, skippedSteps };
   } finally {
     bar?.stop();
     metrics?.close();

@@ -31,6 +31,7 @@ typedef enum {
   SPLINT_CUBLAS_ERROR = 3,
   SPLINT_OUT_OF_MEMORY = 4,
   SPLINT_NOT_SUPPORTED = 5,
+  SPLINT_NCCL_ERROR = 6,
 } splint_status;
 
 /* Element types; the numbers match the TypeScript side (src/backends/cuda/ffi.ts). */
@@ -210,6 +211,30 @@ int splint_cuda_profile_read(splint_ctx* ctx, float* intervals_ms, int64_t capac
 /* Totals since create: kernel launches (cuBLASLt products, device copies and memsets included),
    host waits on the stream, and host-to-device uploads. */
 int splint_cuda_profile_counters(splint_ctx* ctx, int64_t* launches, int64_t* syncs, int64_t* uploads);
+
+/* ---- NCCL (src/nccl.cu; NCCL is dlopened, not linked) --------------------------------------- */
+typedef struct splint_nccl_comm splint_nccl_comm;
+/* Reduction codes of splint_cuda_nccl_all_reduce. */
+enum { SPLINT_REDUCE_SUM = 0, SPLINT_REDUCE_AVG = 1 };
+/* Loads NCCL from path (a libnccl.so.2 file; NULL or "" looks up libnccl.so.2 on the loader path).
+   Later calls return OK without reloading. */
+int splint_cuda_nccl_load(const char* path);
+/* Writes a new 128-byte ncclUniqueId into id (rank 0 makes it and shares it with the others). */
+int splint_cuda_nccl_get_unique_id(uint8_t* id);
+/* Joins the communicator of nranks ranks named by id, on ctx's device; blocks until all joined.
+   Sets NCCL_NVLS_ENABLE=0 first. */
+int splint_cuda_nccl_comm_init_rank(splint_ctx* ctx, const uint8_t* id, int32_t nranks, int32_t rank,
+                                    splint_nccl_comm** out);
+/* Enqueues on the context's stream: recv = Σ (op 0) or mean (op 1) of send over the ranks; f32 or
+   bf16; send == recv is in place. */
+int splint_cuda_nccl_all_reduce(splint_nccl_comm* comm, splint_dptr send, splint_dptr recv, int64_t count,
+                                int32_t dtype, int32_t op);
+/* Enqueues on the context's stream: recv = root's send. */
+int splint_cuda_nccl_broadcast(splint_nccl_comm* comm, splint_dptr send, splint_dptr recv, int64_t count,
+                               int32_t dtype, int32_t root);
+/* Frees the communicator: ncclCommDestroy, or ncclCommAbort when abort is non-zero (after a failure,
+   when peers may be gone). */
+int splint_cuda_nccl_comm_destroy(splint_nccl_comm* comm, int32_t abort);
 
 #ifdef __cplusplus
 }

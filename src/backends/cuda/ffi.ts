@@ -18,7 +18,17 @@ export const STATUS_NAMES: Readonly<Record<number, string>> = {
   3: "cuBLAS error",
   4: "out of GPU memory",
   5: "not supported",
+  6: "NCCL error",
 };
+
+/** Reduction codes of splint_cuda_nccl_all_reduce. */
+export const REDUCE_CODE = { sum: 0, avg: 1 } as const;
+
+/** Bytes of an ncclUniqueId (NCCL_UNIQUE_ID_BYTES). */
+export const NCCL_UNIQUE_ID_BYTES = 128;
+
+/** Opaque NCCL communicator handle (a koffi pointer object). */
+export type NcclCommHandle = object;
 
 /** Bits of splint_cuda_check_flags. */
 export const FLAG_LABEL = 1;
@@ -124,6 +134,12 @@ export interface SplintCudaLib {
 
   profile_mark(ctx: CtxHandle): Status;
   profile_read(ctx: CtxHandle, intervalsMs: Float32Array, capacity: number, count: BigInt64Array): Status;
+  nccl_load(path: string): Status;
+  nccl_get_unique_id(id: Uint8Array): Status;
+  nccl_comm_init_rank(ctx: CtxHandle, id: Uint8Array, nranks: number, rank: number, out: [NcclCommHandle | null]): Status;
+  nccl_all_reduce(comm: NcclCommHandle, send: Ptr, recv: Ptr, count: number, dtype: number, op: number): Status;
+  nccl_broadcast(comm: NcclCommHandle, send: Ptr, recv: Ptr, count: number, dtype: number, root: number): Status;
+  nccl_comm_destroy(comm: NcclCommHandle, abort: number): Status;
   profile_counters(ctx: CtxHandle, launches: BigInt64Array, syncs: BigInt64Array, uploads: BigInt64Array): Status;
 }
 
@@ -172,6 +188,12 @@ export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   profile_mark: `int splint_cuda_profile_mark(${C})`,
   profile_read: `int splint_cuda_profile_read(${C}, float *intervals_ms, int64_t capacity, int64_t *count)`,
   profile_counters: `int splint_cuda_profile_counters(${C}, int64_t *launches, int64_t *syncs, int64_t *uploads)`,
+  nccl_load: "int splint_cuda_nccl_load(const char *path)",
+  nccl_get_unique_id: "int splint_cuda_nccl_get_unique_id(_Out_ uint8_t *id)",
+  nccl_comm_init_rank: `int splint_cuda_nccl_comm_init_rank(${C}, const uint8_t *id, int32_t nranks, int32_t rank, _Out_ splint_nccl_comm **out)`,
+  nccl_all_reduce: `int splint_cuda_nccl_all_reduce(splint_nccl_comm *comm, ${P} send, ${P} recv, int64_t count, int32_t dtype, int32_t op)`,
+  nccl_broadcast: `int splint_cuda_nccl_broadcast(splint_nccl_comm *comm, ${P} send, ${P} recv, int64_t count, int32_t dtype, int32_t root)`,
+  nccl_comm_destroy: "int splint_cuda_nccl_comm_destroy(splint_nccl_comm *comm, int32_t abort)",
 };
 
 /** Where the library is looked for when no path is given: $SPLINT_CUDA_LIB, then the repo's build folder. */
@@ -199,6 +221,7 @@ export function loadLibrary(path: string): SplintCudaLib {
   }
   if (!opaqueDeclared) {
     koffi.opaque("splint_ctx");
+    koffi.opaque("splint_nccl_comm");
     opaqueDeclared = true;
   }
   const bound: Partial<Record<keyof SplintCudaLib, unknown>> = {};

@@ -28,6 +28,8 @@ export interface CudaBackend extends Backend {
   dispose(): void;
   /** Stream timing events and counters for step profiles (bench/step-profile.ts). */
   readonly profile: CudaProfiler;
+  /** The library, context and device addresses, for the NCCL communicator (src/backends/cuda/nccl.ts). */
+  native(): { lib: SplintCudaLib; ctx: CtxHandle; ptr(t: Tensor, op: string): number };
 }
 
 export interface CudaProfiler {
@@ -585,6 +587,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
         return { launches: Number(launches[0]!), syncs: Number(syncs[0]!), uploads: Number(uploads[0]!) };
       },
     },
+    native: () => ({ lib, ctx, ptr: p }),
     dispose() {
       segmentTables.clear();
       mem.dispose();

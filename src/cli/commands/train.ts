@@ -4,8 +4,12 @@ import { readConfigFile, resolveConfig, SETTING_KINDS, TUTORIAL_DEFAULTS, type S
 import { normalizeKeys } from "../../train/trl-keys.ts";
 import { runTraining } from "../../train/run.ts";
 import { InputError } from "../../util/errors.ts";
+import { distEnvFrom, pinDevice } from "../../dist/env.ts";
+import { launchLocal, resolveGpus } from "../../dist/launch.ts";
+import { communicatorFor } from "../../dist/setup.ts";
+import type { Communicator } from "../../dist/communicator.ts";
 import { stopSignal } from "../../util/interrupt.ts";
-import { createOutput } from "../output.ts";
+import { createOutput, type Output } from "../output.ts";
 import { MODEL_FLAG, MODEL_HELP, REVISION_FLAG, REVISION_HELP, revisionOption } from "../model-flags.ts";
 
 const TRAIN_HELP = `
@@ -24,6 +28,9 @@ the tutorial's defaults. The run folder gets:
 Ctrl-C (or SIGTERM) stops at the next safe point and saves a checkpoint first (exit 130 / 143);
 a second Ctrl-C stops at once. --on-nan stop|skip-step: what a NaN/Inf loss or gradient does.
 --push-to-hub REPO uploads the final adapter (needs HF_TOKEN with write access).
+--gpus N|all starts one process per GPU of this host (data parallel; rank 0 writes the run folder).
+  With --device cpu, N CPU processes. Multi-node: start one splint train per process yourself with
+  RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set (as torchrun or Slurm do).
 
 Before loading the weights, a CUDA run estimates its GPU memory (weights at their stored dtype,
 fp8 included; LoRA, optimizer states, activations) and prints it with the setting it chose: it
@@ -81,6 +88,7 @@ export function registerTrain(program: Command): void {
     .option("--resume", "continue the run in --out from its newest checkpoint")
     .option("--push-to-hub <repo>", "upload the final adapter to this Hub repo (HF_TOKEN)")
     .option("--device <device>", "auto, cpu or cuda (default: SPLINT_BACKEND, else auto)")
+    .option("--gpus <n|all>", "data-parallel over N GPUs of this host (N processes with --device cpu)")
     .option("--gpu-memory <GiB>", "the card's memory for the memory check (default: what the CUDA device reports; on CPU, no check)")
     .option("--json", "print the result as JSON");
   for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
@@ -88,7 +96,16 @@ export function registerTrain(program: Command): void {
     command.option(`--${flagOf(key)} <${values}>`, `${key} (default ${JSON.stringify(TUTORIAL_DEFAULTS[key])})`);
   }
   command.addHelpText("after", TRAIN_HELP).action(async (flags: Record<string, unknown>) => {
-    const output = createOutput(Boolean(flags.json));
+    const dist = distEnvFrom(process.env);
+    if (typeof flags.gpus === "string" && dist === null) {
+      const device = flags.device === undefined ? undefined : String(flags.device);
+      const devices = device === "cpu" ? undefined : resolveGpus(flags.gpus);
+      const worldSize = devices?.length ?? resolveCpuRanks(flags.gpus);
+      await launchLocal({ worldSize, devices, command: [process.execPath, ...process.execArgv, ...withoutGpusFlag(process.argv.slice(1))], output: createOutput(false) });
+      return;
+    }
+    // Only rank 0 speaks; the others' errors still reach stderr (the launcher marks them).
+    const output: Output = dist && dist.rank !== 0 ? silentOutput : createOutput(Boolean(flags.json));
     const device = flags.device === undefined ? undefined : String(flags.device);
     if (device !== undefined && !["auto", "cpu", "cuda"].includes(device)) throw new InputError("--device", `must be auto, cpu or cuda, got ${JSON.stringify(device)}`);
     const fileSource = typeof flags.config === "string" ? flags.config : "defaults";
@@ -108,8 +125,15 @@ export function registerTrain(program: Command): void {
       if (String(flags.gpuMemory).trim() === "" || !(gib > 0) || !Number.isFinite(gib)) throw new InputError("--gpu-memory", `expects a positive number of GiB, got ${JSON.stringify(flags.gpuMemory)}`);
       gpuMemoryBytes = gib * 2 ** 30;
     }
+    if (dist && dist.worldSize > 1 && device !== "cpu") pinDevice(dist);
     const choice = detectBackend({ prefer: device as BackendPreference | undefined });
     output.log(choice.reason);
+    let communicator: Communicator | undefined;
+    // WORLD_SIZE=1 still goes through the communicator: the one-GPU check of the NCCL path.
+    if (dist) {
+      communicator = await communicatorFor(dist, choice.backend);
+      output.log(`data parallel: rank ${dist.rank} of ${dist.worldSize} (store ${dist.masterAddr}:${dist.masterPort})`);
+    }
     // Ctrl-C / SIGTERM stop at the next micro-batch boundary, after saving a checkpoint.
     const stop = stopSignal();
     const result = await runTraining({
@@ -125,8 +149,21 @@ export function registerTrain(program: Command): void {
       backend: choice.backend,
       gpuMemoryBytes,
       output,
+      communicator,
       signal: stop.signal,
-    }).finally(stop.release);
+    })
+      .then(
+        async (r) => {
+          await communicator?.destroy();
+          return r;
+        },
+        (error: unknown) => {
+          // Leave at once: the other ranks then fail their waits instead of waiting on this one.
+          communicator?.abort();
+          throw error;
+        },
+      )
+      .finally(stop.release);
     const { history, ...summary } = result;
     output.result({ ...summary, firstLoss: history[0]?.loss ?? null }, () =>
       [
@@ -138,4 +175,23 @@ export function registerTrain(program: Command): void {
       ].join("\n"),
     );
   });
+}
+
+const silentOutput: Output = { json: false, log() {}, result() {}, progress: () => ({ update() {}, increment() {}, stop() {} }) };
+
+/** `--gpus N` with --device cpu: N CPU processes ("all" has no meaning there). */
+function resolveCpuRanks(spec: string): number {
+  const n = Number(spec);
+  if (!Number.isInteger(n) || n < 1) throw new InputError("--gpus", `with --device cpu expects a process count ≥ 1, got ${JSON.stringify(spec)}`);
+  return n;
+}
+
+/** The command line again, without --gpus (the ranks must not launch ranks of their own). */
+export function withoutGpusFlag(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--gpus") i++;
+    else if (!args[i]!.startsWith("--gpus=")) out.push(args[i]!);
+  }
+  return out;
 }
