@@ -1,6 +1,6 @@
 import { datasetInfo, listFiles, modelInfo } from "@huggingface/hub";
 import type { RepoType } from "./cache.ts";
-import { SplintError } from "../util/errors.ts";
+import { NetworkError, SplintError } from "../util/errors.ts";
 import { hubResponseError, networkError } from "./errors.ts";
 import { timedFetch } from "../util/net.ts";
 
@@ -27,7 +27,8 @@ export interface RepoListing {
 }
 
 /** A request the Hub never answered (refused, DNS, reset); the caller may fall back to the cache. */
-export class HubUnreachable extends SplintError {}
+/** The Hub could not be reached (a network error, exit 69): the caller may fall back to the cache. */
+export class HubUnreachable extends NetworkError {}
 
 export interface ListingOptions {
   readonly endpoint: string;
