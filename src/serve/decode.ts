@@ -1,7 +1,7 @@
 import type { Graph } from "../autograd/graph.ts";
 import { ForwardContext } from "../models/mistral3/context.ts";
 import type { LayerKV } from "../models/mistral3/decoder.ts";
-import { argmax, prefillPositions, samplingCandidates, type SamplingOptions } from "../models/mistral3/generate.ts";
+import { argmax, prefillPositions, sampleToken, type SamplingOptions } from "../models/mistral3/generate.ts";
 import { forwardMistral3, type ImageBatch, type Mistral3Model } from "../models/mistral3/model.ts";
 import { Rng } from "../util/rng.ts";
 
@@ -112,7 +112,7 @@ export async function decodeBatch(
         if (settings.vocabLimit < V) row.fill(-Infinity, settings.vocabLimit);
         const rng = rngs[b];
         const sampling = rows[b]!.sampling;
-        const token = rng && sampling ? sample(row, sampling, rng) : argmax(row);
+        const token = rng && sampling ? sampleToken(row, sampling, rng) : argmax(row);
         tokens[b] = token;
         produced[b]!++;
         if (!rows[b]!.ignoreEos && settings.eosTokenIds.includes(token)) ends[b] = "eos";
@@ -136,13 +136,3 @@ export async function decodeBatch(
   return ends.map((e) => e ?? "length");
 }
 
-function sample(row: Float32Array, s: SamplingOptions, rng: Rng): number {
-  const { ids, probs } = samplingCandidates(row, s);
-  const u = rng.next();
-  let cumulative = 0;
-  for (let j = 0; j < ids.length; j++) {
-    cumulative += probs[j]!;
-    if (u < cumulative) return ids[j]!;
-  }
-  return ids[ids.length - 1]!;
-}

@@ -267,7 +267,8 @@ function kthLargest(values: Float32Array, k: number): number {
   return heap[0]!;
 }
 
-function sampleToken(row: Float32Array, s: SamplingOptions, rng: Rng): number {
+/** One token drawn from the candidates SamplingOptions keep (temperature, top-k, top-p). */
+export function sampleToken(row: Float32Array, s: SamplingOptions, rng: Rng): number {
   const { ids, probs } = samplingCandidates(row, s);
   const u = rng.next();
   let cumulative = 0;
