@@ -31,6 +31,8 @@ interface Bar {
 
 test("picking an X-ray shows the class and probability bars of the base and the adapter, as the API gives them", { skip }, async () => {
   const page = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
+  // A loaded CI machine (2 cores, other suites beside) can take far longer than the 30 s default.
+  page.setDefaultTimeout(120_000);
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(server.url);
@@ -67,6 +69,8 @@ test("picking an X-ray shows the class and probability bars of the base and the 
 
 test("the chat box streams the model's answer, the same text the API gives", { skip }, async () => {
   const page = await browser.newPage();
+  // A loaded CI machine (2 cores, other suites beside) can take far longer than the 30 s default.
+  page.setDefaultTimeout(120_000);
   await page.goto(server.url);
   await page.waitForSelector("#chat-model option", { state: "attached" });
   await page.uncheck("#chat-image");
@@ -86,6 +90,8 @@ test("the chat box streams the model's answer, the same text the API gives", { s
 
 test("dropping an X-ray onto the page classifies it too", { skip }, async () => {
   const page = await browser.newPage();
+  // A loaded CI machine (2 cores, other suites beside) can take far longer than the 30 s default.
+  page.setDefaultTimeout(120_000);
   await page.goto(server.url);
   await page.waitForSelector('#model-controls select[data-role="after"]');
   const url = await xrayDataUrl(6);
