@@ -1,8 +1,6 @@
 import type { Graph } from "../autograd/graph.ts";
-import { ForwardContext } from "../models/mistral3/context.ts";
-import type { LayerKV } from "../models/mistral3/decoder.ts";
-import { argmax, prefillPositions, sampleToken, type SamplingOptions } from "../models/mistral3/generate.ts";
-import { forwardMistral3, type ImageBatch, type Mistral3Model } from "../models/mistral3/model.ts";
+import { argmax, DecodeSession, sampleToken, type SamplingOptions } from "../models/mistral3/generate.ts";
+import type { ImageBatch, Mistral3Model } from "../models/mistral3/model.ts";
 import { Rng } from "../util/rng.ts";
 
 /**
@@ -66,43 +64,19 @@ export async function decodeBatch(
     ids.set(r.promptIds, start);
     mask.fill(1, start, b * T + T);
   });
-  const t = model.config.text_config;
-  const width = t.num_key_value_heads * t.head_dim;
-  const backend = model.text.embedTokens.backend;
-  const layers: LayerKV[] = model.text.layers.map(() => ({ k: backend.zeros([B * S, width], "f32"), v: backend.zeros([B * S, width], "f32") }));
-  const valid = new Int32Array(B * S).fill(1);
-  for (let b = 0; b < B; b++) valid.set(mask.subarray(b * T, b * T + T), b * S);
-  const keyValid = backend.upload(valid, [B, S], "i32");
-  const positions = prefillPositions(mask, B, T);
-  const nextPosition = Int32Array.from({ length: B }, (_, b) => positions[b * T + T - 1]! + 1);
+  const session = new DecodeSession(model, newGraph, mask, B, T, S);
   const rngs = rows.map((r) => (r.sampling ? new Rng(r.sampling.seed) : null));
   const ends: (RowEnd | null)[] = rows.map(() => null);
   const produced = new Array<number>(B).fill(0);
 
   try {
     let stepIds = ids;
-    let stepPositions = positions;
-    let stepLength = T;
     for (let step = 0; step < budget; step++) {
       rows.forEach((r, b) => {
         if (ends[b] === null && r.cancelled()) ends[b] = "cancelled";
       });
       if (ends.every((e) => e !== null)) break;
-      const graph = newGraph();
-      const ctx = new ForwardContext(graph);
-      let logits: Float32Array;
-      try {
-        const out = forwardMistral3(
-          ctx,
-          model,
-          { batch: B, seqLen: stepLength, inputIds: stepIds, positionIds: stepPositions, images: step === 0 ? images : undefined },
-          { lastPositionOnly: true, cache: { layers, slots: S, offset: step === 0 ? 0 : T + step - 1, keyValid } },
-        );
-        logits = backend.read(out.logits.value) as Float32Array;
-      } finally {
-        graph.dispose();
-        ctx.release();
-      }
+      const logits = session.next(stepIds, images);
       const V = logits.length / B;
       const tokens = new Int32Array(B).fill(settings.padTokenId);
       for (let b = 0; b < B; b++) {
@@ -121,17 +95,10 @@ export async function decodeBatch(
       }
       if (ends.every((e) => e !== null)) break;
       stepIds = tokens;
-      stepPositions = Int32Array.from(nextPosition);
-      for (let b = 0; b < B; b++) nextPosition[b]!++;
-      stepLength = 1;
       await nextTick();
     }
   } finally {
-    for (const l of layers) {
-      l.k.free();
-      l.v.free();
-    }
-    keyValid.free();
+    session.free();
   }
   return ends.map((e) => e ?? "length");
 }

@@ -1,5 +1,5 @@
 import type { Graph } from "../../autograd/graph.ts";
-import type { Backend } from "../../tensor/backend.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
 import { Rng } from "../../util/rng.ts";
 import { InputError } from "../../util/errors.ts";
 import { ForwardContext } from "./context.ts";
@@ -70,6 +70,71 @@ export function prefillPositions(mask: Int32Array, batch: number, seqLen: number
   return out;
 }
 
+/**
+ * The KV cache of one batched decode and the forward step that runs on it: B left-padded prompts of
+ * T tokens (`mask` marks the real ones) with room for S − T new tokens each. The first `next` runs
+ * the prompts (and their images), every later one a single new token per row at the next
+ * position. generateMistral3 and the server's decoder both decode through it.
+ */
+export class DecodeSession {
+  private readonly layers: LayerKV[];
+  private readonly keyValid: Tensor;
+  private readonly prompt: Int32Array;
+  private readonly nextPosition: Int32Array;
+  private steps = 0;
+
+  constructor(
+    private readonly model: Mistral3Model,
+    private readonly newGraph: () => Graph,
+    mask: Int32Array,
+    private readonly batch: number,
+    private readonly promptLength: number,
+    private readonly slots: number,
+  ) {
+    const [B, T, S] = [batch, promptLength, slots];
+    const t = model.config.text_config;
+    const width = t.num_key_value_heads * t.head_dim;
+    const backend = model.text.embedTokens.backend;
+    this.layers = model.text.layers.map(() => ({ k: backend.zeros([B * S, width], "f32"), v: backend.zeros([B * S, width], "f32") }));
+    const valid = new Int32Array(B * S).fill(1);
+    for (let b = 0; b < B; b++) valid.set(mask.subarray(b * T, b * T + T), b * S);
+    this.keyValid = backend.upload(valid, [B, S], "i32");
+    this.prompt = prefillPositions(mask, B, T);
+    this.nextPosition = Int32Array.from({ length: B }, (_, b) => this.prompt[b * T + T - 1]! + 1);
+  }
+
+  /** Logits [B·V] of each row's last position: ids are the prompts [B·T] first, then one token per row [B]. */
+  next(ids: Int32Array, images?: ImageBatch): Float32Array {
+    const [B, T] = [this.batch, this.promptLength];
+    const first = this.steps === 0;
+    const positions = first ? this.prompt : Int32Array.from(this.nextPosition);
+    if (!first) for (let b = 0; b < B; b++) this.nextPosition[b]!++;
+    const graph = this.newGraph();
+    const ctx = new ForwardContext(graph);
+    try {
+      const out = forwardMistral3(
+        ctx,
+        this.model,
+        { batch: B, seqLen: first ? T : 1, inputIds: ids, positionIds: positions, images: first ? images : undefined },
+        { lastPositionOnly: true, cache: { layers: this.layers, slots: this.slots, offset: first ? 0 : T + this.steps - 1, keyValid: this.keyValid } },
+      );
+      this.steps++;
+      return graph.backend.read(out.logits.value) as Float32Array;
+    } finally {
+      graph.dispose();
+      ctx.release();
+    }
+  }
+
+  free(): void {
+    for (const l of this.layers) {
+      l.k.free();
+      l.v.free();
+    }
+    this.keyValid.free();
+  }
+}
+
 export function generateMistral3(
   model: Mistral3Model,
   newGraph: () => Graph,
@@ -86,51 +151,19 @@ export function generateMistral3(
     }
   }
   const S = T + n;
-  const t = model.config.text_config;
-  const width = t.num_key_value_heads * t.head_dim;
-
-  const backend: Backend = model.text.embedTokens.backend;
-  const layers: LayerKV[] = model.text.layers.map(() => ({ k: backend.zeros([B * S, width], "f32"), v: backend.zeros([B * S, width], "f32") }));
-  const validHost = new Int32Array(B * S).fill(1);
-  for (let b = 0; b < B; b++) validHost.set(mask.subarray(b * T, b * T + T), b * S);
-  const keyValid = backend.upload(validHost, [B, S], "i32");
-
   const sequences = new Int32Array(B * (T + n)).fill(opts.padTokenId);
   for (let b = 0; b < B; b++) sequences.set(inputs.inputIds.subarray(b * T, b * T + T), b * (T + n));
   const margins = new Float32Array(n * B);
   const done = new Array<boolean>(B).fill(false);
   const rng = opts.sampling ? new Rng(opts.sampling.seed) : null;
-  const positions = prefillPositions(mask, B, T);
-  const nextPosition = Int32Array.from({ length: B }, (_, b) => positions[b * T + T - 1]! + 1);
+  const session = new DecodeSession(model, newGraph, mask, B, T, S);
 
   let produced = 0;
   try {
     let step = 0;
     let stepIds = inputs.inputIds;
-    let stepPositions = positions;
-    let stepLength = T;
     while (step < n) {
-      const graph = newGraph();
-      const ctx = new ForwardContext(graph);
-      let logits: Float32Array;
-      try {
-        const out = forwardMistral3(
-          ctx,
-          model,
-          {
-            batch: B,
-            seqLen: stepLength,
-            inputIds: stepIds,
-            positionIds: stepPositions,
-            images: step === 0 ? inputs.images : undefined,
-          },
-          { lastPositionOnly: true, cache: { layers, slots: S, offset: step === 0 ? 0 : T + step - 1, keyValid } },
-        );
-        logits = backend.read(out.logits.value) as Float32Array;
-      } finally {
-        graph.dispose();
-        ctx.release();
-      }
+      const logits = session.next(stepIds, inputs.images);
       const V = logits.length / B;
       const tokens = new Int32Array(B);
       for (let b = 0; b < B; b++) {
@@ -146,16 +179,9 @@ export function generateMistral3(
       opts.onStep?.(step, tokens, wasDone);
       if (done.every(Boolean)) break;
       stepIds = tokens;
-      stepPositions = Int32Array.from(nextPosition);
-      for (let b = 0; b < B; b++) nextPosition[b]!++;
-      stepLength = 1;
     }
   } finally {
-    for (const l of layers) {
-      l.k.free();
-      l.v.free();
-    }
-    keyValid.free();
+    session.free();
   }
   const width2 = T + produced;
   const trimmed = new Int32Array(B * width2);
