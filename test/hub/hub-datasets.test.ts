@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -7,6 +6,7 @@ import { after, before, test } from "node:test";
 import { saveDatasetDict } from "../../src/data/hf-dataset.ts";
 import { synthesizeDatasetDict } from "../../src/data/synth.ts";
 import { REPO_ROOT } from "../helpers/cli.ts";
+import { hubCli } from "./hub-cli.ts";
 import { MockHub } from "./mock-hub.ts";
 
 /**
@@ -40,20 +40,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function splint(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const env = { ...process.env, SPLINT_NO_PROGRESS: "1", SPLINT_BACKEND: "cpu", HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: join(dir, "cache"), HF_HOME: join(dir, "home"), HF_TOKEN: "", HF_HUB_OFFLINE: "" };
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(REPO_ROOT, "bin/splint.js"), ...args], { env, cwd: dir, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
-      resolve({ code: error ? Number(error.code) : 0, stdout, stderr });
-    });
-  });
-}
-
-async function ok(...args: string[]): Promise<string> {
-  const run = await splint(...args);
-  assert.equal(run.code, 0, `splint ${args.join(" ")}:\n${run.stderr}`);
-  return run.stdout;
-}
+const { splint, ok } = hubCli(() => hub, () => dir);
 
 const without = (json: string, keys: readonly string[]): unknown => JSON.parse(json, (key, value: unknown) => (keys.includes(key) ? undefined : value));
 
