@@ -5,7 +5,6 @@
  * the CPU parity test (test/models/fp8-parity.test.ts) and the CUDA parity cases.
  */
 import { createGraph } from "../../src/autograd/tape.ts";
-import { parseMistral3Config } from "../../src/models/mistral3/config.ts";
 import { ForwardContext } from "../../src/models/mistral3/context.ts";
 import { buildMistral3, forwardMistral3, type Mistral3Inputs, type Mistral3Model } from "../../src/models/mistral3/model.ts";
 import { expectedWeights } from "../../src/models/mistral3/weights.ts";
@@ -13,25 +12,10 @@ import type { Backend, MatmulPrecision } from "../../src/tensor/backend.ts";
 import { bf16ArrayToF32, f32ArrayToBf16 } from "../../src/tensor/bf16.ts";
 import { f32ArrayToFp8E4m3, FP8_E4M3_MAX, fp8E4m3ArrayToF32 } from "../../src/tensor/fp8.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
+import { tinyConfig } from "./tiny-model.ts";
 
-/** tinyConfig's sizes (vision 32, text 48), as a config.json the parser reads. */
-export const FP8_TINY_CONFIG = parseMistral3Config({
-  model_type: "mistral3",
-  image_token_index: 10,
-  spatial_merge_size: 2,
-  text_config: {
-    model_type: "ministral3",
-    hidden_size: 48,
-    intermediate_size: 96,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    head_dim: 16,
-    vocab_size: 64,
-    rope_parameters: { rope_type: "yarn", rope_theta: 1e6, factor: 16, original_max_position_embeddings: 8, beta_fast: 32, beta_slow: 1, mscale: 1, mscale_all_dim: 1, llama_4_scaling_beta: 0.1 },
-  },
-  vision_config: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, patch_size: 14, hidden_act: "silu" },
-});
+/** tinyConfig's sizes (vision 32, text 48). */
+export const FP8_TINY_CONFIG = tinyConfig();
 
 const DECODER_LINEAR = /^model\.language_model\.layers\.\d+\.(?:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.weight$/;
 const LORA_TARGET = /\.(?:q|k|v|o|gate|up|down)_proj$/;
