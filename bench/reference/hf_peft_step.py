@@ -109,6 +109,22 @@ def find_module(model, suffix):
     raise RuntimeError(f"no module named *{suffix}")
 
 
+def timed_steps(step, warmup, steps, tag):
+    """Runs warmup + steps steps, the device synchronised before each clock read; returns the
+    measured and warm-up step times (ms) and every step's loss."""
+    times, warm, losses = [], [], []
+    for i in range(warmup + steps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loss = step()
+        torch.cuda.synchronize()
+        ms = (time.perf_counter() - t0) * 1000
+        losses.append(loss.item())
+        (times if i >= warmup else warm).append(ms)
+        print(f"{tag} step {i + 1}{' (warm-up)' if i < warmup else ''}: {ms:.1f} ms, loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
+    return times, warm, losses
+
+
 def run_one(plan, attn, warmup, steps):
     import peft
     from peft.tuners.lora import LoraLayer
@@ -168,17 +184,7 @@ def run_one(plan, attn, warmup, steps):
         mark("optimizerMs")
         return loss.detach()
 
-    times, losses = [], []
-    for i in range(warmup + steps):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        loss = step()
-        torch.cuda.synchronize()
-        ms = (time.perf_counter() - t0) * 1000
-        losses.append(loss.item())
-        if i >= warmup:
-            times.append(ms)
-        print(f"[hf {plan['size']} {attn}] step {i + 1}{' (warm-up)' if i < warmup else ''}: {ms:.1f} ms, loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
+    times, _, losses = timed_steps(step, warmup, steps, f"[hf {plan['size']} {attn}]")
 
     torch.cuda.synchronize()
     marks = [time.perf_counter()]
@@ -529,16 +535,7 @@ def run_tuned(plan, variant, warmup, steps):
     core.language_model.register_forward_hook(lambda *_: mark("decoderMs"))
 
     tag = f"[{variant} {plan['size']}]"
-    times, warm, losses = [], [], []
-    for i in range(warmup + steps):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        loss = step()
-        torch.cuda.synchronize()
-        ms = (time.perf_counter() - t0) * 1000
-        losses.append(loss.item())
-        (times if i >= warmup else warm).append(ms)
-        print(f"{tag} step {i + 1}{' (warm-up)' if i < warmup else ''}: {ms:.1f} ms, loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
+    times, warm, losses = timed_steps(step, warmup, steps, tag)
 
     torch.cuda.synchronize()
     marks = [time.perf_counter()]
