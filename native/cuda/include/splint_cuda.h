@@ -62,8 +62,9 @@ int splint_cuda_memory_stats(splint_ctx* ctx, uint64_t* live, uint64_t* peak, ui
 /* Returns every cached, unused block to the driver. */
 int splint_cuda_empty_cache(splint_ctx* ctx);
 int splint_cuda_upload(splint_ctx* ctx, splint_dptr dst, const void* host, uint64_t bytes);
-/* Synchronous: returns when host holds the bytes. */
-int splint_cuda_download(splint_ctx* ctx, void* host, splint_dptr src, uint64_t bytes);
+/* Synchronous: returns when host holds the bytes. With flags non-null, the device error flags
+   (splint_cuda_check_flags) come back and are cleared in the same synchronisation. */
+int splint_cuda_download(splint_ctx* ctx, void* host, splint_dptr src, uint64_t bytes, int32_t* flags);
 int splint_cuda_memset_zero(splint_ctx* ctx, splint_dptr dst, uint64_t bytes);
 int splint_cuda_copy(splint_ctx* ctx, splint_dptr dst, splint_dptr src, uint64_t bytes);
 

@@ -161,12 +161,19 @@ int splint_cuda_upload(splint_ctx* ctx, splint_dptr dst, const void* host, uint6
   return SPLINT_OK;
 }
 
-int splint_cuda_download(splint_ctx* ctx, void* host, splint_dptr src, uint64_t bytes) {
+int splint_cuda_download(splint_ctx* ctx, void* host, splint_dptr src, uint64_t bytes, int32_t* flags) {
   OP("download");
   CTX_CHECK(ctx);
-  if (bytes == 0) return SPLINT_OK;
-  ARG_CHECK(host != nullptr && src != 0, "null pointer");
-  CUDA_CHECK(cudaMemcpyAsync(host, reinterpret_cast<const void*>(src), bytes, cudaMemcpyDeviceToHost, ctx->stream));
+  if (bytes == 0 && flags == nullptr) return SPLINT_OK;
+  ARG_CHECK(bytes == 0 || (host != nullptr && src != 0), "null pointer");
+  if (bytes > 0) {
+    CUDA_CHECK(cudaMemcpyAsync(host, reinterpret_cast<const void*>(src), bytes, cudaMemcpyDeviceToHost, ctx->stream));
+  }
+  // The flags ride along: a read costs one host wait, not one for the data and one for the flags.
+  if (flags != nullptr) {
+    CUDA_CHECK(cudaMemcpyAsync(flags, ctx->flags, sizeof(int32_t), cudaMemcpyDeviceToHost, ctx->stream));
+    CUDA_CHECK(cudaMemsetAsync(ctx->flags, 0, sizeof(int32_t), ctx->stream));
+  }
   ++ctx->syncs;
   CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
   return SPLINT_OK;

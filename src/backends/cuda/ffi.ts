@@ -52,7 +52,7 @@ export interface SplintCudaLib {
   memory_stats(ctx: CtxHandle, live: BigUint64Array, peak: BigUint64Array, reserved: BigUint64Array, mallocs: BigUint64Array): Status;
   empty_cache(ctx: CtxHandle): Status;
   upload(ctx: CtxHandle, dst: Ptr, host: ArrayBufferView, bytes: number): Status;
-  download(ctx: CtxHandle, host: ArrayBufferView, src: Ptr, bytes: number): Status;
+  download(ctx: CtxHandle, host: ArrayBufferView, src: Ptr, bytes: number, flags: Int32Array | null): Status;
   memset_zero(ctx: CtxHandle, dst: Ptr, bytes: number): Status;
   copy(ctx: CtxHandle, dst: Ptr, src: Ptr, bytes: number): Status;
 
@@ -158,7 +158,7 @@ export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   memory_stats: `int splint_cuda_memory_stats(${C}, uint64_t *live, uint64_t *peak, uint64_t *reserved, uint64_t *mallocs)`,
   empty_cache: `int splint_cuda_empty_cache(${C})`,
   upload: `int splint_cuda_upload(${C}, ${P} dst, const void *host, uint64_t bytes)`,
-  download: `int splint_cuda_download(${C}, void *host, ${P} src, uint64_t bytes)`,
+  download: `int splint_cuda_download(${C}, void *host, ${P} src, uint64_t bytes, int32_t *flags)`,
   memset_zero: `int splint_cuda_memset_zero(${C}, ${P} dst, uint64_t bytes)`,
   copy: `int splint_cuda_copy(${C}, ${P} dst, ${P} src, uint64_t bytes)`,
   cast: `int splint_cuda_cast(${C}, ${P} x, int32_t x_dtype, float x_scale, ${P} out, int32_t out_dtype, float out_scale, int64_t n)`,

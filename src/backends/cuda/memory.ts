@@ -74,10 +74,14 @@ export class CudaMemory {
     check(this.lib, this.lib.upload(this.ctx, this.ptr(t, "upload"), data, data.byteLength), "upload");
   }
 
-  /** Copies the raw bits back (synchronous), after surfacing any device-side error flag. */
+  /**
+   * Copies the raw bits back (synchronous) and surfaces any device-side error flag; the flags come
+   * back in the same host wait as the data.
+   */
   download<T extends Float32Array | Uint16Array | Uint8Array | Int32Array>(t: Tensor, into: T): T {
-    check(this.lib, this.lib.download(this.ctx, into, this.ptr(t, "read"), into.byteLength), "read");
-    this.checkFlags();
+    const flags = new Int32Array(1);
+    check(this.lib, this.lib.download(this.ctx, into, this.ptr(t, "read"), into.byteLength, flags), "read");
+    throwFlags(flags[0]!);
     return into;
   }
 
@@ -89,10 +93,7 @@ export class CudaMemory {
     this.requireOpen("read");
     const flags = new Int32Array(1);
     check(this.lib, this.lib.check_flags(this.ctx, flags), "check_flags");
-    if (flags[0]! & FLAG_LABEL) {
-      throw new TensorError("crossEntropy", "a label is outside the vocabulary", { hint: "labels must be token ids or the ignore index" });
-    }
-    if (flags[0]! & FLAG_INDEX) throw new TensorError("gather/scatter", "an index was out of range");
+    throwFlags(flags[0]!);
   }
 
   stats(): { live: number; peak: number; reserved: number; mallocs: number } {
@@ -118,4 +119,11 @@ export function requireDtype(op: string, t: Tensor, allowed: readonly DType[]): 
 
 export function requireFloat(op: string, ...ts: Tensor[]): void {
   for (const t of ts) if (t.dtype === "i32") throw new TensorError(op, "expected a float tensor", { shapes: [t.shape], dtypes: [t.dtype] });
+}
+
+function throwFlags(flags: number): void {
+  if (flags & FLAG_LABEL) {
+    throw new TensorError("crossEntropy", "a label is outside the vocabulary", { hint: "labels must be token ids or the ignore index" });
+  }
+  if (flags & FLAG_INDEX) throw new TensorError("gather/scatter", "an index was out of range");
 }
