@@ -30,6 +30,7 @@ import { parseMistral3Config, type Mistral3Config } from "../src/models/mistral3
 import { ForwardContext } from "../src/models/mistral3/context.ts";
 import { buildMistral3, forwardMistral3, type Mistral3Model } from "../src/models/mistral3/model.ts";
 import type { Backend, MatmulPrecision } from "../src/tensor/backend.ts";
+import type { Tensor } from "../src/tensor/tensor.ts";
 import { AdamW, type Parameter } from "../src/train/optimizer.ts";
 import { Rng } from "../src/util/rng.ts";
 import {
@@ -222,9 +223,18 @@ async function run(
   const loraParams = params.reduce((n, p) => n + p.value.size, 0);
   log(`built in ${setupSeconds.toFixed(1)} s: ${(weightBytes / 2 ** 30).toFixed(2)} GiB ${weightKind} weights, ${paths.length} LoRA pairs (${loraParams} params), ${plan.workload.tokensPerStep} tokens/step`);
 
+  const readLoss = (t: Tensor): number => {
+    const value = (backend.read(t) as Float32Array)[0]!;
+    t.free();
+    return value;
+  };
   let stepNo = 0;
-  /** One micro-batch; `mark` (profile step only) is called at each phase boundary. */
-  const trainStep = (mark?: (phase: keyof PhaseTimes) => void): number => {
+  /**
+   * One micro-batch; `mark` (profile step only) is called at each phase boundary. Returns a device
+   * copy of the loss, read after the step as the trainer reads it once per optimizer step, so
+   * nothing inside the micro-batch waits for the device.
+   */
+  const trainStep = (mark?: (phase: keyof PhaseTimes) => void): Tensor => {
     stepNo++;
     const graph = createGraph(backend, { recording: true });
     const ctx = new ForwardContext(graph, { trainable, dropoutSeed: stepNo });
@@ -247,7 +257,7 @@ async function run(
       optimizer.step(grads, plan.optimizer.lr);
       for (const g of grads) g.free();
       mark?.("optimizerMs");
-      return (backend.read(out.loss!.value) as Float32Array)[0]!;
+      return backend.copy(out.loss!.value);
     } finally {
       graph.dispose();
       ctx.release();
@@ -259,9 +269,10 @@ async function run(
   for (let i = 0; i < warmup + steps; i++) {
     sync();
     const t0 = performance.now();
-    const loss = trainStep();
+    const lossOnDevice = trainStep();
     sync();
     const ms = performance.now() - t0;
+    const loss = readLoss(lossOnDevice);
     losses.push(loss);
     if (!Number.isFinite(loss)) throw new Error(`loss is ${loss} at step ${i + 1}`);
     if (i >= warmup) stepMs.push(ms);
@@ -272,12 +283,14 @@ async function run(
   sync();
   const p0 = performance.now();
   let last = p0;
-  trainStep((phase) => {
-    sync();
-    const now = performance.now();
-    phases[phase] = now - last;
-    last = now;
-  });
+  readLoss(
+    trainStep((phase) => {
+      sync();
+      const now = performance.now();
+      phases[phase] = now - last;
+      last = now;
+    }),
+  );
   phases.totalMs = last - p0;
 
   // The op-class profile: one more step, timed by CUDA events without synchronising inside it.
@@ -285,8 +298,9 @@ async function run(
   if (profiler) {
     sync();
     profiler.start();
-    trainStep();
+    const lossOnDevice = trainStep();
     profile = profiler.finish();
+    readLoss(lossOnDevice);
     log(`op-class profile:\n${profileMarkdown(profile)}`);
   }
 
