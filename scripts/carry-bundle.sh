@@ -19,12 +19,17 @@ bundle_entries() {
 }
 
 # carry_packages ROOT CARRY: koffi with its linux-x64 build, sharp with its dependencies and
-# libvips, parquet-wasm's Node build, into CARRY/node_modules.
+# libvips, parquet-wasm's Node build, as CARRY/node_modules.tar.xz.
 carry_packages() {
-  local modules="$1/node_modules" dest="$2/node_modules"
+  local modules="$1/node_modules" staging
+  staging="$(mktemp -d)" || return 1
+  local dest="$staging/node_modules"
   # A missing package (node_modules installed on another platform) fails here, not on the GPU machine.
   mkdir -p "$dest/@koromix/koffi-linux-x64" "$dest/@img" "$dest/parquet-wasm" || return 1
-  cp -r "$modules/koffi" "$dest/" || return 1
+  # koffi's vendored libraries and docs are for building and reading it, not for loading it: left
+  # behind, so the carry stays under the device's 64 MiB with the working tree.
+  mkdir -p "$dest/koffi" || return 1
+  cp -r "$modules/koffi/package.json" "$modules/koffi"/*.js "$modules/koffi"/*.cjs "$modules/koffi/lib" "$modules/koffi/src" "$dest/koffi/" || return 1
   local koffi_native="$modules/@koromix/koffi-linux-x64"
   cp -r "$koffi_native/package.json" "$koffi_native/index.js" "$koffi_native/linux_x64" "$dest/@koromix/koffi-linux-x64/" || return 1
   local package
@@ -32,4 +37,14 @@ carry_packages() {
     cp -r "$modules/$package" "$dest/$package" || return 1
   done
   cp -r "$modules/parquet-wasm/package.json" "$modules/parquet-wasm/node" "$dest/parquet-wasm/" || return 1
+  # Compressed (libvips alone is 18 MB), so the carry and the working tree fit the device's 64 MiB.
+  tar -C "$staging" -cf - node_modules | xz -T0 -9 >"$2/node_modules.tar.xz" || return 1
+  rm -rf "$staging"
+}
+
+# unpack_packages CARRY: on the GPU machine, unpacks what carry_packages packed beside the bundles
+# (the bundles resolve koffi, sharp and parquet-wasm from CARRY/node_modules).
+unpack_packages() {
+  [[ -d "$1/node_modules" || ! -f "$1/node_modules.tar.xz" ]] && return 0
+  xz -dc "$1/node_modules.tar.xz" | tar -C "$1" -xf -
 }
