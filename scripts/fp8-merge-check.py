@@ -73,9 +73,15 @@ def main():
 
     # 3. peft's own merge onto transformers' exact dequantization of the FP8 base.
     def fp8_base():
-        return Mistral3ForConditionalGeneration.from_pretrained(
+        model = Mistral3ForConditionalGeneration.from_pretrained(
             args.fp8_base, dtype=torch.float32, attn_implementation="eager",
             quantization_config=FineGrainedFP8Config(dequantize=True)).eval()
+        # The dequantized load leaves the checkpoint's unquantized BF16 tensors (embeddings, norms)
+        # in BF16 despite dtype=float32, and the forward then mixes dtypes; everything goes to f32 in
+        # place (the quantized model refuses .float()). Dequantized weights are exact in f32.
+        for t in [*model.parameters(), *model.buffers()]:
+            t.data = t.data.float()
+        return model
 
     reference = peft.PeftModel.from_pretrained(fp8_base(), args.adapter).merge_and_unload()
     ref_params = dict(reference.named_parameters())

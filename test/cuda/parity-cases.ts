@@ -627,8 +627,8 @@ function fp8ModelCases(): ParityCase[] {
       tolerance: {
         atol: 2e-2,
         rtol: 2e-2,
-        normRel: 1e-2,
-        why: "both round activations to bf16 where they meet the fp8 (and bf16) weights; a 1-ulp f32 difference in a sum can flip one bf16 rounding (2^-8 relative), which the later layers carry on",
+        normRel: 2e-2,
+        why: "both round activations to bf16 where they meet the fp8 (and bf16) weights; a 1-ulp f32 difference in a sum can flip one bf16 rounding (2^-8 relative), which the later layers carry on; on CUDA the flash attention also rounds q, k, v and P to bf16 where the CPU's attention stays f32 (first H200 run, 8f3730e: LoRA gradients 1.28e-2 norm-relative)",
       },
       run: step("bf16"),
     },
