@@ -184,7 +184,16 @@ function layoutCases(): ParityCase[] {
         run(b, rng) {
           const s = new Session(b);
           const x = make(s, rng);
-          return s.finish({ f32: b.cast(x, "f32"), bf16: b.cast(x, "bf16"), fp8: b.cast(x, "fp8_e4m3"), i32: b.cast(x, "i32") });
+          // 37·5·7 elements take the scalar kernels; 64·40 (a multiple of 8) the vectorised ones.
+          const wide = s.up(rng.uniform(64 * 40, -4, 4), [64, 40], dtype, scale);
+          return s.finish({
+            f32: b.cast(x, "f32"),
+            bf16: b.cast(x, "bf16"),
+            fp8: b.cast(x, "fp8_e4m3"),
+            i32: b.cast(x, "i32"),
+            f32Vectorised: b.cast(wide, "f32"),
+            bf16Vectorised: b.cast(wide, "bf16"),
+          });
         },
       },
       {
