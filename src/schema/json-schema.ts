@@ -23,6 +23,8 @@ function kindSchema(kind: SettingKind): Schema {
       return { type: "integer" };
     case "boolean":
       return { type: "boolean" };
+    case "boolean|auto":
+      return { anyOf: [{ type: "boolean" }, { const: "auto" }] };
     case "string":
       return { type: "string" };
     case "string[]":

@@ -27,7 +27,8 @@ export interface TrainConfig {
   num_train_epochs: number;
   per_device_train_batch_size: number;
   gradient_accumulation_steps: number;
-  gradient_checkpointing: boolean;
+  /** true / false as TRL; "auto": false when the activations fit the card (faster, the same arithmetic), else true. */
+  gradient_checkpointing: boolean | "auto";
   optim: "adamw_torch" | "adamw_8bit";
   learning_rate: number;
   weight_decay: number;
@@ -93,7 +94,7 @@ export const TUTORIAL_DEFAULTS: Readonly<TrainConfig> = {
   num_train_epochs: 1,
   per_device_train_batch_size: 2,
   gradient_accumulation_steps: 4,
-  gradient_checkpointing: true,
+  gradient_checkpointing: "auto",
   optim: "adamw_torch",
   learning_rate: 2e-4,
   weight_decay: 0,
@@ -127,7 +128,7 @@ export const TUTORIAL_DEFAULTS: Readonly<TrainConfig> = {
 };
 
 /** "modules": a list of module names, or one string that is a regex (PEFT's target_modules). */
-export type SettingKind = "number" | "integer" | "boolean" | "string" | "string[]" | "modules" | readonly string[] | "number|null" | "string|null" | "string[]|null";
+export type SettingKind = "number" | "integer" | "boolean" | "boolean|auto" | "string" | "string[]" | "modules" | readonly string[] | "number|null" | "string|null" | "string[]|null";
 
 /** The type of every setting (what the CLI turns flags into and config files are checked against). */
 export const SETTING_KINDS: Readonly<Record<keyof TrainConfig, SettingKind>> = {
@@ -140,7 +141,7 @@ export const SETTING_KINDS: Readonly<Record<keyof TrainConfig, SettingKind>> = {
   num_train_epochs: "number",
   per_device_train_batch_size: "integer",
   gradient_accumulation_steps: "integer",
-  gradient_checkpointing: "boolean",
+  gradient_checkpointing: "boolean|auto",
   optim: ["adamw_torch", "adamw_8bit"],
   learning_rate: "number",
   weight_decay: "number",
@@ -210,7 +211,8 @@ export const SETTING_HELP: Readonly<Record<keyof TrainConfig, string>> = {
   num_train_epochs: "passes over the training split (fractions allowed); max_steps > 0 wins",
   per_device_train_batch_size: "examples per micro-batch",
   gradient_accumulation_steps: "micro-batches per optimizer step",
-  gradient_checkpointing: "recompute each decoder layer in the backward pass instead of keeping its activations",
+  gradient_checkpointing:
+    "recompute each layer in the backward pass instead of keeping its activations; auto (the default): keep them when the memory plan says they fit the card (the fastest setting), else recompute (the tutorial sets true)",
   optim: "adamw_torch (fp32 moments) or adamw_8bit (block-wise 8-bit moments, as bitsandbytes)",
   learning_rate: "peak learning rate of AdamW",
   weight_decay: "AdamW's decoupled weight decay",
@@ -319,6 +321,9 @@ function checkValue(source: string, key: string, kind: SettingKind, value: unkno
       return value;
     case "boolean":
       if (typeof value !== "boolean") throw fail("true or false");
+      return value;
+    case "boolean|auto":
+      if (typeof value !== "boolean" && value !== "auto") throw fail("true, false or auto");
       return value;
     case "string":
       if (typeof value !== "string") throw fail("a string");

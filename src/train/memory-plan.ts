@@ -275,6 +275,9 @@ export interface PlannedSetting {
   gradient_accumulation_steps: number;
 }
 
+/** The setting as configured: gradient_checkpointing "auto" leaves recomputation to the planner. */
+export type ConfiguredSetting = Omit<PlannedSetting, "gradient_checkpointing"> & { gradient_checkpointing: boolean | "auto" };
+
 export interface MemoryDecision {
   /** The card's memory (bytes), or null when unknown (nothing is checked then). */
   deviceBytes: number | null;
@@ -290,7 +293,8 @@ export interface MemoryDecision {
 }
 
 /**
- * Picks the first setting that fits `deviceBytes`: the configured one; then with recomputation
+ * Picks the first setting that fits `deviceBytes`: the configured one (with gradient_checkpointing
+ * "auto", first without recomputation, the fastest, then with it); then with recomputation
  * (the same arithmetic, only slower); then, when `mayShrink`, halving the micro-batch while doubling
  * gradient accumulation (the same examples per optimizer step; the step's loss becomes the mean over
  * more, smaller micro-batches, as the tutorial's rule defines it). `shapeFor(rows)` gives the
@@ -299,13 +303,14 @@ export interface MemoryDecision {
  */
 export function chooseSetting(
   base: Omit<PlanInputs, "micro" | "recompute">,
-  configured: PlannedSetting,
+  configured: ConfiguredSetting,
   shapeFor: (rows: number) => MicroBatchShape,
   device: { bytes: number | null; source: string },
   mayShrink: boolean,
 ): MemoryDecision {
-  const candidates: PlannedSetting[] = [configured];
-  if (!configured.gradient_checkpointing) candidates.push({ ...configured, gradient_checkpointing: true });
+  const candidates: PlannedSetting[] = [];
+  if (configured.gradient_checkpointing !== true) candidates.push({ ...configured, gradient_checkpointing: false });
+  candidates.push({ ...configured, gradient_checkpointing: true });
   if (mayShrink) {
     let rows = configured.per_device_train_batch_size;
     let accumulation = configured.gradient_accumulation_steps;
@@ -328,9 +333,13 @@ export function chooseSetting(
   return { deviceBytes: device.bytes, deviceSource: device.source, fits: false, setting: last!.setting, changes: describeChanges(configured, last!.setting), estimate: last!.estimate, tried };
 }
 
-function describeChanges(from: PlannedSetting, to: PlannedSetting): string[] {
+function describeChanges(from: ConfiguredSetting, to: PlannedSetting): string[] {
   const out: string[] = [];
-  if (from.gradient_checkpointing !== to.gradient_checkpointing) out.push(`gradient_checkpointing ${from.gradient_checkpointing} → ${to.gradient_checkpointing}`);
+  if (from.gradient_checkpointing === "auto") {
+    out.push(`gradient_checkpointing auto → ${to.gradient_checkpointing} (${to.gradient_checkpointing ? "the activations of every layer do not fit: recomputed" : "the activations fit: kept, the fastest setting"})`);
+  } else if (from.gradient_checkpointing !== to.gradient_checkpointing) {
+    out.push(`gradient_checkpointing ${from.gradient_checkpointing} → ${to.gradient_checkpointing}`);
+  }
   if (from.per_device_train_batch_size !== to.per_device_train_batch_size) {
     out.push(
       `per_device_train_batch_size ${from.per_device_train_batch_size} → ${to.per_device_train_batch_size}, gradient_accumulation_steps ${from.gradient_accumulation_steps} → ${to.gradient_accumulation_steps} (the same examples per optimizer step)`,

@@ -216,6 +216,10 @@ async function trainLocked(opts: RunTrainingOptions, runDir: string): Promise<Tr
     log: (line) => output.log(line),
   });
   if (memory) config = memory.config;
+  else if (config.gradient_checkpointing === "auto") {
+    config = { ...config, gradient_checkpointing: false };
+    output.log("gradient_checkpointing auto → false (no card to plan against on this backend: activations are kept)");
+  }
   let bar: ReturnType<Output["progress"]> | undefined;
   const model = await loadMistral3(modelDir, backend, {
     dtype: config.bf16 ? "auto" : "f32",

@@ -250,7 +250,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
           const dropoutSeed = config.lora_dropout > 0 ? rng.seed() : undefined;
           if (k % world !== rank) continue;
           const batch = await source.get(epoch, first + k);
-          objective += microStep(backend, model, batch, { trainable, dropoutSeed, checkpointLayers: config.gradient_checkpointing, weight: 1 / count }, params, grads);
+          objective += microStep(backend, model, batch, { trainable, dropoutSeed, checkpointLayers: config.gradient_checkpointing === true, weight: 1 / count }, params, grads);
           tokens += batch.tokens;
           supervised += batch.supervised;
           images += batch.images;

@@ -68,6 +68,41 @@ test("a card between the estimates gets recomputation and a halved micro-batch, 
   });
 });
 
+test("gradient_checkpointing auto keeps the activations when they fit (the fastest setting), else recomputes, and says which it took", async () => {
+  await withTempDir("splint-memory-", async (root) => {
+    const dataset = join(root, "data");
+    await saveDatasetDict(dataset, tinyDataset(), "arrow");
+    const config = { ...RECIPE, gradient_checkpointing: "auto" as const };
+    const roomy = recording();
+    const kept = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "roomy"), config, output: roomy.output, gpuMemoryBytes: 80 * 2 ** 30 });
+    assert.equal(kept.memory?.setting.gradient_checkpointing, false);
+    assert.match(roomy.lines.join("\n"), /gradient_checkpointing auto → false \(the activations fit: kept, the fastest setting\)/);
+    assert.equal(kept.memory.tried.length, 1, "the first setting tried, without recomputation, fits");
+    const [withoutRecompute, withRecompute] = await triedOnTinyCard(root, dataset, config);
+    assert.ok(withRecompute < withoutRecompute, `recomputation plans less memory: ${withRecompute} < ${withoutRecompute}`);
+    const tight = recording();
+    const recomputed = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "tight"), config, output: tight.output, gpuMemoryBytes: (withoutRecompute + withRecompute) / 2 });
+    assert.equal(recomputed.memory?.setting.gradient_checkpointing, true);
+    assert.match(tight.lines.join("\n"), /gradient_checkpointing auto → true \(the activations of every layer do not fit: recomputed\)/);
+    assert.equal((JSON.parse(await readFile(recomputed.configFile, "utf8")) as Record<string, unknown>).gradient_checkpointing, true);
+    const cpu = recording();
+    const unchecked = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "cpu"), config, output: cpu.output });
+    assert.equal(unchecked.memory, null);
+    assert.match(cpu.lines.join("\n"), /gradient_checkpointing auto → false \(no card to plan against/);
+    assert.equal((JSON.parse(await readFile(unchecked.configFile, "utf8")) as Record<string, unknown>).gradient_checkpointing, false);
+  });
+});
+
+/** The card estimates without and with recomputation, from a refusal on a 1-byte card. */
+async function triedOnTinyCard(root: string, dataset: string, config: typeof RECIPE | (Omit<typeof RECIPE, "gradient_checkpointing"> & { gradient_checkpointing: "auto" })): Promise<[number, number]> {
+  const refused = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "probe"), config, output: recording().output, gpuMemoryBytes: 1 }).then(
+    () => assert.fail("a 1-byte card fits nothing"),
+    (e: unknown) => e,
+  );
+  assert.ok(refused instanceof MemoryPlanError);
+  return [refused.decision.tried[0]!.cardBytes, refused.decision.tried[1]!.cardBytes];
+}
+
 test("splint train refuses a run that cannot fit --gpu-memory, naming every setting tried, before loading weights", async () => {
   await withTempDir("splint-memory-", async (root) => {
     const dataset = join(root, "data");
@@ -79,7 +114,7 @@ test("splint train refuses a run that cannot fit --gpu-memory, naming every sett
       (e: { code: number; stderr: string }) => e,
     );
     assert.equal(error.code, 1);
-    assert.match(error.stderr, /this run needs about 0\.\d\d GiB of GPU memory even at its smallest setting, the card has 0\.50 GiB \(--gpu-memory\); tried checkpointing true, micro-batch 2: /);
+    assert.match(error.stderr, /this run needs about 0\.\d\d GiB of GPU memory even at its smallest setting, the card has 0\.50 GiB \(--gpu-memory\); tried checkpointing false, micro-batch 2: .*; checkpointing true, micro-batch 2: /);
     assert.ok(!existsSync(join(out, "config.resolved.json")), "nothing of the run was written");
     const bad = await run(process.execPath, [...args, "--gpu-memory", "lots"]).then(
       () => assert.fail("expected a failure"),

@@ -33,9 +33,10 @@ a second Ctrl-C stops at once. --on-nan stop|skip-step: what a NaN/Inf loss or g
   RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set (as torchrun or Slurm do).
 
 Before loading the weights, a CUDA run estimates its GPU memory (weights at their stored dtype,
-fp8 included; LoRA, optimizer states, activations) and prints it with the setting it chose: it
-turns on gradient_checkpointing, then halves the micro-batch (doubling gradient_accumulation_steps),
-until the run fits the card, and refuses when nothing fits. --gpu-memory GiB overrides the card's
+fp8 included; LoRA, optimizer states, activations) and prints it with the setting it chose: with
+gradient_checkpointing auto (the default) it keeps every layer's activations when they fit (the
+fastest setting), else recomputes them; then it halves the micro-batch (doubling
+gradient_accumulation_steps) until the run fits the card, and refuses when nothing fits. --gpu-memory GiB overrides the card's
 size (and checks a CPU run as if on such a card).
 
 Examples:
@@ -66,6 +67,9 @@ function parseFlag(key: keyof TrainConfig, kind: SettingKind, text: string): unk
     case "boolean":
       if (text !== "true" && text !== "false") throw new InputError(flag, `expects true or false, got ${JSON.stringify(text)}`);
       return text === "true";
+    case "boolean|auto":
+      if (text !== "true" && text !== "false" && text !== "auto") throw new InputError(flag, `expects true, false or auto, got ${JSON.stringify(text)}`);
+      return text === "auto" ? text : text === "true";
     case "string":
       return text;
     case "modules":
@@ -92,7 +96,7 @@ export function registerTrain(program: Command): void {
     .option("--gpu-memory <GiB>", "the card's memory for the memory check (default: what the CUDA device reports; on CPU, no check)")
     .option("--json", "print the result as JSON");
   for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
-    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "number|null" ? "n|none" : kind === "modules" ? "a,b,…|regex" : kind === "string[]" ? "a,b,…" : kind === "string[]|null" ? "a,b,…|none" : kind === "string|null" ? "text|none" : kind === "string" ? "text" : "n";
+    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "boolean|auto" ? "true|false|auto" : kind === "number|null" ? "n|none" : kind === "modules" ? "a,b,…|regex" : kind === "string[]" ? "a,b,…" : kind === "string[]|null" ? "a,b,…|none" : kind === "string|null" ? "text|none" : kind === "string" ? "text" : "n";
     command.option(`--${flagOf(key)} <${values}>`, `${key} (default ${JSON.stringify(TUTORIAL_DEFAULTS[key])})`);
   }
   command.addHelpText("after", TRAIN_HELP).action(async (flags: Record<string, unknown>) => {
