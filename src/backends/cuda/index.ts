@@ -11,6 +11,7 @@ import { attentionDims, matmulDims, requireSameSize, rowsCols } from "../../tens
 import { BYTES_PER_ELEMENT, isNarrowFloat, type DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import { f32ArrayToFp8E4m3 } from "../../tensor/fp8.ts";
+import { loraDownComposite, loraDxAccumulateComposite, loraGradAComposite } from "../../tensor/lora-composite.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { CudaError } from "./errors.ts";
 import { type CtxHandle, check, DTYPE_CODE, defaultLibraryPath, loadLibrary, type SplintCudaLib } from "./ffi.ts";
@@ -365,6 +366,25 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
         if (y !== b) y.free();
       }
       return out;
+    },
+
+    // ---- LoRA ------------------------------------------------------------------------------
+    loraDown: (x, a, opts) => loraDownComposite(backend, x, a, opts),
+    loraGradA: (du, x, opts) => loraGradAComposite(backend, du, x, opts),
+    loraDxAccumulate(dx, du, a, opts) {
+      if (dx.dtype !== "bf16") {
+        loraDxAccumulateComposite(backend, dx, du, a, opts);
+        return;
+      }
+      // The f32 sum of the widened dx, rounded once (to nearest even) back into dx.
+      const op = "loraDxAccumulate";
+      const wide = backend.cast(dx, "f32");
+      try {
+        loraDxAccumulateComposite(backend, wide, du, a, opts);
+        ok(lib.cast(ctx, p(wide, op), DTYPE_CODE.f32, 1, p(dx, op), DTYPE_CODE.bf16, 1, dx.size), op);
+      } finally {
+        wide.free();
+      }
     },
 
     // ---- elementwise -----------------------------------------------------------------------
