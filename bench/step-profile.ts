@@ -54,6 +54,10 @@ function opClass(name: string, args: readonly unknown[]): string {
       const n = opts.transB ? b.shape[0]! : b.shape.at(-1)!;
       return Math.min(m, n, k) <= 64 ? "matmul LoRA (a side ≤ 64)" : "matmul base";
     }
+    case "loraDown":
+    case "loraGradA":
+    case "loraDxAccumulate":
+      return "LoRA fused (loraDown, loraGradA, loraDxAccumulate)";
     case "attention":
       return `attention ${attentionClass(args[3] as AttentionMask)} forward`;
     case "attentionBackward":

@@ -129,6 +129,61 @@ function main(): void {
   });
   rows.push({ op: "crossEntropy+grad f32 [512, 131072]", ms: ceMs, rate: gbs(2 * 512 * 131072 * 4, ceMs) });
 
+  // The LoRA side of a linear (r = 16, p = 0.05, bf16 tier) at the decoder's 1440 tokens × 5120 and
+  // the vision tower's 4232 patches × 1024: lora.cu's fused ops beside the composite they replace
+  // (dropout writing bf16 + cuBLASLt products + dropoutBackward + add).
+  for (const [tokens, width] of [
+    [1440, 5120],
+    [4232, 1024],
+  ] as const) {
+    const r = 16;
+    const mask = { dropout: 0.05, seed: 7, precision: "bf16" } as const;
+    const lx = random(b, [tokens, width], "bf16", 20);
+    const la = random(b, [r, width], "bf16", 21);
+    const ldu = random(b, [tokens, r], "bf16", 22);
+    const ldx = random(b, [tokens, width], "f32", 23);
+    const shape = `[${tokens},${width}] r=${r}`;
+    const xBytes = tokens * width * 2;
+    const fused = {
+      down: time(b, () => [b.loraDown(lx, la, { ...mask, outDtype: "bf16" })]),
+      gradA: time(b, () => [b.loraGradA(ldu, lx, mask)]),
+      dx: time(b, () => {
+        b.loraDxAccumulate(ldx, ldu, la, mask);
+        return [];
+      }),
+    };
+    const composite = {
+      down: time(b, () => {
+        const xd = b.dropout(lx, mask.dropout, mask.seed, "bf16");
+        const u = b.matmul(xd, la, { transB: true, precision: "bf16", outDtype: "bf16" });
+        xd.free();
+        return [u];
+      }),
+      gradA: time(b, () => {
+        const xd = b.dropout(lx, mask.dropout, mask.seed, "bf16");
+        const da = b.matmul(ldu, xd, { transA: true, precision: "bf16" });
+        xd.free();
+        return [da];
+      }),
+      dx: time(b, () => {
+        const dxd = b.matmul(ldu, la, { precision: "bf16" });
+        const dxLora = b.dropoutBackward(dxd, mask.dropout, mask.seed);
+        dxd.free();
+        b.addInPlace(ldx, dxLora);
+        return [dxLora];
+      }),
+    };
+    rows.push(
+      { op: `loraDown (fused) ${shape}`, ms: fused.down, rate: gbs(xBytes, fused.down) },
+      { op: `loraDown composite (dropout + matmul) ${shape}`, ms: composite.down, rate: gbs(xBytes, composite.down) },
+      { op: `loraGradA (fused) ${shape}`, ms: fused.gradA, rate: gbs(xBytes, fused.gradA) },
+      { op: `loraGradA composite (dropout + matmul) ${shape}`, ms: composite.gradA, rate: gbs(xBytes, composite.gradA) },
+      { op: `loraDxAccumulate (fused, f32 dx) ${shape}`, ms: fused.dx, rate: gbs(2 * tokens * width * 4, fused.dx) },
+      { op: `loraDxAccumulate composite (matmul + dropoutBackward + add) ${shape}`, ms: composite.dx, rate: gbs(2 * tokens * width * 4, composite.dx) },
+    );
+    for (const t of [lx, la, ldu, ldx]) t.free();
+  }
+
   const stats = b.allocatorStats();
   b.dispose();
   const table = ["| op | median ms | rate |", "| --- | --- | --- |", ...rows.map((r) => `| ${r.op} | ${r.ms.toFixed(3)} | ${r.rate} |`)].join("\n");

@@ -113,9 +113,8 @@ class TapeGraph implements Graph {
     const [xv, wv, av, bv] = [asValue(x), asValue(w), asValue(a), asValue(bVar)];
     const b = this.backend;
     const { scale, dropout, seed } = lora;
-    const masked = seed !== null && dropout > 0;
-    // bf16: x is rounded once for the base and the LoRA product, the dropout writes bf16, and A and
-    // B are used as bf16 copies (their f32 masters get f32 gradients), as PEFT's layers run under
+    // bf16: x is rounded once for the base and the LoRA product, the dropped x is bf16 (inside the
+    // fused LoRA ops, which recompute the mask from the seed), and A and B are used as bf16 copies (their f32 masters get f32 gradients), as PEFT's layers run under
     // autocast. Temporaries made here are freed as soon as their products are queued.
     const narrow = precision === "bf16";
     const low = (t: Tensor): Tensor => (narrow && t.dtype === "f32" ? b.cast(t, "bf16") : t);
@@ -129,14 +128,14 @@ class TapeGraph implements Graph {
     const doneLow = (t: Tensor, original: Tensor): void => {
       if (t !== original && t !== lora.narrow?.a && t !== lora.narrow?.b) t.free();
     };
-    const dropped = (from: Tensor): Tensor => (masked ? b.dropout(from, dropout, seed, narrow ? "bf16" : "f32") : from);
+    const mask = { dropout, seed, precision };
+    // u and du only ever meet bf16 operands in bf16 products, which would round them anyway.
+    const lowDtype: DType = narrow ? "bf16" : "f32";
 
     const xl = low(xv.value); // [N, in]
     const y = b.matmul(xl, wv.value, { transB: true, precision }); // [N, out]
-    const xd = dropped(xl);
     const al = lowA();
-    const u = b.matmul(xd, al, { transB: true, precision }); // [N, r]
-    done(xd, xl);
+    const u = b.loraDown(xl, al, { ...mask, outDtype: lowDtype }); // [N, r] = dropout(x)·Aᵀ
     doneLow(al, av.value);
     done(xl, xv.value);
     const bl = lowB();
@@ -150,32 +149,19 @@ class TapeGraph implements Graph {
       let du: Tensor | null = null;
       if (needsDu) {
         const bl2 = lowB();
-        du = b.matmul(dyl, bl2, { alpha: scale, precision });
+        du = b.matmul(dyl, bl2, { alpha: scale, precision, outDtype: lowDtype });
         doneLow(bl2, bv.value);
       }
       const db = needs[3] ? b.matmul(dyl, savedU!, { transA: true, alpha: scale, precision }) : null;
       const xl2 = needs[1] || needs[2] ? low(xv.value) : null;
-      let da: Tensor | null = null;
-      if (needs[2]) {
-        const xd2 = dropped(xl2!);
-        da = b.matmul(du!, xd2, { transA: true, precision });
-        done(xd2, xl2!);
-      }
+      const da = needs[2] ? b.loraGradA(du!, xl2!, mask) : null;
       const dw = needs[1] ? b.matmul(dyl, xl2!, { transA: true, precision }) : null;
       if (xl2) done(xl2, xv.value);
       let dx: Tensor | null = null;
       if (needs[0]) {
         dx = b.matmul(dyl, wv.value, { precision });
         const al2 = lowA();
-        if (masked) {
-          const dxd = b.matmul(du!, al2, { precision });
-          const dxLora = b.dropoutBackward(dxd, dropout, seed);
-          dxd.free();
-          b.addInPlace(dx, dxLora);
-          dxLora.free();
-        } else {
-          b.matmul(du!, al2, { accumulate: dx, precision });
-        }
+        b.loraDxAccumulate(dx, du!, al2, mask);
         doneLow(al2, av.value);
       }
       du?.free();

@@ -85,6 +85,23 @@ export interface Backend {
     opts?: { transA?: boolean; transB?: boolean; alpha?: number; accumulate?: Tensor; outDtype?: DType; precision?: MatmulPrecision },
   ): Tensor;
 
+  // ---- LoRA (the low-rank side of Graph.loraLinear) ----------------------------------------
+  /**
+   * u [N, r] = dropout(x)·Aᵀ for x [N, K], a [r, K]: the down projection of a LoRA module with its
+   * input dropout fused in (the mask from (seed, flat index of x) as Backend.dropout computes it).
+   * Equal to the composite in ./lora-composite.ts, which is the reference: with precision "bf16" x
+   * is rounded to bf16, the dropped values are rounded to bf16 (dropout's outDtype "bf16") and the
+   * product runs as matmul's autocast; "f32" is exact. outDtype "bf16" rounds u once.
+   */
+  loraDown(x: Tensor, a: Tensor, opts: LoraDropout & { outDtype?: DType }): Tensor;
+  /** dA [r, K] f32 = duᵀ·dropout(x) for du [N, r], x [N, K]: the mask of loraDown recomputed. */
+  loraGradA(du: Tensor, x: Tensor, opts: LoraDropout): Tensor;
+  /**
+   * dx [N, K] += dropoutBackward(du·A) for du [N, r], a [r, K], in place: dx f32, or bf16 (the f32
+   * sum rounded once). The input gradient of loraDown added to the base product's.
+   */
+  loraDxAccumulate(dx: Tensor, du: Tensor, a: Tensor, opts: LoraDropout): void;
+
   // ---- elementwise -------------------------------------------------------------------------
   add(a: Tensor, b: Tensor): Tensor;
   /** a += alpha · b */
@@ -173,6 +190,16 @@ export interface Backend {
     v: Tensor,
     hp: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number },
   ): void;
+}
+
+/**
+ * The input dropout of a LoRA module (PEFT's lora_dropout) as the fused LoRA ops take it: no mask
+ * when seed is null or dropout is 0. precision as Backend.matmul (default "f32").
+ */
+export interface LoraDropout {
+  dropout: number;
+  seed: number | null;
+  precision?: MatmulPrecision;
 }
 
 /**

@@ -154,6 +154,11 @@ const MATMUL_LARGE_K: Tolerance = {
   why: "k = 1024: f32 accumulation error grows with √k·|partial sums| (cuBLASLt may split k)",
 };
 const MATMUL_BF16_OUT: Tolerance = { atol: 2e-4, rtol: 8e-3, why: "as f32, then one bf16 rounding of the output (half an ulp is 2^-9 relative)" };
+const LORA_F32_OUT: Tolerance = {
+  atol: 2e-4,
+  rtol: 1e-4,
+  why: "both backends round x, the dropped x, A and du to bf16 identically; only the f32 sums' order differs (k ≤ 1024, tensor-core tiles against the CPU's SIMD lanes)",
+};
 const ATTENTION: Tolerance = {
   atol: 2e-5,
   rtol: 2e-4,
@@ -609,6 +614,53 @@ function lossOptimCases(): ParityCase[] {
 }
 
 /**
+ * The fused LoRA ops (Backend.loraDown, loraGradA, loraDxAccumulate). precision bf16 runs
+ * native/cuda/src/lora.cu's kernels: shapes with one row, rows and columns that fill no tile, K not
+ * a multiple of 8 (the element-wise loads), ranks 8, 12, 16 and 64, K = 1024 at N = 300 (grad_a's
+ * row slices and their sum); precision f32 runs the composite (dropout + cuBLASLt f32 products).
+ */
+function loraCases(): ParityCase[] {
+  const cases: ParityCase[] = [];
+  const shapes: [number, number, number][] = [
+    [1, 64, 16],
+    [17, 200, 8],
+    [17, 77, 12],
+    [70, 1000, 64],
+    [300, 1024, 16],
+  ];
+  const outputs = (xDtype: DType, dropout: number, precision: MatmulPrecision, narrowOut: boolean) =>
+    (b: Backend, rng: Rng, [n, k, r]: [number, number, number]): Outputs => {
+      const s = new Session(b);
+      const x = s.up(rng.uniform(n * k), [n, k], xDtype);
+      const a = s.up(rng.uniform(r * k), [r, k], "bf16");
+      const du = s.up(rng.uniform(n * r), [n, r], "bf16");
+      const dx = s.up(rng.uniform(n * k), [n, k], narrowOut ? "bf16" : "f32");
+      const seed = Math.floor(rng.next() * 2 ** 32);
+      const opts = { dropout, seed: dropout > 0 ? seed : null, precision };
+      b.loraDxAccumulate(dx, du, a, opts);
+      if (narrowOut) return s.finish({ u: b.loraDown(x, a, { ...opts, outDtype: "bf16" }), dx: b.copy(dx) });
+      return s.finish({ u: b.loraDown(x, a, opts), da: b.loraGradA(du, x, opts), dx: b.copy(dx) });
+    };
+  for (const shape of shapes) {
+    const [n, k, r] = shape;
+    for (const dropout of [0, 0.05]) {
+      for (const xDtype of FLOAT_INPUTS) {
+        const label = `N=${n} K=${k} r=${r} p=${dropout} x ${xDtype}`;
+        const f32 = outputs(xDtype, dropout, "bf16", false);
+        const bf16 = outputs(xDtype, dropout, "bf16", true);
+        cases.push(
+          { name: `lora fused bf16 tier ${label}: u, dA, dx f32`, tolerance: LORA_F32_OUT, run: (b, rng) => f32(b, rng, shape) },
+          { name: `lora fused bf16 tier ${label}: u, dx bf16`, tolerance: MATMUL_BF16_OUT, run: (b, rng) => bf16(b, rng, shape) },
+        );
+      }
+    }
+  }
+  const exact = outputs("f32", 0.05, "f32", false);
+  cases.push({ name: "lora fused f32 tier (composite) N=70 K=1000 r=64 p=0.05", tolerance: MATMUL_LARGE_K, run: (b, rng) => exact(b, rng, [70, 1000, 64]) });
+  return cases;
+}
+
+/**
  * The FP8 path end to end (issue 13): the tiny Mistral3 of test/models/fp8-tiny.ts with per-tensor
  * fp8 decoder linears (amax/448 scales) and a LoRA pair on every q/k/v/o/gate/up/down, one
  * checkpointed forward and backward: logits, loss and every LoRA gradient. On CUDA the matmul
@@ -645,7 +697,7 @@ function fp8ModelCases(): ParityCase[] {
 }
 
 export function parityCases(): ParityCase[] {
-  return [...layoutCases(), ...matmulCases(), ...elementwiseCases(), ...normRopeCases(), ...attentionCases(), ...flashAttentionCases(), ...lossOptimCases(), ...fp8ModelCases()];
+  return [...layoutCases(), ...matmulCases(), ...elementwiseCases(), ...normRopeCases(), ...attentionCases(), ...flashAttentionCases(), ...lossOptimCases(), ...loraCases(), ...fp8ModelCases()];
 }
 
 export interface CaseResult {

@@ -128,6 +128,29 @@ int splint_cuda_gelu_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, s
 int splint_cuda_dropout(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr out, int32_t out_dtype,
                         int64_t n, uint64_t threshold, float keep_scale, uint32_t seed);
 
+/* ---- LoRA (src/lora.cu) --------------------------------------------------------------------- */
+/*
+ * The fast tier of a LoRA module's low-rank products with its input dropout fused in, for
+ * x [n, k], a [r, k] bf16 (1 ≤ r ≤ 64), du [n, r] bf16:
+ *   lora_down:          u [n, r] (f32 or bf16) = dropout(x)·aᵀ
+ *   lora_grad_a:        da [r, k] f32 = duᵀ·dropout(x)
+ *   lora_dx_accumulate: dx [n, k] (f32 or bf16, in place) += dropout_backward(du·a)
+ * masked = 0: no dropout. Otherwise the mask of splint_cuda_dropout on x's flat index t·k + c (the
+ * same threshold, keep_scale and seed). x (f32 or bf16) is rounded to bf16, kept values × keep_scale
+ * are rounded to bf16, products run on tensor cores with f32 accumulation; the dropout backward
+ * and the add into dx are f32 operations (dx bf16: the sum rounded once). Sums run in an order
+ * fixed by the shapes (no atomics): deterministic. lora_grad_a may use allocator scratch.
+ */
+int splint_cuda_lora_down(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr a, int64_t n, int64_t k, int32_t r,
+                          int32_t masked, uint64_t threshold, float keep_scale, uint32_t seed, splint_dptr u,
+                          int32_t u_dtype);
+int splint_cuda_lora_grad_a(splint_ctx* ctx, splint_dptr du, splint_dptr x, int32_t x_dtype, int64_t n, int64_t k,
+                            int32_t r, int32_t masked, uint64_t threshold, float keep_scale, uint32_t seed,
+                            splint_dptr da);
+int splint_cuda_lora_dx_accumulate(splint_ctx* ctx, splint_dptr dx, int32_t dx_dtype, splint_dptr du, splint_dptr a,
+                                   int64_t n, int64_t k, int32_t r, int32_t masked, uint64_t threshold,
+                                   float keep_scale, uint32_t seed);
+
 /* ---- normalisation and position ------------------------------------------------------------- */
 /* x [rows, cols], weight [cols] → y [rows, cols], rstd [rows] f32. */
 int splint_cuda_rms_norm(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr weight,

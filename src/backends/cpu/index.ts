@@ -10,6 +10,7 @@ import type { Backend } from "../../tensor/backend.ts";
 import type { DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import { f32ArrayToFp8E4m3, fp8E4m3ArrayToF32 } from "../../tensor/fp8.ts";
+import { loraDownComposite, loraDxAccumulateComposite, loraGradAComposite } from "../../tensor/lora-composite.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { geluBackward, gelu, swiglu, swigluBackward } from "./activations.ts";
 import { attention, attentionBackward } from "./attention.ts";
@@ -21,7 +22,7 @@ import { matmul } from "./matmul.ts";
 import { rmsNorm, rmsNormBackward } from "./norm.ts";
 import { adamw } from "./optim.ts";
 import { rope } from "./rope.ts";
-import { CpuAllocator, type CpuStorage, storageOf } from "./storage.ts";
+import { CpuAllocator, type CpuStorage, f32Of, storageOf } from "./storage.ts";
 
 type HostData = Float32Array | Uint16Array | Uint8Array | Int32Array;
 
@@ -90,6 +91,23 @@ export function createCpuBackend(): Backend {
     patchify: (pixels, patch) => layout.patchify(alloc, pixels, patch),
 
     matmul: (a, b, opts) => matmul(alloc, a, b, opts),
+
+    loraDown: (x, a, opts) => loraDownComposite(backend, x, a, opts),
+    loraGradA: (du, x, opts) => loraGradAComposite(backend, du, x, opts),
+    loraDxAccumulate(dx, du, a, opts) {
+      if (dx.dtype !== "bf16") {
+        loraDxAccumulateComposite(backend, dx, du, a, opts);
+        return;
+      }
+      // The f32 sum of the widened dx, rounded once to nearest even back into dx's storage.
+      const wide = layout.cast(alloc, dx, "f32");
+      try {
+        loraDxAccumulateComposite(backend, wide, du, a, opts);
+        f32ArrayToBf16(f32Of(wide, "loraDxAccumulate"), storageOf(dx) as Uint16Array);
+      } finally {
+        wide.free();
+      }
+    },
 
     add: (a, b) => add(alloc, a, b),
     addInPlace,

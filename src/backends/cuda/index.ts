@@ -6,11 +6,20 @@
  * flagged on the device and thrown at the next read().
  */
 import { f32ArrayToBf16 } from "../../tensor/bf16.ts";
-import type { AttentionMask, Backend, MatmulPrecision } from "../../tensor/backend.ts";
+import type { AttentionMask, Backend, LoraDropout, MatmulPrecision } from "../../tensor/backend.ts";
 import { attentionDims, matmulDims, requireSameSize, rowsCols } from "../../tensor/checks.ts";
 import { BYTES_PER_ELEMENT, isNarrowFloat, type DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import { f32ArrayToFp8E4m3 } from "../../tensor/fp8.ts";
+import {
+  checkLoraDropout,
+  checkLoraGrad,
+  loraDims,
+  loraDownComposite,
+  loraDxAccumulateComposite,
+  loraGradAComposite,
+  loraMasked,
+} from "../../tensor/lora-composite.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { CudaError } from "./errors.ts";
 import { type CtxHandle, check, DTYPE_CODE, defaultLibraryPath, loadLibrary, type SplintCudaLib } from "./ffi.ts";
@@ -169,6 +178,25 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
   function activationDtype(op: string, dtype: DType): DType {
     if (dtype !== "f32" && dtype !== "bf16") throw new TensorError(op, `cannot produce ${dtype} output`, { dtypes: [dtype], hint: "outputs are f32 or bf16" });
     return dtype;
+  }
+
+  /**
+   * Whether lora.cu's kernels compute a fused LoRA op: the fast tier (precision "bf16"), r ≤ 64 and
+   * f32/bf16 operands (an f32 A or du is rounded to bf16 first, as autocast would). Otherwise the
+   * composite of dropout and cuBLASLt products runs (the exact tier; fp8; larger ranks).
+   */
+  function loraKernels(opts: LoraDropout, r: number, ...operands: Tensor[]): boolean {
+    return opts.precision === "bf16" && r >= 1 && r <= 64 && operands.every((t) => t.dtype === "f32" || t.dtype === "bf16");
+  }
+
+  function bf16Operand(t: Tensor): Tensor {
+    return t.dtype === "bf16" ? t : backend.cast(t, "bf16");
+  }
+
+  /** The dropout's arguments as splint_cuda_dropout takes them (see dropout below). */
+  function loraMaskArgs(opts: LoraDropout): { masked: number; threshold: number; keepScale: number; seed: number } {
+    if (!loraMasked(opts)) return { masked: 0, threshold: 0, keepScale: 1, seed: 0 };
+    return { masked: 1, threshold: Math.ceil(opts.dropout * 2 ** 32), keepScale: Math.fround(1 / (1 - opts.dropout)), seed: opts.seed! };
   }
 
   function checkIndex(op: string, index: Tensor): void {
@@ -365,6 +393,75 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
         if (y !== b) y.free();
       }
       return out;
+    },
+
+    // ---- LoRA ------------------------------------------------------------------------------
+    loraDown(x, a, opts) {
+      const op = "loraDown";
+      const { n, k, r } = loraDims(op, x, a);
+      const outDtype = opts.outDtype ?? "f32";
+      if (!loraKernels(opts, r, x)) return loraDownComposite(backend, x, a, opts);
+      checkLoraDropout(op, opts, n * k);
+      const out = alloc([...x.shape.slice(0, -1), r], activationDtype(op, outDtype));
+      const al = bf16Operand(a);
+      const mk = loraMaskArgs(opts);
+      try {
+        ok(lib.lora_down(ctx, p(x, op), dtypeCode(x), p(al, op), n, k, r, mk.masked, mk.threshold, mk.keepScale, mk.seed, p(out, op), DTYPE_CODE[outDtype]), op);
+      } finally {
+        if (al !== a) al.free();
+      }
+      return out;
+    },
+    loraGradA(du, x, opts) {
+      const op = "loraGradA";
+      const [n, k] = rowsCols(x);
+      const r = rowsCols(du)[1];
+      if (!loraKernels(opts, r, x, du)) return loraGradAComposite(backend, du, x, opts);
+      checkLoraGrad(op, du, n, r);
+      checkLoraDropout(op, opts, n * k);
+      const da = alloc([r, k], "f32");
+      const dul = bf16Operand(du);
+      const mk = loraMaskArgs(opts);
+      try {
+        ok(lib.lora_grad_a(ctx, p(dul, op), p(x, op), dtypeCode(x), n, k, r, mk.masked, mk.threshold, mk.keepScale, mk.seed, p(da, op)), op);
+      } finally {
+        if (dul !== du) dul.free();
+      }
+      return da;
+    },
+    loraDxAccumulate(dx, du, a, opts) {
+      const op = "loraDxAccumulate";
+      const [r, k] = rowsCols(a);
+      const n = rowsCols(du)[0];
+      if (dx.dtype !== "f32" && dx.dtype !== "bf16") {
+        throw new TensorError(op, `dx must be [${n}, ${k}], f32 or bf16`, { shapes: [dx.shape], dtypes: [dx.dtype] });
+      }
+      if (loraKernels(opts, r, a, du)) {
+        checkLoraGrad(op, du, n, r);
+        if (a.shape.length !== 2 || dx.size !== n * k) throw new TensorError(op, `dx must be [${n}, ${k}] and a [${r}, ${k}]`, { shapes: [dx.shape, a.shape] });
+        checkLoraDropout(op, opts, n * k);
+        const [dul, al] = [bf16Operand(du), bf16Operand(a)];
+        const mk = loraMaskArgs(opts);
+        try {
+          ok(lib.lora_dx_accumulate(ctx, p(dx, op), dtypeCode(dx), p(dul, op), p(al, op), n, k, r, mk.masked, mk.threshold, mk.keepScale, mk.seed), op);
+        } finally {
+          if (dul !== du) dul.free();
+          if (al !== a) al.free();
+        }
+        return;
+      }
+      if (dx.dtype === "f32") {
+        loraDxAccumulateComposite(backend, dx, du, a, opts);
+        return;
+      }
+      // The f32 sum of the widened dx, rounded once (to nearest even) back into dx.
+      const wide = backend.cast(dx, "f32");
+      try {
+        loraDxAccumulateComposite(backend, wide, du, a, opts);
+        ok(lib.cast(ctx, p(wide, op), DTYPE_CODE.f32, 1, p(dx, op), DTYPE_CODE.bf16, 1, dx.size), op);
+      } finally {
+        wide.free();
+      }
     },
 
     // ---- elementwise -----------------------------------------------------------------------
