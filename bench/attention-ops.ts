@@ -1,7 +1,8 @@
 /**
  * Attention op benchmark at every attention shape of the 14B tutorial micro-batch (and decode with
  * a KV cache), forward and backward, in TFLOP/s: splint's tensor-core kernels (precision bf16, with
- * bf16 and with f32 inputs) and its exact f32 kernels, against torch SDPA with the flash backend
+ * bf16 and with f32 inputs; the backward fused, and with bf16 inputs also deterministic: two kernels
+ * without atomics) and its exact f32 kernels, against torch SDPA with the flash backend
  * measured in the same GPU call (bench/reference/sdpa_attention.py, spawned here).
  *
  *   node --import tsx bench/attention-ops.ts [--out DIR] [--reps N] [--no-reference]
@@ -86,7 +87,8 @@ function median(b: CudaBackend, reps: number, body: () => Tensor[]): number {
   return samples[Math.floor(samples.length / 2)]!;
 }
 
-function measure(b: CudaBackend, sh: AttentionShape, dtype: DType, precision: MatmulPrecision, reps: number): Row {
+/** deterministic: the flash backward's two kernels without atomics instead of the fused default. */
+function measure(b: CudaBackend, sh: AttentionShape, dtype: DType, precision: MatmulPrecision, reps: number, deterministic = false): Row {
   const q = random(b, [sh.b, sh.t, sh.hq, sh.d], dtype, 1, 2);
   const k = random(b, [sh.b, sh.s, sh.hkv, sh.d], dtype, 2, 2);
   const v = random(b, [sh.b, sh.s, sh.hkv, sh.d], dtype, 3, 1);
@@ -99,14 +101,14 @@ function measure(b: CudaBackend, sh: AttentionShape, dtype: DType, precision: Ma
   });
   const { out, lse } = b.attention(q, k, v, mask, scale, precision);
   const backwardMs = median(b, reps, () => {
-    const g = b.attentionBackward(q, k, v, out, lse, dout, mask, scale, precision);
+    const g = b.attentionBackward(q, k, v, out, lse, dout, mask, scale, precision, { deterministic });
     return [g.dq, g.dk, g.dv];
   });
   for (const t of [q, k, v, dout, out, lse]) t.free();
   const flops = forwardFlops(sh);
   return {
     shape: sh.name,
-    impl: precision === "bf16" ? `splint flash (${dtype} in)` : "splint exact f32",
+    impl: precision === "f32" ? "splint exact f32" : deterministic ? `splint flash deterministic (${dtype} in)` : `splint flash (${dtype} in)`,
     forwardMs,
     backwardMs,
     forwardTflops: flops / forwardMs / 1e9,
@@ -139,6 +141,7 @@ function main(): void {
   const rows: Row[] = [];
   for (const sh of SHAPES) {
     rows.push(measure(b, sh, "bf16", "bf16", reps));
+    rows.push(measure(b, sh, "bf16", "bf16", reps, true));
     rows.push(measure(b, sh, "f32", "bf16", reps));
     if (sh.t * sh.s <= 2116 * 2116 * 4) rows.push(measure(b, sh, "f32", "f32", Math.min(reps, 5)));
   }

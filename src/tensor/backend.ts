@@ -166,6 +166,7 @@ export interface Backend {
     mask: AttentionMask,
     scale: number,
     precision?: MatmulPrecision,
+    options?: AttentionBackwardOptions,
   ): { dq: Tensor; dk: Tensor; dv: Tensor };
 
   // ---- loss and optimiser ------------------------------------------------------------------
@@ -212,6 +213,17 @@ export interface LoraDropout {
 export type AttentionMask =
   | { kind: "causal"; queryOffset: number; keyValid?: Tensor }
   | { kind: "segments"; lengths: readonly number[] };
+
+/** Options of Backend.attentionBackward. */
+export interface AttentionBackwardOptions {
+  /**
+   * The CUDA fast tier (precision "bf16"): true runs two kernels without atomics, so the gradients
+   * are bit-identical from run to run; false (the default) runs one fused kernel that adds dq up
+   * with atomics, so dq may differ in its last bits between runs (dk and dv do not). The CPU
+   * backend and the exact tier are always deterministic and ignore it.
+   */
+  deterministic?: boolean;
+}
 
 /** Sizes of attention operands q [B, T, Hq, D], k and v [B, S, Hkv, D]. */
 export interface AttentionDims {

@@ -557,9 +557,61 @@ function attentionCase(
       const scale = 1 / Math.sqrt(sh.d);
       const { out, lse } = b.attention(q, k, v, mask, scale, precision);
       const { dq, dk, dv } = b.attentionBackward(q, k, v, out, lse, dout, mask, scale, precision);
-      return s.finish({ out, lse, dq, dk, dv });
+      if (precision === "f32") return s.finish({ out, lse, dq, dk, dv });
+      // The fast tier has two backwards (the fused default above, and two kernels without atomics):
+      // both against the same CPU reference, which ignores the option.
+      const det = b.attentionBackward(q, k, v, out, lse, dout, mask, scale, precision, { deterministic: true });
+      return s.finish({ out, lse, dq, dk, dv, "dq deterministic": det.dq, "dk deterministic": det.dk, "dv deterministic": det.dv });
     },
   };
+}
+
+/**
+ * The flash backward run twice on the same inputs: outputs are 1 where the two runs' bits differ,
+ * so the CPU side (deterministic by construction) is all zeros and any differing bit on the GPU is
+ * a violation. deterministic: true must repeat dq, dk and dv exactly; the fused default only dk
+ * and dv (its dq is summed with atomics in a varying order, so it is not checked).
+ */
+function flashRepeatCases(): ParityCase[] {
+  const shapes: AttentionShape[] = [
+    { label: "causal GQA 8/2, D=128, T=300", b: 2, t: 300, s: 300, hq: 8, hkv: 2, d: 128, mask: () => ({ kind: "causal", queryOffset: 0 }) },
+    { label: "segments [300, 1100], GQA 2/1, D=64", b: 1, t: 1400, s: 1400, hq: 2, hkv: 1, d: 64, mask: () => ({ kind: "segments", lengths: [300, 1100] }) },
+  ];
+  const differing = (a: Float32Array, c: Float32Array): Float32Array => Float32Array.from(a, (x, i) => (Object.is(x, c[i]) ? 0 : 1));
+  return shapes.map((sh) => ({
+    name: `flash attention backward repeated bit for bit ${sh.label}`,
+    tolerance: { ...EXACT, why: "the same kernels on the same inputs: no atomics in these outputs, so the same bits" },
+    run(b, rng) {
+      const s = new Session(b);
+      const q = s.up(rng.uniform(sh.b * sh.t * sh.hq * sh.d, -2, 2), [sh.b, sh.t, sh.hq, sh.d], "bf16");
+      const k = s.up(rng.uniform(sh.b * sh.s * sh.hkv * sh.d, -2, 2), [sh.b, sh.s, sh.hkv, sh.d], "bf16");
+      const v = s.up(rng.uniform(sh.b * sh.s * sh.hkv * sh.d), [sh.b, sh.s, sh.hkv, sh.d], "bf16");
+      const dout = s.up(rng.uniform(sh.b * sh.t * sh.hq * sh.d), [sh.b, sh.t, sh.hq, sh.d], "bf16");
+      const mask = sh.mask(s, rng);
+      const scale = 1 / Math.sqrt(sh.d);
+      const { out, lse } = b.attention(q, k, v, mask, scale, "bf16");
+      s.track(out);
+      s.track(lse);
+      const f32 = (t: Tensor): Float32Array => {
+        const x = b.read(s.track(t));
+        if (!(x instanceof Float32Array)) throw new Error("attention gradients are f32");
+        return x;
+      };
+      const run = (deterministic: boolean): Record<"dq" | "dk" | "dv", Float32Array> => {
+        const g = b.attentionBackward(q, k, v, out, lse, dout, mask, scale, "bf16", { deterministic });
+        return { dq: f32(g.dq), dk: f32(g.dk), dv: f32(g.dv) };
+      };
+      const det1 = run(true), det2 = run(true), fused1 = run(false), fused2 = run(false);
+      s.finish({});
+      return {
+        "dq deterministic": differing(det1.dq, det2.dq),
+        "dk deterministic": differing(det1.dk, det2.dk),
+        "dv deterministic": differing(det1.dv, det2.dv),
+        "dk fused": differing(fused1.dk, fused2.dk),
+        "dv fused": differing(fused1.dv, fused2.dv),
+      };
+    },
+  }));
 }
 
 function lossOptimCases(): ParityCase[] {
@@ -697,7 +749,7 @@ function fp8ModelCases(): ParityCase[] {
 }
 
 export function parityCases(): ParityCase[] {
-  return [...layoutCases(), ...matmulCases(), ...elementwiseCases(), ...normRopeCases(), ...attentionCases(), ...flashAttentionCases(), ...lossOptimCases(), ...loraCases(), ...fp8ModelCases()];
+  return [...layoutCases(), ...matmulCases(), ...elementwiseCases(), ...normRopeCases(), ...attentionCases(), ...flashAttentionCases(), ...flashRepeatCases(), ...lossOptimCases(), ...loraCases(), ...fp8ModelCases()];
 }
 
 export interface CaseResult {

@@ -191,7 +191,9 @@ int splint_cuda_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t q_dty
 
 /* The fast tier of the two above, same arguments and contract: q, k, v and dout are rounded to
  * bf16 and the products run on tensor cores with f32 accumulation (native/cuda/src/flash_attention.cu).
- * The backward is deterministic (no atomics). */
+ * Backward: deterministic = 1 runs two kernels without atomics (bit-reproducible); 0 runs one fused
+ * kernel that adds dq up with atomics, so dq may differ in its last bits between runs (dk and dv
+ * do not). */
 int splint_cuda_flash_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splint_dptr k, int32_t k_dtype,
                                 splint_dptr v, int32_t v_dtype, int64_t b, int64_t t, int64_t s, int64_t hq,
                                 int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset,
@@ -203,7 +205,7 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
                                          int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d,
                                          float scale, int32_t mask_kind, int64_t query_offset, splint_dptr key_valid,
                                          splint_dptr seg_start, splint_dptr seg_end, splint_dptr dq, splint_dptr dk,
-                                         splint_dptr dv, int32_t grad_dtype);
+                                         splint_dptr dv, int32_t grad_dtype, int32_t deterministic);
 
 /* ---- loss and optimiser --------------------------------------------------------------------- */
 /* logits [rows, vocab], labels i32 [rows]; loss [1] f32 = Σ over counted rows of −log softmax[label];

@@ -200,14 +200,33 @@ __device__ __forceinline__ void stage_rows(In x, int64_t b, int R, int H, int he
   }
 }
 
-// Per head size: kM 16-row blocks per warp (a block holds 64·kM rows, and each B fragment read from
-// shared memory serves kM products) and the key tile of the forward; the backward kernels walk tiles
-// of 32. kM = 2 at D = 64 measured slower on the H200 in every kernel (238–252 registers, two
-// blocks an SM: native/cuda/NOTES.md), and at D = 128 it does not fit the registers, so kM = 1.
+// Rows per warp of the forward at D = 64 (16 · SPLINT_FLASH_KM64): 1 keeps the measured kernel
+// (Q fragments held in registers); 2 gives a block 128 queries and re-reads the Q fragments from
+// shared memory at every k-step, so each K and V fragment loaded from shared memory feeds two
+// products instead of one (at D = 64 ldmatrix traffic, not the tensor cores, bounds the kM = 1
+// kernel) without the 32 registers of Q that made the first kM = 2 attempt spill-bound (238–252
+// registers). The default stays 1, the measured kernel, because the trade is not clearly a win: at
+// 182 registers kM = 2 runs two blocks (8 warps) an SM against kM = 1's three (12 warps, 130
+// registers), and it halves the grid (vision: 544 blocks, 2.06 waves of 264 slots, so a nearly
+// empty third wave), while the per-score softmax work it does not reduce stays the same. Time both
+// (`make EXTRA_NVCCFLAGS=-DSPLINT_FLASH_KM64=2`) and keep the faster.
+#ifndef SPLINT_FLASH_KM64
+#define SPLINT_FLASH_KM64 1
+#endif
+static_assert(SPLINT_FLASH_KM64 == 1 || SPLINT_FLASH_KM64 == 2, "SPLINT_FLASH_KM64 must be 1 or 2");
+
+// Per head size: kM 16-row blocks per warp in the deterministic backward kernels (a block holds
+// 64·kM rows, and each B fragment read from shared memory serves kM products), the forward's rows
+// per warp and key tile; the two deterministic backward kernels walk tiles of 32. kM = 2 at D = 64
+// measured slower on the H200 in every kernel with Q in registers (238–252 registers, two blocks
+// an SM: native/cuda/NOTES.md), and at D = 128 it does not fit the registers, so kM = 1 there.
+// The fused backward (flash_bwd_fused_kernel) has its own tiles, see FusedTiles.
 template <int kD>
 struct Tiles {
   static constexpr int kM = 1;
   static constexpr int rows = 64 * kM;
+  static constexpr int forward_m = kD == 64 ? SPLINT_FLASH_KM64 : 1;
+  static constexpr int forward_rows = 64 * forward_m;
   static constexpr int forward = 64;
   static constexpr int backward = 32;
 };
@@ -220,14 +239,21 @@ __device__ __forceinline__ int warp_row(int warp, int m, int g, int r) {
 
 template <int kD>
 constexpr size_t forward_smem() {
-  return (size_t)(Tiles<kD>::rows + 4 * Tiles<kD>::forward) * (kD + 8) * sizeof(bf16) + 2 * Tiles<kD>::forward * sizeof(int);
+  return (size_t)(Tiles<kD>::forward_rows + 4 * Tiles<kD>::forward) * (kD + 8) * sizeof(bf16) + 2 * Tiles<kD>::forward * sizeof(int);
 }
 
+// No minimum of blocks an SM: at kM = 2 (64 output and 64 score accumulators a thread) two blocks
+// fit whatever ptxas picks under 255 registers, and a minimum of 3 (≤ 168 registers) spills (ptxas
+// -v, nvcc 13); kM = 1 keeps the measured kernel's bounds (even a minimum of 1 changes its
+// register allocation).
 template <int kD>
 __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In v, int T, int S, int Hq, int Hkv, int D,
                                                                  float scale_log2, RowMask mask, bool vec, Out out,
                                                                  float* lse) {
-  constexpr int kStride = kD + 8, kM = Tiles<kD>::kM, kRows = Tiles<kD>::rows, kBc = Tiles<kD>::forward;
+  constexpr int kStride = kD + 8, kM = Tiles<kD>::forward_m, kRows = Tiles<kD>::forward_rows, kBc = Tiles<kD>::forward;
+  // Q fragments in registers for the whole walk (kM = 1) or re-read per k-step (kM = 2, see
+  // SPLINT_FLASH_KM64).
+  constexpr bool kQInRegisters = kM == 1;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* qs = reinterpret_cast<bf16*>(smem);  // [kRows][kStride]
   // Two buffers of each (selected by offset: an array of pointers indexed at run time would live
@@ -264,11 +290,13 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
   }
   cp_async_wait<0>();
   __syncthreads();
-  uint32_t qf[kM][kD / 16][4];
+  uint32_t qf[kQInRegisters ? kM : 1][kQInRegisters ? kD / 16 : 1][4];
+  if constexpr (kQInRegisters) {
 #pragma unroll
-  for (int m = 0; m < kM; m++) {
+    for (int m = 0; m < kM; m++) {
 #pragma unroll
-    for (int kk = 0; kk < kD / 16; kk++) load_a(qf[m][kk], qs, kStride, warp * 16 * kM + 16 * m, kk * 16);
+      for (int kk = 0; kk < kD / 16; kk++) load_a(qf[m][kk], qs, kStride, warp * 16 * kM + 16 * m, kk * 16);
+    }
   }
 
   float o[kM][kD / 8][4] = {};
@@ -290,18 +318,22 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
     __syncthreads();  // tile `buf` is complete for every thread
 
     float sc[kM][kBc / 8][4] = {};
+    if constexpr (kQInRegisters) {
 #pragma unroll
-    for (int kk = 0; kk < kD / 16; kk++) {
+      for (int kk = 0; kk < kD / 16; kk++) {
 #pragma unroll
-      for (int n = 0; n < kBc / 16; n++) {
-        uint32_t bf[4];
-        load_b_nk(bf, ks + buf * kBc * kStride, kStride, n * 16, kk * 16);
+        for (int n = 0; n < kBc / 16; n++) {
+          uint32_t bf[4];
+          load_b_nk(bf, ks + buf * kBc * kStride, kStride, n * 16, kk * 16);
 #pragma unroll
-        for (int m = 0; m < kM; m++) {
-          mma(sc[m][2 * n], qf[m][kk], bf[0], bf[1]);
-          mma(sc[m][2 * n + 1], qf[m][kk], bf[2], bf[3]);
+          for (int m = 0; m < kM; m++) {
+            mma(sc[m][2 * n], qf[m][kk], bf[0], bf[1]);
+            mma(sc[m][2 * n + 1], qf[m][kk], bf[2], bf[3]);
+          }
         }
       }
+    } else {
+      mma_rows_nk<kD, kM>(sc, qs, warp * 16 * kM, ks + buf * kBc * kStride);
     }
 #pragma unroll
     for (int m = 0; m < kM; m++) {
@@ -648,11 +680,311 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
   }
 }
 
+// The A fragment of the 16×16 block at (m0, k0) of a matrix stored transposed, [k][m] (dS read back
+// from the [key][query] tile of the fused backward): ldmatrix.trans hands each thread the elements
+// load_a would give it for the row-major matrix.
+__device__ __forceinline__ void load_a_km(uint32_t (&a)[4], const bf16* tile, int stride, int m0, int k0) {
+  const int lane = threadIdx.x & 31;
+  ldsm_x4_trans(a, tile + (k0 + (lane & 7) + ((lane >> 4) << 3)) * stride + m0 + ((lane >> 3) & 1) * 8);
+}
+
+// p[0] += a, p[1] += b in global memory (8-byte aligned) as one reduction: no value comes back, so
+// the thread does not wait for it (atomicAdd(float2*) leaves that to ptxas).
+__device__ __forceinline__ void red_add2(float* p, float a, float b) {
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b) : "memory");
+}
+
+// Elements i .. i + 7 of x as f32, those at or past `left` as zeros. `vec`: i is a multiple of 8 in
+// a 16-byte aligned tensor whose rows are a multiple of 8 long, so one or two 16-byte loads.
+__device__ __forceinline__ void load8(In x, int64_t i, int left, bool vec, float (&e)[8]) {
+  if (vec && x.dt == SPLINT_BF16) {
+    const uint4 u = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(x.p) + i);
+    const __nv_bfloat162* pair = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const float2 f = __bfloat1622float2(pair[j]);
+      e[2 * j] = f.x;
+      e[2 * j + 1] = f.y;
+    }
+  } else if (vec && x.dt == SPLINT_F32) {
+    const float4* src = reinterpret_cast<const float4*>(static_cast<const float*>(x.p) + i);
+    const float4 lo = src[0], hi = src[1];
+    e[0] = lo.x, e[1] = lo.y, e[2] = lo.z, e[3] = lo.w, e[4] = hi.x, e[5] = hi.y, e[6] = hi.z, e[7] = hi.w;
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; j++) e[j] = j < left ? load(x, i + j) : 0.0f;
+  }
+}
+
+// δ = rowsum(out · dout) for the fused backward, with dout rounded to bf16 as the products see it
+// (as flash_dq_kernel computes it). 16 threads a row of [B·T·Hq, D] (8 elements each per step, so
+// D = 128 in one step), two rows a warp; delta [B, Hq, T].
+constexpr int kDeltaThreads = 256;
+__global__ void __launch_bounds__(kDeltaThreads) flash_delta_kernel(In out, In dout, int64_t rows, int T, int Hq, int D,
+                                                                    bool vec, float* delta) {
+  const int64_t row = (blockIdx.x * (int64_t)kDeltaThreads + threadIdx.x) >> 4;
+  const int sub = threadIdx.x & 15;
+  float acc = 0.0f;
+  if (row < rows) {
+    for (int d = sub * 8; d < D; d += 128) {
+      float o[8], g[8];
+      load8(out, row * D + d, D - d, vec, o);
+      load8(dout, row * D + d, D - d, vec, g);
+#pragma unroll
+      for (int j = 0; j < 8; j++) acc = fmaf(o[j], __bfloat162float(__float2bfloat16_rn(g[j])), acc);
+    }
+  }
+  // Every lane takes part in the shuffles (no early return above); xor < 16 stays within the row.
+  for (int off = 8; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  if (row < rows && sub == 0) {
+    const int64_t h = row % Hq, t = (row / Hq) % T, b = row / Hq / T;
+    delta[(b * Hq + h) * T + t] = acc;
+  }
+}
+
+// dq = scale · acc for acc [B·T·Hq, kD] (rows padded to the kernel's head size) and dq
+// [B·T·Hq, D] in the grad dtype. `vec4`: D = kD and dq 16-byte aligned, so 4 elements a thread.
+__global__ void flash_dq_finish_kernel(const float* acc, int64_t rows, int D, int kD, float scale, bool vec4, Out dq) {
+  if (vec4) {
+    GRID_STRIDE(i, rows * D / 4) {
+      const float4 a = reinterpret_cast<const float4*>(acc)[i];
+      if (dq.dt == SPLINT_F32) {
+        reinterpret_cast<float4*>(dq.p)[i] = make_float4(a.x * scale, a.y * scale, a.z * scale, a.w * scale);
+      } else {
+        store(dq, 4 * i, a.x * scale);
+        store(dq, 4 * i + 1, a.y * scale);
+        store(dq, 4 * i + 2, a.z * scale);
+        store(dq, 4 * i + 3, a.w * scale);
+      }
+    }
+  } else {
+    GRID_STRIDE(i, rows * D) {
+      const int64_t r = i / D;
+      store(dq, i, acc[r * kD + (i - r * D)] * scale);
+    }
+  }
+}
+
+// Tiles of the fused backward: a block of 4 warps owns 64 keys (16 a warp) of one (b, kv head) and
+// walks query tiles of `queries` rows. Per thread it holds the dK and dV accumulators (kD / 8 · 4
+// floats each: 64 at D = 128), S and dP of a tile (queries / 8 · 4 each) and a dQ chunk
+// (dq_chunk / 8 · 4); shared memory holds K, V, two buffers of Q and dO, and the tile's dS.
+// - D = 64: 64-query tiles. 32 + 32 accumulators and 32 + 32 for S and dP leave room, and a tile
+//   twice as tall as the deterministic kernels' halves the barriers and dS round trips per product;
+//   66 KB of shared memory (three blocks an SM).
+// - D = 128: 32-query tiles: the deterministic dk/dv kernel, with the same accumulators, already
+//   uses 236 registers at that size, so the dQ product runs 32 columns at a time (16 more
+//   accumulators, reusing the A fragment loads twice) to stay under 255 without spills; 79 KB.
+// 64 keys a block keeps the grid at (S / 64)·Hkv·B blocks: 1,072 for the vision shape on 132 SMs.
+template <int kD>
+struct FusedTiles {
+  static constexpr int keys = 64;
+  static constexpr int queries = kD == 64 ? 64 : 32;
+  static constexpr int dq_chunk = 32;
+};
+
+template <int kD>
+constexpr size_t fused_smem() {
+  constexpr int kKeys = FusedTiles<kD>::keys, kBq = FusedTiles<kD>::queries;
+  return (size_t)(2 * kKeys + 4 * kBq) * (kD + 8) * sizeof(bf16) + (size_t)kKeys * (kBq + 8) * sizeof(bf16) +
+         (size_t)(8 * kBq + 4 * (kBq / 32)) * sizeof(float);
+}
+
+// All three gradients in one pass, FlashAttention-2's backward: per (key tile, query tile) Sᵀ =
+// k·qᵀ and dPᵀ = v·doutᵀ are computed once (keys in rows, as flash_dkv_kernel), then dv += pᵀ·dout
+// and dk += dSᵀ·q accumulate in registers over every query head of the group, and dq += dS·k goes
+// through shared memory (dS as bf16, [key][query]) into dq_acc [B, T, Hq, kD] (f32, zeroed) by
+// atomics. Every key tile of the kv head adds into the same dq rows in an order that varies between
+// runs, so dq differs in its last bits from run to run (dk and dv do not). δ comes from
+// flash_delta_kernel; flash_dq_finish_kernel scales dq_acc into dq.
+template <int kD>
+__global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, In v, In dout, const float* lse,
+                                                                   const float* delta, int T, int S, int Hq, int Hkv,
+                                                                   int D, float scale, float scale_log2, RowMask mask,
+                                                                   bool vec, float* dq_acc, Out dk, Out dv) {
+  constexpr int kStride = kD + 8, kKeys = FusedTiles<kD>::keys, kBq = FusedTiles<kD>::queries;
+  // dS rows of 16-byte multiples for ldmatrix; the 8 extra columns also make the 32-bit stores of
+  // a warp's 8 rows × 4 column pairs hit 32 distinct banks.
+  constexpr int kDsStride = kBq + 8;
+  constexpr int kStagingWarps = kBq / 32;  // warps that stage a tile's row data (one row a thread)
+  // The dq product of a tile: its kBq / 16 row blocks × (4 / that) column slices, a warp each.
+  constexpr int kRowBlocks = kBq / 16, kCols = kD * kRowBlocks / 4;
+  constexpr int kChunk = FusedTiles<kD>::dq_chunk < kCols ? FusedTiles<kD>::dq_chunk : kCols;
+  static_assert(kKeys == 16 * kThreads / 32, "a warp owns 16 keys");
+  static_assert(kBq == 32 || kBq == 64, "the 4 warps split a tile's dq into 16-row blocks and column slices");
+  static_assert(kCols % kChunk == 0 && kChunk % 16 == 0, "dq chunks are whole 16-column fragment pairs");
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* ks = reinterpret_cast<bf16*>(smem);  // [kKeys][kStride]
+  bf16* vs = ks + kKeys * kStride;           // [kKeys][kStride]
+  bf16* qs = vs + kKeys * kStride;           // [2][kBq][kStride]
+  bf16* dos = qs + 2 * kBq * kStride;        // [2][kBq][kStride]
+  bf16* dss = dos + 2 * kBq * kStride;       // [kKeys][kDsStride]
+  float* lse2_s = reinterpret_cast<float*>(dss + kKeys * kDsStride);  // [2][kBq] each
+  float* delta_s = lse2_s + 2 * kBq;
+  int* lo_s = reinterpret_cast<int*>(delta_s + 2 * kBq);
+  int* hi_s = lo_s + 2 * kBq;
+  int* tile_lo = hi_s + 2 * kBq;                // [2][kStagingWarps]: the largest lo of the warp's rows
+  int* tile_hi = tile_lo + 2 * kStagingWarps;   // [2][kStagingWarps]: the smallest hi
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+  const int64_t b = blockIdx.z;
+  const int kh = blockIdx.y, group = Hq / Hkv;
+  const int s_first = blockIdx.x * kKeys, s_last = min(S, s_first + kKeys) - 1;
+
+  stage_rows<kKeys, kD>(k, b, S, Hkv, kh, D, s_first, S, vec, ks);
+  stage_rows<kKeys, kD>(v, b, S, Hkv, kh, D, s_first, S, vec, vs);
+  const int s_lo = s_first + warp * 16 + g, s_hi = s_lo + 8;  // this thread's two keys
+  const bool ok[2] = {key_ok(mask, b, S, s_lo), key_ok(mask, b, S, s_hi)};
+  int query_lo, query_hi;
+  if (mask.kind == 0) {
+    query_lo = (int)max((int64_t)0, s_first - mask.query_offset);
+    query_hi = T;
+  } else {
+    query_lo = mask.seg_start[s_first];
+    query_hi = mask.seg_end[s_last];
+  }
+
+  // The walk over (query head, query tile) pairs, flattened so the next tile can be staged across
+  // a head boundary.
+  const int tiles_per_head = (max(query_hi - query_lo, 0) + kBq - 1) / kBq, tiles = tiles_per_head * group;
+  auto stage_queries = [&](int tile, int buf) {
+    const int h = kh * group + tile / tiles_per_head, t0 = query_lo + (tile % tiles_per_head) * kBq;
+    stage_rows<kBq, kD>(q, b, T, Hq, h, D, t0, query_hi, vec, qs + buf * kBq * kStride);
+    stage_rows<kBq, kD>(dout, b, T, Hq, h, D, t0, query_hi, vec, dos + buf * kBq * kStride);
+    // kBq ≤ kThreads and a multiple of 32: whole warps enter, one row a thread.
+    for (int j = threadIdx.x; j < kBq; j += kThreads) {
+      const int t = t0 + j;
+      int lo = 0, hi = 0;
+      float row_lse = 0.0f, row_delta = 0.0f;
+      if (t < query_hi) {
+        row_lse = lse[(b * Hq + h) * (int64_t)T + t];
+        row_delta = delta[(b * Hq + h) * (int64_t)T + t];
+        if (row_lse != -INFINITY) row_interval(mask, S, t, lo, hi);  // a row that saw nothing gets no gradient
+      }
+      lse2_s[buf * kBq + j] = row_lse == -INFINITY ? 0.0f : row_lse * kLog2e;
+      delta_s[buf * kBq + j] = row_delta;
+      lo_s[buf * kBq + j] = lo;
+      hi_s[buf * kBq + j] = hi;
+      const int most_lo = __reduce_max_sync(0xffffffffu, lo), least_hi = __reduce_min_sync(0xffffffffu, hi);
+      if ((j & 31) == 0) {
+        tile_lo[buf * kStagingWarps + j / 32] = most_lo;
+        tile_hi[buf * kStagingWarps + j / 32] = least_hi;
+      }
+    }
+  };
+  if (tiles > 0) stage_queries(0, 0);
+  cp_async_commit();
+
+  float dka[1][kD / 8][4] = {}, dva[1][kD / 8][4] = {};
+  if (tiles == 0) cp_async_wait<0>();
+  for (int tile = 0, buf = 0; tile < tiles; tile++, buf ^= 1) {
+    if (tile + 1 < tiles) {
+      stage_queries(tile + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    // Tile `buf` is complete for every thread, and every warp is done with the previous tile's dS.
+    __syncthreads();
+    const int h = kh * group + tile / tiles_per_head, t0 = query_lo + (tile % tiles_per_head) * kBq;
+    const bf16* qb = qs + buf * kBq * kStride;
+    const bf16* dob = dos + buf * kBq * kStride;
+
+    float p[1][kBq / 8][4] = {}, dp[1][kBq / 8][4] = {};
+    mma_rows_nk<kD, 1>(p, ks, warp * 16, qb);    // sᵀ = k·qᵀ
+    mma_rows_nk<kD, 1>(dp, vs, warp * 16, dob);  // dpᵀ = v·doutᵀ
+    // Keys [most_lo, least_hi) are seen by every row of the tile.
+    int most_lo = tile_lo[buf * kStagingWarps], least_hi = tile_hi[buf * kStagingWarps];
+#pragma unroll
+    for (int w = 1; w < kStagingWarps; w++) {
+      most_lo = max(most_lo, tile_lo[buf * kStagingWarps + w]);
+      least_hi = min(least_hi, tile_hi[buf * kStagingWarps + w]);
+    }
+    // Open tiles skip the per-element visibility test (see the forward kernel).
+    if (ok[0] && ok[1] && s_lo >= most_lo && s_hi < least_hi) {
+#pragma unroll
+      for (int n = 0; n < kBq / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int j = n * 8 + 2 * tq + (e & 1);
+          p[0][n][e] = exp2f(fmaf(p[0][n][e], scale_log2, -lse2_s[buf * kBq + j]));
+          dp[0][n][e] = p[0][n][e] * (dp[0][n][e] - delta_s[buf * kBq + j]);  // dSᵀ
+        }
+      }
+    } else {
+#pragma unroll
+      for (int n = 0; n < kBq / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = r ? s_hi : s_lo;
+          const bool visible = ok[r] && s >= lo_s[buf * kBq + j] && s < hi_s[buf * kBq + j];
+          p[0][n][e] = visible ? exp2f(fmaf(p[0][n][e], scale_log2, -lse2_s[buf * kBq + j])) : 0.0f;
+          dp[0][n][e] = p[0][n][e] * (dp[0][n][e] - delta_s[buf * kBq + j]);  // dSᵀ
+        }
+      }
+    }
+    // dSᵀ as bf16 (the rounding the register products apply too) for the dq product.
+#pragma unroll
+    for (int n = 0; n < kBq / 8; n++) {
+      bf16* row = dss + (warp * 16 + g) * kDsStride + n * 8 + 2 * tq;
+      *reinterpret_cast<uint32_t*>(row) = pack_bf16(dp[0][n][0], dp[0][n][1]);
+      *reinterpret_cast<uint32_t*>(row + 8 * kDsStride) = pack_bf16(dp[0][n][2], dp[0][n][3]);
+    }
+    mma_acc_kn<kD, 1>(dva, p, dob);
+    mma_acc_kn<kD, 1>(dka, dp, qb);
+    // Every warp's dS is in shared memory; past this barrier nothing reads tile `buf` of Q and dO,
+    // so the next iteration may restage it without another barrier.
+    __syncthreads();
+
+    // dq[t0 + rows, cols] += dS[rows, :] · k[:, cols] for this warp's 16 rows and kCols columns.
+    const int r0 = (warp % kRowBlocks) * 16, c0 = (warp / kRowBlocks) * kCols;
+#pragma unroll
+    for (int c = 0; c < kCols; c += kChunk) {
+      float acc[kChunk / 8][4] = {};
+#pragma unroll
+      for (int kk = 0; kk < kKeys / 16; kk++) {
+        uint32_t a[4];
+        load_a_km(a, dss, kDsStride, r0, kk * 16);
+#pragma unroll
+        for (int n = 0; n < kChunk / 16; n++) {
+          uint32_t bk[4];
+          load_b_kn(bk, ks, kStride, c0 + c + n * 16, kk * 16);
+          mma(acc[2 * n], a, bk[0], bk[1]);
+          mma(acc[2 * n + 1], a, bk[2], bk[3]);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const int t = t0 + r0 + g + 8 * r;
+        if (t >= query_hi) continue;
+        float* row = dq_acc + ((b * T + t) * Hq + h) * (int64_t)kD + c0 + c + 2 * tq;
+#pragma unroll
+        for (int n = 0; n < kChunk / 8; n++) {
+          red_add2(row + n * 8, acc[n][2 * r], acc[n][2 * r + 1]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < kD / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int s = (e >> 1) ? s_hi : s_lo, d = n * 8 + 2 * tq + (e & 1);
+      if (s < S && d < D) {
+        const int64_t i = ((b * S + s) * Hkv + kh) * (int64_t)D + d;
+        store(dk, i, dka[0][n][e] * scale);
+        store(dv, i, dva[0][n][e]);
+      }
+    }
+  }
+}
+
 template <int kD>
 int set_smem_limits(const char* splint_op) {
   CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)forward_smem<kD>()));
   CUDA_CHECK(cudaFuncSetAttribute(flash_dq_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dq_smem<kD>()));
   CUDA_CHECK(cudaFuncSetAttribute(flash_dkv_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dkv_smem<kD>()));
+  CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_fused_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fused_smem<kD>()));
   return SPLINT_OK;
 }
 
@@ -710,7 +1042,7 @@ int splint_cuda_flash_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype,
                    k_dtype != SPLINT_FP8_E4M3 && v_dtype != SPLINT_FP8_E4M3;
   STATUS_CHECK(ensure_smem_limits(splint_op));
   with_head(d, [&](auto head) {
-    constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::rows;
+    constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::forward_rows;
     const dim3 grid((unsigned)((t + kRows - 1) / kRows), (unsigned)hq, (unsigned)b);
     flash_forward_kernel<kD><<<grid, kThreads, forward_smem<kD>(), ctx->stream>>>(
         in_of(q, q_dtype), in_of(k, k_dtype), in_of(v, v_dtype), (int)t, (int)s, (int)hq, (int)hkv, (int)d,
@@ -726,7 +1058,7 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
                                          int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d,
                                          float scale, int32_t mask_kind, int64_t query_offset, splint_dptr key_valid,
                                          splint_dptr seg_start, splint_dptr seg_end, splint_dptr dq, splint_dptr dk,
-                                         splint_dptr dv, int32_t grad_dtype) {
+                                         splint_dptr dv, int32_t grad_dtype, int32_t deterministic) {
   OP("flash_attention_backward");
   CTX_CHECK(ctx);
   STATUS_CHECK(check_dims(splint_op, b, t, s, hq, hkv, d, mask_kind, seg_start, seg_end));
@@ -746,22 +1078,50 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
                    dout_dtype != SPLINT_FP8_E4M3;
   const In qi = in_of(q, q_dtype), ki = in_of(k, k_dtype), vi = in_of(v, v_dtype), doi = in_of(dout, dout_dtype);
   const float* lse_p = reinterpret_cast<const float*>(lse);
+  const int64_t rows = b * t * hq;
   Scratch delta;
-  STATUS_CHECK(scratch_alloc(ctx, delta, b * t * hq * (int64_t)sizeof(float), splint_op));
+  STATUS_CHECK(scratch_alloc(ctx, delta, rows * (int64_t)sizeof(float), splint_op));
   float* delta_p = static_cast<float*>(delta.p);
   STATUS_CHECK(ensure_smem_limits(splint_op));
+  if (deterministic) {
+    // Two kernels, no atomics: dq (which writes δ first) by query tiles, dk/dv by key tiles.
+    with_head(d, [&](auto head) {
+      constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::rows;
+      const dim3 qgrid((unsigned)((t + kRows - 1) / kRows), (unsigned)hq, (unsigned)b);
+      const dim3 kgrid((unsigned)((s + kRows - 1) / kRows), (unsigned)hkv, (unsigned)b);
+      flash_dq_kernel<kD><<<qgrid, kThreads, dq_smem<kD>(), ctx->stream>>>(
+          qi, ki, vi, in_of(out, out_dtype), doi, lse_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale,
+          scale * kLog2e, mask, vec, delta_p, out_of(dq, grad_dtype));
+      flash_dkv_kernel<kD><<<kgrid, kThreads, dkv_smem<kD>(), ctx->stream>>>(
+          qi, ki, vi, doi, lse_p, delta_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale, scale * kLog2e, mask, vec,
+          out_of(dk, grad_dtype), out_of(dv, grad_dtype));
+    });
+    LAUNCH_CHECK();  // a failed launch of either kernel stays the last error
+    return SPLINT_OK;
+  }
+  // Fused: δ, then one kernel for dq (atomics into an f32 accumulator), dk and dv, then dq = scale · acc.
+  const int padded = d <= 64 ? 64 : 128;  // the kernel's head size (with_head's choice)
+  Scratch acc;
+  STATUS_CHECK(scratch_alloc(ctx, acc, rows * padded * (int64_t)sizeof(float), splint_op));
+  CUDA_CHECK(cudaMemsetAsync(acc.p, 0, rows * padded * sizeof(float), ctx->stream));
+  float* acc_p = static_cast<float*>(acc.p);
+  const bool delta_vec = d % 8 == 0 && aligned16(out) && aligned16(dout) && out_dtype != SPLINT_FP8_E4M3 &&
+                         dout_dtype != SPLINT_FP8_E4M3;
+  flash_delta_kernel<<<(unsigned)((rows * 16 + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, 0, ctx->stream>>>(
+      in_of(out, out_dtype), doi, rows, (int)t, (int)hq, (int)d, delta_vec, delta_p);
+  LAUNCH_CHECK();
   with_head(d, [&](auto head) {
-    constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::rows;
-    const dim3 qgrid((unsigned)((t + kRows - 1) / kRows), (unsigned)hq, (unsigned)b);
-    const dim3 kgrid((unsigned)((s + kRows - 1) / kRows), (unsigned)hkv, (unsigned)b);
-    flash_dq_kernel<kD><<<qgrid, kThreads, dq_smem<kD>(), ctx->stream>>>(
-        qi, ki, vi, in_of(out, out_dtype), doi, lse_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale,
-        scale * kLog2e, mask, vec, delta_p, out_of(dq, grad_dtype));
-    flash_dkv_kernel<kD><<<kgrid, kThreads, dkv_smem<kD>(), ctx->stream>>>(
+    constexpr int kD = decltype(head)::value, kKeys = FusedTiles<kD>::keys;
+    const dim3 kgrid((unsigned)((s + kKeys - 1) / kKeys), (unsigned)hkv, (unsigned)b);
+    flash_bwd_fused_kernel<kD><<<kgrid, kThreads, fused_smem<kD>(), ctx->stream>>>(
         qi, ki, vi, doi, lse_p, delta_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale, scale * kLog2e, mask, vec,
-        out_of(dk, grad_dtype), out_of(dv, grad_dtype));
+        acc_p, out_of(dk, grad_dtype), out_of(dv, grad_dtype));
   });
-  LAUNCH_CHECK();  // a failed launch of either kernel stays the last error
+  LAUNCH_CHECK();
+  flash_dq_finish_kernel<<<grid_for(rows * d / 4), 256, 0, ctx->stream>>>(acc_p, rows, (int)d, padded, scale,
+                                                                            d == padded && aligned16(dq),
+                                                                            out_of(dq, grad_dtype));
+  LAUNCH_CHECK();
   return SPLINT_OK;
 }
 

@@ -591,9 +591,8 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       for (const x of temps) x.free();
       return { out, lse };
     },
-    attentionBackward(q0, k0, v0, out, lse, dout0, mask, scale, precision = "f32") {
+    attentionBackward(q0, k0, v0, out, lse, dout0, mask, scale, precision = "f32", options = {}) {
       const op = "attentionBackward";
-      const run = precision === "bf16" ? lib.flash_attention_backward : lib.attention_backward;
       const [b, t, s, hq, hkv, d] = checkedAttentionDims(op, q0, k0, v0);
       if (out.size !== q0.size || dout0.size !== q0.size || lse.size !== b * hq * t) {
         throw new TensorError(op, "out/dout must match q and lse be [B, Hq, T]", { shapes: [q0.shape, out.shape, dout0.shape, lse.shape] });
@@ -605,14 +604,13 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       const dq = f32Like(q0);
       const dk = alloc(k0.shape, "f32");
       const dv = alloc(v0.shape, "f32");
-      ok(
-        run(
-          ctx, p(q!, op), dtypeCode(q!), p(k!, op), dtypeCode(k!), p(v!, op), dtypeCode(v!), p(out, op), dtypeCode(out),
-          p(lse, op), p(dout!, op), dtypeCode(dout!), b, t, s, hq, hkv, d, scale, m.kind, m.queryOffset, m.keyValid,
-          m.segStart, m.segEnd, p(dq, op), p(dk, op), p(dv, op), DTYPE_CODE.f32,
-        ),
-        op,
-      );
+      const args = [
+        ctx, p(q!, op), dtypeCode(q!), p(k!, op), dtypeCode(k!), p(v!, op), dtypeCode(v!), p(out, op), dtypeCode(out),
+        p(lse, op), p(dout!, op), dtypeCode(dout!), b, t, s, hq, hkv, d, scale, m.kind, m.queryOffset, m.keyValid,
+        m.segStart, m.segEnd, p(dq, op), p(dk, op), p(dv, op), DTYPE_CODE.f32,
+      ] as const;
+      // The exact tier has no atomics; the fast tier takes the fused kernel unless asked for determinism.
+      ok(precision === "bf16" ? lib.flash_attention_backward(...args, options.deterministic ? 1 : 0) : lib.attention_backward(...args), op);
       for (const x of temps) x.free();
       return { dq, dk, dv };
     },
