@@ -205,9 +205,10 @@ async function main(): Promise<void> {
     const bf16 = compareRuns(referenceBf16, onDeviceBf16, BF16_LOSS_TOLERANCE, BF16_LOSS_TOLERANCE, failures);
     if (onDeviceBf16.steps[0]?.loss === onDevice.steps[0]?.loss) failures.push("the bf16 run's first loss equals the f32 run's: autocast did not happen");
 
-    // The stopped run's steps and the resumed run's steps together are the uninterrupted run's.
-    const lastCheckpointStep = Math.floor(stoppedAt / SMOKE_CONFIG.save_steps!) * SMOKE_CONFIG.save_steps!;
-    const joined = [...beforeStop.filter((s) => s.step <= lastCheckpointStep), ...resumed.steps];
+    // The stopped run's steps and the resumed run's steps together are the uninterrupted run's. A
+    // stop saves a checkpoint of the steps it finished (src/train/trainer.ts), so the resumed run
+    // starts right after step stoppedAt, not at the last save_steps checkpoint.
+    const joined = [...beforeStop.filter((s) => s.step <= stoppedAt), ...resumed.steps];
     if (resumed.result.resumedFrom === null) failures.push("the resumed run did not start from a checkpoint");
     if (joined.map((s) => s.step).join() !== onDevice.steps.map((s) => s.step).join()) failures.push(`resumed steps ${joined.map((s) => s.step).join()} are not the run's`);
     const adapterDelta = maxAbsDiff(await adapterTensors(onDevice.result.adapterDir), await adapterTensors(resumed.result.adapterDir));
