@@ -51,6 +51,15 @@ __device__ __forceinline__ bool key_ok(const RowMask& m, int64_t b, int S, int s
   return s < S && (m.key_valid == nullptr || m.key_valid[b * S + s] != 0);
 }
 
+// 2^x in one MUFU op (ex2.approx.ftz: ≤ 2 ulp, denormal results flushed; 2^-inf = 0), where
+// exp2f adds range handling around it: softmax probabilities that are rounded to bf16 next need
+// no more, and the exponent is the per-element work that bounds the D = 64 kernels.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lower column) in the low half
   return *reinterpret_cast<uint32_t*>(&v);
@@ -200,21 +209,6 @@ __device__ __forceinline__ void stage_rows(In x, int64_t b, int R, int H, int he
   }
 }
 
-// Rows per warp of the forward at D = 64 (16 · SPLINT_FLASH_KM64): 1 keeps the measured kernel
-// (Q fragments held in registers); 2 gives a block 128 queries and re-reads the Q fragments from
-// shared memory at every k-step, so each K and V fragment loaded from shared memory feeds two
-// products instead of one (at D = 64 ldmatrix traffic, not the tensor cores, bounds the kM = 1
-// kernel) without the 32 registers of Q that made the first kM = 2 attempt spill-bound (238–252
-// registers). The default stays 1, the measured kernel, because the trade is not clearly a win: at
-// 182 registers kM = 2 runs two blocks (8 warps) an SM against kM = 1's three (12 warps, 130
-// registers), and it halves the grid (vision: 544 blocks, 2.06 waves of 264 slots, so a nearly
-// empty third wave), while the per-score softmax work it does not reduce stays the same. Time both
-// (`make EXTRA_NVCCFLAGS=-DSPLINT_FLASH_KM64=2`) and keep the faster.
-#ifndef SPLINT_FLASH_KM64
-#define SPLINT_FLASH_KM64 1
-#endif
-static_assert(SPLINT_FLASH_KM64 == 1 || SPLINT_FLASH_KM64 == 2, "SPLINT_FLASH_KM64 must be 1 or 2");
-
 // Per head size: kM 16-row blocks per warp in the deterministic backward kernels (a block holds
 // 64·kM rows, and each B fragment read from shared memory serves kM products), the forward's rows
 // per warp and key tile; the two deterministic backward kernels walk tiles of 32. kM = 2 at D = 64
@@ -225,8 +219,6 @@ template <int kD>
 struct Tiles {
   static constexpr int kM = 1;
   static constexpr int rows = 64 * kM;
-  static constexpr int forward_m = kD == 64 ? SPLINT_FLASH_KM64 : 1;
-  static constexpr int forward_rows = 64 * forward_m;
   static constexpr int forward = 64;
   static constexpr int backward = 32;
 };
@@ -239,21 +231,14 @@ __device__ __forceinline__ int warp_row(int warp, int m, int g, int r) {
 
 template <int kD>
 constexpr size_t forward_smem() {
-  return (size_t)(Tiles<kD>::forward_rows + 4 * Tiles<kD>::forward) * (kD + 8) * sizeof(bf16) + 2 * Tiles<kD>::forward * sizeof(int);
+  return (size_t)(Tiles<kD>::rows + 4 * Tiles<kD>::forward) * (kD + 8) * sizeof(bf16) + 2 * Tiles<kD>::forward * sizeof(int);
 }
 
-// No minimum of blocks an SM: at kM = 2 (64 output and 64 score accumulators a thread) two blocks
-// fit whatever ptxas picks under 255 registers, and a minimum of 3 (≤ 168 registers) spills (ptxas
-// -v, nvcc 13); kM = 1 keeps the measured kernel's bounds (even a minimum of 1 changes its
-// register allocation).
 template <int kD>
 __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In v, int T, int S, int Hq, int Hkv, int D,
                                                                  float scale_log2, RowMask mask, bool vec, Out out,
                                                                  float* lse) {
-  constexpr int kStride = kD + 8, kM = Tiles<kD>::forward_m, kRows = Tiles<kD>::forward_rows, kBc = Tiles<kD>::forward;
-  // Q fragments in registers for the whole walk (kM = 1) or re-read per k-step (kM = 2, see
-  // SPLINT_FLASH_KM64).
-  constexpr bool kQInRegisters = kM == 1;
+  constexpr int kStride = kD + 8, kM = Tiles<kD>::kM, kRows = Tiles<kD>::rows, kBc = Tiles<kD>::forward;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* qs = reinterpret_cast<bf16*>(smem);  // [kRows][kStride]
   // Two buffers of each (selected by offset: an array of pointers indexed at run time would live
@@ -290,13 +275,11 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
   }
   cp_async_wait<0>();
   __syncthreads();
-  uint32_t qf[kQInRegisters ? kM : 1][kQInRegisters ? kD / 16 : 1][4];
-  if constexpr (kQInRegisters) {
+  uint32_t qf[kM][kD / 16][4];
 #pragma unroll
-    for (int m = 0; m < kM; m++) {
+  for (int m = 0; m < kM; m++) {
 #pragma unroll
-      for (int kk = 0; kk < kD / 16; kk++) load_a(qf[m][kk], qs, kStride, warp * 16 * kM + 16 * m, kk * 16);
-    }
+    for (int kk = 0; kk < kD / 16; kk++) load_a(qf[m][kk], qs, kStride, warp * 16 * kM + 16 * m, kk * 16);
   }
 
   float o[kM][kD / 8][4] = {};
@@ -318,22 +301,18 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
     __syncthreads();  // tile `buf` is complete for every thread
 
     float sc[kM][kBc / 8][4] = {};
-    if constexpr (kQInRegisters) {
 #pragma unroll
-      for (int kk = 0; kk < kD / 16; kk++) {
+    for (int kk = 0; kk < kD / 16; kk++) {
 #pragma unroll
-        for (int n = 0; n < kBc / 16; n++) {
-          uint32_t bf[4];
-          load_b_nk(bf, ks + buf * kBc * kStride, kStride, n * 16, kk * 16);
+      for (int n = 0; n < kBc / 16; n++) {
+        uint32_t bf[4];
+        load_b_nk(bf, ks + buf * kBc * kStride, kStride, n * 16, kk * 16);
 #pragma unroll
-          for (int m = 0; m < kM; m++) {
-            mma(sc[m][2 * n], qf[m][kk], bf[0], bf[1]);
-            mma(sc[m][2 * n + 1], qf[m][kk], bf[2], bf[3]);
-          }
+        for (int m = 0; m < kM; m++) {
+          mma(sc[m][2 * n], qf[m][kk], bf[0], bf[1]);
+          mma(sc[m][2 * n + 1], qf[m][kk], bf[2], bf[3]);
         }
       }
-    } else {
-      mma_rows_nk<kD, kM>(sc, qs, warp * 16 * kM, ks + buf * kBc * kStride);
     }
 #pragma unroll
     for (int m = 0; m < kM; m++) {
@@ -366,7 +345,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
         const float m_new = fmaxf(mrow[m][r], mx[r] * scale_log2);  // the scale is positive: max commutes
         base[r] = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet keeps p = 0
-        alpha[r] = exp2f(mrow[m][r] - base[r]);
+        alpha[r] = fast_exp2(mrow[m][r] - base[r]);
         mrow[m][r] = m_new;
         l[m][r] *= alpha[r];
       }
@@ -374,7 +353,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
       for (int n = 0; n < kBc / 8; n++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          sc[m][n][e] = exp2f(fmaf(sc[m][n][e], scale_log2, -base[e >> 1]));
+          sc[m][n][e] = fast_exp2(fmaf(sc[m][n][e], scale_log2, -base[e >> 1]));
           l[m][e >> 1] += sc[m][n][e];
         }
       }
@@ -505,7 +484,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
 #pragma unroll
           for (int e = 0; e < 4; e++) {
             const int r = e >> 1;
-            p[m][n][e] = exp2f(fmaf(p[m][n][e], scale_log2, -lse2[m][r])) * (dp[m][n][e] - dl[m][r]);  // dS
+            p[m][n][e] = fast_exp2(fmaf(p[m][n][e], scale_log2, -lse2[m][r])) * (dp[m][n][e] - dl[m][r]);  // dS
           }
         }
       } else {
@@ -515,7 +494,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
           for (int e = 0; e < 4; e++) {
             const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s0 + j;
             const bool visible = s >= lo[m][r] && s < hi[m][r] && kok[buf * kBc + j];
-            const float pr = visible ? exp2f(fmaf(p[m][n][e], scale_log2, -lse2[m][r])) : 0.0f;
+            const float pr = visible ? fast_exp2(fmaf(p[m][n][e], scale_log2, -lse2[m][r])) : 0.0f;
             p[m][n][e] = pr * (dp[m][n][e] - dl[m][r]);  // dS
           }
         }
@@ -642,7 +621,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
 #pragma unroll
           for (int e = 0; e < 4; e++) {
             const int j = n * 8 + 2 * tq + (e & 1);
-            p[m][n][e] = exp2f(fmaf(p[m][n][e], scale_log2, -lse2_s[buf * kBq + j]));
+            p[m][n][e] = fast_exp2(fmaf(p[m][n][e], scale_log2, -lse2_s[buf * kBq + j]));
             dp[m][n][e] = p[m][n][e] * (dp[m][n][e] - delta_s[buf * kBq + j]);  // dSᵀ
           }
         }
@@ -653,7 +632,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
           for (int e = 0; e < 4; e++) {
             const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = s_first + warp_row<kM>(warp, m, g, r);
             const bool visible = ok[m][r] && s >= lo_s[buf * kBq + j] && s < hi_s[buf * kBq + j];
-            p[m][n][e] = visible ? exp2f(fmaf(p[m][n][e], scale_log2, -lse2_s[buf * kBq + j])) : 0.0f;
+            p[m][n][e] = visible ? fast_exp2(fmaf(p[m][n][e], scale_log2, -lse2_s[buf * kBq + j])) : 0.0f;
             dp[m][n][e] = p[m][n][e] * (dp[m][n][e] - delta_s[buf * kBq + j]);  // dSᵀ
           }
         }
@@ -907,7 +886,7 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, I
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int j = n * 8 + 2 * tq + (e & 1);
-          p[0][n][e] = exp2f(fmaf(p[0][n][e], scale_log2, -lse2_s[buf * kBq + j]));
+          p[0][n][e] = fast_exp2(fmaf(p[0][n][e], scale_log2, -lse2_s[buf * kBq + j]));
           dp[0][n][e] = p[0][n][e] * (dp[0][n][e] - delta_s[buf * kBq + j]);  // dSᵀ
         }
       }
@@ -918,7 +897,7 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, I
         for (int e = 0; e < 4; e++) {
           const int r = e >> 1, j = n * 8 + 2 * tq + (e & 1), s = r ? s_hi : s_lo;
           const bool visible = ok[r] && s >= lo_s[buf * kBq + j] && s < hi_s[buf * kBq + j];
-          p[0][n][e] = visible ? exp2f(fmaf(p[0][n][e], scale_log2, -lse2_s[buf * kBq + j])) : 0.0f;
+          p[0][n][e] = visible ? fast_exp2(fmaf(p[0][n][e], scale_log2, -lse2_s[buf * kBq + j])) : 0.0f;
           dp[0][n][e] = p[0][n][e] * (dp[0][n][e] - delta_s[buf * kBq + j]);  // dSᵀ
         }
       }
@@ -1042,7 +1021,7 @@ int splint_cuda_flash_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype,
                    k_dtype != SPLINT_FP8_E4M3 && v_dtype != SPLINT_FP8_E4M3;
   STATUS_CHECK(ensure_smem_limits(splint_op));
   with_head(d, [&](auto head) {
-    constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::forward_rows;
+    constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::rows;
     const dim3 grid((unsigned)((t + kRows - 1) / kRows), (unsigned)hq, (unsigned)b);
     flash_forward_kernel<kD><<<grid, kThreads, forward_smem<kD>(), ctx->stream>>>(
         in_of(q, q_dtype), in_of(k, k_dtype), in_of(v, v_dtype), (int)t, (int)s, (int)hq, (int)hkv, (int)d,
