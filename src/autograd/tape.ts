@@ -133,7 +133,10 @@ class TapeGraph implements Graph {
     const lowDtype: DType = narrow ? "bf16" : "f32";
 
     const xl = low(xv.value); // [N, in]
-    const y = b.matmul(xl, wv.value, { transB: true, precision }); // [N, out]
+    // bf16: the output too, as under autocast (the base product and the LoRA update each rounded
+    // once, as PEFT's result + lora_B(…)·scaling is): half the bytes for the update's read-modify-
+    // write and for every consumer.
+    const y = b.matmul(xl, wv.value, { transB: true, precision, outDtype: lowDtype }); // [N, out]
     const al = lowA();
     const u = b.loraDown(xl, al, { ...mask, outDtype: lowDtype }); // [N, r] = dropout(x)·Aᵀ
     doneLow(al, av.value);

@@ -78,6 +78,7 @@ export interface Backend {
    * precision "bf16" (autocast): when one operand is bf16 or fp8 and the other f32, the f32 one is
    * rounded to bf16 first, so the product runs as bf16·bf16 with f32 accumulation (tensor cores on
    * a GPU), as PyTorch computes a bf16 model's linear layers. Default "f32": exact f32 products.
+   * accumulate is f32 or bf16; a bf16 one gets bf16(accumulate + product), the sum in f32.
    */
   matmul(
     a: Tensor,

@@ -29,8 +29,8 @@ export function matmulDims(a: Tensor, b: Tensor, opts: { transA?: boolean; trans
       dtypes: [a.dtype, b.dtype],
     });
   }
-  if (accumulate && (accumulate.size !== m * n || accumulate.dtype !== "f32")) {
-    throw new TensorError("matmul", `accumulate must be f32 [${m}, ${n}]`, { shapes: [accumulate.shape], dtypes: [accumulate.dtype] });
+  if (accumulate && (accumulate.size !== m * n || (accumulate.dtype !== "f32" && accumulate.dtype !== "bf16"))) {
+    throw new TensorError("matmul", `accumulate must be f32 or bf16 [${m}, ${n}]`, { shapes: [accumulate.shape], dtypes: [accumulate.dtype] });
   }
   return { m, k, n };
 }

@@ -336,6 +336,16 @@ function matmulCases(): ParityCase[] {
       },
     },
     {
+      name: "matmul accumulate into bf16 (the LoRA update onto a bf16 base output, precision bf16)",
+      tolerance: MATMUL_BF16_OUT,
+      run(b, rng) {
+        const s = new Session(b);
+        const acc = s.up(rng.uniform(37 * 70), [37, 70], "bf16");
+        b.matmul(s.up(rng.uniform(37 * 16), [37, 16], "bf16"), s.up(rng.uniform(70 * 16), [70, 16], "bf16"), { transB: true, alpha: 2, accumulate: acc, precision: "bf16" });
+        return s.finish({ acc: b.copy(acc) });
+      },
+    },
+    {
       name: "matmul at layer scale: x·Wᵀ bf16 [300,1024]·[700,1024]ᵀ, f32 [257,1024]·[1024,300]",
       tolerance: MATMUL_LARGE_K,
       run(b, rng) {

@@ -10,11 +10,11 @@
  * threads (kernel-pool.ts).
  */
 import type { MatmulPrecision } from "../../tensor/backend.ts";
-import { roundToBf16InPlace } from "../../tensor/bf16.ts";
+import { f32ArrayToBf16, roundToBf16InPlace } from "../../tensor/bf16.ts";
 import { isNarrowFloat, type DType } from "../../tensor/dtype.ts";
 import { matmulDims } from "../../tensor/checks.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { type CpuAllocator, f32Of, fromF32As, readRangeF32 } from "./storage.ts";
+import { type CpuAllocator, f32Of, fromF32As, readRangeF32, storageOf, valuesF32 } from "./storage.ts";
 import { createKernelPool, type KernelPool } from "./kernel-pool.ts";
 
 export interface MatmulOptions {
@@ -68,10 +68,16 @@ export const arrayReader =
 export function matmul(alloc: CpuAllocator, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const { transA = false, transB = false, alpha = 1, accumulate, outDtype = "f32", precision = "f32" } = opts;
   const { m, k, n } = matmulDims(a, b, opts);
-  const out = accumulate ? f32Of(accumulate, "matmul") : new Float32Array(m * n);
+  // A bf16 accumulator is widened, summed into in f32 and rounded once back (as cuBLASLt's
+  // epilogue does with beta = 1 on a bf16 C).
+  const narrowSum = accumulate?.dtype === "bf16";
+  const out = accumulate ? (narrowSum ? valuesF32(accumulate, "matmul") : f32Of(accumulate, "matmul")) : new Float32Array(m * n);
   const [readA, readB] = operandReaders(a, b, precision);
   gemm(readA, readB, m, k, n, { transA, transB, alpha, accumulate: accumulate !== undefined }, out);
-  if (accumulate) return accumulate;
+  if (accumulate) {
+    if (narrowSum) f32ArrayToBf16(out, storageOf(accumulate) as Uint16Array);
+    return accumulate;
+  }
   const shape = transA ? [m, n] : [...a.shape.slice(0, -1), n];
   return fromF32As(alloc, out, shape, outDtype, "matmul");
 }
