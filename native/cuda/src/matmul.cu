@@ -163,9 +163,67 @@ int widen(splint_ctx* ctx, In x, int64_t count, int32_t to, Scratch& scratch, In
   return SPLINT_OK;
 }
 
-// Descriptors and the heuristic's first algorithm for one product (see the row-major note on top).
+// Candidates the heuristic is asked for; products with a small output get them timed (below).
+constexpr int kCandidates = 8;
+// Outputs up to this size are autotuned: the skinny LoRA products ([N, r], [out, r]), where the
+// heuristic's first pick can leave most of the GPU idle. The timing output is scratch, so the bound
+// also keeps it from moving the allocator's high-water mark.
+constexpr int64_t kAutotuneMaxOutputBytes = 8ll << 20;
+
+// The operands of the product being planned, for timing candidates on real data.
+struct Operands {
+  const void* blas_a;  // cuBLAS's A: our b
+  const void* blas_b;  // cuBLAS's B: our a
+  float alpha;
+};
+
+// Times every candidate the heuristic offered, three runs each after one warm-up, into a scratch
+// output (beta = 0: nothing the caller owns is written) and returns the index of the fastest. Runs
+// once per plan, the first time a shape is seen; its event waits are host syncs and are counted.
+int fastest_candidate(splint_ctx* ctx, const Plan& plan, const cublasLtMatmulHeuristicResult_t* found, int count,
+                      const Operands& ops, int64_t out_bytes, int& best) {
+  OP("matmul");
+  Scratch out;
+  STATUS_CHECK(scratch_alloc(ctx, out, out_bytes, splint_op));
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  if (cudaEventCreate(&stop) != cudaSuccess) {
+    cudaEventDestroy(start);
+    return set_error(SPLINT_CUDA_ERROR, __FILE__, __LINE__, splint_op, "cudaEventCreate failed");
+  }
+  const float beta = 0.0f;
+  float best_ms = INFINITY;
+  best = 0;
+  for (int i = 0; i < count; i++) {
+    if (found[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    bool ok = true;
+    for (int run = 0; run < 4 && ok; run++) {
+      if (run == 1) ok = cudaEventRecord(start, ctx->stream) == cudaSuccess;
+      ok = ok && cublasLtMatmul(ctx->blas->handle, plan.desc, &ops.alpha, ops.blas_a, plan.la, ops.blas_b, plan.lb, &beta,
+                                out.p, plan.lc, out.p, plan.lc, &found[i].algo, ctx->blas->workspace,
+                                ctx->blas->workspace_bytes, ctx->stream) == CUBLAS_STATUS_SUCCESS;
+      ctx->launches += ok ? 1 : 0;
+    }
+    float ms = INFINITY;
+    ok = ok && cudaEventRecord(stop, ctx->stream) == cudaSuccess && cudaEventSynchronize(stop) == cudaSuccess &&
+         cudaEventElapsedTime(&ms, start, stop) == cudaSuccess;
+    ++ctx->syncs;
+    if (ok && ms < best_ms) {
+      best_ms = ms;
+      best = i;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  // A candidate that failed to launch left an error behind; the chosen one is checked by its caller.
+  cudaGetLastError();
+  return SPLINT_OK;
+}
+
+// Descriptors and an algorithm for one product (see the row-major note on top): the heuristic's
+// first pick, or for small outputs the fastest of its candidates on the real operands.
 int make_plan(splint_ctx* ctx, Plan& plan, int32_t compute, int32_t out_dtype, bool trans_a, bool trans_b, int64_t m,
-              int64_t n, int64_t k, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
+              int64_t n, int64_t k, uint32_t align_a, uint32_t align_b, uint32_t align_c, const Operands& ops) {
   OP("matmul");
   BLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS "A" = our b
@@ -192,16 +250,20 @@ int make_plan(splint_ctx* ctx, Plan& plan, int32_t compute, int32_t out_dtype, b
                                                   sizeof align_c));
   BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c,
                                                   sizeof align_c));
-  cublasLtMatmulHeuristicResult_t heuristic = {};
+  const int64_t out_bytes = m * n * dtype_bytes(out_dtype);
+  const int wanted = out_bytes <= kAutotuneMaxOutputBytes ? kCandidates : 1;
+  cublasLtMatmulHeuristicResult_t heuristic[kCandidates] = {};
   int found = 0;
   cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->blas->handle, plan.desc, plan.la, plan.lb, plan.lc, plan.lc,
-                                                     pref.d, 1, &heuristic, &found);
+                                                     pref.d, wanted, heuristic, &found);
   if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
     plan.fallback = true;
     return SPLINT_OK;
   }
   BLAS_CHECK(st);
-  plan.algo = heuristic.algo;
+  int best = 0;
+  if (found > 1) STATUS_CHECK(fastest_candidate(ctx, plan, heuristic, found, ops, out_bytes, best));
+  plan.algo = heuristic[best].algo;
   return SPLINT_OK;
 }
 
@@ -248,7 +310,8 @@ extern "C" int splint_cuda_matmul(splint_ctx* ctx, splint_dptr a, int32_t a_dtyp
   auto found_plan = ctx->blas->plans.find(key);
   if (found_plan == ctx->blas->plans.end()) {
     Plan plan;
-    const int status = make_plan(ctx, plan, compute, out_dtype, trans_a != 0, trans_b != 0, m, n, k, align_a, align_b, align_c);
+    const int status = make_plan(ctx, plan, compute, out_dtype, trans_a != 0, trans_b != 0, m, n, k, align_a, align_b,
+                                 align_c, Operands{bi.p, ai.p, alpha});
     if (status != SPLINT_OK) {
       destroy_plan(plan);
       return status;
