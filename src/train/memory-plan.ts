@@ -145,14 +145,18 @@ export function allocatorBucket(bytes: number): number {
  * Bytes per row that one layer's forward leaves on the tape (every op output of the body; reshapes
  * are views). Products write f32; with precision "bf16" the norms, RoPE and SwiGLU write bf16 (their
  * consumers' products round to bf16 anyway: LoraLinear.inputDtype). A LoRA linear (Graph.loraLinear)
- * leaves its output and x·Aᵀ (r, f32): the update is accumulated into the output by the matmul and
+ * leaves its output and x·Aᵀ (r; both bf16 with precision "bf16", as under autocast): the update is accumulated into the output by the matmul and
  * the dropout mask is recomputed from its seed. The body: norm (+ one f32 rstd a row), q/k/v, RoPE of
  * q and k, attention (its output and one f32 log-sum-exp per head), o, the residual add, norm,
  * gate/up, SwiGLU, down, the residual add.
  */
 export function layerBytesPerRow(w: LayerWidths, targeted: (name: string) => number | null, precision: "bf16" | "f32"): number {
   const narrow = precision === "bf16" ? 2 : F32;
-  const lin = (name: string, outW: number): number => F32 * (outW + (targeted(name) ?? 0));
+  // A LoRA linear's output and u are bf16 in the bf16 tier (Graph.loraLinear); a plain one's f32.
+  const lin = (name: string, outW: number): number => {
+    const r = targeted(name);
+    return r === null ? F32 * outW : narrow * (outW + r);
+  };
   const { hidden: D, q, kv, intermediate: I } = w;
   return (
     narrow * D + F32 + // input norm + rstd
