@@ -11,14 +11,18 @@
 // from cuBLASLt's. Every sum runs in an order fixed by the shapes: no atomics, deterministic.
 //
 // Shapes: x [N, K], a [r, K] (r ≤ 64), u and du [N, r], dx [N, K], dA [r, K].
-// - down: a block takes 16 rows of x and 8 warps split K in 32-column chunks (round robin); A
-//   fragments come straight from global memory (see load order below), per-warp partials are summed
-//   in shared memory in warp order.
+// - down: a block takes 32 rows of x and one K range (split), its 4 warps take the range's 32-column
+//   chunks round robin, each loading up to 4 chunks (x and A straight from global memory, see the load
+//   order below) before its first mma; a cluster of a row block's splits sums the per-warp partials
+//   through distributed shared memory in (split, warp) order.
 // - grad_a: a block takes 64 columns of K and a slice of the rows; tiles of dropout(x) and du are
-//   staged in shared memory (the sum runs over rows, which are not contiguous in memory), the
-//   slices' partials are summed in slice order by a second kernel when there is more than one.
+//   staged in shared memory (the sum runs over rows, which are not contiguous in memory) with two
+//   tiles' loads in flight, the slices' partials are summed in slice order by a second kernel when
+//   there is more than one.
 // - dx: a block takes a 64×64 tile of dx; A's and du's tiles are staged in shared memory, dx is
 //   read into registers before the product and written once after it.
+#include <cooperative_groups.h>
+
 #include <algorithm>
 #include <type_traits>
 
@@ -27,6 +31,7 @@
 
 namespace {
 
+namespace cg = cooperative_groups;
 using bf16 = __nv_bfloat16;
 
 // ---- dropout mask (the function of elementwise.cu and the CPU backend's dropout.ts) ------------
@@ -106,19 +111,9 @@ __device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const bf16* tile, in
 __device__ __forceinline__ float widen(float v) { return v; }
 __device__ __forceinline__ float widen(bf16 v) { return __bfloat162float(v); }
 
-// 8 elements p[0..8) of which the first `valid` exist (0..8); the rest read as 0. fast: all 8
-// exist and p is 16-byte aligned, so they load as vectors.
-template <typename T>
-__device__ __forceinline__ void load_run(const T* p, int valid, bool fast, float (&v)[8]) {
-  if (fast) {
-    vec::load8(p, 0, v);
-    return;
-  }
-#pragma unroll
-  for (int j = 0; j < 8; j++) v[j] = j < valid ? widen(p[j]) : 0.0f;
-}
-
-// The same for bf16 kept as raw pairs (word w holds elements 2w, 2w+1, the lower in the low half).
+// 8 elements p[0..8) of bf16 kept as raw pairs (word w holds elements 2w, 2w+1, the lower in the low
+// half), of which the first `valid` exist (0..8); the rest read as 0. fast: all 8 exist and p is
+// 16-byte aligned, so they load as one vector.
 __device__ __forceinline__ void load_run_bits(const bf16* p, int valid, bool fast, uint4& w) {
   if (fast) {
     w = *reinterpret_cast<const uint4*>(p);
@@ -132,6 +127,51 @@ __device__ __forceinline__ void load_run_bits(const bf16* p, int valid, bool fas
     word[j] = lo | (hi << 16);
   }
   w = make_uint4(word[0], word[1], word[2], word[3]);
+}
+
+// A run of x as loaded, widened only when the products need it: bf16 stays 4 registers instead of 8,
+// so twice the loads fit in flight for the same registers.
+template <typename T>
+struct Run;
+template <>
+struct Run<bf16> {
+  uint4 w;
+};
+template <>
+struct Run<float> {
+  float4 lo, hi;
+};
+
+__device__ __forceinline__ void load_raw(const bf16* p, int valid, bool fast, Run<bf16>& v) {
+  load_run_bits(p, valid, fast, v.w);
+}
+
+__device__ __forceinline__ void load_raw(const float* p, int valid, bool fast, Run<float>& v) {
+  if (fast) {
+    v.lo = reinterpret_cast<const float4*>(p)[0];
+    v.hi = reinterpret_cast<const float4*>(p)[1];
+    return;
+  }
+  float e[8];
+#pragma unroll
+  for (int j = 0; j < 8; j++) e[j] = j < valid ? p[j] : 0.0f;
+  v.lo = make_float4(e[0], e[1], e[2], e[3]);
+  v.hi = make_float4(e[4], e[5], e[6], e[7]);
+}
+
+// bf16 → f32 is exact: the bits move to the high half.
+__device__ __forceinline__ void widen_run(const Run<bf16>& v, float (&f)[8]) {
+  const uint32_t w[4] = {v.w.x, v.w.y, v.w.z, v.w.w};
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    f[2 * j] = __uint_as_float(w[j] << 16);
+    f[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+  }
+}
+
+__device__ __forceinline__ void widen_run(const Run<float>& v, float (&f)[8]) {
+  f[0] = v.lo.x, f[1] = v.lo.y, f[2] = v.lo.z, f[3] = v.lo.w;
+  f[4] = v.hi.x, f[5] = v.hi.y, f[6] = v.hi.z, f[7] = v.hi.w;
 }
 
 __device__ __forceinline__ int clamp_valid(int64_t remaining) {
@@ -153,73 +193,111 @@ __device__ __forceinline__ void drop_run(float (&v)[8], const Mask& m, int64_t f
 
 // ---- u = dropout(x)·Aᵀ -------------------------------------------------------------------------
 
-constexpr int kDownWarps = 8;
+constexpr int kDownWarps = 4;      // a block's warps take its K range's chunks round robin
+constexpr int kDownRows = 32;      // rows of a block, two m-tiles in every warp: each A fragment serves both
+constexpr int kDownMaxSplits = 8;  // K ranges of a row block: one thread-block cluster (the portable maximum)
+constexpr int kDownBlocks = 528;   // blocks the splits aim at (4 of 128 threads on each of an H200's 132 SMs)
 
-// Load order: in a 32-column chunk, lane (g = lane / 4, q = lane % 4) loads columns 8q..8q+7 of
-// rows g and g + 8 of x and of rows g (+ 8·tile) of A, 16 contiguous bytes each. Since a dot product
-// may visit its k in any order, as long as both operands agree, k-step s of the chunk takes the
-// pairs (8q + 4s, +1) and (8q + 4s + 2, +3) as the fragment's (2q, 2q + 1) and (2q + 8, 2q + 9):
-// every column of the chunk is used once, and no shared memory or ldmatrix is needed.
-template <typename TX, int NT, bool kMask, bool kFast>
-__device__ __forceinline__ void down_chunk(float (&acc)[NT][4], const TX* __restrict__ x, const bf16* __restrict__ a,
-                                           int64_t row_lo, int64_t row_hi, int r, int64_t K, int64_t col,
-                                           const Mask& m) {
-  const int lane = threadIdx.x & 31, g = lane >> 2;
-  const int valid = kFast ? 8 : clamp_valid(K - col);
-  float lo[8], hi[8];
-  load_run(x + row_lo * K + col, valid, kFast, lo);
-  load_run(x + row_hi * K + col, valid, kFast, hi);
-  uint4 w[NT];
-#pragma unroll
-  for (int t = 0; t < NT; t++) load_run_bits(a + (int64_t)min(t * 8 + g, r - 1) * K + col, valid, kFast, w[t]);
-  drop_run<TX, kMask>(lo, m, row_lo * K + col);
-  drop_run<TX, kMask>(hi, m, row_hi * K + col);
-#pragma unroll
-  for (int s = 0; s < 2; s++) {
-    const uint32_t frag[4] = {pack_bf16(lo[4 * s], lo[4 * s + 1]), pack_bf16(hi[4 * s], hi[4 * s + 1]),
-                              pack_bf16(lo[4 * s + 2], lo[4 * s + 3]), pack_bf16(hi[4 * s + 2], hi[4 * s + 3])};
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-      const uint32_t b0 = s == 0 ? w[t].x : w[t].z, b1 = s == 0 ? w[t].y : w[t].w;
-      mma(acc[t], frag, b0, b1);
-    }
-  }
+// Chunks a warp loads before its first mma: as many as fit in ~96 registers of raw runs (4 of x, NT of
+// A a chunk), at most 4. The loads, not the mma, bound this kernel: with one chunk in flight a warp
+// waits a full memory latency per 32 columns.
+template <typename TX, int NT>
+__host__ __device__ constexpr int down_depth() {
+  constexpr int regs = static_cast<int>(sizeof(Run<TX>)) + 4 * NT;
+  return regs * 4 <= 96 ? 4 : 96 / regs < 1 ? 1 : 96 / regs;
 }
 
-// Rows past N and A rows past r are clamped to the last one (a product row or column depends only
-// on its own operand row), so every load is in bounds and their results are simply not written.
+// Load order: in a 32-column chunk, lane (g = lane / 4, q = lane % 4) loads columns 8q..8q+7 of
+// rows g, g + 8, g + 16, g + 24 of the block's x and of rows g (+ 8·tile) of A, 16 contiguous bytes
+// each (bf16). Since a dot product may visit its k in any order, as long as both operands agree,
+// k-step s of the chunk takes the pairs (8q + 4s, +1) and (8q + 4s + 2, +3) as the fragment's
+// (2q, 2q + 1) and (2q + 8, 2q + 9): every column of the chunk is used once, and no shared memory
+// or ldmatrix is needed.
+//
+// Block (row block bx, split by) sums the chunks [by·per, (by + 1)·per) of its 32 rows; its warps
+// keep partials over their chunks in chunk order, and the cluster of a row block's splits adds them
+// through distributed shared memory in (split, warp) order: one launch, no atomics, and the order
+// depends only on the shape. Rows past N and A rows past r are clamped to the last one (a product
+// row or column depends only on its own operand row), so every load is in bounds and their results
+// are simply not written.
 template <typename TX, int NT, bool kMask>
 __global__ void __launch_bounds__(kDownWarps * 32) lora_down_kernel(const TX* __restrict__ x, const bf16* __restrict__ a,
                                                                      int64_t N, int64_t K, int r, bool fast, Mask m,
                                                                      Out u) {
-  __shared__ float part[kDownWarps][16][NT * 8];
+  constexpr int kDepth = down_depth<TX, NT>();
+  __shared__ float part[kDownWarps][kDownRows][NT * 8];
+  cg::cluster_group cluster = cg::this_cluster();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-  const int64_t row0 = (int64_t)blockIdx.x * 16;
-  const int64_t row_lo = min(row0 + g, N - 1), row_hi = min(row0 + g + 8, N - 1);
-  float acc[NT][4] = {};
-  const int64_t chunks = (K + 31) / 32;
-  // With fast (K % 8 == 0, aligned operands) every chunk but a partial last one takes vector loads.
-  const int64_t full = fast ? K / 32 : 0;
-  for (int64_t c = warp; c < full; c += kDownWarps)
-    down_chunk<TX, NT, kMask, true>(acc, x, a, row_lo, row_hi, r, K, c * 32 + 8 * q, m);
-  for (int64_t c = full + ((warp - full % kDownWarps + kDownWarps) % kDownWarps); c < chunks; c += kDownWarps)
-    down_chunk<TX, NT, kMask, false>(acc, x, a, row_lo, row_hi, r, K, c * 32 + 8 * q, m);
+  const int splits = static_cast<int>(cluster.num_blocks()), split = static_cast<int>(cluster.block_rank());
+  const int64_t row0 = (int64_t)blockIdx.x * kDownRows;
+  int64_t rows[4];  // lo and hi rows of m-tile 0, then of m-tile 1
 #pragma unroll
-  for (int t = 0; t < NT; t++) {
-    part[warp][g][t * 8 + 2 * q] = acc[t][0];
-    part[warp][g][t * 8 + 2 * q + 1] = acc[t][1];
-    part[warp][g + 8][t * 8 + 2 * q] = acc[t][2];
-    part[warp][g + 8][t * 8 + 2 * q + 1] = acc[t][3];
+  for (int i = 0; i < 4; i++) rows[i] = min(row0 + g + 8 * i, N - 1);
+  const int64_t chunks = (K + 31) / 32, per = (chunks + splits - 1) / splits;
+  const int64_t c_end = min(chunks, (split + 1) * per);
+  float acc[2][NT][4] = {};
+  for (int64_t c = split * per + warp; c < c_end; c += kDownWarps * kDepth) {
+    Run<TX> xr[kDepth][4];
+    uint4 ar[kDepth][NT];
+#pragma unroll
+    for (int d = 0; d < kDepth; d++) {
+      if (c + d * kDownWarps >= c_end) break;
+      const int64_t col = (c + d * kDownWarps) * 32 + 8 * q;
+      const int valid = clamp_valid(K - col);
+      const bool vec = fast && valid == 8;  // with fast (K % 8 == 0, aligned operands), all but a partial last chunk
+#pragma unroll
+      for (int i = 0; i < 4; i++) load_raw(x + rows[i] * K + col, valid, vec, xr[d][i]);
+#pragma unroll
+      for (int t = 0; t < NT; t++) load_run_bits(a + (int64_t)min(t * 8 + g, r - 1) * K + col, valid, vec, ar[d][t]);
+    }
+#pragma unroll
+    for (int d = 0; d < kDepth; d++) {
+      if (c + d * kDownWarps >= c_end) break;
+      const int64_t col = (c + d * kDownWarps) * 32 + 8 * q;
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++) {
+        float lo[8], hi[8];
+        widen_run(xr[d][2 * mt], lo);
+        widen_run(xr[d][2 * mt + 1], hi);
+        drop_run<TX, kMask>(lo, m, rows[2 * mt] * K + col);
+        drop_run<TX, kMask>(hi, m, rows[2 * mt + 1] * K + col);
+#pragma unroll
+        for (int s = 0; s < 2; s++) {
+          const uint32_t frag[4] = {pack_bf16(lo[4 * s], lo[4 * s + 1]), pack_bf16(hi[4 * s], hi[4 * s + 1]),
+                                    pack_bf16(lo[4 * s + 2], lo[4 * s + 3]), pack_bf16(hi[4 * s + 2], hi[4 * s + 3])};
+#pragma unroll
+          for (int t = 0; t < NT; t++) {
+            const uint32_t b0 = s == 0 ? ar[d][t].x : ar[d][t].z, b1 = s == 0 ? ar[d][t].y : ar[d][t].w;
+            mma(acc[mt][t], frag, b0, b1);
+          }
+        }
+      }
+    }
   }
-  __syncthreads();
-  for (int e = threadIdx.x; e < 16 * r; e += kDownWarps * 32) {
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+      part[warp][16 * mt + g][t * 8 + 2 * q] = acc[mt][t][0];
+      part[warp][16 * mt + g][t * 8 + 2 * q + 1] = acc[mt][t][1];
+      part[warp][16 * mt + g + 8][t * 8 + 2 * q] = acc[mt][t][2];
+      part[warp][16 * mt + g + 8][t * 8 + 2 * q + 1] = acc[mt][t][3];
+    }
+  }
+  cluster.sync();  // every split's partials are written
+  // The cluster's blocks share out the outputs; each sums all splits' partials of its own.
+  for (int e = split * kDownWarps * 32 + threadIdx.x; e < kDownRows * r; e += splits * kDownWarps * 32) {
     const int row = e / r, j = e % r;
     if (row0 + row >= N) break;
     float sum = 0.0f;
+    for (int s = 0; s < splits; s++) {
+      const float* p = cluster.map_shared_rank(&part[0][0][0], s);
 #pragma unroll
-    for (int w = 0; w < kDownWarps; w++) sum = __fadd_rn(sum, part[w][row][j]);
+      for (int w = 0; w < kDownWarps; w++) sum = __fadd_rn(sum, p[(w * kDownRows + row) * NT * 8 + j]);
+    }
     store(u, (row0 + row) * r + j, sum);
   }
+  cluster.sync();  // no block leaves (freeing its shared memory) while another still reads it
 }
 
 // ---- dA = duᵀ·dropout(x) -----------------------------------------------------------------------
@@ -229,23 +307,23 @@ constexpr int kStride = kTile + 8;   // shared-memory row stride (elements): ldm
 constexpr int kTileThreads = 128;    // 4 warps; each owns 16 columns (grad_a) or 16 rows (dx)
 constexpr int kRuns = kTile * kTile / 8 / kTileThreads;  // 8-element runs of a 64×64 tile per thread
 
-// One tile's worth of global loads, held in registers while the previous tile is multiplied.
-template <int MT>
+// One tile's worth of global loads, held raw in registers while earlier tiles are multiplied.
+template <typename TX, int MT>
 struct GradATile {
-  float x[kRuns][8];
+  Run<TX> x[kRuns];
   uint4 du[MT];
 };
 
 // Run i of a thread in a 64-column tile: row (i·128 + tid) / 8, columns 8·((i·128 + tid) % 8)..+7.
 template <typename TX, int MT>
-__device__ __forceinline__ void grad_a_load(GradATile<MT>& t, const TX* __restrict__ x, const bf16* __restrict__ du,
+__device__ __forceinline__ void grad_a_load(GradATile<TX, MT>& t, const TX* __restrict__ x, const bf16* __restrict__ du,
                                             int64_t row0, int64_t row_end, int64_t col0, int64_t K, int r, bool x_fast,
                                             bool du_fast) {
 #pragma unroll
   for (int i = 0; i < kRuns; i++) {
     const int run = i * kTileThreads + threadIdx.x, row = run >> 3, col = (run & 7) * 8;
     const int valid = row0 + row < row_end ? clamp_valid(K - col0 - col) : 0;
-    load_run(x + (row0 + row) * K + col0 + col, valid, x_fast && valid == 8, t.x[i]);
+    load_raw(x + (row0 + row) * K + col0 + col, valid, x_fast && valid == 8, t.x[i]);
   }
   // du's rows are 2·MT runs of 8 (r ≤ 16·MT): 64·2·MT runs, MT a thread.
 #pragma unroll
@@ -257,14 +335,13 @@ __device__ __forceinline__ void grad_a_load(GradATile<MT>& t, const TX* __restri
 }
 
 template <typename TX, int MT>
-__device__ __forceinline__ void grad_a_stage(const GradATile<MT>& t, bf16* xs, bf16* dus, int64_t row0, int64_t col0,
+__device__ __forceinline__ void grad_a_stage(const GradATile<TX, MT>& t, bf16* xs, bf16* dus, int64_t row0, int64_t col0,
                                              int64_t K, bool masked, const Mask& m) {
 #pragma unroll
   for (int i = 0; i < kRuns; i++) {
     const int run = i * kTileThreads + threadIdx.x, row = run >> 3, col = (run & 7) * 8;
     float v[8];
-#pragma unroll
-    for (int j = 0; j < 8; j++) v[j] = t.x[i][j];
+    widen_run(t.x[i], v);
     // Padding (rows or columns past the data) is 0 and stays 0 under the mask.
     if (masked) drop_run<TX, true>(v, m, (row0 + row) * K + col0 + col);
     else drop_run<TX, false>(v, m, 0);
@@ -291,13 +368,13 @@ __global__ void __launch_bounds__(kTileThreads) lora_grad_a_kernel(const bf16* _
   const int64_t col0 = (int64_t)blockIdx.x * kTile;
   const int64_t begin = (int64_t)blockIdx.y * slice, end = min(N, begin + slice);
   float acc[MT][2][4] = {};
-  GradATile<MT> next;
-  if (begin < end) grad_a_load<TX, MT>(next, x, du, begin, end, col0, K, r, x_fast, du_fast);
-  for (int64_t row0 = begin; row0 < end; row0 += kTile) {
+  // Two tiles in flight: tile i + 2 loads into t0 or t1 as soon as tile i is staged from it.
+  GradATile<TX, MT> t0, t1;
+  auto step = [&](GradATile<TX, MT>& t, int64_t row0) {
     __syncthreads();  // the previous tile's products are done with xs and dus
-    grad_a_stage<TX, MT>(next, xs, dus, row0, col0, K, masked, m);
+    grad_a_stage<TX, MT>(t, xs, dus, row0, col0, K, masked, m);
     __syncthreads();
-    if (row0 + kTile < end) grad_a_load<TX, MT>(next, x, du, row0 + kTile, end, col0, K, r, x_fast, du_fast);
+    if (row0 + 2 * kTile < end) grad_a_load<TX, MT>(t, x, du, row0 + 2 * kTile, end, col0, K, r, x_fast, du_fast);
 #pragma unroll
     for (int kk = 0; kk < kTile; kk += 16) {
       uint32_t b[4];
@@ -310,6 +387,12 @@ __global__ void __launch_bounds__(kTileThreads) lora_grad_a_kernel(const bf16* _
         mma(acc[mt][1], a, b[2], b[3]);
       }
     }
+  };
+  if (begin < end) grad_a_load<TX, MT>(t0, x, du, begin, end, col0, K, r, x_fast, du_fast);
+  if (begin + kTile < end) grad_a_load<TX, MT>(t1, x, du, begin + kTile, end, col0, K, r, x_fast, du_fast);
+  for (int64_t row0 = begin; row0 < end; row0 += 2 * kTile) {
+    step(t0, row0);
+    if (row0 + kTile < end) step(t1, row0 + kTile);
   }
   float* dst = out + (int64_t)blockIdx.y * r * K;
 #pragma unroll
@@ -471,19 +554,37 @@ int splint_cuda_lora_down(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splin
   if (n == 0) return SPLINT_OK;
   const bool fast = k % 8 == 0 && aligned16(x) && aligned16(a);
   const Mask m = mask_of(threshold, keep_scale, seed);
-  const unsigned blocks = static_cast<unsigned>((n + 15) / 16);
+  // K splits from the shape alone, as grad_a's slices: enough blocks for every SM, but at least 8
+  // chunks (two per warp) a split, so the partials' sum stays small against the products.
+  const int64_t row_blocks = (n + kDownRows - 1) / kDownRows, chunks = (k + 31) / 32;
+  ARG_CHECK(row_blocks <= 0x7fffffffLL, "n=%lld too large", (long long)n);
+  const int64_t splits = std::max<int64_t>(
+      1, std::min<int64_t>({kDownMaxSplits, (kDownBlocks + row_blocks - 1) / row_blocks, chunks / (2 * kDownWarps)}));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits));
+  cfg.blockDim = dim3(kDownWarps * 32);
+  cfg.stream = ctx->stream;
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = 1;
+  cluster.val.clusterDim.y = static_cast<unsigned>(splits);
+  cluster.val.clusterDim.z = 1;
+  cfg.attrs = &cluster;
+  cfg.numAttrs = 1;
+  cudaError_t err = cudaSuccess;
   vec::with_type(x_dtype, [&](auto* tx) {
     using TX = std::remove_pointer_t<decltype(tx)>;
     with_tiles<8>(r, [&](auto nt) {
       constexpr int NT = decltype(nt)::value;
       auto launch = [&](auto kernel) {
-        kernel<<<blocks, kDownWarps * 32, 0, ctx->stream>>>(reinterpret_cast<const TX*>(x), reinterpret_cast<const bf16*>(a),
-                                                            n, k, r, fast, m, out_of(u, u_dtype));
+        err = cudaLaunchKernelEx(&cfg, kernel, reinterpret_cast<const TX*>(x), reinterpret_cast<const bf16*>(a), n, k, r,
+                                 fast, m, out_of(u, u_dtype));
       };
       if (masked) launch(lora_down_kernel<TX, NT, true>);
       else launch(lora_down_kernel<TX, NT, false>);
     });
   });
+  CUDA_CHECK(err);
   LAUNCH_CHECK();
   return SPLINT_OK;
 }
@@ -499,9 +600,10 @@ int splint_cuda_lora_grad_a(splint_ctx* ctx, splint_dptr du, splint_dptr x, int3
   ARG_CHECK(n * k <= (1LL << 32), "%lld elements exceed the 32-bit element counter", (long long)(n * k));
   if (k == 0) return SPLINT_OK;
   // Row slices from the shape alone (never the device), so the order of the sums, hence the result,
-  // is the same on every GPU: about 256 blocks, slices of whole 64-row tiles.
+  // is the same on every GPU: about 512 blocks (4 on each of an H200's SMs, each with two 64-row
+  // tiles in flight), slices of whole 64-row tiles.
   const int64_t col_blocks = (k + kTile - 1) / kTile, row_tiles = (n + kTile - 1) / kTile;
-  const int64_t want = std::max<int64_t>(1, std::min<int64_t>(row_tiles, (256 + col_blocks - 1) / col_blocks));
+  const int64_t want = std::max<int64_t>(1, std::min<int64_t>(row_tiles, (512 + col_blocks - 1) / col_blocks));
   const int64_t slice_tiles = row_tiles == 0 ? 1 : (row_tiles + want - 1) / want;
   const int64_t slices = row_tiles == 0 ? 1 : (row_tiles + slice_tiles - 1) / slice_tiles;
   ARG_CHECK(col_blocks <= 0x7fffffffLL, "k=%lld too large", (long long)k);
