@@ -8,6 +8,8 @@
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.ts";
+import type { Moments8bit, Quantized8 } from "../src/tensor/backend.ts";
+import { dequantizeBlockwise, packCodes, quantizeBlockwise, SIGNED_MAP, UNSIGNED_MAP } from "../src/tensor/blockwise8.ts";
 import type { DType } from "../src/tensor/dtype.ts";
 import type { Tensor } from "../src/tensor/tensor.ts";
 
@@ -42,6 +44,99 @@ function time(b: CudaBackend, body: () => Tensor[], reps = 10): number {
   }
   samples.sort((x, y) => x - y);
   return samples[Math.floor(samples.length / 2)]!;
+}
+
+/** Kernel launches and host syncs of one run of body (profile counters before and after). */
+function countOf(b: CudaBackend, body: () => Tensor[]): string {
+  b.synchronize();
+  const before = b.profile.counters();
+  for (const t of body()) t.free();
+  const after = b.profile.counters();
+  return `${after.launches - before.launches} launches, ${after.syncs - before.syncs} syncs, ${after.uploads - before.uploads} uploads`;
+}
+
+/**
+ * The optimizer step of a 14B LoRA run (r = 16 on q/k/v/o/gate/up/down, 350 pairs = 700 tensors):
+ * clip_grad_norm_ and AdamW as the trainer ran them per tensor, against the multi-tensor calls;
+ * the same for the 8-bit moments (the per-tensor path dequantised and quantised on the host).
+ */
+function optimizerStepTimings(b: CudaBackend): Timing[] {
+  const rows: Timing[] = [];
+  const gbs = (bytes: number, ms: number): string => `${(bytes / ms / 1e6).toFixed(0)} GB/s`;
+  const shapes: number[][] = [];
+  for (let j = 0; j < 350; j++) {
+    const module = j % 7; // q, k, v, o, gate, up, down
+    shapes.push(module === 6 ? [16, 14336] : [16, 5120], module === 4 || module === 5 ? [14336, 16] : [5120, 16]);
+  }
+  const elements = shapes.reduce((a, s) => a + s[0]! * s[1]!, 0);
+  const params = shapes.map((s, i) => random(b, s, "f32", 100 + i));
+  const grads = shapes.map((s, i) => random(b, s, "f32", 2000 + i));
+  for (const g of grads) b.scaleInPlace(g, 1e-3);
+  const ms = params.map((p) => b.zeros(p.shape, "f32"));
+  const vs = params.map((p) => b.zeros(p.shape, "f32"));
+  const hp = { lr: 2e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 1 };
+  const maxNorm = 0.3;
+  // Read and written per element: param, m, v (r+w), grad (r; twice on the per-tensor path with clipping).
+  const f32Bytes = elements * 4 * 7;
+  const label = `${shapes.length} LoRA tensors, ${(elements / 1e6).toFixed(1)} M elements`;
+
+  const perTensor = (): Tensor[] => {
+    const total = b.zeros([1], "f32");
+    for (const g of grads) {
+      const sq = b.sumSquares(g);
+      b.addInPlace(total, sq);
+      sq.free();
+    }
+    const coef = maxNorm / (Math.sqrt(b.read(total)[0]!) + 1e-6);
+    total.free();
+    const scaled = grads.map((g) => b.copy(g));
+    if (coef < 1) for (const g of scaled) b.scaleInPlace(g, coef);
+    params.forEach((p, i) => b.adamw(p, scaled[i]!, ms[i]!, vs[i]!, hp));
+    return scaled;
+  };
+  const fused = (): Tensor[] => {
+    const sumSquares = b.sumSquaresMany(grads);
+    b.adamwMany(params, grads, ms, vs, hp, { sumSquares, maxNorm });
+    return [sumSquares];
+  };
+  // The per-tensor body copies the gradients (it clips in place) so both leave grads as they were.
+  const perMs = time(b, perTensor);
+  rows.push({ op: `clip + AdamW per tensor (+ grad copies), ${label}: ${countOf(b, perTensor)}`, ms: perMs, rate: gbs(f32Bytes, perMs) });
+  const fusedMs = time(b, fused);
+  rows.push({ op: `sumSquaresMany + adamwMany (clip folded), ${label}: ${countOf(b, fused)}`, ms: fusedMs, rate: gbs(f32Bytes, fusedMs) });
+
+  const quantized = (p: Tensor, map: Float32Array): Quantized8 => {
+    const q = quantizeBlockwise(new Float32Array(p.size), map);
+    return { codes: b.upload(packCodes(q.codes), [Math.ceil(p.size / 4)], "i32"), absmax: b.upload(q.absmax, [q.absmax.length], "f32") };
+  };
+  const moments: Moments8bit[] = params.map((p) => ({ m: quantized(p, SIGNED_MAP), v: quantized(p, UNSIGNED_MAP) }));
+  const fused8 = (): Tensor[] => {
+    const sumSquares = b.sumSquaresMany(grads);
+    b.adamw8bitMany(params, grads, moments, hp, { sumSquares, maxNorm });
+    return [sumSquares];
+  };
+  // Param r+w, grad r, codes r+w (1 byte each), absmaxes negligible.
+  const bytes8 = elements * (4 * 3 + 4);
+  const fused8Ms = time(b, fused8);
+  rows.push({ op: `sumSquaresMany + adamw8bitMany (clip folded), ${label}: ${countOf(b, fused8)}`, ms: fused8Ms, rate: gbs(bytes8, fused8Ms) });
+  // Before: each tensor's moments dequantised on the host, uploaded, stepped, read back and quantised.
+  const host = params.map((p) => ({ m: quantizeBlockwise(new Float32Array(p.size), SIGNED_MAP), v: quantizeBlockwise(new Float32Array(p.size), UNSIGNED_MAP) }));
+  const hostPath = (): Tensor[] => {
+    params.forEach((p, i) => {
+      const m = b.upload(dequantizeBlockwise(host[i]!.m, SIGNED_MAP), p.shape, "f32");
+      const v = b.upload(dequantizeBlockwise(host[i]!.v, UNSIGNED_MAP), p.shape, "f32");
+      b.adamw(p, grads[i]!, m, v, hp);
+      host[i] = { m: quantizeBlockwise(b.read(m) as Float32Array, SIGNED_MAP), v: quantizeBlockwise(b.read(v) as Float32Array, UNSIGNED_MAP) };
+      m.free();
+      v.free();
+    });
+    return [];
+  };
+  const hostMs = time(b, hostPath, 3);
+  rows.push({ op: `AdamW8bit per tensor through the host (before), ${label}, no clip: ${countOf(b, hostPath)}`, ms: hostMs, rate: gbs(bytes8, hostMs) });
+
+  for (const t of [...params, ...grads, ...ms, ...vs, ...moments.flatMap((q) => [q.m.codes, q.m.absmax, q.v.codes, q.v.absmax])]) t.free();
+  return rows;
 }
 
 function main(): void {
@@ -183,6 +278,7 @@ function main(): void {
     );
     for (const t of [lx, la, ldu, ldx]) t.free();
   }
+  rows.push(...optimizerStepTimings(b));
 
   const stats = b.allocatorStats();
   b.dispose();

@@ -192,6 +192,64 @@ export interface Backend {
     v: Tensor,
     hp: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number },
   ): void;
+
+  // ---- multi-tensor optimiser step ---------------------------------------------------------
+  // One optimizer step over every LoRA tensor in a few launches instead of a few per tensor, with
+  // no host sync: the gradient norm stays on the device, and clipping is applied as the gradients
+  // are read. Lists are aligned by index; all tensors are f32 unless said otherwise.
+  /**
+   * Σ over xs of f32(Σ x²), each tensor's sum taken in f64 and rounded to f32, the tensors added
+   * in f32 in list order: [1] f32, what sumSquares of each added into a zero [1] tensor gives.
+   */
+  sumSquaresMany(xs: readonly Tensor[]): Tensor;
+  /**
+   * adamw on every (params[i], grads[i], ms[i], vs[i]), in place, bit for bit as one call each;
+   * with clip, each gradient is first multiplied in f32 by clipCoefficient (see GradClip), as
+   * torch's clip_grad_norm_ scales gradients in place before the step. Grads are not modified.
+   */
+  adamwMany(params: readonly Tensor[], grads: readonly Tensor[], ms: readonly Tensor[], vs: readonly Tensor[], hp: AdamwHyper, clip?: GradClip): void;
+  /**
+   * The same step with block-wise 8-bit moments (tensor/blockwise8.ts): m on SIGNED_MAP, v on
+   * UNSIGNED_MAP. Per element: dequantise (code's value · block absmax, f32), the adamw step in
+   * f32, then each 256-block's new absmax and the nearest codes, all written back in place, bit for
+   * bit as dequantizeBlockwise → adamw → quantizeBlockwise on the host.
+   */
+  adamw8bitMany(params: readonly Tensor[], grads: readonly Tensor[], moments: readonly Moments8bit[], hp: AdamwHyper, clip?: GradClip): void;
+}
+
+/** The hyper-parameters of one AdamW step (Backend.adamw's hp); step is 1 for the first. */
+export interface AdamwHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  step: number;
+}
+
+/**
+ * Gradient clipping folded into the optimizer step: the coefficient is torch.nn.utils.
+ * clip_grad_norm_'s, in f32 from the device value sumSquares [1] (sumSquaresMany of the grads):
+ * norm = sqrt(sumSquares), coef = (1 / (norm + 1e-6)) · maxNorm (Python's `max_norm / t` is
+ * t.reciprocal() * max_norm), clamped to at most 1.
+ */
+export interface GradClip {
+  sumSquares: Tensor;
+  maxNorm: number;
+}
+
+/**
+ * One tensor's 8-bit moments: codes i32 [ceil(n/4)] holding the n u8 codes packed little-endian
+ * (blockwise8.ts packCodes), absmax f32 [ceil(n/256)].
+ */
+export interface Quantized8 {
+  codes: Tensor;
+  absmax: Tensor;
+}
+
+export interface Moments8bit {
+  m: Quantized8;
+  v: Quantized8;
 }
 
 /**

@@ -14,7 +14,7 @@ import { stopReason } from "../util/interrupt.ts";
 import { checkpointDir, listCheckpoints, loadOptimizerState, readTrainerState, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
 import type { TrainBatch } from "./collator.ts";
 import type { TrainConfig } from "./config.ts";
-import { AdamW, AdamW8bit, clipGradNorm, type Optimizer, type Parameter } from "./optimizer.ts";
+import { AdamW, AdamW8bit, type Optimizer, type Parameter } from "./optimizer.ts";
 import { Rng } from "../util/rng.ts";
 import { learningRate } from "./schedule.ts";
 import { isEvalEntry, METRICS_FILE, RunMetrics, type EvalMetrics } from "../metrics/run-metrics.ts";
@@ -239,6 +239,10 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
       const first = (step % stepsPerEpoch) * GA;
       const count = Math.min(GA, source.length - first);
       const grads: (Tensor | null)[] = params.map(() => null);
+      // This rank's micro-batch mean losses, [1] each on the device: read with the gradient norm
+      // in one read after the last micro-batch, so no micro-batch waits on the host.
+      const losses: Tensor[] = [];
+      let sumSquares: Tensor | null = null;
       let objective = 0;
       let tokens = 0;
       let supervised = 0;
@@ -250,7 +254,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
           const dropoutSeed = config.lora_dropout > 0 ? rng.seed() : undefined;
           if (k % world !== rank) continue;
           const batch = await source.get(epoch, first + k);
-          objective += microStep(backend, model, batch, { trainable, dropoutSeed, checkpointLayers: config.gradient_checkpointing === true, weight: 1 / count }, params, grads);
+          losses.push(microStep(backend, model, batch, { trainable, dropoutSeed, checkpointLayers: config.gradient_checkpointing === true, weight: 1 / count }, params, grads));
           tokens += batch.tokens;
           supervised += batch.supervised;
           images += batch.images;
@@ -262,9 +266,23 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
         grads.forEach((g, i) => {
           if (!g) grads[i] = backend.zeros(params[i]!.value.shape, "f32");
         });
+        const full = grads as Tensor[];
         // Summed before any check, so every rank sees the same loss and norm and decides alike.
+        if (comm) for (const g of full) await comm.allReduce(g, "sum");
+        // Σg² stays on the device for the clipped step; it and the losses come back in one read
+        // (the step's one host sync). The objective is summed on the host in f64 in micro-batch
+        // order, each loss weighted 1/count, as the loss was read per micro-batch before.
+        sumSquares = backend.sumSquaresMany(full);
+        const scalars = backend.concatRows([...losses, sumSquares]);
+        let squares: number;
+        try {
+          const host = backend.read(scalars);
+          for (let k = 0; k < losses.length; k++) objective += host[k]! * (1 / count);
+          squares = host[losses.length]!;
+        } finally {
+          scalars.free();
+        }
         if (comm) {
-          for (const g of grads) await comm.allReduce(g!, "sum");
           const totals = backend.upload(Float32Array.from([objective, tokens, supervised, images]), [4], "f32");
           try {
             await comm.allReduce(totals, "sum");
@@ -273,8 +291,9 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
             totals.free();
           }
         }
-        const full = grads as Tensor[];
-        const gradNorm = Number.isFinite(objective) ? clipGradNorm(backend, full, config.max_grad_norm > 0 ? config.max_grad_norm : Number.POSITIVE_INFINITY) : Number.NaN;
+        // The norm before clipping, as clip_grad_norm_ returns it; clipping itself happens inside
+        // the optimizer step, from the device Σg².
+        const gradNorm = Number.isFinite(objective) ? Math.sqrt(squares) : Number.NaN;
         const problem = !Number.isFinite(objective)
           ? `the training loss is ${objective} at ${where}`
           : !Number.isFinite(gradNorm)
@@ -298,7 +317,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
           if (lead) await appendFile(logFile, `${JSON.stringify({ step: step + 1, epoch: Number(record.epoch.toFixed(4)), skipped: true, reason: problem })}\n`);
         } else {
           const lr = learningRate(config.lr_scheduler_type, config.learning_rate, step, warmup, totalSteps);
-          optimizer.step(full, lr);
+          optimizer.step(full, lr, config.max_grad_norm > 0 ? { sumSquares, maxNorm: config.max_grad_norm } : undefined);
           const seconds = (performance.now() - started) / 1000;
           const record: StepRecord = { step: step + 1, epoch: (step + 1) / stepsPerEpoch, loss: objective, lr, grad_norm: gradNorm, tokens, supervised, images, seconds };
           history.push(record);
@@ -335,6 +354,8 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
         }
       } finally {
         for (const g of grads) g?.free();
+        for (const l of losses) l.free();
+        sumSquares?.free();
       }
 
       const done = step + 1;
@@ -380,12 +401,13 @@ export function firstNonFiniteGradient(backend: Backend, params: readonly Parame
       if (!Number.isFinite(values[j]!)) return `${params[i]!.name}[${j}] = ${values[j]}`;
     }
   }
-  return "none found after clipping (the norm itself overflowed)";
+  return "none found (the norm itself overflowed)";
 }
 
 /**
  * Forward and backward of one micro-batch; adds weight × d(mean loss) into grads (aligned with
- * params; the first gradient of each tensor is kept as it is). Returns weight × mean loss.
+ * params; the first gradient of each tensor is kept as it is). Returns the mean loss as a [1]
+ * tensor the caller frees; nothing here waits on the host.
  */
 function microStep(
   backend: Backend,
@@ -394,27 +416,33 @@ function microStep(
   opts: { trainable: ReadonlySet<Tensor>; dropoutSeed: number | undefined; checkpointLayers: boolean; weight: number },
   params: readonly Parameter[],
   grads: (Tensor | null)[],
-): number {
+): Tensor {
   const graph = createGraph(backend, { recording: true });
   const ctx = new ForwardContext(graph, { trainable: opts.trainable, dropoutSeed: opts.dropoutSeed });
   try {
     const { loss } = forwardMistral3(ctx, model, batch.inputs, { checkpointLayers: opts.checkpointLayers, scoredPositionsOnly: true });
-    const value = (backend.read(loss!.value) as Float32Array)[0]!;
-    graph.backward(loss!, opts.weight);
-    params.forEach((p, i) => {
-      const v = ctx.varOf(p.value);
-      const g = v?.grad;
-      if (!v || !g) return;
-      v.grad = null;
-      const acc = grads[i];
-      if (acc) {
-        backend.addInPlace(acc, g);
-        g.free();
-      } else {
-        grads[i] = g;
-      }
-    });
-    return value * opts.weight;
+    // A copy outlives the graph's buffers, which dispose frees.
+    const value = backend.copy(loss!.value);
+    try {
+      graph.backward(loss!, opts.weight);
+      params.forEach((p, i) => {
+        const v = ctx.varOf(p.value);
+        const g = v?.grad;
+        if (!v || !g) return;
+        v.grad = null;
+        const acc = grads[i];
+        if (acc) {
+          backend.addInPlace(acc, g);
+          g.free();
+        } else {
+          grads[i] = g;
+        }
+      });
+    } catch (err) {
+      value.free();
+      throw err;
+    }
+    return value;
   } finally {
     graph.dispose();
     ctx.release();

@@ -8,6 +8,7 @@
  */
 import type { AttentionDims, AttentionMask, Backend, MatmulPrecision } from "../../src/tensor/backend.ts";
 import type { DType } from "../../src/tensor/dtype.ts";
+import { packCodes, quantizeBlockwise, SIGNED_MAP, UNSIGNED_MAP } from "../../src/tensor/blockwise8.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
 import { fp8TinyHost, fp8TinyStep } from "../models/fp8-tiny.ts";
 
@@ -671,6 +672,7 @@ function lossOptimCases(): ParityCase[] {
         return s.finish({ param: b.copy(param), m: b.copy(m), v: b.copy(v) });
       },
     },
+    ...multiTensorOptimCases(),
   );
   return cases;
 }
@@ -720,6 +722,82 @@ function loraCases(): ParityCase[] {
   const exact = outputs("f32", 0.05, "f32", false);
   cases.push({ name: "lora fused f32 tier (composite) N=70 K=1000 r=64 p=0.05", tolerance: MATMUL_LARGE_K, run: (b, rng) => exact(b, rng, [70, 1000, 64]) });
   return cases;
+}
+
+/**
+ * The multi-tensor optimiser step (native/cuda/src/optim.cu): LoRA-like shapes and sizes that end
+ * inside a chunk (2048 for the f32 step, 8 × 256 for the 8-bit one, 8192 for Σx²) or a 256-block.
+ * The clipped steps read a Σg² uploaded to both backends, so the coefficient is the same input
+ * and the step itself can be held to bit-exactness.
+ */
+function multiTensorOptimCases(): ParityCase[] {
+  const shapes: number[][] = [[16, 320], [320, 16], [8, 1031], [3, 77], [20000], [5000]];
+  const hp = (step: number) => ({ lr: 2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step });
+  const tensors = (s: Session, rng: Rng, lo: number, hi: number): Tensor[] => shapes.map((shape) => s.up(rng.uniform(size(shape), lo, hi), shape, "f32"));
+  const named = (prefix: string, ts: readonly Tensor[], b: Backend): Record<string, Tensor> => Object.fromEntries(ts.map((t, i) => [`${prefix}${i}`, b.copy(t)]));
+  return [
+    {
+      name: "sumSquaresMany of 6 f32 tensors (LoRA shapes, 20000 elements the largest)",
+      tolerance: {
+        atol: 0,
+        rtol: 1e-6,
+        why: "each tensor's f64 sum in another order (8192-element chunks, then chunk order) rounds to f32 like the CPU's sequential one but for a rare 1-ulp tie; the f32 sum over tensors runs in the same order",
+      },
+      run(b, rng) {
+        const s = new Session(b);
+        return s.finish({ total: b.sumSquaresMany(tensors(s, rng, -1, 1)) });
+      },
+    },
+    ...[false, true].map(
+      (clipped): ParityCase => ({
+        name: `adamwMany 3 steps over 6 tensors${clipped ? ", clipped (coefficient from an uploaded Σg² = 50, max_norm 0.3)" : ""}`,
+        tolerance: { ...EXACT, why: "the same f32 operations in torch's order as adamw (and f32 clip coefficient), no fused multiply-adds: bit-exact" },
+        run(b, rng) {
+          const s = new Session(b);
+          const params = tensors(s, rng, -1, 1);
+          const ms = params.map((p) => s.track(b.zeros(p.shape, "f32")));
+          const vs = params.map((p) => s.track(b.zeros(p.shape, "f32")));
+          const sumSquares = s.up(Float32Array.of(50), [1], "f32");
+          for (let step = 1; step <= 3; step++) {
+            const grads = tensors(s, rng, -0.1, 0.1);
+            b.adamwMany(params, grads, ms, vs, hp(step), clipped ? { sumSquares, maxNorm: 0.3 } : undefined);
+          }
+          return s.finish({ ...named("param", params, b), ...named("m", ms, b), ...named("v", vs, b) });
+        },
+      }),
+    ),
+    ...[false, true].map(
+      (clipped): ParityCase => ({
+        name: `adamw8bitMany 4 steps over 6 tensors${clipped ? ", clipped (Σg² = 50, max_norm 0.3)" : ""}: params, packed codes, absmaxes`,
+        tolerance: {
+          ...EXACT,
+          why: "dequantise as an f32 product, the adamw step in f32, block max, f64 division and binary search over the same maps as the CPU's blockwise8.ts: bit-exact",
+        },
+        run(b, rng) {
+          const s = new Session(b);
+          const params = tensors(s, rng, -1, 1);
+          const quantized = (p: Tensor, map: Float32Array) => {
+            const q = quantizeBlockwise(new Float32Array(p.size), map);
+            return { codes: s.track(b.upload(packCodes(q.codes), [Math.ceil(p.size / 4)], "i32")), absmax: s.up(q.absmax, [q.absmax.length], "f32") };
+          };
+          const moments = params.map((p) => ({ m: quantized(p, SIGNED_MAP), v: quantized(p, UNSIGNED_MAP) }));
+          const sumSquares = s.up(Float32Array.of(50), [1], "f32");
+          for (let step = 1; step <= 4; step++) {
+            // Gradients of three magnitudes, so the blocks' maxima and the codes' decades move.
+            const grads = tensors(s, rng, -(10 ** -(step % 3)), 10 ** -(step % 3));
+            b.adamw8bitMany(params, grads, moments, hp(step), clipped ? { sumSquares, maxNorm: 0.3 } : undefined);
+          }
+          return s.finish({
+            ...named("param", params, b),
+            ...named("mCodes", moments.map((q) => q.m.codes), b),
+            ...named("mAbsmax", moments.map((q) => q.m.absmax), b),
+            ...named("vCodes", moments.map((q) => q.v.codes), b),
+            ...named("vAbsmax", moments.map((q) => q.v.absmax), b),
+          });
+        },
+      }),
+    ),
+  ];
 }
 
 /**

@@ -228,6 +228,29 @@ int splint_cuda_adamw(splint_ctx* ctx, splint_dptr param, splint_dptr grad, spli
                       float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size,
                       float bias_correction2_sqrt, float eps);
 
+/* ---- multi-tensor optimiser step (src/optim.cu) ---------------------------------------------
+   One launch (Σx²: two) for a whole list of tensors. `tensors` is a host array of `count` rows of
+   uint64 values (device addresses and element counts), copied to the device by the call without a
+   host wait; rows with n = 0 are skipped. Nothing here synchronises. */
+/* Rows {x, n}, x f32 [n]: out [1] f32 = Σ over rows in order of f32(Σ x² in f64), added in f32. */
+int splint_cuda_sum_squares_many(splint_ctx* ctx, const uint64_t* tensors, int32_t count, splint_dptr out);
+/* Rows {param, grad, m, v, n}, all f32 [n]: splint_cuda_adamw on each row, the same scalars for
+   all. When clip_sum_squares is not 0 (a [1] f32 Σg²), every gradient element is first multiplied
+   in f32 by coef = f32((1 / (sqrt(s) + 1e-6)) · max_norm) clamped to at most 1, torch's
+   clip_grad_norm_ coefficient. Grads are not written. */
+int splint_cuda_adamw_many(splint_ctx* ctx, const uint64_t* tensors, int32_t count, float decay,
+                           float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size,
+                           float bias_correction2_sqrt, float eps, splint_dptr clip_sum_squares, float max_norm);
+/* Rows {param, grad, m_codes, m_absmax, v_codes, v_absmax, n}: param, grad f32 [n]; codes u8 [n];
+   absmax f32 [ceil(n / 256)]; signed_map, unsigned_map f32 [256], sorted. Per 256-element block:
+   m = signed_map[code] · absmax (f32), v likewise on unsigned_map, the AdamW step of
+   splint_cuda_adamw_many, then absmax = max |m| (NaN if any is NaN) and each code the nearest map
+   entry to m / absmax (f64; 0 when absmax is not above 0; a tie to the lower code). */
+int splint_cuda_adamw8bit_many(splint_ctx* ctx, const uint64_t* tensors, int32_t count, splint_dptr signed_map,
+                               splint_dptr unsigned_map, float decay, float one_minus_beta1, float beta2,
+                               float one_minus_beta2, float neg_step_size, float bias_correction2_sqrt, float eps,
+                               splint_dptr clip_sum_squares, float max_norm);
+
 /* ---- profiling ------------------------------------------------------------------------------ */
 /* Records a timing event on the stream (no host wait). */
 int splint_cuda_profile_mark(splint_ctx* ctx);

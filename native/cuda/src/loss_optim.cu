@@ -2,6 +2,7 @@
 // Sums that the CPU backend takes in f64 are taken in f64 here too, in a fixed order.
 #include "common.cuh"
 #include "reduce.cuh"
+#include "adamw.cuh"
 
 namespace {
 
@@ -62,27 +63,13 @@ __global__ void sum_squares_partial_kernel(In x, int64_t n, double* partial) {
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-// torch.optim.AdamW's single-tensor path on f32, each operation rounded to f32 in torch's order of
-// evaluation (the CPU backend's optim.ts):
-//   p ← p·decay                                     param.mul_
-//   m ← m + (1−β1)·(g − m)                          exp_avg.lerp_
-//   v ← v·β2 + ((1−β2)·g)·g                         exp_avg_sq.mul_.addcmul_
-//   p ← p + (neg_step_size·m) / (sqrt(v) / sqrt(bc2) + eps)   param.addcdiv_
-// The _rn intrinsics keep the compiler from fusing multiply-adds, so results match bit for bit.
-struct AdamwScalars {
-  float decay, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps;
-};
-
 __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, AdamwScalars h) {
   GRID_STRIDE(i, n) {
-    const float g = grad[i];
-    const float p = __fmul_rn(param[i], h.decay);
-    const float mi = __fadd_rn(m[i], __fmul_rn(h.one_minus_beta1, __fsub_rn(g, m[i])));
-    const float vi = __fadd_rn(__fmul_rn(v[i], h.beta2), __fmul_rn(__fmul_rn(h.one_minus_beta2, g), g));
-    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), h.bias_correction2_sqrt), h.eps);
+    float p = param[i], mi = m[i], vi = v[i];
+    adamw_update(p, grad[i], mi, vi, h);
     m[i] = mi;
     v[i] = vi;
-    param[i] = __fadd_rn(p, __fdiv_rn(__fmul_rn(h.neg_step_size, mi), denom));
+    param[i] = p;
   }
 }
 

@@ -20,7 +20,7 @@ import * as layout from "./layout.ts";
 import { crossEntropy } from "./loss.ts";
 import { matmul } from "./matmul.ts";
 import { rmsNorm, rmsNormBackward } from "./norm.ts";
-import { adamw } from "./optim.ts";
+import { adamw, adamw8bitMany, adamwMany, sumSquaresMany } from "./optim.ts";
 import { rope } from "./rope.ts";
 import { CpuAllocator, type CpuStorage, f32Of, storageOf } from "./storage.ts";
 
@@ -132,6 +132,10 @@ export function createCpuBackend(): Backend {
     crossEntropy: (logits, labels, ignoreIndex, gradScale) => crossEntropy(alloc, logits, labels, ignoreIndex, gradScale),
     sumSquares: (x) => sumSquares(alloc, x),
     adamw,
+
+    sumSquaresMany: (xs) => alloc.fromF32(sumSquaresMany(xs), [1]),
+    adamwMany,
+    adamw8bitMany,
   };
   alloc = new CpuAllocator(backend);
   return backend;

@@ -9,18 +9,61 @@
  * Host-side scalars (lr·wd, the bias corrections) are computed in f64 like Python floats, then
  * rounded to f32 as ATen does when it applies a Python scalar to an f32 tensor.
  */
+import type { AdamwHyper, GradClip, Moments8bit } from "../../tensor/backend.ts";
+import { BLOCK_8BIT, dequantizeBlockwise, packedCodeWords, quantizeInto, SIGNED_MAP, UNSIGNED_MAP } from "../../tensor/blockwise8.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { f32Of } from "./storage.ts";
+import { f32Of, i32Of } from "./storage.ts";
 
-export interface AdamwHyper {
-  lr: number;
-  beta1: number;
+export type { AdamwHyper };
+
+/** The f32 scalars of one step, as the CUDA host code computes them too. */
+interface AdamwScalars {
+  decay: number;
+  oneMinusBeta1: number;
   beta2: number;
+  oneMinusBeta2: number;
+  negStepSize: number;
+  biasCorrection2Sqrt: number;
   eps: number;
-  weightDecay: number;
-  /** 1 for the first step. */
-  step: number;
+}
+
+function scalarsOf(op: string, hp: AdamwHyper): AdamwScalars {
+  if (!(hp.step >= 1)) throw new TensorError(op, `step must be ≥ 1 (got ${hp.step})`);
+  const f = Math.fround;
+  return {
+    decay: f(1 - hp.lr * hp.weightDecay),
+    oneMinusBeta1: f(1 - hp.beta1),
+    beta2: f(hp.beta2),
+    oneMinusBeta2: f(1 - hp.beta2),
+    negStepSize: f(-hp.lr / (1 - hp.beta1 ** hp.step)),
+    biasCorrection2Sqrt: f(Math.sqrt(1 - hp.beta2 ** hp.step)),
+    eps: f(hp.eps),
+  };
+}
+
+/**
+ * The elementwise step over host arrays, in place. gradScale (null: none) multiplies each gradient
+ * in f32 first, as clip_grad_norm_'s in-place g.mul_(coef) would.
+ */
+function step(p: Float32Array, g: Float32Array, mv: Float32Array, vv: Float32Array, h: AdamwScalars, gradScale: number | null): void {
+  const f = Math.fround;
+  for (let i = 0; i < p.length; i++) {
+    const gi = gradScale === null ? g[i]! : f(g[i]! * gradScale);
+    const pi = f(p[i]! * h.decay);
+    const mi = f(mv[i]! + f(h.oneMinusBeta1 * f(gi - mv[i]!)));
+    const vi = f(f(vv[i]! * h.beta2) + f(f(h.oneMinusBeta2 * gi) * gi));
+    const denom = f(f(f(Math.sqrt(vi)) / h.biasCorrection2Sqrt) + h.eps);
+    mv[i] = mi;
+    vv[i] = vi;
+    p[i] = f(pi + f(f(h.negStepSize * mi) / denom));
+  }
+}
+
+function requireSizes(op: string, size: number, tensors: readonly Tensor[]): void {
+  if (tensors.some((t) => t.size !== size)) {
+    throw new TensorError(op, "param, grad, m and v must have the same size", { shapes: tensors.map((t) => t.shape) });
+  }
 }
 
 export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hp: AdamwHyper): void {
@@ -28,26 +71,79 @@ export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hp: Ada
   const g = f32Of(grad, "adamw");
   const mv = f32Of(m, "adamw");
   const vv = f32Of(v, "adamw");
-  if (g.length !== p.length || mv.length !== p.length || vv.length !== p.length) {
-    throw new TensorError("adamw", "param, grad, m and v must have the same size", { shapes: [param.shape, grad.shape, m.shape, v.shape] });
-  }
-  if (!(hp.step >= 1)) throw new TensorError("adamw", `step must be ≥ 1 (got ${hp.step})`);
+  requireSizes("adamw", p.length, [grad, m, v]);
+  step(p, g, mv, vv, scalarsOf("adamw", hp), null);
+}
+
+/**
+ * torch.nn.utils.clip_grad_norm_'s coefficient in f32 from Σ g² (f32): (1 / (sqrt + 1e-6)) ·
+ * maxNorm, at most 1. A NaN coefficient (a NaN norm) gives 1, where torch's clamp keeps NaN; the
+ * trainer never steps on a non-finite norm, and the CUDA kernel computes the same expression.
+ */
+export function clipCoefficient(sumSquares: number, maxNorm: number): number {
   const f = Math.fround;
-  const decay = f(1 - hp.lr * hp.weightDecay);
-  const oneMinusBeta1 = f(1 - hp.beta1);
-  const beta2 = f(hp.beta2);
-  const oneMinusBeta2 = f(1 - hp.beta2);
-  const negStepSize = f(-hp.lr / (1 - hp.beta1 ** hp.step));
-  const biasCorrection2Sqrt = f(Math.sqrt(1 - hp.beta2 ** hp.step));
-  const eps = f(hp.eps);
-  for (let i = 0; i < p.length; i++) {
-    const gi = g[i]!;
-    const pi = f(p[i]! * decay);
-    const mi = f(mv[i]! + f(oneMinusBeta1 * f(gi - mv[i]!)));
-    const vi = f(f(vv[i]! * beta2) + f(f(oneMinusBeta2 * gi) * gi));
-    const denom = f(f(f(Math.sqrt(vi)) / biasCorrection2Sqrt) + eps);
-    mv[i] = mi;
-    vv[i] = vi;
-    p[i] = f(pi + f(f(negStepSize * mi) / denom));
+  const c = f(f(1 / f(f(Math.sqrt(f(sumSquares))) + f(1e-6))) * f(maxNorm));
+  return c < 1 ? c : 1;
+}
+
+function gradScaleOf(op: string, clip: GradClip | undefined): number | null {
+  if (!clip) return null;
+  if (clip.sumSquares.size !== 1) throw new TensorError(op, "clip.sumSquares must be a [1] tensor", { shapes: [clip.sumSquares.shape] });
+  return clipCoefficient(f32Of(clip.sumSquares, op)[0]!, clip.maxNorm);
+}
+
+function requireAligned(op: string, params: readonly Tensor[], ...lists: (readonly unknown[])[]): void {
+  if (lists.some((l) => l.length !== params.length)) throw new TensorError(op, `needs lists of one length (${params.length} params, got ${lists.map((l) => l.length).join(", ")})`);
+}
+
+/** Σ over xs of f32(Σ x² in f64), added in f32 in order. */
+export function sumSquaresMany(xs: readonly Tensor[]): Float32Array {
+  let total = 0;
+  for (const x of xs) {
+    const v = f32Of(x, "sumSquaresMany");
+    let s = 0;
+    for (let i = 0; i < v.length; i++) s += v[i]! * v[i]!;
+    total = Math.fround(total + Math.fround(s));
   }
+  return Float32Array.of(total);
+}
+
+export function adamwMany(params: readonly Tensor[], grads: readonly Tensor[], ms: readonly Tensor[], vs: readonly Tensor[], hp: AdamwHyper, clip?: GradClip): void {
+  const op = "adamwMany";
+  requireAligned(op, params, grads, ms, vs);
+  const h = scalarsOf(op, hp);
+  const scale = gradScaleOf(op, clip);
+  params.forEach((param, i) => {
+    requireSizes(op, param.size, [grads[i]!, ms[i]!, vs[i]!]);
+    step(f32Of(param, op), f32Of(grads[i]!, op), f32Of(ms[i]!, op), f32Of(vs[i]!, op), h, scale);
+  });
+}
+
+/** A tensor's codes as bytes (a view of the i32 storage) and its absmaxes, checked against n. */
+function quantizedView(op: string, q: Moments8bit["m"], n: number): { codes: Uint8Array; absmax: Float32Array } {
+  const words = i32Of(q.codes, op);
+  const absmax = f32Of(q.absmax, op);
+  if (words.length !== packedCodeWords(n) || absmax.length !== Math.ceil(n / BLOCK_8BIT)) {
+    throw new TensorError(op, `8-bit moments of a ${n}-element tensor need ${packedCodeWords(n)} code words and ${Math.ceil(n / BLOCK_8BIT)} absmaxes`, { shapes: [q.codes.shape, q.absmax.shape] });
+  }
+  return { codes: new Uint8Array(words.buffer, words.byteOffset, n), absmax };
+}
+
+/** Dequantise, the f32 step, quantise again: the host composite the CUDA kernel fuses. */
+export function adamw8bitMany(params: readonly Tensor[], grads: readonly Tensor[], moments: readonly Moments8bit[], hp: AdamwHyper, clip?: GradClip): void {
+  const op = "adamw8bitMany";
+  requireAligned(op, params, grads, moments);
+  const h = scalarsOf(op, hp);
+  const scale = gradScaleOf(op, clip);
+  params.forEach((param, i) => {
+    const n = param.size;
+    requireSizes(op, n, [grads[i]!]);
+    const qm = quantizedView(op, moments[i]!.m, n);
+    const qv = quantizedView(op, moments[i]!.v, n);
+    const m = dequantizeBlockwise(qm, SIGNED_MAP);
+    const v = dequantizeBlockwise(qv, UNSIGNED_MAP);
+    step(f32Of(param, op), f32Of(grads[i]!, op), m, v, h, scale);
+    quantizeInto(m, SIGNED_MAP, qm);
+    quantizeInto(v, UNSIGNED_MAP, qv);
+  });
 }

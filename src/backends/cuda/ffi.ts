@@ -151,6 +151,19 @@ export interface SplintCudaLib {
     beta2: number, oneMinusBeta2: number, negStepSize: number, biasCorrection2Sqrt: number, eps: number,
   ): Status;
 
+  // Multi-tensor optimiser step: `tensors` rows of device addresses and element counts.
+  sum_squares_many(ctx: CtxHandle, tensors: BigUint64Array, count: number, out: Ptr): Status;
+  adamw_many(
+    ctx: CtxHandle, tensors: BigUint64Array, count: number, decay: number, oneMinusBeta1: number, beta2: number,
+    oneMinusBeta2: number, negStepSize: number, biasCorrection2Sqrt: number, eps: number, clipSumSquares: Ptr,
+    maxNorm: number,
+  ): Status;
+  adamw8bit_many(
+    ctx: CtxHandle, tensors: BigUint64Array, count: number, signedMap: Ptr, unsignedMap: Ptr, decay: number,
+    oneMinusBeta1: number, beta2: number, oneMinusBeta2: number, negStepSize: number, biasCorrection2Sqrt: number,
+    eps: number, clipSumSquares: Ptr, maxNorm: number,
+  ): Status;
+
   profile_mark(ctx: CtxHandle): Status;
   profile_read(ctx: CtxHandle, intervalsMs: Float32Array, capacity: number, count: BigInt64Array): Status;
   nccl_load(path: string): Status;
@@ -207,6 +220,9 @@ export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   check_flags: `int splint_cuda_check_flags(${C}, int32_t *flags)`,
   sum_squares: `int splint_cuda_sum_squares(${C}, ${P} x, int32_t x_dtype, float x_scale, int64_t n, ${P} out)`,
   adamw: `int splint_cuda_adamw(${C}, ${P} param, ${P} grad, ${P} m, ${P} v, int64_t n, float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size, float bias_correction2_sqrt, float eps)`,
+  sum_squares_many: `int splint_cuda_sum_squares_many(${C}, const uint64_t *tensors, int32_t count, ${P} out)`,
+  adamw_many: `int splint_cuda_adamw_many(${C}, const uint64_t *tensors, int32_t count, float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size, float bias_correction2_sqrt, float eps, ${P} clip_sum_squares, float max_norm)`,
+  adamw8bit_many: `int splint_cuda_adamw8bit_many(${C}, const uint64_t *tensors, int32_t count, ${P} signed_map, ${P} unsigned_map, float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size, float bias_correction2_sqrt, float eps, ${P} clip_sum_squares, float max_norm)`,
   profile_mark: `int splint_cuda_profile_mark(${C})`,
   profile_read: `int splint_cuda_profile_read(${C}, float *intervals_ms, int64_t capacity, int64_t *count)`,
   profile_counters: `int splint_cuda_profile_counters(${C}, int64_t *launches, int64_t *syncs, int64_t *uploads)`,

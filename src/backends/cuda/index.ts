@@ -6,7 +6,8 @@
  * flagged on the device and thrown at the next read().
  */
 import { f32ArrayToBf16 } from "../../tensor/bf16.ts";
-import type { AttentionMask, Backend, LoraDropout, MatmulPrecision } from "../../tensor/backend.ts";
+import type { AdamwHyper, AttentionMask, Backend, GradClip, LoraDropout, MatmulPrecision } from "../../tensor/backend.ts";
+import { BLOCK_8BIT, packedCodeWords, SIGNED_MAP, UNSIGNED_MAP } from "../../tensor/blockwise8.ts";
 import { attentionDims, matmulDims, requireSameSize, rowsCols } from "../../tensor/checks.ts";
 import { BYTES_PER_ELEMENT, isNarrowFloat, type DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
@@ -92,6 +93,8 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
   const MAX_SEGMENT_TABLES = 64;
   /** Timing events recorded since the last profile read. */
   let marks = 0;
+  /** blockwise8.ts's maps on the device, uploaded by the first 8-bit step. */
+  let quantMaps: { signed: Tensor; unsigned: Tensor } | null = null;
 
   function alloc(shape: readonly number[], dtype: DType, scale = 1): Tensor {
     return mem.allocate(shape, dtype, scale);
@@ -645,14 +648,67 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       if (grad.size !== param.size || m.size !== param.size || v.size !== param.size) {
         throw new TensorError(op, "param, grad, m and v must have the same size", { shapes: [param.shape, grad.shape, m.shape, v.shape] });
       }
-      if (!(hp.step >= 1)) throw new TensorError(op, `step must be ≥ 1 (got ${hp.step})`);
-      // The scalars exactly as the CPU backend's optim.ts computes them (f64, then rounded to f32).
-      const f = Math.fround;
+      const s = adamwScalars(op, hp);
       ok(
         lib.adamw(
           ctx, p(param, op), p(grad, op), p(m, op), p(v, op), param.size,
-          f(1 - hp.lr * hp.weightDecay), f(1 - hp.beta1), f(hp.beta2), f(1 - hp.beta2),
-          f(-hp.lr / (1 - hp.beta1 ** hp.step)), f(Math.sqrt(1 - hp.beta2 ** hp.step)), f(hp.eps),
+          s.decay, s.oneMinusBeta1, s.beta2, s.oneMinusBeta2, s.negStepSize, s.biasCorrection2Sqrt, s.eps,
+        ),
+        op,
+      );
+    },
+
+    // ---- multi-tensor optimiser step -------------------------------------------------------
+    sumSquaresMany(xs) {
+      const op = "sumSquaresMany";
+      const rows = new BigUint64Array(2 * xs.length);
+      xs.forEach((x, k) => {
+        requireDtype(op, x, ["f32"]);
+        rows.set([BigInt(p(x, op)), BigInt(x.size)], 2 * k);
+      });
+      const out = alloc([1], "f32");
+      ok(lib.sum_squares_many(ctx, rows, xs.length, p(out, op)), op);
+      return out;
+    },
+    adamwMany(params, grads, ms, vs, hp, clip) {
+      const op = "adamwMany";
+      requireAligned(op, params, grads, ms, vs);
+      const rows = new BigUint64Array(5 * params.length);
+      params.forEach((param, k) => {
+        const row = [param, grads[k]!, ms[k]!, vs[k]!];
+        for (const t of row) requireDtype(op, t, ["f32"]);
+        requireSizes(op, param.size, row);
+        rows.set([...row.map((t) => BigInt(p(t, op))), BigInt(param.size)], 5 * k);
+      });
+      const s = adamwScalars(op, hp);
+      const c = clipArgs(op, clip);
+      ok(lib.adamw_many(ctx, rows, params.length, s.decay, s.oneMinusBeta1, s.beta2, s.oneMinusBeta2, s.negStepSize, s.biasCorrection2Sqrt, s.eps, c.sumSquares, c.maxNorm), op);
+    },
+    adamw8bitMany(params, grads, moments, hp, clip) {
+      const op = "adamw8bitMany";
+      requireAligned(op, params, grads, moments);
+      const rows = new BigUint64Array(7 * params.length);
+      params.forEach((param, k) => {
+        const n = param.size;
+        const { m, v } = moments[k]!;
+        for (const t of [param, grads[k]!, m.absmax, v.absmax]) requireDtype(op, t, ["f32"]);
+        for (const t of [m.codes, v.codes]) requireDtype(op, t, ["i32"]);
+        requireSizes(op, n, [grads[k]!]);
+        for (const q of [m, v]) {
+          if (q.codes.size !== packedCodeWords(n) || q.absmax.size !== Math.ceil(n / BLOCK_8BIT)) {
+            throw new TensorError(op, `8-bit moments of a ${n}-element tensor need ${packedCodeWords(n)} code words and ${Math.ceil(n / BLOCK_8BIT)} absmaxes`, { shapes: [q.codes.shape, q.absmax.shape] });
+          }
+        }
+        rows.set([param, grads[k]!, m.codes, m.absmax, v.codes, v.absmax].map((t) => BigInt(p(t, op))), 7 * k);
+        rows[7 * k + 6] = BigInt(n);
+      });
+      const s = adamwScalars(op, hp);
+      const c = clipArgs(op, clip);
+      quantMaps ??= { signed: backend.upload(SIGNED_MAP, [SIGNED_MAP.length], "f32"), unsigned: backend.upload(UNSIGNED_MAP, [UNSIGNED_MAP.length], "f32") };
+      ok(
+        lib.adamw8bit_many(
+          ctx, rows, params.length, p(quantMaps.signed, op), p(quantMaps.unsigned, op), s.decay, s.oneMinusBeta1, s.beta2,
+          s.oneMinusBeta2, s.negStepSize, s.biasCorrection2Sqrt, s.eps, c.sumSquares, c.maxNorm,
         ),
         op,
       );
@@ -685,6 +741,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     native: () => ({ lib, ctx, ptr: p }),
     dispose() {
       segmentTables.clear();
+      quantMaps = null;
       mem.dispose();
     },
   };
@@ -720,6 +777,38 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     return out;
   }
 
+  /** The scalars of one AdamW step, exactly as the CPU backend's optim.ts computes them (f64, then rounded to f32). */
+  function adamwScalars(op: string, hp: AdamwHyper) {
+    if (!(hp.step >= 1)) throw new TensorError(op, `step must be ≥ 1 (got ${hp.step})`);
+    const f = Math.fround;
+    return {
+      decay: f(1 - hp.lr * hp.weightDecay),
+      oneMinusBeta1: f(1 - hp.beta1),
+      beta2: f(hp.beta2),
+      oneMinusBeta2: f(1 - hp.beta2),
+      negStepSize: f(-hp.lr / (1 - hp.beta1 ** hp.step)),
+      biasCorrection2Sqrt: f(Math.sqrt(1 - hp.beta2 ** hp.step)),
+      eps: f(hp.eps),
+    };
+  }
+
+  function clipArgs(op: string, clip: GradClip | undefined): { sumSquares: number; maxNorm: number } {
+    if (!clip) return { sumSquares: 0, maxNorm: 0 };
+    requireDtype(op, clip.sumSquares, ["f32"]);
+    if (clip.sumSquares.size !== 1) throw new TensorError(op, "clip.sumSquares must be a [1] tensor", { shapes: [clip.sumSquares.shape] });
+    return { sumSquares: p(clip.sumSquares, op), maxNorm: clip.maxNorm };
+  }
+
   mem = new CudaMemory(lib, ctx, backend);
   return backend;
+}
+
+function requireAligned(op: string, params: readonly Tensor[], ...lists: (readonly unknown[])[]): void {
+  if (lists.some((l) => l.length !== params.length)) throw new TensorError(op, `needs lists of one length (${params.length} params, got ${lists.map((l) => l.length).join(", ")})`);
+}
+
+function requireSizes(op: string, size: number, tensors: readonly Tensor[]): void {
+  if (tensors.some((t) => t.size !== size)) {
+    throw new TensorError(op, "param, grad, m and v must have the same size", { shapes: tensors.map((t) => t.shape) });
+  }
 }
