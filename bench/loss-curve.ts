@@ -87,7 +87,7 @@ function asCurve(label: string, records: readonly StepRecord[]): Curve {
   return { label, steps: records.map((r) => ({ step: r.step, loss: r.loss, lr: r.lr, grad_norm: r.grad_norm })) };
 }
 
-async function writeExport(dir: string, config: TrainConfig, exact: Run, fast: Run): Promise<void> {
+async function writeExport(dir: string, config: TrainConfig, exact: Run, fast: Run, backendName: string): Promise<void> {
   if (JSON.stringify(exact.schedule) !== JSON.stringify(fast.schedule)) throw new Error("the f32 and bf16 runs were served different micro-batches");
   const tensors: TensorToWrite[] = [];
   for (const [index, { inputs }] of [...exact.batches].sort(([a], [b]) => a - b)) {
@@ -106,7 +106,9 @@ async function writeExport(dir: string, config: TrainConfig, exact: Run, fast: R
   const totalSteps = exact.records.length;
   const run = {
     format: "splint-loss-curve-export/1",
-    commit: execFileSync("git", ["-C", REPO, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim(),
+    // SPLINT_COMMIT: where the checkout's git metadata is not the bundled commit's (the GPU machine).
+    commit: process.env.SPLINT_COMMIT ?? execFileSync("git", ["-C", REPO, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim(),
+    backend: backendName,
     model: relative(REPO, MODEL),
     adapter: "initial_adapter",
     batches: "batches.safetensors",
@@ -132,7 +134,7 @@ async function train(steps: number, backendName: string, exportDir: string | und
   if (exportDir) await mkdir(exportDir, { recursive: true });
   const exactRun = await curve(backend, "f32", config, exportDir && join(exportDir, "initial_adapter"));
   const fastRun = await curve(backend, "bf16", config);
-  if (exportDir) await writeExport(exportDir, config, exactRun, fastRun);
+  if (exportDir) await writeExport(exportDir, config, exactRun, fastRun, backend.name);
   const [exact, fast] = [exactRun.records, fastRun.records];
   let worstAbs = 0;
   let worstRel = 0;
@@ -168,7 +170,7 @@ interface ReferenceCurve extends Curve {
 
 async function compare(dir: string, referenceFile: string, tolerance: number, window: number, svgFile: string | undefined): Promise<{ md: string; pass: boolean }> {
   const read = async <T>(file: string) => JSON.parse(await readFile(file, "utf8")) as T;
-  const run = await read<{ commit: string; model: string; schedule: { total_steps: number } }>(join(dir, "run.json"));
+  const run = await read<{ commit: string; backend?: string; model: string; schedule: { total_steps: number } }>(join(dir, "run.json"));
   const exact = await read<Curve>(join(dir, "splint-f32.json"));
   const fast = await read<Curve>(join(dir, "splint-bf16.json"));
   const hf = await read<ReferenceCurve>(referenceFile);
@@ -183,7 +185,7 @@ async function compare(dir: string, referenceFile: string, tolerance: number, wi
   const md = [
     `# ${title}`,
     "",
-    `One run exported by \`bench/loss-curve.ts --export ${dir}\` (splint ${run.commit}, CPU backend) and repeated by ` +
+    `One run exported by \`bench/loss-curve.ts --export ${dir}\` (splint ${run.commit}, ${run.backend ?? "cpu"} backend) and repeated by ` +
       `\`bench/reference/hf_loss_curve.py\` (${hf.device ?? "device not recorded"}; ${versions}${hf.settings ? `; ${hf.settings}` : ""}): ` +
       "the same initial adapter, the same micro-batches in the same order, the same loss rule, AdamW settings, schedule and clipping, LoRA dropout 0 " +
       "(dropout masks cannot match across two RNGs). Compared with `bench/loss-curve.ts --compare` (bench/curve-compare.ts).",

@@ -826,10 +826,10 @@ function fp8ModelCases(): ParityCase[] {
     {
       name: "tiny model, fp8 decoder linears, precision bf16 (training path): logits, loss, LoRA gradients",
       tolerance: {
-        atol: 4e-2,
+        atol: 5e-2,
         rtol: 2e-2,
-        normRel: 2e-2,
-        why: "both round activations to bf16 where they meet the fp8 (and bf16) weights; a 1-ulp f32 difference in a sum can flip one bf16 rounding (2^-8 relative), which the later layers carry on; on CUDA the flash attention also rounds q, k, v and P to bf16 where the CPU's attention stays f32 (H200, two fresh seeds: LoRA gradients up to 1.28e-2 norm-relative, logits up to 2.5e-2 absolute at |logit| ≤ 2)",
+        normRel: 4e-2,
+        why: "both round activations (the LoRA linears' outputs included) to bf16 where they meet the fp8 (and bf16) weights; a 1-ulp f32 difference in a sum can flip one bf16 rounding (2^-8 relative), which the later layers carry on; on CUDA the flash attention also rounds q, k, v and P to bf16 where the CPU's attention stays f32 (H200, three fresh seeds: LoRA gradients up to 2.47e-2 norm-relative, logits up to 3.4e-2 absolute at |logit| ≤ 2)",
       },
       run: step("bf16"),
     },
