@@ -79,10 +79,11 @@ def main():
         "(552 image tokens) + 160 prompt + 8 answer tokens = 720 tokens, 1440 tokens per micro-batch "
         "(image tokens included), loss on the answer only; random bf16 weights of the Ministral 3 "
         "architecture (ministral3.md §1; vision tower 24 layers × 1024); LoRA r 16, alpha 32, dropout 0.05 on "
-        "q,k,v,o,gate,up,down of the decoder and the vision tower; gradient checkpointing (splint and the reference's tutorial variant); one AdamW step "
+        "q,k,v,o,gate,up,down of the decoder and the vision tower; gradient checkpointing (splint's recompute full rows and the reference's tutorial variant); one AdamW step "
         "(lr 2e-4, fp32 states) per micro-batch. Median over the measured steps after warm-up, device "
-        "synchronised before each clock read. splint keeps activations in f32 and, with bf16 matmul, rounds them "
-        "to bf16 where they meet the bf16 weights (f32 matmul: full f32 products); the reference's "
+        "synchronised before each clock read. splint's bf16 matmul rows are its fast tier, as autocast computes: "
+        "bf16 products with f32 accumulation, the LoRA linears' outputs, norms, RoPE and SwiGLU in bf16, the residual "
+        "stream, softmax statistics, loss, gradients of the adapters and optimizer in f32 (f32 matmul: the exact tier); the reference's "
         "tutorial variant runs the forward under bf16 autocast as Trainer(bf16=True) does (the other variants: below the table).",
         "",
         "MFU = model FLOPs per step / step time / 989.4 TFLOP/s (dense bf16 peak of H100 SXM and H200). Model FLOPs: "
