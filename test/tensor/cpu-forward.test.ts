@@ -232,7 +232,7 @@ test("memory() counts live bytes and release is idempotent across reshape views"
 test("shape and dtype errors name the op and the shapes", () => {
   const a = backend.zeros([2, 3], "f32");
   assert.throws(() => backend.matmul(a, backend.zeros([4, 2], "f32")), /matmul: inner dimensions differ.*shapes=\[2,3\] \[4,2\]/);
-  assert.throws(() => backend.matmul(a, a, { transB: true, accumulate: backend.zeros([3, 3], "f32") }), /accumulate must be f32 \[2, 2\]/);
+  assert.throws(() => backend.matmul(a, a, { transB: true, accumulate: backend.zeros([3, 3], "f32") }), /accumulate must be f32 or bf16 \[2, 2\]/);
   assert.throws(() => backend.matmul(a, a, { transB: true, outDtype: "fp8_e4m3" }), /cannot produce fp8_e4m3 output/);
   assert.throws(() => backend.rmsNorm(a, backend.zeros([2], "f32"), 1e-5), /rmsNorm: weight must have 3 elements/);
   assert.throws(() => backend.rope(a, a, a), /rope: expected x \[N, H, D\]/);
