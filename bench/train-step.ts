@@ -26,6 +26,7 @@ import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.
 import { parseMatmulPrecision } from "../src/cli/matmul-flag.ts";
 import { profileBackend, profileMarkdown, type StepProfile } from "./step-profile.ts";
 import { initAdapter, type LoraSettings } from "../src/lora/adapter.ts";
+import { LoraBf16Copies } from "../src/lora/bf16-copies.ts";
 import { parseMistral3Config, type Mistral3Config } from "../src/models/mistral3/config.ts";
 import { ForwardContext } from "../src/models/mistral3/context.ts";
 import { buildMistral3, forwardMistral3, type Mistral3Model } from "../src/models/mistral3/model.ts";
@@ -216,6 +217,8 @@ async function run(
   });
   const trainable = new Set(params.map((p) => p.value));
   const optimizer = new AdamW(backend, params, plan.optimizer);
+  // As the trainer keeps them: A and B in bf16 between steps, refreshed after each update.
+  const bf16Copies = LoraBf16Copies.forModel(backend, model.linears.values());
   const inputs = buildInputs(config, plan.workload, 3);
   sync();
   const setupSeconds = (performance.now() - setupStart) / 1000;
@@ -237,7 +240,7 @@ async function run(
   const trainStep = (mark?: (phase: keyof PhaseTimes) => void): Tensor => {
     stepNo++;
     const graph = createGraph(backend, { recording: true });
-    const ctx = new ForwardContext(graph, { trainable, dropoutSeed: stepNo });
+    const ctx = new ForwardContext(graph, { trainable, dropoutSeed: stepNo, bf16Copies });
     try {
       const capture = mark
         ? (name: string) => {
@@ -255,6 +258,7 @@ async function run(
         return grad;
       });
       optimizer.step(grads, plan.optimizer.lr);
+      bf16Copies?.refresh();
       for (const g of grads) g.free();
       mark?.("optimizerMs");
       return backend.copy(out.loss!.value);
@@ -341,6 +345,7 @@ async function run(
   if (outFile) await writeFile(outFile, json, { flag: "a" });
   process.stdout.write(json);
   optimizer.free();
+  bf16Copies?.free();
   cuda?.dispose();
 }
 

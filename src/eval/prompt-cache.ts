@@ -1,4 +1,5 @@
 import type { Graph } from "../autograd/graph.ts";
+import { LoraBf16Copies } from "../lora/bf16-copies.ts";
 import { ForwardContext } from "../models/mistral3/context.ts";
 import type { LayerKV } from "../models/mistral3/decoder.ts";
 import { prefillPositions } from "../models/mistral3/generate.ts";
@@ -19,6 +20,8 @@ export class PromptCache {
   /** Position id of the first token after each row's prompt. */
   private readonly nextPosition: Int32Array; // (B)
   private released = false;
+  /** The adapter's bf16 copies for this cache's passes (the weights are frozen while it lives). */
+  private readonly bf16Copies: LoraBf16Copies | null;
 
   /** Logits of each row's last prompt token: what the first answer token is scored against. */
   readonly lastLogits: Float32Array; // (B·V)
@@ -47,6 +50,7 @@ export class PromptCache {
     this.keyValid = backend.upload(valid, [B, S], "i32");
     const positions = prefillPositions(attentionMask, B, T);
     this.nextPosition = Int32Array.from({ length: B }, (_, b) => positions[b * T + T - 1]! + 1);
+    this.bf16Copies = LoraBf16Copies.forModel(backend, model.linears.values());
     try {
       this.lastLogits = this.run(inputIds, T, positions, 0, images, true);
     } catch (error) {
@@ -75,7 +79,7 @@ export class PromptCache {
   private run(ids: Int32Array, length: number, positions: Int32Array, offset: number, images: ImageBatch | undefined, lastOnly: boolean): Float32Array {
     if (this.released) throw new Error("PromptCache: used after release()");
     const graph = this.newGraph();
-    const ctx = new ForwardContext(graph);
+    const ctx = new ForwardContext(graph, { bf16Copies: this.bf16Copies });
     try {
       const out = forwardMistral3(
         ctx,
@@ -93,6 +97,7 @@ export class PromptCache {
   release(): void {
     if (this.released) return;
     this.released = true;
+    this.bf16Copies?.free();
     for (const l of this.layers) {
       l.k.free();
       l.v.free();

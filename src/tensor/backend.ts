@@ -215,6 +215,12 @@ export interface Backend {
    * bit as dequantizeBlockwise → adamw → quantizeBlockwise on the host.
    */
   adamw8bitMany(params: readonly Tensor[], grads: readonly Tensor[], moments: readonly Moments8bit[], hp: AdamwHyper, clip?: GradClip): void;
+  /**
+   * dsts[i] ← srcs[i] rounded to bf16 (nearest even, as cast), in place: srcs f32, dsts bf16 of the
+   * same sizes. Keeps the bf16 copies that the fast tier's products read of f32 masters (LoRA A and
+   * B) current after an optimizer step, in one launch instead of a cast per tensor per pass.
+   */
+  narrowMany(srcs: readonly Tensor[], dsts: readonly Tensor[]): void;
 }
 
 /** The hyper-parameters of one AdamW step (Backend.adamw's hp); step is 1 for the first. */

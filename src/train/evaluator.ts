@@ -3,6 +3,7 @@ import type { DatasetRow } from "../data/types.ts";
 import { ClassPrompts } from "../eval/class-prompts.ts";
 import type { ClassifierOptions } from "../eval/classify.ts";
 import { classifyRows } from "../eval/evaluate.ts";
+import { LoraBf16Copies } from "../lora/bf16-copies.ts";
 import type { EvalMetrics } from "../metrics/run-metrics.ts";
 import { readGenerationConfig } from "../models/mistral3/generation-config.ts";
 import { ForwardContext } from "../models/mistral3/context.ts";
@@ -43,21 +44,26 @@ export function trainingEvaluator(opts: {
   return async () => {
     const started = performance.now();
     let weighted = 0;
-    for (let start = 0; start < rows.length; start += opts.batchSize) {
-      const slice = rows.slice(start, start + opts.batchSize);
-      const batch = await collate(
-        slice.map((r, i) => ({ image: r.image.bytes, answer: opts.classNames[r.label]!, name: r.image.path ?? `eval[${start + i}]` })),
-        collator,
-      );
-      const graph = createGraph(backend, { recording: false });
-      const ctx = new ForwardContext(graph);
-      try {
-        const { loss } = forwardMistral3(ctx, model, batch.inputs, { checkpointLayers: false, scoredPositionsOnly: true });
-        weighted += (backend.read(loss!.value) as Float32Array)[0]! * slice.length;
-      } finally {
-        graph.dispose();
-        ctx.release();
+    const bf16Copies = LoraBf16Copies.forModel(backend, model.linears.values());
+    try {
+      for (let start = 0; start < rows.length; start += opts.batchSize) {
+        const slice = rows.slice(start, start + opts.batchSize);
+        const batch = await collate(
+          slice.map((r, i) => ({ image: r.image.bytes, answer: opts.classNames[r.label]!, name: r.image.path ?? `eval[${start + i}]` })),
+          collator,
+        );
+        const graph = createGraph(backend, { recording: false });
+        const ctx = new ForwardContext(graph, { bf16Copies });
+        try {
+          const { loss } = forwardMistral3(ctx, model, batch.inputs, { checkpointLayers: false, scoredPositionsOnly: true });
+          weighted += (backend.read(loss!.value) as Float32Array)[0]! * slice.length;
+        } finally {
+          graph.dispose();
+          ctx.release();
+        }
       }
+    } finally {
+      bf16Copies?.free();
     }
     const predictions = await classifyRows(classifier, collator.processor, rows, opts.batchSize);
     const correct = predictions.filter((p) => p.predicted === p.label).length;

@@ -9,8 +9,8 @@
  *
  *   weights      every resident tensor at its resident dtype (fp8 1 byte, bf16 2, f32 4);
  *   lora         the adapter (f32 A and B), its gradient accumulators (f32, one per tensor) and, with
- *                precision "bf16", the bf16 copies of A and B the products read, made once per pass
- *                (ForwardContext.narrowCopy);
+ *                precision "bf16", the bf16 copies of A and B the products read, kept for the run
+ *                and refreshed after each step (LoraBf16Copies);
  *   optimizer    AdamW's f32 moments m and v on the device (adamw_8bit keeps them on the host and
  *                uploads one tensor's at a time: the largest tensor's pair);
  *   activations  see `activationBytes`: products write f32, and with precision "bf16" the norms,
@@ -99,7 +99,7 @@ export interface MemoryEstimate {
   weights: number;
   /** Of `weights`, the fp8 linears (1 byte per element). */
   fp8Weights: number;
-  /** The LoRA pairs, their gradient accumulators, and their bf16 copies for one pass (precision bf16). */
+  /** The LoRA pairs, their gradient accumulators, and their bf16 copies (precision bf16). */
   lora: number;
   optimizer: number;
   activations: { total: number; saved: number; layer: number; other: number };

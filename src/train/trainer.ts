@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { createGraph } from "../autograd/tape.ts";
 import type { Output, Progress } from "../util/output.ts";
 import { adapterKey, type LoraSettings } from "../lora/adapter.ts";
+import { LoraBf16Copies } from "../lora/bf16-copies.ts";
 import type { LoraLinear } from "../lora/lora-linear.ts";
 import { ForwardContext } from "../models/mistral3/context.ts";
 import { forwardMistral3, type Mistral3Model } from "../models/mistral3/model.ts";
@@ -88,6 +89,12 @@ export interface TrainLoopOptions {
   evaluate?: () => Promise<Omit<EvalMetrics, "step" | "epoch">>;
   /** Data-parallel group (absent: one process). */
   communicator?: Communicator;
+  /**
+   * Keep bf16 copies of the LoRA masters between passes, refreshed after each optimizer step
+   * (LoraBf16Copies; default true). false casts them in every pass instead: the same numbers,
+   * the reference the copies are tested against.
+   */
+  keepBf16Copies?: boolean;
 }
 
 export interface TrainLoopResult {
@@ -179,6 +186,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
   let startStep = 0;
   let bar: Progress | undefined;
   let metrics: RunMetrics | undefined;
+  let bf16Copies: LoraBf16Copies | null = null;
 
   try {
     if (opts.resumeFrom) {
@@ -199,6 +207,8 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
     const evaluations = opened ? opened.earlier.filter(isEvalEntry) : [];
     // Every rank starts from rank 0's adapter, whatever each one initialised or loaded.
     if (comm) for (const p of params) await comm.broadcast(p.value, 0);
+    // Made from the adapter as it now stands (initialised, loaded or broadcast).
+    if (opts.keepBf16Copies !== false) bf16Copies = LoraBf16Copies.forModel(backend, model.linears.values());
     let stoppedEarly: number | null = null;
 
     const history: StepRecord[] = [];
@@ -254,7 +264,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
           const dropoutSeed = config.lora_dropout > 0 ? rng.seed() : undefined;
           if (k % world !== rank) continue;
           const batch = await source.get(epoch, first + k);
-          losses.push(microStep(backend, model, batch, { trainable, dropoutSeed, checkpointLayers: config.gradient_checkpointing === true, weight: 1 / count }, params, grads));
+          losses.push(microStep(backend, model, batch, { trainable, dropoutSeed, bf16Copies, checkpointLayers: config.gradient_checkpointing === true, weight: 1 / count }, params, grads));
           tokens += batch.tokens;
           supervised += batch.supervised;
           images += batch.images;
@@ -318,6 +328,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
         } else {
           const lr = learningRate(config.lr_scheduler_type, config.learning_rate, step, warmup, totalSteps);
           optimizer.step(full, lr, config.max_grad_norm > 0 ? { sumSquares, maxNorm: config.max_grad_norm } : undefined);
+          bf16Copies?.refresh();
           const seconds = (performance.now() - started) / 1000;
           const record: StepRecord = { step: step + 1, epoch: (step + 1) / stepsPerEpoch, loss: objective, lr, grad_norm: gradNorm, tokens, supervised, images, seconds };
           history.push(record);
@@ -390,6 +401,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
     bar?.stop();
     metrics?.close();
     optimizer.free();
+    bf16Copies?.free();
   }
 }
 
@@ -413,12 +425,12 @@ function microStep(
   backend: Backend,
   model: Mistral3Model,
   batch: TrainBatch,
-  opts: { trainable: ReadonlySet<Tensor>; dropoutSeed: number | undefined; checkpointLayers: boolean; weight: number },
+  opts: { trainable: ReadonlySet<Tensor>; dropoutSeed: number | undefined; bf16Copies: LoraBf16Copies | null; checkpointLayers: boolean; weight: number },
   params: readonly Parameter[],
   grads: (Tensor | null)[],
 ): Tensor {
   const graph = createGraph(backend, { recording: true });
-  const ctx = new ForwardContext(graph, { trainable: opts.trainable, dropoutSeed: opts.dropoutSeed });
+  const ctx = new ForwardContext(graph, { trainable: opts.trainable, dropoutSeed: opts.dropoutSeed, bf16Copies: opts.bf16Copies });
   try {
     const { loss } = forwardMistral3(ctx, model, batch.inputs, { checkpointLayers: opts.checkpointLayers, scoredPositionsOnly: true });
     // A copy outlives the graph's buffers, which dispose frees.

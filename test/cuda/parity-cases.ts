@@ -748,6 +748,17 @@ function multiTensorOptimCases(): ParityCase[] {
         return s.finish({ total: b.sumSquaresMany(tensors(s, rng, -1, 1)) });
       },
     },
+    {
+      name: "narrowMany of 6 f32 tensors into bf16 copies (LoRA shapes, 20000 elements the largest; 8192-element chunks)",
+      tolerance: { ...EXACT, why: "round to nearest even of the same f32 values, as cast: bit-exact" },
+      run(b, rng) {
+        const s = new Session(b);
+        const masters = tensors(s, rng, -1, 1);
+        const copies = masters.map((m) => s.track(b.zeros(m.shape, "bf16")));
+        b.narrowMany(masters, copies);
+        return s.finish(named("copy", copies, b));
+      },
+    },
     ...[false, true].map(
       (clipped): ParityCase => ({
         name: `adamwMany 3 steps over 6 tensors${clipped ? ", clipped (coefficient from an uploaded Σg² = 50, max_norm 0.3)" : ""}`,

@@ -47,6 +47,16 @@ test("sumSquaresMany is sumSquares per tensor added into a [1] tensor, bit for b
   assert.equal(f32(backend.sumSquaresMany([]))[0], 0);
 });
 
+test("narrowMany rounds each f32 tensor into its bf16 copy as cast does, bit for bit, and names a bad row", () => {
+  const srcs = randomTensors(4, 1e3);
+  const dsts = srcs.map((t) => backend.zeros(t.shape, "bf16"));
+  backend.narrowMany(srcs, dsts);
+  srcs.forEach((src, i) => assert.deepEqual(backend.readRaw(dsts[i]!), backend.readRaw(backend.cast(src, "bf16"))));
+  assert.throws(() => backend.narrowMany(srcs, dsts.slice(1)), /narrowMany: needs lists of one length/);
+  assert.throws(() => backend.narrowMany([srcs[0]!], [backend.zeros(srcs[0]!.shape, "f32")]), /narrowMany: destination 0 must be bf16 of 5120 elements/);
+  assert.throws(() => backend.narrowMany([srcs[0]!], [backend.zeros([7], "bf16")]), /destination 0 must be bf16/);
+});
+
 test("clipCoefficient is clip_grad_norm_'s f32 coefficient: (1 / (norm + 1e-6)) · max_norm, at most 1", () => {
   const f = Math.fround;
   // ‖g‖² = 4 → norm 2, max_norm 0.3: f32(f32(1 / f32(2 + 1e-6)) · 0.3), just under 0.15.

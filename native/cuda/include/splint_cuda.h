@@ -250,6 +250,9 @@ int splint_cuda_adamw8bit_many(splint_ctx* ctx, const uint64_t* tensors, int32_t
                                splint_dptr unsigned_map, float decay, float one_minus_beta1, float beta2,
                                float one_minus_beta2, float neg_step_size, float bias_correction2_sqrt, float eps,
                                splint_dptr clip_sum_squares, float max_norm);
+/* Rows {src, dst, n}: src f32 [n], dst bf16 [n]; dst = src rounded to nearest even (the bf16
+   copies of f32 masters that the fast tier's products read, refreshed after each step). */
+int splint_cuda_narrow_many(splint_ctx* ctx, const uint64_t* tensors, int32_t count);
 
 /* ---- profiling ------------------------------------------------------------------------------ */
 /* Records a timing event on the stream (no host wait). */

@@ -1,7 +1,8 @@
 // Multi-tensor optimiser step: Σx² over every gradient, fused AdamW (f32 moments) and 8-bit AdamW
-// (block-wise quantised moments) over every parameter, one launch each for all tensors instead of
-// a few per tensor. Blocks map to (tensor, chunk) pairs through a table of the tensors on the
-// device, each row holding the index of its first chunk; a block finds its row by binary search.
+// (block-wise quantised moments) over every parameter, and the bf16 copies of the updated masters,
+// one launch each for all tensors instead of a few per tensor. Blocks map to (tensor, chunk) pairs
+// through a table of the tensors on the device, each row holding the index of its first chunk; a
+// block finds its row by binary search.
 #include <algorithm>
 #include <vector>
 
@@ -14,6 +15,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kSquaresChunk = 8192;  // elements per block of the Σx² pass
 constexpr int64_t kAdamwChunk = 2048;    // elements per block of the f32 step (8 a thread)
+constexpr int64_t kNarrowChunk = 8192;   // elements per block of the bf16 copies (32 a thread)
 constexpr int kQuantBlock = 256;         // elements per absmax block (BLOCK_8BIT); one a thread
 constexpr int64_t kQuantBlocksPerChunk = 8;
 constexpr int kMapSize = 256;
@@ -31,8 +33,17 @@ struct Entry {
   int64_t first_chunk;
 };
 
+// One tensor of splint_cuda_narrow_many: src f32 [n] rounded into dst bf16 [n].
+struct NarrowEntry {
+  const float* src;
+  __nv_bfloat16* dst;
+  int64_t n;
+  int64_t first_chunk;
+};
+
 // The row whose chunks include `chunk`: the last row with first_chunk ≤ chunk.
-__device__ __forceinline__ const Entry& entry_of(const Entry* table, int count, int64_t chunk) {
+template <typename Row>
+__device__ __forceinline__ const Row& entry_of(const Row* table, int count, int64_t chunk) {
   int lo = 0, hi = count - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) >> 1;
@@ -99,6 +110,13 @@ __global__ void adamw_many_kernel(const Entry* table, int count, AdamwScalars h,
     v[i] = vi;
     e.param[i] = p;
   }
+}
+
+__global__ void narrow_many_kernel(const NarrowEntry* table, int count) {
+  const NarrowEntry& e = entry_of(table, count, blockIdx.x);
+  const int64_t start = (blockIdx.x - e.first_chunk) * kNarrowChunk;
+  const int64_t end = min(e.n, start + kNarrowChunk);
+  for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) e.dst[i] = __float2bfloat16_rn(e.src[i]);
 }
 
 // Math.max's rule (the CPU's quantizeInto): NaN when either is NaN.
@@ -190,15 +208,16 @@ __global__ void __launch_bounds__(kQuantBlock) adamw8bit_many_kernel(const Entry
 
 // Copies the rows (n > 0 only) with their first chunks into a device table in scratch. From
 // pageable memory the copy returns once the bytes are staged, so `rows` may go out of scope.
-int upload_table(splint_ctx* ctx, std::vector<Entry>& rows, int64_t chunk_elems, Scratch& table, int64_t& chunks,
+template <typename Row>
+int upload_table(splint_ctx* ctx, std::vector<Row>& rows, int64_t chunk_elems, Scratch& table, int64_t& chunks,
                  const char* op) {
   chunks = 0;
-  for (Entry& e : rows) {
+  for (Row& e : rows) {
     e.first_chunk = chunks;
     chunks += (e.n + chunk_elems - 1) / chunk_elems;
   }
   if (rows.empty()) return SPLINT_OK;
-  const int64_t bytes = static_cast<int64_t>(rows.size() * sizeof(Entry));
+  const int64_t bytes = static_cast<int64_t>(rows.size() * sizeof(Row));
   STATUS_CHECK(scratch_alloc(ctx, table, bytes, op));
   ++ctx->uploads;
   const char* splint_op = op;
@@ -299,6 +318,30 @@ int splint_cuda_adamw8bit_many(splint_ctx* ctx, const uint64_t* tensors, int32_t
   adamw8bit_many_kernel<<<static_cast<unsigned>(chunks), kQuantBlock, 0, ctx->stream>>>(
       static_cast<const Entry*>(table.p), static_cast<int>(rows.size()), reinterpret_cast<const float*>(signed_map),
       reinterpret_cast<const float*>(unsigned_map), h, reinterpret_cast<const float*>(clip_sum_squares), max_norm);
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+int splint_cuda_narrow_many(splint_ctx* ctx, const uint64_t* tensors, int32_t count) {
+  OP("narrow_many");
+  CTX_CHECK(ctx);
+  ARG_CHECK(count >= 0 && (count == 0 || tensors != nullptr), "bad tensor list (%d rows)", count);
+  std::vector<NarrowEntry> rows;
+  for (int32_t k = 0; k < count; k++) {
+    const uint64_t* r = tensors + 3 * k;
+    ARG_CHECK((r[0] != 0 && r[1] != 0) || r[2] == 0, "row %d: null tensor", k);
+    if (r[2] > 0) {
+      rows.push_back(NarrowEntry{reinterpret_cast<const float*>(r[0]), reinterpret_cast<__nv_bfloat16*>(r[1]),
+                                 static_cast<int64_t>(r[2]), 0});
+    }
+  }
+  if (rows.empty()) return SPLINT_OK;
+  Scratch table;
+  int64_t chunks = 0;
+  STATUS_CHECK(upload_table(ctx, rows, kNarrowChunk, table, chunks, splint_op));
+  ARG_CHECK(chunks <= 0x7fffffffLL, "too many chunks (%lld)", (long long)chunks);
+  narrow_many_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, ctx->stream>>>(
+      static_cast<const NarrowEntry*>(table.p), static_cast<int>(rows.size()));
   LAUNCH_CHECK();
   return SPLINT_OK;
 }

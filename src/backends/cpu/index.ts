@@ -20,7 +20,7 @@ import * as layout from "./layout.ts";
 import { crossEntropy } from "./loss.ts";
 import { matmul } from "./matmul.ts";
 import { rmsNorm, rmsNormBackward } from "./norm.ts";
-import { adamw, adamw8bitMany, adamwMany, sumSquaresMany } from "./optim.ts";
+import { adamw, adamw8bitMany, adamwMany, narrowMany, sumSquaresMany } from "./optim.ts";
 import { rope } from "./rope.ts";
 import { CpuAllocator, type CpuStorage, f32Of, storageOf } from "./storage.ts";
 
@@ -136,6 +136,7 @@ export function createCpuBackend(): Backend {
     sumSquaresMany: (xs) => alloc.fromF32(sumSquaresMany(xs), [1]),
     adamwMany,
     adamw8bitMany,
+    narrowMany,
   };
   alloc = new CpuAllocator(backend);
   return backend;

@@ -13,7 +13,8 @@ import type { AdamwHyper, GradClip, Moments8bit } from "../../tensor/backend.ts"
 import { BLOCK_8BIT, dequantizeBlockwise, packedCodeWords, quantizeInto, SIGNED_MAP, UNSIGNED_MAP } from "../../tensor/blockwise8.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { f32Of, i32Of } from "./storage.ts";
+import { f32ArrayToBf16 } from "../../tensor/bf16.ts";
+import { f32Of, i32Of, storageOf } from "./storage.ts";
 
 export type { AdamwHyper };
 
@@ -145,5 +146,17 @@ export function adamw8bitMany(params: readonly Tensor[], grads: readonly Tensor[
     step(f32Of(param, op), f32Of(grads[i]!, op), m, v, h, scale);
     quantizeInto(m, SIGNED_MAP, qm);
     quantizeInto(v, UNSIGNED_MAP, qv);
+  });
+}
+
+export function narrowMany(srcs: readonly Tensor[], dsts: readonly Tensor[]): void {
+  const op = "narrowMany";
+  requireAligned(op, srcs, dsts);
+  srcs.forEach((src, i) => {
+    const dst = dsts[i]!;
+    if (dst.dtype !== "bf16" || dst.size !== src.size) {
+      throw new TensorError(op, `destination ${i} must be bf16 of ${src.size} elements`, { shapes: [src.shape, dst.shape], dtypes: [src.dtype, dst.dtype] });
+    }
+    f32ArrayToBf16(f32Of(src, op), storageOf(dst) as Uint16Array);
   });
 }

@@ -714,6 +714,20 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       );
     },
 
+    narrowMany(srcs, dsts) {
+      const op = "narrowMany";
+      requireAligned(op, srcs, dsts);
+      const rows = new BigUint64Array(3 * srcs.length);
+      srcs.forEach((src, k) => {
+        const dst = dsts[k]!;
+        requireDtype(op, src, ["f32"]);
+        requireDtype(op, dst, ["bf16"]);
+        requireSizes(op, src.size, [dst]);
+        rows.set([BigInt(p(src, op)), BigInt(p(dst, op)), BigInt(src.size)], 3 * k);
+      });
+      ok(lib.narrow_many(ctx, rows, srcs.length), op);
+    },
+
     // ---- CUDA-only -------------------------------------------------------------------------
     synchronize() {
       mem.requireOpen("synchronize");
@@ -809,6 +823,6 @@ function requireAligned(op: string, params: readonly Tensor[], ...lists: (readon
 
 function requireSizes(op: string, size: number, tensors: readonly Tensor[]): void {
   if (tensors.some((t) => t.size !== size)) {
-    throw new TensorError(op, "param, grad, m and v must have the same size", { shapes: tensors.map((t) => t.shape) });
+    throw new TensorError(op, "the tensors of a row must have the same size", { shapes: tensors.map((t) => t.shape) });
   }
 }

@@ -20,6 +20,8 @@ export class ForwardContext implements LinearContext {
       trainable?: ReadonlySet<Tensor>;
       /** Seed of this step's LoRA dropout masks; absent = dropout off (inference, parity runs). */
       dropoutSeed?: number;
+      /** bf16 copies of LoRA masters kept across passes (LoraBf16Copies); others are cast per pass. */
+      bf16Copies?: { get(t: Tensor): Tensor | undefined } | null;
     } = {},
   ) {}
 
@@ -44,7 +46,7 @@ export class ForwardContext implements LinearContext {
 
   narrowCopy(t: Tensor): Tensor {
     if (t.dtype === "bf16") return t;
-    let copy = this.narrowCopies.get(t);
+    let copy = this.options.bf16Copies?.get(t) ?? this.narrowCopies.get(t);
     if (!copy) {
       copy = this.track(this.graph.backend.cast(t, "bf16"));
       this.narrowCopies.set(t, copy);

@@ -1,4 +1,5 @@
 import type { Graph } from "../../autograd/graph.ts";
+import { LoraBf16Copies } from "../../lora/bf16-copies.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { Rng } from "../../util/rng.ts";
 import { InputError } from "../../util/errors.ts";
@@ -81,6 +82,8 @@ export class DecodeSession {
   private readonly keyValid: Tensor;
   private readonly prompt: Int32Array;
   private readonly nextPosition: Int32Array;
+  /** The adapter's bf16 copies for every step (the weights are frozen while a session lives). */
+  private readonly bf16Copies: LoraBf16Copies | null;
   private steps = 0;
 
   constructor(
@@ -101,6 +104,7 @@ export class DecodeSession {
     this.keyValid = backend.upload(valid, [B, S], "i32");
     this.prompt = prefillPositions(mask, B, T);
     this.nextPosition = Int32Array.from({ length: B }, (_, b) => this.prompt[b * T + T - 1]! + 1);
+    this.bf16Copies = LoraBf16Copies.forModel(backend, model.linears.values());
   }
 
   /** Logits [B·V] of each row's last position: ids are the prompts [B·T] first, then one token per row [B]. */
@@ -110,7 +114,7 @@ export class DecodeSession {
     const positions = first ? this.prompt : Int32Array.from(this.nextPosition);
     if (!first) for (let b = 0; b < B; b++) this.nextPosition[b]!++;
     const graph = this.newGraph();
-    const ctx = new ForwardContext(graph);
+    const ctx = new ForwardContext(graph, { bf16Copies: this.bf16Copies });
     try {
       const out = forwardMistral3(
         ctx,
@@ -132,6 +136,7 @@ export class DecodeSession {
       l.v.free();
     }
     this.keyValid.free();
+    this.bf16Copies?.free();
   }
 }
 
