@@ -14,6 +14,14 @@ import type { Graph, Var } from "./graph.ts";
 
 class Value implements Var {
   grad: Tensor | null = null;
+  /** Ops that took this value as an input. */
+  consumers = 0;
+  /**
+   * The op that made this value rounds its gradient to bf16 before any use (a bf16-tier product),
+   * or this value is a view (reshape) of such a value.
+   */
+  roundsGrad = false;
+  viewOf: Value | null = null;
   constructor(
     readonly value: Tensor,
     readonly requiresGrad: boolean,
@@ -23,9 +31,10 @@ class Value implements Var {
 
 /**
  * Returns one gradient per input (null where the input needs none). A returned tensor may be
- * dout itself or a view of it; the tape handles the aliasing.
+ * dout itself or a view of it; the tape handles the aliasing. `narrow[j]`: input j's gradient may
+ * be written as bf16 (see TapeGraph.narrowGrad) — the same numbers, one cast fewer.
  */
-type BackwardFn = (dout: Tensor, needs: readonly boolean[]) => (Tensor | null)[];
+type BackwardFn = (dout: Tensor, needs: readonly boolean[], narrow: readonly boolean[]) => (Tensor | null)[];
 
 interface Node {
   readonly inputs: readonly Value[];
@@ -44,8 +53,14 @@ function asValue(v: Var): Value {
   return v;
 }
 
-export function createGraph(backend: Backend, opts: { recording: boolean }): Graph {
-  return new TapeGraph(backend, opts.recording);
+/**
+ * `narrowGradients` (default true): where a bf16 value's only consumer chain ends in a product that
+ * rounds its gradient to bf16 anyway, the op that produces that gradient writes it in bf16
+ * directly. false keeps every gradient f32 until its consumer rounds it: the same numbers, the
+ * reference the narrow path is tested against.
+ */
+export function createGraph(backend: Backend, opts: { recording: boolean; narrowGradients?: boolean }): Graph {
+  return new TapeGraph(backend, opts.recording, opts.narrowGradients ?? true);
 }
 
 class TapeGraph implements Graph {
@@ -58,6 +73,7 @@ class TapeGraph implements Graph {
   constructor(
     readonly backend: Backend,
     readonly recording: boolean,
+    private readonly narrowGradients: boolean,
   ) {
     this.tape = recording ? [] : null;
   }
@@ -78,6 +94,7 @@ class TapeGraph implements Graph {
 
   private result(value: Tensor, inputs: readonly Value[], backward: BackwardFn): Value {
     const requiresGrad = inputs.some((v) => v.requiresGrad);
+    for (const v of inputs) v.consumers++;
     const out = new Value(this.own(value), requiresGrad, false);
     if (this.tape && requiresGrad) this.tape.push({ inputs, output: out, backward });
     return out;
@@ -145,7 +162,7 @@ class TapeGraph implements Graph {
     b.matmul(u, bl, { transB: true, alpha: scale, accumulate: y, precision });
     doneLow(bl, bv.value);
     const savedU = this.save(u);
-    return this.result(y, [xv, wv, av, bv], (dy, needs) => {
+    const out = this.result(y, [xv, wv, av, bv], (dy, needs) => {
       // dy [N, out]. du = scale·dy·B [N, r]; dB = scale·dyᵀ·u; dA = duᵀ·dropout(x); dx = dy·W + dropout'(du·A).
       const dyl = low(dy);
       const needsDu = needs[0] || needs[2];
@@ -171,6 +188,9 @@ class TapeGraph implements Graph {
       done(dyl, dy);
       return [dx, dw, da, db];
     });
+    // Every product above reads dy rounded to bf16 (dyl).
+    out.roundsGrad = narrow;
+    return out;
   }
 
   matmul(a: Var, bVar: Var, opts: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Var {
@@ -194,7 +214,10 @@ class TapeGraph implements Graph {
 
   add(a: Var, bVar: Var): Var {
     const [av, bv] = [asValue(a), asValue(bVar)];
-    return this.result(this.backend.add(av.value, bv.value), [av, bv], (d) => [d, d]);
+    // A bf16 side (a bf16 product's output on the residual stream) takes its rounded copy
+    // instead of an f32 one that its product would round.
+    const side = (d: Tensor, narrow: boolean): Tensor => (narrow ? this.backend.cast(d, "bf16") : d);
+    return this.result(this.backend.add(av.value, bv.value), [av, bv], (d, _needs, narrow) => [side(d, narrow[0]!), side(d, narrow[1]!)]);
   }
 
   mul(a: Var, bVar: Var): Var {
@@ -214,8 +237,8 @@ class TapeGraph implements Graph {
   swiglu(gate: Var, up: Var, outDtype: DType = "f32"): Var {
     const [gv, uv] = [asValue(gate), asValue(up)];
     const b = this.backend;
-    return this.result(b.swiglu(gv.value, uv.value, outDtype), [gv, uv], (d) => {
-      const { dgate, dup } = b.swigluBackward(gv.value, uv.value, d);
+    return this.result(b.swiglu(gv.value, uv.value, outDtype), [gv, uv], (d, _needs, narrow) => {
+      const { dgate, dup } = b.swigluBackward(gv.value, uv.value, d, narrow[0] && narrow[1] ? "bf16" : "f32");
       return [dgate, dup];
     });
   }
@@ -246,7 +269,7 @@ class TapeGraph implements Graph {
   rope(x: Var, cos: Tensor, sin: Tensor, outDtype: DType = "f32"): Var {
     const xv = asValue(x);
     const b = this.backend;
-    return this.result(b.rope(xv.value, cos, sin, false, outDtype), [xv], (d) => [b.rope(d, cos, sin, true)]);
+    return this.result(b.rope(xv.value, cos, sin, false, outDtype), [xv], (d, _needs, narrow) => [b.rope(d, cos, sin, true, narrow[0] ? "bf16" : "f32")]);
   }
 
   attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number, precision: MatmulPrecision = "f32"): Var {
@@ -264,6 +287,8 @@ class TapeGraph implements Graph {
     const xv = asValue(x);
     const view = xv.value.reshape(shape);
     const out = new Value(view, xv.requiresGrad, false);
+    xv.consumers++;
+    out.viewOf = xv;
     if (this.tape && xv.requiresGrad) this.tape.push({ inputs: [xv], output: out, backward: (d) => [d.reshape(xv.value.shape)] });
     return out;
   }
@@ -414,7 +439,11 @@ class TapeGraph implements Graph {
         this.recompute(node.recompute, dout, grads);
         continue;
       }
-      const results = node.backward!(dout, node.inputs.map((v) => v.requiresGrad));
+      const results = node.backward!(
+        dout,
+        node.inputs.map((v) => v.requiresGrad),
+        node.inputs.map((v) => this.narrowGrad(v)),
+      );
       // A tensor (or view of one) handed out twice, e.g. add's [dout, dout], is copied for the
       // second taker so that no two gradients share storage.
       const handed = new Set<unknown>();
@@ -432,6 +461,16 @@ class TapeGraph implements Graph {
       for (const [input, g] of deliveries) this.accumulate(input, g, grads);
       if (!handed.has(dout.storage)) dout.free();
     }
+  }
+
+  /**
+   * Whether v's gradient may be written as bf16 without changing any number: v is bf16, and its
+   * gradient reaches, without being summed with another one, a product that rounds it to bf16
+   * first (v, and every view between, has one consumer).
+   */
+  private narrowGrad(v: Value): boolean {
+    if (!this.narrowGradients || v.isLeaf || !v.requiresGrad || v.consumers !== 1 || v.value.dtype !== "bf16") return false;
+    return v.roundsGrad || (v.viewOf !== null && this.narrowGrad(v.viewOf));
   }
 
   private accumulate(input: Value, g: Tensor, grads: Map<Value, Tensor>): void {

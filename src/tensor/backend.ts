@@ -112,7 +112,8 @@ export interface Backend {
   scaleInPlace(x: Tensor, s: number): void;
   /** silu(gate) · up; outDtype "bf16" rounds the f32 result (the input of a bf16 product). */
   swiglu(gate: Tensor, up: Tensor, outDtype?: DType): Tensor;
-  swigluBackward(gate: Tensor, up: Tensor, dout: Tensor): { dgate: Tensor; dup: Tensor };
+  /** outDtype "bf16" rounds both gradients once (for bf16 products that would round them). */
+  swigluBackward(gate: Tensor, up: Tensor, dout: Tensor, outDtype?: DType): { dgate: Tensor; dup: Tensor };
   /** Exact (erf) GELU. */
   gelu(x: Tensor): Tensor;
   geluBackward(x: Tensor, dout: Tensor): Tensor;

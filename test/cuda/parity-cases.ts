@@ -422,6 +422,18 @@ function elementwiseCases(): ParityCase[] {
         },
       },
       {
+        name: `swigluBackward with bf16 gradients ${dtype}`,
+        tolerance: { atol: 1e-5, rtol: 8e-3, why: "the f32 gradients (≤ 2 ulp apart), each rounded once to bf16 (half an ulp is 2^-9 relative)" },
+        run(b, rng) {
+          const s = new Session(b);
+          const g = s.up(rng.uniform(n, -6, 6), shape, dtype);
+          const u = s.up(rng.uniform(n, -3, 3), shape, dtype);
+          const d = s.up(rng.uniform(n), shape, dtype);
+          const { dgate, dup } = b.swigluBackward(g, u, d, "bf16");
+          return s.finish({ dgate, dup });
+        },
+      },
+      {
         name: `dropout p=0.1 and p=0.5 forward/backward ${dtype}`,
         tolerance: { ...EXACT, why: "the same counter-based hash and one f32 multiply: bit-exact" },
         run(b, rng) {
@@ -466,6 +478,18 @@ function normRopeCases(): ParityCase[] {
           const cos = s.up(angles.map(Math.cos), [29, 20], "f32");
           const sin = s.up(angles.map(Math.sin), [29, 20], "f32");
           return s.finish({ fwd: b.rope(x, cos, sin), inv: b.rope(x, cos, sin, true) });
+        },
+      },
+      {
+        name: `rope forward/inverse with bf16 output [29, 3, 40] ${dtype}`,
+        tolerance: { atol: 1e-5, rtol: 8e-3, why: "the f32 rotation (≤ 1 ulp apart), rounded once to bf16 (half an ulp is 2^-9 relative)" },
+        run(b, rng) {
+          const s = new Session(b);
+          const x = s.up(rng.uniform(29 * 3 * 40), [29, 3, 40], dtype);
+          const angles = rng.uniform(29 * 20, -Math.PI, Math.PI);
+          const cos = s.up(angles.map(Math.cos), [29, 20], "f32");
+          const sin = s.up(angles.map(Math.sin), [29, 20], "f32");
+          return s.finish({ fwd: b.rope(x, cos, sin, false, "bf16"), inv: b.rope(x, cos, sin, true, "bf16") });
         },
       },
     );

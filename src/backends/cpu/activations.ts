@@ -18,7 +18,7 @@ export function swiglu(alloc: CpuAllocator, gate: Tensor, up: Tensor, outDtype: 
 }
 
 /** dgate = dout·up·σ(g)·(1 + g·(1-σ(g))), dup = dout·silu(g). */
-export function swigluBackward(alloc: CpuAllocator, gate: Tensor, up: Tensor, dout: Tensor): { dgate: Tensor; dup: Tensor } {
+export function swigluBackward(alloc: CpuAllocator, gate: Tensor, up: Tensor, dout: Tensor, outDtype: DType = "f32"): { dgate: Tensor; dup: Tensor } {
   requireSameSize("swigluBackward", gate, up);
   requireSameSize("swigluBackward", gate, dout);
   const g = valuesF32(gate, "swigluBackward");
@@ -32,7 +32,7 @@ export function swigluBackward(alloc: CpuAllocator, gate: Tensor, up: Tensor, do
     dup[i] = d[i]! * x * sig;
     dgate[i] = d[i]! * u[i]! * sig * (1 + x * (1 - sig));
   }
-  return { dgate: alloc.fromF32(dgate, gate.shape), dup: alloc.fromF32(dup, up.shape) };
+  return { dgate: fromF32As(alloc, dgate, gate.shape, outDtype, "swigluBackward"), dup: fromF32As(alloc, dup, up.shape, outDtype, "swigluBackward") };
 }
 
 /**

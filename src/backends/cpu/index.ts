@@ -115,7 +115,7 @@ export function createCpuBackend(): Backend {
     scale: (x, s) => scale(alloc, x, s),
     scaleInPlace,
     swiglu: (gate, up, outDtype) => swiglu(alloc, gate, up, outDtype),
-    swigluBackward: (gate, up, dout) => swigluBackward(alloc, gate, up, dout),
+    swigluBackward: (gate, up, dout, outDtype) => swigluBackward(alloc, gate, up, dout, outDtype),
     gelu: (x) => gelu(alloc, x),
     geluBackward: (x, dout) => geluBackward(alloc, x, dout),
     dropout: (x, p, seed, outDtype) => dropout(alloc, x, p, seed, outDtype),

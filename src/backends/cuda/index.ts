@@ -495,15 +495,16 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       ok(lib.swiglu(ctx, p(gate, "swiglu"), dtypeCode(gate), p(up, "swiglu"), dtypeCode(up), p(out, "swiglu"), DTYPE_CODE[outDtype], gate.size), "swiglu");
       return out;
     },
-    swigluBackward(gate, up, dout) {
+    swigluBackward(gate, up, dout, outDtype = "f32") {
       const op = "swigluBackward";
       requireSameSize(op, gate, up);
       requireSameSize(op, gate, dout);
       requireFloat(op, gate, up, dout);
-      const dgate = f32Like(gate);
-      const dup = alloc(up.shape, "f32");
+      const gradDtype = activationDtype(op, outDtype);
+      const dgate = alloc(gate.shape, gradDtype);
+      const dup = alloc(up.shape, gradDtype);
       ok(
-        lib.swiglu_backward(ctx, p(gate, op), dtypeCode(gate), p(up, op), dtypeCode(up), p(dout, op), dtypeCode(dout), p(dgate, op), p(dup, op), DTYPE_CODE.f32, gate.size),
+        lib.swiglu_backward(ctx, p(gate, op), dtypeCode(gate), p(up, op), dtypeCode(up), p(dout, op), dtypeCode(dout), p(dgate, op), p(dup, op), DTYPE_CODE[gradDtype], gate.size),
         op,
       );
       return { dgate, dup };
