@@ -1,0 +1,73 @@
+/**
+ * The CUDA backend's TypeScript side on a machine without a GPU: bench/host-stub.ts builds a
+ * library with the real C ABI whose kernels do nothing, so every argument check, dtype choice and
+ * koffi call of a training run and a greedy decode runs for real (the numbers are zeros). The stub
+ * counts live device bytes exactly, so a temporary the backend forgets to free shows up here, in
+ * CI, instead of as a slow leak on the GPU machine.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { buildHostStub } from "../../bench/host-stub.ts";
+import { createGraph } from "../../src/autograd/tape.ts";
+import { createCudaBackend } from "../../src/backends/cuda/index.ts";
+import { loadAdapter } from "../../src/lora/adapter.ts";
+import { generateMistral3 } from "../../src/models/mistral3/generate.ts";
+import { freeMistral3, loadMistral3 } from "../../src/models/mistral3/model.ts";
+import { trainLoop } from "../../src/train/trainer.ts";
+import { fixtureBatches, fixtureRecipe, FIXTURES } from "../train/fixture-batches.ts";
+import { quiet } from "../train/quiet-output.ts";
+
+/** The training batch's right-padded rows moved to the right end, as generation takes prompts. */
+function leftPadded(ids: Int32Array, mask: Int32Array, batch: number, length: number): { inputIds: Int32Array; attentionMask: Int32Array } {
+  const inputIds = new Int32Array(ids.length);
+  const attentionMask = new Int32Array(mask.length);
+  for (let b = 0; b < batch; b++) {
+    const row = b * length;
+    const real = mask.subarray(row, row + length).reduce((a, m) => a + m, 0);
+    inputIds.set(ids.subarray(row, row + real), row + length - real);
+    attentionMask.fill(1, row + length - real, row + length);
+  }
+  return { inputIds, attentionMask };
+}
+
+for (const gradientCheckpointing of [false, true]) {
+  test(`a bf16-tier training run and a decode go through the CUDA backend, and a second run leaves no device bytes more than the first (checkpointing ${gradientCheckpointing ? "on" : "off"})`, async () => {
+    const dir = await mkdtemp(join(tmpdir(), "splint-host-stub-"));
+    const backend = createCudaBackend(buildHostStub(join(dir, "lib")));
+    try {
+      assert.match(backend.device, /host stub/);
+      const model = await loadMistral3(join(FIXTURES, "models", "tiny"), backend, { matmulPrecision: "bf16" });
+      const adapter = await loadAdapter(join(FIXTURES, "train", "tiny", "initial_adapter"), model.linears, backend);
+      const config = { ...fixtureRecipe(3), gradient_checkpointing: gradientCheckpointing };
+      const train = async (run: string) => {
+        const steps: number[] = [];
+        await trainLoop({ backend, model, adapter, config, source: await fixtureBatches("labels"), runDir: join(dir, run), output: quiet, onStep: (r) => steps.push(r.step) });
+        assert.deepEqual(steps, [1, 2, 3]);
+        return backend.memory().live;
+      };
+      // The first run leaves what the backend caches per shape (RoPE tables, segment tables); a
+      // second run of the same shapes must leave exactly as much: moments, gradients, bf16 copies
+      // and every temporary freed.
+      const afterFirst = await train("run1");
+      assert.equal(await train("run2"), afterFirst);
+
+      const { inputs } = await (await fixtureBatches("labels")).get(0, 0);
+      const prompts = leftPadded(inputs.inputIds, inputs.attentionMask!, inputs.batch, inputs.seqLen);
+      const decode = () => {
+        const result = generateMistral3(model, () => createGraph(backend, { recording: false }), { batch: inputs.batch, seqLen: inputs.seqLen, ...prompts, images: inputs.images }, { maxNewTokens: 3, eosTokenIds: [], padTokenId: 0 });
+        assert.equal(result.sequences.length, inputs.batch * (inputs.seqLen + 3));
+        return backend.memory().live;
+      };
+      const afterDecode = decode();
+      assert.equal(decode(), afterDecode);
+
+      freeMistral3(model);
+    } finally {
+      backend.dispose();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+}
