@@ -1,0 +1,66 @@
+/**
+ * bench/train-step.ts on the host stub (bench/host-stub.ts) for every size and recomputation
+ * setting: what the CUDA backend asks of the host per micro-batch, measured without a GPU.
+ *
+ *   node --import tsx bench/host-stub-bench.ts [--out FILE.md] [--sizes 3b,8b,14b] [--steps 8]
+ *
+ * Per row: backend calls (each one or more kernel launches on a GPU), the caching allocator's
+ * high-water mark of live bytes (the stub counts them as the device allocator does, so this is
+ * the peak bench/train-step.ts reports on the GPU, less what native code allocates for itself:
+ * the FP8 path's widening scratch) beside the memory planner's estimate, and the host's
+ * milliseconds per micro-batch with no device work (noisy on a shared 2-core machine: a floor the
+ * GPU step cannot go below, not a speed figure).
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { buildHostStub } from "./host-stub.ts";
+
+interface StepRow {
+  size: string;
+  recompute: string;
+  weights: string;
+  medianMs: number;
+  peakBytes: number;
+  plannedPeakBytes: number;
+  profile: { backendCalls: number };
+}
+
+const GIB = 2 ** 30;
+const SETTINGS: readonly [recompute: string, weights: string][] = [
+  ["none", "bf16"],
+  ["full", "bf16"],
+  ["full", "fp8"],
+];
+
+function main(): void {
+  const { values } = parseArgs({ options: { out: { type: "string" }, sizes: { type: "string", default: "3b,8b,14b" }, steps: { type: "string", default: "8" } } });
+  const lib = buildHostStub(mkdtempSync(join(tmpdir(), "splint-host-stub-")));
+  const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+  const rows: StepRow[] = [];
+  for (const size of values.sizes.split(",")) {
+    for (const [recompute, weights] of SETTINGS) {
+      if (weights === "fp8" && size !== "14b") continue;
+      const args = ["--import", "tsx", join(import.meta.dirname, "train-step.ts"), "--size", size, "--recompute", recompute, "--weights", weights, "--steps", values.steps, "--warmup", "3"];
+      const out = execFileSync(process.execPath, args, { encoding: "utf8", env: { ...process.env, SPLINT_CUDA_LIB: lib }, stdio: ["ignore", "pipe", "ignore"] });
+      rows.push(JSON.parse(out.trim().split("\n").at(-1)!) as StepRow);
+      process.stderr.write(`${size} recompute ${recompute} ${weights}: done\n`);
+    }
+  }
+  const md = [
+    `# bench/train-step.ts on the host stub, ${commit}`,
+    "",
+    "`node --import tsx bench/host-stub-bench.ts`: the CUDA backend's TypeScript side against a library that does no device work (bench/host-stub.ts). Backend calls per micro-batch (a GPU runs one or more kernels for each), the allocator's peak of live bytes beside the memory planner's estimate, and the host's median milliseconds per micro-batch without device work.",
+    "",
+    "| size | recompute | weights | backend calls | peak live (GiB) | planner (GiB) | host ms / micro-batch |",
+    "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ...rows.map((r) => `| ${r.size} | ${r.recompute} | ${r.weights} | ${r.profile.backendCalls} | ${(r.peakBytes / GIB).toFixed(2)} | ${(r.plannedPeakBytes / GIB).toFixed(2)} | ${r.medianMs.toFixed(1)} |`),
+    "",
+  ].join("\n");
+  if (values.out) writeFileSync(values.out, md);
+  process.stdout.write(md);
+}
+
+main();
