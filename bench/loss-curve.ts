@@ -44,8 +44,8 @@ import { compareCurves, comparisonMarkdown, curvesSvg, pct, type Curve } from ".
  * loss of about 2.3 near step 95, where the run turns chaotic: the gradient norm jumps between 0.5
  * and 5 from step to step and two runs that differ only in rounding part by 4% (10-step means), so
  * a comparison there cannot tell a bug from rounding. At 1e-3 the loss falls from 8.2 to 3.0, the
- * gradient norm changes by at most 4% a step and splint's bf16 and f32 runs stay within 0.03%
- * (CPU probes of 1.5e-3 part again, by 4.3%, once the loss passes 2.4 near step 130).
+ * gradient norm changes by at most 4% a step and splint's bf16 and f32 runs stay within 0.022%
+ * (CPU; a probe of 1.5e-3 parts again, by 4.3%, once the loss passes 2.4 near step 130).
  */
 function lossCurveRecipe(steps: number): TrainConfig {
   return resolveConfig(fixtureRecipe(steps), { learning_rate: 1e-3, logging_steps: steps }, "loss-curve recipe");
