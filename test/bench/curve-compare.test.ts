@@ -58,7 +58,7 @@ test("curves of different lengths, misnumbered steps or a non-finite loss are re
 test("the table has one row per window and states each verdict; the plot draws one line per curve", () => {
   const curves = [falling("a", 30), falling("b", 30, 1.1)];
   const md = comparisonMarkdown(curves, [compareCurves(curves[0]!, curves[1]!, opts)], 10);
-  assert.match(md, /b vs a: largest window deviation 10\.00% .* tolerance 5\.00%: \*\*FAIL\*\*/);
+  assert.match(md, /b vs a: largest window deviation 10\.000% .* tolerance 5\.000%: \*\*FAIL\*\*/);
   assert.equal(md.split("\n").filter((l) => /^\| \d+–\d+ \|/.test(l)).length, 3);
   assert.equal(curvesSvg(curves, "t <&>").match(/<polyline/g)?.length, 2);
   assert.match(curvesSvg(curves, "t <&>"), /t &lt;&amp;&gt;/);
