@@ -2,7 +2,7 @@
  * bench/train-step.ts on the host stub (bench/host-stub.ts) for every size and recomputation
  * setting: what the CUDA backend asks of the host per micro-batch, measured without a GPU.
  *
- *   node --import tsx bench/host-stub-bench.ts [--out FILE.md] [--sizes 3b,8b,14b] [--steps 8]
+ *   node --import tsx bench/host-stub-bench.ts [--out FILE.md] [--json FILE.json] [--sizes 3b,8b,14b] [--steps 8]
  *
  * Per row: backend calls (each one or more kernel launches on a GPU), the caching allocator's
  * high-water mark of live bytes (the stub counts them as the device allocator does, so this is
@@ -36,7 +36,7 @@ const SETTINGS: readonly [recompute: string, weights: string][] = [
 ];
 
 function main(): void {
-  const { values } = parseArgs({ options: { out: { type: "string" }, sizes: { type: "string", default: "3b,8b,14b" }, steps: { type: "string", default: "8" } } });
+  const { values } = parseArgs({ options: { out: { type: "string" }, json: { type: "string" }, sizes: { type: "string", default: "3b,8b,14b" }, steps: { type: "string", default: "8" } } });
   const lib = buildHostStub(mkdtempSync(join(tmpdir(), "splint-host-stub-")));
   const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
   const rows: StepRow[] = [];
@@ -60,6 +60,8 @@ function main(): void {
     "",
   ].join("\n");
   if (values.out) writeFileSync(values.out, md);
+  // The rows as bench/train-step.ts wrote them, in the results layout of gpu-bench's JSON.
+  if (values.json) writeFileSync(values.json, `${JSON.stringify({ machine: "host stub (no device work)", commit, results: rows })}\n`);
   process.stdout.write(md);
 }
 

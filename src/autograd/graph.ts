@@ -92,7 +92,9 @@ export interface Graph {
 
   /**
    * Runs body so that its intermediates are freed when it returns, except the returned values.
-   * While recording, nothing is freed early (backward needs it) and scope is a plain call.
+   * While recording, only the intermediates no recorded backward reads are freed (a LoRA output
+   * that only feeds a residual add, a projection that only feeds RoPE), and nothing when body
+   * recorded a checkpoint.
    */
   scope<T extends Var | readonly Var[]>(body: () => T): T;
   /**

@@ -69,6 +69,10 @@ class TapeGraph implements Graph {
   private owned: Tensor[] = [];
   /** The gradient backward() starts from, with its value known on the host (no read back). */
   private seed: { tensor: Tensor; value: number } | null = null;
+  /** Storage of every tensor a recorded backward will read (scope() keeps those); weak, so freed ones go. */
+  private readonly backwardReads = new WeakSet<object>();
+  /** Checkpoints recorded so far: their re-runs read whatever their bodies capture. */
+  private checkpointsRecorded = 0;
 
   constructor(
     readonly backend: Backend,
@@ -87,16 +91,27 @@ class TapeGraph implements Graph {
 
   /** A tensor backward will need: kept while taping, freed at once otherwise. */
   private save(t: Tensor): Tensor | null {
-    if (this.tape) return this.own(t);
+    if (this.tape) {
+      this.backwardReads.add(t.storage as object);
+      return this.own(t);
+    }
     t.free();
     return null;
   }
 
-  private result(value: Tensor, inputs: readonly Value[], backward: BackwardFn): Value {
+  /**
+   * Records an op. `reads`: the tensors its backward reads (besides what it saved); absent, every
+   * input and the output, the safe assumption. A tensor no backward reads can be freed once the
+   * scope that made it returns (scope()).
+   */
+  private result(value: Tensor, inputs: readonly Value[], backward: BackwardFn, reads?: readonly Tensor[]): Value {
     const requiresGrad = inputs.some((v) => v.requiresGrad);
     for (const v of inputs) v.consumers++;
     const out = new Value(this.own(value), requiresGrad, false);
-    if (this.tape && requiresGrad) this.tape.push({ inputs, output: out, backward });
+    if (this.tape && requiresGrad) {
+      this.tape.push({ inputs, output: out, backward });
+      for (const t of reads ?? [...inputs.map((v) => v.value), value]) this.backwardReads.add(t.storage as object);
+    }
     return out;
   }
 
@@ -113,10 +128,12 @@ class TapeGraph implements Graph {
   linear(x: Var, w: Var, precision: MatmulPrecision = "f32"): Var {
     const [xv, wv] = [asValue(x), asValue(w)];
     const b = this.backend;
-    return this.result(b.matmul(xv.value, wv.value, { transB: true, precision }), [xv, wv], (dy, needs) => [
-      needs[0] ? b.matmul(dy, wv.value, { precision }) : null,
-      needs[1] ? b.matmul(dy, xv.value, { transA: true, precision }) : null,
-    ]);
+    return this.result(
+      b.matmul(xv.value, wv.value, { transB: true, precision }),
+      [xv, wv],
+      (dy, needs) => [needs[0] ? b.matmul(dy, wv.value, { precision }) : null, needs[1] ? b.matmul(dy, xv.value, { transA: true, precision }) : null],
+      [xv.value, wv.value],
+    );
   }
 
   loraLinear(
@@ -187,7 +204,7 @@ class TapeGraph implements Graph {
       du?.free();
       done(dyl, dy);
       return [dx, dw, da, db];
-    });
+    }, [xv.value, wv.value, av.value, bv.value]);
     // Every product above reads dy rounded to bf16 (dyl).
     out.roundsGrad = narrow;
     return out;
@@ -217,7 +234,7 @@ class TapeGraph implements Graph {
     // A bf16 side (a bf16 product's output on the residual stream) takes its rounded copy
     // instead of an f32 one that its product would round.
     const side = (d: Tensor, narrow: boolean): Tensor => (narrow ? this.backend.cast(d, "bf16") : d);
-    return this.result(this.backend.add(av.value, bv.value), [av, bv], (d, _needs, narrow) => [side(d, narrow[0]!), side(d, narrow[1]!)]);
+    return this.result(this.backend.add(av.value, bv.value), [av, bv], (d, _needs, narrow) => [side(d, narrow[0]!), side(d, narrow[1]!)], []);
   }
 
   mul(a: Var, bVar: Var): Var {
@@ -231,7 +248,7 @@ class TapeGraph implements Graph {
 
   scale(x: Var, s: number): Var {
     const xv = asValue(x);
-    return this.result(this.backend.scale(xv.value, s), [xv], (d) => [this.backend.scale(d, s)]);
+    return this.result(this.backend.scale(xv.value, s), [xv], (d) => [this.backend.scale(d, s)], []);
   }
 
   swiglu(gate: Var, up: Var, outDtype: DType = "f32"): Var {
@@ -240,18 +257,18 @@ class TapeGraph implements Graph {
     return this.result(b.swiglu(gv.value, uv.value, outDtype), [gv, uv], (d, _needs, narrow) => {
       const { dgate, dup } = b.swigluBackward(gv.value, uv.value, d, narrow[0] && narrow[1] ? "bf16" : "f32");
       return [dgate, dup];
-    });
+    }, [gv.value, uv.value]);
   }
 
   gelu(x: Var): Var {
     const xv = asValue(x);
-    return this.result(this.backend.gelu(xv.value), [xv], (d) => [this.backend.geluBackward(xv.value, d)]);
+    return this.result(this.backend.gelu(xv.value), [xv], (d) => [this.backend.geluBackward(xv.value, d)], [xv.value]);
   }
 
   dropout(x: Var, p: number, seed: number): Var {
     const xv = asValue(x);
     if (p === 0) return xv;
-    return this.result(this.backend.dropout(xv.value, p, seed), [xv], (d) => [this.backend.dropoutBackward(d, p, seed)]);
+    return this.result(this.backend.dropout(xv.value, p, seed), [xv], (d) => [this.backend.dropoutBackward(d, p, seed)], []);
   }
 
   rmsNorm(x: Var, weight: Var, eps: number, outDtype: DType = "f32"): Var {
@@ -263,13 +280,13 @@ class TapeGraph implements Graph {
       // Norm weights are frozen under LoRA: their gradient pass is skipped when nothing needs it.
       const { dx, dweight } = b.rmsNormBackward(xv.value, wv.value, saved!, dy, needs[1]);
       return [dx, dweight];
-    });
+    }, [xv.value, wv.value]);
   }
 
   rope(x: Var, cos: Tensor, sin: Tensor, outDtype: DType = "f32"): Var {
     const xv = asValue(x);
     const b = this.backend;
-    return this.result(b.rope(xv.value, cos, sin, false, outDtype), [xv], (d, _needs, narrow) => [b.rope(d, cos, sin, true, narrow[0] ? "bf16" : "f32")]);
+    return this.result(b.rope(xv.value, cos, sin, false, outDtype), [xv], (d, _needs, narrow) => [b.rope(d, cos, sin, true, narrow[0] ? "bf16" : "f32")], [cos, sin]);
   }
 
   attention(q: Var, k: Var, v: Var, mask: AttentionMask, scale: number, precision: MatmulPrecision = "f32"): Var {
@@ -280,7 +297,7 @@ class TapeGraph implements Graph {
     return this.result(out, [qv, kv, vv], (dout) => {
       const { dq, dk, dv } = b.attentionBackward(qv.value, kv.value, vv.value, out, savedLse!, dout, mask, scale, precision);
       return [dq, dk, dv];
-    });
+    }, [qv.value, kv.value, vv.value, out]);
   }
 
   reshape(x: Var, shape: readonly number[]): Var {
@@ -378,14 +395,16 @@ class TapeGraph implements Graph {
   // ---- memory and recomputation ------------------------------------------------------------
 
   scope<T extends Var | readonly Var[]>(body: () => T): T {
-    if (this.tape) return body();
     const mark = this.owned.length;
+    const checkpoints = this.checkpointsRecorded;
     const result = body();
+    // While taping, what a checkpoint inside recorded may read is not known: keep everything.
+    if (this.tape && this.checkpointsRecorded !== checkpoints) return result;
     const returned: readonly Var[] = Array.isArray(result) ? (result as readonly Var[]) : [result as Var];
     const kept = new Set<unknown>(returned.map((v) => v.value.storage));
     const survivors: Tensor[] = [];
     for (const t of this.owned.slice(mark)) {
-      if (kept.has(t.storage)) survivors.push(t);
+      if (kept.has(t.storage) || (this.tape && this.backwardReads.has(t.storage as object))) survivors.push(t);
       else t.free();
     }
     this.owned.length = mark;
@@ -405,6 +424,8 @@ class TapeGraph implements Graph {
     }
     if (out.requiresGrad && !inputs.includes(out)) {
       tape.push({ inputs: inputs.map(asValue), output: out, recompute: () => asValue(body(inputs)) });
+      this.checkpointsRecorded++;
+      for (const v of inputs) this.backwardReads.add(v.value.storage as object);
     }
     return out;
   }
@@ -493,7 +514,8 @@ class TapeGraph implements Graph {
     this.tape = inner;
     let out: Value;
     try {
-      out = body();
+      // As a layer's scope does without recomputation: what no backward reads goes at once.
+      out = asValue(this.scope(() => body()));
     } finally {
       this.tape = null;
     }

@@ -142,8 +142,8 @@ export function allocatorBucket(bytes: number): number {
 }
 
 /**
- * Bytes per row that one layer's forward leaves on the tape (every op output of the body; reshapes
- * are views). Products write f32; with precision "bf16" the norms, RoPE and SwiGLU write bf16 (their
+ * Bytes per row that one layer's forward leaves on the tape (every op output of the body that a
+ * backward reads; reshapes are views). Products write f32; with precision "bf16" the norms, RoPE and SwiGLU write bf16 (their
  * consumers' products round to bf16 anyway: LoraLinear.inputDtype). A LoRA linear (Graph.loraLinear)
  * leaves its output and x·Aᵀ (r; both bf16 with precision "bf16", as under autocast): the update is accumulated into the output by the matmul and
  * the dropout mask is recomputed from its seed. The body: norm (+ one f32 rstd a row), q/k/v, RoPE of
@@ -157,17 +157,23 @@ export function layerBytesPerRow(w: LayerWidths, targeted: (name: string) => num
     const r = targeted(name);
     return r === null ? F32 * outW : narrow * (outW + r);
   };
+  // q and k feed only RoPE and o and down only a residual add, none of whose backward reads its
+  // input: the layer's scope frees those outputs (Graph.scope) and keeps only their u.
+  const freed = (name: string): number => {
+    const r = targeted(name);
+    return r === null ? 0 : narrow * r;
+  };
   const { hidden: D, q, kv, intermediate: I } = w;
   return (
     narrow * D + F32 + // input norm + rstd
-    lin("q", q) + narrow * q + // q and its rope
-    lin("k", kv) + narrow * kv +
+    freed("q") + narrow * q + // q's u and its rope
+    freed("k") + narrow * kv +
     lin("v", kv) +
     F32 * (q + w.heads) + // attention output and log-sum-exp
-    lin("o", D) + F32 * D + // o and the residual add
+    freed("o") + F32 * D + // o's u and the residual add
     narrow * D + F32 + // post norm
     lin("gate", I) + lin("up", I) + narrow * I + // swiglu
-    lin("down", D) + F32 * D
+    freed("down") + F32 * D
   );
 }
 
@@ -175,11 +181,13 @@ export function layerBytesPerRow(w: LayerWidths, targeted: (name: string) => num
  * Backward of one replayed layer, beyond what its forward left: the gradients of the body's
  * intermediates live only until the op that consumed them has run backward, so at most a few of
  * the widest are alive at once (the gate/up pair of the MLP and the incoming gradient: 3·I + 2·D
- * f32 per row), plus the bf16 copies the products' backward reads — measured on the CPU backend
- * (test/train/memory-plan.test.ts).
+ * per row, f32 but for the gate/up pair, which SwiGLU's backward writes in bf16 with precision
+ * "bf16": narrow gradients, Graph backward), plus the bf16 copies the products' backward reads —
+ * measured on the CPU backend (test/train/memory-plan.test.ts).
  */
-export function layerBackwardBytesPerRow(w: LayerWidths): number {
-  return F32 * (3 * w.intermediate + 2 * w.hidden);
+export function layerBackwardBytesPerRow(w: LayerWidths, precision: "bf16" | "f32"): number {
+  const pair = precision === "bf16" ? 2 : F32;
+  return pair * 2 * w.intermediate + F32 * (w.intermediate + 2 * w.hidden);
 }
 
 function textWidths(t: TextConfig): LayerWidths {
@@ -225,8 +233,8 @@ export function activationBytes(inputs: PlanInputs): MemoryEstimate["activations
   const precision = inputs.precision ?? "bf16";
   const textLayer = layerBytesPerRow(tw, rankLookup(lora.targets, /^model\.language_model\.layers\./), precision);
   const visionLayer = layerBytesPerRow(vw, rankLookup(lora.targets, /^model\.vision_tower\.transformer\.layers\./), precision);
-  const textReplay = tokens * (textLayer + layerBackwardBytesPerRow(tw) + 2 * F32 * t.hidden_size);
-  const visionReplay = patches * (visionLayer + layerBackwardBytesPerRow(vw) + 2 * F32 * v.hidden_size);
+  const textReplay = tokens * (textLayer + layerBackwardBytesPerRow(tw, precision) + 2 * F32 * t.hidden_size);
+  const visionReplay = patches * (visionLayer + layerBackwardBytesPerRow(vw, precision) + 2 * F32 * v.hidden_size);
 
   const saved = F32 * (t.num_hidden_layers * tokens * t.hidden_size + v.num_hidden_layers * patches * v.hidden_size);
   const layerBytes = recompute
