@@ -5,9 +5,11 @@
  * without atomics) and its exact f32 kernels, against torch SDPA with the flash backend
  * measured in the same GPU call (bench/reference/sdpa_attention.py, spawned here).
  *
- *   node --import tsx bench/attention-ops.ts [--out DIR] [--reps N] [--no-reference]
+ *   node --import tsx bench/attention-ops.ts [--out DIR] [--reps N] [--no-reference] [--only TEXT] [--quick]
  *
  * Writes attention-ops.json and attention-ops.md into DIR (default $OUT or out/attention-ops).
+ * --only keeps the shapes whose name contains TEXT; --quick times only the bf16-input fast-tier row
+ * (fused backward) of each, which is what a kernel profiler wants to see (scripts/gpu-check's ncu step).
  * FLOPs count only the visible (query, key) pairs: 4·D per pair forward (q·k and p·v), 2.5× that
  * backward (FlashAttention's convention), so both sides are rated on the same work.
  */
@@ -137,10 +139,13 @@ function main(): void {
   const outDir = arg("--out") ?? process.env.OUT ?? "out/attention-ops";
   const reps = Number(arg("--reps") ?? 20);
   mkdirSync(outDir, { recursive: true });
+  const only = arg("--only");
+  const quick = process.argv.includes("--quick");
   const b = createCudaBackend();
   const rows: Row[] = [];
-  for (const sh of SHAPES) {
+  for (const sh of SHAPES.filter((s) => only === undefined || s.name.includes(only))) {
     rows.push(measure(b, sh, "bf16", "bf16", reps));
+    if (quick) continue;
     rows.push(measure(b, sh, "bf16", "bf16", reps, true));
     rows.push(measure(b, sh, "f32", "bf16", reps));
     if (sh.t * sh.s <= 2116 * 2116 * 4) rows.push(measure(b, sh, "f32", "f32", Math.min(reps, 5)));
