@@ -468,30 +468,23 @@ function normRopeCases(): ParityCase[] {
           return s.finish({ y, rstd, dx, dweight: dweight!, dxFrozen: frozen.dx });
         },
       },
-      {
-        name: `rope forward/inverse [29, 3, 40] ${dtype}`,
-        tolerance: ELEMENTWISE,
-        run(b, rng) {
-          const s = new Session(b);
-          const x = s.up(rng.uniform(29 * 3 * 40), [29, 3, 40], dtype);
-          const angles = rng.uniform(29 * 20, -Math.PI, Math.PI);
-          const cos = s.up(angles.map(Math.cos), [29, 20], "f32");
-          const sin = s.up(angles.map(Math.sin), [29, 20], "f32");
-          return s.finish({ fwd: b.rope(x, cos, sin), inv: b.rope(x, cos, sin, true) });
-        },
-      },
-      {
-        name: `rope forward/inverse with bf16 output [29, 3, 40] ${dtype}`,
-        tolerance: { atol: 1e-5, rtol: 8e-3, why: "the f32 rotation (≤ 1 ulp apart), rounded once to bf16 (half an ulp is 2^-9 relative)" },
-        run(b, rng) {
-          const s = new Session(b);
-          const x = s.up(rng.uniform(29 * 3 * 40), [29, 3, 40], dtype);
-          const angles = rng.uniform(29 * 20, -Math.PI, Math.PI);
-          const cos = s.up(angles.map(Math.cos), [29, 20], "f32");
-          const sin = s.up(angles.map(Math.sin), [29, 20], "f32");
-          return s.finish({ fwd: b.rope(x, cos, sin, false, "bf16"), inv: b.rope(x, cos, sin, true, "bf16") });
-        },
-      },
+      ...(["f32", "bf16"] as const).map(
+        (outDtype): ParityCase => ({
+          name: `rope forward/inverse [29, 3, 40] ${dtype}${outDtype === "bf16" ? " with bf16 output" : ""}`,
+          tolerance:
+            outDtype === "f32"
+              ? ELEMENTWISE
+              : { atol: 1e-5, rtol: 8e-3, why: "the f32 rotation (≤ 1 ulp apart), rounded once to bf16 (half an ulp is 2^-9 relative)" },
+          run(b, rng) {
+            const s = new Session(b);
+            const x = s.up(rng.uniform(29 * 3 * 40), [29, 3, 40], dtype);
+            const angles = rng.uniform(29 * 20, -Math.PI, Math.PI);
+            const cos = s.up(angles.map(Math.cos), [29, 20], "f32");
+            const sin = s.up(angles.map(Math.sin), [29, 20], "f32");
+            return s.finish({ fwd: b.rope(x, cos, sin, false, outDtype), inv: b.rope(x, cos, sin, true, outDtype) });
+          },
+        }),
+      ),
     );
   }
   return cases;

@@ -211,16 +211,18 @@ __global__ void __launch_bounds__(kQuantBlock) adamw8bit_many_kernel(const Entry
 template <typename Row>
 int upload_table(splint_ctx* ctx, std::vector<Row>& rows, int64_t chunk_elems, Scratch& table, int64_t& chunks,
                  const char* op) {
+  const char* splint_op = op;
   chunks = 0;
   for (Row& e : rows) {
     e.first_chunk = chunks;
     chunks += (e.n + chunk_elems - 1) / chunk_elems;
   }
   if (rows.empty()) return SPLINT_OK;
+  // One block a chunk: the grid's x dimension.
+  ARG_CHECK(chunks <= 0x7fffffffLL, "too many chunks (%lld)", (long long)chunks);
   const int64_t bytes = static_cast<int64_t>(rows.size() * sizeof(Row));
   STATUS_CHECK(scratch_alloc(ctx, table, bytes, op));
   ++ctx->uploads;
-  const char* splint_op = op;
   CUDA_CHECK(cudaMemcpyAsync(table.p, rows.data(), bytes, cudaMemcpyHostToDevice, ctx->stream));
   return SPLINT_OK;
 }
@@ -246,7 +248,6 @@ int splint_cuda_sum_squares_many(splint_ctx* ctx, const uint64_t* tensors, int32
   Scratch table, partial, per_tensor;
   int64_t chunks = 0;
   STATUS_CHECK(upload_table(ctx, rows, kSquaresChunk, table, chunks, splint_op));
-  ARG_CHECK(chunks <= 0x7fffffffLL, "too many chunks (%lld)", (long long)chunks);
   STATUS_CHECK(scratch_alloc(ctx, partial, chunks * (int64_t)sizeof(double), splint_op));
   STATUS_CHECK(scratch_alloc(ctx, per_tensor, static_cast<int64_t>(rows.size() * sizeof(float)), splint_op));
   const Entry* t = static_cast<const Entry*>(table.p);
@@ -281,7 +282,6 @@ int splint_cuda_adamw_many(splint_ctx* ctx, const uint64_t* tensors, int32_t cou
   Scratch table;
   int64_t chunks = 0;
   STATUS_CHECK(upload_table(ctx, rows, kAdamwChunk, table, chunks, splint_op));
-  ARG_CHECK(chunks <= 0x7fffffffLL, "too many chunks (%lld)", (long long)chunks);
   const AdamwScalars h{decay, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps};
   adamw_many_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, ctx->stream>>>(
       static_cast<const Entry*>(table.p), static_cast<int>(rows.size()), h,
@@ -313,7 +313,6 @@ int splint_cuda_adamw8bit_many(splint_ctx* ctx, const uint64_t* tensors, int32_t
   Scratch table;
   int64_t chunks = 0;
   STATUS_CHECK(upload_table(ctx, rows, kQuantBlocksPerChunk * kQuantBlock, table, chunks, splint_op));
-  ARG_CHECK(chunks <= 0x7fffffffLL, "too many chunks (%lld)", (long long)chunks);
   const AdamwScalars h{decay, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps};
   adamw8bit_many_kernel<<<static_cast<unsigned>(chunks), kQuantBlock, 0, ctx->stream>>>(
       static_cast<const Entry*>(table.p), static_cast<int>(rows.size()), reinterpret_cast<const float*>(signed_map),
@@ -339,7 +338,6 @@ int splint_cuda_narrow_many(splint_ctx* ctx, const uint64_t* tensors, int32_t co
   Scratch table;
   int64_t chunks = 0;
   STATUS_CHECK(upload_table(ctx, rows, kNarrowChunk, table, chunks, splint_op));
-  ARG_CHECK(chunks <= 0x7fffffffLL, "too many chunks (%lld)", (long long)chunks);
   narrow_many_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, ctx->stream>>>(
       static_cast<const NarrowEntry*>(table.p), static_cast<int>(rows.size()));
   LAUNCH_CHECK();
