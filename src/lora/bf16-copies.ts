@@ -16,7 +16,8 @@ export class LoraBf16Copies {
     private readonly backend: Backend,
     masters: readonly Tensor[],
   ) {
-    for (const m of masters) this.copies.set(m, backend.zeros(m.shape, "bf16"));
+    // Uninitialised: refresh() writes every element before anything reads them.
+    for (const m of masters) this.copies.set(m, backend.empty(m.shape, "bf16"));
     this.refresh();
   }
 
