@@ -32,9 +32,11 @@ class Value implements Var {
 /**
  * Returns one gradient per input (null where the input needs none). A returned tensor may be
  * dout itself or a view of it; the tape handles the aliasing. `narrow[j]`: input j's gradient may
- * be written as bf16 (see TapeGraph.narrowGrad) — the same numbers, one cast fewer.
+ * be written as bf16 (see TapeGraph.narrowGrad) — the same numbers, one cast fewer. `into[j]`:
+ * input j's gradient summed so far (f32, owned by the tape alone), which the op may add its own
+ * into and return instead of a new tensor (a product with beta = 1 instead of a sum afterwards).
  */
-type BackwardFn = (dout: Tensor, needs: readonly boolean[], narrow: readonly boolean[]) => (Tensor | null)[];
+type BackwardFn = (dout: Tensor, needs: readonly boolean[], narrow: readonly boolean[], into: readonly (Tensor | null)[]) => (Tensor | null)[];
 
 interface Node {
   readonly inputs: readonly Value[];
@@ -131,7 +133,10 @@ class TapeGraph implements Graph {
     return this.result(
       b.matmul(xv.value, wv.value, { transB: true, precision }),
       [xv, wv],
-      (dy, needs) => [needs[0] ? b.matmul(dy, wv.value, { precision }) : null, needs[1] ? b.matmul(dy, xv.value, { transA: true, precision }) : null],
+      (dy, needs, _narrow, into) => [
+        needs[0] ? b.matmul(dy, wv.value, { precision, accumulate: into[0] ?? undefined }) : null,
+        needs[1] ? b.matmul(dy, xv.value, { transA: true, precision }) : null,
+      ],
       [xv.value, wv.value],
     );
   }
@@ -179,7 +184,7 @@ class TapeGraph implements Graph {
     b.matmul(u, bl, { transB: true, alpha: scale, accumulate: y, precision });
     doneLow(bl, bv.value);
     const savedU = this.save(u);
-    const out = this.result(y, [xv, wv, av, bv], (dy, needs) => {
+    const out = this.result(y, [xv, wv, av, bv], (dy, needs, _narrow, into) => {
       // dy [N, out]. du = scale·dy·B [N, r]; dB = scale·dyᵀ·u; dA = duᵀ·dropout(x); dx = dy·W + dropout'(du·A).
       const dyl = low(dy);
       const needsDu = needs[0] || needs[2];
@@ -196,7 +201,8 @@ class TapeGraph implements Graph {
       if (xl2) done(xl2, xv.value);
       let dx: Tensor | null = null;
       if (needs[0]) {
-        dx = b.matmul(dyl, wv.value, { precision });
+        // Added to x's gradient so far where x feeds several products (q, k and v; gate and up).
+        dx = b.matmul(dyl, wv.value, { precision, accumulate: into[0] ?? undefined });
         const al2 = lowA();
         b.loraDxAccumulate(dx, du!, al2, mask);
         doneLow(al2, av.value);
@@ -460,17 +466,24 @@ class TapeGraph implements Graph {
         this.recompute(node.recompute, dout, grads);
         continue;
       }
+      // Sums so far that the op may add into: f32, of an intermediate (a leaf's .grad is the
+      // caller's), and of an input the op takes once.
+      const into = node.inputs.map((v, j) => {
+        const g = v.isLeaf ? null : (grads.get(v) ?? null);
+        return g && g.dtype === "f32" && node.inputs.indexOf(v) === j && node.inputs.lastIndexOf(v) === j ? g : null;
+      });
       const results = node.backward!(
         dout,
         node.inputs.map((v) => v.requiresGrad),
         node.inputs.map((v) => this.narrowGrad(v)),
+        into,
       );
       // A tensor (or view of one) handed out twice, e.g. add's [dout, dout], is copied for the
       // second taker so that no two gradients share storage.
       const handed = new Set<unknown>();
       const deliveries: [Value, Tensor][] = [];
       results.forEach((g, j) => {
-        if (!g) return;
+        if (!g || g === into[j]) return; // null, or already added into the input's sum
         const input = node.inputs[j]!;
         if (!input.requiresGrad) {
           if (g.storage !== dout.storage) g.free();

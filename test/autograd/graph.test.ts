@@ -127,6 +127,48 @@ test("loraLinear is x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ, with gradients fo
   }
 });
 
+test("an intermediate feeding three LoRA linears and a linear gets its gradient summed by their products (beta = 1)", () => {
+  // x = 1.5·x0 feeds q, k, v-like LoRA linears and a plain linear: the second to fourth input
+  // gradients are added into the first by the products themselves instead of by a separate sum.
+  const [n, inF, outF, r, scale] = [4, 6, 3, 2, 0.5];
+  const shapes = [[n, inF], ...[0, 1, 2].flatMap(() => [[outF, inF], [r, inF], [outF, r]]), [outF, inF]];
+  const counted = { addInPlace: 0 };
+  const counting = new Proxy(backend, {
+    get: (target, key, receiver) =>
+      key === "addInPlace" ? (...args: Parameters<typeof backend.addInPlace>) => (counted.addInPlace++, target.addInPlace(...args)) : (Reflect.get(target, key, receiver) as unknown),
+  });
+  const spied = createGraph(counting, { recording: true });
+  const build = (graph: Graph, [x0, ...ws]: Var[]) => {
+    const x = graph.scale(x0!, 1.5);
+    let y = graph.linear(x, ws[9]!);
+    for (let m = 0; m < 3; m++) y = graph.add(y, graph.loraLinear(x, ws[3 * m]!, ws[3 * m + 1]!, ws[3 * m + 2]!, { scale, dropout: 0, seed: null }));
+    return y;
+  };
+  checkOp(
+    "three LoRA linears and a linear on one input",
+    shapes.map((shape) => ({ shape })),
+    build,
+    ([x0, ...ws]) => {
+      const x = x0!.map((v) => 1.5 * v);
+      const out = matmulRef(x, ws[9]!, n, inF, outF, false, true);
+      for (let m = 0; m < 3; m++) {
+        const base = matmulRef(x, ws[3 * m]!, n, inF, outF, false, true);
+        const u = matmulRef(x, ws[3 * m + 1]!, n, inF, r, false, true);
+        const update = matmulRef(u, ws[3 * m + 2]!, n, r, outF, false, true, scale);
+        base.forEach((v, i) => (out[i]! += v + update[i]!));
+      }
+      return out;
+    },
+    31,
+  );
+  // The same graph through a counting backend: no separate sums for x's four gradients.
+  const random = rng(32);
+  const leaves = shapes.map((shape) => spied.param(backend.upload(randomF32(random, shape[0]! * shape[1]!), shape, "f32"), true));
+  const y = build(spied, leaves);
+  spied.backward(spied.reshape(spied.matmul(spied.reshape(y, [1, n * outF]), spied.constant(backend.upload(new Float32Array(n * outF).fill(1), [n * outF, 1], "f32"))), [1]));
+  assert.equal(counted.addInPlace, 0);
+});
+
 test("loraLinear in bf16 (autocast) stays within bf16 rounding of the f32 op, gradients included", () => {
   const [n, inF, outF, r] = [6, 16, 8, 4];
   const random = rng(21);
