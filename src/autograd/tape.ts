@@ -282,9 +282,10 @@ class TapeGraph implements Graph {
     const b = this.backend;
     const { y, rstd } = b.rmsNorm(xv.value, wv.value, eps, outDtype);
     const saved = this.save(rstd);
-    return this.result(y, [xv, wv], (dy, needs) => {
+    return this.result(y, [xv, wv], (dy, needs, _narrow, into) => {
       // Norm weights are frozen under LoRA: their gradient pass is skipped when nothing needs it.
-      const { dx, dweight } = b.rmsNormBackward(xv.value, wv.value, saved!, dy, needs[1]);
+      // dx joins the residual stream's gradient so far (the skip path's) where there is one.
+      const { dx, dweight } = b.rmsNormBackward(xv.value, wv.value, saved!, dy, needs[1], into[0] ?? undefined);
       return [dx, dweight];
     }, [xv.value, wv.value]);
   }

@@ -132,7 +132,11 @@ export interface Backend {
    */
   rmsNorm(x: Tensor, weight: Tensor, eps: number, outDtype?: DType): { y: Tensor; rstd: Tensor };
   /** weightGrad false (a frozen norm weight) skips dweight, a pass over all rows: dweight is then null. */
-  rmsNormBackward(x: Tensor, weight: Tensor, rstd: Tensor, dy: Tensor, weightGrad?: boolean): { dx: Tensor; dweight: Tensor | null };
+  /**
+   * `into` (f32, x's shape): dx is added to it in f32 and it is returned as dx — a gradient summed
+   * so far (the residual stream's) takes the norm's share without a separate sum.
+   */
+  rmsNormBackward(x: Tensor, weight: Tensor, rstd: Tensor, dy: Tensor, weightGrad?: boolean, into?: Tensor): { dx: Tensor; dweight: Tensor | null };
   /**
    * Rotate-half RoPE on x [N, H, D] with per-row angle tables cos, sin [N, D/2] (f32):
    * y[i] = x[i]·cos - x[i+D/2]·sin, y[i+D/2] = x[i+D/2]·cos + x[i]·sin.

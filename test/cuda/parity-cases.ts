@@ -465,7 +465,10 @@ function normRopeCases(): ParityCase[] {
           // A frozen weight: the same dx, no dweight.
           const frozen = b.rmsNormBackward(x, w, rstd, dy, false);
           if (frozen.dweight !== null) throw new Error("rmsNormBackward(weightGrad false) returned a dweight");
-          return s.finish({ y, rstd, dx, dweight: dweight!, dxFrozen: frozen.dx });
+          // Added into a gradient summed so far (the residual stream's).
+          const sum = s.up(rng.uniform(37 * 1000), [37, 1000], "f32");
+          if (b.rmsNormBackward(x, w, rstd, dy, false, sum).dx !== sum) throw new Error("rmsNormBackward(…, into) returned another tensor");
+          return s.finish({ y, rstd, dx, dweight: dweight!, dxFrozen: frozen.dx, dxInto: b.copy(sum) });
         },
       },
       ...(["f32", "bf16"] as const).map(

@@ -10,7 +10,7 @@ import { attentionCases } from "./attention-cases.ts";
 import { assertGradClose, attentionRef, crossEntropyRef, dot, geluRef, numericGrad, randomF32, rmsNormRef, rng, ropeRef, siluRef } from "./reference.ts";
 
 const backend = createCpuBackend();
-const up = (x: Float32Array, shape: number[]) => backend.upload(x, shape, "f32");
+const up = (x: Float32Array, shape: number[], dtype: "f32" | "bf16" = "f32") => backend.upload(x, shape, dtype);
 
 test("swigluBackward", () => {
   const random = rng(21);
@@ -49,6 +49,14 @@ test("rmsNormBackward (dx and dweight) on an odd width", () => {
   const frozen = backend.rmsNormBackward(up(x, [n, c]), up(w, [c]), rstd, up(r, [n, c]), false);
   assert.equal(frozen.dweight, null, "a frozen weight gets no gradient");
   assert.deepEqual(backend.read(frozen.dx), backend.read(dx));
+  // Into a gradient summed so far: dx added to it in f32, and that tensor returned.
+  const prior = randomF32(random, n * c);
+  const sum = up(prior, [n, c]);
+  const into = backend.rmsNormBackward(up(x, [n, c]), up(w, [c]), rstd, up(r, [n, c]), false, sum);
+  assert.equal(into.dx, sum);
+  const fresh = backend.read(dx);
+  assert.deepEqual(backend.read(sum), Float32Array.from(prior, (p, i) => p + fresh[i]!));
+  assert.throws(() => backend.rmsNormBackward(up(x, [n, c]), up(w, [c]), rstd, up(r, [n, c]), false, up(prior, [n, c], "bf16")), /into must be f32 of x's size/);
 });
 
 test("rope backward (the inverse rotation)", () => {

@@ -156,11 +156,12 @@ int splint_cuda_lora_dx_accumulate(splint_ctx* ctx, splint_dptr dx, int32_t dx_d
 int splint_cuda_rms_norm(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr weight,
                          int32_t w_dtype, float w_scale, int64_t rows, int64_t cols, double eps, splint_dptr y,
                          int32_t y_dtype, splint_dptr rstd);
-/* dx [rows, cols] and dweight [cols] (both f32 or bf16 by dx_dtype/dw_dtype). */
+/* dx [rows, cols] and dweight [cols] (both f32 or bf16 by dx_dtype/dw_dtype). accumulate = 1 adds
+   dx to what dx holds (in f32) instead of overwriting it. */
 int splint_cuda_rms_norm_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr weight,
                                   int32_t w_dtype, float w_scale, splint_dptr rstd, splint_dptr dy,
                                   int32_t dy_dtype, int64_t rows, int64_t cols, splint_dptr dx,
-                                  int32_t dx_dtype, splint_dptr dweight, int32_t dw_dtype);
+                                  int32_t dx_dtype, int32_t accumulate, splint_dptr dweight, int32_t dw_dtype);
 /* x [rows, heads, dim], cos/sin [rows, dim/2] f32; inverse = 1 rotates by the negative angle. */
 int splint_cuda_rope(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr cos_t, splint_dptr sin_t,
                      int64_t rows, int64_t heads, int64_t dim, int32_t inverse, splint_dptr out,

@@ -26,7 +26,8 @@ __global__ void rms_norm_kernel(In x, In w, int64_t cols, double eps, Out y, flo
 }
 
 // dx = rstd·(g − x̂·mean(g·x̂)) with g = w·dy, x̂ = x·rstd; one block per row.
-__global__ void rms_norm_dx_kernel(In x, In w, const float* rstd, In dy, int64_t cols, Out dx) {
+// accumulate: dx += the gradient (dx read through `prior`, the same tensor) instead of dx = it.
+__global__ void rms_norm_dx_kernel(In x, In w, const float* rstd, In dy, int64_t cols, Out dx, In prior, bool accumulate) {
   __shared__ double shared[32];
   const int64_t row = blockIdx.x, base = row * cols;
   const float inv = rstd[row];
@@ -38,7 +39,8 @@ __global__ void rms_norm_dx_kernel(In x, In w, const float* rstd, In dy, int64_t
   const float mean_dot = static_cast<float>(block_sum_f64(dot, shared) / cols);
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
     float xv = load(x, base + j);
-    store(dx, base + j, inv * (load(w, j) * load(dy, base + j) - xv * inv * mean_dot));
+    const float g = inv * (load(w, j) * load(dy, base + j) - xv * inv * mean_dot);
+    store(dx, base + j, accumulate ? load(prior, base + j) + g : g);
   }
 }
 
@@ -95,8 +97,8 @@ int splint_cuda_rms_norm(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint
 
 int splint_cuda_rms_norm_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dptr weight, int32_t w_dtype,
                                   float w_scale, splint_dptr rstd, splint_dptr dy, int32_t dy_dtype, int64_t rows,
-                                  int64_t cols, splint_dptr dx, int32_t dx_dtype, splint_dptr dweight,
-                                  int32_t dw_dtype) {
+                                  int64_t cols, splint_dptr dx, int32_t dx_dtype, int32_t accumulate,
+                                  splint_dptr dweight, int32_t dw_dtype) {
   OP("rms_norm_backward");
   CTX_CHECK(ctx);
   ARG_CHECK(is_float_dtype(x_dtype) && is_float_dtype(w_dtype) && is_float_dtype(dy_dtype) &&
@@ -110,8 +112,8 @@ int splint_cuda_rms_norm_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtyp
   }
   const In xi = in_of(x, x_dtype), dyi = in_of(dy, dy_dtype);
   const float* r = reinterpret_cast<const float*>(rstd);
-  rms_norm_dx_kernel<<<(unsigned)rows, kNormThreads, 0, ctx->stream>>>(xi, in_of(weight, w_dtype, w_scale), r, dyi,
-                                                                        cols, out_of(dx, dx_dtype));
+  rms_norm_dx_kernel<<<(unsigned)rows, kNormThreads, 0, ctx->stream>>>(
+      xi, in_of(weight, w_dtype, w_scale), r, dyi, cols, out_of(dx, dx_dtype), in_of(dx, dx_dtype), accumulate != 0);
   LAUNCH_CHECK();
   if (dweight == 0) return SPLINT_OK;  // a frozen weight: no gradient asked for
   const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;

@@ -122,7 +122,7 @@ export function createCpuBackend(): Backend {
     dropoutBackward: (dout, p, seed) => dropoutBackward(alloc, dout, p, seed),
 
     rmsNorm: (x, weight, eps, outDtype) => rmsNorm(alloc, x, weight, eps, outDtype),
-    rmsNormBackward: (x, weight, rstd, dy, weightGrad) => rmsNormBackward(alloc, x, weight, rstd, dy, weightGrad),
+    rmsNormBackward: (x, weight, rstd, dy, weightGrad, into) => rmsNormBackward(alloc, x, weight, rstd, dy, weightGrad, into),
     rope: (x, cos, sin, inverse, outDtype) => rope(alloc, x, cos, sin, inverse, outDtype),
 
     attention: (q, k, v, mask, s, precision) => attention(alloc, q, k, v, mask, s, precision),

@@ -35,10 +35,14 @@ export function rmsNormBackward(
   rstd: Tensor,
   dy: Tensor,
   weightGrad = true,
+  into?: Tensor,
 ): { dx: Tensor; dweight: Tensor | null } {
   const [n, c] = rowsCols(x);
   if (weight.size !== c || dy.size !== x.size || rstd.size !== n) {
     throw new TensorError("rmsNormBackward", "shapes do not match x [N, C]", { shapes: [x.shape, weight.shape, rstd.shape, dy.shape] });
+  }
+  if (into && (into.dtype !== "f32" || into.size !== x.size)) {
+    throw new TensorError("rmsNormBackward", "into must be f32 of x's size", { shapes: [x.shape, into.shape], dtypes: [into.dtype] });
   }
   const xv = valuesF32(x, "rmsNormBackward");
   const w = valuesF32(weight, "rmsNormBackward");
@@ -58,5 +62,12 @@ export function rmsNormBackward(
     const meanDot = dot / c;
     for (let j = 0; j < c; j++) dx[o + j] = inv * (w[j]! * d[o + j]! - xv[o + j]! * inv * meanDot);
   }
-  return { dx: alloc.fromF32(dx, x.shape), dweight: weightGrad ? alloc.fromF32(Float32Array.from(dw), weight.shape) : null };
+  const dweight = weightGrad ? alloc.fromF32(Float32Array.from(dw), weight.shape) : null;
+  if (into) {
+    // The f32 dx added in f32, as the CUDA kernel adds it.
+    const sum = f32Of(into, "rmsNormBackward");
+    for (let i = 0; i < sum.length; i++) sum[i] = sum[i]! + dx[i]!;
+    return { dx: into, dweight };
+  }
+  return { dx: alloc.fromF32(dx, x.shape), dweight };
 }

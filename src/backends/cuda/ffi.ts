@@ -112,7 +112,7 @@ export interface SplintCudaLib {
   ): Status;
   rms_norm_backward(
     ctx: CtxHandle, x: Ptr, xDtype: number, weight: Ptr, wDtype: number, wScale: number, rstd: Ptr, dy: Ptr,
-    dyDtype: number, rows: number, cols: number, dx: Ptr, dxDtype: number, dweight: Ptr, dwDtype: number,
+    dyDtype: number, rows: number, cols: number, dx: Ptr, dxDtype: number, accumulate: number, dweight: Ptr, dwDtype: number,
   ): Status;
   rope(
     ctx: CtxHandle, x: Ptr, xDtype: number, cos: Ptr, sin: Ptr, rows: number, heads: number, dim: number,
@@ -211,7 +211,7 @@ export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   lora_grad_a: `int splint_cuda_lora_grad_a(${C}, ${P} du, ${P} x, int32_t x_dtype, int64_t n, int64_t k, int32_t r, int32_t masked, uint64_t threshold, float keep_scale, uint32_t seed, ${P} da)`,
   lora_dx_accumulate: `int splint_cuda_lora_dx_accumulate(${C}, ${P} dx, int32_t dx_dtype, ${P} du, ${P} a, int64_t n, int64_t k, int32_t r, int32_t masked, uint64_t threshold, float keep_scale, uint32_t seed)`,
   rms_norm: `int splint_cuda_rms_norm(${C}, ${P} x, int32_t x_dtype, ${P} weight, int32_t w_dtype, float w_scale, int64_t rows, int64_t cols, double eps, ${P} y, int32_t y_dtype, ${P} rstd)`,
-  rms_norm_backward: `int splint_cuda_rms_norm_backward(${C}, ${P} x, int32_t x_dtype, ${P} weight, int32_t w_dtype, float w_scale, ${P} rstd, ${P} dy, int32_t dy_dtype, int64_t rows, int64_t cols, ${P} dx, int32_t dx_dtype, ${P} dweight, int32_t dw_dtype)`,
+  rms_norm_backward: `int splint_cuda_rms_norm_backward(${C}, ${P} x, int32_t x_dtype, ${P} weight, int32_t w_dtype, float w_scale, ${P} rstd, ${P} dy, int32_t dy_dtype, int64_t rows, int64_t cols, ${P} dx, int32_t dx_dtype, int32_t accumulate, ${P} dweight, int32_t dw_dtype)`,
   rope: `int splint_cuda_rope(${C}, ${P} x, int32_t x_dtype, ${P} cos_t, ${P} sin_t, int64_t rows, int64_t heads, int64_t dim, int32_t inverse, ${P} out, int32_t out_dtype)`,
   attention: `int splint_cuda_attention(${C}, ${P} q, int32_t q_dtype, ${P} k, int32_t k_dtype, ${P} v, int32_t v_dtype, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset, ${P} key_valid, ${P} seg_start, ${P} seg_end, ${P} out, int32_t out_dtype, ${P} lse)`,
   attention_backward: `int splint_cuda_attention_backward(${C}, ${P} q, int32_t q_dtype, ${P} k, int32_t k_dtype, ${P} v, int32_t v_dtype, ${P} out, int32_t out_dtype, ${P} lse, ${P} dout, int32_t dout_dtype, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset, ${P} key_valid, ${P} seg_start, ${P} seg_end, ${P} dq, ${P} dk, ${P} dv, int32_t grad_dtype)`,

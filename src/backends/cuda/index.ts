@@ -538,20 +538,23 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       );
       return { y, rstd };
     },
-    rmsNormBackward(x, weight, rstd, dy, weightGrad = true) {
+    rmsNormBackward(x, weight, rstd, dy, weightGrad = true, into) {
       const op = "rmsNormBackward";
       const [n, c] = rowsCols(x);
       if (weight.size !== c || dy.size !== x.size || rstd.size !== n) {
         throw new TensorError(op, "shapes do not match x [N, C]", { shapes: [x.shape, weight.shape, rstd.shape, dy.shape] });
       }
+      if (into && (into.dtype !== "f32" || into.size !== x.size)) {
+        throw new TensorError(op, "into must be f32 of x's size", { shapes: [x.shape, into.shape], dtypes: [into.dtype] });
+      }
       requireFloat(op, x, weight, dy);
       requireDtype(op, rstd, ["f32"]);
-      const dx = f32Like(x);
+      const dx = into ?? f32Like(x);
       const dweight = weightGrad ? alloc(weight.shape, "f32") : null;
       ok(
         lib.rms_norm_backward(
           ctx, p(x, op), dtypeCode(x), p(weight, op), dtypeCode(weight), weight.scale, p(rstd, op), p(dy, op), dtypeCode(dy),
-          n, c, p(dx, op), DTYPE_CODE.f32, dweight ? p(dweight, op) : 0, DTYPE_CODE.f32,
+          n, c, p(dx, op), DTYPE_CODE.f32, into ? 1 : 0, dweight ? p(dweight, op) : 0, DTYPE_CODE.f32,
         ),
         op,
       );
