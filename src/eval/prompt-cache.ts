@@ -1,7 +1,7 @@
 import type { Graph } from "../autograd/graph.ts";
 import { LoraBf16Copies } from "../lora/bf16-copies.ts";
 import { ForwardContext } from "../models/mistral3/context.ts";
-import type { LayerKV } from "../models/mistral3/decoder.ts";
+import { newLayerKVs, type LayerKV } from "../models/mistral3/decoder.ts";
 import { prefillPositions } from "../models/mistral3/generate.ts";
 import { forwardMistral3, type ImageBatch, type Mistral3Model } from "../models/mistral3/model.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -41,10 +41,8 @@ export class PromptCache {
     const B = batch;
     const T = promptLength;
     const S = T + extraSlots;
-    const t = model.config.text_config;
-    const width = t.num_key_value_heads * t.head_dim;
     const backend = model.text.embedTokens.backend;
-    this.layers = model.text.layers.map(() => ({ k: backend.zeros([B * S, width], "f32"), v: backend.zeros([B * S, width], "f32") }));
+    this.layers = newLayerKVs(model.config.text_config, model.text, B * S);
     const valid = new Int32Array(B * S).fill(1);
     for (let b = 0; b < B; b++) valid.set(attentionMask.subarray(b * T, b * T + T), b * S);
     this.keyValid = backend.upload(valid, [B, S], "i32");

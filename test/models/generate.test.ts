@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { createGraph } from "../../src/autograd/tape.ts";
 import { ForwardContext } from "../../src/models/mistral3/context.ts";
+import { newLayerKVs } from "../../src/models/mistral3/decoder.ts";
 import { argmax, generateMistral3, prefillPositions, samplingDistribution } from "../../src/models/mistral3/generate.ts";
+import { Rng } from "../../src/util/rng.ts";
 import { forwardMistral3, type ImageBatch, type Mistral3Model } from "../../src/models/mistral3/model.ts";
 import { tinyModel } from "./tiny-model.ts";
 
@@ -62,6 +64,31 @@ test("KV-cache greedy generation equals full recomputation, batched with left pa
   assert.equal(cached.newTokens, n);
   assert.deepEqual(Array.from(cached.sequences), Array.from(reference));
   assert.ok(Array.from(cached.top2Margin).every((x) => x > 1e-4), "no near-ties that would make the comparison luck");
+});
+
+test("bf16 tier: the KV caches are bf16 and greedy generation equals full recomputation (with and without an adapter on v)", () => {
+  for (const adapted of [false, true]) {
+    const model = tinyModel(undefined, 9, undefined, "bf16");
+    if (adapted) {
+      // A LoRA pair on v (B non-zero) makes v a bf16 product output; without it v comes out f32.
+      const rng = new Rng(3);
+      const backend = model.text.embedTokens.backend;
+      for (const layer of model.text.layers) {
+        const [out, inF] = layer.v.weight.shape as [number, number];
+        const up = (shape: [number, number]) => backend.upload(Float32Array.from({ length: shape[0] * shape[1] }, () => (rng.next() - 0.5) * 0.2), shape, "f32");
+        layer.v.lora = { a: up([4, inF]), b: up([out, 4]), scale: 2, dropout: 0 };
+      }
+    }
+    const ids = Int32Array.from([11, 1, 30, 31, 32, 33, 1, 40, 41, 42, 43, 44]);
+    const mask = Int32Array.from([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+    const newGraph = () => createGraph(model.text.embedTokens.backend, { recording: false });
+    const caches = newLayerKVs(model.config.text_config, model.text, 4);
+    assert.deepEqual([caches[0]!.k.dtype, caches[0]!.v.dtype], ["bf16", "bf16"]);
+    for (const c of caches) [c.k, c.v].forEach((t) => t.free());
+    const cached = generateMistral3(model, newGraph, { batch: 2, seqLen: 6, inputIds: ids, attentionMask: mask }, { maxNewTokens: 3, eosTokenIds: [], padTokenId: 11 });
+    assert.deepEqual(Array.from(cached.sequences), Array.from(greedyByRecompute(model, ids, mask, 2, 6, 3)), `adapter on v: ${adapted}`);
+    assert.ok(Array.from(cached.top2Margin).every((x) => x > 1e-3), "no near-ties that would make the comparison luck");
+  }
 });
 
 test("rows stop at EOS and are padded; generation ends when every row is done", () => {

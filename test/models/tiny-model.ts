@@ -2,7 +2,7 @@ import { createCpuBackend } from "../../src/backends/cpu/index.ts";
 import { parseMistral3Config, type Mistral3Config } from "../../src/models/mistral3/config.ts";
 import { buildMistral3, type Mistral3Model } from "../../src/models/mistral3/model.ts";
 import { expectedWeights } from "../../src/models/mistral3/weights.ts";
-import type { Backend } from "../../src/tensor/backend.ts";
+import type { Backend, MatmulPrecision } from "../../src/tensor/backend.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
 import { Rng } from "../../src/util/rng.ts";
 
@@ -56,12 +56,12 @@ export function randomTensor(backend: Backend, shape: readonly number[], rng: Rn
   return backend.upload(Float32Array.from({ length: size }, () => mean + std * normal(rng)), shape, "f32");
 }
 
-export function tinyModel(config = tinyConfig(), seed = 1, backend = createCpuBackend()): Mistral3Model {
+export function tinyModel(config = tinyConfig(), seed = 1, backend = createCpuBackend(), precision: MatmulPrecision = "f32"): Mistral3Model {
   const rng = new Rng(seed);
   const weights = new Map<string, Tensor>();
   for (const spec of expectedWeights(config)) {
     const isNorm = spec.shape.length === 1;
     weights.set(spec.name, randomTensor(backend, spec.shape, rng, isNorm ? 0.1 : 0.08, isNorm ? 1 : 0));
   }
-  return buildMistral3(config, weights, false);
+  return buildMistral3(config, weights, false, precision);
 }

@@ -40,6 +40,20 @@ export interface LayerKV {
   v: Tensor; // (B·S, Hkv·hd)
 }
 
+/**
+ * Zeroed key/value caches of `rows` slots for every layer. bf16 where the layers' products run in
+ * bf16: attention then rounds keys and values to bf16 anyway, so storing them rounded gives the
+ * same numbers at half the bytes, and no cast of the whole cache at every decode step.
+ */
+export function newLayerKVs(cfg: TextConfig, text: TextModel, rows: number): LayerKV[] {
+  const backend = text.embedTokens.backend;
+  const width = cfg.num_key_value_heads * cfg.head_dim;
+  return text.layers.map((layer) => {
+    const dtype = layer.k.precision === "bf16" ? "bf16" : "f32";
+    return { k: backend.zeros([rows, width], dtype), v: backend.zeros([rows, width], dtype) };
+  });
+}
+
 /** Everything a decoder pass needs besides the hidden states. */
 export interface DecoderPass {
   batch: number;
@@ -93,8 +107,15 @@ function decoderLayer(ctx: ForwardContext, cfg: TextConfig, layer: DecoderLayer,
     // Inference only: the new keys/values go into their slots, attention reads all S slots and
     // the causal mask (with queryOffset and keyValid) hides the ones not written yet.
     const backend = g.backend;
-    backend.scatterRowsInPlace(cache.k, pass.cache.rowOfToken, k.value.reshape([N, Hkv * hd]));
-    backend.scatterRowsInPlace(cache.v, pass.cache.rowOfToken, v.value.reshape([N, Hkv * hd]));
+    const slotRows = pass.cache.rowOfToken;
+    // A bf16 cache takes the new rows rounded (an f32 v from a plain linear; k is RoPE's bf16).
+    const write = (cached: Tensor, rows: Tensor) => {
+      const src = cached.dtype === "bf16" && rows.dtype !== "bf16" ? backend.cast(rows, "bf16") : rows;
+      backend.scatterRowsInPlace(cached, slotRows, src.reshape([N, Hkv * hd]));
+      if (src !== rows) src.free();
+    };
+    write(cache.k, k.value);
+    write(cache.v, v.value);
     const S = pass.cache.slots;
     keys = g.constant(cache.k.reshape([B, S, Hkv, hd]));
     values = g.constant(cache.v.reshape([B, S, Hkv, hd]));

@@ -4,7 +4,7 @@ import type { Tensor } from "../../tensor/tensor.ts";
 import { Rng } from "../../util/rng.ts";
 import { InputError } from "../../util/errors.ts";
 import { ForwardContext } from "./context.ts";
-import type { LayerKV } from "./decoder.ts";
+import { newLayerKVs, type LayerKV } from "./decoder.ts";
 import { forwardMistral3, type ImageBatch, type Mistral3Model } from "./model.ts";
 
 /**
@@ -95,10 +95,8 @@ export class DecodeSession {
     private readonly slots: number,
   ) {
     const [B, T, S] = [batch, promptLength, slots];
-    const t = model.config.text_config;
-    const width = t.num_key_value_heads * t.head_dim;
     const backend = model.text.embedTokens.backend;
-    this.layers = model.text.layers.map(() => ({ k: backend.zeros([B * S, width], "f32"), v: backend.zeros([B * S, width], "f32") }));
+    this.layers = newLayerKVs(model.config.text_config, model.text, B * S);
     const valid = new Int32Array(B * S).fill(1);
     for (let b = 0; b < B; b++) valid.set(mask.subarray(b * T, b * T + T), b * S);
     this.keyValid = backend.upload(valid, [B, S], "i32");
