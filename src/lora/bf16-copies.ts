@@ -23,12 +23,12 @@ export class LoraBf16Copies {
 
   /** Copies of every f32 A and B of the model's bf16-precision LoRA layers; null when there are none. */
   static forModel(backend: Backend, linears: Iterable<LoraLinear>): LoraBf16Copies | null {
-    const masters: Tensor[] = [];
+    const masters = new Set<Tensor>();
     for (const linear of linears) {
       if (!linear.lora || linear.precision !== "bf16") continue;
-      for (const t of [linear.lora.a, linear.lora.b]) if (t.dtype === "f32") masters.push(t);
+      for (const t of [linear.lora.a, linear.lora.b]) if (t.dtype === "f32") masters.add(t);
     }
-    return masters.length > 0 ? new LoraBf16Copies(backend, masters) : null;
+    return masters.size > 0 ? new LoraBf16Copies(backend, [...masters]) : null;
   }
 
   /** The bf16 copy of master t as of the last refresh, or undefined when t has none here. */

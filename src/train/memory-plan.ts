@@ -181,13 +181,14 @@ export function layerBytesPerRow(w: LayerWidths, targeted: (name: string) => num
  * Backward of one replayed layer, beyond what its forward left: the gradients of the body's
  * intermediates live only until the op that consumed them has run backward, so at most a few of
  * the widest are alive at once (the gate/up pair of the MLP and the incoming gradient: 3·I + 2·D
- * per row, f32 but for the gate/up pair, which SwiGLU's backward writes in bf16 with precision
- * "bf16": narrow gradients, Graph backward), plus the bf16 copies the products' backward reads —
- * measured on the CPU backend (test/train/memory-plan.test.ts).
+ * per row), plus the bf16 copies the products' backward reads — measured on the CPU backend
+ * (test/train/memory-plan.test.ts). The pair is f32 unless SwiGLU's backward writes it in bf16:
+ * with precision "bf16", when both gate and up are LoRA linears (narrow gradients, the Graph's
+ * backward) and the MLP is SwiGLU (`swiglu`: false for a GELU vision tower).
  */
-export function layerBackwardBytesPerRow(w: LayerWidths, precision: "bf16" | "f32"): number {
-  const pair = precision === "bf16" ? 2 : F32;
-  return pair * 2 * w.intermediate + F32 * (w.intermediate + 2 * w.hidden);
+export function layerBackwardBytesPerRow(w: LayerWidths, targeted: (name: string) => number | null, precision: "bf16" | "f32", swiglu = true): number {
+  const narrowPair = precision === "bf16" && swiglu && targeted("gate") !== null && targeted("up") !== null;
+  return (narrowPair ? 2 : F32) * 2 * w.intermediate + F32 * (w.intermediate + 2 * w.hidden);
 }
 
 function textWidths(t: TextConfig): LayerWidths {
@@ -231,10 +232,12 @@ export function activationBytes(inputs: PlanInputs): MemoryEstimate["activations
   const tw = textWidths(t);
   const vw = visionWidths(v);
   const precision = inputs.precision ?? "bf16";
-  const textLayer = layerBytesPerRow(tw, rankLookup(lora.targets, /^model\.language_model\.layers\./), precision);
-  const visionLayer = layerBytesPerRow(vw, rankLookup(lora.targets, /^model\.vision_tower\.transformer\.layers\./), precision);
-  const textReplay = tokens * (textLayer + layerBackwardBytesPerRow(tw, precision) + 2 * F32 * t.hidden_size);
-  const visionReplay = patches * (visionLayer + layerBackwardBytesPerRow(vw, precision) + 2 * F32 * v.hidden_size);
+  const textRanks = rankLookup(lora.targets, /^model\.language_model\.layers\./);
+  const visionRanks = rankLookup(lora.targets, /^model\.vision_tower\.transformer\.layers\./);
+  const textLayer = layerBytesPerRow(tw, textRanks, precision);
+  const visionLayer = layerBytesPerRow(vw, visionRanks, precision);
+  const textReplay = tokens * (textLayer + layerBackwardBytesPerRow(tw, textRanks, precision) + 2 * F32 * t.hidden_size);
+  const visionReplay = patches * (visionLayer + layerBackwardBytesPerRow(vw, visionRanks, precision, v.hidden_act === "silu") + 2 * F32 * v.hidden_size);
 
   const saved = F32 * (t.num_hidden_layers * tokens * t.hidden_size + v.num_hidden_layers * patches * v.hidden_size);
   const layerBytes = recompute
