@@ -226,6 +226,11 @@ export interface Backend {
    * B) current after an optimizer step, in one launch instead of a cast per tensor per pass.
    */
   narrowMany(srcs: readonly Tensor[], dsts: readonly Tensor[]): void;
+  /**
+   * dsts[i] += srcs[i] in f32, in place (all f32, sizes pairwise equal): addInPlace over a list in
+   * one launch, for summing a micro-batch's gradients into the step's accumulators.
+   */
+  addMany(dsts: readonly Tensor[], srcs: readonly Tensor[]): void;
 }
 
 /** The hyper-parameters of one AdamW step (Backend.adamw's hp); step is 1 for the first. */

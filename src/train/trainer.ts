@@ -437,6 +437,9 @@ function microStep(
     const value = backend.copy(loss!.value);
     try {
       graph.backward(loss!, opts.weight);
+      // Later micro-batches' gradients go into the step's sums in one launch (Backend.addMany).
+      const sums: Tensor[] = [];
+      const added: Tensor[] = [];
       params.forEach((p, i) => {
         const v = ctx.varOf(p.value);
         const g = v?.grad;
@@ -444,12 +447,17 @@ function microStep(
         v.grad = null;
         const acc = grads[i];
         if (acc) {
-          backend.addInPlace(acc, g);
-          g.free();
+          sums.push(acc);
+          added.push(g);
         } else {
           grads[i] = g;
         }
       });
+      try {
+        if (sums.length > 0) backend.addMany(sums, added);
+      } finally {
+        for (const g of added) g.free();
+      }
     } catch (err) {
       value.free();
       throw err;

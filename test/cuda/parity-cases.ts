@@ -769,6 +769,16 @@ function multiTensorOptimCases(): ParityCase[] {
       },
     },
     {
+      name: "addMany of 6 f32 tensors into their sums (LoRA shapes, 20000 elements the largest; 8192-element chunks)",
+      tolerance: { ...EXACT, why: "one f32 addition an element, as addInPlace: bit-exact" },
+      run(b, rng) {
+        const s = new Session(b);
+        const sums = tensors(s, rng, -1, 1);
+        b.addMany(sums, tensors(s, rng, -0.1, 0.1));
+        return s.finish(named("sum", sums, b));
+      },
+    },
+    {
       name: "narrowMany of 6 f32 tensors into bf16 copies (LoRA shapes, 20000 elements the largest; 8192-element chunks)",
       tolerance: { ...EXACT, why: "round to nearest even of the same f32 values, as cast: bit-exact" },
       run(b, rng) {

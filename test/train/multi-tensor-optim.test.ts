@@ -57,6 +57,18 @@ test("narrowMany rounds each f32 tensor into its bf16 copy as cast does, bit for
   assert.throws(() => backend.narrowMany([srcs[0]!], [backend.zeros([7], "bf16")]), /destination 0 must be bf16/);
 });
 
+test("addMany is addInPlace per tensor, bit for bit, and names a bad row", () => {
+  const sums = randomTensors(5, 10);
+  const expected = copies(sums);
+  const added = randomTensors(6, 1e-3);
+  expected.forEach((e, i) => backend.addInPlace(e, added[i]!));
+  backend.addMany(sums, added);
+  sums.forEach((s, i) => assert.deepEqual(f32(s), f32(expected[i]!)));
+  assert.throws(() => backend.addMany(sums, added.slice(1)), /addMany: needs lists of one length/);
+  assert.throws(() => backend.addMany([sums[0]!], [added[2]!]), /addMany: row 0: sizes differ/);
+  assert.throws(() => backend.addMany([sums[0]!], [backend.zeros(sums[0]!.shape, "bf16")]), /expected an f32 tensor/);
+});
+
 test("clipCoefficient is clip_grad_norm_'s f32 coefficient: (1 / (norm + 1e-6)) · max_norm, at most 1", () => {
   const f = Math.fround;
   // ‖g‖² = 4 → norm 2, max_norm 0.3: f32(f32(1 / f32(2 + 1e-6)) · 0.3), just under 0.15.

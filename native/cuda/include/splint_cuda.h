@@ -254,6 +254,9 @@ int splint_cuda_adamw8bit_many(splint_ctx* ctx, const uint64_t* tensors, int32_t
 /* Rows {src, dst, n}: src f32 [n], dst bf16 [n]; dst = src rounded to nearest even (the bf16
    copies of f32 masters that the fast tier's products read, refreshed after each step). */
 int splint_cuda_narrow_many(splint_ctx* ctx, const uint64_t* tensors, int32_t count);
+/* Rows {dst, src, n}: dst, src f32 [n]; dst += src in f32 (a micro-batch's gradients into the
+   step's accumulators). */
+int splint_cuda_add_many(splint_ctx* ctx, const uint64_t* tensors, int32_t count);
 
 /* ---- profiling ------------------------------------------------------------------------------ */
 /* Records a timing event on the stream (no host wait). */

@@ -1,6 +1,6 @@
 // Multi-tensor optimiser step: Σx² over every gradient, fused AdamW (f32 moments) and 8-bit AdamW
-// (block-wise quantised moments) over every parameter, and the bf16 copies of the updated masters,
-// one launch each for all tensors instead of a few per tensor. Blocks map to (tensor, chunk) pairs
+// (block-wise quantised moments) over every parameter, the bf16 copies of the updated masters and
+// the sums of micro-batch gradients, one launch each for all tensors instead of a few per tensor. Blocks map to (tensor, chunk) pairs
 // through a table of the tensors on the device, each row holding the index of its first chunk; a
 // block finds its row by binary search.
 #include <algorithm>
@@ -15,7 +15,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kSquaresChunk = 8192;  // elements per block of the Σx² pass
 constexpr int64_t kAdamwChunk = 2048;    // elements per block of the f32 step (8 a thread)
-constexpr int64_t kNarrowChunk = 8192;   // elements per block of the bf16 copies (32 a thread)
+constexpr int64_t kNarrowChunk = 8192;   // elements per block of the bf16 copies and of the sums (32 a thread)
 constexpr int kQuantBlock = 256;         // elements per absmax block (BLOCK_8BIT); one a thread
 constexpr int64_t kQuantBlocksPerChunk = 8;
 constexpr int kMapSize = 256;
@@ -37,6 +37,14 @@ struct Entry {
 struct NarrowEntry {
   const float* src;
   __nv_bfloat16* dst;
+  int64_t n;
+  int64_t first_chunk;
+};
+
+// One tensor of splint_cuda_add_many: dst f32 [n] += src f32 [n].
+struct AddEntry {
+  float* dst;
+  const float* src;
   int64_t n;
   int64_t first_chunk;
 };
@@ -117,6 +125,13 @@ __global__ void narrow_many_kernel(const NarrowEntry* table, int count) {
   const int64_t start = (blockIdx.x - e.first_chunk) * kNarrowChunk;
   const int64_t end = min(e.n, start + kNarrowChunk);
   for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) e.dst[i] = __float2bfloat16_rn(e.src[i]);
+}
+
+__global__ void add_many_kernel(const AddEntry* table, int count) {
+  const AddEntry& e = entry_of(table, count, blockIdx.x);
+  const int64_t start = (blockIdx.x - e.first_chunk) * kNarrowChunk;
+  const int64_t end = min(e.n, start + kNarrowChunk);
+  for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) e.dst[i] += e.src[i];
 }
 
 // Math.max's rule (the CPU's quantizeInto): NaN when either is NaN.
@@ -340,6 +355,28 @@ int splint_cuda_narrow_many(splint_ctx* ctx, const uint64_t* tensors, int32_t co
   STATUS_CHECK(upload_table(ctx, rows, kNarrowChunk, table, chunks, splint_op));
   narrow_many_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, ctx->stream>>>(
       static_cast<const NarrowEntry*>(table.p), static_cast<int>(rows.size()));
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+int splint_cuda_add_many(splint_ctx* ctx, const uint64_t* tensors, int32_t count) {
+  OP("add_many");
+  CTX_CHECK(ctx);
+  ARG_CHECK(count >= 0 && (count == 0 || tensors != nullptr), "bad tensor list (%d rows)", count);
+  std::vector<AddEntry> rows;
+  for (int32_t k = 0; k < count; k++) {
+    const uint64_t* r = tensors + 3 * k;
+    ARG_CHECK((r[0] != 0 && r[1] != 0) || r[2] == 0, "row %d: null tensor", k);
+    if (r[2] > 0) {
+      rows.push_back(AddEntry{reinterpret_cast<float*>(r[0]), reinterpret_cast<const float*>(r[1]), static_cast<int64_t>(r[2]), 0});
+    }
+  }
+  if (rows.empty()) return SPLINT_OK;
+  Scratch table;
+  int64_t chunks = 0;
+  STATUS_CHECK(upload_table(ctx, rows, kNarrowChunk, table, chunks, splint_op));
+  add_many_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, ctx->stream>>>(static_cast<const AddEntry*>(table.p),
+                                                                              static_cast<int>(rows.size()));
   LAUNCH_CHECK();
   return SPLINT_OK;
 }

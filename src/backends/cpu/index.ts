@@ -20,7 +20,7 @@ import * as layout from "./layout.ts";
 import { crossEntropy } from "./loss.ts";
 import { matmul } from "./matmul.ts";
 import { rmsNorm, rmsNormBackward } from "./norm.ts";
-import { adamw, adamw8bitMany, adamwMany, narrowMany, sumSquaresMany } from "./optim.ts";
+import { adamw, adamw8bitMany, adamwMany, addMany, narrowMany, sumSquaresMany } from "./optim.ts";
 import { rope } from "./rope.ts";
 import { CpuAllocator, type CpuStorage, f32Of, storageOf } from "./storage.ts";
 
@@ -137,6 +137,7 @@ export function createCpuBackend(): Backend {
     adamwMany,
     adamw8bitMany,
     narrowMany,
+    addMany,
   };
   alloc = new CpuAllocator(backend);
   return backend;

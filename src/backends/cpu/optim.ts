@@ -149,6 +149,18 @@ export function adamw8bitMany(params: readonly Tensor[], grads: readonly Tensor[
   });
 }
 
+export function addMany(dsts: readonly Tensor[], srcs: readonly Tensor[]): void {
+  const op = "addMany";
+  requireAligned(op, dsts, srcs);
+  dsts.forEach((dst, i) => {
+    const src = srcs[i]!;
+    if (src.size !== dst.size) throw new TensorError(op, `row ${i}: sizes differ`, { shapes: [dst.shape, src.shape] });
+    const d = f32Of(dst, op);
+    const s = f32Of(src, op);
+    for (let j = 0; j < d.length; j++) d[j] = d[j]! + s[j]!;
+  });
+}
+
 export function narrowMany(srcs: readonly Tensor[], dsts: readonly Tensor[]): void {
   const op = "narrowMany";
   requireAligned(op, srcs, dsts);

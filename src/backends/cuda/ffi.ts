@@ -154,6 +154,7 @@ export interface SplintCudaLib {
   // Multi-tensor optimiser step: `tensors` rows of device addresses and element counts.
   sum_squares_many(ctx: CtxHandle, tensors: BigUint64Array, count: number, out: Ptr): Status;
   narrow_many(ctx: CtxHandle, tensors: BigUint64Array, count: number): Status;
+  add_many(ctx: CtxHandle, tensors: BigUint64Array, count: number): Status;
   adamw_many(
     ctx: CtxHandle, tensors: BigUint64Array, count: number, decay: number, oneMinusBeta1: number, beta2: number,
     oneMinusBeta2: number, negStepSize: number, biasCorrection2Sqrt: number, eps: number, clipSumSquares: Ptr,
@@ -223,6 +224,7 @@ export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   adamw: `int splint_cuda_adamw(${C}, ${P} param, ${P} grad, ${P} m, ${P} v, int64_t n, float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size, float bias_correction2_sqrt, float eps)`,
   sum_squares_many: `int splint_cuda_sum_squares_many(${C}, const uint64_t *tensors, int32_t count, ${P} out)`,
   narrow_many: `int splint_cuda_narrow_many(${C}, const uint64_t *tensors, int32_t count)`,
+  add_many: `int splint_cuda_add_many(${C}, const uint64_t *tensors, int32_t count)`,
   adamw_many: `int splint_cuda_adamw_many(${C}, const uint64_t *tensors, int32_t count, float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size, float bias_correction2_sqrt, float eps, ${P} clip_sum_squares, float max_norm)`,
   adamw8bit_many: `int splint_cuda_adamw8bit_many(${C}, const uint64_t *tensors, int32_t count, ${P} signed_map, ${P} unsigned_map, float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float neg_step_size, float bias_correction2_sqrt, float eps, ${P} clip_sum_squares, float max_norm)`,
   profile_mark: `int splint_cuda_profile_mark(${C})`,

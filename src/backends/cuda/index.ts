@@ -732,6 +732,20 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       ok(lib.narrow_many(ctx, rows, srcs.length), op);
     },
 
+    addMany(dsts, srcs) {
+      const op = "addMany";
+      requireAligned(op, dsts, srcs);
+      const rows = new BigUint64Array(3 * dsts.length);
+      dsts.forEach((dst, k) => {
+        const src = srcs[k]!;
+        requireDtype(op, dst, ["f32"]);
+        requireDtype(op, src, ["f32"]);
+        requireSizes(op, dst.size, [src]);
+        rows.set([BigInt(p(dst, op)), BigInt(p(src, op)), BigInt(dst.size)], 3 * k);
+      });
+      ok(lib.add_many(ctx, rows, dsts.length), op);
+    },
+
     // ---- CUDA-only -------------------------------------------------------------------------
     synchronize() {
       mem.requireOpen("synchronize");
