@@ -31,6 +31,7 @@ interface StepRow {
 const GIB = 2 ** 30;
 const SETTINGS: readonly [recompute: string, weights: string][] = [
   ["none", "bf16"],
+  ["selective", "bf16"],
   ["full", "bf16"],
   ["full", "fp8"],
 ];

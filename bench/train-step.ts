@@ -177,7 +177,9 @@ function main(): Promise<void> | void {
     process.stdout.write(`${JSON.stringify(plan, null, 2)}\n`);
     return;
   }
-  if (values.recompute !== "full" && values.recompute !== "none") throw new Error("--recompute must be full (gradient checkpointing of every layer) or none");
+  if (values.recompute !== "full" && values.recompute !== "selective" && values.recompute !== "none") {
+    throw new Error("--recompute must be full (gradient checkpointing of every layer), selective (norm and SwiGLU outputs remade in the backward) or none");
+  }
   return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), values.recompute, Number(values.warmup), Number(values.steps), values.out, weights);
 }
 
@@ -185,7 +187,7 @@ async function run(
   plan: Plan,
   backendName: "cpu" | "cuda",
   matmul: MatmulPrecision,
-  recompute: "full" | "none",
+  recompute: "full" | "selective" | "none",
   warmup: number,
   steps: number,
   outFile: string | undefined,
@@ -239,7 +241,7 @@ async function run(
    */
   const trainStep = (mark?: (phase: keyof PhaseTimes) => void): Tensor => {
     stepNo++;
-    const graph = createGraph(backend, { recording: true });
+    const graph = createGraph(backend, { recording: true, evictElementwise: recompute === "selective" });
     const ctx = new ForwardContext(graph, { trainable, dropoutSeed: stepNo, bf16Copies });
     try {
       const capture = mark
@@ -325,7 +327,7 @@ async function run(
     medianMs,
     tokensPerSecond: plan.workload.tokensPerStep / (medianMs / 1000),
     peakBytes: memory.peak,
-    plannedPeakBytes: plannedStepMemory(config, model.weights, plan.lora, plan.workload, plan.workload.seqLen, matmul, recompute === "full").allocatorBytes,
+    plannedPeakBytes: plannedStepMemory(config, model.weights, plan.lora, plan.workload, plan.workload.seqLen, matmul, recompute === "full" ? true : recompute === "selective" ? "selective" : false).allocatorBytes,
     reservedBytes: memory.reserved,
     weightBytes,
     loraParams,

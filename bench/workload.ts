@@ -261,7 +261,7 @@ export function plannedStepMemory(
   w: Workload,
   seqLen: number,
   precision: "bf16" | "f32",
-  recompute: boolean,
+  recompute: boolean | "selective",
 ): MemoryEstimate {
   return estimateMemory({
     config,

@@ -22,8 +22,21 @@ class Value implements Var {
    */
   roundsGrad = false;
   viewOf: Value | null = null;
+  /** Some reshape views this value (an evicted value's views would dangle: it is not evicted). */
+  viewed = false;
+  /**
+   * Selective recomputation: makes this value again from its op's inputs (which its own backward
+   * keeps), so its scope may drop it and a backward that reads it gets it back.
+   */
+  remake: (() => Tensor) | null = null;
+  /** What remake reads (remade first when evicted themselves). */
+  remakeInputs: readonly Value[] = [];
+  /** Dropped by its scope; remade on the first backward that takes it. */
+  evicted = false;
+  /** While remade: backward nodes still to run that take it; at 0 it is dropped again. */
+  pendingReads = 0;
   constructor(
-    readonly value: Tensor,
+    public value: Tensor,
     readonly requiresGrad: boolean,
     readonly isLeaf: boolean,
   ) {}
@@ -61,8 +74,8 @@ function asValue(v: Var): Value {
  * directly. false keeps every gradient f32 until its consumer rounds it: the same numbers, the
  * reference the narrow path is tested against.
  */
-export function createGraph(backend: Backend, opts: { recording: boolean; narrowGradients?: boolean }): Graph {
-  return new TapeGraph(backend, opts.recording, opts.narrowGradients ?? true);
+export function createGraph(backend: Backend, opts: { recording: boolean; narrowGradients?: boolean; evictElementwise?: boolean }): Graph {
+  return new TapeGraph(backend, opts.recording, opts.narrowGradients ?? true, opts.evictElementwise ?? false);
 }
 
 class TapeGraph implements Graph {
@@ -80,8 +93,27 @@ class TapeGraph implements Graph {
     readonly backend: Backend,
     readonly recording: boolean,
     private readonly narrowGradients: boolean,
+    /**
+     * Selective recomputation: a recorded scope drops the outputs of its norms and SwiGLUs (cheap
+     * element-wise work; every product's output stays) and the backward makes them again where it
+     * reads them, one at a time.
+     */
+    private readonly evictElementwise: boolean,
   ) {
     this.tape = recording ? [] : null;
+  }
+
+  /** Values made since the graph started that their scope may evict (selective recomputation). */
+  private readonly evictable: Value[] = [];
+
+  /** Marks an element-wise op's output as one its scope may drop and the backward remake. */
+  private evictableOutput(out: Value, inputs: readonly Value[], remake: () => Tensor): Value {
+    if (this.evictElementwise && this.tape && out.requiresGrad) {
+      out.remake = remake;
+      out.remakeInputs = inputs;
+      this.evictable.push(out);
+    }
+    return out;
   }
 
   // ---- bookkeeping -------------------------------------------------------------------------
@@ -260,10 +292,11 @@ class TapeGraph implements Graph {
   swiglu(gate: Var, up: Var, outDtype: DType = "f32"): Var {
     const [gv, uv] = [asValue(gate), asValue(up)];
     const b = this.backend;
-    return this.result(b.swiglu(gv.value, uv.value, outDtype), [gv, uv], (d, _needs, narrow) => {
+    const out = this.result(b.swiglu(gv.value, uv.value, outDtype), [gv, uv], (d, _needs, narrow) => {
       const { dgate, dup } = b.swigluBackward(gv.value, uv.value, d, narrow[0] && narrow[1] ? "bf16" : "f32");
       return [dgate, dup];
     }, [gv.value, uv.value]);
+    return this.evictableOutput(out, [gv, uv], () => b.swiglu(gv.value, uv.value, outDtype));
   }
 
   gelu(x: Var): Var {
@@ -282,12 +315,17 @@ class TapeGraph implements Graph {
     const b = this.backend;
     const { y, rstd } = b.rmsNorm(xv.value, wv.value, eps, outDtype);
     const saved = this.save(rstd);
-    return this.result(y, [xv, wv], (dy, needs, _narrow, into) => {
+    const out = this.result(y, [xv, wv], (dy, needs, _narrow, into) => {
       // Norm weights are frozen under LoRA: their gradient pass is skipped when nothing needs it.
       // dx joins the residual stream's gradient so far (the skip path's) where there is one.
       const { dx, dweight } = b.rmsNormBackward(xv.value, wv.value, saved!, dy, needs[1], into[0] ?? undefined);
       return [dx, dweight];
     }, [xv.value, wv.value]);
+    return this.evictableOutput(out, [xv, wv], () => {
+      const again = b.rmsNorm(xv.value, wv.value, eps, outDtype);
+      again.rstd.free();
+      return again.y;
+    });
   }
 
   rope(x: Var, cos: Tensor, sin: Tensor, outDtype: DType = "f32"): Var {
@@ -312,6 +350,7 @@ class TapeGraph implements Graph {
     const view = xv.value.reshape(shape);
     const out = new Value(view, xv.requiresGrad, false);
     xv.consumers++;
+    xv.viewed = true;
     out.viewOf = xv;
     if (this.tape && xv.requiresGrad) this.tape.push({ inputs: [xv], output: out, backward: (d) => [d.reshape(xv.value.shape)] });
     return out;
@@ -403,15 +442,24 @@ class TapeGraph implements Graph {
 
   scope<T extends Var | readonly Var[]>(body: () => T): T {
     const mark = this.owned.length;
+    const evictMark = this.evictable.length;
     const checkpoints = this.checkpointsRecorded;
     const result = body();
     // While taping, what a checkpoint inside recorded may read is not known: keep everything.
     if (this.tape && this.checkpointsRecorded !== checkpoints) return result;
     const returned: readonly Var[] = Array.isArray(result) ? (result as readonly Var[]) : [result as Var];
     const kept = new Set<unknown>(returned.map((v) => v.value.storage));
+    // Selective recomputation: the scope's element-wise outputs go even where a backward reads them.
+    const evicted = new Set<unknown>();
+    for (const v of this.evictable.splice(evictMark)) {
+      if (kept.has(v.value.storage) || v.viewed) continue;
+      evicted.add(v.value.storage);
+      v.evicted = true;
+    }
     const survivors: Tensor[] = [];
     for (const t of this.owned.slice(mark)) {
-      if (kept.has(t.storage) || (this.tape && this.backwardReads.has(t.storage as object))) survivors.push(t);
+      const read = this.tape !== null && this.backwardReads.has(t.storage as object) && !evicted.has(t.storage);
+      if (kept.has(t.storage) || read) survivors.push(t);
       else t.free();
     }
     this.owned.length = mark;
@@ -467,6 +515,7 @@ class TapeGraph implements Graph {
         this.recompute(node.recompute, dout, grads);
         continue;
       }
+      for (const v of node.inputs) if (v.evicted) this.remakeValue(v, nodes, i);
       // Sums so far that the op may add into: f32, of an intermediate (a leaf's .grad is the
       // caller's), and of an input the op takes once.
       const into = node.inputs.map((v, j) => {
@@ -495,7 +544,23 @@ class TapeGraph implements Graph {
       });
       for (const [input, g] of deliveries) this.accumulate(input, g, grads);
       if (!handed.has(dout.storage)) dout.free();
+      // A remade value goes again once the last backward that takes it has run.
+      for (const v of new Set(node.inputs)) {
+        if (v.remake && !v.evicted && v.pendingReads > 0 && --v.pendingReads === 0) {
+          v.value.free();
+          v.evicted = true;
+        }
+      }
     }
+  }
+
+  /** Makes an evicted value again for the backward of nodes[at] and the earlier nodes that take it. */
+  private remakeValue(v: Value, nodes: readonly Node[], at: number): void {
+    for (const input of v.remakeInputs) if (input.evicted) this.remakeValue(input, nodes, at);
+    v.value = this.own(v.remake!());
+    v.evicted = false;
+    v.pendingReads = 0;
+    for (let k = at; k >= 0; k--) if (nodes[k]!.inputs.includes(v)) v.pendingReads++;
   }
 
   /**

@@ -23,8 +23,8 @@ function kindSchema(kind: SettingKind): Schema {
       return { type: "integer" };
     case "boolean":
       return { type: "boolean" };
-    case "boolean|auto":
-      return { anyOf: [{ type: "boolean" }, { const: "auto" }] };
+    case "boolean|auto|selective":
+      return { anyOf: [{ type: "boolean" }, { enum: ["auto", "selective"] }] };
     case "string":
       return { type: "string" };
     case "string[]":

@@ -28,7 +28,7 @@ export interface TrainConfig {
   per_device_train_batch_size: number;
   gradient_accumulation_steps: number;
   /** true / false as TRL; "auto": false when the activations fit the card (faster, the same arithmetic), else true. */
-  gradient_checkpointing: boolean | "auto";
+  gradient_checkpointing: boolean | "auto" | "selective";
   optim: "adamw_torch" | "adamw_8bit";
   learning_rate: number;
   weight_decay: number;
@@ -128,7 +128,7 @@ export const TUTORIAL_DEFAULTS: Readonly<TrainConfig> = {
 };
 
 /** "modules": a list of module names, or one string that is a regex (PEFT's target_modules). */
-export type SettingKind = "number" | "integer" | "boolean" | "boolean|auto" | "string" | "string[]" | "modules" | readonly string[] | "number|null" | "string|null" | "string[]|null";
+export type SettingKind = "number" | "integer" | "boolean" | "boolean|auto|selective" | "string" | "string[]" | "modules" | readonly string[] | "number|null" | "string|null" | "string[]|null";
 
 /** The type of every setting (what the CLI turns flags into and config files are checked against). */
 export const SETTING_KINDS: Readonly<Record<keyof TrainConfig, SettingKind>> = {
@@ -141,7 +141,7 @@ export const SETTING_KINDS: Readonly<Record<keyof TrainConfig, SettingKind>> = {
   num_train_epochs: "number",
   per_device_train_batch_size: "integer",
   gradient_accumulation_steps: "integer",
-  gradient_checkpointing: "boolean|auto",
+  gradient_checkpointing: "boolean|auto|selective",
   optim: ["adamw_torch", "adamw_8bit"],
   learning_rate: "number",
   weight_decay: "number",
@@ -212,7 +212,7 @@ export const SETTING_HELP: Readonly<Record<keyof TrainConfig, string>> = {
   per_device_train_batch_size: "examples per micro-batch",
   gradient_accumulation_steps: "micro-batches per optimizer step",
   gradient_checkpointing:
-    "recompute each layer in the backward pass instead of keeping its activations; auto (the default): keep them when the memory plan says they fit the card (the fastest setting), else recompute (the tutorial sets true)",
+    "recompute each layer in the backward pass instead of keeping its activations; selective: keep every product's output and remake the norms' and SwiGLU's outputs where the backward reads them (less memory than false for a few cheap kernels); auto (the default): the fastest of false, selective and true that the memory plan says fits the card (the tutorial sets true)",
   optim: "adamw_torch (fp32 moments) or adamw_8bit (block-wise 8-bit moments, as bitsandbytes)",
   learning_rate: "peak learning rate of AdamW",
   weight_decay: "AdamW's decoupled weight decay",
@@ -322,8 +322,8 @@ function checkValue(source: string, key: string, kind: SettingKind, value: unkno
     case "boolean":
       if (typeof value !== "boolean") throw fail("true or false");
       return value;
-    case "boolean|auto":
-      if (typeof value !== "boolean" && value !== "auto") throw fail("true, false or auto");
+    case "boolean|auto|selective":
+      if (typeof value !== "boolean" && value !== "auto" && value !== "selective") throw fail("true, false, selective or auto");
       return value;
     case "string":
       if (typeof value !== "string") throw fail("a string");

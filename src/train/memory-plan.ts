@@ -89,8 +89,11 @@ export interface PlanInputs {
   lora: { targets: readonly LoraTarget[]; dropout: number };
   optimizer: "adamw_torch" | "adamw_8bit";
   micro: MicroBatchShape;
-  /** Gradient checkpointing of every vision and decoder layer. */
-  recompute: boolean;
+  /**
+   * true: gradient checkpointing of every vision and decoder layer; "selective": every layer keeps
+   * its products' outputs and drops its norms' and SwiGLU's (remade in the backward); false: all kept.
+   */
+  recompute: boolean | "selective";
   /** How the linears multiply (Backend.matmul precision): fp8 weights widen to bf16, or to f32. Default bf16. */
   precision?: "bf16" | "f32";
 }
@@ -186,6 +189,15 @@ export function layerBytesPerRow(w: LayerWidths, targeted: (name: string) => num
  * with precision "bf16", when both gate and up are LoRA linears (narrow gradients, the Graph's
  * backward) and the MLP is SwiGLU (`swiglu`: false for a GELU vision tower).
  */
+/**
+ * What selective recomputation drops of one layer's forward, per row: the outputs of its two norms
+ * and, with a SwiGLU MLP, of the SwiGLU (each written as narrow as the products that read it).
+ */
+export function evictedBytesPerRow(w: LayerWidths, precision: "bf16" | "f32", swiglu = true): number {
+  const narrow = precision === "bf16" ? 2 : F32;
+  return narrow * (2 * w.hidden + (swiglu ? w.intermediate : 0));
+}
+
 export function layerBackwardBytesPerRow(w: LayerWidths, targeted: (name: string) => number | null, precision: "bf16" | "f32", swiglu = true): number {
   const narrowPair = precision === "bf16" && swiglu && targeted("gate") !== null && targeted("up") !== null;
   return (narrowPair ? 2 : F32) * 2 * w.intermediate + F32 * (w.intermediate + 2 * w.hidden);
@@ -240,9 +252,16 @@ export function activationBytes(inputs: PlanInputs): MemoryEstimate["activations
   const visionReplay = patches * (visionLayer + layerBackwardBytesPerRow(vw, visionRanks, precision, v.hidden_act === "silu") + 2 * F32 * v.hidden_size);
 
   const saved = F32 * (t.num_hidden_layers * tokens * t.hidden_size + v.num_hidden_layers * patches * v.hidden_size);
-  const layerBytes = recompute
-    ? Math.max(textReplay, visionReplay)
-    : t.num_hidden_layers * tokens * textLayer + v.num_hidden_layers * patches * visionLayer + Math.max(textReplay - tokens * textLayer, visionReplay - patches * visionLayer);
+  // Selective: the tape keeps each layer less its dropped outputs, and the backward holds at most
+  // one layer's of them again (they are remade one at a time and dropped after their last reader).
+  const textEvicted = recompute === "selective" ? evictedBytesPerRow(tw, precision) : 0;
+  const visionEvicted = recompute === "selective" ? evictedBytesPerRow(vw, precision, v.hidden_act === "silu") : 0;
+  const layerBytes =
+    recompute === true
+      ? Math.max(textReplay, visionReplay)
+      : t.num_hidden_layers * tokens * (textLayer - textEvicted) +
+        v.num_hidden_layers * patches * (visionLayer - visionEvicted) +
+        Math.max(textReplay - tokens * (textLayer - textEvicted), visionReplay - patches * (visionLayer - visionEvicted));
 
   const patchIn = v.num_channels * v.patch_size ** 2;
   const m2 = config.spatial_merge_size ** 2;
@@ -285,13 +304,13 @@ export function estimateMemory(inputs: PlanInputs): MemoryEstimate {
 
 /** The settings the planner may change, and why it changed them. */
 export interface PlannedSetting {
-  gradient_checkpointing: boolean;
+  gradient_checkpointing: boolean | "selective";
   per_device_train_batch_size: number;
   gradient_accumulation_steps: number;
 }
 
 /** The setting as configured: gradient_checkpointing "auto" leaves recomputation to the planner. */
-export type ConfiguredSetting = Omit<PlannedSetting, "gradient_checkpointing"> & { gradient_checkpointing: boolean | "auto" };
+export type ConfiguredSetting = Omit<PlannedSetting, "gradient_checkpointing"> & { gradient_checkpointing: boolean | "auto" | "selective" };
 
 export interface MemoryDecision {
   /** The card's memory (bytes), or null when unknown (nothing is checked then). */
@@ -309,8 +328,8 @@ export interface MemoryDecision {
 
 /**
  * Picks the first setting that fits `deviceBytes`: the configured one (with gradient_checkpointing
- * "auto", first without recomputation, the fastest, then with it); then with recomputation
- * (the same arithmetic, only slower); then, when `mayShrink`, halving the micro-batch while doubling
+ * "auto", first without recomputation, the fastest, then selective, then full); then with more
+ * recomputation (the same arithmetic, only slower: selective, then full); then, when `mayShrink`, halving the micro-batch while doubling
  * gradient accumulation (the same examples per optimizer step; the step's loss becomes the mean over
  * more, smaller micro-batches, as the tutorial's rule defines it). `shapeFor(rows)` gives the
  * micro-batch shape at a smaller row count. When nothing fits, the decision holds the smallest
@@ -324,7 +343,9 @@ export function chooseSetting(
   mayShrink: boolean,
 ): MemoryDecision {
   const candidates: PlannedSetting[] = [];
-  if (configured.gradient_checkpointing !== true) candidates.push({ ...configured, gradient_checkpointing: false });
+  const configuredRecompute = configured.gradient_checkpointing;
+  if (configuredRecompute === false || configuredRecompute === "auto") candidates.push({ ...configured, gradient_checkpointing: false });
+  if (configuredRecompute !== true) candidates.push({ ...configured, gradient_checkpointing: "selective" });
   candidates.push({ ...configured, gradient_checkpointing: true });
   if (mayShrink) {
     let rows = configured.per_device_train_batch_size;
@@ -351,7 +372,13 @@ export function chooseSetting(
 function describeChanges(from: ConfiguredSetting, to: PlannedSetting): string[] {
   const out: string[] = [];
   if (from.gradient_checkpointing === "auto") {
-    out.push(`gradient_checkpointing auto → ${to.gradient_checkpointing} (${to.gradient_checkpointing ? "the activations of every layer do not fit: recomputed" : "the activations fit: kept, the fastest setting"})`);
+    const why =
+      to.gradient_checkpointing === true
+        ? "the activations of every layer do not fit: recomputed"
+        : to.gradient_checkpointing === "selective"
+          ? "every activation does not fit; the products' outputs do: norms and SwiGLU remade in the backward"
+          : "the activations fit: kept, the fastest setting";
+    out.push(`gradient_checkpointing auto → ${to.gradient_checkpointing} (${why})`);
   } else if (from.gradient_checkpointing !== to.gradient_checkpointing) {
     out.push(`gradient_checkpointing ${from.gradient_checkpointing} → ${to.gradient_checkpointing}`);
   }

@@ -264,7 +264,7 @@ export async function trainLoop(opts: TrainLoopOptions): Promise<TrainLoopResult
           const dropoutSeed = config.lora_dropout > 0 ? rng.seed() : undefined;
           if (k % world !== rank) continue;
           const batch = await source.get(epoch, first + k);
-          losses.push(microStep(backend, model, batch, { trainable, dropoutSeed, bf16Copies, checkpointLayers: config.gradient_checkpointing === true, weight: 1 / count }, params, grads));
+          losses.push(microStep(backend, model, batch, { trainable, dropoutSeed, bf16Copies, recompute: config.gradient_checkpointing, weight: 1 / count }, params, grads));
           tokens += batch.tokens;
           supervised += batch.supervised;
           images += batch.images;
@@ -425,14 +425,15 @@ function microStep(
   backend: Backend,
   model: Mistral3Model,
   batch: TrainBatch,
-  opts: { trainable: ReadonlySet<Tensor>; dropoutSeed: number | undefined; bf16Copies: LoraBf16Copies | null; checkpointLayers: boolean; weight: number },
+  opts: { trainable: ReadonlySet<Tensor>; dropoutSeed: number | undefined; bf16Copies: LoraBf16Copies | null; recompute: TrainConfig["gradient_checkpointing"]; weight: number },
   params: readonly Parameter[],
   grads: (Tensor | null)[],
 ): Tensor {
-  const graph = createGraph(backend, { recording: true });
+  // true: every layer recomputed; "selective": its norms' and SwiGLU's outputs remade where read.
+  const graph = createGraph(backend, { recording: true, evictElementwise: opts.recompute === "selective" });
   const ctx = new ForwardContext(graph, { trainable: opts.trainable, dropoutSeed: opts.dropoutSeed, bf16Copies: opts.bf16Copies });
   try {
-    const { loss } = forwardMistral3(ctx, model, batch.inputs, { checkpointLayers: opts.checkpointLayers, scoredPositionsOnly: true });
+    const { loss } = forwardMistral3(ctx, model, batch.inputs, { checkpointLayers: opts.recompute === true, scoredPositionsOnly: true });
     // A copy outlives the graph's buffers, which dispose frees.
     const value = backend.copy(loss!.value);
     try {

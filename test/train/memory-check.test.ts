@@ -46,18 +46,21 @@ test("a card between the estimates gets recomputation and a halved micro-batch, 
     const dataset = join(root, "data");
     await saveDatasetDict(dataset, tinyDataset(), "arrow");
     // A 1-byte card fits nothing: the refusal carries every setting tried, in order: as configured,
-    // with recomputation, with micro-batch 1.
+    // with selective recomputation, with full recomputation, with micro-batch 1.
     const refused = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "tight0"), config: RECIPE, output: recording().output, gpuMemoryBytes: 1 }).then(
       () => assert.fail("a 1-byte card fits nothing"),
       (e: unknown) => e,
     );
     assert.ok(refused instanceof MemoryPlanError);
-    assert.match(refused.message, /tried checkpointing false, micro-batch 2: .*; checkpointing true, micro-batch 2: .*; checkpointing true, micro-batch 1: /);
+    assert.match(
+      refused.message,
+      /tried checkpointing false, micro-batch 2: .*; checkpointing selective, micro-batch 2: .*; checkpointing true, micro-batch 2: .*; checkpointing true, micro-batch 1: /,
+    );
     const tried = refused.decision.tried.map((t) => t.cardBytes);
-    assert.equal(tried.length, 3);
-    assert.ok(tried[2]! < tried[1]! && tried[1]! < tried[0]!, `${tried}`);
+    assert.equal(tried.length, 4);
+    assert.ok(tried[3]! < tried[2]! && tried[2]! < tried[1]! && tried[1]! < tried[0]!, `${tried}`);
     const { output, lines } = recording();
-    const result = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "tight"), config: RECIPE, output, gpuMemoryBytes: (tried[1]! + tried[2]!) / 2 });
+    const result = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "tight"), config: RECIPE, output, gpuMemoryBytes: (tried[2]! + tried[3]!) / 2 });
     assert.ok(result.memory?.fits);
     assert.deepEqual(result.memory.setting, { gradient_checkpointing: true, per_device_train_batch_size: 1, gradient_accumulation_steps: 2 });
     assert.match(lines.join("\n"), /changed to fit: gradient_checkpointing false → true; per_device_train_batch_size 2 → 1, gradient_accumulation_steps 1 → 2/);
@@ -78,10 +81,14 @@ test("gradient_checkpointing auto keeps the activations when they fit (the faste
     assert.equal(kept.memory?.setting.gradient_checkpointing, false);
     assert.match(roomy.lines.join("\n"), /gradient_checkpointing auto → false \(the activations fit: kept, the fastest setting\)/);
     assert.equal(kept.memory.tried.length, 1, "the first setting tried, without recomputation, fits");
-    const [withoutRecompute, withRecompute] = await triedOnTinyCard(root, dataset, config);
-    assert.ok(withRecompute < withoutRecompute, `recomputation plans less memory: ${withRecompute} < ${withoutRecompute}`);
+    const [withoutRecompute, selectively, withRecompute] = await triedOnTinyCard(root, dataset, config);
+    assert.ok(withRecompute < selectively && selectively < withoutRecompute, `recomputation plans less memory: ${withRecompute} < ${selectively} < ${withoutRecompute}`);
+    const between = recording();
+    const selective = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "between"), config, output: between.output, gpuMemoryBytes: (withoutRecompute + selectively) / 2 });
+    assert.equal(selective.memory?.setting.gradient_checkpointing, "selective");
+    assert.match(between.lines.join("\n"), /gradient_checkpointing auto → selective \(every activation does not fit; the products' outputs do: norms and SwiGLU remade in the backward\)/);
     const tight = recording();
-    const recomputed = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "tight"), config, output: tight.output, gpuMemoryBytes: (withoutRecompute + withRecompute) / 2 });
+    const recomputed = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "tight"), config, output: tight.output, gpuMemoryBytes: (selectively + withRecompute) / 2 });
     assert.equal(recomputed.memory?.setting.gradient_checkpointing, true);
     assert.match(tight.lines.join("\n"), /gradient_checkpointing auto → true \(the activations of every layer do not fit: recomputed\)/);
     assert.equal((JSON.parse(await readFile(recomputed.configFile, "utf8")) as Record<string, unknown>).gradient_checkpointing, true);
@@ -93,14 +100,14 @@ test("gradient_checkpointing auto keeps the activations when they fit (the faste
   });
 });
 
-/** The card estimates without and with recomputation, from a refusal on a 1-byte card. */
-async function triedOnTinyCard(root: string, dataset: string, config: typeof RECIPE | (Omit<typeof RECIPE, "gradient_checkpointing"> & { gradient_checkpointing: "auto" })): Promise<[number, number]> {
+/** The card estimates without, with selective and with full recomputation, from a refusal on a 1-byte card. */
+async function triedOnTinyCard(root: string, dataset: string, config: typeof RECIPE | (Omit<typeof RECIPE, "gradient_checkpointing"> & { gradient_checkpointing: "auto" })): Promise<[number, number, number]> {
   const refused = await runTraining({ modelDir: TINY_MODEL, dataset, outDir: join(root, "probe"), config, output: recording().output, gpuMemoryBytes: 1 }).then(
     () => assert.fail("a 1-byte card fits nothing"),
     (e: unknown) => e,
   );
   assert.ok(refused instanceof MemoryPlanError);
-  return [refused.decision.tried[0]!.cardBytes, refused.decision.tried[1]!.cardBytes];
+  return [refused.decision.tried[0]!.cardBytes, refused.decision.tried[1]!.cardBytes, refused.decision.tried[2]!.cardBytes];
 }
 
 test("splint train refuses a run that cannot fit --gpu-memory, naming every setting tried, before loading weights", async () => {

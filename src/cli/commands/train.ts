@@ -67,9 +67,11 @@ function parseFlag(key: keyof TrainConfig, kind: SettingKind, text: string): unk
     case "boolean":
       if (text !== "true" && text !== "false") throw new InputError(flag, `expects true or false, got ${JSON.stringify(text)}`);
       return text === "true";
-    case "boolean|auto":
-      if (text !== "true" && text !== "false" && text !== "auto") throw new InputError(flag, `expects true, false or auto, got ${JSON.stringify(text)}`);
-      return text === "auto" ? text : text === "true";
+    case "boolean|auto|selective":
+      if (text !== "true" && text !== "false" && text !== "auto" && text !== "selective") {
+        throw new InputError(flag, `expects true, false, selective or auto, got ${JSON.stringify(text)}`);
+      }
+      return text === "auto" || text === "selective" ? text : text === "true";
     case "string":
       return text;
     case "modules":
@@ -96,7 +98,7 @@ export function registerTrain(program: Command): void {
     .option("--gpu-memory <GiB>", "the card's memory for the memory check (default: what the CUDA device reports; on CPU, no check)")
     .option("--json", "print the result as JSON");
   for (const [key, kind] of Object.entries(SETTING_KINDS) as [keyof TrainConfig, SettingKind][]) {
-    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "boolean|auto" ? "true|false|auto" : kind === "number|null" ? "n|none" : kind === "modules" ? "a,b,…|regex" : kind === "string[]" ? "a,b,…" : kind === "string[]|null" ? "a,b,…|none" : kind === "string|null" ? "text|none" : kind === "string" ? "text" : "n";
+    const values = Array.isArray(kind) ? kind.join("|") : kind === "boolean" ? "true|false" : kind === "boolean|auto|selective" ? "true|false|selective|auto" : kind === "number|null" ? "n|none" : kind === "modules" ? "a,b,…|regex" : kind === "string[]" ? "a,b,…" : kind === "string[]|null" ? "a,b,…|none" : kind === "string|null" ? "text|none" : kind === "string" ? "text" : "n";
     command.option(`--${flagOf(key)} <${values}>`, `${key} (default ${JSON.stringify(TUTORIAL_DEFAULTS[key])})`);
   }
   command.addHelpText("after", TRAIN_HELP).action(async (flags: Record<string, unknown>) => {
