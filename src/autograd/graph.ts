@@ -94,7 +94,9 @@ export interface Graph {
    * Runs body so that its intermediates are freed when it returns, except the returned values.
    * While recording, only the intermediates no recorded backward reads are freed (a LoRA output
    * that only feeds a residual add, a projection that only feeds RoPE), and nothing when body
-   * recorded a checkpoint.
+   * recorded a checkpoint; with selective recomputation (createGraph's evictElementwise) the norms'
+   * and SwiGLU's outputs go too, remade when a backward reads them. So a Var that leaves the scope
+   * other than by its return value must not be read after it.
    */
   scope<T extends Var | readonly Var[]>(body: () => T): T;
   /**

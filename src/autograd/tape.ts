@@ -55,6 +55,8 @@ interface Node {
   readonly inputs: readonly Value[];
   readonly output: Value;
   readonly backward?: BackwardFn;
+  /** The inputs whose tensors the backward reads (an evicted one is remade before it runs). */
+  readonly readInputs: readonly Value[];
   /** Checkpointed body: re-run recorded during backward instead of a BackwardFn. */
   readonly recompute?: () => Value;
 }
@@ -143,8 +145,9 @@ class TapeGraph implements Graph {
     for (const v of inputs) v.consumers++;
     const out = new Value(this.own(value), requiresGrad, false);
     if (this.tape && requiresGrad) {
-      this.tape.push({ inputs, output: out, backward });
-      for (const t of reads ?? [...inputs.map((v) => v.value), value]) this.backwardReads.add(t.storage as object);
+      const read = reads ?? [...inputs.map((v) => v.value), value];
+      this.tape.push({ inputs, output: out, backward, readInputs: inputs.filter((v) => read.includes(v.value)) });
+      for (const t of read) this.backwardReads.add(t.storage as object);
     }
     return out;
   }
@@ -352,7 +355,7 @@ class TapeGraph implements Graph {
     xv.consumers++;
     xv.viewed = true;
     out.viewOf = xv;
-    if (this.tape && xv.requiresGrad) this.tape.push({ inputs: [xv], output: out, backward: (d) => [d.reshape(xv.value.shape)] });
+    if (this.tape && xv.requiresGrad) this.tape.push({ inputs: [xv], output: out, backward: (d) => [d.reshape(xv.value.shape)], readInputs: [] });
     return out;
   }
 
@@ -451,11 +454,17 @@ class TapeGraph implements Graph {
     const kept = new Set<unknown>(returned.map((v) => v.value.storage));
     // Selective recomputation: the scope's element-wise outputs go even where a backward reads them.
     const evicted = new Set<unknown>();
+    const passedOut: Value[] = [];
     for (const v of this.evictable.splice(evictMark)) {
-      if (kept.has(v.value.storage) || v.viewed) continue;
-      evicted.add(v.value.storage);
-      v.evicted = true;
+      if (v.viewed) continue;
+      // Returned: the enclosing scope may still drop it.
+      if (kept.has(v.value.storage)) passedOut.push(v);
+      else {
+        evicted.add(v.value.storage);
+        v.evicted = true;
+      }
     }
+    this.evictable.push(...passedOut);
     const survivors: Tensor[] = [];
     for (const t of this.owned.slice(mark)) {
       const read = this.tape !== null && this.backwardReads.has(t.storage as object) && !evicted.has(t.storage);
@@ -478,7 +487,7 @@ class TapeGraph implements Graph {
       this.tape = tape;
     }
     if (out.requiresGrad && !inputs.includes(out)) {
-      tape.push({ inputs: inputs.map(asValue), output: out, recompute: () => asValue(body(inputs)) });
+      tape.push({ inputs: inputs.map(asValue), output: out, recompute: () => asValue(body(inputs)), readInputs: inputs.map(asValue) });
       this.checkpointsRecorded++;
       for (const v of inputs) this.backwardReads.add(v.value.storage as object);
     }
@@ -509,13 +518,16 @@ class TapeGraph implements Graph {
     for (let i = nodes.length - 1; i >= 0; i--) {
       const node = nodes[i]!;
       const dout = grads.get(node.output);
-      if (!dout) continue;
+      if (!dout) {
+        this.doneReading(node); // no gradient reached it: it will never read its inputs
+        continue;
+      }
       grads.delete(node.output);
       if (node.recompute) {
         this.recompute(node.recompute, dout, grads);
         continue;
       }
-      for (const v of node.inputs) if (v.evicted) this.remakeValue(v, nodes, i);
+      for (const v of node.readInputs) if (v.evicted) this.remakeValue(v, nodes, i);
       // Sums so far that the op may add into: f32, of an intermediate (a leaf's .grad is the
       // caller's), and of an input the op takes once.
       const into = node.inputs.map((v, j) => {
@@ -544,23 +556,27 @@ class TapeGraph implements Graph {
       });
       for (const [input, g] of deliveries) this.accumulate(input, g, grads);
       if (!handed.has(dout.storage)) dout.free();
-      // A remade value goes again once the last backward that takes it has run.
-      for (const v of new Set(node.inputs)) {
-        if (v.remake && !v.evicted && v.pendingReads > 0 && --v.pendingReads === 0) {
-          v.value.free();
-          v.evicted = true;
-        }
+      this.doneReading(node);
+    }
+  }
+
+  /** A remade value goes again once the last backward that reads it has run (or been skipped). */
+  private doneReading(node: Node): void {
+    for (const v of new Set(node.readInputs)) {
+      if (v.remake && !v.evicted && v.pendingReads > 0 && --v.pendingReads === 0) {
+        v.value.free();
+        v.evicted = true;
       }
     }
   }
 
-  /** Makes an evicted value again for the backward of nodes[at] and the earlier nodes that take it. */
+  /** Makes an evicted value again for the backward of nodes[at] and the earlier nodes that read it. */
   private remakeValue(v: Value, nodes: readonly Node[], at: number): void {
     for (const input of v.remakeInputs) if (input.evicted) this.remakeValue(input, nodes, at);
     v.value = this.own(v.remake!());
     v.evicted = false;
     v.pendingReads = 0;
-    for (let k = at; k >= 0; k--) if (nodes[k]!.inputs.includes(v)) v.pendingReads++;
+    for (let k = at; k >= 0; k--) if (nodes[k]!.readInputs.includes(v)) v.pendingReads++;
   }
 
   /**

@@ -27,7 +27,11 @@ export interface TrainConfig {
   num_train_epochs: number;
   per_device_train_batch_size: number;
   gradient_accumulation_steps: number;
-  /** true / false as TRL; "auto": false when the activations fit the card (faster, the same arithmetic), else true. */
+  /**
+   * true / false as TRL; "selective": every product's output kept, the norms' and SwiGLU's remade
+   * in the backward; "auto": the first of false, "selective", true that fits the card (the same
+   * arithmetic, each slower than the one before).
+   */
   gradient_checkpointing: boolean | "auto" | "selective";
   optim: "adamw_torch" | "adamw_8bit";
   learning_rate: number;

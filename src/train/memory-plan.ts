@@ -181,6 +181,15 @@ export function layerBytesPerRow(w: LayerWidths, targeted: (name: string) => num
 }
 
 /**
+ * What selective recomputation drops of one layer's forward, per row: the outputs of its two norms
+ * and, with a SwiGLU MLP, of the SwiGLU (each written as narrow as the products that read it).
+ */
+export function evictedBytesPerRow(w: LayerWidths, precision: "bf16" | "f32", swiglu = true): number {
+  const narrow = precision === "bf16" ? 2 : F32;
+  return narrow * (2 * w.hidden + (swiglu ? w.intermediate : 0));
+}
+
+/**
  * Backward of one replayed layer, beyond what its forward left: the gradients of the body's
  * intermediates live only until the op that consumed them has run backward, so at most a few of
  * the widest are alive at once (the gate/up pair of the MLP and the incoming gradient: 3·I + 2·D
@@ -189,14 +198,6 @@ export function layerBytesPerRow(w: LayerWidths, targeted: (name: string) => num
  * with precision "bf16", when both gate and up are LoRA linears (narrow gradients, the Graph's
  * backward) and the MLP is SwiGLU (`swiglu`: false for a GELU vision tower).
  */
-/**
- * What selective recomputation drops of one layer's forward, per row: the outputs of its two norms
- * and, with a SwiGLU MLP, of the SwiGLU (each written as narrow as the products that read it).
- */
-export function evictedBytesPerRow(w: LayerWidths, precision: "bf16" | "f32", swiglu = true): number {
-  const narrow = precision === "bf16" ? 2 : F32;
-  return narrow * (2 * w.hidden + (swiglu ? w.intermediate : 0));
-}
 
 export function layerBackwardBytesPerRow(w: LayerWidths, targeted: (name: string) => number | null, precision: "bf16" | "f32", swiglu = true): number {
   const narrowPair = precision === "bf16" && swiglu && targeted("gate") !== null && targeted("up") !== null;

@@ -49,3 +49,30 @@ for (const precision of ["bf16", "f32"] as const) {
     }
   });
 }
+
+test("a remade value is dropped after its last reader, also when a consumer gets no gradient or does not read it", () => {
+  const backend = createCpuBackend();
+  const up = (shape: number[], seed: number) => backend.upload(Float32Array.from({ length: shape[0]! * (shape[1] ?? 1) }, (_, i) => Math.sin(i * 0.7 + seed)), shape, "f32");
+  const [x0, w, w1, w2, y0] = [up([4, 8], 1), up([8], 2), up([6, 8], 3), up([6, 8], 4), up([4, 8], 5)];
+  const labels = backend.upload(Int32Array.from([0, 1, 2, 3]), [4], "i32");
+  const liveAfterBackward = (evictElementwise: boolean) => {
+    const before = backend.memory().live;
+    const g = createGraph(backend, { recording: true, evictElementwise });
+    const x = g.param(x0, true);
+    const out = g.scope(() => {
+      const h = g.rmsNorm(g.scale(x, 2), g.constant(w), 1e-5);
+      g.linear(h, g.param(w2, true)); // no gradient ever reaches this product
+      g.add(h, g.constant(y0)); // nor this sum, whose backward would not read h anyway
+      return g.linear(h, g.param(w1, true));
+    });
+    g.backward(g.crossEntropy(out, labels, -100));
+    const live = backend.memory().live - before - x.grad!.size * 4;
+    const grad = Array.from(backend.read(x.grad!));
+    g.dispose();
+    return { live, grad };
+  };
+  const kept = liveAfterBackward(false);
+  const selective = liveAfterBackward(true);
+  assert.deepEqual(selective.grad, kept.grad);
+  assert.ok(selective.live < kept.live, `live after backward: ${selective.live} selective vs ${kept.live} kept`);
+});

@@ -35,7 +35,8 @@ a second Ctrl-C stops at once. --on-nan stop|skip-step: what a NaN/Inf loss or g
 Before loading the weights, a CUDA run estimates its GPU memory (weights at their stored dtype,
 fp8 included; LoRA, optimizer states, activations) and prints it with the setting it chose: with
 gradient_checkpointing auto (the default) it keeps every layer's activations when they fit (the
-fastest setting), else recomputes them; then it halves the micro-batch (doubling
+fastest setting), else keeps the products' outputs and remakes the norms' and SwiGLU's in the
+backward (selective), else recomputes every layer (true); then it halves the micro-batch (doubling
 gradient_accumulation_steps) until the run fits the card, and refuses when nothing fits. --gpu-memory GiB overrides the card's
 size (and checks a CPU run as if on such a card).
 
