@@ -12,6 +12,7 @@ import { forwardMistral3, freeMistral3, loadMistral3 } from "../../src/models/mi
 import type { Backend } from "../../src/tensor/backend.ts";
 import { Rng } from "../../src/util/rng.ts";
 import { fixtureBatches, FIXTURES } from "../train/fixture-batches.ts";
+import { loraTensors, takeGrads } from "./lora-grads.ts";
 
 /** The CPU backend with a count of every call by name. */
 function countingBackend(): { backend: Backend; calls: Map<string, number> } {
@@ -37,7 +38,7 @@ for (const checkpointLayers of [false, true]) {
     try {
       await loadAdapter(join(FIXTURES, "train", "tiny", "initial_adapter"), model.linears, backend);
       const batch = await (await fixtureBatches("labels")).get(0, 0);
-      const trainable = new Set([...model.linears.values()].flatMap((l) => (l.lora ? [l.lora.a, l.lora.b] : [])));
+      const trainable = loraTensors(model);
       const run = (narrowGradients: boolean) => {
         calls.clear();
         const graph = createGraph(backend, { recording: true, narrowGradients });
@@ -45,13 +46,7 @@ for (const checkpointLayers of [false, true]) {
         try {
           const { loss } = forwardMistral3(ctx, model, batch.inputs, { checkpointLayers, scoredPositionsOnly: true });
           graph.backward(loss!);
-          const grads = [...trainable].map((t) => {
-            const v = ctx.varOf(t)!;
-            const raw = Array.from(backend.readRaw(v.grad!));
-            v.grad!.free();
-            v.grad = null;
-            return raw;
-          });
+          const grads = takeGrads(backend, ctx, trainable);
           return { grads, castsAndCopies: (calls.get("cast") ?? 0) + (calls.get("copy") ?? 0) };
         } finally {
           graph.dispose();

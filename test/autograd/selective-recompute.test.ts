@@ -11,6 +11,7 @@ import { loadAdapter } from "../../src/lora/adapter.ts";
 import { ForwardContext } from "../../src/models/mistral3/context.ts";
 import { forwardMistral3, freeMistral3, loadMistral3 } from "../../src/models/mistral3/model.ts";
 import { fixtureBatches, FIXTURES } from "../train/fixture-batches.ts";
+import { loraTensors, takeGrads } from "./lora-grads.ts";
 
 for (const precision of ["bf16", "f32"] as const) {
   test(`a tiny-model micro-batch (${precision} products): the same LoRA gradients with norm and SwiGLU outputs dropped and remade, less memory after the forward`, async () => {
@@ -19,7 +20,7 @@ for (const precision of ["bf16", "f32"] as const) {
     try {
       await loadAdapter(join(FIXTURES, "train", "tiny", "initial_adapter"), model.linears, backend);
       const batch = await (await fixtureBatches("labels")).get(0, 0);
-      const trainable = new Set([...model.linears.values()].flatMap((l) => (l.lora ? [l.lora.a, l.lora.b] : [])));
+      const trainable = loraTensors(model);
       const run = (evictElementwise: boolean) => {
         const before = backend.memory().live;
         const graph = createGraph(backend, { recording: true, evictElementwise });
@@ -27,13 +28,7 @@ for (const precision of ["bf16", "f32"] as const) {
         const { loss } = forwardMistral3(ctx, model, batch.inputs, { checkpointLayers: false, scoredPositionsOnly: true });
         const afterForward = backend.memory().live - before;
         graph.backward(loss!);
-        const grads = [...trainable].map((t) => {
-          const v = ctx.varOf(t)!;
-          const raw = Array.from(backend.readRaw(v.grad!));
-          v.grad!.free();
-          v.grad = null;
-          return raw;
-        });
+        const grads = takeGrads(backend, ctx, trainable);
         graph.dispose();
         ctx.release();
         return { grads, afterForward, left: backend.memory().live - before };

@@ -192,6 +192,20 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     return opts.precision === "bf16" && r >= 1 && r <= 64 && operands.every((t) => t.dtype === "f32" || t.dtype === "bf16");
   }
 
+  /** Rows {first, second, n} of a two-list multi-tensor call, each pair checked for dtype and size. */
+  function pairRows(op: string, firsts: readonly Tensor[], firstDtype: DType, seconds: readonly Tensor[], secondDtype: DType): BigUint64Array {
+    requireAligned(op, firsts, seconds);
+    const rows = new BigUint64Array(3 * firsts.length);
+    firsts.forEach((a, k) => {
+      const b = seconds[k]!;
+      requireDtype(op, a, [firstDtype]);
+      requireDtype(op, b, [secondDtype]);
+      requireSizes(op, a.size, [b]);
+      rows.set([BigInt(p(a, op)), BigInt(p(b, op)), BigInt(a.size)], 3 * k);
+    });
+    return rows;
+  }
+
   function bf16Operand(t: Tensor): Tensor {
     return t.dtype === "bf16" ? t : backend.cast(t, "bf16");
   }
@@ -720,30 +734,12 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
 
     narrowMany(srcs, dsts) {
       const op = "narrowMany";
-      requireAligned(op, srcs, dsts);
-      const rows = new BigUint64Array(3 * srcs.length);
-      srcs.forEach((src, k) => {
-        const dst = dsts[k]!;
-        requireDtype(op, src, ["f32"]);
-        requireDtype(op, dst, ["bf16"]);
-        requireSizes(op, src.size, [dst]);
-        rows.set([BigInt(p(src, op)), BigInt(p(dst, op)), BigInt(src.size)], 3 * k);
-      });
-      ok(lib.narrow_many(ctx, rows, srcs.length), op);
+      ok(lib.narrow_many(ctx, pairRows(op, srcs, "f32", dsts, "bf16"), srcs.length), op);
     },
 
     addMany(dsts, srcs) {
       const op = "addMany";
-      requireAligned(op, dsts, srcs);
-      const rows = new BigUint64Array(3 * dsts.length);
-      dsts.forEach((dst, k) => {
-        const src = srcs[k]!;
-        requireDtype(op, dst, ["f32"]);
-        requireDtype(op, src, ["f32"]);
-        requireSizes(op, dst.size, [src]);
-        rows.set([BigInt(p(dst, op)), BigInt(p(src, op)), BigInt(dst.size)], 3 * k);
-      });
-      ok(lib.add_many(ctx, rows, dsts.length), op);
+      ok(lib.add_many(ctx, pairRows(op, dsts, "f32", srcs, "f32"), dsts.length), op);
     },
 
     // ---- CUDA-only -------------------------------------------------------------------------
