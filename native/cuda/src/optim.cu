@@ -1,8 +1,8 @@
 // Multi-tensor optimiser step: Σx² over every gradient, fused AdamW (f32 moments) and 8-bit AdamW
 // (block-wise quantised moments) over every parameter, the bf16 copies of the updated masters and
-// the sums of micro-batch gradients, one launch each for all tensors instead of a few per tensor. Blocks map to (tensor, chunk) pairs
-// through a table of the tensors on the device, each row holding the index of its first chunk; a
-// block finds its row by binary search.
+// the sums of micro-batch gradients, one launch each for all tensors instead of a few per tensor.
+// Blocks map to (tensor, chunk) pairs through a table of the tensors on the device, each row holding
+// the index of its first chunk; a block finds its row by binary search.
 #include <algorithm>
 #include <vector>
 
@@ -33,18 +33,11 @@ struct Entry {
   int64_t first_chunk;
 };
 
-// One tensor of splint_cuda_narrow_many: src f32 [n] rounded into dst bf16 [n].
-struct NarrowEntry {
-  const float* src;
-  __nv_bfloat16* dst;
-  int64_t n;
-  int64_t first_chunk;
-};
-
-// One tensor of splint_cuda_add_many: dst f32 [n] += src f32 [n].
-struct AddEntry {
-  float* dst;
-  const float* src;
+// One row {first, second, n} of a two-list call: narrow_many's f32 source and bf16 copy,
+// add_many's f32 sum and f32 addend.
+struct PairEntry {
+  void* first;
+  void* second;
   int64_t n;
   int64_t first_chunk;
 };
@@ -120,18 +113,22 @@ __global__ void adamw_many_kernel(const Entry* table, int count, AdamwScalars h,
   }
 }
 
-__global__ void narrow_many_kernel(const NarrowEntry* table, int count) {
-  const NarrowEntry& e = entry_of(table, count, blockIdx.x);
+__global__ void narrow_many_kernel(const PairEntry* table, int count) {
+  const PairEntry& e = entry_of(table, count, blockIdx.x);
+  const float* src = static_cast<const float*>(e.first);
+  __nv_bfloat16* dst = static_cast<__nv_bfloat16*>(e.second);
   const int64_t start = (blockIdx.x - e.first_chunk) * kNarrowChunk;
   const int64_t end = min(e.n, start + kNarrowChunk);
-  for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) e.dst[i] = __float2bfloat16_rn(e.src[i]);
+  for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) dst[i] = __float2bfloat16_rn(src[i]);
 }
 
-__global__ void add_many_kernel(const AddEntry* table, int count) {
-  const AddEntry& e = entry_of(table, count, blockIdx.x);
+__global__ void add_many_kernel(const PairEntry* table, int count) {
+  const PairEntry& e = entry_of(table, count, blockIdx.x);
+  float* sum = static_cast<float*>(e.first);
+  const float* addend = static_cast<const float*>(e.second);
   const int64_t start = (blockIdx.x - e.first_chunk) * kNarrowChunk;
   const int64_t end = min(e.n, start + kNarrowChunk);
-  for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) e.dst[i] += e.src[i];
+  for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) sum[i] += addend[i];
 }
 
 // Math.max's rule (the CPU's quantizeInto): NaN when either is NaN.
@@ -242,6 +239,28 @@ int upload_table(splint_ctx* ctx, std::vector<Row>& rows, int64_t chunk_elems, S
   return SPLINT_OK;
 }
 
+// Reads the host rows {first, second, n} (n = 0 skipped), uploads the table and runs `kernel` with a
+// block per kNarrowChunk elements: the body of both two-list calls.
+int launch_pairs(splint_ctx* ctx, const uint64_t* tensors, int32_t count, void (*kernel)(const PairEntry*, int),
+                 const char* op) {
+  const char* splint_op = op;
+  ARG_CHECK(count >= 0 && (count == 0 || tensors != nullptr), "bad tensor list (%d rows)", count);
+  std::vector<PairEntry> rows;
+  for (int32_t k = 0; k < count; k++) {
+    const uint64_t* r = tensors + 3 * k;
+    ARG_CHECK((r[0] != 0 && r[1] != 0) || r[2] == 0, "row %d: null tensor", k);
+    if (r[2] > 0) rows.push_back(PairEntry{reinterpret_cast<void*>(r[0]), reinterpret_cast<void*>(r[1]), static_cast<int64_t>(r[2]), 0});
+  }
+  if (rows.empty()) return SPLINT_OK;
+  Scratch table;
+  int64_t chunks = 0;
+  STATUS_CHECK(upload_table(ctx, rows, kNarrowChunk, table, chunks, op));
+  kernel<<<static_cast<unsigned>(chunks), kThreads, 0, ctx->stream>>>(static_cast<const PairEntry*>(table.p),
+                                                                      static_cast<int>(rows.size()));
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
 }  // namespace
 
 extern "C" {
@@ -339,46 +358,13 @@ int splint_cuda_adamw8bit_many(splint_ctx* ctx, const uint64_t* tensors, int32_t
 int splint_cuda_narrow_many(splint_ctx* ctx, const uint64_t* tensors, int32_t count) {
   OP("narrow_many");
   CTX_CHECK(ctx);
-  ARG_CHECK(count >= 0 && (count == 0 || tensors != nullptr), "bad tensor list (%d rows)", count);
-  std::vector<NarrowEntry> rows;
-  for (int32_t k = 0; k < count; k++) {
-    const uint64_t* r = tensors + 3 * k;
-    ARG_CHECK((r[0] != 0 && r[1] != 0) || r[2] == 0, "row %d: null tensor", k);
-    if (r[2] > 0) {
-      rows.push_back(NarrowEntry{reinterpret_cast<const float*>(r[0]), reinterpret_cast<__nv_bfloat16*>(r[1]),
-                                 static_cast<int64_t>(r[2]), 0});
-    }
-  }
-  if (rows.empty()) return SPLINT_OK;
-  Scratch table;
-  int64_t chunks = 0;
-  STATUS_CHECK(upload_table(ctx, rows, kNarrowChunk, table, chunks, splint_op));
-  narrow_many_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, ctx->stream>>>(
-      static_cast<const NarrowEntry*>(table.p), static_cast<int>(rows.size()));
-  LAUNCH_CHECK();
-  return SPLINT_OK;
+  return launch_pairs(ctx, tensors, count, narrow_many_kernel, splint_op);
 }
 
 int splint_cuda_add_many(splint_ctx* ctx, const uint64_t* tensors, int32_t count) {
   OP("add_many");
   CTX_CHECK(ctx);
-  ARG_CHECK(count >= 0 && (count == 0 || tensors != nullptr), "bad tensor list (%d rows)", count);
-  std::vector<AddEntry> rows;
-  for (int32_t k = 0; k < count; k++) {
-    const uint64_t* r = tensors + 3 * k;
-    ARG_CHECK((r[0] != 0 && r[1] != 0) || r[2] == 0, "row %d: null tensor", k);
-    if (r[2] > 0) {
-      rows.push_back(AddEntry{reinterpret_cast<float*>(r[0]), reinterpret_cast<const float*>(r[1]), static_cast<int64_t>(r[2]), 0});
-    }
-  }
-  if (rows.empty()) return SPLINT_OK;
-  Scratch table;
-  int64_t chunks = 0;
-  STATUS_CHECK(upload_table(ctx, rows, kNarrowChunk, table, chunks, splint_op));
-  add_many_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, ctx->stream>>>(static_cast<const AddEntry*>(table.p),
-                                                                              static_cast<int>(rows.size()));
-  LAUNCH_CHECK();
-  return SPLINT_OK;
+  return launch_pairs(ctx, tensors, count, add_many_kernel, splint_op);
 }
 
 }  // extern "C"
