@@ -33,8 +33,10 @@ class Value implements Var {
   remakeInputs: readonly Value[] = [];
   /** Dropped by its scope; remade on the first backward that takes it. */
   evicted = false;
-  /** While remade: backward nodes still to run that take it; at 0 it is dropped again. */
-  pendingReads = 0;
+  /** Made again by remake (and so dropped once its last reader has run). */
+  remade = false;
+  /** Recorded backward nodes that read it and have not run (or been skipped) yet; a remade value goes at 0. */
+  readersLeft = 0;
   constructor(
     public value: Tensor,
     readonly requiresGrad: boolean,
@@ -146,7 +148,7 @@ class TapeGraph implements Graph {
     const out = new Value(this.own(value), requiresGrad, false);
     if (this.tape && requiresGrad) {
       const read = reads ?? [...inputs.map((v) => v.value), value];
-      this.tape.push({ inputs, output: out, backward, readInputs: inputs.filter((v) => read.includes(v.value)) });
+      this.record(this.tape, { inputs, output: out, backward, readInputs: inputs.filter((v) => read.includes(v.value)) });
       for (const t of read) this.backwardReads.add(t.storage as object);
     }
     return out;
@@ -355,7 +357,7 @@ class TapeGraph implements Graph {
     xv.consumers++;
     xv.viewed = true;
     out.viewOf = xv;
-    if (this.tape && xv.requiresGrad) this.tape.push({ inputs: [xv], output: out, backward: (d) => [d.reshape(xv.value.shape)], readInputs: [] });
+    if (this.tape && xv.requiresGrad) this.record(this.tape, { inputs: [xv], output: out, backward: (d) => [d.reshape(xv.value.shape)], readInputs: [] });
     return out;
   }
 
@@ -487,7 +489,7 @@ class TapeGraph implements Graph {
       this.tape = tape;
     }
     if (out.requiresGrad && !inputs.includes(out)) {
-      tape.push({ inputs: inputs.map(asValue), output: out, recompute: () => asValue(body(inputs)), readInputs: inputs.map(asValue) });
+      this.record(tape, { inputs: inputs.map(asValue), output: out, recompute: () => asValue(body(inputs)), readInputs: inputs.map(asValue) });
       this.checkpointsRecorded++;
       for (const v of inputs) this.backwardReads.add(v.value.storage as object);
     }
@@ -525,9 +527,10 @@ class TapeGraph implements Graph {
       grads.delete(node.output);
       if (node.recompute) {
         this.recompute(node.recompute, dout, grads);
+        this.doneReading(node);
         continue;
       }
-      for (const v of node.readInputs) if (v.evicted) this.remakeValue(v, nodes, i);
+      for (const v of node.readInputs) if (v.evicted) this.remakeValue(v);
       // Sums so far that the op may add into: f32, of an intermediate (a leaf's .grad is the
       // caller's), and of an input the op takes once.
       const into = node.inputs.map((v, j) => {
@@ -560,23 +563,30 @@ class TapeGraph implements Graph {
     }
   }
 
+  /** Puts a node on a tape, counting it as a reader of the inputs its backward reads. */
+  private record(tape: Node[], node: Node): void {
+    tape.push(node);
+    for (const v of new Set(node.readInputs)) v.readersLeft++;
+  }
+
   /** A remade value goes again once the last backward that reads it has run (or been skipped). */
   private doneReading(node: Node): void {
     for (const v of new Set(node.readInputs)) {
-      if (v.remake && !v.evicted && v.pendingReads > 0 && --v.pendingReads === 0) {
+      if (v.readersLeft > 0) v.readersLeft--;
+      if (v.readersLeft === 0 && v.remade) {
         v.value.free();
+        v.remade = false;
         v.evicted = true;
       }
     }
   }
 
-  /** Makes an evicted value again for the backward of nodes[at] and the earlier nodes that read it. */
-  private remakeValue(v: Value, nodes: readonly Node[], at: number): void {
-    for (const input of v.remakeInputs) if (input.evicted) this.remakeValue(input, nodes, at);
+  /** Makes an evicted value again for the backward about to read it (and its readers still to run). */
+  private remakeValue(v: Value): void {
+    for (const input of v.remakeInputs) if (input.evicted) this.remakeValue(input);
     v.value = this.own(v.remake!());
     v.evicted = false;
-    v.pendingReads = 0;
-    for (let k = at; k >= 0; k--) if (nodes[k]!.readInputs.includes(v)) v.pendingReads++;
+    v.remade = true;
   }
 
   /**
