@@ -14,6 +14,7 @@ import { BLOCK_8BIT, dequantizeBlockwise, packedCodeWords, quantizeInto, SIGNED_
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { f32ArrayToBf16 } from "../../tensor/bf16.ts";
+import { addInPlace } from "./elementwise.ts";
 import { f32Of, i32Of, storageOf } from "./storage.ts";
 
 export type { AdamwHyper };
@@ -155,9 +156,8 @@ export function addMany(dsts: readonly Tensor[], srcs: readonly Tensor[]): void 
   dsts.forEach((dst, i) => {
     const src = srcs[i]!;
     if (src.size !== dst.size) throw new TensorError(op, `row ${i}: sizes differ`, { shapes: [dst.shape, src.shape] });
-    const d = f32Of(dst, op);
-    const s = f32Of(src, op);
-    for (let j = 0; j < d.length; j++) d[j] = d[j]! + s[j]!;
+    f32Of(src, op); // the addend is f32 too, as on CUDA
+    addInPlace(dst, src);
   });
 }
 
