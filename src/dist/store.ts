@@ -14,6 +14,9 @@ import { SplintError } from "../util/errors.ts";
  * the payload bytes.
  */
 
+/** How long the store waits after a rank's connection drops before failing the others (see accept). */
+const LOST_RANK_GRACE_MS = 500;
+
 export class DistError extends SplintError {
   constructor(message: string, hint?: string) {
     super(message, hint);
@@ -154,7 +157,13 @@ export class StoreServer {
       this.sockets.delete(socket);
       if (saidBye || this.failure) return;
       // A rank that vanishes mid-run (killed, crashed) must not leave the others waiting for it.
-      this.fail(`rank ${rank ?? "?"} of ${this.worldSize} disconnected from the store before the run ended (it crashed or was killed)`);
+      // They fail a moment later rather than at once, so a launcher watching every rank (splint
+      // train --gpus) sees the rank that died exit first and names it, not a survivor that exited
+      // on its heels in the same instant.
+      const message = `rank ${rank ?? "?"} of ${this.worldSize} disconnected from the store before the run ended (it crashed or was killed)`;
+      setTimeout(() => {
+        if (!this.failure) this.fail(message);
+      }, LOST_RANK_GRACE_MS).unref();
     };
     socket.on("close", lost);
     socket.on("error", () => socket.destroy());
