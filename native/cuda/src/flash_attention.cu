@@ -233,7 +233,8 @@ __device__ __forceinline__ int warp_row(int warp, int m, int g, int r) {
 
 // kBc: keys a forward tile (Tiles<kD>::forward, or 128 at D = 64 where SPLINT_FLASH_FORWARD_KEYS
 // asks for it: half the barriers and row reductions per key, 32 more registers, two blocks an SM
-// instead of three by shared memory; measured side by side in bench/attention-ops.ts).
+// instead of three by shared memory). Not yet measured: run bench/attention-ops.ts once with the
+// variable and once without; the parity suite covers only the default tile.
 template <int kD, int kBc>
 constexpr size_t forward_smem() {
   return (size_t)(Tiles<kD>::rows + 4 * kBc) * (kD + 8) * sizeof(bf16) + 2 * kBc * sizeof(int);
