@@ -4,8 +4,7 @@
  * time; it is removed on release and on any normal exit. After a crash (SIGKILL, power loss) the
  * file stays behind: a lock whose pid no longer runs on this host is stale and is taken over.
  */
-import { closeSync, existsSync, openSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, writeSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, writeSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { BusyError } from "./errors.ts";
@@ -49,7 +48,10 @@ export async function lockFolder(dir: string, command: string): Promise<FolderLo
   // A folder made only to hold the lock is removed again if the command leaves it empty (bad
   // input found after locking must not leave a trace).
   const existed = existsSync(dir);
-  await mkdir(dir, { recursive: true });
+  // Synchronous up to taking the lock: a caller's lock is then held from the moment it calls, so
+  // of two calls made one after the other the first always wins (an awaited mkdir let the second
+  // overtake it when the thread pool finished its mkdir first).
+  mkdirSync(dir, { recursive: true });
   const file = join(dir, LOCK_FILE);
   const owner: LockOwner = { pid: process.pid, host: hostname(), since: new Date().toISOString(), command };
   let recoveredStale: LockOwner | null = null;
