@@ -17,8 +17,6 @@
 // Fragments: A operands come from shared memory through ldmatrix (or straight from the previous
 // product's accumulators: P and dS), B operands through ldmatrix, transposed where the tile is
 // stored [k][n].
-#include <cstdlib>
-#include <cstring>
 #include <type_traits>
 
 #include "common.cuh"
@@ -231,10 +229,9 @@ __device__ __forceinline__ int warp_row(int warp, int m, int g, int r) {
   return warp * 16 * kM + 16 * m + g + 8 * r;
 }
 
-// kBc: keys a forward tile (Tiles<kD>::forward, or 128 at D = 64 where SPLINT_FLASH_FORWARD_KEYS
-// asks for it: half the barriers and row reductions per key, 32 more registers, two blocks an SM
-// instead of three by shared memory). Not yet measured: run bench/attention-ops.ts once with the
-// variable and once without; the parity suite covers only the default tile.
+// kBc: keys a forward tile (Tiles<kD>::forward). A 128-key tile at D = 64 (half the barriers and
+// row reductions per key, two blocks an SM instead of three) ran the vision shape 23 % slower
+// (NOTES.md), so the tile stays a parameter for such trials but one width is built.
 template <int kD, int kBc>
 constexpr size_t forward_smem() {
   return (size_t)(Tiles<kD>::rows + 4 * kBc) * (kD + 8) * sizeof(bf16) + 2 * kBc * sizeof(int);
@@ -968,10 +965,6 @@ template <int kD>
 int set_smem_limits(const char* splint_op) {
   CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<kD, Tiles<kD>::forward>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)forward_smem<kD, Tiles<kD>::forward>()));
-  if constexpr (kD == 64) {
-    CUDA_CHECK(cudaFuncSetAttribute(flash_forward_kernel<kD, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)forward_smem<kD, 128>()));
-  }
   CUDA_CHECK(cudaFuncSetAttribute(flash_dq_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dq_smem<kD>()));
   CUDA_CHECK(cudaFuncSetAttribute(flash_dkv_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dkv_smem<kD>()));
   CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_fused_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fused_smem<kD>()));
@@ -995,15 +988,6 @@ void with_head(int64_t d, Launch launch) {
 }
 
 bool aligned16(splint_dptr p) { return (p & 15) == 0; }
-
-// SPLINT_FLASH_FORWARD_KEYS=128: the D = 64 forward walks 128-key tiles (read once a process).
-bool wide_forward_tiles() {
-  static const bool wide = [] {
-    const char* keys = std::getenv("SPLINT_FLASH_FORWARD_KEYS");
-    return keys != nullptr && std::strcmp(keys, "128") == 0;
-  }();
-  return wide;
-}
 
 int check_dims(const char* splint_op, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d,
                int32_t mask_kind, splint_dptr seg_start, splint_dptr seg_end) {
@@ -1043,19 +1027,10 @@ int splint_cuda_flash_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype,
   with_head(d, [&](auto head) {
     constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::rows;
     const dim3 grid((unsigned)((t + kRows - 1) / kRows), (unsigned)hq, (unsigned)b);
-    auto launch = [&](auto keys) {
-      constexpr int kBc = decltype(keys)::value;
-      flash_forward_kernel<kD, kBc><<<grid, kThreads, forward_smem<kD, kBc>(), ctx->stream>>>(
-          in_of(q, q_dtype), in_of(k, k_dtype), in_of(v, v_dtype), (int)t, (int)s, (int)hq, (int)hkv, (int)d,
-          scale * kLog2e, mask, vec, out_of(out, out_dtype), reinterpret_cast<float*>(lse));
-    };
-    if constexpr (kD == 64) {
-      if (wide_forward_tiles()) {
-        launch(std::integral_constant<int, 128>{});
-        return;
-      }
-    }
-    launch(std::integral_constant<int, Tiles<kD>::forward>{});
+    constexpr int kBc = Tiles<kD>::forward;
+    flash_forward_kernel<kD, kBc><<<grid, kThreads, forward_smem<kD, kBc>(), ctx->stream>>>(
+        in_of(q, q_dtype), in_of(k, k_dtype), in_of(v, v_dtype), (int)t, (int)s, (int)hq, (int)hkv, (int)d,
+        scale * kLog2e, mask, vec, out_of(out, out_dtype), reinterpret_cast<float*>(lse));
   });
   LAUNCH_CHECK();
   return SPLINT_OK;
