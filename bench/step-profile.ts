@@ -52,12 +52,18 @@ function opClass(name: string, args: readonly unknown[]): string {
       const m = opts.transA ? a.shape.at(-1)! : a.size / a.shape.at(-1)!;
       const k = opts.transA ? a.size / a.shape.at(-1)! : a.shape.at(-1)!;
       const n = opts.transB ? b.shape[0]! : b.shape.at(-1)!;
-      return Math.min(m, n, k) <= 64 ? "matmul LoRA (a side ≤ 64)" : "matmul base";
+      // A side ≤ 64 is a LoRA product: the rank is the inner size of the up product (u·Bᵀ into
+      // y), the output width of du = dy·B, and of dB = dyᵀ·u (x's side transposed).
+      if (k <= 64) return "LoRA up (u·Bᵀ into y)";
+      if (n <= 64) return opts.transA ? "LoRA dB (dyᵀ·u)" : "LoRA du (dy·B)";
+      return m <= 64 ? "matmul LoRA (other skinny)" : "matmul base";
     }
     case "loraDown":
+      return "LoRA down (dropout(x)·Aᵀ, fused)";
     case "loraGradA":
+      return "LoRA dA (duᵀ·dropout(x), fused)";
     case "loraDxAccumulate":
-      return "LoRA fused (loraDown, loraGradA, loraDxAccumulate)";
+      return "LoRA dx (dx += dropout'(du·A), fused)";
     case "attention":
       return `attention ${attentionClass(args[3] as AttentionMask)} forward`;
     case "attentionBackward":
@@ -81,16 +87,18 @@ function opClass(name: string, args: readonly unknown[]): string {
     case "scaleInPlace":
       return "add / mul / scale";
     case "swiglu":
-    case "swigluBackward":
     case "gelu":
+      return "activation forward (SwiGLU, GELU)";
+    case "swigluBackward":
     case "geluBackward":
-      return "activation (SwiGLU, GELU)";
+      return "activation backward (SwiGLU, GELU)";
     case "dropout":
     case "dropoutBackward":
       return "dropout";
     case "rmsNorm":
+      return "RMSNorm forward";
     case "rmsNormBackward":
-      return "RMSNorm";
+      return "RMSNorm backward";
     case "rope":
       return "RoPE";
     case "crossEntropy":

@@ -391,12 +391,12 @@ function matmulCases(): ParityCase[] {
 
 function elementwiseCases(): ParityCase[] {
   const cases: ParityCase[] = [];
-  for (const dtype of FLOAT_INPUTS) {
-    const shape = [3, 1023];
+  // 3·1023 elements take the scalar kernels; 4·1024 (a multiple of 8, 16-byte aligned) the vectorised ones.
+  for (const [shape, kernels] of [[[3, 1023], ""], [[4, 1024], " (vectorised)"]] as const) for (const dtype of FLOAT_INPUTS) {
     const n = size(shape);
     cases.push(
       {
-        name: `add/mul/scale/addInPlace/scaleInPlace ${dtype}`,
+        name: `add/mul/scale/addInPlace/scaleInPlace ${dtype}${kernels}`,
         tolerance: ELEMENTWISE,
         run(b, rng) {
           const s = new Session(b);
@@ -410,7 +410,7 @@ function elementwiseCases(): ParityCase[] {
         },
       },
       {
-        name: `swiglu/gelu forward and backward ${dtype}`,
+        name: `swiglu/gelu forward and backward ${dtype}${kernels}`,
         tolerance: TRANSCENDENTAL,
         run(b, rng) {
           const s = new Session(b);
@@ -422,7 +422,7 @@ function elementwiseCases(): ParityCase[] {
         },
       },
       {
-        name: `swigluBackward with bf16 gradients ${dtype}`,
+        name: `swigluBackward with bf16 gradients ${dtype}${kernels}`,
         tolerance: { atol: 1e-5, rtol: 8e-3, why: "the f32 gradients (≤ 2 ulp apart), each rounded once to bf16 (half an ulp is 2^-9 relative)" },
         run(b, rng) {
           const s = new Session(b);
@@ -434,7 +434,7 @@ function elementwiseCases(): ParityCase[] {
         },
       },
       {
-        name: `dropout p=0.1 and p=0.5 forward/backward ${dtype}`,
+        name: `dropout p=0.1 and p=0.5 forward/backward ${dtype}${kernels}`,
         tolerance: { ...EXACT, why: "the same counter-based hash and one f32 multiply: bit-exact" },
         run(b, rng) {
           const s = new Session(b);
@@ -450,40 +450,43 @@ function elementwiseCases(): ParityCase[] {
 
 function normRopeCases(): ParityCase[] {
   const cases: ParityCase[] = [];
-  for (const dtype of FLOAT_INPUTS) {
+  // 1000 columns take the vectorised RMSNorm kernels, 1001 the scalar ones; a head of 40 (pairs
+  // 20 apart) the scalar RoPE kernel, 64 (32 apart, a multiple of 8) the vectorised one.
+  for (const [cols, dim] of [[1000, 40], [1001, 64]] as const) for (const dtype of FLOAT_INPUTS) {
+    const half = dim / 2;
     cases.push(
       {
-        name: `rmsNorm forward/backward [37, 1000] ${dtype}`,
+        name: `rmsNorm forward/backward [37, ${cols}] ${dtype}`,
         tolerance: REDUCTION,
         run(b, rng) {
           const s = new Session(b);
-          const x = s.up(rng.uniform(37 * 1000, -2, 2), [37, 1000], dtype);
-          const w = s.up(rng.uniform(1000, 0.5, 1.5), [1000], dtype);
-          const dy = s.up(rng.uniform(37 * 1000), [37, 1000], dtype);
+          const x = s.up(rng.uniform(37 * cols, -2, 2), [37, cols], dtype);
+          const w = s.up(rng.uniform(cols, 0.5, 1.5), [cols], dtype);
+          const dy = s.up(rng.uniform(37 * cols), [37, cols], dtype);
           const { y, rstd } = b.rmsNorm(x, w, 1e-5);
           const { dx, dweight } = b.rmsNormBackward(x, w, rstd, dy);
           // A frozen weight: the same dx, no dweight.
           const frozen = b.rmsNormBackward(x, w, rstd, dy, false);
           if (frozen.dweight !== null) throw new Error("rmsNormBackward(weightGrad false) returned a dweight");
           // Added into a gradient summed so far (the residual stream's).
-          const sum = s.up(rng.uniform(37 * 1000), [37, 1000], "f32");
+          const sum = s.up(rng.uniform(37 * cols), [37, cols], "f32");
           if (b.rmsNormBackward(x, w, rstd, dy, false, sum).dx !== sum) throw new Error("rmsNormBackward(…, into) returned another tensor");
           return s.finish({ y, rstd, dx, dweight: dweight!, dxFrozen: frozen.dx, dxInto: b.copy(sum) });
         },
       },
       ...(["f32", "bf16"] as const).map(
         (outDtype): ParityCase => ({
-          name: `rope forward/inverse [29, 3, 40] ${dtype}${outDtype === "bf16" ? " with bf16 output" : ""}`,
+          name: `rope forward/inverse [29, 3, ${dim}] ${dtype}${outDtype === "bf16" ? " with bf16 output" : ""}`,
           tolerance:
             outDtype === "f32"
               ? ELEMENTWISE
               : { atol: 1e-5, rtol: 8e-3, why: "the f32 rotation (≤ 1 ulp apart), rounded once to bf16 (half an ulp is 2^-9 relative)" },
           run(b, rng) {
             const s = new Session(b);
-            const x = s.up(rng.uniform(29 * 3 * 40), [29, 3, 40], dtype);
-            const angles = rng.uniform(29 * 20, -Math.PI, Math.PI);
-            const cos = s.up(angles.map(Math.cos), [29, 20], "f32");
-            const sin = s.up(angles.map(Math.sin), [29, 20], "f32");
+            const x = s.up(rng.uniform(29 * 3 * dim), [29, 3, dim], dtype);
+            const angles = rng.uniform(29 * half, -Math.PI, Math.PI);
+            const cos = s.up(angles.map(Math.cos), [29, half], "f32");
+            const sin = s.up(angles.map(Math.sin), [29, half], "f32");
             return s.finish({ fwd: b.rope(x, cos, sin, false, outDtype), inv: b.rope(x, cos, sin, true, outDtype) });
           },
         }),

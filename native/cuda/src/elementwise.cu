@@ -119,6 +119,25 @@ __global__ void swiglu_vec_kernel(const TG* gate, const TU* up, TY* y, int64_t n
   }
 }
 
+// swiglu_backward_kernel's expressions, 8 elements at a time.
+template <typename TG, typename TU, typename TD, typename TY>
+__global__ void swiglu_backward_vec_kernel(const TG* gate, const TU* up, const TD* dout, TY* dgate, TY* dup, int64_t n) {
+  GRID_STRIDE8(i, n) {
+    float g[8], u[8], d[8], dg[8], du[8];
+    vec::load8(gate, i, g);
+    vec::load8(up, i, u);
+    vec::load8(dout, i, d);
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const float s = sigmoid(g[j]);
+      du[j] = d[j] * g[j] * s;
+      dg[j] = d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
+    }
+    vec::store8(dup, i, du);
+    vec::store8(dgate, i, dg);
+  }
+}
+
 template <typename TX, typename TY>
 __global__ void dropout_vec_kernel(const TX* x, TY* y, int64_t n, uint64_t threshold, float keep_scale, uint32_t seed_hash) {
   GRID_STRIDE8(i, n) {
@@ -231,9 +250,28 @@ int splint_cuda_swiglu_backward(splint_ctx* ctx, splint_dptr gate, int32_t gate_
                 is_grad_dtype(grad_dtype),
             "bad dtypes");
   if (n == 0) return SPLINT_OK;
-  swiglu_backward_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(gate, gate_dtype), in_of(up, up_dtype),
-                                                                in_of(dout, dout_dtype), out_of(dgate, grad_dtype),
-                                                                out_of(dup, grad_dtype), n);
+  bool launched = false;
+  if (vec::fits(n, {gate, up, dout, dgate, dup})) {
+    vec::with_type(gate_dtype, [&](auto* tg) {
+      vec::with_type(up_dtype, [&](auto* tu) {
+        vec::with_type(dout_dtype, [&](auto* td) {
+          vec::with_type(grad_dtype, [&](auto* ty) {
+            using TY = elem_t<decltype(ty)>;
+            swiglu_backward_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(
+                reinterpret_cast<const elem_t<decltype(tg)>*>(gate), reinterpret_cast<const elem_t<decltype(tu)>*>(up),
+                reinterpret_cast<const elem_t<decltype(td)>*>(dout), reinterpret_cast<TY*>(dgate),
+                reinterpret_cast<TY*>(dup), n);
+            launched = true;
+          });
+        });
+      });
+    });
+  }
+  if (!launched) {
+    swiglu_backward_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(gate, gate_dtype), in_of(up, up_dtype),
+                                                                  in_of(dout, dout_dtype), out_of(dgate, grad_dtype),
+                                                                  out_of(dup, grad_dtype), n);
+  }
   LAUNCH_CHECK();
   return SPLINT_OK;
 }
