@@ -52,9 +52,9 @@ function opClass(name: string, args: readonly unknown[]): string {
       const m = opts.transA ? a.shape.at(-1)! : a.size / a.shape.at(-1)!;
       const k = opts.transA ? a.size / a.shape.at(-1)! : a.shape.at(-1)!;
       const n = opts.transB ? b.shape[0]! : b.shape.at(-1)!;
-      // A side ≤ 64 is a LoRA product: the rank is the inner size of the up product (u·Bᵀ into
-      // y), the output width of du = dy·B, and of dB = dyᵀ·u (x's side transposed).
-      if (k <= 64) return "LoRA up (u·Bᵀ into y)";
+      // A side ≤ 64 is a LoRA product: the rank is the inner size of the up product (u·Bᵀ, the
+      // base product then added onto it), the output width of du = dy·B and of dB = dyᵀ·u.
+      if (k <= 64) return "LoRA up (u·Bᵀ)";
       if (n <= 64) return opts.transA ? "LoRA dB (dyᵀ·u)" : "LoRA du (dy·B)";
       return m <= 64 ? "matmul LoRA (other skinny)" : "matmul base";
     }
@@ -62,8 +62,9 @@ function opClass(name: string, args: readonly unknown[]): string {
       return "LoRA down (dropout(x)·Aᵀ, fused)";
     case "loraGradA":
       return "LoRA dA (duᵀ·dropout(x), fused)";
+    case "loraDx":
     case "loraDxAccumulate":
-      return "LoRA dx (dx += dropout'(du·A), fused)";
+      return "LoRA dx (dx (+)= dropout'(du·A), fused)";
     case "attention":
       return `attention ${attentionClass(args[3] as AttentionMask)} forward`;
     case "attentionBackward":

@@ -209,17 +209,18 @@ class TapeGraph implements Graph {
     const lowDtype: DType = narrow ? "bf16" : "f32";
 
     const xl = low(xv.value); // [N, in]
-    // bf16: the output too, as under autocast (the base product and the LoRA update each rounded
-    // once, as PEFT's result + lora_B(…)·scaling is): half the bytes for the update's read-modify-
-    // write and for every consumer.
-    const y = b.matmul(xl, wv.value, { transB: true, precision, outDtype: lowDtype }); // [N, out]
     const al = lowA();
     const u = b.loraDown(xl, al, { ...mask, outDtype: lowDtype }); // [N, r] = dropout(x)·Aᵀ
     doneLow(al, av.value);
-    done(xl, xv.value);
+    // The LoRA update first, then the base product added onto it: the read of y that the sum
+    // needs then happens in the epilogue of the large compute-bound product rather than in the
+    // memory-bound rank-r one. bf16: y too, as under autocast (the update rounded once, as PEFT's
+    // lora_B(…)·scaling is, then the sum): half the bytes for every consumer.
     const bl = lowB();
-    b.matmul(u, bl, { transB: true, alpha: scale, accumulate: y, precision });
+    const y = b.matmul(u, bl, { transB: true, alpha: scale, precision, outDtype: lowDtype }); // [N, out]
     doneLow(bl, bv.value);
+    b.matmul(xl, wv.value, { transB: true, precision, accumulate: y });
+    done(xl, xv.value);
     const savedU = this.save(u);
     const out = this.result(y, [xv, wv, av, bv], (dy, needs, _narrow, into) => {
       // dy [N, out]. du = scale·dy·B [N, r]; dB = scale·dyᵀ·u; dA = duᵀ·dropout(x); dx = dy·W + dropout'(du·A).
@@ -238,11 +239,15 @@ class TapeGraph implements Graph {
       if (xl2) done(xl2, xv.value);
       let dx: Tensor | null = null;
       if (needs[0]) {
-        // Added to x's gradient so far where x feeds several products (q, k and v; gate and up).
-        dx = b.matmul(dyl, wv.value, { precision, accumulate: into[0] ?? undefined });
+        // The LoRA term first, added to x's gradient so far where x feeds several products (q, k
+        // and v; gate and up), then the base product added onto it in its epilogue (a fresh dx is
+        // then only written by the LoRA pass, never read back).
         const al2 = lowA();
-        b.loraDxAccumulate(dx, du!, al2, mask);
+        const sum = into[0];
+        if (sum) b.loraDxAccumulate(sum, du!, al2, mask);
+        dx = sum ?? b.loraDx(du!, al2, mask);
         doneLow(al2, av.value);
+        b.matmul(dyl, wv.value, { precision, accumulate: dx });
       }
       du?.free();
       done(dyl, dy);

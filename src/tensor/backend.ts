@@ -102,6 +102,11 @@ export interface Backend {
    * sum rounded once). The input gradient of loraDown added to the base product's.
    */
   loraDxAccumulate(dx: Tensor, du: Tensor, a: Tensor, opts: LoraDropout): void;
+  /**
+   * dx [N, K] f32 = dropoutBackward(du·A), new: loraDxAccumulate's term where x has no gradient
+   * yet, so the base product can be added onto it (its epilogue reads dx instead of a second pass).
+   */
+  loraDx(du: Tensor, a: Tensor, opts: LoraDropout): Tensor;
 
   // ---- elementwise -------------------------------------------------------------------------
   add(a: Tensor, b: Tensor): Tensor;

@@ -1,5 +1,5 @@
 /**
- * The fused LoRA ops of the Backend (loraDown, loraGradA, loraDxAccumulate) written as the
+ * The fused LoRA ops of the Backend (loraDown, loraGradA, loraDx, loraDxAccumulate) written as the
  * primitives they fuse: dropout, matmul, dropoutBackward and addInPlace. This is the CPU backend's
  * implementation and the reference the CUDA kernels (native/cuda/src/lora.cu) are checked against;
  * the CUDA backend also falls back to it where its kernels do not apply (the exact f32 tier,
@@ -35,7 +35,7 @@ export function loraDims(op: string, x: Tensor, a: Tensor): { n: number; k: numb
   return { n, k, r: a.shape[0]! };
 }
 
-/** du [N, r] against x [N, K] (loraGradA) or a [r, K] (loraDxAccumulate). */
+/** du [N, r] against x [N, K] (loraGradA) or a [r, K] (loraDx, loraDxAccumulate). */
 export function checkLoraGrad(op: string, du: Tensor, n: number, r: number): void {
   const [rows, cols] = rowsCols(du);
   if (rows !== n || cols !== r) throw new TensorError(op, `du must be [${n}, ${r}]`, { shapes: [du.shape] });
@@ -81,6 +81,19 @@ export function loraGradAComposite(b: Backend, du: Tensor, x: Tensor, opts: Lora
  * dx [N, K] f32 += dropoutBackward(du·A), in place. A bf16 dx is the backend's to widen and round
  * back (it alone can write into a tensor's storage).
  */
+/** dx [N, K] f32 = dropoutBackward(du·A): loraDxAccumulate's term on its own, in a new tensor. */
+export function loraDxComposite(b: Backend, du: Tensor, a: Tensor, opts: LoraDropout): Tensor {
+  const [r, k] = rowsCols(a);
+  const n = rowsCols(du)[0];
+  checkLoraGrad("loraDx", du, n, r);
+  checkLoraDropout("loraDx", opts, n * k);
+  const dxd = b.matmul(du, a, { precision: opts.precision });
+  if (!loraMasked(opts)) return dxd;
+  const dx = b.dropoutBackward(dxd, opts.dropout, opts.seed!);
+  dxd.free();
+  return dx;
+}
+
 export function loraDxAccumulateComposite(b: Backend, dx: Tensor, du: Tensor, a: Tensor, opts: LoraDropout): void {
   const [r, k] = rowsCols(a);
   const n = rowsCols(du)[0];

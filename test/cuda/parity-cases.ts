@@ -701,7 +701,7 @@ function lossOptimCases(): ParityCase[] {
 }
 
 /**
- * The fused LoRA ops (Backend.loraDown, loraGradA, loraDxAccumulate). precision bf16 runs
+ * The fused LoRA ops (Backend.loraDown, loraGradA, loraDx, loraDxAccumulate). precision bf16 runs
  * native/cuda/src/lora.cu's kernels: shapes with one row, rows and columns that fill no tile, K not
  * a multiple of 8 (the element-wise loads), ranks 8, 12, 16 and 64, K = 1024 at N = 300 (grad_a's
  * row slices and their sum); precision f32 runs the composite (dropout + cuBLASLt f32 products).
@@ -726,7 +726,8 @@ function loraCases(): ParityCase[] {
       const opts = { dropout, seed: dropout > 0 ? seed : null, precision };
       b.loraDxAccumulate(dx, du, a, opts);
       if (narrowOut) return s.finish({ u: b.loraDown(x, a, { ...opts, outDtype: "bf16" }), dx: b.copy(dx) });
-      return s.finish({ u: b.loraDown(x, a, opts), da: b.loraGradA(du, x, opts), dx: b.copy(dx) });
+      // dxNew: the same term into a new tensor (the kernel writing dx without reading it).
+      return s.finish({ u: b.loraDown(x, a, opts), da: b.loraGradA(du, x, opts), dx: b.copy(dx), dxNew: b.loraDx(du, a, opts) });
     };
   for (const shape of shapes) {
     const [n, k, r] = shape;
@@ -736,7 +737,7 @@ function loraCases(): ParityCase[] {
         const f32 = outputs(xDtype, dropout, "bf16", false);
         const bf16 = outputs(xDtype, dropout, "bf16", true);
         cases.push(
-          { name: `lora fused bf16 tier ${label}: u, dA, dx f32`, tolerance: LORA_F32_OUT, run: (b, rng) => f32(b, rng, shape) },
+          { name: `lora fused bf16 tier ${label}: u, dA, dx, dx new f32`, tolerance: LORA_F32_OUT, run: (b, rng) => f32(b, rng, shape) },
           { name: `lora fused bf16 tier ${label}: u, dx bf16`, tolerance: MATMUL_BF16_OUT, run: (b, rng) => bf16(b, rng, shape) },
         );
       }

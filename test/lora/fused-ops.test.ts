@@ -1,5 +1,5 @@
 /**
- * The fused LoRA ops of the CPU backend (Backend.loraDown, loraGradA, loraDxAccumulate): bit-equal
+ * The fused LoRA ops of the CPU backend (Backend.loraDown, loraGradA, loraDx, loraDxAccumulate): bit-equal
  * to the dropout + matmul sequences they stand for, and close to direct f64 formulas with the
  * dropout hash written out, for both precisions, with and without a mask, f32 and bf16 dx.
  */
@@ -47,6 +47,11 @@ for (const precision of ["f32", "bf16"] as MatmulPrecision[]) {
       b.addInPlace(expected, seed === null ? dxd : b.dropoutBackward(dxd, 0.3, seed));
       b.loraDxAccumulate(dx, du, a, opts);
       assert.deepEqual(b.read(dx), b.read(expected));
+      // loraDx: the same term alone, in a new f32 tensor.
+      const fresh = b.loraDx(du, a, opts);
+      assert.equal(fresh.dtype, "f32");
+      assert.deepEqual(fresh.shape, [n, k]);
+      assert.deepEqual(b.read(fresh), b.read(seed === null ? dxd : b.dropoutBackward(dxd, 0.3, seed)));
     });
 
     test(`the fused LoRA ops against direct formulas (${label})`, () => {
@@ -95,4 +100,5 @@ test("the fused LoRA ops reject what dropout and matmul reject", () => {
   assert.throws(() => b.loraDown(x, b.upload(new Float32Array(r * 3), [r, 3], "f32"), { dropout: 0, seed: null }), /a must be/);
   assert.throws(() => b.loraGradA(b.upload(new Float32Array(3 * r), [3, r], "f32"), x, { dropout: 0, seed: null }), /du must be/);
   assert.throws(() => b.loraDxAccumulate(b.upload(new Int32Array(n * k), [n, k], "i32"), b.upload(new Float32Array(n * r), [n, r], "f32"), a, { dropout: 0, seed: null }), /dx must be/);
+  assert.throws(() => b.loraDx(b.upload(new Float32Array(3 * r), [3, r], "f32"), a, { dropout: 0.1, seed: 2 ** 32 }), /seed/);
 });

@@ -134,7 +134,8 @@ int splint_cuda_dropout(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_
  * x [n, k], a [r, k] bf16 (1 ≤ r ≤ 64), du [n, r] bf16:
  *   lora_down:          u [n, r] (f32 or bf16) = dropout(x)·aᵀ
  *   lora_grad_a:        da [r, k] f32 = duᵀ·dropout(x)
- *   lora_dx_accumulate: dx [n, k] (f32 or bf16, in place) += dropout_backward(du·a)
+ *   lora_dx:            dx [n, k] (f32 or bf16) += dropout_backward(du·a) with accumulate = 1
+ *                       (in place), = it with accumulate = 0 (dx only written)
  * masked = 0: no dropout. Otherwise the mask of splint_cuda_dropout on x's flat index t·k + c (the
  * same threshold, keep_scale and seed). x (f32 or bf16) is rounded to bf16, kept values × keep_scale
  * are rounded to bf16, products run on tensor cores with f32 accumulation; the dropout backward
@@ -147,9 +148,9 @@ int splint_cuda_lora_down(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splin
 int splint_cuda_lora_grad_a(splint_ctx* ctx, splint_dptr du, splint_dptr x, int32_t x_dtype, int64_t n, int64_t k,
                             int32_t r, int32_t masked, uint64_t threshold, float keep_scale, uint32_t seed,
                             splint_dptr da);
-int splint_cuda_lora_dx_accumulate(splint_ctx* ctx, splint_dptr dx, int32_t dx_dtype, splint_dptr du, splint_dptr a,
-                                   int64_t n, int64_t k, int32_t r, int32_t masked, uint64_t threshold,
-                                   float keep_scale, uint32_t seed);
+int splint_cuda_lora_dx(splint_ctx* ctx, splint_dptr dx, int32_t dx_dtype, splint_dptr du, splint_dptr a, int64_t n,
+                        int64_t k, int32_t r, int32_t masked, uint64_t threshold, float keep_scale, uint32_t seed,
+                        int32_t accumulate);
 
 /* ---- normalisation and position ------------------------------------------------------------- */
 /* x [rows, cols], weight [cols] → y [rows, cols], rstd [rows] f32. */

@@ -20,7 +20,7 @@
 //   tiles' loads in flight, the slices' partials are summed in slice order by a second kernel when
 //   there is more than one.
 // - dx: a block takes a 64×64 tile of dx; A's and du's tiles are staged in shared memory, dx is
-//   read into registers before the product and written once after it.
+//   read into registers before the product (when accumulating) and written once after it.
 #include <cooperative_groups.h>
 
 #include <algorithm>
@@ -420,38 +420,41 @@ __global__ void lora_sum_slices_kernel(const float* __restrict__ partial, int64_
   }
 }
 
-// ---- dx += dropout'(du·A) ----------------------------------------------------------------------
+// ---- dx (+)= dropout'(du·A) --------------------------------------------------------------------
 
 // Block (column tile bx, row tile by); warp w owns rows 16w..16w+15 and all 64 columns.
 template <typename TD, int KT>
 __global__ void __launch_bounds__(kTileThreads) lora_dx_kernel(TD* __restrict__ dx, const bf16* __restrict__ du,
                                                                 const bf16* __restrict__ a, int64_t N, int64_t K, int r,
                                                                 bool a_fast, bool du_fast, bool pair_fast, bool masked,
-                                                                Mask m) {
+                                                                Mask m, bool accumulate) {
   __shared__ __align__(16) bf16 as[KT * 16 * kStride];  // A [j][col]
   __shared__ __align__(16) bf16 dus[kTile * kStride];   // du [row][j]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int64_t col0 = (int64_t)blockIdx.x * kTile, row0 = (int64_t)blockIdx.y * kTile;
-  // dx first, so its loads are in flight while the tiles are staged and multiplied. Element
+  // dx first, so its loads are in flight while the tiles are staged and multiplied (not read at
+  // all when it is only written: the base product is added onto it afterwards). Element
   // (nt, h, e): row row0 + 16w + g + 8h, column col0 + 8nt + 2q + e.
-  float old[8][2][2];
+  float old[8][2][2] = {};
+  if (accumulate) {
 #pragma unroll
-  for (int nt = 0; nt < 8; nt++) {
+    for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const int64_t row = row0 + warp * 16 + g + 8 * h, col = col0 + nt * 8 + 2 * q;
-      const TD* p = dx + row * K + col;
-      if (row < N && pair_fast && col < K) {
-        if constexpr (std::is_same_v<TD, float>) {
-          const float2 v = *reinterpret_cast<const float2*>(p);
-          old[nt][h][0] = v.x, old[nt][h][1] = v.y;
+      for (int h = 0; h < 2; h++) {
+        const int64_t row = row0 + warp * 16 + g + 8 * h, col = col0 + nt * 8 + 2 * q;
+        const TD* p = dx + row * K + col;
+        if (row < N && pair_fast && col < K) {
+          if constexpr (std::is_same_v<TD, float>) {
+            const float2 v = *reinterpret_cast<const float2*>(p);
+            old[nt][h][0] = v.x, old[nt][h][1] = v.y;
+          } else {
+            const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+            old[nt][h][0] = v.x, old[nt][h][1] = v.y;
+          }
         } else {
-          const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
-          old[nt][h][0] = v.x, old[nt][h][1] = v.y;
+          old[nt][h][0] = row < N && col < K ? widen(p[0]) : 0.0f;
+          old[nt][h][1] = row < N && col + 1 < K ? widen(p[1]) : 0.0f;
         }
-      } else {
-        old[nt][h][0] = row < N && col < K ? widen(p[0]) : 0.0f;
-        old[nt][h][1] = row < N && col + 1 < K ? widen(p[1]) : 0.0f;
       }
     }
   }
@@ -497,7 +500,7 @@ __global__ void __launch_bounds__(kTileThreads) lora_dx_kernel(TD* __restrict__ 
 #pragma unroll
       for (int e = 0; e < 2; e++) {
         const float lora = masked ? apply_mask(m, row * K + col + e, acc[nt][2 * h + e]) : acc[nt][2 * h + e];
-        v[e] = __fadd_rn(old[nt][h][e], lora);
+        v[e] = accumulate ? __fadd_rn(old[nt][h][e], lora) : lora;
       }
       TD* p = dx + row * K + col;
       if (pair_fast && col < K) {
@@ -633,10 +636,10 @@ int splint_cuda_lora_grad_a(splint_ctx* ctx, splint_dptr du, splint_dptr x, int3
   return SPLINT_OK;
 }
 
-int splint_cuda_lora_dx_accumulate(splint_ctx* ctx, splint_dptr dx, int32_t dx_dtype, splint_dptr du, splint_dptr a,
-                                   int64_t n, int64_t k, int32_t r, int32_t masked, uint64_t threshold,
-                                   float keep_scale, uint32_t seed) {
-  OP("lora_dx_accumulate");
+int splint_cuda_lora_dx(splint_ctx* ctx, splint_dptr dx, int32_t dx_dtype, splint_dptr du, splint_dptr a, int64_t n,
+                        int64_t k, int32_t r, int32_t masked, uint64_t threshold, float keep_scale, uint32_t seed,
+                        int32_t accumulate) {
+  OP("lora_dx");
   CTX_CHECK(ctx);
   ARG_CHECK(is_grad_dtype(dx_dtype), "dx must be f32 or bf16");
   ARG_CHECK(n >= 0 && k >= 0 && r >= 1 && r <= 64, "bad sizes n=%lld k=%lld r=%d (r must be in 1..64)", (long long)n,
@@ -656,7 +659,8 @@ int splint_cuda_lora_dx_accumulate(splint_ctx* ctx, splint_dptr dx, int32_t dx_d
       lora_dx_kernel<TD, KT><<<grid, kTileThreads, 0, ctx->stream>>>(reinterpret_cast<TD*>(dx),
                                                                       reinterpret_cast<const bf16*>(du),
                                                                       reinterpret_cast<const bf16*>(a), n, k, r, a_fast,
-                                                                      du_fast, pair_fast, masked != 0, m);
+                                                                      du_fast, pair_fast, masked != 0, m,
+                                                                      accumulate != 0);
     });
   });
   LAUNCH_CHECK();

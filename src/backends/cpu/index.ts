@@ -10,7 +10,7 @@ import type { Backend } from "../../tensor/backend.ts";
 import type { DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import { f32ArrayToFp8E4m3, fp8E4m3ArrayToF32 } from "../../tensor/fp8.ts";
-import { loraDownComposite, loraDxAccumulateComposite, loraGradAComposite } from "../../tensor/lora-composite.ts";
+import { loraDownComposite, loraDxAccumulateComposite, loraDxComposite, loraGradAComposite } from "../../tensor/lora-composite.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { geluBackward, gelu, swiglu, swigluBackward } from "./activations.ts";
 import { attention, attentionBackward } from "./attention.ts";
@@ -94,6 +94,7 @@ export function createCpuBackend(): Backend {
 
     loraDown: (x, a, opts) => loraDownComposite(backend, x, a, opts),
     loraGradA: (du, x, opts) => loraGradAComposite(backend, du, x, opts),
+    loraDx: (du, a, opts) => loraDxComposite(backend, du, a, opts),
     loraDxAccumulate(dx, du, a, opts) {
       if (dx.dtype !== "bf16") {
         loraDxAccumulateComposite(backend, dx, du, a, opts);

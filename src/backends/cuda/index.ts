@@ -18,6 +18,7 @@ import {
   loraDims,
   loraDownComposite,
   loraDxAccumulateComposite,
+  loraDxComposite,
   loraGradAComposite,
   loraMasked,
 } from "../../tensor/lora-composite.ts";
@@ -446,6 +447,28 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       }
       return da;
     },
+    loraDx(du, a, opts) {
+      const op = "loraDx";
+      const [r, k] = rowsCols(a);
+      if (!loraKernels(opts, r, a, du)) return loraDxComposite(backend, du, a, opts);
+      const n = rowsCols(du)[0];
+      checkLoraGrad(op, du, n, r);
+      if (a.shape.length !== 2) throw new TensorError(op, `a must be [${r}, ${k}]`, { shapes: [a.shape] });
+      checkLoraDropout(op, opts, n * k);
+      const dx = alloc([...du.shape.slice(0, -1), k], "f32");
+      const [dul, al] = [bf16Operand(du), bf16Operand(a)];
+      const mk = loraMaskArgs(opts);
+      try {
+        ok(lib.lora_dx(ctx, p(dx, op), dtypeCode(dx), p(dul, op), p(al, op), n, k, r, mk.masked, mk.threshold, mk.keepScale, mk.seed, 0), op);
+      } catch (error) {
+        dx.free();
+        throw error;
+      } finally {
+        if (dul !== du) dul.free();
+        if (al !== a) al.free();
+      }
+      return dx;
+    },
     loraDxAccumulate(dx, du, a, opts) {
       const op = "loraDxAccumulate";
       const [r, k] = rowsCols(a);
@@ -460,7 +483,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
         const [dul, al] = [bf16Operand(du), bf16Operand(a)];
         const mk = loraMaskArgs(opts);
         try {
-          ok(lib.lora_dx_accumulate(ctx, p(dx, op), dtypeCode(dx), p(dul, op), p(al, op), n, k, r, mk.masked, mk.threshold, mk.keepScale, mk.seed), op);
+          ok(lib.lora_dx(ctx, p(dx, op), dtypeCode(dx), p(dul, op), p(al, op), n, k, r, mk.masked, mk.threshold, mk.keepScale, mk.seed, 1), op);
         } finally {
           if (dul !== du) dul.free();
           if (al !== a) al.free();
