@@ -561,6 +561,8 @@ function flashAttentionCases(): ParityCase[] {
     { label: "segments [300, 2116], D=64", b: 1, t: 2416, s: 2416, hq: 1, hkv: 1, d: 64, mask: () => ({ kind: "segments", lengths: [300, 2116] }) },
     { label: "segments [63, 17, 1], D=128", b: 1, t: 81, s: 81, hq: 2, hkv: 2, d: 128, mask: () => ({ kind: "segments", lengths: [63, 17, 1] }) },
     { label: "segments [5, 33, 1, 24], D=40 (unvectorised loads)", b: 1, t: 63, s: 63, hq: 3, hkv: 3, d: 40, mask: () => ({ kind: "segments", lengths: [5, 33, 1, 24] }) },
+    // Tiles cut within segments (none straddles two), empty segments among them.
+    { label: "segments [70, 0, 130, 0, 1], GQA 2/1, D=64", b: 1, t: 201, s: 201, hq: 2, hkv: 1, d: 64, mask: () => ({ kind: "segments", lengths: [70, 0, 130, 0, 1] }) },
   ];
   const cases: ParityCase[] = [];
   for (const sh of shapes) {

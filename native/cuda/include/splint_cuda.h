@@ -195,19 +195,24 @@ int splint_cuda_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t q_dty
  * bf16 and the products run on tensor cores with f32 accumulation (native/cuda/src/flash_attention.cu).
  * Backward: deterministic = 1 runs two kernels without atomics (bit-reproducible); 0 runs one fused
  * kernel that adds dq up with atomics, so dq may differ in its last bits between runs (dk and dv
- * do not). */
+ * do not). With a segment mask, seg_tiles (i32 [n_seg_tiles], or 0) lists the first row of every
+ * 64-row tile of every non-empty segment (a segment of length L has ceil(L/64) tiles starting at its
+ * first row, then every 64 rows), in any order: then each kernel block takes one tile and no block
+ * straddles two segments. 0 cuts the rows into 64-row tiles regardless of segments. */
 int splint_cuda_flash_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splint_dptr k, int32_t k_dtype,
                                 splint_dptr v, int32_t v_dtype, int64_t b, int64_t t, int64_t s, int64_t hq,
                                 int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset,
-                                splint_dptr key_valid, splint_dptr seg_start, splint_dptr seg_end, splint_dptr out,
-                                int32_t out_dtype, splint_dptr lse);
+                                splint_dptr key_valid, splint_dptr seg_start, splint_dptr seg_end,
+                                splint_dptr seg_tiles, int64_t n_seg_tiles, splint_dptr out, int32_t out_dtype,
+                                splint_dptr lse);
 int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splint_dptr k,
                                          int32_t k_dtype, splint_dptr v, int32_t v_dtype, splint_dptr out,
                                          int32_t out_dtype, splint_dptr lse, splint_dptr dout, int32_t dout_dtype,
                                          int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d,
                                          float scale, int32_t mask_kind, int64_t query_offset, splint_dptr key_valid,
-                                         splint_dptr seg_start, splint_dptr seg_end, splint_dptr dq, splint_dptr dk,
-                                         splint_dptr dv, int32_t grad_dtype, int32_t deterministic);
+                                         splint_dptr seg_start, splint_dptr seg_end, splint_dptr seg_tiles,
+                                         int64_t n_seg_tiles, splint_dptr dq, splint_dptr dk, splint_dptr dv,
+                                         int32_t grad_dtype, int32_t deterministic);
 
 /* ---- loss and optimiser --------------------------------------------------------------------- */
 /* logits [rows, vocab], labels i32 [rows]; loss [1] f32 = Σ over counted rows of −log softmax[label];

@@ -34,7 +34,26 @@ struct RowMask {
   const int32_t* key_valid;  // [B, S] or null
   const int32_t* seg_start;  // [T]
   const int32_t* seg_end;    // [T]
+  // Segments only, or null: the first row of every kSegTile-row tile of every segment, one per
+  // block of a grid over query rows (forward, dq) or keys (dk/dv, fused backward), so that no
+  // block straddles two segments (a straddling block walks both segments' keys, twice the work
+  // of its neighbours, and was the critical path of the vision forward).
+  const int32_t* seg_tiles;
 };
+
+// The rows (or keys) of a grid's tiles; each kernel's tile is this many rows.
+constexpr int kSegTile = 64;
+
+// Rows [first, end) of this block of a grid over `count` rows in tiles of kSegTile.
+__device__ __forceinline__ void block_span(const RowMask& m, int count, int& first, int& end) {
+  if (m.seg_tiles != nullptr) {
+    first = m.seg_tiles[blockIdx.x];
+    end = min(first + kSegTile, m.seg_end[first]);
+  } else {
+    first = blockIdx.x * kSegTile;
+    end = min(count, first + kSegTile);
+  }
+}
 
 // Keys [lo, hi) that query t may see (before key validity).
 __device__ __forceinline__ void row_interval(const RowMask& m, int S, int t, int& lo, int& hi) {
@@ -252,7 +271,10 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
   const int h = blockIdx.y, kh = h / (Hq / Hkv);
-  const int t_first = blockIdx.x * kRows, t_last = min(T, t_first + kRows) - 1;
+  static_assert(kRows == kSegTile, "the grid's tiles are kSegTile rows");
+  int t_first, t_end;
+  block_span(mask, T, t_first, t_end);
+  const int t_last = t_end - 1;
   int block_lo, block_hi, unused;
   row_interval(mask, S, t_first, block_lo, unused);
   row_interval(mask, S, t_last, unused, block_hi);
@@ -273,7 +295,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
     for (int r = 0; r < 2; r++) {
       const int t = t_first + warp_row<kM>(warp, m, g, r);
       lo[m][r] = hi[m][r] = 0;
-      if (t < T) row_interval(mask, S, t, lo[m][r], hi[m][r]);
+      if (t < t_end) row_interval(mask, S, t, lo[m][r], hi[m][r]);
     }
   }
   cp_async_wait<0>();
@@ -384,14 +406,14 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int t = t_first + warp_row<kM>(warp, m, g, e >> 1), d = n * 8 + 2 * tq + (e & 1);
-        if (t < T && d < D) store(out, ((b * T + t) * Hq + h) * (int64_t)D + d, o[m][n][e] * inv[e >> 1]);
+        if (t < t_end && d < D) store(out, ((b * T + t) * Hq + h) * (int64_t)D + d, o[m][n][e] * inv[e >> 1]);
       }
     }
     if (tq == 0) {
 #pragma unroll
       for (int r = 0; r < 2; r++) {
         const int t = t_first + warp_row<kM>(warp, m, g, r);
-        if (t < T) lse[(b * Hq + h) * (int64_t)T + t] = l[m][r] > 0.0f ? (mrow[m][r] + log2f(l[m][r])) * kLn2 : -INFINITY;
+        if (t < t_end) lse[(b * Hq + h) * (int64_t)T + t] = l[m][r] > 0.0f ? (mrow[m][r] + log2f(l[m][r])) * kLn2 : -INFINITY;
       }
     }
   }
@@ -418,7 +440,10 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
   const int h = blockIdx.y, kh = h / (Hq / Hkv);
-  const int t_first = blockIdx.x * kRows, t_last = min(T, t_first + kRows) - 1;
+  static_assert(kRows == kSegTile, "the grid's tiles are kSegTile rows");
+  int t_first, t_end;
+  block_span(mask, T, t_first, t_end);
+  const int t_last = t_end - 1;
 
   int block_lo, block_hi, unused;
   row_interval(mask, S, t_first, block_lo, unused);
@@ -435,7 +460,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
   // δ of the warp's rows: out as given, dout as the products see it (bf16).
   for (int r = 0; r < 16 * kM; r++) {
     const int t = t_first + warp * 16 * kM + r;
-    if (t >= T) break;
+    if (t >= t_end) break;
     const int64_t base = ((b * T + t) * Hq + h) * (int64_t)D;
     float acc = 0.0f;
     for (int d = lane; d < D; d += 32) acc += load(out, base + d) * __bfloat162float(__float2bfloat16_rn(load(dout, base + d)));
@@ -452,7 +477,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
       const int t = t_first + warp_row<kM>(warp, m, g, r);
       lo[m][r] = hi[m][r] = 0;
       lse2[m][r] = dl[m][r] = 0.0f;
-      if (t < T) {
+      if (t < t_end) {
         const float row_lse = lse[(b * Hq + h) * (int64_t)T + t];
         if (row_lse != -INFINITY) row_interval(mask, S, t, lo[m][r], hi[m][r]);  // a row that saw nothing gets no gradient
         lse2[m][r] = row_lse * kLog2e;
@@ -513,7 +538,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int t = t_first + warp_row<kM>(warp, m, g, e >> 1), d = n * 8 + 2 * tq + (e & 1);
-        if (t < T && d < D) store(dq, ((b * T + t) * Hq + h) * (int64_t)D + d, acc[m][n][e] * scale);
+        if (t < t_end && d < D) store(dq, ((b * T + t) * Hq + h) * (int64_t)D + d, acc[m][n][e] * scale);
       }
     }
   }
@@ -548,7 +573,10 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
   const int kh = blockIdx.y, group = Hq / Hkv;
-  const int s_first = blockIdx.x * kRows, s_last = min(S, s_first + kRows) - 1;
+  static_assert(kRows == kSegTile, "the grid's tiles are kSegTile keys");
+  int s_first, s_end;
+  block_span(mask, S, s_first, s_end);
+  const int s_last = s_end - 1;
 
   stage_rows<kRows, kD>(k, b, S, Hkv, kh, D, s_first, S, vec, ks);
   stage_rows<kRows, kD>(v, b, S, Hkv, kh, D, s_first, S, vec, vs);
@@ -556,7 +584,10 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
 #pragma unroll
   for (int m = 0; m < kM; m++) {
 #pragma unroll
-    for (int r = 0; r < 2; r++) ok[m][r] = key_ok(mask, b, S, s_first + warp_row<kM>(warp, m, g, r));
+    for (int r = 0; r < 2; r++) {
+      const int s = s_first + warp_row<kM>(warp, m, g, r);
+      ok[m][r] = s < s_end && key_ok(mask, b, S, s);
+    }
   }
   int query_lo, query_hi;
   if (mask.kind == 0) {
@@ -652,7 +683,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int s = s_first + warp_row<kM>(warp, m, g, e >> 1), d = n * 8 + 2 * tq + (e & 1);
-        if (s < S && d < D) {
+        if (s < s_end && d < D) {
           const int64_t i = ((b * S + s) * Hkv + kh) * (int64_t)D + d;
           store(dk, i, dka[m][n][e] * scale);
           store(dv, i, dva[m][n][e]);
@@ -810,12 +841,15 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, I
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
   const int kh = blockIdx.y, group = Hq / Hkv;
-  const int s_first = blockIdx.x * kKeys, s_last = min(S, s_first + kKeys) - 1;
+  static_assert(kKeys == kSegTile, "the grid's tiles are kSegTile keys");
+  int s_first, s_end;
+  block_span(mask, S, s_first, s_end);
+  const int s_last = s_end - 1;
 
   stage_rows<kKeys, kD>(k, b, S, Hkv, kh, D, s_first, S, vec, ks);
   stage_rows<kKeys, kD>(v, b, S, Hkv, kh, D, s_first, S, vec, vs);
   const int s_lo = s_first + warp * 16 + g, s_hi = s_lo + 8;  // this thread's two keys
-  const bool ok[2] = {key_ok(mask, b, S, s_lo), key_ok(mask, b, S, s_hi)};
+  const bool ok[2] = {s_lo < s_end && key_ok(mask, b, S, s_lo), s_hi < s_end && key_ok(mask, b, S, s_hi)};
   int query_lo, query_hi;
   if (mask.kind == 0) {
     query_lo = (int)max((int64_t)0, s_first - mask.query_offset);
@@ -952,7 +986,7 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, I
 #pragma unroll
     for (int e = 0; e < 4; e++) {
       const int s = (e >> 1) ? s_hi : s_lo, d = n * 8 + 2 * tq + (e & 1);
-      if (s < S && d < D) {
+      if (s < s_end && d < D) {
         const int64_t i = ((b * S + s) * Hkv + kh) * (int64_t)D + d;
         store(dk, i, dka[0][n][e] * scale);
         store(dv, i, dva[0][n][e]);
@@ -1011,22 +1045,30 @@ extern "C" {
 int splint_cuda_flash_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splint_dptr k, int32_t k_dtype,
                                 splint_dptr v, int32_t v_dtype, int64_t b, int64_t t, int64_t s, int64_t hq,
                                 int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset,
-                                splint_dptr key_valid, splint_dptr seg_start, splint_dptr seg_end, splint_dptr out,
-                                int32_t out_dtype, splint_dptr lse) {
+                                splint_dptr key_valid, splint_dptr seg_start, splint_dptr seg_end, splint_dptr seg_tiles,
+                                int64_t n_seg_tiles, splint_dptr out, int32_t out_dtype, splint_dptr lse) {
   OP("flash_attention");
   CTX_CHECK(ctx);
   STATUS_CHECK(check_dims(splint_op, b, t, s, hq, hkv, d, mask_kind, seg_start, seg_end));
+  ARG_CHECK(seg_tiles == 0 || (n_seg_tiles >= 1 && n_seg_tiles <= t), "%lld segment tiles for %lld rows",
+            (long long)n_seg_tiles, (long long)t);
   ARG_CHECK(is_float_dtype(q_dtype) && is_float_dtype(k_dtype) && is_float_dtype(v_dtype) && is_grad_dtype(out_dtype),
             "bad dtypes");
   if (b * t * hq == 0) return SPLINT_OK;
   const RowMask mask{mask_kind, query_offset, reinterpret_cast<const int32_t*>(key_valid),
-                     reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end)};
+                     reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end),
+                     mask_kind == 1 ? reinterpret_cast<const int32_t*>(seg_tiles) : nullptr};
+  // Blocks of a grid over t query rows or s keys (equal under a segment mask).
+  const auto tiles_of = [&](int64_t rows) {
+    return (unsigned)(mask.seg_tiles != nullptr ? n_seg_tiles : (rows + kSegTile - 1) / kSegTile);
+  };
   const bool vec = d % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v) && q_dtype != SPLINT_FP8_E4M3 &&
                    k_dtype != SPLINT_FP8_E4M3 && v_dtype != SPLINT_FP8_E4M3;
   STATUS_CHECK(ensure_smem_limits(splint_op));
   with_head(d, [&](auto head) {
     constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::rows;
-    const dim3 grid((unsigned)((t + kRows - 1) / kRows), (unsigned)hq, (unsigned)b);
+    static_assert(kRows == kSegTile, "one tile width for every grid");
+    const dim3 grid(tiles_of(t), (unsigned)hq, (unsigned)b);
     constexpr int kBc = Tiles<kD>::forward;
     flash_forward_kernel<kD, kBc><<<grid, kThreads, forward_smem<kD, kBc>(), ctx->stream>>>(
         in_of(q, q_dtype), in_of(k, k_dtype), in_of(v, v_dtype), (int)t, (int)s, (int)hq, (int)hkv, (int)d,
@@ -1041,11 +1083,14 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
                                          int32_t out_dtype, splint_dptr lse, splint_dptr dout, int32_t dout_dtype,
                                          int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d,
                                          float scale, int32_t mask_kind, int64_t query_offset, splint_dptr key_valid,
-                                         splint_dptr seg_start, splint_dptr seg_end, splint_dptr dq, splint_dptr dk,
+                                         splint_dptr seg_start, splint_dptr seg_end, splint_dptr seg_tiles,
+                                         int64_t n_seg_tiles, splint_dptr dq, splint_dptr dk,
                                          splint_dptr dv, int32_t grad_dtype, int32_t deterministic) {
   OP("flash_attention_backward");
   CTX_CHECK(ctx);
   STATUS_CHECK(check_dims(splint_op, b, t, s, hq, hkv, d, mask_kind, seg_start, seg_end));
+  ARG_CHECK(seg_tiles == 0 || (n_seg_tiles >= 1 && n_seg_tiles <= t), "%lld segment tiles for %lld rows",
+            (long long)n_seg_tiles, (long long)t);
   ARG_CHECK(is_float_dtype(q_dtype) && is_float_dtype(k_dtype) && is_float_dtype(v_dtype) &&
                 is_float_dtype(out_dtype) && is_float_dtype(dout_dtype) && is_grad_dtype(grad_dtype),
             "bad dtypes");
@@ -1056,7 +1101,12 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
   }
   if (b * t * hq == 0 || b * s * hkv == 0) return SPLINT_OK;
   const RowMask mask{mask_kind, query_offset, reinterpret_cast<const int32_t*>(key_valid),
-                     reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end)};
+                     reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end),
+                     mask_kind == 1 ? reinterpret_cast<const int32_t*>(seg_tiles) : nullptr};
+  // Blocks of a grid over t query rows or s keys (equal under a segment mask).
+  const auto tiles_of = [&](int64_t rows) {
+    return (unsigned)(mask.seg_tiles != nullptr ? n_seg_tiles : (rows + kSegTile - 1) / kSegTile);
+  };
   const bool vec = d % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout) &&
                    q_dtype != SPLINT_FP8_E4M3 && k_dtype != SPLINT_FP8_E4M3 && v_dtype != SPLINT_FP8_E4M3 &&
                    dout_dtype != SPLINT_FP8_E4M3;
@@ -1071,8 +1121,9 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
     // Two kernels, no atomics: dq (which writes δ first) by query tiles, dk/dv by key tiles.
     with_head(d, [&](auto head) {
       constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::rows;
-      const dim3 qgrid((unsigned)((t + kRows - 1) / kRows), (unsigned)hq, (unsigned)b);
-      const dim3 kgrid((unsigned)((s + kRows - 1) / kRows), (unsigned)hkv, (unsigned)b);
+      static_assert(kRows == kSegTile, "one tile width for every grid");
+      const dim3 qgrid(tiles_of(t), (unsigned)hq, (unsigned)b);
+      const dim3 kgrid(tiles_of(s), (unsigned)hkv, (unsigned)b);
       flash_dq_kernel<kD><<<qgrid, kThreads, dq_smem<kD>(), ctx->stream>>>(
           qi, ki, vi, in_of(out, out_dtype), doi, lse_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale,
           scale * kLog2e, mask, vec, delta_p, out_of(dq, grad_dtype));
@@ -1096,7 +1147,8 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
   LAUNCH_CHECK();
   with_head(d, [&](auto head) {
     constexpr int kD = decltype(head)::value, kKeys = FusedTiles<kD>::keys;
-    const dim3 kgrid((unsigned)((s + kKeys - 1) / kKeys), (unsigned)hkv, (unsigned)b);
+    static_assert(kKeys == kSegTile, "one tile width for every grid");
+    const dim3 kgrid(tiles_of(s), (unsigned)hkv, (unsigned)b);
     flash_bwd_fused_kernel<kD><<<kgrid, kThreads, fused_smem<kD>(), ctx->stream>>>(
         qi, ki, vi, doi, lse_p, delta_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale, scale * kLog2e, mask, vec,
         acc_p, out_of(dk, grad_dtype), out_of(dv, grad_dtype));

@@ -130,14 +130,21 @@ export interface SplintCudaLib {
     hkv: number, d: number, scale: number, maskKind: number, queryOffset: number, keyValid: Ptr, segStart: Ptr,
     segEnd: Ptr, dq: Ptr, dk: Ptr, dv: Ptr, gradDtype: number,
   ): Status;
-  /** The same contract as attention, on tensor cores (bf16 operands, f32 accumulation). */
-  flash_attention: SplintCudaLib["attention"];
+  /**
+   * The same contract as attention, on tensor cores (bf16 operands, f32 accumulation); segTiles
+   * (with a segment mask, or 0): the first row of every 64-row tile of every segment.
+   */
+  flash_attention(
+    ctx: CtxHandle, q: Ptr, qDtype: number, k: Ptr, kDtype: number, v: Ptr, vDtype: number, b: number, t: number,
+    s: number, hq: number, hkv: number, d: number, scale: number, maskKind: number, queryOffset: number,
+    keyValid: Ptr, segStart: Ptr, segEnd: Ptr, segTiles: Ptr, nSegTiles: number, out: Ptr, outDtype: number, lse: Ptr,
+  ): Status;
   /** deterministic: 1 two kernels, bit-reproducible; 0 one fused kernel (dq summed with atomics). */
   flash_attention_backward(
     ctx: CtxHandle, q: Ptr, qDtype: number, k: Ptr, kDtype: number, v: Ptr, vDtype: number, out: Ptr,
     outDtype: number, lse: Ptr, dout: Ptr, doutDtype: number, b: number, t: number, s: number, hq: number,
     hkv: number, d: number, scale: number, maskKind: number, queryOffset: number, keyValid: Ptr, segStart: Ptr,
-    segEnd: Ptr, dq: Ptr, dk: Ptr, dv: Ptr, gradDtype: number, deterministic: number,
+    segEnd: Ptr, segTiles: Ptr, nSegTiles: number, dq: Ptr, dk: Ptr, dv: Ptr, gradDtype: number, deterministic: number,
   ): Status;
 
   cross_entropy(
@@ -216,8 +223,8 @@ export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   rope: `int splint_cuda_rope(${C}, ${P} x, int32_t x_dtype, ${P} cos_t, ${P} sin_t, int64_t rows, int64_t heads, int64_t dim, int32_t inverse, ${P} out, int32_t out_dtype)`,
   attention: `int splint_cuda_attention(${C}, ${P} q, int32_t q_dtype, ${P} k, int32_t k_dtype, ${P} v, int32_t v_dtype, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset, ${P} key_valid, ${P} seg_start, ${P} seg_end, ${P} out, int32_t out_dtype, ${P} lse)`,
   attention_backward: `int splint_cuda_attention_backward(${C}, ${P} q, int32_t q_dtype, ${P} k, int32_t k_dtype, ${P} v, int32_t v_dtype, ${P} out, int32_t out_dtype, ${P} lse, ${P} dout, int32_t dout_dtype, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset, ${P} key_valid, ${P} seg_start, ${P} seg_end, ${P} dq, ${P} dk, ${P} dv, int32_t grad_dtype)`,
-  flash_attention: `int splint_cuda_flash_attention(${C}, ${P} q, int32_t q_dtype, ${P} k, int32_t k_dtype, ${P} v, int32_t v_dtype, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset, ${P} key_valid, ${P} seg_start, ${P} seg_end, ${P} out, int32_t out_dtype, ${P} lse)`,
-  flash_attention_backward: `int splint_cuda_flash_attention_backward(${C}, ${P} q, int32_t q_dtype, ${P} k, int32_t k_dtype, ${P} v, int32_t v_dtype, ${P} out, int32_t out_dtype, ${P} lse, ${P} dout, int32_t dout_dtype, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset, ${P} key_valid, ${P} seg_start, ${P} seg_end, ${P} dq, ${P} dk, ${P} dv, int32_t grad_dtype, int32_t deterministic)`,
+  flash_attention: `int splint_cuda_flash_attention(${C}, ${P} q, int32_t q_dtype, ${P} k, int32_t k_dtype, ${P} v, int32_t v_dtype, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset, ${P} key_valid, ${P} seg_start, ${P} seg_end, ${P} seg_tiles, int64_t n_seg_tiles, ${P} out, int32_t out_dtype, ${P} lse)`,
+  flash_attention_backward: `int splint_cuda_flash_attention_backward(${C}, ${P} q, int32_t q_dtype, ${P} k, int32_t k_dtype, ${P} v, int32_t v_dtype, ${P} out, int32_t out_dtype, ${P} lse, ${P} dout, int32_t dout_dtype, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d, float scale, int32_t mask_kind, int64_t query_offset, ${P} key_valid, ${P} seg_start, ${P} seg_end, ${P} seg_tiles, int64_t n_seg_tiles, ${P} dq, ${P} dk, ${P} dv, int32_t grad_dtype, int32_t deterministic)`,
   cross_entropy: `int splint_cuda_cross_entropy(${C}, ${P} logits, int32_t logits_dtype, int64_t rows, int64_t vocab, ${P} labels, int32_t ignore_index, ${P} loss, ${P} dlogits, int32_t dlogits_dtype, float grad_scale)`,
   check_flags: `int splint_cuda_check_flags(${C}, int32_t *flags)`,
   sum_squares: `int splint_cuda_sum_squares(${C}, ${P} x, int32_t x_dtype, float x_scale, int64_t n, ${P} out)`,

@@ -90,8 +90,10 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
   const p = (t: Tensor, op: string): number => mem.ptr(t, op);
   // Segment tables for block-diagonal attention, kept per distinct set of lengths: the same images
   // come back in the backward pass, and an upload from pageable memory waits for the stream.
-  const segmentTables = new Map<string, { start: Tensor; end: Tensor }>();
+  const segmentTables = new Map<string, { start: Tensor; end: Tensor; tiles: Tensor | null; tileCount: number }>();
   const MAX_SEGMENT_TABLES = 64;
+  /** Rows (or keys) a flash kernel block takes: native/cuda/src/flash_attention.cu's kSegTile. */
+  const SEGMENT_TILE = 64;
   /** Timing events recorded since the last profile read. */
   let marks = 0;
   /** blockwise8.ts's maps on the device, uploaded by the first 8-bit step. */
@@ -118,14 +120,14 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     b: number,
     t: number,
     s: number,
-  ): { kind: number; queryOffset: number; keyValid: number; segStart: number; segEnd: number } {
+  ): { kind: number; queryOffset: number; keyValid: number; segStart: number; segEnd: number; segTiles: number; tileCount: number } {
     if (mask.kind === "causal") {
       if (!Number.isInteger(mask.queryOffset)) throw new TensorError(op, `queryOffset ${mask.queryOffset} must be an integer`);
       const kv = mask.keyValid;
       if (kv && (kv.size !== b * s || kv.dtype !== "i32")) {
         throw new TensorError(op, "keyValid must be i32 [B, S]", { shapes: [kv.shape], dtypes: [kv.dtype] });
       }
-      return { kind: 0, queryOffset: mask.queryOffset, keyValid: kv ? p(kv, op) : 0, segStart: 0, segEnd: 0 };
+      return { kind: 0, queryOffset: mask.queryOffset, keyValid: kv ? p(kv, op) : 0, segStart: 0, segEnd: 0, segTiles: 0, tileCount: 0 };
     }
     const total = mask.lengths.reduce((a, x) => a + x, 0);
     if (b !== 1 || t !== s || total !== s || mask.lengths.some((x) => !Number.isInteger(x) || x < 0)) {
@@ -136,23 +138,41 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     if (!tables) {
       const start = new Int32Array(s);
       const end = new Int32Array(s);
+      // The flash kernels' blocks take SEGMENT_TILE rows (or keys) each, cut within each segment
+      // so that none straddles two (such a block walks both segments' keys: twice the work).
+      const tileStarts: number[] = [];
       let from = 0;
       for (const length of mask.lengths) {
         start.fill(from, from, from + length);
         end.fill(from + length, from, from + length);
+        for (let r = from; r < from + length; r += SEGMENT_TILE) tileStarts.push(r);
         from += length;
       }
       if (segmentTables.size >= MAX_SEGMENT_TABLES) {
         for (const old of segmentTables.values()) {
           old.start.free();
           old.end.free();
+          old.tiles?.free();
         }
         segmentTables.clear();
       }
-      tables = { start: backend.upload(start, [s], "i32"), end: backend.upload(end, [s], "i32") };
+      tables = {
+        start: backend.upload(start, [s], "i32"),
+        end: backend.upload(end, [s], "i32"),
+        tiles: tileStarts.length > 0 ? backend.upload(Int32Array.from(tileStarts), [tileStarts.length], "i32") : null,
+        tileCount: tileStarts.length,
+      };
       segmentTables.set(key, tables);
     }
-    return { kind: 1, queryOffset: 0, keyValid: 0, segStart: p(tables.start, op), segEnd: p(tables.end, op) };
+    return {
+      kind: 1,
+      queryOffset: 0,
+      keyValid: 0,
+      segStart: p(tables.start, op),
+      segEnd: p(tables.end, op),
+      segTiles: tables.tiles ? p(tables.tiles, op) : 0,
+      tileCount: tables.tileCount,
+    };
   }
 
   function checkedAttentionDims(op: string, q: Tensor, k: Tensor, v: Tensor): [number, number, number, number, number, number] {
@@ -619,17 +639,18 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     // ---- attention -------------------------------------------------------------------------
     attention(q0, k0, v0, mask, scale, precision = "f32") {
       const op = "attention";
-      const run = precision === "bf16" ? lib.flash_attention : lib.attention;
       const [b, t, s, hq, hkv, d] = checkedAttentionDims(op, q0, k0, v0);
       const m = maskArgs(op, mask, b, t, s);
       const { operands: [q, k, v], temps } = flashOperands(precision, [q0, k0, v0]);
       const out = f32Like(q0);
       const lse = alloc([b, hq, t], "f32");
+      const head = [ctx, p(q!, op), dtypeCode(q!), p(k!, op), dtypeCode(k!), p(v!, op), dtypeCode(v!), b, t, s, hq, hkv, d, scale] as const;
+      const maskPtrs = [m.kind, m.queryOffset, m.keyValid, m.segStart, m.segEnd] as const;
+      const outputs = [p(out, op), DTYPE_CODE.f32, p(lse, op)] as const;
       ok(
-        run(
-          ctx, p(q!, op), dtypeCode(q!), p(k!, op), dtypeCode(k!), p(v!, op), dtypeCode(v!), b, t, s, hq, hkv, d, scale,
-          m.kind, m.queryOffset, m.keyValid, m.segStart, m.segEnd, p(out, op), DTYPE_CODE.f32, p(lse, op),
-        ),
+        precision === "bf16"
+          ? lib.flash_attention(...head, ...maskPtrs, m.segTiles, m.tileCount, ...outputs)
+          : lib.attention(...head, ...maskPtrs, ...outputs),
         op,
       );
       for (const x of temps) x.free();
@@ -648,13 +669,19 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       const dq = f32Like(q0);
       const dk = alloc(k0.shape, "f32");
       const dv = alloc(v0.shape, "f32");
-      const args = [
+      const head = [
         ctx, p(q!, op), dtypeCode(q!), p(k!, op), dtypeCode(k!), p(v!, op), dtypeCode(v!), p(out, op), dtypeCode(out),
         p(lse, op), p(dout!, op), dtypeCode(dout!), b, t, s, hq, hkv, d, scale, m.kind, m.queryOffset, m.keyValid,
-        m.segStart, m.segEnd, p(dq, op), p(dk, op), p(dv, op), DTYPE_CODE.f32,
+        m.segStart, m.segEnd,
       ] as const;
+      const grads = [p(dq, op), p(dk, op), p(dv, op), DTYPE_CODE.f32] as const;
       // The exact tier has no atomics; the fast tier takes the fused kernel unless asked for determinism.
-      ok(precision === "bf16" ? lib.flash_attention_backward(...args, options.deterministic ? 1 : 0) : lib.attention_backward(...args), op);
+      ok(
+        precision === "bf16"
+          ? lib.flash_attention_backward(...head, m.segTiles, m.tileCount, ...grads, options.deterministic ? 1 : 0)
+          : lib.attention_backward(...head, ...grads),
+        op,
+      );
       for (const x of temps) x.free();
       return { dq, dk, dv };
     },
