@@ -77,10 +77,6 @@ export function loraGradAComposite(b: Backend, du: Tensor, x: Tensor, opts: Lora
   return da;
 }
 
-/**
- * dx [N, K] f32 += dropoutBackward(du·A), in place. A bf16 dx is the backend's to widen and round
- * back (it alone can write into a tensor's storage).
- */
 /** dx [N, K] f32 = dropoutBackward(du·A): loraDxAccumulate's term on its own, in a new tensor. */
 export function loraDxComposite(b: Backend, du: Tensor, a: Tensor, opts: LoraDropout): Tensor {
   const [r, k] = rowsCols(a);
@@ -94,6 +90,10 @@ export function loraDxComposite(b: Backend, du: Tensor, a: Tensor, opts: LoraDro
   return dx;
 }
 
+/**
+ * dx [N, K] f32 += dropoutBackward(du·A), in place. A bf16 dx is the backend's to widen and round
+ * back (it alone can write into a tensor's storage).
+ */
 export function loraDxAccumulateComposite(b: Backend, dx: Tensor, du: Tensor, a: Tensor, opts: LoraDropout): void {
   const [r, k] = rowsCols(a);
   const n = rowsCols(du)[0];
