@@ -65,6 +65,12 @@ function opClass(name: string, args: readonly unknown[]): string {
     case "loraDx":
     case "loraDxAccumulate":
       return "LoRA dx (dx (+)= dropout'(du·A), fused)";
+    // The bf16 tier's products with B as rank-r ops (Graph.loraLinear with loraUpOps), beside the
+    // matmul classes above that the same products land in without them.
+    case "loraUp":
+      return "LoRA up (u·Bᵀ, rank-r kernel)";
+    case "loraUpBackward":
+      return "LoRA du+dB (dy·B, dyᵀ·u, fused)";
     case "attention":
       return `attention ${attentionClass(args[3] as AttentionMask)} forward`;
     case "attentionBackward":

@@ -12,6 +12,8 @@
  *   --backend cpu --size tiny --image-size 56 --prompt-tokens 24   a local smoke run
  *   --weights fp8     the decoder linears in e4m3 with per-tensor scales, as the FP8 Instruct
  *                     checkpoints store them (workload.ts randomWeights); default bf16
+ *   --lora-up-ops off the bf16 tier's LoRA products with B as cuBLASLt matmuls instead of
+ *                     Backend.loraUp / loraUpBackward (createGraph's loraUpOps); default on
  *
  * Timing: each step ends with the device synchronised before the host clock is read; the result is
  * the median over the measured steps after the warm-up. One extra step afterwards synchronises at
@@ -159,6 +161,7 @@ function main(): Promise<void> | void {
       "answer-tokens": { type: "string", default: String(TUTORIAL_WORKLOAD.answerTokens) },
       batch: { type: "string", default: String(TUTORIAL_WORKLOAD.batch) },
       weights: { type: "string", default: "bf16" },
+      "lora-up-ops": { type: "string", default: "on" },
     },
   });
   const size = values.size as Size;
@@ -180,7 +183,9 @@ function main(): Promise<void> | void {
   if (values.recompute !== "full" && values.recompute !== "selective" && values.recompute !== "none") {
     throw new Error("--recompute must be full (gradient checkpointing of every layer), selective (norm and SwiGLU outputs remade in the backward) or none");
   }
-  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), values.recompute, Number(values.warmup), Number(values.steps), values.out, weights);
+  if (values["lora-up-ops"] !== "on" && values["lora-up-ops"] !== "off") throw new Error("--lora-up-ops must be on or off");
+  const loraUpOps = values["lora-up-ops"] === "on";
+  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), values.recompute, Number(values.warmup), Number(values.steps), values.out, weights, loraUpOps);
 }
 
 async function run(
@@ -192,6 +197,7 @@ async function run(
   steps: number,
   outFile: string | undefined,
   weightKind: WeightKind = "bf16",
+  loraUpOps = true,
 ): Promise<void> {
   const log = (msg: string) => process.stderr.write(`[train-step ${plan.size}] ${msg}\n`);
   const inner: Backend = backendName === "cuda" ? createCudaBackend() : createCpuBackend();
@@ -241,7 +247,7 @@ async function run(
    */
   const trainStep = (mark?: (phase: keyof PhaseTimes) => void): Tensor => {
     stepNo++;
-    const graph = createGraph(backend, { recording: true, evictElementwise: recompute === "selective" });
+    const graph = createGraph(backend, { recording: true, evictElementwise: recompute === "selective", loraUpOps });
     const ctx = new ForwardContext(graph, { trainable, dropoutSeed: stepNo, bf16Copies });
     try {
       const capture = mark
@@ -321,6 +327,7 @@ async function run(
     matmul,
     recompute,
     weights: weightKind,
+    loraUpOps,
     workload: plan.workload,
     warmupSteps: warmup,
     stepMs,

@@ -3,7 +3,9 @@
  * repeated runs between device synchronisations) and writes op-timings.md into the output folder: a
  * baseline for the speed work that follows, not a benchmark of training.
  *
- *   node --import tsx scripts/cuda-op-timings.ts [--out DIR]
+ *   node --import tsx scripts/cuda-op-timings.ts [--out DIR] [--lora-up-only]
+ *
+ * --lora-up-only: only the section on LoRA's products with B (rank-r kernels against cuBLASLt).
  */
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -53,6 +55,94 @@ function countOf(b: CudaBackend, body: () => Tensor[]): string {
   for (const t of body()) t.free();
   const after = b.profile.counters();
   return `${after.launches - before.launches} launches, ${after.syncs - before.syncs} syncs, ${after.uploads - before.uploads} uploads`;
+}
+
+/**
+ * GPU microseconds per run of body, the median over `batches` of stream events around `reps` runs queued behind `ballast`
+ * (large products that keep the GPU busy while the host queues the runs, so launch overhead and
+ * FFI calls do not count, as in a training step where the host runs ahead). hostBound: queuing
+ * took longer than the ballast ran, so the GPU may have idled between runs and µs is an upper bound.
+ */
+function gpuMicros(b: CudaBackend, ballast: () => void, body: () => Tensor[], reps = 20, batches = 3): { us: number; hostBound: boolean } {
+  for (const t of body()) t.free(); // warm-up: cuBLASLt plans, allocator blocks
+  const samples: number[] = [];
+  let hostBound = false;
+  for (let batch = 0; batch < batches; batch++) {
+    b.synchronize();
+    b.profile.read(); // drop earlier marks
+    b.profile.mark();
+    ballast();
+    b.profile.mark();
+    const queueStart = performance.now();
+    for (let i = 0; i < reps; i++) for (const t of body()) t.free();
+    const queueMs = performance.now() - queueStart;
+    b.profile.mark();
+    const [ballastMs, runsMs] = b.profile.read();
+    samples.push((runsMs! * 1000) / reps);
+    hostBound ||= queueMs > ballastMs!;
+  }
+  samples.sort((x, y) => x - y);
+  return { us: samples[Math.floor(samples.length / 2)]!, hostBound };
+}
+
+/**
+ * A LoRA module's products with B at the 14B shapes (r = 16, α = 2, bf16 operands and outputs as
+ * the bf16 tier runs them): lora.cu's rank-r kernels (Backend.loraUp, loraUpBackward) against the
+ * cuBLASLt products Graph.loraLinear ran before them (createGraph's loraUpOps: false). Decoder:
+ * 1440 tokens into k/v (1024), q (4096), o and down (5120), gate and up (16384); vision tower: 4232
+ * patches into q/k/v/o and down (1024), gate and up (4096). GB/s counts each tensor once (y written;
+ * dy read, du and dB written; u and B read), so both paths are rated on the same bytes.
+ */
+function loraUpTimings(b: CudaBackend, ballast: () => void): string {
+  const r = 16;
+  const alpha = 2;
+  const lines = [
+    "| shape | product | path | GPU µs | GB/s | cuBLASLt ÷ kernel |",
+    "| --- | --- | --- | ---: | ---: | ---: |",
+  ];
+  const shapes: [string, number, number][] = [
+    ["decoder k/v", 1440, 1024],
+    ["decoder q", 1440, 4096],
+    ["decoder o/down", 1440, 5120],
+    ["decoder gate/up", 1440, 16384],
+    ["vision q/k/v/o/down", 4232, 1024],
+    ["vision gate/up", 4232, 4096],
+  ];
+  const row = (shape: string, product: string, path: string, t: { us: number; hostBound: boolean }, bytes: number, baseline?: number): string =>
+    `| ${shape} | ${product} | ${path} | ${t.us.toFixed(1)}${t.hostBound ? " (host-bound)" : ""} | ${(bytes / t.us / 1e3).toFixed(0)} | ${baseline === undefined ? "" : `${(baseline / t.us).toFixed(2)}×`} |`;
+  for (const [label, n, m] of shapes) {
+    const shape = `${label} [${n},${m}] r=${r}`;
+    const u = random(b, [n, r], "bf16", 30);
+    const bw = random(b, [m, r], "bf16", 31);
+    const dy = random(b, [n, m], "bf16", 32);
+    const upBytes = n * m * 2 + (n + m) * r * 2;
+    const backBytes = n * m * 2 + n * r * 2 + m * r * 4 + (n + m) * r * 2;
+    const upBlas = gpuMicros(b, ballast, () => [b.matmul(u, bw, { transB: true, alpha, outDtype: "bf16" })]);
+    const upKernel = gpuMicros(b, ballast, () => [b.loraUp(u, bw, { alpha, outDtype: "bf16" })]);
+    const backBlas = gpuMicros(b, ballast, () => [b.matmul(dy, bw, { alpha, outDtype: "bf16" }), b.matmul(dy, u, { transA: true, alpha })]);
+    const backKernel = gpuMicros(b, ballast, () => {
+      const { du, db } = b.loraUpBackward(dy, bw, u, { alpha, duDtype: "bf16" });
+      return [du, db];
+    });
+    lines.push(
+      row(shape, "y = α·u·Bᵀ (bf16)", "cuBLASLt matmul", upBlas, upBytes),
+      row(shape, "y = α·u·Bᵀ (bf16)", "loraUp (lora_up)", upKernel, upBytes, upBlas.us),
+      row(shape, "du = α·dy·B (bf16), dB = α·dyᵀ·u", "cuBLASLt, two matmuls", backBlas, backBytes),
+      row(shape, "du = α·dy·B (bf16), dB = α·dyᵀ·u", "loraUpBackward (lora_up_backward)", backKernel, backBytes, backBlas.us),
+    );
+    if (m === 5120) {
+      // f32 outputs (the kernels' other dtype; the tier writes bf16): y's bytes double.
+      const f32Bytes = upBytes + n * m * 2;
+      const upBlasF32 = gpuMicros(b, ballast, () => [b.matmul(u, bw, { transB: true, alpha })]);
+      const upKernelF32 = gpuMicros(b, ballast, () => [b.loraUp(u, bw, { alpha })]);
+      lines.push(
+        row(shape, "y = α·u·Bᵀ (f32)", "cuBLASLt matmul", upBlasF32, f32Bytes),
+        row(shape, "y = α·u·Bᵀ (f32)", "loraUp (lora_up)", upKernelF32, f32Bytes, upBlasF32.us),
+      );
+    }
+    for (const t of [u, bw, dy]) t.free();
+  }
+  return lines.join("\n");
 }
 
 /**
@@ -142,6 +232,7 @@ function optimizerStepTimings(b: CudaBackend): Timing[] {
 function main(): void {
   const outIndex = process.argv.indexOf("--out");
   const outDir = outIndex >= 0 ? process.argv[outIndex + 1]! : (process.env.OUT ?? "out/gpu-check");
+  const loraUpOnly = process.argv.includes("--lora-up-only");
   mkdirSync(outDir, { recursive: true });
   const b = createCudaBackend();
   const rows: Timing[] = [];
@@ -153,6 +244,25 @@ function main(): void {
   const xb = random(b, [m, k], "bf16", 1);
   const xf = random(b, [m, k], "f32", 2);
   const w = random(b, [n, k], "bf16", 3);
+  // ~3 ms of bf16 products (8 of the 4096×5120×5120 below) ahead of each batch loraUpTimings times.
+  const ballast = (): void => {
+    for (let i = 0; i < 8; i++) b.matmul(xb, w, { transB: true }).free();
+  };
+  const loraUpSection = (): string =>
+    `## LoRA products with B\n\nGPU time per call from stream events around 20 calls queued behind ~3 ms of products, median of 3 such batches after a warm-up; "host-bound" marks a shape where the host queued a batch more slowly than the ballast ran.\n\n${loraUpTimings(b, ballast)}\n`;
+  const write = (sections: string): void => {
+    const stats = b.allocatorStats();
+    b.dispose();
+    const md = `# CUDA op timings (${b.device})\n\nRandom inputs. Allocator: peak ${(stats.peak / 2 ** 30).toFixed(2)} GiB live, ${stats.mallocs} cudaMalloc calls.\n\n${sections}`;
+    const path = join(outDir, "op-timings.md");
+    writeFileSync(`${path}.tmp`, md);
+    renameSync(`${path}.tmp`, path);
+    console.log(md);
+  };
+  if (loraUpOnly) {
+    write(loraUpSection());
+    return;
+  }
   for (const [label, x, precision] of [
     ["bf16·bf16ᵀ", xb, "f32"],
     ["f32·bf16ᵀ (full f32)", xf, "f32"],
@@ -279,15 +389,10 @@ function main(): void {
     for (const t of [lx, la, ldu, ldx]) t.free();
   }
   rows.push(...optimizerStepTimings(b));
+  const upSection = loraUpSection();
 
-  const stats = b.allocatorStats();
-  b.dispose();
   const table = ["| op | median ms | rate |", "| --- | --- | --- |", ...rows.map((r) => `| ${r.op} | ${r.ms.toFixed(3)} | ${r.rate} |`)].join("\n");
-  const md = `# CUDA op timings (${b.device})\n\nMedian of 10 runs after a warm-up, each between device synchronisations; random inputs.\nAllocator: peak ${(stats.peak / 2 ** 30).toFixed(2)} GiB live, ${stats.mallocs} cudaMalloc calls.\n\n${table}\n`;
-  const path = join(outDir, "op-timings.md");
-  writeFileSync(`${path}.tmp`, md);
-  renameSync(`${path}.tmp`, path);
-  console.log(md);
+  write(`Median of 10 runs after a warm-up, each between device synchronisations.\n\n${table}\n\n${upSection}`);
 }
 
 main();

@@ -77,9 +77,18 @@ function asValue(v: Var): Value {
  * rounds its gradient to bf16 anyway, the op that produces that gradient writes it in bf16
  * directly. false keeps every gradient f32 until its consumer rounds it: the same numbers, the
  * reference the narrow path is tested against.
+ *
+ * `loraUpOps` (default true): a bf16-tier loraLinear runs its products with B through
+ * Backend.loraUp (y = scale·u·Bᵀ) and loraUpBackward (du and dB in one pass over dy) instead of
+ * three matmul calls. The same numbers on the CPU backend; on CUDA the rank-r kernels against
+ * cuBLASLt's skinny products, which scripts/cuda-op-timings.ts times side by side per shape. false
+ * keeps the matmul calls.
  */
-export function createGraph(backend: Backend, opts: { recording: boolean; narrowGradients?: boolean; evictElementwise?: boolean }): Graph {
-  return new TapeGraph(backend, opts.recording, opts.narrowGradients ?? true, opts.evictElementwise ?? false);
+export function createGraph(
+  backend: Backend,
+  opts: { recording: boolean; narrowGradients?: boolean; evictElementwise?: boolean; loraUpOps?: boolean },
+): Graph {
+  return new TapeGraph(backend, opts.recording, opts.narrowGradients ?? true, opts.evictElementwise ?? false, opts.loraUpOps ?? true);
 }
 
 class TapeGraph implements Graph {
@@ -103,6 +112,8 @@ class TapeGraph implements Graph {
      * reads them, one at a time.
      */
     private readonly evictElementwise: boolean,
+    /** Whether the bf16 tier's loraLinear calls Backend.loraUp / loraUpBackward (see createGraph). */
+    private readonly loraUpOps: boolean,
   ) {
     this.tape = recording ? [] : null;
   }
@@ -207,6 +218,8 @@ class TapeGraph implements Graph {
     const mask = { dropout, seed, precision };
     // u and du only ever meet bf16 operands in bf16 products, which would round them anyway.
     const lowDtype: DType = narrow ? "bf16" : "f32";
+    // The products with B as the rank-r ops (their operands are bf16 here, as the matmuls' are).
+    const upOps = narrow && this.loraUpOps;
 
     const xl = low(xv.value); // [N, in]
     const al = lowA();
@@ -217,7 +230,9 @@ class TapeGraph implements Graph {
     // memory-bound rank-r one. bf16: y too, as under autocast (the update rounded once, as PEFT's
     // lora_B(…)·scaling is, then the sum): half the bytes for every consumer.
     const bl = lowB();
-    const y = b.matmul(u, bl, { transB: true, alpha: scale, precision, outDtype: lowDtype }); // [N, out]
+    const y = upOps // [N, out]
+      ? b.loraUp(u, bl, { alpha: scale, outDtype: lowDtype })
+      : b.matmul(u, bl, { transB: true, alpha: scale, precision, outDtype: lowDtype });
     doneLow(bl, bv.value);
     b.matmul(xl, wv.value, { transB: true, precision, accumulate: y });
     done(xl, xv.value);
@@ -227,12 +242,19 @@ class TapeGraph implements Graph {
       const dyl = low(dy);
       const needsDu = needs[0] || needs[2];
       let du: Tensor | null = null;
-      if (needsDu) {
+      let db: Tensor | null = null;
+      if (upOps && needsDu && needs[3]) {
         const bl2 = lowB();
-        du = b.matmul(dyl, bl2, { alpha: scale, precision, outDtype: lowDtype });
+        ({ du, db } = b.loraUpBackward(dyl, bl2, savedU!, { alpha: scale, duDtype: lowDtype }));
         doneLow(bl2, bv.value);
+      } else {
+        if (needsDu) {
+          const bl2 = lowB();
+          du = b.matmul(dyl, bl2, { alpha: scale, precision, outDtype: lowDtype });
+          doneLow(bl2, bv.value);
+        }
+        if (needs[3]) db = b.matmul(dyl, savedU!, { transA: true, alpha: scale, precision });
       }
-      const db = needs[3] ? b.matmul(dyl, savedU!, { transA: true, alpha: scale, precision }) : null;
       const xl2 = needs[1] || needs[2] ? low(xv.value) : null;
       const da = needs[2] ? b.loraGradA(du!, xl2!, mask) : null;
       const dw = needs[1] ? b.matmul(dyl, xl2!, { transA: true, precision }) : null;

@@ -107,6 +107,19 @@ export interface Backend {
    * yet, so the base product can be added onto it (its epilogue reads dx instead of a second pass).
    */
   loraDx(du: Tensor, a: Tensor, opts: LoraDropout): Tensor;
+  /**
+   * y [N, m] = alpha·u·Bᵀ for u [N, r], b [m, r]: a LoRA module's up projection in the fast tier.
+   * u and b are rounded to bf16 (where f32) and multiplied as bf16 with f32 accumulation; alpha
+   * multiplies each f32 sum (default 1: the tape passes the module's scale), and outDtype "bf16" rounds y once. y is new and only written (the
+   * base product is then added onto it). Equal to the composite in ./lora-composite.ts.
+   */
+  loraUp(u: Tensor, b: Tensor, opts: { alpha?: number; outDtype?: DType }): Tensor;
+  /**
+   * The gradients through loraUp for dy [N, m]: du [N, r] = alpha·dy·B and dB [m, r] f32 =
+   * alpha·dyᵀ·u, with dy, b and u rounded to bf16 (where f32) as loraUp rounds its operands;
+   * duDtype "bf16" rounds du once. The CUDA kernel reads dy once for both.
+   */
+  loraUpBackward(dy: Tensor, b: Tensor, u: Tensor, opts: { alpha?: number; duDtype?: DType }): { du: Tensor; db: Tensor };
 
   // ---- elementwise -------------------------------------------------------------------------
   add(a: Tensor, b: Tensor): Tensor;

@@ -1,10 +1,10 @@
 /**
- * The fused LoRA ops of the Backend (loraDown, loraGradA, loraDx, loraDxAccumulate) written as the
- * primitives they fuse: dropout, matmul, dropoutBackward and addInPlace. This is the CPU backend's
- * implementation and the reference the CUDA kernels (native/cuda/src/lora.cu) are checked against;
- * the CUDA backend also falls back to it where its kernels do not apply (the exact f32 tier,
- * r > 64, fp8 operands). Graph.loraLinear computed exactly these sequences before the ops existed,
- * so CPU results are unchanged by the fusion.
+ * The fused LoRA ops of the Backend (loraDown, loraGradA, loraDx, loraDxAccumulate, loraUp,
+ * loraUpBackward) written as the primitives they fuse: dropout, cast, matmul, dropoutBackward and
+ * addInPlace. This is the CPU backend's implementation and the reference the CUDA kernels
+ * (native/cuda/src/lora.cu) are checked against; the CUDA backend also falls back to it where its
+ * kernels do not apply (the exact f32 tier, r > 64, fp8 operands). Graph.loraLinear computed exactly
+ * these sequences before the ops existed, so CPU results are unchanged by the fusion.
  */
 import type { Backend, LoraDropout } from "./backend.ts";
 import type { DType } from "./dtype.ts";
@@ -77,10 +77,6 @@ export function loraGradAComposite(b: Backend, du: Tensor, x: Tensor, opts: Lora
   return da;
 }
 
-/**
- * dx [N, K] f32 += dropoutBackward(du·A), in place. A bf16 dx is the backend's to widen and round
- * back (it alone can write into a tensor's storage).
- */
 /** dx [N, K] f32 = dropoutBackward(du·A): loraDxAccumulate's term on its own, in a new tensor. */
 export function loraDxComposite(b: Backend, du: Tensor, a: Tensor, opts: LoraDropout): Tensor {
   const [r, k] = rowsCols(a);
@@ -94,6 +90,10 @@ export function loraDxComposite(b: Backend, du: Tensor, a: Tensor, opts: LoraDro
   return dx;
 }
 
+/**
+ * dx [N, K] f32 += dropoutBackward(du·A), in place. A bf16 dx is the backend's to widen and round
+ * back (it alone can write into a tensor's storage).
+ */
 export function loraDxAccumulateComposite(b: Backend, dx: Tensor, du: Tensor, a: Tensor, opts: LoraDropout): void {
   const [r, k] = rowsCols(a);
   const n = rowsCols(du)[0];
@@ -111,4 +111,56 @@ export function loraDxAccumulateComposite(b: Backend, dx: Tensor, du: Tensor, a:
   dxd.free();
   b.addInPlace(dx, dxLora);
   dxLora.free();
+}
+
+/** n, m, r of u [N, r] (leading dimensions flattened) against b [m, r]. */
+export function loraUpDims(op: string, u: Tensor, b: Tensor): { n: number; m: number; r: number } {
+  const [n, r] = rowsCols(u);
+  if (b.shape.length !== 2 || b.shape[1] !== r) {
+    throw new TensorError(op, `b must be [m, ${r}] to match u's columns`, { shapes: [u.shape, b.shape] });
+  }
+  return { n, m: b.shape[0]!, r };
+}
+
+/** n, m, r of dy [N, m] and u [N, r] against b [m, r]. */
+export function loraUpBackwardDims(op: string, dy: Tensor, b: Tensor, u: Tensor): { n: number; m: number; r: number } {
+  const [n, m] = rowsCols(dy);
+  const [rows, r] = rowsCols(u);
+  if (rows !== n || b.shape.length !== 2 || b.shape[0] !== m || b.shape[1] !== r) {
+    throw new TensorError(op, `u must be [${n}, r] and b [${m}, r] to match dy [${n}, ${m}]`, { shapes: [dy.shape, b.shape, u.shape] });
+  }
+  return { n, m, r };
+}
+
+/** t as loraUp's products read it: an f32 operand rounded once to bf16. */
+function bf16Rounded(b: Backend, t: Tensor): Tensor {
+  return t.dtype === "f32" ? b.cast(t, "bf16") : t;
+}
+
+/** y [N, m] = alpha·u·Bᵀ, u and B rounded to bf16. */
+export function loraUpComposite(b: Backend, u: Tensor, bw: Tensor, opts: { alpha?: number; outDtype?: DType }): Tensor {
+  loraUpDims("loraUp", u, bw);
+  const [ul, bl] = [bf16Rounded(b, u), bf16Rounded(b, bw)];
+  const y = b.matmul(ul, bl, { transB: true, alpha: opts.alpha, outDtype: opts.outDtype });
+  if (ul !== u) ul.free();
+  if (bl !== bw) bl.free();
+  return y;
+}
+
+/** du [N, r] = alpha·dy·B and dB [m, r] f32 = alpha·dyᵀ·u, every operand rounded to bf16. */
+export function loraUpBackwardComposite(
+  b: Backend,
+  dy: Tensor,
+  bw: Tensor,
+  u: Tensor,
+  opts: { alpha?: number; duDtype?: DType },
+): { du: Tensor; db: Tensor } {
+  loraUpBackwardDims("loraUpBackward", dy, bw, u);
+  const [dyl, bl, ul] = [bf16Rounded(b, dy), bf16Rounded(b, bw), bf16Rounded(b, u)];
+  const du = b.matmul(dyl, bl, { alpha: opts.alpha, outDtype: opts.duDtype });
+  const db = b.matmul(dyl, ul, { transA: true, alpha: opts.alpha });
+  if (dyl !== dy) dyl.free();
+  if (bl !== bw) bl.free();
+  if (ul !== u) ul.free();
+  return { du, db };
 }

@@ -199,6 +199,49 @@ test("loraLinear in bf16 (autocast) stays within bf16 rounding of the f32 op, gr
   fast.grads.forEach((grad, i) => near(grad, exact.grads[i]!, `gradient ${i}`));
 });
 
+test("loraLinear in bf16 gives the same bits through Backend.loraUp / loraUpBackward as through the matmul calls", () => {
+  // Leading dimensions on x (the model's [B, T, in]), an out that fills no SIMD lane group, dropout.
+  const [batch, tokens, inF, outF, r] = [2, 3, 16, 11, 4];
+  const random = rng(22);
+  const shapes = [[batch, tokens, inF], [outF, inF], [r, inF], [outF, r]];
+  const values = shapes.map((sh) => randomF32(random, sh.reduce((a, b) => a * b, 1)));
+  const weighting = randomF32(random, batch * tokens * outF);
+  // trainable[i]: whether leaf i requires a gradient (a frozen B takes the matmul path for dB's absence).
+  const run = (loraUpOps: boolean, trainable: readonly boolean[]) => {
+    const calls = { loraUp: 0, loraUpBackward: 0, matmul: 0 };
+    const counting = new Proxy(backend, {
+      get(target, key, receiver) {
+        const value: unknown = Reflect.get(target, key, receiver);
+        if (typeof key !== "string" || !(key in calls) || typeof value !== "function") return value;
+        return (...args: unknown[]) => {
+          calls[key as keyof typeof calls]++;
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const g = createGraph(counting, { recording: true, loraUpOps });
+    const leaves = values.map((v, i) => g.param(backend.upload(v, shapes[i]!, "f32"), trainable[i]!));
+    const y = g.loraLinear(leaves[0]!, leaves[1]!, leaves[2]!, leaves[3]!, { scale: 1.75, dropout: 0.2, seed: 9 }, "bf16");
+    assert.deepEqual(y.value.shape, [batch, tokens, outF]);
+    const out = Array.from(backend.readRaw(y.value));
+    g.backward(weightedSum(g, y, weighting));
+    const grads = leaves.map((l) => (l.grad ? Array.from(backend.readRaw(l.grad)) : null));
+    g.dispose();
+    return { out, grads, calls };
+  };
+  for (const trainable of [[true, true, true, true], [true, false, true, true], [false, false, true, false]]) {
+    const viaMatmul = run(false, trainable);
+    const viaUpOps = run(true, trainable);
+    assert.deepEqual(viaUpOps.out, viaMatmul.out, `y, trainable ${trainable}`);
+    assert.deepEqual(viaUpOps.grads, viaMatmul.grads, `gradients, trainable ${trainable}`);
+    assert.equal(viaMatmul.calls.loraUp + viaMatmul.calls.loraUpBackward, 0);
+    assert.equal(viaUpOps.calls.loraUp, 1);
+    // du and dB from one call where both are needed; otherwise the matmul products.
+    const both = trainable[3]! && (trainable[0]! || trainable[2]!);
+    assert.equal(viaUpOps.calls.loraUpBackward, both ? 1 : 0, `trainable ${trainable}`);
+  }
+});
+
 test("rmsNorm", () => {
   const [n, c] = [5, 7];
   checkOp("rmsNorm", [{ shape: [n, c], lo: -2, hi: 2 }, { shape: [c] }], (g, [x, w]) => g.rmsNorm(x!, w!, 1e-6), ([x, w]) => rmsNormRef(x!, w!, n, c, 1e-6), 9);

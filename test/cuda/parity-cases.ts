@@ -160,6 +160,17 @@ const LORA_F32_OUT: Tolerance = {
   rtol: 1e-4,
   why: "both backends round x, the dropped x, A and du to bf16 identically; only the f32 sums' order differs (k ≤ 1024, tensor-core tiles against the CPU's SIMD lanes)",
 };
+const LORA_UP_F32_OUT: Tolerance = {
+  atol: 1e-3,
+  rtol: 1e-4,
+  normRel: 1e-5,
+  why: "both backends round u, B and dy to bf16 identically, so every product is exact in f32; only the order of the f32 sums differs (tensor-core k-steps, 64-column tiles, clusters and slices against the CPU's SIMD lanes), over up to 4100 terms (du) or 3000 (dB) with sums up to ~150 at α = 1.75 (an ulp is 2^-16 there); a float32 emulation of both orders at these shapes differs by ≤ 6e-5",
+};
+const LORA_UP_BF16_OUT: Tolerance = {
+  atol: 1e-3,
+  rtol: 8e-3,
+  why: "as LORA_UP_F32_OUT for dB; y and du then rounded once to bf16, where an f32 difference straddling a rounding boundary is one bf16 ulp (≤ 2^-7 relative)",
+};
 const ATTENTION: Tolerance = {
   atol: 2e-5,
   rtol: 2e-4,
@@ -751,6 +762,70 @@ function loraCases(): ParityCase[] {
 }
 
 /**
+ * The products with a LoRA B (Backend.loraUp, loraUpBackward; lora.cu's lora_up and
+ * lora_up_backward for r ≤ 64), α = 1.75. Shapes cover one row; n, m and r that fill no tile or
+ * vector (m = 77, 100, 4100: element loads of dy and scalar stores of y; r = 5: element loads of u
+ * and B; r = 8, 24: zero-padded k-steps and m-tiles); r = 16, 24, 64 (one, two and four k-steps);
+ * du summed by one cluster of 2 column tiles, by 2 clusters of 8, by 9 clusters (the last mostly
+ * past m); dB in one slice and in 5 to 16 slices; slices of 6 tiles (du groups of 4, then 2) and,
+ * at r = 64, groups of one tile (two cluster exchanges a slice); r = 80 the composite.
+ */
+function loraUpCases(): ParityCase[] {
+  const alpha = 1.75;
+  const shapes: { shape: [number, number, number]; inputs: readonly DType[] }[] = [
+    { shape: [1, 64, 16], inputs: FLOAT_INPUTS },
+    { shape: [17, 77, 8], inputs: FLOAT_INPUTS },
+    { shape: [33, 100, 5], inputs: FLOAT_INPUTS },
+    { shape: [300, 1024, 24], inputs: FLOAT_INPUTS },
+    { shape: [1000, 1000, 16], inputs: FLOAT_INPUTS },
+    { shape: [3000, 4096, 16], inputs: ["bf16"] },
+    { shape: [1000, 4100, 64], inputs: ["bf16"] },
+    { shape: [17, 100, 80], inputs: ["bf16"] },
+  ];
+  const outputs = (dtype: DType, outDtype: DType) =>
+    (b: Backend, rng: Rng, [n, m, r]: [number, number, number]): Outputs => {
+      const s = new Session(b);
+      const u = s.up(rng.uniform(n * r), [n, r], dtype);
+      const bw = s.up(rng.uniform(m * r), [m, r], dtype);
+      const dy = s.up(rng.uniform(n * m), [n, m], dtype);
+      const { du, db } = b.loraUpBackward(dy, bw, u, { alpha, duDtype: outDtype });
+      return s.finish({ y: b.loraUp(u, bw, { alpha, outDtype }), du, db });
+    };
+  const cases: ParityCase[] = [];
+  for (const { shape, inputs } of shapes) {
+    const [n, m, r] = shape;
+    for (const dtype of inputs) {
+      const label = `N=${n} m=${m} r=${r} ${dtype} operands`;
+      cases.push(
+        { name: `lora up and up backward ${label}: y, du f32, dB`, tolerance: LORA_UP_F32_OUT, run: (b, rng) => outputs(dtype, "f32")(b, rng, shape) },
+        { name: `lora up and up backward ${label}: y, du bf16, dB`, tolerance: LORA_UP_BF16_OUT, run: (b, rng) => outputs(dtype, "bf16")(b, rng, shape) },
+      );
+    }
+  }
+  const differing = (a: Float32Array | Int32Array, c: Float32Array | Int32Array): Float32Array => Float32Array.from(a, (x, i) => (Object.is(x, c[i]) ? 0 : 1));
+  cases.push({
+    name: "lora up backward repeated bit for bit N=3000 m=4096 r=16 (clusters, groups and slices)",
+    tolerance: { ...EXACT, why: "the same kernels on the same inputs, every sum in an order fixed by the shapes (no atomics): the same bits" },
+    run(b, rng) {
+      const s = new Session(b);
+      const [n, m, r] = [3000, 4096, 16];
+      const u = s.up(rng.uniform(n * r), [n, r], "bf16");
+      const bw = s.up(rng.uniform(m * r), [m, r], "bf16");
+      const dy = s.up(rng.uniform(n * m), [n, m], "bf16");
+      // y needs no repeat: each of its elements is one thread's sum over r.
+      const once = () => {
+        const { du, db } = b.loraUpBackward(dy, bw, u, { alpha, duDtype: "f32" });
+        return { du: b.read(s.track(du)), db: b.read(s.track(db)) };
+      };
+      const first = once(), second = once();
+      s.finish({});
+      return { du: differing(first.du, second.du), db: differing(first.db, second.db) };
+    },
+  });
+  return cases;
+}
+
+/**
  * The multi-tensor optimiser step (native/cuda/src/optim.cu): LoRA-like shapes and sizes that end
  * inside a chunk (2048 for the f32 step, 8 × 256 for the 8-bit one, 8192 for Σx²) or a 256-block.
  * The clipped steps read a Σg² uploaded to both backends, so the coefficient is the same input
@@ -884,7 +959,7 @@ function fp8ModelCases(): ParityCase[] {
 }
 
 export function parityCases(): ParityCase[] {
-  return [...layoutCases(), ...matmulCases(), ...elementwiseCases(), ...normRopeCases(), ...attentionCases(), ...flashAttentionCases(), ...flashRepeatCases(), ...lossOptimCases(), ...loraCases(), ...fp8ModelCases()];
+  return [...layoutCases(), ...matmulCases(), ...elementwiseCases(), ...normRopeCases(), ...attentionCases(), ...flashAttentionCases(), ...flashRepeatCases(), ...lossOptimCases(), ...loraCases(), ...loraUpCases(), ...fp8ModelCases()];
 }
 
 export interface CaseResult {

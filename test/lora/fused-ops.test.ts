@@ -1,7 +1,8 @@
 /**
- * The fused LoRA ops of the CPU backend (Backend.loraDown, loraGradA, loraDx, loraDxAccumulate): bit-equal
- * to the dropout + matmul sequences they stand for, and close to direct f64 formulas with the
- * dropout hash written out, for both precisions, with and without a mask, f32 and bf16 dx.
+ * The fused LoRA ops of the CPU backend (Backend.loraDown, loraGradA, loraDx, loraDxAccumulate, loraUp,
+ * loraUpBackward): bit-equal to the dropout + matmul sequences they stand for, and close to direct
+ * f64 formulas with the dropout hash written out, for both precisions, with and without a mask, f32
+ * and bf16 dx (and y, du).
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -9,7 +10,8 @@ import { dropoutHash } from "../../src/backends/cpu/dropout.ts";
 import { createCpuBackend } from "../../src/backends/cpu/index.ts";
 import type { LoraDropout, MatmulPrecision } from "../../src/tensor/backend.ts";
 import { bf16ToF32, f32ToBf16 } from "../../src/tensor/bf16.ts";
-import { assertClose, randomF32, rng } from "../tensor/reference.ts";
+import type { Tensor } from "../../src/tensor/tensor.ts";
+import { assertClose, matmulRef, randomF32, rng } from "../tensor/reference.ts";
 
 const b = createCpuBackend();
 const [n, k, r] = [7, 37, 5];
@@ -101,4 +103,61 @@ test("the fused LoRA ops reject what dropout and matmul reject", () => {
   assert.throws(() => b.loraGradA(b.upload(new Float32Array(3 * r), [3, r], "f32"), x, { dropout: 0, seed: null }), /du must be/);
   assert.throws(() => b.loraDxAccumulate(b.upload(new Int32Array(n * k), [n, k], "i32"), b.upload(new Float32Array(n * r), [n, r], "f32"), a, { dropout: 0, seed: null }), /dx must be/);
   assert.throws(() => b.loraDx(b.upload(new Float32Array(3 * r), [3, r], "f32"), a, { dropout: 0.1, seed: 2 ** 32 }), /seed/);
+});
+
+// loraUp and loraUpBackward: y [N, m] = α·u·Bᵀ, du [N, r] = α·dy·B, dB [m, r] = α·dyᵀ·u, with the
+// tape's shapes (u and dy with a leading batch dimension) and an m that fills no SIMD lane group.
+const [batch, tokens, m, rank, alpha] = [2, 5, 13, 6, 1.75];
+const rows = batch * tokens;
+const bf16Round = (t: Float32Array): Float32Array => t.map((y) => bf16ToF32(f32ToBf16(y)));
+
+for (const dtype of ["f32", "bf16"] as const) {
+  test(`loraUp and loraUpBackward equal the matmul products they stand for (${dtype} operands)`, () => {
+    const random = rng(4);
+    const u = b.upload(randomF32(random, rows * rank), [batch, tokens, rank], dtype);
+    const bw = b.upload(randomF32(random, m * rank), [m, rank], dtype);
+    const dy = b.upload(randomF32(random, rows * m), [batch, tokens, m], dtype);
+    // The products' operands: bf16 as they are, f32 ones rounded once.
+    const low = (t: Tensor): Tensor => (t.dtype === "bf16" ? t : b.cast(t, "bf16"));
+    const [ul, bl, dyl] = [low(u), low(bw), low(dy)];
+    for (const outDtype of ["f32", "bf16"] as const) {
+      const y = b.loraUp(u, bw, { alpha, outDtype });
+      assert.deepEqual(y.shape, [batch, tokens, m]);
+      assert.equal(y.dtype, outDtype);
+      assert.deepEqual(b.read(y), b.read(b.matmul(ul, bl, { transB: true, alpha, outDtype })));
+      const { du, db } = b.loraUpBackward(dy, bw, u, { alpha, duDtype: outDtype });
+      assert.deepEqual(du.shape, [batch, tokens, rank]);
+      assert.equal(du.dtype, outDtype);
+      assert.deepEqual(db.shape, [m, rank]);
+      assert.equal(db.dtype, "f32");
+      assert.deepEqual(b.read(du), b.read(b.matmul(dyl, bl, { alpha, outDtype })));
+      assert.deepEqual(b.read(db), b.read(b.matmul(dyl, ul, { transA: true, alpha })));
+    }
+    // Without alpha the products are unscaled.
+    assert.deepEqual(b.read(b.loraUp(u, bw, {})), b.read(b.matmul(ul, bl, { transB: true })));
+  });
+}
+
+test("loraUp and loraUpBackward against direct formulas on the bf16-rounded operands", () => {
+  const random = rng(5);
+  const [u, bw, dy] = [randomF32(random, rows * rank), randomF32(random, m * rank), randomF32(random, rows * m)];
+  const [ur, br, dyr] = [bf16Round(u), bf16Round(bw), bf16Round(dy)];
+  const ut = b.upload(u, [rows, rank], "f32");
+  const bt = b.upload(bw, [m, rank], "f32");
+  const dyt = b.upload(dy, [rows, m], "f32");
+  // f32 sums of exact bf16 products over ≤ 13 terms of |x| ≤ 1: within a few f32 ulps of the f64 sums.
+  assertClose(b.read(b.loraUp(ut, bt, { alpha })), matmulRef(ur, br, rows, rank, m, false, true, alpha), 1e-5, "y");
+  const { du, db } = b.loraUpBackward(dyt, bt, ut, { alpha });
+  assertClose(b.read(du), matmulRef(dyr, br, rows, m, rank, false, false, alpha), 1e-5, "du");
+  assertClose(b.read(db), matmulRef(dyr, ur, m, rows, rank, true, false, alpha), 1e-5, "dB");
+});
+
+test("loraUp and loraUpBackward reject operands whose shapes do not meet", () => {
+  const u = b.upload(new Float32Array(rows * rank), [rows, rank], "f32");
+  const bw = b.upload(new Float32Array(m * rank), [m, rank], "f32");
+  const dy = b.upload(new Float32Array(rows * m), [rows, m], "f32");
+  assert.throws(() => b.loraUp(u, b.upload(new Float32Array(m * 3), [m, 3], "f32"), {}), /b must be/);
+  assert.throws(() => b.loraUpBackward(b.upload(new Float32Array(rows * 4), [rows, 4], "f32"), bw, u, {}), /u must be/);
+  assert.throws(() => b.loraUpBackward(dy, bw, b.upload(new Float32Array(3 * rank), [3, rank], "f32"), {}), /u must be/);
+  assert.throws(() => b.loraUpBackward(dy, b.upload(new Float32Array(m * 2), [m, 2], "f32"), u, {}), /u must be/);
 });

@@ -151,6 +151,20 @@ int splint_cuda_lora_grad_a(splint_ctx* ctx, splint_dptr du, splint_dptr x, int3
 int splint_cuda_lora_dx(splint_ctx* ctx, splint_dptr dx, int32_t dx_dtype, splint_dptr du, splint_dptr a, int64_t n,
                         int64_t k, int32_t r, int32_t masked, uint64_t threshold, float keep_scale, uint32_t seed,
                         int32_t accumulate);
+/*
+ * The fast tier's products with a LoRA module's B, for u [n, r], b [m, r], dy [n, m] bf16 (1 ≤ r ≤ 64,
+ * any n, m ≥ 0):
+ *   lora_up:           y [n, m] (f32 or bf16) = alpha·u·bᵀ, only written (never read)
+ *   lora_up_backward:  du [n, r] (f32 or bf16) = alpha·dy·b and db [m, r] f32 = alpha·dyᵀ·u, both from
+ *                      one pass over dy
+ * Products run on tensor cores with f32 accumulation; alpha multiplies each finished f32 sum once,
+ * then a bf16 output is rounded once. Sums run in an order fixed by the shapes (no atomics):
+ * deterministic. lora_up_backward may use allocator scratch and a second, small launch.
+ */
+int splint_cuda_lora_up(splint_ctx* ctx, splint_dptr u, splint_dptr b, int64_t n, int64_t m, int32_t r, float alpha,
+                        splint_dptr y, int32_t y_dtype);
+int splint_cuda_lora_up_backward(splint_ctx* ctx, splint_dptr dy, splint_dptr b, splint_dptr u, int64_t n, int64_t m,
+                                 int32_t r, float alpha, splint_dptr du, int32_t du_dtype, splint_dptr db);
 
 /* ---- normalisation and position ------------------------------------------------------------- */
 /* x [rows, cols], weight [cols] → y [rows, cols], rstd [rows] f32. */

@@ -1,7 +1,9 @@
 // LoRA's low-rank products with the module's input dropout fused in: the fast tier (precision
 // "bf16") of Backend.loraDown, loraGradA and loraDxAccumulate. Each replaces a dropout kernel, a
 // skinny cuBLASLt product (whose heuristic pick runs ~23 CTAs for N = 16 outputs) and, for dx, a
-// dropoutBackward and an add, by one launch that reads x (or writes dx) once.
+// dropoutBackward and an add, by one launch that reads x (or writes dx) once. The products with B
+// (Backend.loraUp, loraUpBackward) replace cuBLASLt's K = r and N = r products likewise: y is only
+// written, and dy is read once for both du and dB.
 //
 // Numerics are those of the composite in src/tensor/lora-composite.ts: x is rounded to bf16, the
 // mask is splint's counter-based hash of (seed, flat index of x) exactly as elementwise.cu's
@@ -21,6 +23,13 @@
 //   there is more than one.
 // - dx: a block takes a 64×64 tile of dx; A's and du's tiles are staged in shared memory, dx is
 //   read into registers before the product (when accumulating) and written once after it.
+// - up, y [N, M] = alpha·u·Bᵀ (u [N, r], B [M, r]): a warp keeps its 32 rows of u in registers and
+//   walks 32-column chunks of y, B's fragments straight from global memory (L1), its columns
+//   permuted so each lane stores 8 consecutive elements of a row.
+// - up backward, du = alpha·dy·B and dB = alpha·dyᵀ·u: grad_a's walk of 64-column tiles over a
+//   row slice, each staged dy tile multiplied twice; dB is kept in registers over the slice, du's
+//   partials over 64 columns are summed by a cluster of up to 8 column tiles through distributed
+//   shared memory; what the slices and clusters leave is summed in a second, small kernel.
 #include <cooperative_groups.h>
 
 #include <algorithm>
@@ -517,6 +526,287 @@ __global__ void __launch_bounds__(kTileThreads) lora_dx_kernel(TD* __restrict__ 
   }
 }
 
+// ---- y = alpha·u·Bᵀ ----------------------------------------------------------------------------
+
+constexpr int kUpWarps = 4;     // two along a block's rows, two taking its column chunks in turn
+constexpr int kUpRows = 64;     // rows of a block: 32 a warp, two m-tiles sharing every B fragment
+constexpr int kUpChunk = 32;    // columns of y a warp writes per step: 4 n-tiles (columns permuted, below)
+constexpr int kUpBlocks = 528;  // blocks the column splits aim at (4 of 128 threads on each of an H200's 132 SMs)
+
+// A lane's run of a row of r elements (of u or B) for KS k-steps (r ≤ 16·KS): elements
+// [4·KS·q, 4·KS·q + 4·KS) as 2·KS words of bf16 pairs (the lower element in the low half), zero
+// past r. fast: r % 8 == 0 and the base is 16-byte aligned, so a run that lies within r loads as
+// one or two vectors.
+template <int KS>
+__device__ __forceinline__ void load_rank_run(const bf16* row, int r, bool fast, uint32_t (&w)[2 * KS]) {
+  const int begin = 4 * KS * (threadIdx.x & 3);
+  if (fast && begin + 4 * KS <= r) {
+    if constexpr (KS == 1) {
+      const uint2 v = *reinterpret_cast<const uint2*>(row + begin);
+      w[0] = v.x, w[1] = v.y;
+    } else {
+#pragma unroll
+      for (int i = 0; i < KS / 2; i++) {
+        const uint4 v = reinterpret_cast<const uint4*>(row + begin)[i];
+        w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+      }
+    }
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < 2 * KS; i++) {
+    const int e = begin + 2 * i;
+    const uint32_t lo = e < r ? __bfloat16_as_ushort(row[e]) : 0u;
+    const uint32_t hi = e + 1 < r ? __bfloat16_as_ushort(row[e + 1]) : 0u;
+    w[i] = lo | (hi << 16);
+  }
+}
+
+__device__ __forceinline__ void store_one(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_one(bf16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// Load order: as in lora_down, a dot product may visit its k in any order both operands agree on.
+// Lane (g = lane / 4, q = lane % 4) holds run q (load_rank_run) of its rows of u and of B, and
+// k-step s takes the run's elements 4s..4s+3 as the fragment's k 2q, 2q + 1, 2q + 8, 2q + 9.
+// The n dimension is permuted the same way: n-slot g of n-tile t (the B row that lanes with that
+// g load) is column 8·(g / 2) + 2t + g % 2 of the 32-column chunk, so lane q's accumulator pairs
+// over the 4 n-tiles (columns 2q and 2q + 1 of each tile) are the chunk's columns 8q..8q+7: one
+// 16-byte store a row for bf16 y, two for f32. No shared memory, no barrier.
+//
+// Block (row block bx, column split by); warp w takes rows 32·(w % 2).. of the block and the
+// split's chunks w / 2, w / 2 + 2, …, loading the next chunk's B runs before multiplying and
+// storing the current one. Rows of u and B past n and m are clamped to the last one: every load is
+// in bounds, and their products are not stored.
+template <typename TY, int KS>
+__global__ void __launch_bounds__(kUpWarps * 32) lora_up_kernel(const bf16* __restrict__ u, const bf16* __restrict__ b,
+                                                                 int64_t N, int64_t M, int r, int64_t per, bool fast,
+                                                                 bool vec_store, float alpha, TY* __restrict__ y) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  const int64_t row0 = (int64_t)blockIdx.x * kUpRows + (warp & 1) * 32;
+  const int64_t chunks = (M + kUpChunk - 1) / kUpChunk, c_end = min(chunks, ((int64_t)blockIdx.y + 1) * per);
+  int64_t c = (int64_t)blockIdx.y * per + (warp >> 1);
+  if (row0 >= N || c >= c_end) return;
+  uint32_t ua[2][2][2 * KS];  // [m-tile][rows g, g + 8][words]
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) load_rank_run<KS>(u + min(row0 + 16 * mt + 8 * h + g, N - 1) * r, r, fast, ua[mt][h]);
+  }
+  auto load_b = [&](int64_t chunk, uint32_t (&bw)[4][2 * KS]) {
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+      const int64_t col = chunk * kUpChunk + 8 * (g >> 1) + 2 * t + (g & 1);
+      load_rank_run<KS>(b + min(col, M - 1) * r, r, fast, bw[t]);
+    }
+  };
+  uint32_t bw[4][2 * KS], next[4][2 * KS];
+  load_b(c, bw);
+  for (; c < c_end; c += 2) {
+    if (c + 2 < c_end) load_b(c + 2, next);
+    float acc[2][4][4] = {};
+#pragma unroll
+    for (int s = 0; s < KS; s++) {
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++) {
+        const uint32_t a[4] = {ua[mt][0][2 * s], ua[mt][1][2 * s], ua[mt][0][2 * s + 1], ua[mt][1][2 * s + 1]};
+#pragma unroll
+        for (int t = 0; t < 4; t++) mma(acc[mt][t], a, bw[t][2 * s], bw[t][2 * s + 1]);
+      }
+    }
+    const int64_t col = c * kUpChunk + 8 * q;
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int64_t row = row0 + 16 * mt + 8 * h + g;
+        if (row >= N) continue;
+        float v[8];
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+          v[2 * t] = __fmul_rn(alpha, acc[mt][t][2 * h]);
+          v[2 * t + 1] = __fmul_rn(alpha, acc[mt][t][2 * h + 1]);
+        }
+        TY* p = y + row * M + col;
+        if (vec_store && col < M) {
+          vec::store8(p, 0, v);  // M % 8 == 0: a run that starts inside a row ends inside it
+        } else {
+#pragma unroll
+          for (int e = 0; e < 8; e++) {
+            if (col + e < M) store_one(p + e, v[e]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+#pragma unroll
+      for (int i = 0; i < 2 * KS; i++) bw[t][i] = next[t][i];
+    }
+  }
+}
+
+// ---- du = alpha·dy·B and dB = alpha·dyᵀ·u, one pass over dy ------------------------------------
+
+constexpr int kUbMaxCluster = 8;      // column tiles whose du partials one cluster sums (the portable maximum)
+constexpr int kUbGroupBytes = 20480;  // du partials kept per group: what the three tiles leave of 48 KB of shared memory
+constexpr int kUbBlocks = 512;        // blocks the row slices aim at, as lora_grad_a's (4 on each of an H200's SMs)
+
+// Floats a row of a block's du partials (r ≤ 16·MT; 4 more so the rows' pairs spread over the banks).
+template <int MT>
+__host__ __device__ constexpr int ub_du_stride() {
+  return 16 * MT + 4;
+}
+
+// 64-row tiles a group's du partials cover: 4 at r ≤ 16, 2 at r ≤ 32, 1 at r ≤ 64.
+template <int MT>
+__host__ __device__ constexpr int ub_group_tiles() {
+  return kUbGroupBytes / (kTile * ub_du_stride<MT>() * 4) < 1 ? 1 : kUbGroupBytes / (kTile * ub_du_stride<MT>() * 4);
+}
+
+// Block (column tile bx, row slice by) walks the 64-row tiles of its slice as lora_grad_a does (two
+// tiles' loads in flight, dy and u staged in shared memory) and multiplies each staged dy tile twice:
+// - dBᵀ [r, 64 columns] += uᵀ·dy, lora_grad_a's product with u for du and dy for x, kept in
+//   registers over the slice and written (× alpha when the slice is all of n) into out_db;
+// - du [64 rows, r] = dy·B over the block's 64 columns, B's 64 rows staged once: warp w takes rows
+//   16w..16w+15. These partials go to shared memory, a group of tiles at a time; then the cluster
+//   (blocks of consecutive column tiles, the same slice) sums them through distributed shared memory
+//   in rank (column) order, each block taking a share of the group's rows, into du (× alpha, when the
+//   cluster spans all of m) or du_partial [cluster column][n][r].
+// Rows past the slice, columns past m and ranks past r are zero in every staged tile.
+template <int MT>
+__global__ void __launch_bounds__(kTileThreads) lora_up_backward_kernel(
+    const bf16* __restrict__ dy, const bf16* __restrict__ b, const bf16* __restrict__ u, int64_t N, int64_t M, int r,
+    int64_t slice, bool dy_fast, bool rank_fast, float alpha, float* __restrict__ du_partial, Out du,
+    float* __restrict__ db_partial, float* __restrict__ db) {
+  constexpr int kDuStride = ub_du_stride<MT>(), kGroup = ub_group_tiles<MT>();
+  __shared__ __align__(16) bf16 dys[kTile * kStride];                // dy tile [row][col]
+  __shared__ __align__(16) bf16 us[kTile * kStride];                 // u tile [row][j]
+  __shared__ __align__(16) bf16 bs[kTile * kStride];                 // B's rows of the block's columns [col][j]
+  __shared__ __align__(16) float dus[kGroup * kTile * kDuStride];    // du partials of the group's rows [row][j]
+  cg::cluster_group cluster = cg::this_cluster();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  const int64_t col0 = (int64_t)blockIdx.x * kTile;
+  const int64_t begin = (int64_t)blockIdx.y * slice, end = min(N, begin + slice);
+  // B's rows col0..col0+63 over 16·MT ranks: 64·2·MT runs of 8, MT a thread (read after step's first barrier).
+#pragma unroll
+  for (int i = 0; i < MT; i++) {
+    const int run = i * kTileThreads + threadIdx.x, row = run / (2 * MT), col = (run % (2 * MT)) * 8;
+    const int valid = col0 + row < M ? clamp_valid(r - col) : 0;
+    uint4 w;
+    load_run_bits(b + (col0 + row) * r + col, valid, rank_fast && valid == 8, w);
+    *reinterpret_cast<uint4*>(bs + row * kStride + col) = w;
+  }
+  const int ranks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
+  const int64_t cluster_col = blockIdx.x / ranks;
+  // Rows [group0, group0 + rows) of du from the cluster's partials.
+  auto exchange = [&](int64_t group0, int rows) {
+    cluster.sync();  // every block's partials of these rows are in its shared memory
+    for (int e = rank * kTileThreads + threadIdx.x; e < rows * r; e += ranks * kTileThreads) {
+      const int row = e / r, j = e - row * r;
+      float sum = 0.0f;
+#pragma unroll 4
+      for (int s = 0; s < ranks; s++) sum = __fadd_rn(sum, cluster.map_shared_rank(dus, s)[row * kDuStride + j]);
+      const int64_t i = (group0 + row) * r + j;
+      if (du_partial) du_partial[cluster_col * N * r + i] = sum;
+      else store(du, i, __fmul_rn(alpha, sum));
+    }
+    cluster.sync();  // no block writes the next group's partials, or leaves, while another still reads these
+  };
+  const Mask unmasked{};
+  float acc_db[MT][2][4] = {};  // dBᵀ: ranks 16·mt + (g, g + 8), columns 16w + 8·nt + (2q, 2q + 1)
+  GradATile<bf16, MT> t0, t1;
+  auto step = [&](GradATile<bf16, MT>& t, int64_t row0) {
+    __syncthreads();  // the previous tile's products are done with dys and us
+    grad_a_stage<bf16, MT>(t, dys, us, row0, col0, M, false, unmasked);
+    __syncthreads();
+    if (row0 + 2 * kTile < end) grad_a_load<bf16, MT>(t, dy, u, row0 + 2 * kTile, end, col0, M, r, dy_fast, rank_fast);
+#pragma unroll
+    for (int kk = 0; kk < kTile; kk += 16) {
+      uint32_t bf[4];
+      load_b_kn(bf, dys, kStride, warp * 16, kk);
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        uint32_t a[4];
+        load_a_km(a, us, kStride, mt * 16, kk);
+        mma(acc_db[mt][0], a, bf[0], bf[1]);
+        mma(acc_db[mt][1], a, bf[2], bf[3]);
+      }
+    }
+    float acc_du[2 * MT][4] = {};  // rows 16w + (g, g + 8), ranks 8·nt + (2q, 2q + 1)
+#pragma unroll
+    for (int kk = 0; kk < kTile; kk += 16) {
+      uint32_t a[4];
+      load_a_mk(a, dys, kStride, warp * 16, kk);
+#pragma unroll
+      for (int np = 0; np < MT; np++) {
+        uint32_t bf[4];
+        load_b_kn(bf, bs, kStride, np * 16, kk);
+        mma(acc_du[2 * np], a, bf[0], bf[1]);
+        mma(acc_du[2 * np + 1], a, bf[2], bf[3]);
+      }
+    }
+    const int slot = static_cast<int>((row0 - begin) / kTile) % kGroup;
+    float* part = dus + (slot * kTile + warp * 16 + g) * kDuStride + 2 * q;
+#pragma unroll
+    for (int nt = 0; nt < 2 * MT; nt++) {
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        *reinterpret_cast<float2*>(part + 8 * h * kDuStride + 8 * nt) = make_float2(acc_du[nt][2 * h], acc_du[nt][2 * h + 1]);
+      }
+    }
+    if (slot == kGroup - 1 || row0 + kTile >= end) {
+      const int64_t group0 = row0 - slot * kTile;
+      exchange(group0, static_cast<int>(min(end, row0 + kTile) - group0));
+    }
+  };
+  if (begin < end) grad_a_load<bf16, MT>(t0, dy, u, begin, end, col0, M, r, dy_fast, rank_fast);
+  if (begin + kTile < end) grad_a_load<bf16, MT>(t1, dy, u, begin + kTile, end, col0, M, r, dy_fast, rank_fast);
+  for (int64_t row0 = begin; row0 < end; row0 += 2 * kTile) {
+    step(t0, row0);
+    if (row0 + kTile < end) step(t1, row0 + kTile);
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int j = mt * 16 + g + 8 * h;
+        if (j >= r) continue;
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int64_t col = col0 + warp * 16 + nt * 8 + 2 * q + e;
+          if (col >= M) continue;
+          const float v = acc_db[mt][nt][2 * h + e];
+          if (db_partial) db_partial[(int64_t)blockIdx.y * M * r + col * r + j] = v;
+          else db[col * r + j] = __fmul_rn(alpha, v);
+        }
+      }
+    }
+  }
+}
+
+// One of lora_up_backward's outputs summed from its partials: out[i] = alpha·Σ_p partial[p·len + i],
+// in part order (len 0: nothing to sum).
+struct PartialSum {
+  const float* partial;
+  int64_t parts, len;
+  Out out;
+};
+
+// Both outputs' sums in one launch: elements [0, first.len) of first, then those of second.
+__global__ void lora_sum_partials_kernel(PartialSum first, PartialSum second, float alpha) {
+  GRID_STRIDE(i, first.len + second.len) {
+    const bool in_first = i < first.len;
+    const float* partial = in_first ? first.partial : second.partial;
+    const int64_t parts = in_first ? first.parts : second.parts, len = in_first ? first.len : second.len;
+    const int64_t k = in_first ? i : i - first.len;
+    float sum = 0.0f;
+    for (int64_t p = 0; p < parts; p++) sum = __fadd_rn(sum, partial[p * len + k]);
+    store(in_first ? first.out : second.out, k, __fmul_rn(alpha, sum));
+  }
+}
+
 // ---- dispatch --------------------------------------------------------------------------------
 
 bool aligned16(uint64_t p) { return p % 16 == 0; }
@@ -664,6 +954,98 @@ int splint_cuda_lora_dx(splint_ctx* ctx, splint_dptr dx, int32_t dx_dtype, splin
     });
   });
   LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+
+int splint_cuda_lora_up(splint_ctx* ctx, splint_dptr u, splint_dptr b, int64_t n, int64_t m, int32_t r, float alpha,
+                        splint_dptr y, int32_t y_dtype) {
+  OP("lora_up");
+  CTX_CHECK(ctx);
+  ARG_CHECK(is_grad_dtype(y_dtype), "y must be f32 or bf16");
+  ARG_CHECK(n >= 0 && m >= 0 && r >= 1 && r <= 64, "bad sizes n=%lld m=%lld r=%d (r must be in 1..64)", (long long)n,
+            (long long)m, r);
+  if (n == 0 || m == 0) return SPLINT_OK;
+  // Column splits from the shape alone: about kUpBlocks blocks, each split whole 32-column chunks.
+  const int64_t row_blocks = (n + kUpRows - 1) / kUpRows, chunks = (m + kUpChunk - 1) / kUpChunk;
+  ARG_CHECK(row_blocks <= 0x7fffffffLL, "n=%lld too large", (long long)n);
+  const int64_t want = std::max<int64_t>(1, std::min<int64_t>(chunks, (kUpBlocks + row_blocks - 1) / row_blocks));
+  const int64_t per = (chunks + want - 1) / want, splits = (chunks + per - 1) / per;
+  const bool fast = r % 8 == 0 && aligned16(u) && aligned16(b);
+  const bool vec_store = m % 8 == 0 && aligned16(y);
+  const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits));
+  vec::with_type(y_dtype, [&](auto* ty) {
+    using TY = std::remove_pointer_t<decltype(ty)>;
+    with_tiles<16>(r, [&](auto ks) {
+      constexpr int KS = decltype(ks)::value;
+      lora_up_kernel<TY, KS><<<grid, kUpWarps * 32, 0, ctx->stream>>>(reinterpret_cast<const bf16*>(u),
+                                                                       reinterpret_cast<const bf16*>(b), n, m, r, per,
+                                                                       fast, vec_store, alpha, reinterpret_cast<TY*>(y));
+    });
+  });
+  LAUNCH_CHECK();
+  return SPLINT_OK;
+}
+
+int splint_cuda_lora_up_backward(splint_ctx* ctx, splint_dptr dy, splint_dptr b, splint_dptr u, int64_t n, int64_t m,
+                                 int32_t r, float alpha, splint_dptr du, int32_t du_dtype, splint_dptr db) {
+  OP("lora_up_backward");
+  CTX_CHECK(ctx);
+  ARG_CHECK(is_grad_dtype(du_dtype), "du must be f32 or bf16");
+  ARG_CHECK(n >= 0 && m >= 0 && r >= 1 && r <= 64, "bad sizes n=%lld m=%lld r=%d (r must be in 1..64)", (long long)n,
+            (long long)m, r);
+  if (n == 0 && m == 0) return SPLINT_OK;
+  // Clusters of up to 8 consecutive column tiles, as few as that allows and of equal size (the grid
+  // padded to whole clusters by at most one block a cluster; m = 0 still runs one, which writes
+  // du = 0). Row slices as lora_grad_a's, for about kUbBlocks blocks. Both from the shape alone, so
+  // the order of every sum, hence the result, is the same on every GPU.
+  const int64_t col_tiles = std::max<int64_t>(1, (m + kTile - 1) / kTile);
+  const int64_t cluster_cols = (col_tiles + kUbMaxCluster - 1) / kUbMaxCluster;
+  const int64_t cluster = (col_tiles + cluster_cols - 1) / cluster_cols, col_blocks = cluster * cluster_cols;
+  ARG_CHECK(col_blocks <= 0x7fffffffLL, "m=%lld too large", (long long)m);
+  const int64_t row_tiles = (n + kTile - 1) / kTile;
+  const int64_t want = std::max<int64_t>(1, std::min<int64_t>(row_tiles, (kUbBlocks + col_blocks - 1) / col_blocks));
+  const int64_t slice_tiles = row_tiles == 0 ? 1 : (row_tiles + want - 1) / want;
+  const int64_t slices = row_tiles == 0 ? 1 : (row_tiles + slice_tiles - 1) / slice_tiles;
+  Scratch du_scratch, db_scratch;
+  float* du_partial = nullptr;
+  float* db_partial = nullptr;
+  if (cluster_cols > 1 && n > 0) {
+    STATUS_CHECK(scratch_alloc(ctx, du_scratch, cluster_cols * n * r * 4, splint_op));
+    du_partial = static_cast<float*>(du_scratch.p);
+  }
+  if (slices > 1 && m > 0) {
+    STATUS_CHECK(scratch_alloc(ctx, db_scratch, slices * m * r * 4, splint_op));
+    db_partial = static_cast<float*>(db_scratch.p);
+  }
+  const bool dy_fast = m % 8 == 0 && aligned16(dy), rank_fast = r % 8 == 0 && aligned16(b) && aligned16(u);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(slices));
+  cfg.blockDim = dim3(kTileThreads);
+  cfg.stream = ctx->stream;
+  cudaLaunchAttribute cluster_dim;
+  cluster_dim.id = cudaLaunchAttributeClusterDimension;
+  cluster_dim.val.clusterDim.x = static_cast<unsigned>(cluster);
+  cluster_dim.val.clusterDim.y = 1;
+  cluster_dim.val.clusterDim.z = 1;
+  cfg.attrs = &cluster_dim;
+  cfg.numAttrs = 1;
+  cudaError_t err = cudaSuccess;
+  with_tiles<16>(r, [&](auto mt) {
+    constexpr int MT = decltype(mt)::value;
+    err = cudaLaunchKernelEx(&cfg, lora_up_backward_kernel<MT>, reinterpret_cast<const bf16*>(dy),
+                             reinterpret_cast<const bf16*>(b), reinterpret_cast<const bf16*>(u), n, m, r,
+                             slice_tiles * kTile, dy_fast, rank_fast, alpha, du_partial, out_of(du, du_dtype), db_partial,
+                             reinterpret_cast<float*>(db));
+  });
+  CUDA_CHECK(err);
+  LAUNCH_CHECK();
+  if (du_partial || db_partial) {
+    const PartialSum du_sum{du_partial, cluster_cols, du_partial ? n * r : 0, out_of(du, du_dtype)};
+    const PartialSum db_sum{db_partial, slices, db_partial ? m * r : 0, out_of(db, SPLINT_F32)};
+    lora_sum_partials_kernel<<<grid_for(du_sum.len + db_sum.len), 256, 0, ctx->stream>>>(du_sum, db_sum, alpha);
+    LAUNCH_CHECK();
+  }
   return SPLINT_OK;
 }
 

@@ -10,7 +10,14 @@ import type { Backend } from "../../tensor/backend.ts";
 import type { DType } from "../../tensor/dtype.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import { f32ArrayToFp8E4m3, fp8E4m3ArrayToF32 } from "../../tensor/fp8.ts";
-import { loraDownComposite, loraDxAccumulateComposite, loraDxComposite, loraGradAComposite } from "../../tensor/lora-composite.ts";
+import {
+  loraDownComposite,
+  loraDxAccumulateComposite,
+  loraDxComposite,
+  loraGradAComposite,
+  loraUpBackwardComposite,
+  loraUpComposite,
+} from "../../tensor/lora-composite.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { geluBackward, gelu, swiglu, swigluBackward } from "./activations.ts";
 import { attention, attentionBackward } from "./attention.ts";
@@ -109,6 +116,8 @@ export function createCpuBackend(): Backend {
         wide.free();
       }
     },
+    loraUp: (u, b, opts) => loraUpComposite(backend, u, b, opts),
+    loraUpBackward: (dy, b, u, opts) => loraUpBackwardComposite(backend, dy, b, u, opts),
 
     add: (a, b) => add(alloc, a, b),
     addInPlace,

@@ -105,6 +105,10 @@ export interface SplintCudaLib {
     ctx: CtxHandle, dx: Ptr, dxDtype: number, du: Ptr, a: Ptr, n: number, k: number, r: number, masked: number,
     threshold: number, keepScale: number, seed: number, accumulate: number,
   ): Status;
+  lora_up(ctx: CtxHandle, u: Ptr, b: Ptr, n: number, m: number, r: number, alpha: number, y: Ptr, yDtype: number): Status;
+  lora_up_backward(
+    ctx: CtxHandle, dy: Ptr, b: Ptr, u: Ptr, n: number, m: number, r: number, alpha: number, du: Ptr, duDtype: number, db: Ptr,
+  ): Status;
 
   rms_norm(
     ctx: CtxHandle, x: Ptr, xDtype: number, weight: Ptr, wDtype: number, wScale: number, rows: number, cols: number,
@@ -218,6 +222,8 @@ export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   lora_down: `int splint_cuda_lora_down(${C}, ${P} x, int32_t x_dtype, ${P} a, int64_t n, int64_t k, int32_t r, int32_t masked, uint64_t threshold, float keep_scale, uint32_t seed, ${P} u, int32_t u_dtype)`,
   lora_grad_a: `int splint_cuda_lora_grad_a(${C}, ${P} du, ${P} x, int32_t x_dtype, int64_t n, int64_t k, int32_t r, int32_t masked, uint64_t threshold, float keep_scale, uint32_t seed, ${P} da)`,
   lora_dx: `int splint_cuda_lora_dx(${C}, ${P} dx, int32_t dx_dtype, ${P} du, ${P} a, int64_t n, int64_t k, int32_t r, int32_t masked, uint64_t threshold, float keep_scale, uint32_t seed, int32_t accumulate)`,
+  lora_up: `int splint_cuda_lora_up(${C}, ${P} u, ${P} b, int64_t n, int64_t m, int32_t r, float alpha, ${P} y, int32_t y_dtype)`,
+  lora_up_backward: `int splint_cuda_lora_up_backward(${C}, ${P} dy, ${P} b, ${P} u, int64_t n, int64_t m, int32_t r, float alpha, ${P} du, int32_t du_dtype, ${P} db)`,
   rms_norm: `int splint_cuda_rms_norm(${C}, ${P} x, int32_t x_dtype, ${P} weight, int32_t w_dtype, float w_scale, int64_t rows, int64_t cols, double eps, ${P} y, int32_t y_dtype, ${P} rstd)`,
   rms_norm_backward: `int splint_cuda_rms_norm_backward(${C}, ${P} x, int32_t x_dtype, ${P} weight, int32_t w_dtype, float w_scale, ${P} rstd, ${P} dy, int32_t dy_dtype, int64_t rows, int64_t cols, ${P} dx, int32_t dx_dtype, int32_t accumulate, ${P} dweight, int32_t dw_dtype)`,
   rope: `int splint_cuda_rope(${C}, ${P} x, int32_t x_dtype, ${P} cos_t, ${P} sin_t, int64_t rows, int64_t heads, int64_t dim, int32_t inverse, ${P} out, int32_t out_dtype)`,

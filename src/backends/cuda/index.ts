@@ -21,6 +21,10 @@ import {
   loraDxComposite,
   loraGradAComposite,
   loraMasked,
+  loraUpBackwardComposite,
+  loraUpBackwardDims,
+  loraUpComposite,
+  loraUpDims,
 } from "../../tensor/lora-composite.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { CudaError } from "./errors.ts";
@@ -210,7 +214,12 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
    * composite of dropout and cuBLASLt products runs (the exact tier; fp8; larger ranks).
    */
   function loraKernels(opts: LoraDropout, r: number, ...operands: Tensor[]): boolean {
-    return opts.precision === "bf16" && r >= 1 && r <= 64 && operands.every((t) => t.dtype === "f32" || t.dtype === "bf16");
+    return opts.precision === "bf16" && rankKernels(r, ...operands);
+  }
+
+  /** lora.cu's kernels take r ≤ 64 and f32/bf16 operands (loraUp and its backward are fast-tier ops). */
+  function rankKernels(r: number, ...operands: Tensor[]): boolean {
+    return r >= 1 && r <= 64 && operands.every((t) => t.dtype === "f32" || t.dtype === "bf16");
   }
 
   /** Rows {first, second, n} of a two-list multi-tensor call, each pair checked for dtype and size. */
@@ -522,6 +531,46 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       } finally {
         wide.free();
       }
+    },
+
+    loraUp(u, bw, opts) {
+      const op = "loraUp";
+      const { n, m, r } = loraUpDims(op, u, bw);
+      if (!rankKernels(r, u, bw)) return loraUpComposite(backend, u, bw, opts);
+      const outDtype = activationDtype(op, opts.outDtype ?? "f32");
+      const y = alloc([...u.shape.slice(0, -1), m], outDtype);
+      const [ul, bl] = [bf16Operand(u), bf16Operand(bw)];
+      try {
+        ok(lib.lora_up(ctx, p(ul, op), p(bl, op), n, m, r, opts.alpha ?? 1, p(y, op), DTYPE_CODE[outDtype]), op);
+      } catch (error) {
+        y.free();
+        throw error;
+      } finally {
+        if (ul !== u) ul.free();
+        if (bl !== bw) bl.free();
+      }
+      return y;
+    },
+    loraUpBackward(dy, bw, u, opts) {
+      const op = "loraUpBackward";
+      const { n, m, r } = loraUpBackwardDims(op, dy, bw, u);
+      if (!rankKernels(r, dy, bw, u)) return loraUpBackwardComposite(backend, dy, bw, u, opts);
+      const duDtype = activationDtype(op, opts.duDtype ?? "f32");
+      const du = alloc([...dy.shape.slice(0, -1), r], duDtype);
+      const db = alloc([m, r], "f32");
+      const [dyl, bl, ul] = [bf16Operand(dy), bf16Operand(bw), bf16Operand(u)];
+      try {
+        ok(lib.lora_up_backward(ctx, p(dyl, op), p(bl, op), p(ul, op), n, m, r, opts.alpha ?? 1, p(du, op), DTYPE_CODE[duDtype], p(db, op)), op);
+      } catch (error) {
+        du.free();
+        db.free();
+        throw error;
+      } finally {
+        if (dyl !== dy) dyl.free();
+        if (bl !== bw) bl.free();
+        if (ul !== u) ul.free();
+      }
+      return { du, db };
     },
 
     // ---- elementwise -----------------------------------------------------------------------
