@@ -19,14 +19,19 @@
  * the median over the measured steps after the warm-up. One extra step afterwards synchronises at
  * the phase boundaries (vision tower + projector, decoder, head + loss, backward, optimizer) for a
  * profile; its total is reported separately since the synchronisations themselves cost a little.
+ * On CUDA two more steps follow: one timed by CUDA events around every backend call (the op-class
+ * profile, step-profile.ts) and one recorded by CUPTI, with nothing added to the stream, for the
+ * exact GPU busy and idle time (`timeline`, step-timeline.ts; null where CUPTI is unavailable).
  */
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { createGraph } from "../src/autograd/tape.ts";
 import { createCpuBackend } from "../src/backends/cpu/index.ts";
+import { CudaError } from "../src/backends/cuda/errors.ts";
 import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.ts";
 import { parseMatmulPrecision } from "../src/cli/matmul-flag.ts";
 import { profileBackend, profileMarkdown, type StepProfile } from "./step-profile.ts";
+import { stepTimeline, type StepTimeline, timelineMarkdown } from "./step-timeline.ts";
 import { initAdapter, type LoraSettings } from "../src/lora/adapter.ts";
 import { LoraBf16Copies } from "../src/lora/bf16-copies.ts";
 import { parseMistral3Config, type Mistral3Config } from "../src/models/mistral3/config.ts";
@@ -52,6 +57,9 @@ import {
   type WeightKind,
   type Workload,
 } from "./workload.ts";
+
+/** Names the timeline keeps, by total GPU time (the Markdown shows the first 10). */
+const TIMELINE_NAMES = 20;
 
 /** Dense bf16 tensor-core peak of the H100 SXM and H200 (datasheet, without sparsity). */
 const PEAK_BF16_FLOPS = 989.4e12;
@@ -316,6 +324,28 @@ async function run(
     log(`op-class profile:\n${profileMarkdown(profile)}`);
   }
 
+  // The exact busy and idle time: one more step, recorded by CUPTI instead of events.
+  let timeline: StepTimeline | null = null;
+  if (cuda) {
+    try {
+      cuda.activity.start();
+      const hostStart = cuda.activity.timestamp();
+      const lossOnDevice = trainStep();
+      sync();
+      const hostEnd = cuda.activity.timestamp();
+      try {
+        timeline = stepTimeline(cuda.activity.stop(TIMELINE_NAMES), hostStart, hostEnd);
+      } finally {
+        readLoss(lossOnDevice);
+      }
+      log(`activity timeline:\n${timelineMarkdown(timeline)}`);
+    } catch (err) {
+      // CUPTI missing or refusing (another profiler attached) costs the timeline, not the run.
+      if (!(err instanceof CudaError && err.op.startsWith("activity"))) throw err;
+      log(`no activity timeline: ${err.message}`);
+    }
+  }
+
   const medianMs = median(stepMs);
   const memory = cuda ? cuda.allocatorStats() : { ...backend.memory(), reserved: 0, mallocs: 0 };
   const result = {
@@ -346,6 +376,7 @@ async function run(
     losses,
     phases,
     profile,
+    timeline,
     setupSeconds,
   };
   log(`median ${medianMs.toFixed(1)} ms, ${result.tokensPerSecond.toFixed(1)} tokens/s, peak ${(memory.peak / 2 ** 30).toFixed(2)} GiB, MFU ${(100 * result.mfu).toFixed(2)}%`);

@@ -1,7 +1,8 @@
 """Merges the JSON lines of bench/train-step.ts (splint) and bench/reference/hf_peft_step.py
 (transformers + peft) from one scripts/gpu-bench call into bench/results/<date>-<gpu>.{json,md}:
 one Markdown table with both side by side and splint's speed relative to each reference, then the
-per-phase profile. Sizes or runs that failed (out of memory, timeout) are listed as such.
+per-phase profile, splint's op-class profile and its CUPTI timeline. Sizes or runs that failed (out
+of memory, timeout) are listed as such.
 
     python3 bench/reference/summarize.py --results results.jsonl --machine machine.txt --out-dir DIR
 """
@@ -51,6 +52,19 @@ def order(r):
     variant = r.get("variant", "tutorial")
     return (r["tool"] != "splint", VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER), r.get("attention", ""),
             r.get("weights", "bf16") == "fp8")
+
+
+def percent(part, whole):
+    return f"{100 * part / whole:.1f}%" if whole > 0 else "—"
+
+
+def timeline_sentence(t):
+    """bench/step-timeline.ts timelineMarkdown's first line, from the row's timeline."""
+    dropped = f" CUPTI dropped {t['droppedRecords']} records: busy and counts are low." if t["droppedRecords"] > 0 else ""
+    return (f"CUPTI timeline: busy {t['busyMs']:.1f} ms of a {t['hostWallMs']:.1f} ms host wall, idle {t['idleOfWallMs']:.1f} ms = "
+            f"{percent(t['idleOfWallMs'], t['hostWallMs'])} ({t['startLagMs']:.1f} ms before the first kernel; first start → last end "
+            f"{t['spanMs']:.1f} ms, idle in it {t['idleInSpanMs']:.1f} ms = {percent(t['idleInSpanMs'], t['spanMs'])}); "
+            f"{t['kernels']} kernels, {t['memcpys']} memcpys, {t['memsets']} memsets.{dropped}")
 
 
 def main():
@@ -171,6 +185,23 @@ def main():
                 train.append(f"| {c['opClass']} | {c['calls']} | {c['gpuMs']:.1f} | {100 * c['gpuMs'] / p['spanMs']:.1f}% |")
             attention = sum(c["gpuMs"] for c in p["classes"] if c["opClass"].startswith("attention"))
             train += ["", f"Attention (forward, recomputation and backward): {attention:.1f} ms.", ""]
+    splint_rows = [r for r in rows if r.get("tool") == "splint" and "timeline" in r]
+    if splint_rows:
+        train += ["", "## splint's step on CUPTI's activity timeline (one more step, nothing added to the stream)", "",
+                  "Busy: the union of the device intervals of every kernel, memcpy and memset. Idle of the host wall: from the host's "
+                  "clock before the step to after the synchronisation that ends it, less busy, so the lag before the first kernel "
+                  "counts. The event profile's idle is larger: its events sit on the stream between the kernels.", ""]
+        for r in sorted(splint_rows, key=lambda r: (SIZES.index(r["size"]) if r["size"] in SIZES else 99, r.get("recompute", ""))):
+            t = r["timeline"]
+            if t is None:
+                train += [f"**{r['size']}, {label(r)}**: no timeline (CUPTI unavailable; its reason is in log.txt).", ""]
+                continue
+            train += [f"**{r['size']}, {label(r)}**: {timeline_sentence(t)}", "",
+                      "| kernel | count | GPU ms | share of busy |", "| --- | ---: | ---: | ---: |"]
+            for k in t["topKernels"][:10]:
+                name = k["name"].replace("|", "\\|")
+                train.append(f"| {name} | {k['count']} | {k['totalMs']:.1f} | {percent(k['totalMs'], t['busyMs'])} |")
+            train.append("")
     if rows:
         lines += train
     if evals:

@@ -71,3 +71,22 @@ for (const gradientCheckpointing of [false, true]) {
     }
   });
 }
+
+test("the activity timeline's entries bind and marshal through the CUDA backend (the stub records no device work)", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "splint-host-stub-"));
+  const backend = createCudaBackend(buildHostStub(join(dir, "lib")));
+  try {
+    backend.activity.start();
+    const before = backend.activity.timestamp();
+    backend.zeros([4], "f32").free();
+    const after = backend.activity.timestamp();
+    assert.ok(after >= before);
+    const timeline = backend.activity.stop(5);
+    assert.deepEqual([timeline.kernels, timeline.memcpys, timeline.memsets, timeline.busyNs, timeline.distinctNames], [0, 0, 0, 0, 0]);
+    assert.equal(timeline.firstStartNs, 0n);
+    assert.deepEqual(timeline.top, []);
+  } finally {
+    backend.dispose();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

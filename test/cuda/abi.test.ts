@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { DTYPE_CODE, FLAG_INDEX, FLAG_LABEL, PROTOTYPES } from "../../src/backends/cuda/ffi.ts";
+import { ACTIVITY_FIELD, ACTIVITY_FIELDS, DTYPE_CODE, FLAG_INDEX, FLAG_LABEL, PROTOTYPES, STATUS_NAMES } from "../../src/backends/cuda/ffi.ts";
 
 const header = readFileSync(new URL("../../native/cuda/include/splint_cuda.h", import.meta.url), "utf8");
 const common = readFileSync(new URL("../../native/cuda/src/common.cuh", import.meta.url), "utf8");
@@ -52,4 +52,13 @@ test("dtype codes and device flag bits match the C side", () => {
   }
   assert.match(common, new RegExp(`SPLINT_FLAG_LABEL = ${FLAG_LABEL};`));
   assert.match(common, new RegExp(`SPLINT_FLAG_INDEX = ${FLAG_INDEX};`));
+});
+
+test("the activity summary's indices and the status codes match the C side", () => {
+  const cName = (key: string): string => `SPLINT_ACTIVITY_${key.replace(/Ns$/, "_ns").replace(/([A-Z])/g, "_$1").toUpperCase()}`;
+  for (const [key, index] of Object.entries(ACTIVITY_FIELD)) assert.match(header, new RegExp(`${cName(key)} = ${index},`), key);
+  assert.match(header, new RegExp(`SPLINT_ACTIVITY_FIELDS = ${ACTIVITY_FIELDS},`));
+  assert.equal(Object.keys(ACTIVITY_FIELD).length, ACTIVITY_FIELDS);
+  const statuses = [...header.matchAll(/^\s*SPLINT_(\w+) = (\d+),$/gm)].filter(([, name]) => /ERROR|INVALID|MEMORY|SUPPORTED/.test(name!));
+  assert.deepEqual(statuses.map(([, , code]) => Number(code)).sort((a, b) => a - b), Object.keys(STATUS_NAMES).map(Number).sort((a, b) => a - b));
 });

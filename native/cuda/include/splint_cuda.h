@@ -32,6 +32,7 @@ typedef enum {
   SPLINT_OUT_OF_MEMORY = 4,
   SPLINT_NOT_SUPPORTED = 5,
   SPLINT_NCCL_ERROR = 6,
+  SPLINT_CUPTI_ERROR = 7,
 } splint_status;
 
 /* Element types; the numbers match the TypeScript side (src/backends/cuda/ffi.ts). */
@@ -287,6 +288,40 @@ int splint_cuda_profile_read(splint_ctx* ctx, float* intervals_ms, int64_t capac
 /* Totals since create: kernel launches (cuBLASLt products, device copies and memsets included),
    host waits on the stream, and host-to-device uploads. */
 int splint_cuda_profile_counters(splint_ctx* ctx, int64_t* launches, int64_t* syncs, int64_t* uploads);
+
+/* ---- activity timeline (src/activity.cu; CUPTI is dlopened, not linked) ---------------------- */
+/* CUPTI's record of every kernel, memcpy and memset the device ran between activity_start and
+   activity_stop: exact busy and idle time, with nothing added to the stream. CUPTI is loaded by the
+   first call from $SPLINT_CUPTI_LIB (a full path), else libcupti.so.13, else libcupti.so; when it
+   cannot be loaded (or the library was built without cupti.h) these calls return
+   SPLINT_NOT_SUPPORTED, and a failing CUPTI call returns SPLINT_CUPTI_ERROR. One timeline at a
+   time per process (CUPTI's activity API is process-wide). */
+/* Indices of activity_stop's summary (int64 each; timestamps in ns of activity_timestamp's clock). */
+enum {
+  SPLINT_ACTIVITY_KERNELS = 0,
+  SPLINT_ACTIVITY_MEMCPYS = 1,
+  SPLINT_ACTIVITY_MEMSETS = 2,
+  SPLINT_ACTIVITY_BUSY_NS = 3,        /* length of the union of their device intervals */
+  SPLINT_ACTIVITY_FIRST_START_NS = 4, /* 0 when nothing ran */
+  SPLINT_ACTIVITY_LAST_END_NS = 5,
+  SPLINT_ACTIVITY_IDLE_NS = 6,        /* last end - first start - busy */
+  SPLINT_ACTIVITY_DROPPED = 7,        /* records CUPTI lost for want of buffer space: the counts undercount */
+  SPLINT_ACTIVITY_OTHER_DEVICE = 8,   /* records of other devices, left out of everything above */
+  SPLINT_ACTIVITY_NAMES = 9,          /* distinct names (see activity_stop) */
+  SPLINT_ACTIVITY_FIELDS = 10,
+};
+/* Waits for ctx's stream, then starts recording the device's kernels, memcpys and memsets. */
+int splint_cuda_activity_start(splint_ctx* ctx);
+/* CUPTI's clock now, in ns: the clock of the summary's timestamps, for the host's start and end. */
+int splint_cuda_activity_timestamp(uint64_t* ns);
+/* Synchronises the device, flushes CUPTI's buffers and stops recording; writes the summary
+   (summary_len >= SPLINT_ACTIVITY_FIELDS) of the records of ctx's device. Per name (a kernel's,
+   demangled; copies as "[memcpy HtoD]" etc., memsets as "[memset]") the records are counted and
+   their durations summed: the top name_capacity names by total time, largest first, go to
+   names (NUL-terminated, name_bytes apart, truncated to fit), name_counts and name_ns, and their
+   number to *names_written. name_capacity may be 0 (names, name_counts, name_ns then unused). */
+int splint_cuda_activity_stop(splint_ctx* ctx, int64_t* summary, int32_t summary_len, char* names, int32_t name_bytes,
+                              int64_t* name_counts, int64_t* name_ns, int32_t name_capacity, int32_t* names_written);
 
 /* ---- NCCL (src/nccl.cu; NCCL is dlopened, not linked) --------------------------------------- */
 typedef struct splint_nccl_comm splint_nccl_comm;

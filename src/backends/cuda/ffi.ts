@@ -19,6 +19,7 @@ export const STATUS_NAMES: Readonly<Record<number, string>> = {
   4: "out of GPU memory",
   5: "not supported",
   6: "NCCL error",
+  7: "CUPTI error",
 };
 
 /** Reduction codes of splint_cuda_nccl_all_reduce. */
@@ -26,6 +27,21 @@ export const REDUCE_CODE = { sum: 0, avg: 1 } as const;
 
 /** Bytes of an ncclUniqueId (NCCL_UNIQUE_ID_BYTES). */
 export const NCCL_UNIQUE_ID_BYTES = 128;
+
+/** Indices of splint_cuda_activity_stop's int64 summary (SPLINT_ACTIVITY_* in splint_cuda.h). */
+export const ACTIVITY_FIELD = {
+  kernels: 0,
+  memcpys: 1,
+  memsets: 2,
+  busyNs: 3,
+  firstStartNs: 4,
+  lastEndNs: 5,
+  idleNs: 6,
+  dropped: 7,
+  otherDevice: 8,
+  names: 9,
+} as const;
+export const ACTIVITY_FIELDS = 10;
 
 /** Opaque NCCL communicator handle (a koffi pointer object). */
 export type NcclCommHandle = object;
@@ -186,6 +202,12 @@ export interface SplintCudaLib {
   nccl_broadcast(comm: NcclCommHandle, send: Ptr, recv: Ptr, count: number, dtype: number, root: number): Status;
   nccl_comm_destroy(comm: NcclCommHandle, abort: number): Status;
   profile_counters(ctx: CtxHandle, launches: BigInt64Array, syncs: BigInt64Array, uploads: BigInt64Array): Status;
+  activity_start(ctx: CtxHandle): Status;
+  activity_timestamp(ns: BigUint64Array): Status;
+  activity_stop(
+    ctx: CtxHandle, summary: BigInt64Array, summaryLen: number, names: Buffer | null, nameBytes: number,
+    nameCounts: BigInt64Array | null, nameNs: BigInt64Array | null, nameCapacity: number, namesWritten: Int32Array,
+  ): Status;
 }
 
 const C = "splint_ctx *ctx";
@@ -243,6 +265,9 @@ export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   profile_mark: `int splint_cuda_profile_mark(${C})`,
   profile_read: `int splint_cuda_profile_read(${C}, float *intervals_ms, int64_t capacity, int64_t *count)`,
   profile_counters: `int splint_cuda_profile_counters(${C}, int64_t *launches, int64_t *syncs, int64_t *uploads)`,
+  activity_start: `int splint_cuda_activity_start(${C})`,
+  activity_timestamp: "int splint_cuda_activity_timestamp(uint64_t *ns)",
+  activity_stop: `int splint_cuda_activity_stop(${C}, int64_t *summary, int32_t summary_len, uint8_t *names, int32_t name_bytes, int64_t *name_counts, int64_t *name_ns, int32_t name_capacity, int32_t *names_written)`,
   nccl_load: "int splint_cuda_nccl_load(const char *path)",
   nccl_get_unique_id: "int splint_cuda_nccl_get_unique_id(_Out_ uint8_t *id)",
   nccl_comm_init_rank: `int splint_cuda_nccl_comm_init_rank(${C}, const uint8_t *id, int32_t nranks, int32_t rank, _Out_ splint_nccl_comm **out)`,

@@ -27,6 +27,7 @@ import {
   loraUpDims,
 } from "../../tensor/lora-composite.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
+import { type CudaActivity, cudaActivity } from "./activity.ts";
 import { CudaError } from "./errors.ts";
 import { type CtxHandle, check, DTYPE_CODE, defaultLibraryPath, loadLibrary, type SplintCudaLib } from "./ffi.ts";
 import { CudaMemory, dtypeCode, requireDtype, requireFloat } from "./memory.ts";
@@ -43,6 +44,8 @@ export interface CudaBackend extends Backend {
   dispose(): void;
   /** Stream timing events and counters for step profiles (bench/step-profile.ts). */
   readonly profile: CudaProfiler;
+  /** CUPTI's exact record of the device's work over a window (src/backends/cuda/activity.ts); CUPTI is optional. */
+  readonly activity: CudaActivity;
   /** The library, context and device addresses, for the NCCL communicator (src/backends/cuda/nccl.ts). */
   native(): { lib: SplintCudaLib; ctx: CtxHandle; ptr(t: Tensor, op: string): number };
 }
@@ -865,6 +868,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
         return { launches: Number(launches[0]!), syncs: Number(syncs[0]!), uploads: Number(uploads[0]!) };
       },
     },
+    activity: cudaActivity(lib, ctx, (op) => mem.requireOpen(op)),
     native: () => ({ lib, ctx, ptr: p }),
     dispose() {
       segmentTables.clear();
