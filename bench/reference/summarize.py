@@ -67,6 +67,11 @@ def timeline_sentence(t):
             f"{t['kernels']} kernels, {t['memcpys']} memcpys, {t['memsets']} memsets.{dropped}")
 
 
+def size_then_recompute(row):
+    """Rows in the order of SIZES (others last), then by recomputation setting."""
+    return (SIZES.index(row["size"]) if row["size"] in SIZES else 99, row.get("recompute", ""))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -175,7 +180,7 @@ def main():
                   "GPU ms: time inside the calls of that class in stream order; idle: gaps between calls, when the GPU waited "
                   "for the host. Launches count kernels, cuBLASLt products, device copies and memsets; syncs count host waits "
                   "on the stream inside the step.", ""]
-        for r in sorted(profiled, key=lambda r: (SIZES.index(r["size"]) if r["size"] in SIZES else 99, r.get("recompute", ""))):
+        for r in sorted(profiled, key=size_then_recompute):
             p = r["profile"]
             train += [f"**{r['size']}, {label(r)}**: GPU span {p['spanMs']:.1f} ms (busy {p['gpuBusyMs']:.1f}, idle {p['gpuIdleMs']:.1f} = "
                       f"{100 * p['gpuIdleMs'] / p['spanMs']:.1f}%), host wall {p['wallMs']:.1f} ms; {p['backendCalls']} backend calls, "
@@ -191,7 +196,7 @@ def main():
                   "Busy: the union of the device intervals of every kernel, memcpy and memset. Idle of the host wall: from the host's "
                   "clock before the step to after the synchronisation that ends it, less busy, so the lag before the first kernel "
                   "counts. The event profile's idle is larger: its events sit on the stream between the kernels.", ""]
-        for r in sorted(splint_rows, key=lambda r: (SIZES.index(r["size"]) if r["size"] in SIZES else 99, r.get("recompute", ""))):
+        for r in sorted(splint_rows, key=size_then_recompute):
             t = r["timeline"]
             if t is None:
                 train += [f"**{r['size']}, {label(r)}**: no timeline (CUPTI unavailable; its reason is in log.txt).", ""]

@@ -314,6 +314,25 @@ __global__ void __launch_bounds__(kDownWarps * 32) lora_down_kernel(const TX* __
 constexpr int kTile = 64;            // rows of a staged tile, and columns of K per block (grad_a, dx)
 constexpr int kStride = kTile + 8;   // shared-memory row stride (elements): ldmatrix without bank conflicts
 constexpr int kTileThreads = 128;    // 4 warps; each owns 16 columns (grad_a) or 16 rows (dx)
+
+// acc += ranksᵀ·cols over one staged tile: ranks [kTile rows][16·MT ranks] (du, or u), cols
+// [kTile rows][kTile columns] (x, or dy), both [row][·] with stride kStride; warp w takes the 16
+// columns 16w.. (dA's and dB's products, which share the tile walk).
+template <int MT>
+__device__ __forceinline__ void rank_tile_products(float (&acc)[MT][2][4], const bf16* ranks, const bf16* cols, int warp) {
+#pragma unroll
+  for (int kk = 0; kk < kTile; kk += 16) {
+    uint32_t b[4];
+    load_b_kn(b, cols, kStride, warp * 16, kk);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+      uint32_t a[4];
+      load_a_km(a, ranks, kStride, mt * 16, kk);
+      mma(acc[mt][0], a, b[0], b[1]);
+      mma(acc[mt][1], a, b[2], b[3]);
+    }
+  }
+}
 constexpr int kRuns = kTile * kTile / 8 / kTileThreads;  // 8-element runs of a 64×64 tile per thread
 
 // One tile's worth of global loads, held raw in registers while earlier tiles are multiplied.
@@ -384,18 +403,7 @@ __global__ void __launch_bounds__(kTileThreads) lora_grad_a_kernel(const bf16* _
     grad_a_stage<TX, MT>(t, xs, dus, row0, col0, K, masked, m);
     __syncthreads();
     if (row0 + 2 * kTile < end) grad_a_load<TX, MT>(t, x, du, row0 + 2 * kTile, end, col0, K, r, x_fast, du_fast);
-#pragma unroll
-    for (int kk = 0; kk < kTile; kk += 16) {
-      uint32_t b[4];
-      load_b_kn(b, xs, kStride, warp * 16, kk);
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++) {
-        uint32_t a[4];
-        load_a_km(a, dus, kStride, mt * 16, kk);
-        mma(acc[mt][0], a, b[0], b[1]);
-        mma(acc[mt][1], a, b[2], b[3]);
-      }
-    }
+    rank_tile_products<MT>(acc, dus, xs, warp);
   };
   if (begin < end) grad_a_load<TX, MT>(t0, x, du, begin, end, col0, K, r, x_fast, du_fast);
   if (begin + kTile < end) grad_a_load<TX, MT>(t1, x, du, begin + kTile, end, col0, K, r, x_fast, du_fast);
@@ -720,18 +728,7 @@ __global__ void __launch_bounds__(kTileThreads) lora_up_backward_kernel(
     grad_a_stage<bf16, MT>(t, dys, us, row0, col0, M, false, unmasked);
     __syncthreads();
     if (row0 + 2 * kTile < end) grad_a_load<bf16, MT>(t, dy, u, row0 + 2 * kTile, end, col0, M, r, dy_fast, rank_fast);
-#pragma unroll
-    for (int kk = 0; kk < kTile; kk += 16) {
-      uint32_t bf[4];
-      load_b_kn(bf, dys, kStride, warp * 16, kk);
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++) {
-        uint32_t a[4];
-        load_a_km(a, us, kStride, mt * 16, kk);
-        mma(acc_db[mt][0], a, bf[0], bf[1]);
-        mma(acc_db[mt][1], a, bf[2], bf[3]);
-      }
-    }
+    rank_tile_products<MT>(acc_db, us, dys, warp);
     float acc_du[2 * MT][4] = {};  // rows 16w + (g, g + 8), ranks 8·nt + (2q, 2q + 1)
 #pragma unroll
     for (int kk = 0; kk < kTile; kk += 16) {
