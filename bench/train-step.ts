@@ -12,8 +12,8 @@
  *   --backend cpu --size tiny --image-size 56 --prompt-tokens 24   a local smoke run
  *   --weights fp8     the decoder linears in e4m3 with per-tensor scales, as the FP8 Instruct
  *                     checkpoints store them (workload.ts randomWeights); default bf16
- *   --lora-up-ops off the bf16 tier's LoRA products with B as cuBLASLt matmuls instead of
- *                     Backend.loraUp / loraUpBackward (createGraph's loraUpOps); default on
+ *   --lora-up-ops on  the bf16 tier's LoRA products with B through Backend.loraUp /
+ *                     loraUpBackward (createGraph's loraUpOps) instead of cuBLASLt matmuls; default off
  *
  * Timing: each step ends with the device synchronised before the host clock is read; the result is
  * the median over the measured steps after the warm-up. One extra step afterwards synchronises at
@@ -169,7 +169,7 @@ function main(): Promise<void> | void {
       "answer-tokens": { type: "string", default: String(TUTORIAL_WORKLOAD.answerTokens) },
       batch: { type: "string", default: String(TUTORIAL_WORKLOAD.batch) },
       weights: { type: "string", default: "bf16" },
-      "lora-up-ops": { type: "string", default: "on" },
+      "lora-up-ops": { type: "string", default: "off" },
     },
   });
   const size = values.size as Size;
@@ -205,7 +205,7 @@ async function run(
   steps: number,
   outFile: string | undefined,
   weightKind: WeightKind = "bf16",
-  loraUpOps = true,
+  loraUpOps = false,
 ): Promise<void> {
   const log = (msg: string) => process.stderr.write(`[train-step ${plan.size}] ${msg}\n`);
   const inner: Backend = backendName === "cuda" ? createCudaBackend() : createCpuBackend();

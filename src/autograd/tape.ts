@@ -78,17 +78,18 @@ function asValue(v: Var): Value {
  * directly. false keeps every gradient f32 until its consumer rounds it: the same numbers, the
  * reference the narrow path is tested against.
  *
- * `loraUpOps` (default true): a bf16-tier loraLinear runs its products with B through
+ * `loraUpOps` (default false): a bf16-tier loraLinear runs its products with B through
  * Backend.loraUp (y = scale·u·Bᵀ) and loraUpBackward (du and dB in one pass over dy) instead of
- * three matmul calls. The same numbers on the CPU backend; on CUDA the rank-r kernels against
- * cuBLASLt's skinny products, which scripts/cuda-op-timings.ts times side by side per shape. false
- * keeps the matmul calls.
+ * three matmul calls. The same numbers on the CPU backend. On an H100 the rank-r kernels lost to
+ * cuBLASLt's skinny products at most shapes (up 0.32–0.73×, du+dB 0.60–1.22×,
+ * bench/results/2026-12-06-gpu-check-h100-51f067b.md) and the 14B step took 243.7 ms with them
+ * against 233.5 without, so the matmul calls stay the default.
  */
 export function createGraph(
   backend: Backend,
   opts: { recording: boolean; narrowGradients?: boolean; evictElementwise?: boolean; loraUpOps?: boolean },
 ): Graph {
-  return new TapeGraph(backend, opts.recording, opts.narrowGradients ?? true, opts.evictElementwise ?? false, opts.loraUpOps ?? true);
+  return new TapeGraph(backend, opts.recording, opts.narrowGradients ?? true, opts.evictElementwise ?? false, opts.loraUpOps ?? false);
 }
 
 class TapeGraph implements Graph {
