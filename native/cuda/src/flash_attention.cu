@@ -1024,7 +1024,8 @@ void with_head(int64_t d, Launch launch) {
 bool aligned16(splint_dptr p) { return (p & 15) == 0; }
 
 int check_dims(const char* splint_op, int64_t b, int64_t t, int64_t s, int64_t hq, int64_t hkv, int64_t d,
-               int32_t mask_kind, splint_dptr seg_start, splint_dptr seg_end) {
+               int32_t mask_kind, splint_dptr seg_start, splint_dptr seg_end, splint_dptr seg_tiles,
+               int64_t n_seg_tiles) {
   ARG_CHECK(d >= 1 && d <= 128, "head size %lld is outside 1..128", (long long)d);
   ARG_CHECK(hkv >= 1 && hq % hkv == 0, "%lld query heads are not a multiple of %lld kv heads", (long long)hq,
             (long long)hkv);
@@ -1035,7 +1036,21 @@ int check_dims(const char* splint_op, int64_t b, int64_t t, int64_t s, int64_t h
     ARG_CHECK(b == 1 && t == s, "segment mask needs B = 1 and T = S");
     ARG_CHECK(seg_start != 0 && seg_end != 0, "segment mask without segment tables");
   }
+  ARG_CHECK(seg_tiles == 0 || (n_seg_tiles >= 1 && n_seg_tiles <= t), "%lld segment tiles for %lld rows",
+            (long long)n_seg_tiles, (long long)t);
   return SPLINT_OK;
+}
+
+RowMask row_mask(int32_t mask_kind, int64_t query_offset, splint_dptr key_valid, splint_dptr seg_start,
+                 splint_dptr seg_end, splint_dptr seg_tiles) {
+  return RowMask{mask_kind, query_offset, reinterpret_cast<const int32_t*>(key_valid),
+                 reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end),
+                 mask_kind == 1 ? reinterpret_cast<const int32_t*>(seg_tiles) : nullptr};
+}
+
+// Blocks of a grid over `rows` query rows or keys (equal under a segment mask): one per tile.
+unsigned grid_tiles(const RowMask& mask, int64_t n_seg_tiles, int64_t rows) {
+  return (unsigned)(mask.seg_tiles != nullptr ? n_seg_tiles : (rows + kSegTile - 1) / kSegTile);
 }
 
 }  // namespace
@@ -1049,26 +1064,18 @@ int splint_cuda_flash_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype,
                                 int64_t n_seg_tiles, splint_dptr out, int32_t out_dtype, splint_dptr lse) {
   OP("flash_attention");
   CTX_CHECK(ctx);
-  STATUS_CHECK(check_dims(splint_op, b, t, s, hq, hkv, d, mask_kind, seg_start, seg_end));
-  ARG_CHECK(seg_tiles == 0 || (n_seg_tiles >= 1 && n_seg_tiles <= t), "%lld segment tiles for %lld rows",
-            (long long)n_seg_tiles, (long long)t);
+  STATUS_CHECK(check_dims(splint_op, b, t, s, hq, hkv, d, mask_kind, seg_start, seg_end, seg_tiles, n_seg_tiles));
   ARG_CHECK(is_float_dtype(q_dtype) && is_float_dtype(k_dtype) && is_float_dtype(v_dtype) && is_grad_dtype(out_dtype),
             "bad dtypes");
   if (b * t * hq == 0) return SPLINT_OK;
-  const RowMask mask{mask_kind, query_offset, reinterpret_cast<const int32_t*>(key_valid),
-                     reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end),
-                     mask_kind == 1 ? reinterpret_cast<const int32_t*>(seg_tiles) : nullptr};
-  // Blocks of a grid over t query rows or s keys (equal under a segment mask).
-  const auto tiles_of = [&](int64_t rows) {
-    return (unsigned)(mask.seg_tiles != nullptr ? n_seg_tiles : (rows + kSegTile - 1) / kSegTile);
-  };
+  const RowMask mask = row_mask(mask_kind, query_offset, key_valid, seg_start, seg_end, seg_tiles);
   const bool vec = d % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v) && q_dtype != SPLINT_FP8_E4M3 &&
                    k_dtype != SPLINT_FP8_E4M3 && v_dtype != SPLINT_FP8_E4M3;
   STATUS_CHECK(ensure_smem_limits(splint_op));
   with_head(d, [&](auto head) {
     constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::rows;
     static_assert(kRows == kSegTile, "one tile width for every grid");
-    const dim3 grid(tiles_of(t), (unsigned)hq, (unsigned)b);
+    const dim3 grid(grid_tiles(mask, n_seg_tiles, t), (unsigned)hq, (unsigned)b);
     constexpr int kBc = Tiles<kD>::forward;
     flash_forward_kernel<kD, kBc><<<grid, kThreads, forward_smem<kD, kBc>(), ctx->stream>>>(
         in_of(q, q_dtype), in_of(k, k_dtype), in_of(v, v_dtype), (int)t, (int)s, (int)hq, (int)hkv, (int)d,
@@ -1088,9 +1095,7 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
                                          splint_dptr dv, int32_t grad_dtype, int32_t deterministic) {
   OP("flash_attention_backward");
   CTX_CHECK(ctx);
-  STATUS_CHECK(check_dims(splint_op, b, t, s, hq, hkv, d, mask_kind, seg_start, seg_end));
-  ARG_CHECK(seg_tiles == 0 || (n_seg_tiles >= 1 && n_seg_tiles <= t), "%lld segment tiles for %lld rows",
-            (long long)n_seg_tiles, (long long)t);
+  STATUS_CHECK(check_dims(splint_op, b, t, s, hq, hkv, d, mask_kind, seg_start, seg_end, seg_tiles, n_seg_tiles));
   ARG_CHECK(is_float_dtype(q_dtype) && is_float_dtype(k_dtype) && is_float_dtype(v_dtype) &&
                 is_float_dtype(out_dtype) && is_float_dtype(dout_dtype) && is_grad_dtype(grad_dtype),
             "bad dtypes");
@@ -1100,13 +1105,7 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
     CUDA_CHECK(cudaMemsetAsync(reinterpret_cast<void*>(dv), 0, b * s * hkv * d * dtype_bytes(grad_dtype), ctx->stream));
   }
   if (b * t * hq == 0 || b * s * hkv == 0) return SPLINT_OK;
-  const RowMask mask{mask_kind, query_offset, reinterpret_cast<const int32_t*>(key_valid),
-                     reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end),
-                     mask_kind == 1 ? reinterpret_cast<const int32_t*>(seg_tiles) : nullptr};
-  // Blocks of a grid over t query rows or s keys (equal under a segment mask).
-  const auto tiles_of = [&](int64_t rows) {
-    return (unsigned)(mask.seg_tiles != nullptr ? n_seg_tiles : (rows + kSegTile - 1) / kSegTile);
-  };
+  const RowMask mask = row_mask(mask_kind, query_offset, key_valid, seg_start, seg_end, seg_tiles);
   const bool vec = d % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout) &&
                    q_dtype != SPLINT_FP8_E4M3 && k_dtype != SPLINT_FP8_E4M3 && v_dtype != SPLINT_FP8_E4M3 &&
                    dout_dtype != SPLINT_FP8_E4M3;
@@ -1122,8 +1121,8 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
     with_head(d, [&](auto head) {
       constexpr int kD = decltype(head)::value, kRows = Tiles<kD>::rows;
       static_assert(kRows == kSegTile, "one tile width for every grid");
-      const dim3 qgrid(tiles_of(t), (unsigned)hq, (unsigned)b);
-      const dim3 kgrid(tiles_of(s), (unsigned)hkv, (unsigned)b);
+      const dim3 qgrid(grid_tiles(mask, n_seg_tiles, t), (unsigned)hq, (unsigned)b);
+      const dim3 kgrid(grid_tiles(mask, n_seg_tiles, s), (unsigned)hkv, (unsigned)b);
       flash_dq_kernel<kD><<<qgrid, kThreads, dq_smem<kD>(), ctx->stream>>>(
           qi, ki, vi, in_of(out, out_dtype), doi, lse_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale,
           scale * kLog2e, mask, vec, delta_p, out_of(dq, grad_dtype));
@@ -1148,7 +1147,7 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
   with_head(d, [&](auto head) {
     constexpr int kD = decltype(head)::value, kKeys = FusedTiles<kD>::keys;
     static_assert(kKeys == kSegTile, "one tile width for every grid");
-    const dim3 kgrid(tiles_of(s), (unsigned)hkv, (unsigned)b);
+    const dim3 kgrid(grid_tiles(mask, n_seg_tiles, s), (unsigned)hkv, (unsigned)b);
     flash_bwd_fused_kernel<kD><<<kgrid, kThreads, fused_smem<kD>(), ctx->stream>>>(
         qi, ki, vi, doi, lse_p, delta_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale, scale * kLog2e, mask, vec,
         acc_p, out_of(dk, grad_dtype), out_of(dv, grad_dtype));
