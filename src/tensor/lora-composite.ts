@@ -41,9 +41,14 @@ export function checkLoraGrad(op: string, du: Tensor, n: number, r: number): voi
   if (rows !== n || cols !== r) throw new TensorError(op, `du must be [${n}, ${r}]`, { shapes: [du.shape] });
 }
 
+/** t as a bf16 product reads it: an f32 operand rounded once to bf16. */
+function bf16Rounded(b: Backend, t: Tensor): Tensor {
+  return t.dtype === "f32" ? b.cast(t, "bf16") : t;
+}
+
 /** x as the product reads it: rounded once to bf16 under precision "bf16" (as autocast would). */
 function narrowed(b: Backend, x: Tensor, opts: LoraDropout): Tensor {
-  return opts.precision === "bf16" && x.dtype === "f32" ? b.cast(x, "bf16") : x;
+  return opts.precision === "bf16" ? bf16Rounded(b, x) : x;
 }
 
 /** dropout(x), written as bf16 under precision "bf16" (the input of a bf16 product), else f32. */
@@ -130,11 +135,6 @@ export function loraUpBackwardDims(op: string, dy: Tensor, b: Tensor, u: Tensor)
     throw new TensorError(op, `u must be [${n}, r] and b [${m}, r] to match dy [${n}, ${m}]`, { shapes: [dy.shape, b.shape, u.shape] });
   }
   return { n, m, r };
-}
-
-/** t as loraUp's products read it: an f32 operand rounded once to bf16. */
-function bf16Rounded(b: Backend, t: Tensor): Tensor {
-  return t.dtype === "f32" ? b.cast(t, "bf16") : t;
 }
 
 /** y [N, m] = alpha·u·Bᵀ, u and B rounded to bf16. */
