@@ -1,7 +1,6 @@
 // Defect 11: a chat template cannot exhaust memory with range(); --revision cannot lead outside
 // the Hub cache; token files that others can read (Kaggle) or write (Hugging Face) are refused.
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { chmod, mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -33,14 +32,19 @@ test("--revision with .. or other non-ref text is refused before any request; th
   }
   for (const good of ["main", "v1.0", "refs/pr/1", "feature/x-y_z", "0123456789abcdef0123456789abcdef01234567"]) checkRevision(good);
   await withTempDir("splint-faults-sec-", async (dir) => {
-    await assert.rejects(downloadSnapshot("owner/model", { revision: "../../x", settings: { endpoint: "http://127.0.0.1:9", cacheDir: dir, offline: false, token: undefined } }), (e) => e instanceof InputError && /--revision/.test(e.message));
-    const cache = new RepoCache(dir, "owner/model");
+    // The cache sits three levels down, so a path that escaped it (refs/../../x leads two levels
+    // up) would still land inside this test's own folder, where the listing below sees it.
+    const cacheDir = join(dir, "a", "b", "hub");
+    await mkdir(cacheDir, { recursive: true });
+    await assert.rejects(downloadSnapshot("owner/model", { revision: "../../x", settings: { endpoint: "http://127.0.0.1:9", cacheDir, offline: false, token: undefined } }), (e) => e instanceof InputError && /--revision/.test(e.message));
+    const cache = new RepoCache(cacheDir, "owner/model");
     await assert.rejects(cache.writeRef("../../../escaped", "0".repeat(40)), InputError);
-    assert.deepEqual(await readdir(dir), [], "nothing was written anywhere");
-    const run = await runSplintAsync(["model", "download", "owner/model", "--revision", "../../x"], { env: { HF_HUB_CACHE: dir, HF_ENDPOINT: "http://127.0.0.1:9" } });
+    const untouched = ["a", join("a", "b"), join("a", "b", "hub")];
+    assert.deepEqual((await readdir(dir, { recursive: true })).sort(), untouched, "nothing was written anywhere");
+    const run = await runSplintAsync(["model", "download", "owner/model", "--revision", "../../x"], { env: { HF_HUB_CACHE: cacheDir, HF_ENDPOINT: "http://127.0.0.1:9" } });
     assert.equal(run.status, EXIT.usage, run.stderr);
     assert.match(run.stderr, /--revision: "\.\.\/\.\.\/x" is not a branch, tag or commit name/);
-    assert.ok(!existsSync(join(dir, "..", "x")));
+    assert.deepEqual((await readdir(dir, { recursive: true })).sort(), untouched, "the CLI wrote nothing either");
   });
 });
 
