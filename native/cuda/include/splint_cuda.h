@@ -49,6 +49,11 @@ int splint_cuda_device_count(int32_t* count);
 /* Writes a NUL-terminated device description ("NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB") into buf. */
 int splint_cuda_device_name(int32_t device, char* buf, int32_t len);
 int splint_cuda_create(int32_t device, splint_ctx** out);
+/* Programmatic dependent launch (sm_90+): with on = 1 every kernel of the context is launched so
+   that the device may schedule it while the kernel before it finishes, hiding the launch gap
+   between back-to-back kernels; each kernel waits for its predecessor's writes before touching
+   memory (src/common.cuh, pdl_prologue). Off after create. SPLINT_INVALID_ARGUMENT on older GPUs. */
+int splint_cuda_set_programmatic_launch(splint_ctx* ctx, int32_t on);
 int splint_cuda_destroy(splint_ctx* ctx);
 /* Waits for all queued work; surfaces asynchronous kernel errors. */
 int splint_cuda_synchronize(splint_ctx* ctx);

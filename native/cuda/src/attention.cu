@@ -117,6 +117,7 @@ template <int Chunks>
 __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(In q, In k, In v, int64_t T, int64_t S,
                                                                         int64_t Hq, int64_t Hkv, int64_t D,
                                                                         float scale, Mask mask, Out out, float* lse) {
+  pdl_prologue();
   extern __shared__ float smem[];
   float(*ks)[kPad] = reinterpret_cast<float(*)[kPad]>(smem);
   float(*vs)[kPad] = ks + kTile;
@@ -198,6 +199,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(In q, In
 
 // delta[b, h, t] = Σ_d dout·out (one warp per row).
 __global__ void attention_delta_kernel(In out, In dout, int64_t rows, int64_t T, int64_t Hq, int64_t D, float* delta) {
+  pdl_prologue();
   const int lane = threadIdx.x & 31;
   const int64_t row = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5);  // (b·T + t)·Hq + h
   if (row >= rows) return;
@@ -214,6 +216,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dq_kernel(In q, In k, I
                                                                    const float* delta, int64_t T, int64_t S,
                                                                    int64_t Hq, int64_t Hkv, int64_t D, float scale,
                                                                    Mask mask, Out dq) {
+  pdl_prologue();
   extern __shared__ float smem[];
   float(*ks)[kPad] = reinterpret_cast<float(*)[kPad]>(smem);
   float(*vs)[kPad] = ks + kTile;
@@ -299,6 +302,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(In q, In k, 
                                                                     const float* delta, int64_t T, int64_t S,
                                                                     int64_t Hq, int64_t Hkv, int64_t D, float scale,
                                                                     Mask mask, Out dk, Out dv) {
+  pdl_prologue();
   extern __shared__ float smem[];
   float(*qs)[kPad] = reinterpret_cast<float(*)[kPad]>(smem);
   float(*dos)[kPad] = qs + kTile;
@@ -457,7 +461,7 @@ int splint_cuda_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype, splin
   STATUS_CHECK(ensure_smem_limits(splint_op));
   dim3 grid((unsigned)((t + kBlockRows - 1) / kBlockRows), (unsigned)hq, (unsigned)b);
   with_chunks(d, [&](auto chunks) {
-    attention_forward_kernel<decltype(chunks)::value><<<grid, kWarps * 32, kForwardSmem, ctx->stream>>>(
+    launch_kernel(ctx, attention_forward_kernel<decltype(chunks)::value>, grid, kWarps * 32, kForwardSmem,
         in_of(q, q_dtype), in_of(k, k_dtype), in_of(v, v_dtype), t, s, hq, hkv, d, scale, mask, out_of(out, out_dtype),
         reinterpret_cast<float*>(lse));
   });
@@ -492,19 +496,19 @@ int splint_cuda_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t q_dty
   const int64_t rows = b * t * hq;
   STATUS_CHECK(scratch_alloc(ctx, delta, rows * (int64_t)sizeof(float), splint_op));
   float* delta_p = static_cast<float*>(delta.p);
-  attention_delta_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, ctx->stream>>>(in_of(out, out_dtype), doi, rows, t, hq,
+  launch_kernel(ctx, attention_delta_kernel, (unsigned)((rows + 7) / 8), 256, 0, in_of(out, out_dtype), doi, rows, t, hq,
                                                                               d, delta_p);
   LAUNCH_CHECK();
   STATUS_CHECK(ensure_smem_limits(splint_op));
   dim3 qgrid((unsigned)((t + kBlockRows - 1) / kBlockRows), (unsigned)hq, (unsigned)b);
   with_chunks(d, [&](auto chunks) {
-    attention_dq_kernel<decltype(chunks)::value><<<qgrid, kWarps * 32, kDqSmem, ctx->stream>>>(
+    launch_kernel(ctx, attention_dq_kernel<decltype(chunks)::value>, qgrid, kWarps * 32, kDqSmem,
         qi, ki, vi, doi, lse_p, delta_p, t, s, hq, hkv, d, scale, mask, out_of(dq, grad_dtype));
   });
   LAUNCH_CHECK();
   dim3 kgrid((unsigned)((s + kBlockRows - 1) / kBlockRows), (unsigned)hkv, (unsigned)b);
   with_chunks(d, [&](auto chunks) {
-    attention_dkv_kernel<decltype(chunks)::value><<<kgrid, kWarps * 32, kDkvSmem, ctx->stream>>>(
+    launch_kernel(ctx, attention_dkv_kernel<decltype(chunks)::value>, kgrid, kWarps * 32, kDkvSmem,
         qi, ki, vi, doi, lse_p, delta_p, t, s, hq, hkv, d, scale, mask, out_of(dk, grad_dtype), out_of(dv, grad_dtype));
   });
   LAUNCH_CHECK();

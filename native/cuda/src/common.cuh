@@ -27,6 +27,8 @@ struct splint_ctx {
   int64_t uploads = 0;    // host-to-device copies (pageable: may wait on the stream)
   std::vector<cudaEvent_t> events;
   size_t events_used = 0;
+  // Programmatic dependent launch (splint_cuda_set_programmatic_launch): off unless asked for.
+  bool pdl = false;
 };
 
 // Records "file:line op: message" as the last error and returns status.
@@ -123,6 +125,49 @@ inline unsigned grid_for(int64_t n, int threads = 256) {
 
 #define GRID_STRIDE(i, n) \
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+// ---- programmatic dependent launch (Hopper) ----------------------------------------------------
+// A step is ~5500 kernels back to back on one stream; between two of them the device idles while
+// the next grid is launched. With PDL on, each kernel is launched with programmatic stream
+// serialisation, so the device may schedule its blocks while the kernel before it finishes. That
+// stays correct because every kernel starts with pdl_prologue(): griddepcontrol.wait holds each
+// thread until the grid before it has completed and its writes are visible, before the kernel
+// touches memory; launch_dependents then lets the next grid be scheduled once every block of this
+// one is running (not before: its blocks would take slots this grid still needs). Launched
+// without the attribute, both instructions return at once. test/native/pdl-prologue.test.ts
+// checks that every kernel begins with the prologue and that every launch goes through
+// launch_kernel or programmatic_launch_attr.
+__device__ __forceinline__ void pdl_prologue() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Writes the PDL attribute into *attr when the context has PDL on; returns how many it wrote (0 or 1),
+// for launches that set attributes of their own (clusters).
+inline unsigned programmatic_launch_attr(const splint_ctx* ctx, cudaLaunchAttribute* attr) {
+  if (!ctx->pdl) return 0;
+  attr->id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr->val.programmaticStreamSerializationAllowed = 1;
+  return 1;
+}
+
+// kernel<<<grid, block, smem, ctx->stream>>>(args...), with the PDL attribute when the context has
+// it on. Arguments are converted to the kernel's parameter types as a <<<>>> launch converts them.
+// Errors surface through LAUNCH_CHECK's cudaGetLastError, as a <<<>>> launch's do.
+template <typename... Params, typename... Args>
+inline void launch_kernel(splint_ctx* ctx, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = ctx->stream;
+  cudaLaunchAttribute attr;
+  cfg.numAttrs = programmatic_launch_attr(ctx, &attr);
+  cfg.attrs = cfg.numAttrs > 0 ? &attr : nullptr;
+  (void)cudaLaunchKernelEx(&cfg, kernel, static_cast<Args&&>(args)...);
+}
 
 // Scratch buffer from the context's caching allocator, returned when the scope ends. Stream order
 // makes reuse safe: everything runs on the context's one stream.

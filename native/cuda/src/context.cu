@@ -85,6 +85,18 @@ int splint_cuda_create(int32_t device, splint_ctx** out) {
   return SPLINT_OK;
 }
 
+int splint_cuda_set_programmatic_launch(splint_ctx* ctx, int32_t on) {
+  OP("set_programmatic_launch");
+  CTX_CHECK(ctx);
+  if (on) {
+    int major = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ctx->device));
+    ARG_CHECK(major >= 9, "programmatic dependent launch needs sm_90 or newer; device %d is sm_%d", ctx->device, major);
+  }
+  ctx->pdl = on != 0;
+  return SPLINT_OK;
+}
+
 int splint_cuda_destroy(splint_ctx* ctx) {
   OP("destroy");
   if (ctx == nullptr) return SPLINT_OK;

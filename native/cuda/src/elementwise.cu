@@ -8,6 +8,7 @@
 namespace {
 
 __global__ void binary_kernel(int op, In a, In b, int64_t nb, Out y, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE(i, n) {
     float x = load(a, i), z = load(b, i % nb);
     store(y, i, op == 0 ? x + z : x * z);
@@ -15,6 +16,7 @@ __global__ void binary_kernel(int op, In a, In b, int64_t nb, Out y, int64_t n) 
 }
 
 __global__ void axpby_kernel(In a, float alpha, In b, float beta, bool has_b, Out y, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE(i, n) {
     float v = alpha == 1.0f ? load(a, i) : alpha * load(a, i);
     if (has_b) v += beta == 1.0f ? load(b, i) : beta * load(b, i);
@@ -25,6 +27,7 @@ __global__ void axpby_kernel(In a, float alpha, In b, float beta, bool has_b, Ou
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 __global__ void swiglu_kernel(In gate, In up, Out y, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE(i, n) {
     float g = load(gate, i);
     store(y, i, g * sigmoid(g) * load(up, i));
@@ -33,6 +36,7 @@ __global__ void swiglu_kernel(In gate, In up, Out y, int64_t n) {
 
 // dgate = dout·up·σ(g)·(1 + g·(1−σ(g))), dup = dout·silu(g)
 __global__ void swiglu_backward_kernel(In gate, In up, In dout, Out dgate, Out dup, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE(i, n) {
     float g = load(gate, i), u = load(up, i), d = load(dout, i);
     float s = sigmoid(g);
@@ -42,6 +46,7 @@ __global__ void swiglu_backward_kernel(In gate, In up, In dout, Out dgate, Out d
 }
 
 __global__ void gelu_kernel(In x, Out y, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE(i, n) {
     float v = load(x, i);
     store(y, i, 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)));
@@ -50,6 +55,7 @@ __global__ void gelu_kernel(In x, Out y, int64_t n) {
 
 // d gelu/dx = Φ(x) + x·φ(x)
 __global__ void gelu_backward_kernel(In x, In dout, Out dx, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE(i, n) {
     float v = load(x, i);
     float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
@@ -70,6 +76,7 @@ __device__ __host__ __forceinline__ uint32_t fmix32(uint32_t h) {
 
 // keep(i) ⇔ fmix32(fmix32(seed) + i·0x9e3779b9) ≥ threshold, all uint32 arithmetic mod 2³².
 __global__ void dropout_kernel(In x, Out y, int64_t n, uint64_t threshold, float keep_scale, uint32_t seed_hash) {
+  pdl_prologue();
   GRID_STRIDE(i, n) {
     uint32_t h = fmix32(seed_hash + static_cast<uint32_t>(i) * 0x9e3779b9u);
     store(y, i, static_cast<uint64_t>(h) >= threshold ? load(x, i) * keep_scale : 0.0f);
@@ -81,6 +88,7 @@ using elem_t = std::remove_pointer_t<T>;
 
 template <typename TA, typename TB, typename TY>
 __global__ void binary_vec_kernel(int op, const TA* a, const TB* b, TY* y, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE8(i, n) {
     float x[8], z[8], out[8];
     vec::load8(a, i, x);
@@ -93,6 +101,7 @@ __global__ void binary_vec_kernel(int op, const TA* a, const TB* b, TY* y, int64
 
 template <typename TA, typename TB, typename TY>
 __global__ void axpby_vec_kernel(const TA* a, float alpha, const TB* b, float beta, bool has_b, TY* y, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE8(i, n) {
     float va[8], vb[8] = {}, out[8];
     vec::load8(a, i, va);
@@ -109,6 +118,7 @@ __global__ void axpby_vec_kernel(const TA* a, float alpha, const TB* b, float be
 
 template <typename TG, typename TU, typename TY>
 __global__ void swiglu_vec_kernel(const TG* gate, const TU* up, TY* y, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE8(i, n) {
     float g[8], u[8], out[8];
     vec::load8(gate, i, g);
@@ -122,6 +132,7 @@ __global__ void swiglu_vec_kernel(const TG* gate, const TU* up, TY* y, int64_t n
 // swiglu_backward_kernel's expressions, 8 elements at a time.
 template <typename TG, typename TU, typename TD, typename TY>
 __global__ void swiglu_backward_vec_kernel(const TG* gate, const TU* up, const TD* dout, TY* dgate, TY* dup, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE8(i, n) {
     float g[8], u[8], d[8], dg[8], du[8];
     vec::load8(gate, i, g);
@@ -140,6 +151,7 @@ __global__ void swiglu_backward_vec_kernel(const TG* gate, const TU* up, const T
 
 template <typename TX, typename TY>
 __global__ void dropout_vec_kernel(const TX* x, TY* y, int64_t n, uint64_t threshold, float keep_scale, uint32_t seed_hash) {
+  pdl_prologue();
   GRID_STRIDE8(i, n) {
     float v[8];
     vec::load8(x, i, v);
@@ -169,7 +181,7 @@ int splint_cuda_binary(splint_ctx* ctx, int32_t op, splint_dptr a, int32_t a_dty
     vec::with_type(a_dtype, [&](auto* ta) {
       vec::with_type(b_dtype, [&](auto* tb) {
         vec::with_type(out_dtype, [&](auto* ty) {
-          binary_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(
+          launch_kernel(ctx, binary_vec_kernel<elem_t<decltype(ta)>, elem_t<decltype(tb)>, elem_t<decltype(ty)>>, vec::grid8(n), 256, 0,
               op, reinterpret_cast<const elem_t<decltype(ta)>*>(a), reinterpret_cast<const elem_t<decltype(tb)>*>(b),
               reinterpret_cast<elem_t<decltype(ty)>*>(out), n);
           launched = true;
@@ -178,7 +190,7 @@ int splint_cuda_binary(splint_ctx* ctx, int32_t op, splint_dptr a, int32_t a_dty
     });
   }
   if (!launched) {
-    binary_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(op, in_of(a, a_dtype, a_scale), in_of(b, b_dtype, b_scale), nb,
+    launch_kernel(ctx, binary_kernel, grid_for(n), 256, 0, op, in_of(a, a_dtype, a_scale), in_of(b, b_dtype, b_scale), nb,
                                                          out_of(out, out_dtype), n);
   }
   LAUNCH_CHECK();
@@ -198,7 +210,7 @@ int splint_cuda_axpby(splint_ctx* ctx, splint_dptr a, int32_t a_dtype, float a_s
     vec::with_type(a_dtype, [&](auto* ta) {
       vec::with_type(has_b ? b_dtype : SPLINT_F32, [&](auto* tb) {
         vec::with_type(out_dtype, [&](auto* ty) {
-          axpby_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(
+          launch_kernel(ctx, axpby_vec_kernel<elem_t<decltype(ta)>, elem_t<decltype(tb)>, elem_t<decltype(ty)>>, vec::grid8(n), 256, 0,
               reinterpret_cast<const elem_t<decltype(ta)>*>(a), alpha, reinterpret_cast<const elem_t<decltype(tb)>*>(b),
               beta, has_b, reinterpret_cast<elem_t<decltype(ty)>*>(out), n);
           launched = true;
@@ -207,7 +219,7 @@ int splint_cuda_axpby(splint_ctx* ctx, splint_dptr a, int32_t a_dtype, float a_s
     });
   }
   if (!launched) {
-    axpby_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(a, a_dtype, a_scale), alpha, in_of(b, b_dtype, b_scale),
+    launch_kernel(ctx, axpby_kernel, grid_for(n), 256, 0, in_of(a, a_dtype, a_scale), alpha, in_of(b, b_dtype, b_scale),
                                                         beta, has_b, out_of(out, out_dtype), n);
   }
   LAUNCH_CHECK();
@@ -225,7 +237,7 @@ int splint_cuda_swiglu(splint_ctx* ctx, splint_dptr gate, int32_t gate_dtype, sp
     vec::with_type(gate_dtype, [&](auto* tg) {
       vec::with_type(up_dtype, [&](auto* tu) {
         vec::with_type(out_dtype, [&](auto* ty) {
-          swiglu_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(reinterpret_cast<const elem_t<decltype(tg)>*>(gate),
+          launch_kernel(ctx, swiglu_vec_kernel<elem_t<decltype(tg)>, elem_t<decltype(tu)>, elem_t<decltype(ty)>>, vec::grid8(n), 256, 0, reinterpret_cast<const elem_t<decltype(tg)>*>(gate),
                                                                      reinterpret_cast<const elem_t<decltype(tu)>*>(up),
                                                                      reinterpret_cast<elem_t<decltype(ty)>*>(out), n);
           launched = true;
@@ -234,7 +246,7 @@ int splint_cuda_swiglu(splint_ctx* ctx, splint_dptr gate, int32_t gate_dtype, sp
     });
   }
   if (!launched) {
-    swiglu_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(gate, gate_dtype), in_of(up, up_dtype),
+    launch_kernel(ctx, swiglu_kernel, grid_for(n), 256, 0, in_of(gate, gate_dtype), in_of(up, up_dtype),
                                                          out_of(out, out_dtype), n);
   }
   LAUNCH_CHECK();
@@ -257,7 +269,7 @@ int splint_cuda_swiglu_backward(splint_ctx* ctx, splint_dptr gate, int32_t gate_
         vec::with_type(dout_dtype, [&](auto* td) {
           vec::with_type(grad_dtype, [&](auto* ty) {
             using TY = elem_t<decltype(ty)>;
-            swiglu_backward_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(
+            launch_kernel(ctx, swiglu_backward_vec_kernel<elem_t<decltype(tg)>, elem_t<decltype(tu)>, elem_t<decltype(td)>, TY>, vec::grid8(n), 256, 0,
                 reinterpret_cast<const elem_t<decltype(tg)>*>(gate), reinterpret_cast<const elem_t<decltype(tu)>*>(up),
                 reinterpret_cast<const elem_t<decltype(td)>*>(dout), reinterpret_cast<TY*>(dgate),
                 reinterpret_cast<TY*>(dup), n);
@@ -268,7 +280,7 @@ int splint_cuda_swiglu_backward(splint_ctx* ctx, splint_dptr gate, int32_t gate_
     });
   }
   if (!launched) {
-    swiglu_backward_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(gate, gate_dtype), in_of(up, up_dtype),
+    launch_kernel(ctx, swiglu_backward_kernel, grid_for(n), 256, 0, in_of(gate, gate_dtype), in_of(up, up_dtype),
                                                                   in_of(dout, dout_dtype), out_of(dgate, grad_dtype),
                                                                   out_of(dup, grad_dtype), n);
   }
@@ -281,7 +293,7 @@ int splint_cuda_gelu(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dpt
   CTX_CHECK(ctx);
   ARG_CHECK(is_float_dtype(x_dtype) && is_grad_dtype(out_dtype), "bad dtypes");
   if (n == 0) return SPLINT_OK;
-  gelu_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(x, x_dtype), out_of(out, out_dtype), n);
+  launch_kernel(ctx, gelu_kernel, grid_for(n), 256, 0, in_of(x, x_dtype), out_of(out, out_dtype), n);
   LAUNCH_CHECK();
   return SPLINT_OK;
 }
@@ -292,7 +304,7 @@ int splint_cuda_gelu_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, s
   CTX_CHECK(ctx);
   ARG_CHECK(is_float_dtype(x_dtype) && is_float_dtype(dout_dtype) && is_grad_dtype(dx_dtype), "bad dtypes");
   if (n == 0) return SPLINT_OK;
-  gelu_backward_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(x, x_dtype), in_of(dout, dout_dtype),
+  launch_kernel(ctx, gelu_backward_kernel, grid_for(n), 256, 0, in_of(x, x_dtype), in_of(dout, dout_dtype),
                                                               out_of(dx, dx_dtype), n);
   LAUNCH_CHECK();
   return SPLINT_OK;
@@ -309,7 +321,7 @@ int splint_cuda_dropout(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_
   if (vec::fits(n, {x, out})) {
     vec::with_type(x_dtype, [&](auto* tx) {
       vec::with_type(out_dtype, [&](auto* ty) {
-        dropout_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(reinterpret_cast<const elem_t<decltype(tx)>*>(x),
+        launch_kernel(ctx, dropout_vec_kernel<elem_t<decltype(tx)>, elem_t<decltype(ty)>>, vec::grid8(n), 256, 0, reinterpret_cast<const elem_t<decltype(tx)>*>(x),
                                                                     reinterpret_cast<elem_t<decltype(ty)>*>(out), n,
                                                                     threshold, keep_scale, fmix32(seed));
         launched = true;
@@ -317,7 +329,7 @@ int splint_cuda_dropout(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_
     });
   }
   if (!launched) {
-    dropout_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(x, x_dtype), out_of(out, out_dtype), n, threshold,
+    launch_kernel(ctx, dropout_kernel, grid_for(n), 256, 0, in_of(x, x_dtype), out_of(out, out_dtype), n, threshold,
                                                           keep_scale, fmix32(seed));
   }
   LAUNCH_CHECK();

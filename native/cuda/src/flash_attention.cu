@@ -260,6 +260,7 @@ template <int kD, int kBc>
 __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In v, int T, int S, int Hq, int Hkv, int D,
                                                                  float scale_log2, RowMask mask, bool vec, Out out,
                                                                  float* lse) {
+  pdl_prologue();
   constexpr int kStride = kD + 8, kM = Tiles<kD>::kM, kRows = Tiles<kD>::rows;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* qs = reinterpret_cast<bf16*>(smem);  // [kRows][kStride]
@@ -430,6 +431,7 @@ template <int kD>
 __global__ void __launch_bounds__(kThreads) flash_dq_kernel(In q, In k, In v, In out, In dout, const float* lse, int T,
                                                             int S, int Hq, int Hkv, int D, float scale, float scale_log2,
                                                             RowMask mask, bool vec, float* delta, Out dq) {
+  pdl_prologue();
   constexpr int kStride = kD + 8, kM = Tiles<kD>::kM, kRows = Tiles<kD>::rows, kBc = Tiles<kD>::backward;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* qs = reinterpret_cast<bf16*>(smem);  // [kRows][kStride]
@@ -556,6 +558,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(In q, In k, In v, I
                                                              const float* delta, int T, int S, int Hq, int Hkv, int D,
                                                              float scale, float scale_log2, RowMask mask, bool vec,
                                                              Out dk, Out dv) {
+  pdl_prologue();
   constexpr int kStride = kD + 8, kM = Tiles<kD>::kM, kRows = Tiles<kD>::rows, kBq = Tiles<kD>::backward;
   static_assert(kBq == 32, "the first warp stages a query tile's rows and reduces their intervals");
   extern __shared__ __align__(16) unsigned char smem[];
@@ -735,6 +738,7 @@ __device__ __forceinline__ void load8(In x, int64_t i, int left, bool vec, float
 constexpr int kDeltaThreads = 256;
 __global__ void __launch_bounds__(kDeltaThreads) flash_delta_kernel(In out, In dout, int64_t rows, int T, int Hq, int D,
                                                                     bool vec, float* delta) {
+  pdl_prologue();
   const int64_t row = (blockIdx.x * (int64_t)kDeltaThreads + threadIdx.x) >> 4;
   const int sub = threadIdx.x & 15;
   float acc = 0.0f;
@@ -758,6 +762,7 @@ __global__ void __launch_bounds__(kDeltaThreads) flash_delta_kernel(In out, In d
 // dq = scale · acc for acc [B·T·Hq, kD] (rows padded to the kernel's head size) and dq
 // [B·T·Hq, D] in the grad dtype. `vec4`: D = kD and dq 16-byte aligned, so 4 elements a thread.
 __global__ void flash_dq_finish_kernel(const float* acc, int64_t rows, int D, int kD, float scale, bool vec4, Out dq) {
+  pdl_prologue();
   if (vec4) {
     GRID_STRIDE(i, rows * D / 4) {
       const float4 a = reinterpret_cast<const float4*>(acc)[i];
@@ -815,6 +820,7 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, I
                                                                    const float* delta, int T, int S, int Hq, int Hkv,
                                                                    int D, float scale, float scale_log2, RowMask mask,
                                                                    bool vec, float* dq_acc, Out dk, Out dv) {
+  pdl_prologue();
   constexpr int kStride = kD + 8, kKeys = FusedTiles<kD>::keys, kBq = FusedTiles<kD>::queries;
   // dS rows of 16-byte multiples for ldmatrix; the 8 extra columns also make the 32-bit stores of
   // a warp's 8 rows × 4 column pairs hit 32 distinct banks.
@@ -1077,7 +1083,7 @@ int splint_cuda_flash_attention(splint_ctx* ctx, splint_dptr q, int32_t q_dtype,
     static_assert(kRows == kSegTile, "one tile width for every grid");
     const dim3 grid(grid_tiles(mask, n_seg_tiles, t), (unsigned)hq, (unsigned)b);
     constexpr int kBc = Tiles<kD>::forward;
-    flash_forward_kernel<kD, kBc><<<grid, kThreads, forward_smem<kD, kBc>(), ctx->stream>>>(
+    launch_kernel(ctx, flash_forward_kernel<kD, kBc>, grid, kThreads, forward_smem<kD, kBc>(),
         in_of(q, q_dtype), in_of(k, k_dtype), in_of(v, v_dtype), (int)t, (int)s, (int)hq, (int)hkv, (int)d,
         scale * kLog2e, mask, vec, out_of(out, out_dtype), reinterpret_cast<float*>(lse));
   });
@@ -1123,10 +1129,10 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
       static_assert(kRows == kSegTile, "one tile width for every grid");
       const dim3 qgrid(grid_tiles(mask, n_seg_tiles, t), (unsigned)hq, (unsigned)b);
       const dim3 kgrid(grid_tiles(mask, n_seg_tiles, s), (unsigned)hkv, (unsigned)b);
-      flash_dq_kernel<kD><<<qgrid, kThreads, dq_smem<kD>(), ctx->stream>>>(
+      launch_kernel(ctx, flash_dq_kernel<kD>, qgrid, kThreads, dq_smem<kD>(),
           qi, ki, vi, in_of(out, out_dtype), doi, lse_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale,
           scale * kLog2e, mask, vec, delta_p, out_of(dq, grad_dtype));
-      flash_dkv_kernel<kD><<<kgrid, kThreads, dkv_smem<kD>(), ctx->stream>>>(
+      launch_kernel(ctx, flash_dkv_kernel<kD>, kgrid, kThreads, dkv_smem<kD>(),
           qi, ki, vi, doi, lse_p, delta_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale, scale * kLog2e, mask, vec,
           out_of(dk, grad_dtype), out_of(dv, grad_dtype));
     });
@@ -1141,19 +1147,19 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
   float* acc_p = static_cast<float*>(acc.p);
   const bool delta_vec = d % 8 == 0 && aligned16(out) && aligned16(dout) && out_dtype != SPLINT_FP8_E4M3 &&
                          dout_dtype != SPLINT_FP8_E4M3;
-  flash_delta_kernel<<<(unsigned)((rows * 16 + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, 0, ctx->stream>>>(
+  launch_kernel(ctx, flash_delta_kernel, (unsigned)((rows * 16 + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, 0,
       in_of(out, out_dtype), doi, rows, (int)t, (int)hq, (int)d, delta_vec, delta_p);
   LAUNCH_CHECK();
   with_head(d, [&](auto head) {
     constexpr int kD = decltype(head)::value, kKeys = FusedTiles<kD>::keys;
     static_assert(kKeys == kSegTile, "one tile width for every grid");
     const dim3 kgrid(grid_tiles(mask, n_seg_tiles, s), (unsigned)hkv, (unsigned)b);
-    flash_bwd_fused_kernel<kD><<<kgrid, kThreads, fused_smem<kD>(), ctx->stream>>>(
+    launch_kernel(ctx, flash_bwd_fused_kernel<kD>, kgrid, kThreads, fused_smem<kD>(),
         qi, ki, vi, doi, lse_p, delta_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale, scale * kLog2e, mask, vec,
         acc_p, out_of(dk, grad_dtype), out_of(dv, grad_dtype));
   });
   LAUNCH_CHECK();
-  flash_dq_finish_kernel<<<grid_for(rows * d / 4), 256, 0, ctx->stream>>>(acc_p, rows, (int)d, padded, scale,
+  launch_kernel(ctx, flash_dq_finish_kernel, grid_for(rows * d / 4), 256, 0, acc_p, rows, (int)d, padded, scale,
                                                                             d == padded && aligned16(dq),
                                                                             out_of(dq, grad_dtype));
   LAUNCH_CHECK();

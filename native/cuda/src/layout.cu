@@ -11,6 +11,7 @@ namespace {
 // f32 ↔ bf16 eight elements a thread (vec.cuh); the same rounding as cast_kernel.
 template <typename TX, typename TY>
 __global__ void cast_vec_kernel(const TX* x, TY* y, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE8(i, n) {
     float v[8];
     vec::load8(x, i, v);
@@ -23,6 +24,7 @@ __global__ void cast_vec_kernel(const TX* x, TY* y, int64_t n) {
 // product, so it runs at memory speed rather than one byte a thread.
 template <typename TY>
 __global__ void cast_fp8_vec_kernel(const __nv_fp8_e4m3* x, float scale, TY* y, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE8(i, n) {
     const uint2 raw = *reinterpret_cast<const uint2*>(x + i);
     const __nv_fp8_e4m3* e = reinterpret_cast<const __nv_fp8_e4m3*>(&raw);
@@ -34,20 +36,24 @@ __global__ void cast_fp8_vec_kernel(const __nv_fp8_e4m3* x, float scale, TY* y, 
 }
 
 __global__ void cast_kernel(In x, Out y, float inv_out_scale, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE(i, n) { store(y, i, load(x, i) * inv_out_scale); }
 }
 
 __global__ void i32_to_float_kernel(const int32_t* x, Out y, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE(i, n) { store(y, i, static_cast<float>(x[i])); }
 }
 
 __global__ void float_to_i32_kernel(In x, int32_t* y, int64_t n) {
+  pdl_prologue();
   GRID_STRIDE(i, n) { y[i] = static_cast<int32_t>(truncf(load(x, i))); }
 }
 
 template <typename T>
 __global__ void gather_rows_kernel(const T* x, int64_t rows, int64_t cols, const int32_t* index, int64_t m, T* y,
                                    int32_t* flags) {
+  pdl_prologue();
   GRID_STRIDE(i, m * cols) {
     int64_t r = i / cols, c = i % cols;
     int32_t src = index[r];
@@ -63,6 +69,7 @@ __global__ void gather_rows_kernel(const T* x, int64_t rows, int64_t cols, const
 template <typename T>
 __global__ void scatter_rows_raw_kernel(T* dst, int64_t rows, int64_t cols, const int32_t* index, int64_t m,
                                         const T* src, int32_t* flags) {
+  pdl_prologue();
   GRID_STRIDE(i, m * cols) {
     int64_t r = i / cols, c = i % cols;
     int32_t d = index[r];
@@ -73,6 +80,7 @@ __global__ void scatter_rows_raw_kernel(T* dst, int64_t rows, int64_t cols, cons
 
 __global__ void scatter_rows_kernel(Out dst, int64_t rows, int64_t cols, const int32_t* index, int64_t m, In src,
                                     int32_t* flags) {
+  pdl_prologue();
   GRID_STRIDE(i, m * cols) {
     int64_t r = i / cols, c = i % cols;
     int32_t d = index[r];
@@ -83,6 +91,7 @@ __global__ void scatter_rows_kernel(Out dst, int64_t rows, int64_t cols, const i
 
 __global__ void scatter_add_rows_kernel(Out dst, int64_t rows, int64_t cols, const int32_t* index, int64_t m, In src,
                                         int32_t* flags) {
+  pdl_prologue();
   GRID_STRIDE(i, m * cols) {
     int64_t r = i / cols, c = i % cols;
     int32_t d = index[r];
@@ -101,6 +110,7 @@ __global__ void scatter_add_rows_kernel(Out dst, int64_t rows, int64_t cols, con
 
 template <typename T>
 __global__ void permute_kernel(const T* x, const int32_t* index, int64_t n, T* y, bool gather, int32_t* flags) {
+  pdl_prologue();
   GRID_STRIDE(i, n) {
     int32_t j = index[i];
     if (j < 0 || j >= n) {
@@ -114,6 +124,7 @@ __global__ void permute_kernel(const T* x, const int32_t* index, int64_t n, T* y
 
 // out[(gy·gw + gx), (ch·p + ky)·p + kx] = pixels[ch, gy·p + ky, gx·p + kx]
 __global__ void patchify_kernel(In x, int64_t channels, int64_t h, int64_t w, int p, Out y) {
+  pdl_prologue();
   const int64_t gw = w / p, row_len = channels * p * p;
   const int64_t n = (h / p) * gw * row_len;
   GRID_STRIDE(i, n) {
@@ -142,22 +153,22 @@ int splint_cuda_cast(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, float x_sc
     return SPLINT_OK;
   }
   if (x_dtype == SPLINT_I32) {
-    i32_to_float_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(reinterpret_cast<const int32_t*>(x),
+    launch_kernel(ctx, i32_to_float_kernel, grid_for(n), 256, 0, reinterpret_cast<const int32_t*>(x),
                                                                out_of(out, out_dtype), n);
   } else if (out_dtype == SPLINT_I32) {
-    float_to_i32_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(x, x_dtype, x_scale),
+    launch_kernel(ctx, float_to_i32_kernel, grid_for(n), 256, 0, in_of(x, x_dtype, x_scale),
                                                                reinterpret_cast<int32_t*>(out), n);
   } else {
     bool launched = false;
     if (x_dtype == SPLINT_FP8_E4M3 && vec::fits(n, {x, out})) {
       launched = vec::with_type(out_dtype, [&](auto* ty) {
-        cast_fp8_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(
+        launch_kernel(ctx, cast_fp8_vec_kernel<std::remove_pointer_t<decltype(ty)>>, vec::grid8(n), 256, 0,
             reinterpret_cast<const __nv_fp8_e4m3*>(x), x_scale, reinterpret_cast<std::remove_pointer_t<decltype(ty)>*>(out), n);
       });
     } else if (vec::fits(n, {x, out})) {
       vec::with_type(x_dtype, [&](auto* tx) {
         vec::with_type(out_dtype, [&](auto* ty) {
-          cast_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(
+          launch_kernel(ctx, cast_vec_kernel<std::remove_pointer_t<decltype(tx)>, std::remove_pointer_t<decltype(ty)>>, vec::grid8(n), 256, 0,
               reinterpret_cast<const std::remove_pointer_t<decltype(tx)>*>(x),
               reinterpret_cast<std::remove_pointer_t<decltype(ty)>*>(out), n);
           launched = true;
@@ -165,7 +176,7 @@ int splint_cuda_cast(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, float x_sc
       });
     }
     if (!launched) {
-      cast_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(x, x_dtype, x_scale), out_of(out, out_dtype),
+      launch_kernel(ctx, cast_kernel, grid_for(n), 256, 0, in_of(x, x_dtype, x_scale), out_of(out, out_dtype),
                                                          out_dtype == SPLINT_FP8_E4M3 ? 1.0f / out_scale : 1.0f, n);
     }
   }
@@ -181,15 +192,14 @@ int splint_cuda_gather_rows(splint_ctx* ctx, splint_dptr x, int32_t elem_bytes, 
   if (m * cols == 0) return SPLINT_OK;
   const int32_t* idx = reinterpret_cast<const int32_t*>(index);
   unsigned grid = grid_for(m * cols);
-  cudaStream_t st = ctx->stream;
   if (elem_bytes == 1) {
-    gather_rows_kernel<<<grid, 256, 0, st>>>(reinterpret_cast<const uint8_t*>(x), rows, cols, idx, m,
+    launch_kernel(ctx, gather_rows_kernel<uint8_t>, grid, 256, 0, reinterpret_cast<const uint8_t*>(x), rows, cols, idx, m,
                                              reinterpret_cast<uint8_t*>(out), ctx->flags);
   } else if (elem_bytes == 2) {
-    gather_rows_kernel<<<grid, 256, 0, st>>>(reinterpret_cast<const uint16_t*>(x), rows, cols, idx, m,
+    launch_kernel(ctx, gather_rows_kernel<uint16_t>, grid, 256, 0, reinterpret_cast<const uint16_t*>(x), rows, cols, idx, m,
                                              reinterpret_cast<uint16_t*>(out), ctx->flags);
   } else {
-    gather_rows_kernel<<<grid, 256, 0, st>>>(reinterpret_cast<const uint32_t*>(x), rows, cols, idx, m,
+    launch_kernel(ctx, gather_rows_kernel<uint32_t>, grid, 256, 0, reinterpret_cast<const uint32_t*>(x), rows, cols, idx, m,
                                              reinterpret_cast<uint32_t*>(out), ctx->flags);
   }
   LAUNCH_CHECK();
@@ -204,26 +214,25 @@ int splint_cuda_scatter_rows(splint_ctx* ctx, splint_dptr dst, int32_t dst_dtype
   if (m * cols == 0) return SPLINT_OK;
   const int32_t* idx = reinterpret_cast<const int32_t*>(index);
   unsigned grid = grid_for(m * cols);
-  cudaStream_t st = ctx->stream;
   if (accumulate) {
     ARG_CHECK(is_grad_dtype(dst_dtype) && is_float_dtype(src_dtype), "accumulating scatter needs an f32 or bf16 "
               "destination and a float source (got %d ← %d)", dst_dtype, src_dtype);
-    scatter_add_rows_kernel<<<grid, 256, 0, st>>>(out_of(dst, dst_dtype), rows, cols, idx, m,
+    launch_kernel(ctx, scatter_add_rows_kernel, grid, 256, 0, out_of(dst, dst_dtype), rows, cols, idx, m,
                                                   in_of(src, src_dtype, src_scale), ctx->flags);
   } else if (dst_dtype == src_dtype && dst_dtype == SPLINT_I32) {
-    scatter_rows_raw_kernel<<<grid, 256, 0, st>>>(reinterpret_cast<uint32_t*>(dst), rows, cols, idx, m,
+    launch_kernel(ctx, scatter_rows_raw_kernel<uint32_t>, grid, 256, 0, reinterpret_cast<uint32_t*>(dst), rows, cols, idx, m,
                                                   reinterpret_cast<const uint32_t*>(src), ctx->flags);
   } else if (dst_dtype == src_dtype && dst_dtype == SPLINT_FP8_E4M3) {
     // Raw fp8 bytes: the caller guarantees both tensors share one scale.
-    scatter_rows_raw_kernel<<<grid, 256, 0, st>>>(reinterpret_cast<uint8_t*>(dst), rows, cols, idx, m,
+    launch_kernel(ctx, scatter_rows_raw_kernel<uint8_t>, grid, 256, 0, reinterpret_cast<uint8_t*>(dst), rows, cols, idx, m,
                                                   reinterpret_cast<const uint8_t*>(src), ctx->flags);
   } else if (dst_dtype == src_dtype && dst_dtype == SPLINT_BF16) {
-    scatter_rows_raw_kernel<<<grid, 256, 0, st>>>(reinterpret_cast<uint16_t*>(dst), rows, cols, idx, m,
+    launch_kernel(ctx, scatter_rows_raw_kernel<uint16_t>, grid, 256, 0, reinterpret_cast<uint16_t*>(dst), rows, cols, idx, m,
                                                   reinterpret_cast<const uint16_t*>(src), ctx->flags);
   } else {
     ARG_CHECK(is_float_dtype(dst_dtype) && is_float_dtype(src_dtype), "cannot scatter dtype %d into %d", src_dtype,
               dst_dtype);
-    scatter_rows_kernel<<<grid, 256, 0, st>>>(out_of(dst, dst_dtype), rows, cols, idx, m,
+    launch_kernel(ctx, scatter_rows_kernel, grid, 256, 0, out_of(dst, dst_dtype), rows, cols, idx, m,
                                               in_of(src, src_dtype, src_scale), ctx->flags);
   }
   LAUNCH_CHECK();
@@ -238,15 +247,14 @@ int splint_cuda_permute_elements(splint_ctx* ctx, splint_dptr x, int32_t elem_by
   if (n == 0) return SPLINT_OK;
   const int32_t* idx = reinterpret_cast<const int32_t*>(index);
   unsigned grid = grid_for(n);
-  cudaStream_t st = ctx->stream;
   if (elem_bytes == 1) {
-    permute_kernel<<<grid, 256, 0, st>>>(reinterpret_cast<const uint8_t*>(x), idx, n, reinterpret_cast<uint8_t*>(out),
+    launch_kernel(ctx, permute_kernel<uint8_t>, grid, 256, 0, reinterpret_cast<const uint8_t*>(x), idx, n, reinterpret_cast<uint8_t*>(out),
                                          gather != 0, ctx->flags);
   } else if (elem_bytes == 2) {
-    permute_kernel<<<grid, 256, 0, st>>>(reinterpret_cast<const uint16_t*>(x), idx, n,
+    launch_kernel(ctx, permute_kernel<uint16_t>, grid, 256, 0, reinterpret_cast<const uint16_t*>(x), idx, n,
                                          reinterpret_cast<uint16_t*>(out), gather != 0, ctx->flags);
   } else {
-    permute_kernel<<<grid, 256, 0, st>>>(reinterpret_cast<const uint32_t*>(x), idx, n,
+    launch_kernel(ctx, permute_kernel<uint32_t>, grid, 256, 0, reinterpret_cast<const uint32_t*>(x), idx, n,
                                          reinterpret_cast<uint32_t*>(out), gather != 0, ctx->flags);
   }
   LAUNCH_CHECK();
@@ -262,7 +270,7 @@ int splint_cuda_patchify(splint_ctx* ctx, splint_dptr pixels, int32_t x_dtype, f
   ARG_CHECK(is_float_dtype(x_dtype) && is_float_dtype(out_dtype), "bad dtypes %d → %d", x_dtype, out_dtype);
   int64_t n = c * h * w;
   if (n == 0) return SPLINT_OK;
-  patchify_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(pixels, x_dtype, x_scale), c, h, w, patch,
+  launch_kernel(ctx, patchify_kernel, grid_for(n), 256, 0, in_of(pixels, x_dtype, x_scale), c, h, w, patch,
                                                          out_of(out, out_dtype));
   LAUNCH_CHECK();
   return SPLINT_OK;

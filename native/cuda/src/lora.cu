@@ -233,6 +233,7 @@ template <typename TX, int NT, bool kMask>
 __global__ void __launch_bounds__(kDownWarps * 32) lora_down_kernel(const TX* __restrict__ x, const bf16* __restrict__ a,
                                                                      int64_t N, int64_t K, int r, bool fast, Mask m,
                                                                      Out u) {
+  pdl_prologue();
   constexpr int kDepth = down_depth<TX, NT>();
   __shared__ float part[kDownWarps][kDownRows][NT * 8];
   cg::cluster_group cluster = cg::this_cluster();
@@ -390,6 +391,7 @@ __global__ void __launch_bounds__(kTileThreads) lora_grad_a_kernel(const bf16* _
                                                                     int64_t N, int64_t K, int r, int64_t slice,
                                                                     bool x_fast, bool du_fast, bool masked, Mask m,
                                                                     float* __restrict__ out) {
+  pdl_prologue();
   __shared__ __align__(16) bf16 xs[kTile * kStride];
   __shared__ __align__(16) bf16 dus[kTile * kStride];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
@@ -430,6 +432,7 @@ __global__ void __launch_bounds__(kTileThreads) lora_grad_a_kernel(const bf16* _
 
 // dA[i] = Σ_s partial[s][i] in slice order.
 __global__ void lora_sum_slices_kernel(const float* __restrict__ partial, int64_t slices, int64_t n, float* __restrict__ out) {
+  pdl_prologue();
   GRID_STRIDE(i, n) {
     float sum = 0.0f;
     for (int64_t s = 0; s < slices; s++) sum = __fadd_rn(sum, partial[s * n + i]);
@@ -445,6 +448,7 @@ __global__ void __launch_bounds__(kTileThreads) lora_dx_kernel(TD* __restrict__ 
                                                                 const bf16* __restrict__ a, int64_t N, int64_t K, int r,
                                                                 bool a_fast, bool du_fast, bool pair_fast, bool masked,
                                                                 Mask m, bool accumulate) {
+  pdl_prologue();
   __shared__ __align__(16) bf16 as[KT * 16 * kStride];  // A [j][col]
   __shared__ __align__(16) bf16 dus[kTile * kStride];   // du [row][j]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
@@ -589,6 +593,7 @@ template <typename TY, int KS>
 __global__ void __launch_bounds__(kUpWarps * 32) lora_up_kernel(const bf16* __restrict__ u, const bf16* __restrict__ b,
                                                                  int64_t N, int64_t M, int r, int64_t per, bool fast,
                                                                  bool vec_store, float alpha, TY* __restrict__ y) {
+  pdl_prologue();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int64_t row0 = (int64_t)blockIdx.x * kUpRows + (warp & 1) * 32;
   const int64_t chunks = (M + kUpChunk - 1) / kUpChunk, c_end = min(chunks, ((int64_t)blockIdx.y + 1) * per);
@@ -686,6 +691,7 @@ __global__ void __launch_bounds__(kTileThreads) lora_up_backward_kernel(
     const bf16* __restrict__ dy, const bf16* __restrict__ b, const bf16* __restrict__ u, int64_t N, int64_t M, int r,
     int64_t slice, bool dy_fast, bool rank_fast, float alpha, float* __restrict__ du_partial, Out du,
     float* __restrict__ db_partial, float* __restrict__ db) {
+  pdl_prologue();
   constexpr int kDuStride = ub_du_stride<MT>(), kGroup = ub_group_tiles<MT>();
   __shared__ __align__(16) bf16 dys[kTile * kStride];                // dy tile [row][col]
   __shared__ __align__(16) bf16 us[kTile * kStride];                 // u tile [row][j]
@@ -793,6 +799,7 @@ struct PartialSum {
 
 // Both outputs' sums in one launch: elements [0, first.len) of first, then those of second.
 __global__ void lora_sum_partials_kernel(PartialSum first, PartialSum second, float alpha) {
+  pdl_prologue();
   GRID_STRIDE(i, first.len + second.len) {
     const bool in_first = i < first.len;
     const float* partial = in_first ? first.partial : second.partial;
@@ -854,13 +861,13 @@ int splint_cuda_lora_down(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splin
   cfg.gridDim = dim3(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits));
   cfg.blockDim = dim3(kDownWarps * 32);
   cfg.stream = ctx->stream;
-  cudaLaunchAttribute cluster;
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = 1;
-  cluster.val.clusterDim.y = static_cast<unsigned>(splits);
-  cluster.val.clusterDim.z = 1;
-  cfg.attrs = &cluster;
-  cfg.numAttrs = 1;
+  cudaLaunchAttribute attrs[2];
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = 1;
+  attrs[0].val.clusterDim.y = static_cast<unsigned>(splits);
+  attrs[0].val.clusterDim.z = 1;
+  cfg.attrs = attrs;
+  cfg.numAttrs = 1 + programmatic_launch_attr(ctx, &attrs[1]);
   cudaError_t err = cudaSuccess;
   vec::with_type(x_dtype, [&](auto* tx) {
     using TX = std::remove_pointer_t<decltype(tx)>;
@@ -910,14 +917,14 @@ int splint_cuda_lora_grad_a(splint_ctx* ctx, splint_dptr du, splint_dptr x, int3
     using TX = std::remove_pointer_t<decltype(tx)>;
     with_tiles<16>(r, [&](auto mt) {
       constexpr int MT = decltype(mt)::value;
-      lora_grad_a_kernel<TX, MT><<<grid, kTileThreads, 0, ctx->stream>>>(
+      launch_kernel(ctx, lora_grad_a_kernel<TX, MT>, grid, kTileThreads, 0,
           reinterpret_cast<const bf16*>(du), reinterpret_cast<const TX*>(x), n, k, r, slice_tiles * kTile, x_fast,
           du_fast, masked != 0, m, out);
     });
   });
   LAUNCH_CHECK();
   if (slices > 1) {
-    lora_sum_slices_kernel<<<grid_for(r * k), 256, 0, ctx->stream>>>(out, slices, r * k, reinterpret_cast<float*>(da));
+    launch_kernel(ctx, lora_sum_slices_kernel, grid_for(r * k), 256, 0, out, slices, r * k, reinterpret_cast<float*>(da));
     LAUNCH_CHECK();
   }
   return SPLINT_OK;
@@ -943,7 +950,7 @@ int splint_cuda_lora_dx(splint_ctx* ctx, splint_dptr dx, int32_t dx_dtype, splin
     using TD = std::remove_pointer_t<decltype(td)>;
     with_tiles<16>(r, [&](auto kt) {
       constexpr int KT = decltype(kt)::value;
-      lora_dx_kernel<TD, KT><<<grid, kTileThreads, 0, ctx->stream>>>(reinterpret_cast<TD*>(dx),
+      launch_kernel(ctx, lora_dx_kernel<TD, KT>, grid, kTileThreads, 0, reinterpret_cast<TD*>(dx),
                                                                       reinterpret_cast<const bf16*>(du),
                                                                       reinterpret_cast<const bf16*>(a), n, k, r, a_fast,
                                                                       du_fast, pair_fast, masked != 0, m,
@@ -975,7 +982,7 @@ int splint_cuda_lora_up(splint_ctx* ctx, splint_dptr u, splint_dptr b, int64_t n
     using TY = std::remove_pointer_t<decltype(ty)>;
     with_tiles<16>(r, [&](auto ks) {
       constexpr int KS = decltype(ks)::value;
-      lora_up_kernel<TY, KS><<<grid, kUpWarps * 32, 0, ctx->stream>>>(reinterpret_cast<const bf16*>(u),
+      launch_kernel(ctx, lora_up_kernel<TY, KS>, grid, kUpWarps * 32, 0, reinterpret_cast<const bf16*>(u),
                                                                        reinterpret_cast<const bf16*>(b), n, m, r, per,
                                                                        fast, vec_store, alpha, reinterpret_cast<TY*>(y));
     });
@@ -1020,13 +1027,13 @@ int splint_cuda_lora_up_backward(splint_ctx* ctx, splint_dptr dy, splint_dptr b,
   cfg.gridDim = dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(slices));
   cfg.blockDim = dim3(kTileThreads);
   cfg.stream = ctx->stream;
-  cudaLaunchAttribute cluster_dim;
-  cluster_dim.id = cudaLaunchAttributeClusterDimension;
-  cluster_dim.val.clusterDim.x = static_cast<unsigned>(cluster);
-  cluster_dim.val.clusterDim.y = 1;
-  cluster_dim.val.clusterDim.z = 1;
-  cfg.attrs = &cluster_dim;
-  cfg.numAttrs = 1;
+  cudaLaunchAttribute attrs[2];
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+  attrs[0].val.clusterDim.y = 1;
+  attrs[0].val.clusterDim.z = 1;
+  cfg.attrs = attrs;
+  cfg.numAttrs = 1 + programmatic_launch_attr(ctx, &attrs[1]);
   cudaError_t err = cudaSuccess;
   with_tiles<16>(r, [&](auto mt) {
     constexpr int MT = decltype(mt)::value;
@@ -1040,7 +1047,7 @@ int splint_cuda_lora_up_backward(splint_ctx* ctx, splint_dptr dy, splint_dptr b,
   if (du_partial || db_partial) {
     const PartialSum du_sum{du_partial, cluster_cols, du_partial ? n * r : 0, out_of(du, du_dtype)};
     const PartialSum db_sum{db_partial, slices, db_partial ? m * r : 0, out_of(db, SPLINT_F32)};
-    lora_sum_partials_kernel<<<grid_for(du_sum.len + db_sum.len), 256, 0, ctx->stream>>>(du_sum, db_sum, alpha);
+    launch_kernel(ctx, lora_sum_partials_kernel, grid_for(du_sum.len + db_sum.len), 256, 0, du_sum, db_sum, alpha);
     LAUNCH_CHECK();
   }
   return SPLINT_OK;

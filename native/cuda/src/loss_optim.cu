@@ -11,6 +11,7 @@ constexpr int kThreads = 256;
 // One block per row: lse = max + log Σ exp(x − max); row_loss = lse − x[label] (0 when ignored).
 __global__ void cross_entropy_kernel(In logits, int64_t vocab, const int32_t* labels, int32_t ignore_index,
                                      double* row_loss, Out dlogits, bool want_grad, float grad_scale, int32_t* flags) {
+  pdl_prologue();
   __shared__ float shared[32];
   __shared__ double shared_d[32];
   const int64_t row = blockIdx.x, base = row * vocab;
@@ -44,6 +45,7 @@ __global__ void cross_entropy_kernel(In logits, int64_t vocab, const int32_t* la
 
 // One block: out[0] = f32(Σ values), summed in f64 in a fixed order.
 __global__ void sum_f64_kernel(const double* values, int64_t n, float* out) {
+  pdl_prologue();
   __shared__ double shared[32];
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += values[i];
@@ -53,6 +55,7 @@ __global__ void sum_f64_kernel(const double* values, int64_t n, float* out) {
 
 // partial[block] = Σ over the block's grid-stride share of x².
 __global__ void sum_squares_partial_kernel(In x, int64_t n, double* partial) {
+  pdl_prologue();
   __shared__ double shared[32];
   double acc = 0.0;
   GRID_STRIDE(i, n) {
@@ -64,6 +67,7 @@ __global__ void sum_squares_partial_kernel(In x, int64_t n, double* partial) {
 }
 
 __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, AdamwScalars h) {
+  pdl_prologue();
   GRID_STRIDE(i, n) {
     float p = param[i], mi = m[i], vi = v[i];
     adamw_update(p, grad[i], mi, vi, h);
@@ -91,11 +95,11 @@ int splint_cuda_cross_entropy(splint_ctx* ctx, splint_dptr logits, int32_t logit
   }
   Scratch row_loss;
   STATUS_CHECK(scratch_alloc(ctx, row_loss, rows * (int64_t)sizeof(double), splint_op));
-  cross_entropy_kernel<<<(unsigned)rows, kThreads, 0, ctx->stream>>>(
+  launch_kernel(ctx, cross_entropy_kernel, (unsigned)rows, kThreads, 0,
       in_of(logits, logits_dtype), vocab, reinterpret_cast<const int32_t*>(labels), ignore_index,
       static_cast<double*>(row_loss.p), out_of(dlogits, dlogits_dtype), dlogits != 0, grad_scale, ctx->flags);
   LAUNCH_CHECK();
-  sum_f64_kernel<<<1, 1024, 0, ctx->stream>>>(static_cast<const double*>(row_loss.p), rows,
+  launch_kernel(ctx, sum_f64_kernel, 1, 1024, 0, static_cast<const double*>(row_loss.p), rows,
                                               reinterpret_cast<float*>(loss));
   LAUNCH_CHECK();
   return SPLINT_OK;
@@ -114,10 +118,10 @@ int splint_cuda_sum_squares(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, flo
   if (blocks > 1024) blocks = 1024;
   Scratch partial;
   STATUS_CHECK(scratch_alloc(ctx, partial, blocks * (int64_t)sizeof(double), splint_op));
-  sum_squares_partial_kernel<<<blocks, kThreads, 0, ctx->stream>>>(in_of(x, x_dtype, x_scale), n,
+  launch_kernel(ctx, sum_squares_partial_kernel, blocks, kThreads, 0, in_of(x, x_dtype, x_scale), n,
                                                                    static_cast<double*>(partial.p));
   LAUNCH_CHECK();
-  sum_f64_kernel<<<1, 1024, 0, ctx->stream>>>(static_cast<const double*>(partial.p), blocks,
+  launch_kernel(ctx, sum_f64_kernel, 1, 1024, 0, static_cast<const double*>(partial.p), blocks,
                                               reinterpret_cast<float*>(out));
   LAUNCH_CHECK();
   return SPLINT_OK;
@@ -130,7 +134,7 @@ int splint_cuda_adamw(splint_ctx* ctx, splint_dptr param, splint_dptr grad, spli
   CTX_CHECK(ctx);
   if (n == 0) return SPLINT_OK;
   const AdamwScalars h{decay, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps};
-  adamw_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(reinterpret_cast<float*>(param),
+  launch_kernel(ctx, adamw_kernel, grid_for(n), 256, 0, reinterpret_cast<float*>(param),
                                                       reinterpret_cast<const float*>(grad), reinterpret_cast<float*>(m),
                                                       reinterpret_cast<float*>(v), n, h);
   LAUNCH_CHECK();

@@ -113,6 +113,7 @@ int ensure_blas(splint_ctx* ctx) {
 constexpr int kT = 16;
 __global__ void gemm_fallback_kernel(In a, bool trans_a, In b, bool trans_b, Out out, int64_t m, int64_t n, int64_t k,
                                      float alpha, float beta) {
+  pdl_prologue();
   __shared__ float as[kT][kT + 1];
   __shared__ float bs[kT][kT + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -142,7 +143,7 @@ int gemm_fallback(splint_ctx* ctx, In a, bool trans_a, In b, bool trans_b, Out o
   OP("matmul");
   ARG_CHECK((n + kT - 1) / kT <= 0x7fffffffLL && (m + kT - 1) / kT <= 65535, "matrix too large for the fallback");
   dim3 grid((unsigned)((n + kT - 1) / kT), (unsigned)((m + kT - 1) / kT));
-  gemm_fallback_kernel<<<grid, dim3(kT, kT), 0, ctx->stream>>>(a, trans_a, b, trans_b, out, m, n, k, alpha, beta);
+  launch_kernel(ctx, gemm_fallback_kernel, grid, dim3(kT, kT), 0, a, trans_a, b, trans_b, out, m, n, k, alpha, beta);
   LAUNCH_CHECK();
   return SPLINT_OK;
 }

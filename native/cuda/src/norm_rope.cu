@@ -15,6 +15,7 @@ constexpr int kRowsPerChunk = 64;
 // One block per row. Sum of squares in f64 as the CPU backend, then
 // rstd = f32(1/sqrt(f32(ss/c) + eps)) and y = w · f32(x·rstd) as HF's MistralRMSNorm.
 __global__ void rms_norm_kernel(In x, In w, int64_t cols, double eps, Out y, float* rstd) {
+  pdl_prologue();
   __shared__ double shared[32];
   const int64_t row = blockIdx.x, base = row * cols;
   double ss = 0.0;
@@ -31,6 +32,7 @@ __global__ void rms_norm_kernel(In x, In w, int64_t cols, double eps, Out y, flo
 // dx = rstd·(g − x̂·mean(g·x̂)) with g = w·dy, x̂ = x·rstd; one block per row.
 // accumulate: dx += the gradient (dx read through `prior`, the same tensor) instead of dx = it.
 __global__ void rms_norm_dx_kernel(In x, In w, const float* rstd, In dy, int64_t cols, Out dx, In prior, bool accumulate) {
+  pdl_prologue();
   __shared__ double shared[32];
   const int64_t row = blockIdx.x, base = row * cols;
   const float inv = rstd[row];
@@ -53,6 +55,7 @@ __global__ void rms_norm_dx_kernel(In x, In w, const float* rstd, In dy, int64_t
 // switch, which made RMSNorm 4.7 % of the 14B step (2026-12-06 profile) at ~3× its memory time.
 template <typename TX, typename TW, typename TY>
 __global__ void rms_norm_vec_kernel(const TX* x, const TW* w, int64_t cols, double eps, TY* y, float* rstd) {
+  pdl_prologue();
   __shared__ double shared[32];
   const int64_t base = blockIdx.x * cols;
   double ss = 0.0;
@@ -78,6 +81,7 @@ __global__ void rms_norm_vec_kernel(const TX* x, const TW* w, int64_t cols, doub
 template <typename TX, typename TW, typename TD, typename TO>
 __global__ void rms_norm_dx_vec_kernel(const TX* x, const TW* w, const float* rstd, const TD* dy, int64_t cols, TO* dx,
                                        bool accumulate) {
+  pdl_prologue();
   __shared__ double shared[32];
   const int64_t base = blockIdx.x * cols;
   const float inv = rstd[blockIdx.x];
@@ -118,6 +122,7 @@ using elem_t = std::remove_pointer_t<T>;
 
 // partial[chunk, j] = Σ over the chunk's rows of dy·x̂
 __global__ void rms_norm_dw_partial_kernel(In x, const float* rstd, In dy, int64_t rows, int64_t cols, double* partial) {
+  pdl_prologue();
   const int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (j >= cols) return;
   const int64_t r0 = blockIdx.y * (int64_t)kRowsPerChunk;
@@ -128,6 +133,7 @@ __global__ void rms_norm_dw_partial_kernel(In x, const float* rstd, In dy, int64
 }
 
 __global__ void column_sum_kernel(const double* partial, int64_t chunks, int64_t cols, Out out) {
+  pdl_prologue();
   const int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (j >= cols) return;
   double acc = 0.0;
@@ -137,6 +143,7 @@ __global__ void column_sum_kernel(const double* partial, int64_t chunks, int64_t
 
 // One thread per (row, head, i < dim/2): y[i] = x[i]·cos − x[i+h]·sin, y[i+h] = x[i+h]·cos + x[i]·sin.
 __global__ void rope_kernel(In x, In cos_t, In sin_t, int64_t rows, int64_t heads, int64_t dim, float sign, Out y) {
+  pdl_prologue();
   const int64_t half = dim / 2;
   GRID_STRIDE(e, rows * heads * half) {
     int64_t i = e % half, rh = e / half, row = rh / heads;
@@ -152,6 +159,7 @@ __global__ void rope_kernel(In x, In cos_t, In sin_t, int64_t rows, int64_t head
 template <typename TX, typename TY>
 __global__ void rope_vec_kernel(const TX* x, const float* cos_t, const float* sin_t, int64_t rows, int64_t heads,
                                 int64_t dim, float sign, TY* y) {
+  pdl_prologue();
   const int64_t half = dim / 2;
   GRID_STRIDE8(e, rows * heads * half) {
     const int64_t i = e % half, rh = e / half, row = rh / heads, o = rh * dim;
@@ -188,7 +196,7 @@ int splint_cuda_rms_norm(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint
     vec::with_type(x_dtype, [&](auto* tx) {
       vec::with_type(w_dtype, [&](auto* tw) {
         vec::with_type(y_dtype, [&](auto* ty) {
-          rms_norm_vec_kernel<<<(unsigned)rows, vec_norm_threads(cols), 0, ctx->stream>>>(
+          launch_kernel(ctx, rms_norm_vec_kernel<elem_t<decltype(tx)>, elem_t<decltype(tw)>, elem_t<decltype(ty)>>, (unsigned)rows, vec_norm_threads(cols), 0,
               reinterpret_cast<const elem_t<decltype(tx)>*>(x), reinterpret_cast<const elem_t<decltype(tw)>*>(weight),
               cols, eps, reinterpret_cast<elem_t<decltype(ty)>*>(y), reinterpret_cast<float*>(rstd));
           launched = true;
@@ -197,7 +205,7 @@ int splint_cuda_rms_norm(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint
     });
   }
   if (!launched) {
-    rms_norm_kernel<<<(unsigned)rows, kNormThreads, 0, ctx->stream>>>(
+    launch_kernel(ctx, rms_norm_kernel, (unsigned)rows, kNormThreads, 0,
         in_of(x, x_dtype), in_of(weight, w_dtype, w_scale), cols, eps, out_of(y, y_dtype), reinterpret_cast<float*>(rstd));
   }
   LAUNCH_CHECK();
@@ -227,7 +235,7 @@ int splint_cuda_rms_norm_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtyp
       vec::with_type(w_dtype, [&](auto* tw) {
         vec::with_type(dy_dtype, [&](auto* td) {
           vec::with_type(dx_dtype, [&](auto* to) {
-            rms_norm_dx_vec_kernel<<<(unsigned)rows, vec_norm_threads(cols), 0, ctx->stream>>>(
+            launch_kernel(ctx, rms_norm_dx_vec_kernel<elem_t<decltype(tx)>, elem_t<decltype(tw)>, elem_t<decltype(td)>, elem_t<decltype(to)>>, (unsigned)rows, vec_norm_threads(cols), 0,
                 reinterpret_cast<const elem_t<decltype(tx)>*>(x), reinterpret_cast<const elem_t<decltype(tw)>*>(weight), r,
                 reinterpret_cast<const elem_t<decltype(td)>*>(dy), cols, reinterpret_cast<elem_t<decltype(to)>*>(dx),
                 accumulate != 0);
@@ -238,7 +246,7 @@ int splint_cuda_rms_norm_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtyp
     });
   }
   if (!launched) {
-    rms_norm_dx_kernel<<<(unsigned)rows, kNormThreads, 0, ctx->stream>>>(
+    launch_kernel(ctx, rms_norm_dx_kernel, (unsigned)rows, kNormThreads, 0,
         xi, in_of(weight, w_dtype, w_scale), r, dyi, cols, out_of(dx, dx_dtype), in_of(dx, dx_dtype), accumulate != 0);
   }
   LAUNCH_CHECK();
@@ -248,9 +256,9 @@ int splint_cuda_rms_norm_backward(splint_ctx* ctx, splint_dptr x, int32_t x_dtyp
   Scratch partial;
   STATUS_CHECK(scratch_alloc(ctx, partial, chunks * cols * (int64_t)sizeof(double), splint_op));
   dim3 grid((unsigned)((cols + 255) / 256), (unsigned)chunks);
-  rms_norm_dw_partial_kernel<<<grid, 256, 0, ctx->stream>>>(xi, r, dyi, rows, cols, static_cast<double*>(partial.p));
+  launch_kernel(ctx, rms_norm_dw_partial_kernel, grid, 256, 0, xi, r, dyi, rows, cols, static_cast<double*>(partial.p));
   LAUNCH_CHECK();
-  column_sum_kernel<<<(unsigned)((cols + 255) / 256), 256, 0, ctx->stream>>>(static_cast<const double*>(partial.p),
+  launch_kernel(ctx, column_sum_kernel, (unsigned)((cols + 255) / 256), 256, 0, static_cast<const double*>(partial.p),
                                                                              chunks, cols, out_of(dweight, dw_dtype));
   LAUNCH_CHECK();
   return SPLINT_OK;
@@ -269,7 +277,7 @@ int splint_cuda_rope(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dpt
   if ((dim / 2) % 8 == 0 && vec::fits(n, {x, cos_t, sin_t, out})) {
     vec::with_type(x_dtype, [&](auto* tx) {
       vec::with_type(out_dtype, [&](auto* ty) {
-        rope_vec_kernel<<<vec::grid8(n), 256, 0, ctx->stream>>>(
+        launch_kernel(ctx, rope_vec_kernel<elem_t<decltype(tx)>, elem_t<decltype(ty)>>, vec::grid8(n), 256, 0,
             reinterpret_cast<const elem_t<decltype(tx)>*>(x), reinterpret_cast<const float*>(cos_t),
             reinterpret_cast<const float*>(sin_t), rows, heads, dim, sign, reinterpret_cast<elem_t<decltype(ty)>*>(out));
         launched = true;
@@ -277,7 +285,7 @@ int splint_cuda_rope(splint_ctx* ctx, splint_dptr x, int32_t x_dtype, splint_dpt
     });
   }
   if (!launched) {
-    rope_kernel<<<grid_for(n), 256, 0, ctx->stream>>>(in_of(x, x_dtype), in_of(cos_t, SPLINT_F32), in_of(sin_t, SPLINT_F32),
+    launch_kernel(ctx, rope_kernel, grid_for(n), 256, 0, in_of(x, x_dtype), in_of(cos_t, SPLINT_F32), in_of(sin_t, SPLINT_F32),
                                                        rows, heads, dim, sign, out_of(out, out_dtype));
   }
   LAUNCH_CHECK();

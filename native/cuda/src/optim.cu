@@ -63,6 +63,7 @@ __device__ __forceinline__ float clip_coefficient(const float* sum_squares, floa
 
 // partial[block] = Σ x² (f64) over the block's chunk of its tensor.
 __global__ void sum_squares_many_partial_kernel(const Entry* table, int count, double* partial) {
+  pdl_prologue();
   __shared__ double shared[32];
   const Entry& e = entry_of(table, count, blockIdx.x);
   const int64_t start = (blockIdx.x - e.first_chunk) * kSquaresChunk;
@@ -80,6 +81,7 @@ __global__ void sum_squares_many_partial_kernel(const Entry* table, int count, d
 // tensors added in f32 in table order (the CPU's sumSquares per tensor added into a [1] tensor).
 __global__ void sum_squares_many_final_kernel(const Entry* table, int count, const double* partial, float* per_tensor,
                                               float* out) {
+  pdl_prologue();
   for (int k = threadIdx.x; k < count; k += blockDim.x) {
     const Entry& e = table[k];
     const int64_t chunks = (e.n + kSquaresChunk - 1) / kSquaresChunk;
@@ -97,6 +99,7 @@ __global__ void sum_squares_many_final_kernel(const Entry* table, int count, con
 
 __global__ void adamw_many_kernel(const Entry* table, int count, AdamwScalars h, const float* clip_sum_squares,
                                   float max_norm) {
+  pdl_prologue();
   const Entry& e = entry_of(table, count, blockIdx.x);
   const bool clip = clip_sum_squares != nullptr;
   const float coef = clip ? clip_coefficient(clip_sum_squares, max_norm) : 1.0f;
@@ -114,6 +117,7 @@ __global__ void adamw_many_kernel(const Entry* table, int count, AdamwScalars h,
 }
 
 __global__ void narrow_many_kernel(const PairEntry* table, int count) {
+  pdl_prologue();
   const PairEntry& e = entry_of(table, count, blockIdx.x);
   const float* src = static_cast<const float*>(e.first);
   __nv_bfloat16* dst = static_cast<__nv_bfloat16*>(e.second);
@@ -123,6 +127,7 @@ __global__ void narrow_many_kernel(const PairEntry* table, int count) {
 }
 
 __global__ void add_many_kernel(const PairEntry* table, int count) {
+  pdl_prologue();
   const PairEntry& e = entry_of(table, count, blockIdx.x);
   float* sum = static_cast<float*>(e.first);
   const float* addend = static_cast<const float*>(e.second);
@@ -180,6 +185,7 @@ __global__ void __launch_bounds__(kQuantBlock) adamw8bit_many_kernel(const Entry
                                                                      const float* signed_map,
                                                                      const float* unsigned_map, AdamwScalars h,
                                                                      const float* clip_sum_squares, float max_norm) {
+  pdl_prologue();
   __shared__ float smap[kMapSize], umap[kMapSize];
   __shared__ float shared[64];
   smap[threadIdx.x] = signed_map[threadIdx.x];
@@ -255,7 +261,7 @@ int launch_pairs(splint_ctx* ctx, const uint64_t* tensors, int32_t count, void (
   Scratch table;
   int64_t chunks = 0;
   STATUS_CHECK(upload_table(ctx, rows, kNarrowChunk, table, chunks, op));
-  kernel<<<static_cast<unsigned>(chunks), kThreads, 0, ctx->stream>>>(static_cast<const PairEntry*>(table.p),
+  launch_kernel(ctx, kernel, static_cast<unsigned>(chunks), kThreads, 0, static_cast<const PairEntry*>(table.p),
                                                                       static_cast<int>(rows.size()));
   LAUNCH_CHECK();
   return SPLINT_OK;
@@ -286,10 +292,10 @@ int splint_cuda_sum_squares_many(splint_ctx* ctx, const uint64_t* tensors, int32
   STATUS_CHECK(scratch_alloc(ctx, per_tensor, static_cast<int64_t>(rows.size() * sizeof(float)), splint_op));
   const Entry* t = static_cast<const Entry*>(table.p);
   const int used = static_cast<int>(rows.size());
-  sum_squares_many_partial_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, ctx->stream>>>(
+  launch_kernel(ctx, sum_squares_many_partial_kernel, static_cast<unsigned>(chunks), kThreads, 0,
       t, used, static_cast<double*>(partial.p));
   LAUNCH_CHECK();
-  sum_squares_many_final_kernel<<<1, 1024, 0, ctx->stream>>>(t, used, static_cast<const double*>(partial.p),
+  launch_kernel(ctx, sum_squares_many_final_kernel, 1, 1024, 0, t, used, static_cast<const double*>(partial.p),
                                                              static_cast<float*>(per_tensor.p),
                                                              reinterpret_cast<float*>(out));
   LAUNCH_CHECK();
@@ -317,7 +323,7 @@ int splint_cuda_adamw_many(splint_ctx* ctx, const uint64_t* tensors, int32_t cou
   int64_t chunks = 0;
   STATUS_CHECK(upload_table(ctx, rows, kAdamwChunk, table, chunks, splint_op));
   const AdamwScalars h{decay, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps};
-  adamw_many_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, ctx->stream>>>(
+  launch_kernel(ctx, adamw_many_kernel, static_cast<unsigned>(chunks), kThreads, 0,
       static_cast<const Entry*>(table.p), static_cast<int>(rows.size()), h,
       reinterpret_cast<const float*>(clip_sum_squares), max_norm);
   LAUNCH_CHECK();
@@ -348,7 +354,7 @@ int splint_cuda_adamw8bit_many(splint_ctx* ctx, const uint64_t* tensors, int32_t
   int64_t chunks = 0;
   STATUS_CHECK(upload_table(ctx, rows, kQuantBlocksPerChunk * kQuantBlock, table, chunks, splint_op));
   const AdamwScalars h{decay, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps};
-  adamw8bit_many_kernel<<<static_cast<unsigned>(chunks), kQuantBlock, 0, ctx->stream>>>(
+  launch_kernel(ctx, adamw8bit_many_kernel, static_cast<unsigned>(chunks), kQuantBlock, 0,
       static_cast<const Entry*>(table.p), static_cast<int>(rows.size()), reinterpret_cast<const float*>(signed_map),
       reinterpret_cast<const float*>(unsigned_map), h, reinterpret_cast<const float*>(clip_sum_squares), max_norm);
   LAUNCH_CHECK();

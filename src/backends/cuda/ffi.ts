@@ -62,6 +62,7 @@ export interface SplintCudaLib {
   create(device: number, out: [CtxHandle | null]): Status;
   destroy(ctx: CtxHandle): Status;
   synchronize(ctx: CtxHandle): Status;
+  set_programmatic_launch(ctx: CtxHandle, on: number): Status;
 
   alloc(ctx: CtxHandle, bytes: number, out: BigUint64Array): Status;
   free(ctx: CtxHandle, ptr: Ptr): Status;
@@ -220,6 +221,7 @@ export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   create: "int splint_cuda_create(int32_t device, _Out_ splint_ctx **out)",
   destroy: `int splint_cuda_destroy(${C})`,
   synchronize: `int splint_cuda_synchronize(${C})`,
+  set_programmatic_launch: `int splint_cuda_set_programmatic_launch(${C}, int32_t on)`,
   alloc: `int splint_cuda_alloc(${C}, uint64_t bytes, uint64_t *out)`,
   free: `int splint_cuda_free(${C}, ${P} ptr)`,
   memory_stats: `int splint_cuda_memory_stats(${C}, uint64_t *live, uint64_t *peak, uint64_t *reserved, uint64_t *mallocs)`,

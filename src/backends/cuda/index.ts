@@ -38,6 +38,14 @@ export interface CudaBackend extends Backend {
   readonly device: string;
   /** Waits for queued work (for timing). */
   synchronize(): void;
+  /**
+   * Programmatic dependent launch (sm_90+, native/cuda/src/common.cuh): each kernel may be scheduled
+   * while the one before it finishes, hiding the launch gap between back-to-back kernels. Off unless
+   * turned on here or by SPLINT_CUDA_PDL=1 when the backend is created.
+   */
+  setProgrammaticLaunch(on: boolean): void;
+  /** Whether programmatic dependent launch is on. */
+  readonly programmaticLaunch: boolean;
   /** Allocator statistics, including bytes cached from cudaMalloc and how many cudaMalloc calls were made. */
   allocatorStats(): { live: number; peak: number; reserved: number; mallocs: number };
   /** Frees the context and all its device memory; afterwards ops throw and Tensor.free is a no-op. */
@@ -88,7 +96,14 @@ export function createCudaBackend(libPath?: string, device = 0): CudaBackend {
   const handle: [CtxHandle | null] = [null];
   check(lib, lib.create(device, handle), "create");
   const ctx = handle[0]!;
-  return buildBackend(lib, ctx, deviceName);
+  const backend = buildBackend(lib, ctx, deviceName);
+  try {
+    if (process.env.SPLINT_CUDA_PDL === "1") backend.setProgrammaticLaunch(true);
+  } catch (err) {
+    backend.dispose();
+    throw err;
+  }
+  return backend;
 }
 
 function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): CudaBackend {
@@ -103,6 +118,7 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
   const SEGMENT_TILE = 64;
   /** Timing events recorded since the last profile read. */
   let marks = 0;
+  let programmaticLaunch = false;
   /** blockwise8.ts's maps on the device, uploaded by the first 8-bit step. */
   let quantMaps: { signed: Tensor; unsigned: Tensor } | null = null;
 
@@ -848,6 +864,14 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     synchronize() {
       mem.requireOpen("synchronize");
       ok(lib.synchronize(ctx), "synchronize");
+    },
+    setProgrammaticLaunch(on) {
+      mem.requireOpen("setProgrammaticLaunch");
+      ok(lib.set_programmatic_launch(ctx, on ? 1 : 0), "setProgrammaticLaunch");
+      programmaticLaunch = on;
+    },
+    get programmaticLaunch() {
+      return programmaticLaunch;
     },
     allocatorStats: () => mem.stats(),
     profile: {
