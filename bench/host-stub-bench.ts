@@ -10,12 +10,17 @@
  * the FP8 path's widening scratch) beside the memory planner's estimate, and the host's
  * milliseconds per micro-batch with no device work (noisy on a shared 2-core machine: a floor the
  * GPU step cannot go below, not a speed figure).
+ *
+ * train-step.ts runs as the GPU machine runs it: one esbuild bundle (scripts/carry-bundle.sh's
+ * options), not through tsx, whose per-closure name helper (keepNames) alone cost the host a few
+ * percent of the step.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { build } from "esbuild";
 import { buildHostStub } from "./host-stub.ts";
 
 interface StepRow {
@@ -36,15 +41,34 @@ const SETTINGS: readonly [recompute: string, weights: string][] = [
   ["full", "fp8"],
 ];
 
-function main(): void {
+/** Bundles bench/train-step.ts as scripts/carry-bundle.sh does; returns the bundle's path. */
+async function bundleTrainStep(): Promise<string> {
+  // Inside the repository, so the packages left outside the bundle resolve from its node_modules.
+  const outfile = join(import.meta.dirname, "..", "node_modules", ".cache", "splint-host-stub", "train-step.mjs");
+  await build({
+    entryPoints: [join(import.meta.dirname, "train-step.ts")],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    external: ["koffi", "sharp", "parquet-wasm"],
+    banner: { js: "import { createRequire as __splintRequire } from 'node:module'; const require = __splintRequire(import.meta.url);" },
+    logLevel: "warning",
+    outfile,
+  });
+  return outfile;
+}
+
+async function main(): Promise<void> {
   const { values } = parseArgs({ options: { out: { type: "string" }, json: { type: "string" }, sizes: { type: "string", default: "3b,8b,14b" }, steps: { type: "string", default: "8" } } });
+  const trainStep = await bundleTrainStep();
   const lib = buildHostStub(mkdtempSync(join(tmpdir(), "splint-host-stub-")));
   const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
   const rows: StepRow[] = [];
   for (const size of values.sizes.split(",")) {
     for (const [recompute, weights] of SETTINGS) {
       if (weights === "fp8" && size !== "14b") continue;
-      const args = ["--import", "tsx", join(import.meta.dirname, "train-step.ts"), "--size", size, "--recompute", recompute, "--weights", weights, "--steps", values.steps, "--warmup", "3"];
+      const args = [trainStep, "--size", size, "--recompute", recompute, "--weights", weights, "--steps", values.steps, "--warmup", "3"];
       const out = execFileSync(process.execPath, args, { encoding: "utf8", env: { ...process.env, SPLINT_CUDA_LIB: lib }, stdio: ["ignore", "pipe", "ignore"] });
       rows.push(JSON.parse(out.trim().split("\n").at(-1)!) as StepRow);
       process.stderr.write(`${size} recompute ${recompute} ${weights}: done\n`);
@@ -66,4 +90,4 @@ function main(): void {
   process.stdout.write(md);
 }
 
-main();
+await main();

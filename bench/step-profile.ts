@@ -127,54 +127,58 @@ function opClass(name: string, args: readonly unknown[]): string {
 }
 
 /**
- * Wraps `inner` so that, between start() and finish(), every Backend call made through the returned
- * backend is timed; outside that window calls pass straight through. Only one profiled step at a time.
+ * Times every Backend call made on `inner` between start() and finish(). The timed wrappers are
+ * installed on the backend object itself for that window only and the original methods put back
+ * after, so whoever holds the backend (model, graph, optimizer) is profiled alike, and the steps
+ * measured outside the window pay nothing: a Proxy forwarding every call costs the host a trap
+ * per method access, which the trainer does not pay. Only one profiled step at a time.
  */
-export function profileBackend(inner: CudaBackend, layers: number): { backend: CudaBackend; start(): void; finish(): StepProfile } {
+export function profileBackend(inner: CudaBackend, layers: number): { start(): void; finish(): StepProfile } {
   const labels: string[] = [];
   const hostMs: number[] = [];
-  const wrapped = new Map<PropertyKey, (...args: unknown[]) => unknown>();
-  let enabled = false;
+  const target = inner as unknown as Record<string, unknown>;
+  const originals = new Map<string, (...args: unknown[]) => unknown>();
   let depth = 0;
   let wallStart = 0;
   let countersAtStart = inner.profile.counters();
-  const backend = new Proxy(inner, {
-    get(target, prop, receiver) {
-      const value: unknown = Reflect.get(target, prop, receiver);
-      if (typeof value !== "function" || UNTIMED.has(prop)) return value;
+  const install = (): void => {
+    for (const [name, value] of Object.entries(target)) {
+      if (typeof value !== "function" || UNTIMED.has(name)) continue;
       const fn = value as (...args: unknown[]) => unknown;
-      const known = wrapped.get(prop);
-      if (known) return known;
-      const timed = (...args: unknown[]): unknown => {
-        if (!enabled || depth > 0) return fn.apply(target, args);
+      originals.set(name, fn);
+      target[name] = (...args: unknown[]): unknown => {
+        // A backend method calling another one is timed once, as the outer call.
+        if (depth > 0) return fn.apply(inner, args);
         depth++;
         const t0 = performance.now();
         inner.profile.mark();
         try {
-          return fn.apply(target, args);
+          return fn.apply(inner, args);
         } finally {
           inner.profile.mark();
           hostMs.push(performance.now() - t0);
-          labels.push(opClass(String(prop), args));
+          labels.push(opClass(name, args));
           depth--;
         }
       };
-      wrapped.set(prop, timed);
-      return timed;
-    },
-  });
+    }
+  };
+  const restore = (): void => {
+    for (const [name, fn] of originals) target[name] = fn;
+    originals.clear();
+  };
   return {
-    backend,
     start() {
+      if (originals.size > 0) throw new Error("profileBackend: a profiled step is already running");
       inner.profile.read(); // drop events recorded before the step
       labels.length = 0;
       hostMs.length = 0;
       countersAtStart = inner.profile.counters();
-      enabled = true;
+      install();
       wallStart = performance.now();
     },
     finish() {
-      enabled = false;
+      restore();
       const intervals = inner.profile.read();
       const wallMs = performance.now() - wallStart;
       const counters = inner.profile.counters();

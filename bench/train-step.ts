@@ -14,6 +14,9 @@
  *                     checkpoints store them (workload.ts randomWeights); default bf16
  *   --lora-up-ops on  the bf16 tier's LoRA products with B through Backend.loraUp /
  *                     loraUpBackward (createGraph's loraUpOps) instead of cuBLASLt matmuls; default off
+ *   --pdl on          programmatic dependent launch (CudaBackend.setProgrammaticLaunch): each kernel
+ *                     may be scheduled while the one before it finishes; default off, or on with
+ *                     SPLINT_CUDA_PDL=1
  *
  * Timing: each step ends with the device synchronised before the host clock is read; the result is
  * the median over the measured steps after the warm-up. One extra step afterwards synchronises at
@@ -170,6 +173,7 @@ function main(): Promise<void> | void {
       batch: { type: "string", default: String(TUTORIAL_WORKLOAD.batch) },
       weights: { type: "string", default: "bf16" },
       "lora-up-ops": { type: "string", default: "off" },
+      pdl: { type: "string" },
     },
   });
   const size = values.size as Size;
@@ -193,7 +197,9 @@ function main(): Promise<void> | void {
   }
   if (values["lora-up-ops"] !== "on" && values["lora-up-ops"] !== "off") throw new Error("--lora-up-ops must be on or off");
   const loraUpOps = values["lora-up-ops"] === "on";
-  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), values.recompute, Number(values.warmup), Number(values.steps), values.out, weights, loraUpOps);
+  if (values.pdl !== undefined && values.pdl !== "on" && values.pdl !== "off") throw new Error("--pdl must be on or off");
+  const pdl = values.pdl === undefined ? undefined : values.pdl === "on";
+  return run(plan, values.backend === "cpu" ? "cpu" : "cuda", parseMatmulPrecision(values.matmul), values.recompute, Number(values.warmup), Number(values.steps), values.out, weights, loraUpOps, pdl);
 }
 
 async function run(
@@ -206,16 +212,18 @@ async function run(
   outFile: string | undefined,
   weightKind: WeightKind = "bf16",
   loraUpOps = false,
+  pdl: boolean | undefined = undefined,
 ): Promise<void> {
   const log = (msg: string) => process.stderr.write(`[train-step ${plan.size}] ${msg}\n`);
   const inner: Backend = backendName === "cuda" ? createCudaBackend() : createCpuBackend();
   const config = parseMistral3Config(plan.config, `${plan.size} config`);
   const layers = config.text_config.num_hidden_layers + config.vision_config.num_hidden_layers;
-  // Every call goes through the profiler's wrapper so the profiled step sees the model's, the
-  // graph's and the optimizer's calls alike; outside that step the wrapper only forwards.
-  const profiler = inner.name === "cuda" ? profileBackend(inner as CudaBackend, layers) : null;
-  const backend: Backend = profiler?.backend ?? inner;
-  const cuda = profiler?.backend ?? null;
+  // The profiler times the model's, the graph's and the optimizer's calls alike during its one
+  // step, and is absent from the measured steps.
+  const cuda = inner.name === "cuda" ? (inner as CudaBackend) : null;
+  if (cuda && pdl !== undefined) cuda.setProgrammaticLaunch(pdl);
+  const profiler = cuda ? profileBackend(cuda, layers) : null;
+  const backend: Backend = inner;
   const sync = (): void => cuda?.synchronize();
   const device = cuda ? cuda.device : "cpu";
   log(`backend ${backendName} on ${device}`);
@@ -358,6 +366,7 @@ async function run(
     recompute,
     weights: weightKind,
     loraUpOps,
+    programmaticLaunch: cuda?.programmaticLaunch ?? false,
     workload: plan.workload,
     warmupSteps: warmup,
     stepMs,

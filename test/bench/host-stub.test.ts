@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { buildHostStub } from "../../bench/host-stub.ts";
+import { profileBackend } from "../../bench/step-profile.ts";
 import { createGraph } from "../../src/autograd/tape.ts";
 import { createCudaBackend } from "../../src/backends/cuda/index.ts";
 import { loadAdapter } from "../../src/lora/adapter.ts";
@@ -85,6 +86,60 @@ test("the activity timeline's entries bind and marshal through the CUDA backend 
     assert.deepEqual([timeline.kernels, timeline.memcpys, timeline.memsets, timeline.busyNs, timeline.distinctNames], [0, 0, 0, 0, 0]);
     assert.equal(timeline.firstStartNs, 0n);
     assert.deepEqual(timeline.top, []);
+  } finally {
+    backend.dispose();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("programmatic dependent launch is off by default, set through the ABI, and on from SPLINT_CUDA_PDL=1", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "splint-host-stub-"));
+  const lib = buildHostStub(join(dir, "lib"));
+  const saved = process.env.SPLINT_CUDA_PDL;
+  try {
+    const plain = createCudaBackend(lib);
+    assert.equal(plain.programmaticLaunch, false);
+    plain.setProgrammaticLaunch(true);
+    assert.equal(plain.programmaticLaunch, true);
+    plain.setProgrammaticLaunch(false);
+    assert.equal(plain.programmaticLaunch, false);
+    plain.dispose();
+    assert.throws(() => plain.setProgrammaticLaunch(true), /disposed/);
+    process.env.SPLINT_CUDA_PDL = "1";
+    const fromEnv = createCudaBackend(lib);
+    assert.equal(fromEnv.programmaticLaunch, true);
+    fromEnv.dispose();
+  } finally {
+    if (saved === undefined) delete process.env.SPLINT_CUDA_PDL;
+    else process.env.SPLINT_CUDA_PDL = saved;
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("the step profiler times calls only between start() and finish(), then puts the backend's own methods back", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "splint-host-stub-"));
+  const backend = createCudaBackend(buildHostStub(join(dir, "lib")));
+  try {
+    const own = { zeros: backend.zeros, add: backend.add, release: backend.release };
+    const profiler = profileBackend(backend, 2);
+    assert.equal(backend.zeros, own.zeros, "nothing is wrapped before start()");
+    profiler.start();
+    assert.notEqual(backend.zeros, own.zeros);
+    assert.equal(backend.release, own.release, "untimed methods stay as they are");
+    assert.throws(() => profiler.start(), /already running/);
+    const a = backend.zeros([8], "f32");
+    const b = backend.zeros([8], "f32");
+    backend.add(a, b).free();
+    const profile = profiler.finish();
+    a.free();
+    b.free();
+    assert.equal(profile.backendCalls, 3);
+    assert.deepEqual(profile.classes.map((c) => c.calls).reduce((x, y) => x + y, 0), 3);
+    assert.deepEqual([backend.zeros, backend.add, backend.release], [own.zeros, own.add, own.release], "the originals are back");
+    // Calls after finish() are not recorded by the next profiled window either.
+    backend.zeros([2], "f32").free();
+    profiler.start();
+    assert.equal(profiler.finish().backendCalls, 0);
   } finally {
     backend.dispose();
     await rm(dir, { recursive: true, force: true });
