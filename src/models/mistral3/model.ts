@@ -355,14 +355,7 @@ function imageFeatures(ctx: ForwardContext, model: Mistral3Model, inputs: Mistra
     if (h <= 0 || w <= 0 || h > maxH || w > maxW || h % p !== 0 || w % p !== 0) {
       throw new InputError(tensorName(inputs, "image_sizes"), `image ${i} is ${h}×${w}: sizes must be positive multiples of patch_size ${p} within pixel_values' ${maxH}×${maxW}`);
     }
-    const crop = new Float32Array(channels * h * w);
-    for (let c = 0; c < channels; c++) {
-      for (let y = 0; y < h; y++) {
-        const from = ((i * channels + c) * maxH + y) * maxW;
-        crop.set(images.pixelValues.subarray(from, from + w), (c * h + y) * w);
-      }
-    }
-    visionImages.push({ pixels: ctx.upload(crop, [channels, h, w], "f32"), rows: h / p, cols: w / p });
+    visionImages.push({ pixels: ctx.upload(cropImage(images.pixelValues, i, channels, maxH, maxW, h, w), [channels, h, w], "f32"), rows: h / p, cols: w / p });
   }
   const layers = v.num_hidden_layers;
   const featureLayer = model.config.vision_feature_layer;
@@ -370,6 +363,24 @@ function imageFeatures(ctx: ForwardContext, model: Mistral3Model, inputs: Mistra
   const features = runVisionTower(ctx, v, model.vision, visionImages, layersToRun, model.constants, opts);
   const grids = visionImages.map(({ rows, cols }) => ({ rows, cols }));
   return runProjector(ctx, model.projector, features, grids, model.config.spatial_merge_size, model.config.text_config.rms_norm_eps, model.constants, opts.capture);
+}
+
+/**
+ * Image i's (channels, h, w) top-left crop of the batch's (count, channels, maxH, maxW) pixel box.
+ * An image that fills the box (every image of a one-size batch) is a view, not a copy: training
+ * uploads two 5 MB images a step.
+ */
+export function cropImage(pixels: Float32Array, i: number, channels: number, maxH: number, maxW: number, h: number, w: number): Float32Array {
+  const box = channels * maxH * maxW;
+  if (h === maxH && w === maxW) return pixels.subarray(i * box, (i + 1) * box);
+  const crop = new Float32Array(channels * h * w);
+  for (let c = 0; c < channels; c++) {
+    for (let y = 0; y < h; y++) {
+      const from = ((i * channels + c) * maxH + y) * maxW;
+      crop.set(pixels.subarray(from, from + w), (c * h + y) * w);
+    }
+  }
+  return crop;
 }
 
 function positionsOf(ids: Int32Array, token: number): Int32Array {
