@@ -41,7 +41,8 @@ def label(r):
     if r["tool"] == "splint":
         recompute = f", recompute {r['recompute']}" if r.get("recompute") else ""
         weights = ", FP8 weights" if r.get("weights") == "fp8" else ""
-        return f"splint (CUDA backend, {r.get('matmul', 'f32')} matmul{recompute}{weights})"
+        pdl = ", programmatic launch" if r.get("programmaticLaunch") else ""
+        return f"splint (CUDA backend, {r.get('matmul', 'f32')} matmul{recompute}{weights}{pdl})"
     name = f"transformers + peft, {r['attention']}"
     if "variant" in r:  # rows written before the variants have none: the tutorial's
         name += f", {VARIANTS.get(r['variant'], (r['variant'],))[0]}"
