@@ -68,6 +68,55 @@ def timeline_sentence(t):
             f"{t['kernels']} kernels, {t['memcpys']} memcpys, {t['memsets']} memsets.{dropped}")
 
 
+def cell(name):
+    return name.replace("|", "\\|")
+
+
+def idle_lines(idle, span_ms):
+    """bench/step-timeline.ts idleMarkdown: where the timeline's idle lies (rows written before it have no "idle")."""
+    def at(g):
+        if g["after"] is None:
+            return "before first"
+        if g["before"] is None:
+            return "after last"
+        return percent(g["atMs"], span_ms)
+
+    def bucket(b):
+        if b["toUs"] is None:
+            return f"≥ {b['fromUs']:g} µs"
+        return f"< {b['toUs']:g} µs" if b["fromUs"] == 0 else f"{b['fromUs']:g}–{b['toUs']:g} µs"
+
+    def name(n, edge):
+        return cell(edge if n is None else n)
+
+    tenths = [f"{10 * i}–{10 * (i + 1)}%" for i in range(len(idle["tenthsMs"]))]
+    return [
+        f"{idle['gaps']} idle gaps, {idle['idleMs']:.1f} ms in all ({idle['beforeFirstMs']:.2f} ms before the first activity, "
+        f"{idle['afterLastMs']:.2f} ms after the last). Idle in each tenth of first start → last end (ms):",
+        "",
+        "| " + " | ".join(tenths) + " |",
+        "| " + " | ".join("---:" for _ in tenths) + " |",
+        "| " + " | ".join(f"{ms:.2f}" for ms in idle["tenthsMs"]) + " |",
+        "",
+        "| gap length | gaps | idle ms | share of idle |",
+        "| --- | ---: | ---: | ---: |",
+        *[f"| {bucket(b)} | {b['gaps']} | {b['idleMs']:.2f} | {percent(b['idleMs'], idle['idleMs'])} |" for b in idle["histogram"]],
+        "",
+        "Largest idle gaps (at: share of first start → last end):",
+        "",
+        "| at | µs | after | before |",
+        "| ---: | ---: | --- | --- |",
+        *[f"| {at(g)} | {g['lengthUs']:.1f} | {name(g['after'], '(step start)')} | {name(g['before'], '(step end)')} |" for g in idle["largest"]],
+        "",
+        "Idle by the activity waited for (the one each gap ended with):",
+        "",
+        "| waited for | gaps | idle ms | share of idle | mean µs |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *[f"| {name(w['name'], '(step end)')} | {w['gaps']} | {w['idleMs']:.2f} | {percent(w['idleMs'], idle['idleMs'])} | "
+          f"{1000 * w['idleMs'] / w['gaps']:.1f} |" for w in idle["waitedFor"]],
+    ]
+
+
 def size_then_recompute(row):
     """Rows in the order of SIZES (others last), then by recomputation setting."""
     return (SIZES.index(row["size"]) if row["size"] in SIZES else 99, row.get("recompute", ""))
@@ -205,9 +254,10 @@ def main():
             train += [f"**{r['size']}, {label(r)}**: {timeline_sentence(t)}", "",
                       "| kernel | count | GPU ms | share of busy |", "| --- | ---: | ---: | ---: |"]
             for k in t["topKernels"][:10]:
-                name = k["name"].replace("|", "\\|")
-                train.append(f"| {name} | {k['count']} | {k['totalMs']:.1f} | {percent(k['totalMs'], t['busyMs'])} |")
+                train.append(f"| {cell(k['name'])} | {k['count']} | {k['totalMs']:.1f} | {percent(k['totalMs'], t['busyMs'])} |")
             train.append("")
+            if t.get("idle"):
+                train += idle_lines(t["idle"], t["spanMs"]) + [""]
     if rows:
         lines += train
     if evals:

@@ -86,6 +86,8 @@ test("the activity timeline's entries bind and marshal through the CUDA backend 
     assert.deepEqual([timeline.kernels, timeline.memcpys, timeline.memsets, timeline.busyNs, timeline.distinctNames], [0, 0, 0, 0, 0]);
     assert.equal(timeline.firstStartNs, 0n);
     assert.deepEqual(timeline.top, []);
+    // activity_records is called after stop and binds too; the stub kept nothing.
+    assert.deepEqual([timeline.records.names, timeline.records.startNs.length, timeline.records.endNs.length, timeline.records.nameIndex.length], [[], 0, 0, 0]);
   } finally {
     backend.dispose();
     await rm(dir, { recursive: true, force: true });

@@ -1,11 +1,13 @@
 /**
  * The CUPTI activity timeline (native/cuda/src/activity.cu) on a GPU: a window with an upload, a
  * memset and a few kernels comes back with those records, a busy time no longer than the span and
- * inside the host's timestamps, and per-name totals. CUPTI is optional, so without it the test
+ * inside the host's timestamps, per-name totals, and the sorted records whose gaps are that idle
+ * time (bench/idle-gaps.ts). CUPTI is optional, so without it the test
  * skips, except where scripts/gpu-check found it (SPLINT_CUPTI_LIB set): there it must work.
  */
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
+import { idleProfile } from "../../bench/idle-gaps.ts";
 import { CudaError } from "../../src/backends/cuda/errors.ts";
 import { cudaUnderTest } from "./cuda-under-test.ts";
 
@@ -57,6 +59,22 @@ describe("the activity timeline", { skip }, () => {
     assert.equal(timeline.top.reduce((c, k) => c + k.count, 0), timeline.kernels + timeline.memcpys + timeline.memsets);
     assert.ok(timeline.top.reduce((ns, k) => ns + k.totalNs, 0) >= timeline.busyNs);
     assert.deepEqual(timeline.top.map((k) => k.totalNs), timeline.top.map((k) => k.totalNs).sort((p, q) => q - p));
+
+    // The records: every name, each timed record once, sorted by start, and their gaps are the idle.
+    const { records } = timeline;
+    assert.deepEqual([...records.names].sort(), [...names].sort());
+    const kept = records.startNs.length;
+    assert.ok(kept > 0 && kept <= timeline.kernels + timeline.memcpys + timeline.memsets, `${kept} records`);
+    for (let i = 0; i < kept; i++) {
+      assert.ok(records.startNs[i]! < records.endNs[i]!, `record ${i} empty`);
+      assert.ok(i === 0 || records.startNs[i - 1]! <= records.startNs[i]!, `record ${i} out of order`);
+      assert.ok(records.nameIndex[i]! >= 0 && records.nameIndex[i]! < records.names.length, `record ${i} name ${records.nameIndex[i]}`);
+    }
+    assert.equal(records.startNs[0], timeline.firstStartNs);
+    const fromFirst = (ns: bigint): number => Number(ns - timeline.firstStartNs);
+    const gaps = idleProfile(Array.from(records.nameIndex, (name, i) => ({ startNs: fromFirst(records.startNs[i]!), endNs: fromFirst(records.endNs[i]!), name })), span, { largest: 0, waitedFor: 0 });
+    assert.equal(gaps.idleNs, timeline.idleNs);
+    assert.deepEqual([gaps.beforeFirstNs, gaps.afterLastNs], [0, 0]);
   });
 
   test("a new window starts empty, and stop without start is an error", (t) => {
@@ -70,6 +88,7 @@ describe("the activity timeline", { skip }, () => {
     }
     const empty = b.activity.stop();
     assert.deepEqual([empty.kernels, empty.memcpys, empty.memsets, empty.busyNs, empty.distinctNames], [0, 0, 0, 0, 0]);
+    assert.deepEqual([empty.records.names, empty.records.startNs.length], [[], 0]);
     assert.throws(() => b.activity.stop(), /invalid argument: .*no timeline recording/);
   });
 });

@@ -327,6 +327,18 @@ int splint_cuda_activity_timestamp(uint64_t* ns);
    number to *names_written. name_capacity may be 0 (names, name_counts, name_ns then unused). */
 int splint_cuda_activity_stop(splint_ctx* ctx, int64_t* summary, int32_t summary_len, char* names, int32_t name_bytes,
                               int64_t* name_counts, int64_t* name_ns, int32_t name_capacity, int32_t* names_written);
+/* The records the last successful activity_stop on ctx kept (kept until the next activity_start),
+   for finding where the device sat idle: each timed record's device start and end (ns, the
+   summary's clock) and its name's index, sorted by start, then end; records CUPTI could not time
+   are left out. The first min(capacity, kept) go to starts, ends and name_index and the number
+   kept to *count; the names, every distinct one in index order (demangled and NUL-terminated as
+   activity_stop writes them, name_bytes apart), the first min(name_capacity, distinct) of them,
+   and their number to *names_count. The summary bounds both: kept <= KERNELS + MEMCPYS + MEMSETS,
+   distinct = NAMES. A second call rather than more outputs of activity_stop: the caller sizes the
+   buffers from stop's summary, and stop's callers that want only totals pass nothing new. */
+int splint_cuda_activity_records(splint_ctx* ctx, int64_t* starts, int64_t* ends, int32_t* name_index, int64_t capacity,
+                                 int64_t* count, char* names, int32_t name_bytes, int32_t name_capacity,
+                                 int32_t* names_count);
 
 /* ---- NCCL (src/nccl.cu; NCCL is dlopened, not linked) --------------------------------------- */
 typedef struct splint_nccl_comm splint_nccl_comm;

@@ -1,6 +1,9 @@
 // The activity timeline: CUPTI's record of every kernel, memcpy and memset between start and stop,
 // reduced to counts, the union of their device intervals and per-name totals. Unlike the timing
 // events of profile.cu it puts nothing on the stream, so the gaps it measures are the real ones.
+// stop keeps the sorted records (device start, end, name index) until the next start, for
+// activity_records: where the idle gaps lie is worked out from them in TypeScript
+// (bench/idle-gaps.ts), which knows the host's window and is testable without a GPU.
 //
 // CUPTI is optional at run time: it is dlopened (a machine without it still loads the library),
 // cupti.h supplies the types only. A build without cupti.h (CUPTI_INC in the Makefile) keeps the
@@ -45,6 +48,15 @@ struct NameTotal {
   int64_t ns = 0;
 };
 
+// One timed record: its device interval and the index of its name in Timeline::names.
+struct Record {
+  uint64_t start, end;
+  int32_t name;
+  bool operator<(const Record& o) const {
+    return start != o.start ? start < o.start : end != o.end ? end < o.end : name < o.name;
+  }
+};
+
 // What the buffer-completed callback gathers for the window; CUPTI may call it from its own
 // thread, so everything here is read and written under `mutex`.
 struct Timeline {
@@ -52,8 +64,13 @@ struct Timeline {
   splint_ctx* ctx = nullptr;  // non-null between start and stop
   int device = -1;
   int64_t kernels = 0, memcpys = 0, memsets = 0, dropped = 0, other_device = 0;
-  std::vector<std::pair<uint64_t, uint64_t>> intervals;  // device [start, end) of each record
-  std::unordered_map<std::string, NameTotal> by_name;
+  std::vector<Record> records;  // the timed ones; sorted by stop
+  // Distinct names in the order first seen (a record's name is an index here) and the way back.
+  std::vector<std::pair<std::string, NameTotal>> names;
+  std::unordered_map<std::string, int32_t> name_index;
+  // The context whose stop left `records` and `names` for activity_records; null before that stop
+  // and from the next start on, so a read never sees a window still filling or a failed stop's.
+  splint_ctx* kept = nullptr;
 };
 
 Timeline g_timeline;
@@ -95,9 +112,11 @@ bool add_record(Timeline& t, uint32_t device, uint64_t start, uint64_t end, cons
     ++t.other_device;
     return false;
   }
+  const auto [slot, added] = t.name_index.try_emplace(name ? name : "[unnamed kernel]", (int32_t)t.names.size());
+  if (added) t.names.emplace_back(slot->first, NameTotal());
   // start = end = 0 means CUPTI could not time it: counted, but no interval.
-  if (end > start) t.intervals.emplace_back(start, end);
-  NameTotal& total = t.by_name[name ? name : "[unnamed kernel]"];
+  if (end > start) t.records.push_back(Record{start, end, slot->second});
+  NameTotal& total = t.names[(size_t)slot->second].second;
   ++total.count;
   total.ns += end > start ? (int64_t)(end - start) : 0;
   return true;
@@ -224,18 +243,19 @@ struct Span {
   uint64_t first = 0, last = 0;
 };
 
-Span interval_union(std::vector<std::pair<uint64_t, uint64_t>>& intervals) {
+// Sorts the records by start (activity_records hands them out in that order).
+Span interval_union(std::vector<Record>& records) {
   Span s;
-  if (intervals.empty()) return s;
-  std::sort(intervals.begin(), intervals.end());
-  s.first = intervals[0].first;
-  uint64_t run_start = intervals[0].first, run_end = intervals[0].second;
-  for (const auto& [start, end] : intervals) {
-    if (start > run_end) {
+  if (records.empty()) return s;
+  std::sort(records.begin(), records.end());
+  s.first = records[0].start;
+  uint64_t run_start = records[0].start, run_end = records[0].end;
+  for (const Record& r : records) {
+    if (r.start > run_end) {
       s.busy += (int64_t)(run_end - run_start);
-      run_start = start;
+      run_start = r.start;
     }
-    run_end = std::max(run_end, end);
+    run_end = std::max(run_end, r.end);
   }
   s.busy += (int64_t)(run_end - run_start);
   s.last = run_end;
@@ -268,8 +288,10 @@ extern "C" int splint_cuda_activity_start(splint_ctx* ctx) {
     t.ctx = ctx;
     t.device = ctx->device;
     t.kernels = t.memcpys = t.memsets = t.dropped = t.other_device = 0;
-    t.intervals.clear();
-    t.by_name.clear();
+    t.records.clear();
+    t.names.clear();
+    t.name_index.clear();
+    t.kept = nullptr;
   }
   for (CUpti_ActivityKind kind : kKinds) {
     const CUptiResult r = g_cupti.enable(kind);
@@ -320,7 +342,7 @@ extern "C" int splint_cuda_activity_stop(splint_ctx* ctx, int64_t* summary, int3
   CUDA_CHECK(device_sync);
   CUPTI_CHECK(flushed);
 
-  const Span span = interval_union(t.intervals);
+  const Span span = interval_union(t.records);
   summary[SPLINT_ACTIVITY_KERNELS] = t.kernels;
   summary[SPLINT_ACTIVITY_MEMCPYS] = t.memcpys;
   summary[SPLINT_ACTIVITY_MEMSETS] = t.memsets;
@@ -330,9 +352,9 @@ extern "C" int splint_cuda_activity_stop(splint_ctx* ctx, int64_t* summary, int3
   summary[SPLINT_ACTIVITY_IDLE_NS] = (int64_t)(span.last - span.first) - span.busy;
   summary[SPLINT_ACTIVITY_DROPPED] = t.dropped;
   summary[SPLINT_ACTIVITY_OTHER_DEVICE] = t.other_device;
-  summary[SPLINT_ACTIVITY_NAMES] = (int64_t)t.by_name.size();
+  summary[SPLINT_ACTIVITY_NAMES] = (int64_t)t.names.size();
 
-  std::vector<std::pair<std::string, NameTotal>> ranked(t.by_name.begin(), t.by_name.end());
+  std::vector<std::pair<std::string, NameTotal>> ranked(t.names.begin(), t.names.end());
   const size_t top = std::min(ranked.size(), (size_t)name_capacity);
   std::partial_sort(ranked.begin(), ranked.begin() + top, ranked.end(), [](const auto& a, const auto& b) {
     return a.second.ns != b.second.ns ? a.second.ns > b.second.ns : a.first < b.first;
@@ -343,8 +365,32 @@ extern "C" int splint_cuda_activity_stop(splint_ctx* ctx, int64_t* summary, int3
     name_ns[i] = ranked[i].second.ns;
   }
   *names_written = (int32_t)top;
-  t.intervals.clear();
-  t.by_name.clear();
+  t.kept = ctx;
+  return SPLINT_OK;
+}
+
+extern "C" int splint_cuda_activity_records(splint_ctx* ctx, int64_t* starts, int64_t* ends, int32_t* name_index,
+                                            int64_t capacity, int64_t* count, char* names, int32_t name_bytes,
+                                            int32_t name_capacity, int32_t* names_count) {
+  OP("activity_records");
+  CTX_CHECK(ctx);
+  ARG_CHECK(count != nullptr && names_count != nullptr, "null count or names_count");
+  ARG_CHECK(capacity >= 0 && name_capacity >= 0, "capacity %lld, name_capacity %d", (long long)capacity, name_capacity);
+  ARG_CHECK(capacity == 0 || (starts != nullptr && ends != nullptr && name_index != nullptr), "null record buffers");
+  ARG_CHECK(name_capacity == 0 || (names != nullptr && name_bytes > 0), "null name buffer");
+  std::lock_guard<std::mutex> lock(g_timeline.mutex);
+  const Timeline& t = g_timeline;
+  ARG_CHECK(t.kept == ctx, "no stopped timeline of this context to read (call activity_stop first)");
+  const size_t n = std::min(t.records.size(), (size_t)capacity);
+  for (size_t i = 0; i < n; ++i) {
+    starts[i] = (int64_t)t.records[i].start;
+    ends[i] = (int64_t)t.records[i].end;
+    name_index[i] = t.records[i].name;
+  }
+  *count = (int64_t)t.records.size();
+  const size_t m = std::min(t.names.size(), (size_t)name_capacity);
+  for (size_t i = 0; i < m; ++i) copy_demangled(t.names[i].first, names + i * (size_t)name_bytes, name_bytes);
+  *names_count = (int32_t)t.names.size();
   return SPLINT_OK;
 }
 
@@ -360,6 +406,10 @@ extern "C" int splint_cuda_activity_timestamp(uint64_t*) { return no_cupti_heade
 extern "C" int splint_cuda_activity_stop(splint_ctx*, int64_t*, int32_t, char*, int32_t, int64_t*, int64_t*, int32_t,
                                          int32_t*) {
   return no_cupti_header("activity_stop");
+}
+extern "C" int splint_cuda_activity_records(splint_ctx*, int64_t*, int64_t*, int32_t*, int64_t, int64_t*, char*, int32_t,
+                                            int32_t, int32_t*) {
+  return no_cupti_header("activity_records");
 }
 
 #endif

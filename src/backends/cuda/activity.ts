@@ -18,6 +18,19 @@ export interface ActivityName {
   totalNs: number;
 }
 
+/**
+ * Every timed record of the window, sorted by start (then end), as parallel arrays: where the
+ * device sat idle and next to what (bench/idle-gaps.ts). Records CUPTI could not time are left out.
+ */
+export interface ActivityRecords {
+  /** Every distinct name (as `ActivityName.name`), indexed by `nameIndex`. */
+  names: string[];
+  /** Device start and end of each record, in CUPTI's clock like firstStartNs. */
+  startNs: BigInt64Array;
+  endNs: BigInt64Array;
+  nameIndex: Int32Array;
+}
+
 export interface ActivityTimeline {
   kernels: number;
   memcpys: number;
@@ -36,6 +49,7 @@ export interface ActivityTimeline {
   /** Distinct names seen; `top` holds the largest by total time. */
   distinctNames: number;
   top: ActivityName[];
+  records: ActivityRecords;
 }
 
 export interface CudaActivity {
@@ -43,7 +57,7 @@ export interface CudaActivity {
   start(): void;
   /** CUPTI's clock now (ns), the clock of firstStartNs and lastEndNs. */
   timestamp(): bigint;
-  /** Synchronises the device and ends the recording; `topNames` names kept, largest total first. */
+  /** Synchronises the device and ends the recording; `topNames` names kept, largest total first, and every record. */
   stop(topNames?: number): ActivityTimeline;
 }
 
@@ -79,6 +93,7 @@ export function cudaActivity(lib: SplintCudaLib, ctx: CtxHandle, requireOpen: (o
       const written = new Int32Array(1);
       check(lib, lib.activity_stop(ctx, summary, ACTIVITY_FIELDS, names, NAME_BYTES, counts, totals, topNames, written), "activity_stop");
       const field = (key: keyof typeof ACTIVITY_FIELD): bigint => summary[ACTIVITY_FIELD[key]]!;
+      const distinctNames = Number(field("names"));
       return {
         kernels: Number(field("kernels")),
         memcpys: Number(field("memcpys")),
@@ -89,9 +104,32 @@ export function cudaActivity(lib: SplintCudaLib, ctx: CtxHandle, requireOpen: (o
         idleNs: Number(field("idleNs")),
         droppedRecords: Number(field("dropped")),
         otherDeviceRecords: Number(field("otherDevice")),
-        distinctNames: Number(field("names")),
+        distinctNames,
         top: decodeNames(names, NAME_BYTES, written[0]!).map((name, i) => ({ name, count: Number(counts[i]!), totalNs: Number(totals[i]!) })),
+        records: readRecords(lib, ctx, Number(field("kernels") + field("memcpys") + field("memsets")), distinctNames),
       };
     },
+  };
+}
+
+/**
+ * What the stop just made kept: at most `capacity` records (the summary's record counts bound them,
+ * the untimed ones being left out) and `distinctNames` names (the summary's count, exact).
+ */
+function readRecords(lib: SplintCudaLib, ctx: CtxHandle, capacity: number, distinctNames: number): ActivityRecords {
+  const startNs = new BigInt64Array(capacity);
+  const endNs = new BigInt64Array(capacity);
+  const nameIndex = new Int32Array(capacity);
+  const count = new BigInt64Array(1);
+  const names = Buffer.alloc(distinctNames * NAME_BYTES);
+  const namesCount = new Int32Array(1);
+  check(lib, lib.activity_records(ctx, startNs, endNs, nameIndex, capacity, count, names, NAME_BYTES, distinctNames, namesCount), "activity_records");
+  // Neither bound can be exceeded by the library's contract; min() keeps a broken one from reading past the arrays.
+  const kept = Math.min(Number(count[0]!), capacity);
+  return {
+    names: decodeNames(names, NAME_BYTES, Math.min(namesCount[0]!, distinctNames)),
+    startNs: startNs.subarray(0, kept),
+    endNs: endNs.subarray(0, kept),
+    nameIndex: nameIndex.subarray(0, kept),
   };
 }

@@ -209,6 +209,10 @@ export interface SplintCudaLib {
     ctx: CtxHandle, summary: BigInt64Array, summaryLen: number, names: Buffer | null, nameBytes: number,
     nameCounts: BigInt64Array | null, nameNs: BigInt64Array | null, nameCapacity: number, namesWritten: Int32Array,
   ): Status;
+  activity_records(
+    ctx: CtxHandle, starts: BigInt64Array, ends: BigInt64Array, nameIndex: Int32Array, capacity: number, count: BigInt64Array,
+    names: Buffer, nameBytes: number, nameCapacity: number, namesCount: Int32Array,
+  ): Status;
 }
 
 const C = "splint_ctx *ctx";
@@ -270,6 +274,7 @@ export const PROTOTYPES: Readonly<Record<keyof SplintCudaLib, string>> = {
   activity_start: `int splint_cuda_activity_start(${C})`,
   activity_timestamp: "int splint_cuda_activity_timestamp(uint64_t *ns)",
   activity_stop: `int splint_cuda_activity_stop(${C}, int64_t *summary, int32_t summary_len, uint8_t *names, int32_t name_bytes, int64_t *name_counts, int64_t *name_ns, int32_t name_capacity, int32_t *names_written)`,
+  activity_records: `int splint_cuda_activity_records(${C}, int64_t *starts, int64_t *ends, int32_t *name_index, int64_t capacity, int64_t *count, uint8_t *names, int32_t name_bytes, int32_t name_capacity, int32_t *names_count)`,
   nccl_load: "int splint_cuda_nccl_load(const char *path)",
   nccl_get_unique_id: "int splint_cuda_nccl_get_unique_id(_Out_ uint8_t *id)",
   nccl_comm_init_rank: `int splint_cuda_nccl_comm_init_rank(${C}, const uint8_t *id, int32_t nranks, int32_t rank, _Out_ splint_nccl_comm **out)`,
