@@ -85,6 +85,11 @@ int splint_cuda_create(int32_t device, splint_ctx** out) {
   return SPLINT_OK;
 }
 
+// Compiled like every kernel of the library: what it was built for tells whether pdl_prologue
+// holds a griddepcontrol.wait in them, or was compiled out (code for an older arch, or its PTX
+// JIT-compiled for this device) — with the attribute on and no wait, kernels would race.
+__global__ void pdl_probe_kernel() { pdl_prologue(); }
+
 int splint_cuda_set_programmatic_launch(splint_ctx* ctx, int32_t on) {
   OP("set_programmatic_launch");
   CTX_CHECK(ctx);
@@ -92,6 +97,12 @@ int splint_cuda_set_programmatic_launch(splint_ctx* ctx, int32_t on) {
     int major = 0;
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ctx->device));
     ARG_CHECK(major >= 9, "programmatic dependent launch needs sm_90 or newer; device %d is sm_%d", ctx->device, major);
+    cudaFuncAttributes attr;
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, pdl_probe_kernel));
+    ARG_CHECK(attr.ptxVersion >= 90 && attr.binaryVersion >= 90,
+              "the library's kernels were built for compute_%d (sm_%d); programmatic dependent launch needs them "
+              "built for sm_90 or newer (native/cuda/Makefile's -arch)",
+              attr.ptxVersion, attr.binaryVersion);
   }
   ctx->pdl = on != 0;
   return SPLINT_OK;

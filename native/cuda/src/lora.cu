@@ -230,7 +230,7 @@ __host__ __device__ constexpr int down_depth() {
 // row or column depends only on its own operand row), so every load is in bounds and their results
 // are simply not written.
 template <typename TX, int NT, bool kMask>
-__global__ void __launch_bounds__(kDownWarps * 32) lora_down_kernel(const TX* __restrict__ x, const bf16* __restrict__ a,
+__global__ void __launch_bounds__(kDownWarps * 32) lora_down_kernel(const TX* x, const bf16* a,
                                                                      int64_t N, int64_t K, int r, bool fast, Mask m,
                                                                      Out u) {
   pdl_prologue();
@@ -345,7 +345,7 @@ struct GradATile {
 
 // Run i of a thread in a 64-column tile: row (i·128 + tid) / 8, columns 8·((i·128 + tid) % 8)..+7.
 template <typename TX, int MT>
-__device__ __forceinline__ void grad_a_load(GradATile<TX, MT>& t, const TX* __restrict__ x, const bf16* __restrict__ du,
+__device__ __forceinline__ void grad_a_load(GradATile<TX, MT>& t, const TX* x, const bf16* du,
                                             int64_t row0, int64_t row_end, int64_t col0, int64_t K, int r, bool x_fast,
                                             bool du_fast) {
 #pragma unroll
@@ -387,10 +387,10 @@ __device__ __forceinline__ void grad_a_stage(const GradATile<TX, MT>& t, bf16* x
 // Block (column tile bx, row slice by): rows [by·slice, min(N, (by + 1)·slice)) into out + by·r·K
 // (the partials of the slices, or dA itself when there is one slice).
 template <typename TX, int MT>
-__global__ void __launch_bounds__(kTileThreads) lora_grad_a_kernel(const bf16* __restrict__ du, const TX* __restrict__ x,
+__global__ void __launch_bounds__(kTileThreads) lora_grad_a_kernel(const bf16* du, const TX* x,
                                                                     int64_t N, int64_t K, int r, int64_t slice,
                                                                     bool x_fast, bool du_fast, bool masked, Mask m,
-                                                                    float* __restrict__ out) {
+                                                                    float* out) {
   pdl_prologue();
   __shared__ __align__(16) bf16 xs[kTile * kStride];
   __shared__ __align__(16) bf16 dus[kTile * kStride];
@@ -431,7 +431,7 @@ __global__ void __launch_bounds__(kTileThreads) lora_grad_a_kernel(const bf16* _
 }
 
 // dA[i] = Σ_s partial[s][i] in slice order.
-__global__ void lora_sum_slices_kernel(const float* __restrict__ partial, int64_t slices, int64_t n, float* __restrict__ out) {
+__global__ void lora_sum_slices_kernel(const float* partial, int64_t slices, int64_t n, float* out) {
   pdl_prologue();
   GRID_STRIDE(i, n) {
     float sum = 0.0f;
@@ -444,8 +444,8 @@ __global__ void lora_sum_slices_kernel(const float* __restrict__ partial, int64_
 
 // Block (column tile bx, row tile by); warp w owns rows 16w..16w+15 and all 64 columns.
 template <typename TD, int KT>
-__global__ void __launch_bounds__(kTileThreads) lora_dx_kernel(TD* __restrict__ dx, const bf16* __restrict__ du,
-                                                                const bf16* __restrict__ a, int64_t N, int64_t K, int r,
+__global__ void __launch_bounds__(kTileThreads) lora_dx_kernel(TD* dx, const bf16* du,
+                                                                const bf16* a, int64_t N, int64_t K, int r,
                                                                 bool a_fast, bool du_fast, bool pair_fast, bool masked,
                                                                 Mask m, bool accumulate) {
   pdl_prologue();
@@ -590,9 +590,9 @@ __device__ __forceinline__ void store_one(bf16* p, float v) { *p = __float2bfloa
 // storing the current one. Rows of u and B past n and m are clamped to the last one: every load is
 // in bounds, and their products are not stored.
 template <typename TY, int KS>
-__global__ void __launch_bounds__(kUpWarps * 32) lora_up_kernel(const bf16* __restrict__ u, const bf16* __restrict__ b,
+__global__ void __launch_bounds__(kUpWarps * 32) lora_up_kernel(const bf16* u, const bf16* b,
                                                                  int64_t N, int64_t M, int r, int64_t per, bool fast,
-                                                                 bool vec_store, float alpha, TY* __restrict__ y) {
+                                                                 bool vec_store, float alpha, TY* y) {
   pdl_prologue();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int64_t row0 = (int64_t)blockIdx.x * kUpRows + (warp & 1) * 32;
@@ -688,9 +688,9 @@ __host__ __device__ constexpr int ub_group_tiles() {
 // Rows past the slice, columns past m and ranks past r are zero in every staged tile.
 template <int MT>
 __global__ void __launch_bounds__(kTileThreads) lora_up_backward_kernel(
-    const bf16* __restrict__ dy, const bf16* __restrict__ b, const bf16* __restrict__ u, int64_t N, int64_t M, int r,
-    int64_t slice, bool dy_fast, bool rank_fast, float alpha, float* __restrict__ du_partial, Out du,
-    float* __restrict__ db_partial, float* __restrict__ db) {
+    const bf16* dy, const bf16* b, const bf16* u, int64_t N, int64_t M, int r,
+    int64_t slice, bool dy_fast, bool rank_fast, float alpha, float* du_partial, Out du,
+    float* db_partial, float* db) {
   pdl_prologue();
   constexpr int kDuStride = ub_du_stride<MT>(), kGroup = ub_group_tiles<MT>();
   __shared__ __align__(16) bf16 dys[kTile * kStride];                // dy tile [row][col]
