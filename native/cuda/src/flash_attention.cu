@@ -734,13 +734,21 @@ __device__ __forceinline__ void load8(In x, int64_t i, int left, bool vec, float
 
 // δ = rowsum(out · dout) for the fused backward, with dout rounded to bf16 as the products see it
 // (as flash_dq_kernel computes it). 16 threads a row of [B·T·Hq, D] (8 elements each per step, so
-// D = 128 in one step), two rows a warp; delta [B, Hq, T].
+// D = 128 in one step), two rows a warp; delta [B, Hq, T]. The same threads zero the row of the
+// fused kernel's f32 dq accumulator [B·T·Hq, acc_width] (acc_width 64 or 128: 4 or 8 floats a
+// thread, 16-byte aligned), which a memset before this kernel would otherwise do: one stream
+// operation fewer, and a memset would break the programmatic launch chain between kernels.
 constexpr int kDeltaThreads = 256;
 __global__ void __launch_bounds__(kDeltaThreads) flash_delta_kernel(In out, In dout, int64_t rows, int T, int Hq, int D,
-                                                                    bool vec, float* delta) {
+                                                                    bool vec, float* delta, float* dq_acc,
+                                                                    int acc_width) {
   pdl_prologue();
   const int64_t row = (blockIdx.x * (int64_t)kDeltaThreads + threadIdx.x) >> 4;
   const int sub = threadIdx.x & 15;
+  if (row < rows) {
+    float4* zero = reinterpret_cast<float4*>(dq_acc + row * acc_width) + sub * (acc_width / 64);
+    for (int j = 0; j < acc_width / 64; j++) zero[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
   float acc = 0.0f;
   if (row < rows) {
     for (int d = sub * 8; d < D; d += 128) {
@@ -1143,12 +1151,11 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
   const int padded = d <= 64 ? 64 : 128;  // the kernel's head size (with_head's choice)
   Scratch acc;
   STATUS_CHECK(scratch_alloc(ctx, acc, rows * padded * (int64_t)sizeof(float), splint_op));
-  CUDA_CHECK(cudaMemsetAsync(acc.p, 0, rows * padded * sizeof(float), ctx->stream));
-  float* acc_p = static_cast<float*>(acc.p);
+  float* acc_p = static_cast<float*>(acc.p);  // zeroed by flash_delta_kernel
   const bool delta_vec = d % 8 == 0 && aligned16(out) && aligned16(dout) && out_dtype != SPLINT_FP8_E4M3 &&
                          dout_dtype != SPLINT_FP8_E4M3;
   launch_kernel(ctx, flash_delta_kernel, (unsigned)((rows * 16 + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, 0,
-      in_of(out, out_dtype), doi, rows, (int)t, (int)hq, (int)d, delta_vec, delta_p);
+      in_of(out, out_dtype), doi, rows, (int)t, (int)hq, (int)d, delta_vec, delta_p, acc_p, padded);
   LAUNCH_CHECK();
   with_head(d, [&](auto head) {
     constexpr int kD = decltype(head)::value, kKeys = FusedTiles<kD>::keys;
