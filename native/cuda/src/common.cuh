@@ -116,6 +116,17 @@ __device__ __forceinline__ void store(Out y, int64_t i, float v) {
   }
 }
 
+// MurmurHash3's finaliser: the dropout masks' hash (elementwise.cu, lora.cu; the CPU backend's
+// dropout.ts defines the same function).
+__device__ __host__ __forceinline__ uint32_t fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
 // Grid for a grid-stride loop over n elements.
 inline unsigned grid_for(int64_t n, int threads = 256) {
   int64_t blocks = (n + threads - 1) / threads;

@@ -64,16 +64,6 @@ __global__ void gelu_backward_kernel(In x, In dout, Out dx, int64_t n) {
   }
 }
 
-// MurmurHash3's finaliser; the CPU backend's dropout.ts defines the same function.
-__device__ __host__ __forceinline__ uint32_t fmix32(uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  return h;
-}
-
 // keep(i) ⇔ fmix32(fmix32(seed) + i·0x9e3779b9) ≥ threshold, all uint32 arithmetic mod 2³².
 __global__ void dropout_kernel(In x, Out y, int64_t n, uint64_t threshold, float keep_scale, uint32_t seed_hash) {
   pdl_prologue();

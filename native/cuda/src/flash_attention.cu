@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "mma.cuh"
 
 namespace {
 
@@ -79,38 +80,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lower column) in the low half
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
-// c += a·b for one 16×8 tile (a 16×16 row-major, b 16×8 column-major).
-__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// The A fragment of the 16×16 block at (r0, k0) of a row-major tile.
-__device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* tile, int stride, int r0, int k0) {
-  const int lane = threadIdx.x & 31;
-  ldsm_x4(a, tile + (r0 + (lane & 15)) * stride + k0 + (lane >> 4) * 8);
-}
-
 // B fragments of the n-tiles n0 and n0 + 8 at the k-step k0 ({b[0], b[1]} and {b[2], b[3]}), from
 // a tile stored [n][k] (k tiles and q tiles when the product is against their transposes).
 __device__ __forceinline__ void load_b_nk(uint32_t (&b)[4], const bf16* tile, int stride, int n0, int k0) {
@@ -143,7 +112,7 @@ __device__ __forceinline__ void mma_rows_nk(float (&acc)[kM][N][4], const bf16* 
   for (int kk = 0; kk < kD / 16; kk++) {
     uint32_t a[kM][4];
 #pragma unroll
-    for (int m = 0; m < kM; m++) load_a(a[m], a_tile, kStride, r0 + 16 * m, kk * 16);
+    for (int m = 0; m < kM; m++) load_a_mk(a[m], a_tile, kStride, r0 + 16 * m, kk * 16);
 #pragma unroll
     for (int n = 0; n < N / 2; n++) {
       uint32_t b[4];
@@ -305,7 +274,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In 
 #pragma unroll
   for (int m = 0; m < kM; m++) {
 #pragma unroll
-    for (int kk = 0; kk < kD / 16; kk++) load_a(qf[m][kk], qs, kStride, warp * 16 * kM + 16 * m, kk * 16);
+    for (int kk = 0; kk < kD / 16; kk++) load_a_mk(qf[m][kk], qs, kStride, warp * 16 * kM + 16 * m, kk * 16);
   }
 
   float o[kM][kD / 8][4] = {};

@@ -36,6 +36,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "mma.cuh"
 #include "vec.cuh"
 
 namespace {
@@ -44,15 +45,6 @@ namespace cg = cooperative_groups;
 using bf16 = __nv_bfloat16;
 
 // ---- dropout mask (the function of elementwise.cu and the CPU backend's dropout.ts) ------------
-
-__device__ __host__ __forceinline__ uint32_t fmix32(uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  return h;
-}
 
 struct Mask {
   uint64_t threshold;
@@ -66,39 +58,7 @@ __device__ __forceinline__ float apply_mask(const Mask& m, int64_t i, float v) {
   return static_cast<uint64_t>(h) >= m.threshold ? __fmul_rn(v, m.keep_scale) : 0.0f;
 }
 
-// ---- tensor-core helpers (the same as flash_attention.cu's, kept local to this file) -----------
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lower k or column) in the low half
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
-// c += a·b for one 16×8 tile (a 16×16 row-major, b 16×8 column-major).
-__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// The A fragment of the 16×16 block at (m0, k0) of a tile stored [m][k].
-__device__ __forceinline__ void load_a_mk(uint32_t (&a)[4], const bf16* tile, int stride, int m0, int k0) {
-  const int lane = threadIdx.x & 31;
-  ldsm_x4(a, tile + (m0 + (lane & 15)) * stride + k0 + (lane >> 4) * 8);
-}
+// ---- tensor-core helpers: mma.cuh, and one load of its own ------------------------------------
 
 // The same fragment from a tile stored [k][m] (duᵀ in dA = duᵀ·x, with du staged as rows of du):
 // lanes 8q..8q+7 address the rows of the q-th 8×8 block, blocks in fragment order (m, k) = (0, 0),
