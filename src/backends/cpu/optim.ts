@@ -11,6 +11,7 @@
  */
 import type { AdamwHyper, GradClip, Moments8bit } from "../../tensor/backend.ts";
 import { BLOCK_8BIT, dequantizeBlockwise, packedCodeWords, quantizeInto, SIGNED_MAP, UNSIGNED_MAP } from "../../tensor/blockwise8.ts";
+import { type AdamwScalars, adamwScalars } from "../../tensor/adamw-scalars.ts";
 import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { f32ArrayToBf16 } from "../../tensor/bf16.ts";
@@ -19,30 +20,6 @@ import { f32Of, i32Of, storageOf } from "./storage.ts";
 
 export type { AdamwHyper };
 
-/** The f32 scalars of one step, as the CUDA host code computes them too. */
-interface AdamwScalars {
-  decay: number;
-  oneMinusBeta1: number;
-  beta2: number;
-  oneMinusBeta2: number;
-  negStepSize: number;
-  biasCorrection2Sqrt: number;
-  eps: number;
-}
-
-function scalarsOf(op: string, hp: AdamwHyper): AdamwScalars {
-  if (!(hp.step >= 1)) throw new TensorError(op, `step must be ≥ 1 (got ${hp.step})`);
-  const f = Math.fround;
-  return {
-    decay: f(1 - hp.lr * hp.weightDecay),
-    oneMinusBeta1: f(1 - hp.beta1),
-    beta2: f(hp.beta2),
-    oneMinusBeta2: f(1 - hp.beta2),
-    negStepSize: f(-hp.lr / (1 - hp.beta1 ** hp.step)),
-    biasCorrection2Sqrt: f(Math.sqrt(1 - hp.beta2 ** hp.step)),
-    eps: f(hp.eps),
-  };
-}
 
 /**
  * The elementwise step over host arrays, in place. gradScale (null: none) multiplies each gradient
@@ -74,7 +51,7 @@ export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hp: Ada
   const mv = f32Of(m, "adamw");
   const vv = f32Of(v, "adamw");
   requireSizes("adamw", p.length, [grad, m, v]);
-  step(p, g, mv, vv, scalarsOf("adamw", hp), null);
+  step(p, g, mv, vv, adamwScalars("adamw", hp), null);
 }
 
 /**
@@ -113,7 +90,7 @@ export function sumSquaresMany(xs: readonly Tensor[]): Float32Array {
 export function adamwMany(params: readonly Tensor[], grads: readonly Tensor[], ms: readonly Tensor[], vs: readonly Tensor[], hp: AdamwHyper, clip?: GradClip): void {
   const op = "adamwMany";
   requireAligned(op, params, grads, ms, vs);
-  const h = scalarsOf(op, hp);
+  const h = adamwScalars(op, hp);
   const scale = gradScaleOf(op, clip);
   params.forEach((param, i) => {
     requireSizes(op, param.size, [grads[i]!, ms[i]!, vs[i]!]);
@@ -135,7 +112,7 @@ function quantizedView(op: string, q: Moments8bit["m"], n: number): { codes: Uin
 export function adamw8bitMany(params: readonly Tensor[], grads: readonly Tensor[], moments: readonly Moments8bit[], hp: AdamwHyper, clip?: GradClip): void {
   const op = "adamw8bitMany";
   requireAligned(op, params, grads, moments);
-  const h = scalarsOf(op, hp);
+  const h = adamwScalars(op, hp);
   const scale = gradScaleOf(op, clip);
   params.forEach((param, i) => {
     const n = param.size;

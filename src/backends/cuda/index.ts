@@ -6,7 +6,8 @@
  * flagged on the device and thrown at the next read().
  */
 import { f32ArrayToBf16 } from "../../tensor/bf16.ts";
-import type { AdamwHyper, AttentionMask, Backend, GradClip, LoraDropout, MatmulPrecision } from "../../tensor/backend.ts";
+import { adamwScalars } from "../../tensor/adamw-scalars.ts";
+import type { AttentionMask, Backend, GradClip, LoraDropout, MatmulPrecision } from "../../tensor/backend.ts";
 import { BLOCK_8BIT, packedCodeWords, SIGNED_MAP, UNSIGNED_MAP } from "../../tensor/blockwise8.ts";
 import { attentionDims, matmulDims, requireSameSize, rowsCols } from "../../tensor/checks.ts";
 import { BYTES_PER_ELEMENT, isNarrowFloat, type DType } from "../../tensor/dtype.ts";
@@ -930,21 +931,6 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
     const threshold = Math.ceil(prob * 2 ** 32);
     ok(lib.dropout(ctx, p(x, op), dtypeCode(x), p(out, op), DTYPE_CODE[outDtype], x.size, threshold, Math.fround(1 / (1 - prob)), seed), op);
     return out;
-  }
-
-  /** The scalars of one AdamW step, exactly as the CPU backend's optim.ts computes them (f64, then rounded to f32). */
-  function adamwScalars(op: string, hp: AdamwHyper) {
-    if (!(hp.step >= 1)) throw new TensorError(op, `step must be ≥ 1 (got ${hp.step})`);
-    const f = Math.fround;
-    return {
-      decay: f(1 - hp.lr * hp.weightDecay),
-      oneMinusBeta1: f(1 - hp.beta1),
-      beta2: f(hp.beta2),
-      oneMinusBeta2: f(1 - hp.beta2),
-      negStepSize: f(-hp.lr / (1 - hp.beta1 ** hp.step)),
-      biasCorrection2Sqrt: f(Math.sqrt(1 - hp.beta2 ** hp.step)),
-      eps: f(hp.eps),
-    };
   }
 
   function clipArgs(op: string, clip: GradClip | undefined): { sumSquares: number; maxNorm: number } {
