@@ -20,6 +20,7 @@ import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.
 import type { AttentionMask, MatmulPrecision } from "../src/tensor/backend.ts";
 import type { DType } from "../src/tensor/dtype.ts";
 import type { Tensor } from "../src/tensor/tensor.ts";
+import { medianOpMs } from "./op-time.ts";
 
 /** One attention call: q [b, t, hq, d], k/v [b, s, hkv, d]. */
 export interface AttentionShape {
@@ -73,22 +74,6 @@ function random(b: CudaBackend, shape: readonly number[], dtype: DType, seed: nu
   return b.upload(data, shape, dtype);
 }
 
-/** Median milliseconds of `reps` runs, each between synchronisations, after one warm-up run. */
-function median(b: CudaBackend, reps: number, body: () => Tensor[]): number {
-  for (const t of body()) t.free();
-  b.synchronize();
-  const samples: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const start = performance.now();
-    const outs = body();
-    b.synchronize();
-    samples.push(performance.now() - start);
-    for (const t of outs) t.free();
-  }
-  samples.sort((x, y) => x - y);
-  return samples[Math.floor(samples.length / 2)]!;
-}
-
 /** deterministic: the flash backward's two kernels without atomics instead of the fused default. */
 function measure(b: CudaBackend, sh: AttentionShape, dtype: DType, precision: MatmulPrecision, reps: number, deterministic = false): Row {
   const q = random(b, [sh.b, sh.t, sh.hq, sh.d], dtype, 1, 2);
@@ -97,15 +82,15 @@ function measure(b: CudaBackend, sh: AttentionShape, dtype: DType, precision: Ma
   const dout = random(b, [sh.b, sh.t, sh.hq, sh.d], dtype, 4, 1);
   const mask: AttentionMask = sh.mask.kind === "causal" ? { kind: "causal", queryOffset: sh.mask.queryOffset } : { kind: "segments", lengths: sh.mask.lengths };
   const scale = 1 / Math.sqrt(sh.d);
-  const forwardMs = median(b, reps, () => {
+  const forwardMs = medianOpMs(b, () => {
     const r = b.attention(q, k, v, mask, scale, precision);
     return [r.out, r.lse];
-  });
+  }, reps);
   const { out, lse } = b.attention(q, k, v, mask, scale, precision);
-  const backwardMs = median(b, reps, () => {
+  const backwardMs = medianOpMs(b, () => {
     const g = b.attentionBackward(q, k, v, out, lse, dout, mask, scale, precision, { deterministic });
     return [g.dq, g.dk, g.dv];
-  });
+  }, reps);
   for (const t of [q, k, v, dout, out, lse]) t.free();
   const flops = forwardFlops(sh);
   return {

@@ -14,6 +14,7 @@ import type { Moments8bit, Quantized8 } from "../src/tensor/backend.ts";
 import { dequantizeBlockwise, packCodes, quantizeBlockwise, SIGNED_MAP, UNSIGNED_MAP } from "../src/tensor/blockwise8.ts";
 import type { DType } from "../src/tensor/dtype.ts";
 import type { Tensor } from "../src/tensor/tensor.ts";
+import { medianOpMs } from "../bench/op-time.ts";
 
 interface Timing {
   op: string;
@@ -30,22 +31,6 @@ function random(b: CudaBackend, shape: readonly number[], dtype: DType, seed: nu
     data[i] = s / 2 ** 31 - 1;
   }
   return b.upload(data, shape, dtype);
-}
-
-/** Median milliseconds of `reps` runs of body, each run timed between synchronisations. */
-function time(b: CudaBackend, body: () => Tensor[], reps = 10): number {
-  for (const t of body()) t.free();
-  b.synchronize();
-  const samples: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const start = performance.now();
-    const outs = body();
-    b.synchronize();
-    samples.push(performance.now() - start);
-    for (const t of outs) t.free();
-  }
-  samples.sort((x, y) => x - y);
-  return samples[Math.floor(samples.length / 2)]!;
 }
 
 /** Kernel launches and host syncs of one run of body (profile counters before and after). */
@@ -190,9 +175,9 @@ function optimizerStepTimings(b: CudaBackend): Timing[] {
     return [sumSquares];
   };
   // The per-tensor body copies the gradients (it clips in place) so both leave grads as they were.
-  const perMs = time(b, perTensor);
+  const perMs = medianOpMs(b, perTensor);
   rows.push({ op: `clip + AdamW per tensor (+ grad copies), ${label}: ${countOf(b, perTensor)}`, ms: perMs, rate: gbs(f32Bytes, perMs) });
-  const fusedMs = time(b, fused);
+  const fusedMs = medianOpMs(b, fused);
   rows.push({ op: `sumSquaresMany + adamwMany (clip folded), ${label}: ${countOf(b, fused)}`, ms: fusedMs, rate: gbs(f32Bytes, fusedMs) });
 
   const quantized = (p: Tensor, map: Float32Array): Quantized8 => {
@@ -207,7 +192,7 @@ function optimizerStepTimings(b: CudaBackend): Timing[] {
   };
   // Param r+w, grad r, codes r+w (1 byte each), absmaxes negligible.
   const bytes8 = elements * (4 * 3 + 4);
-  const fused8Ms = time(b, fused8);
+  const fused8Ms = medianOpMs(b, fused8);
   rows.push({ op: `sumSquaresMany + adamw8bitMany (clip folded), ${label}: ${countOf(b, fused8)}`, ms: fused8Ms, rate: gbs(bytes8, fused8Ms) });
   // Before: each tensor's moments dequantised on the host, uploaded, stepped, read back and quantised.
   const host = params.map((p) => ({ m: quantizeBlockwise(new Float32Array(p.size), SIGNED_MAP), v: quantizeBlockwise(new Float32Array(p.size), UNSIGNED_MAP) }));
@@ -222,7 +207,7 @@ function optimizerStepTimings(b: CudaBackend): Timing[] {
     });
     return [];
   };
-  const hostMs = time(b, hostPath, 3);
+  const hostMs = medianOpMs(b, hostPath, 3);
   rows.push({ op: `AdamW8bit per tensor through the host (before), ${label}, no clip: ${countOf(b, hostPath)}`, ms: hostMs, rate: gbs(bytes8, hostMs) });
 
   for (const t of [...params, ...grads, ...ms, ...vs, ...moments.flatMap((q) => [q.m.codes, q.m.absmax, q.v.codes, q.v.absmax])]) t.free();
@@ -268,7 +253,7 @@ function main(): void {
     ["f32·bf16ᵀ (full f32)", xf, "f32"],
     ["f32·bf16ᵀ autocast (cast + bf16)", xf, "bf16"],
   ] as const) {
-    const ms = time(b, () => [b.matmul(x, w, { transB: true, precision })]);
+    const ms = medianOpMs(b, () => [b.matmul(x, w, { transB: true, precision })]);
     rows.push({ op: `matmul ${label} [${m},${k}]·[${n},${k}]ᵀ`, ms, rate: tflops(2 * m * n * k, ms) });
   }
 
@@ -280,14 +265,14 @@ function main(): void {
   const mask = { kind: "causal", queryOffset: 0 } as const;
   const scale = 1 / Math.sqrt(D);
   const causalFlops = 2 * 2 * Hq * D * ((T * (T + 1)) / 2);
-  const fwdMs = time(b, () => {
+  const fwdMs = medianOpMs(b, () => {
     const { out, lse } = b.attention(q, kk, v, mask, scale);
     return [out, lse];
   });
   rows.push({ op: `attention fwd causal T=${T} Hq=${Hq} Hkv=${Hkv} D=${D}`, ms: fwdMs, rate: tflops(causalFlops, fwdMs) });
   const { out, lse } = b.attention(q, kk, v, mask, scale);
   const dout = random(b, [1, T, Hq, D], "f32", 7);
-  const bwdMs = time(b, () => {
+  const bwdMs = medianOpMs(b, () => {
     const g = b.attentionBackward(q, kk, v, out, lse, dout, mask, scale);
     return [g.dq, g.dk, g.dv];
   });
@@ -301,14 +286,14 @@ function main(): void {
   const blocks = { kind: "segments", lengths: [P, P] } as const;
   const visionFlops = 2 * 2 * Hv * Dv * 2 * P * P;
   const vScale = 1 / Math.sqrt(Dv);
-  const vFwdMs = time(b, () => {
+  const vFwdMs = medianOpMs(b, () => {
     const r = b.attention(vq, vk, vv, blocks, vScale);
     return [r.out, r.lse];
   });
   rows.push({ op: `attention fwd 2 blocks of ${P} H=${Hv} D=${Dv}`, ms: vFwdMs, rate: tflops(visionFlops, vFwdMs) });
   const vOut = b.attention(vq, vk, vv, blocks, vScale);
   const vDout = random(b, [1, 2 * P, Hv, Dv], "f32", 16);
-  const vBwdMs = time(b, () => {
+  const vBwdMs = medianOpMs(b, () => {
     const g = b.attentionBackward(vq, vk, vv, vOut.out, vOut.lse, vDout, blocks, vScale);
     return [g.dq, g.dk, g.dv];
   });
@@ -317,18 +302,18 @@ function main(): void {
   // Memory-bound ops at decoder width.
   const h = random(b, [4096, 5120], "f32", 8);
   const gamma = random(b, [5120], "bf16", 9);
-  const normMs = time(b, () => {
+  const normMs = medianOpMs(b, () => {
     const r = b.rmsNorm(h, gamma, 1e-5);
     return [r.y, r.rstd];
   });
   rows.push({ op: "rmsNorm f32 [4096, 5120]", ms: normMs, rate: gbs(2 * 4096 * 5120 * 4, normMs) });
   const gate = random(b, [4096, 14336], "f32", 10);
   const up = random(b, [4096, 14336], "f32", 11);
-  const swigluMs = time(b, () => [b.swiglu(gate, up)]);
+  const swigluMs = medianOpMs(b, () => [b.swiglu(gate, up)]);
   rows.push({ op: "swiglu f32 [4096, 14336]", ms: swigluMs, rate: gbs(3 * 4096 * 14336 * 4, swigluMs) });
   const logits = random(b, [512, 131072], "f32", 12);
   const labels = b.upload(Int32Array.from({ length: 512 }, (_, i) => (i * 7919) % 131072), [512], "i32");
-  const ceMs = time(b, () => {
+  const ceMs = medianOpMs(b, () => {
     const r = b.crossEntropy(logits, labels, -100, 1 / 512);
     return [r.loss, r.dlogits!];
   });
@@ -350,27 +335,27 @@ function main(): void {
     const shape = `[${tokens},${width}] r=${r}`;
     const xBytes = tokens * width * 2;
     const fused = {
-      down: time(b, () => [b.loraDown(lx, la, { ...mask, outDtype: "bf16" })]),
-      gradA: time(b, () => [b.loraGradA(ldu, lx, mask)]),
-      dx: time(b, () => {
+      down: medianOpMs(b, () => [b.loraDown(lx, la, { ...mask, outDtype: "bf16" })]),
+      gradA: medianOpMs(b, () => [b.loraGradA(ldu, lx, mask)]),
+      dx: medianOpMs(b, () => {
         b.loraDxAccumulate(ldx, ldu, la, mask);
         return [];
       }),
     };
     const composite = {
-      down: time(b, () => {
+      down: medianOpMs(b, () => {
         const xd = b.dropout(lx, mask.dropout, mask.seed, "bf16");
         const u = b.matmul(xd, la, { transB: true, precision: "bf16", outDtype: "bf16" });
         xd.free();
         return [u];
       }),
-      gradA: time(b, () => {
+      gradA: medianOpMs(b, () => {
         const xd = b.dropout(lx, mask.dropout, mask.seed, "bf16");
         const da = b.matmul(ldu, xd, { transA: true, precision: "bf16" });
         xd.free();
         return [da];
       }),
-      dx: time(b, () => {
+      dx: medianOpMs(b, () => {
         const dxd = b.matmul(ldu, la, { precision: "bf16" });
         const dxLora = b.dropoutBackward(dxd, mask.dropout, mask.seed);
         dxd.free();
