@@ -12,15 +12,14 @@
  * GPU step cannot go below, not a speed figure).
  *
  * train-step.ts runs as the GPU machine runs it: one esbuild bundle (scripts/carry-bundle.sh's
- * options), not through tsx, whose per-closure name helper (keepNames) alone cost the host a few
+ * bundle_entries), not through tsx, whose per-closure name helper (keepNames) alone cost the host a few
  * percent of the step.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { build } from "esbuild";
 import { buildHostStub } from "./host-stub.ts";
 
 interface StepRow {
@@ -41,27 +40,19 @@ const SETTINGS: readonly [recompute: string, weights: string][] = [
   ["full", "fp8"],
 ];
 
-/** Bundles bench/train-step.ts as scripts/carry-bundle.sh does; returns the bundle's path. */
-async function bundleTrainStep(): Promise<string> {
+/** Bundles bench/train-step.ts with scripts/carry-bundle.sh's bundle_entries (the GPU machine's bundle); returns its path. */
+function bundleTrainStep(): string {
+  const root = join(import.meta.dirname, "..");
   // Inside the repository, so the packages left outside the bundle resolve from its node_modules.
-  const outfile = join(import.meta.dirname, "..", "node_modules", ".cache", "splint-host-stub", "train-step.mjs");
-  await build({
-    entryPoints: [join(import.meta.dirname, "train-step.ts")],
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    external: ["koffi", "sharp", "parquet-wasm"],
-    banner: { js: "import { createRequire as __splintRequire } from 'node:module'; const require = __splintRequire(import.meta.url);" },
-    logLevel: "warning",
-    outfile,
-  });
-  return outfile;
+  const dir = join(root, "node_modules", ".cache", "splint-host-stub");
+  mkdirSync(dir, { recursive: true });
+  execFileSync("bash", ["-c", 'source "$1/scripts/carry-bundle.sh" && bundle_entries "$1" "$2" bench/train-step.ts:train-step', "bundle", root, dir], { stdio: "inherit" });
+  return join(dir, "train-step.mjs");
 }
 
-async function main(): Promise<void> {
+function main(): void {
   const { values } = parseArgs({ options: { out: { type: "string" }, json: { type: "string" }, sizes: { type: "string", default: "3b,8b,14b" }, steps: { type: "string", default: "8" } } });
-  const trainStep = await bundleTrainStep();
+  const trainStep = bundleTrainStep();
   const lib = buildHostStub(mkdtempSync(join(tmpdir(), "splint-host-stub-")));
   const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
   const rows: StepRow[] = [];
@@ -90,4 +81,4 @@ async function main(): Promise<void> {
   process.stdout.write(md);
 }
 
-await main();
+main();
