@@ -4,7 +4,10 @@
  * parity.json and parity.md into the output folder. Exit code 1 when a case fails, 2 when the CUDA
  * backend cannot start.
  *
- *   node --import tsx scripts/cuda-parity.ts [--out DIR] [--seed N]
+ *   node --import tsx scripts/cuda-parity.ts [--out DIR] [--seed N] [--only TEXT]
+ *
+ * --only keeps the cases whose name contains TEXT (scripts/gpu-check's flash variants run the
+ * "flash attention" ones against each variant build).
  */
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -60,7 +63,8 @@ function main(): number {
   console.error(`backend parity: ${cuda.device}, seed ${seed}`);
   const results: CaseResult[] = [];
   const started = Date.now();
-  for (const c of parityCases()) {
+  const only = argValue("--only");
+  for (const c of parityCases().filter((pc) => only === undefined || pc.name.includes(only))) {
     const r = runCase(c, cuda, cpu, seed);
     results.push(r);
     if (r.error) console.error(`${c.name}: ${r.error}`);

@@ -568,6 +568,9 @@ function flashAttentionCases(): ParityCase[] {
       mask: () => ({ kind: "causal", queryOffset: 16 }),
     },
     { label: "causal GQA 6/2, D=96 (padded to 128), T=65", b: 1, t: 65, s: 65, hq: 6, hkv: 2, d: 96, mask: causal },
+    // 264 key tiles × kv heads: on 132 SMs the fused backward splits each group of 4 query heads in
+    // two (query_head_splits), so a block walks 2 heads and the slices meet in flash_dkv_finish_kernel.
+    { label: "causal GQA 32/8, D=64, B=33, T=64 (query heads split in two)", b: 33, t: 64, s: 64, hq: 32, hkv: 8, d: 64, mask: causal },
     { label: "segments [2116] (one 644×644 image), D=64", b: 1, t: 2116, s: 2116, hq: 2, hkv: 2, d: 64, mask: () => ({ kind: "segments", lengths: [2116] }) },
     { label: "segments [300, 2116], D=64", b: 1, t: 2416, s: 2416, hq: 1, hkv: 1, d: 64, mask: () => ({ kind: "segments", lengths: [300, 2116] }) },
     { label: "segments [63, 17, 1], D=128", b: 1, t: 81, s: 81, hq: 2, hkv: 2, d: 128, mask: () => ({ kind: "segments", lengths: [63, 17, 1] }) },

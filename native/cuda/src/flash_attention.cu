@@ -22,6 +22,20 @@
 #include "common.cuh"
 #include "mma.cuh"
 
+// Build knobs for measuring the D = 64 kernels' occupancy (scripts/gpu-check's flashvariants step
+// builds the library with each and times the vision shape): the least blocks an SM the forward and
+// the fused backward are compiled for (__launch_bounds__' second argument: 0 lets ptxas choose the
+// registers, as without it), and the fused backward's query tile.
+#ifndef SPLINT_FLASH_FWD64_MIN_BLOCKS
+#define SPLINT_FLASH_FWD64_MIN_BLOCKS 0
+#endif
+#ifndef SPLINT_FLASH_BWD64_MIN_BLOCKS
+#define SPLINT_FLASH_BWD64_MIN_BLOCKS 0
+#endif
+#ifndef SPLINT_FLASH_BWD64_QUERIES
+#define SPLINT_FLASH_BWD64_QUERIES 64
+#endif
+
 namespace {
 
 using bf16 = __nv_bfloat16;
@@ -226,7 +240,7 @@ constexpr size_t forward_smem() {
 }
 
 template <int kD, int kBc>
-__global__ void __launch_bounds__(kThreads) flash_forward_kernel(In q, In k, In v, int T, int S, int Hq, int Hkv, int D,
+__global__ void __launch_bounds__(kThreads, kD == 64 ? SPLINT_FLASH_FWD64_MIN_BLOCKS : 0) flash_forward_kernel(In q, In k, In v, int T, int S, int Hq, int Hkv, int D,
                                                                  float scale_log2, RowMask mask, bool vec, Out out,
                                                                  float* lse) {
   pdl_prologue();
@@ -774,7 +788,7 @@ __global__ void flash_dq_finish_kernel(const float* acc, int64_t rows, int D, in
 template <int kD>
 struct FusedTiles {
   static constexpr int keys = 64;
-  static constexpr int queries = kD == 64 ? 64 : 32;
+  static constexpr int queries = kD == 64 ? SPLINT_FLASH_BWD64_QUERIES : 32;
   static constexpr int dq_chunk = 32;
 };
 
@@ -793,10 +807,11 @@ constexpr size_t fused_smem() {
 // runs, so dq differs in its last bits from run to run (dk and dv do not). δ comes from
 // flash_delta_kernel; flash_dq_finish_kernel scales dq_acc into dq.
 template <int kD>
-__global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, In v, In dout, const float* lse,
+__global__ void __launch_bounds__(kThreads, kD == 64 ? SPLINT_FLASH_BWD64_MIN_BLOCKS : 0) flash_bwd_fused_kernel(In q, In k, In v, In dout, const float* lse,
                                                                    const float* delta, int T, int S, int Hq, int Hkv,
                                                                    int D, float scale, float scale_log2, RowMask mask,
-                                                                   bool vec, float* dq_acc, Out dk, Out dv) {
+                                                                   bool vec, int splits, float* dq_acc, float* dkv_part,
+                                                                   Out dk, Out dv) {
   pdl_prologue();
   constexpr int kStride = kD + 8, kKeys = FusedTiles<kD>::keys, kBq = FusedTiles<kD>::queries;
   // dS rows of 16-byte multiples for ldmatrix; the 8 extra columns also make the 32-bit stores of
@@ -823,7 +838,9 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, I
   int* tile_hi = tile_lo + 2 * kStagingWarps;   // [2][kStagingWarps]: the smallest hi
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int64_t b = blockIdx.z;
-  const int kh = blockIdx.y, group = Hq / Hkv;
+  // blockIdx.y: the kv head and which of its `splits` slices of query heads this block walks.
+  const int kh = blockIdx.y / splits, group = Hq / Hkv, heads = group / splits;
+  const int h_first = kh * group + (blockIdx.y % splits) * heads;
   static_assert(kKeys == kSegTile, "the grid's tiles are kSegTile keys");
   int s_first, s_end;
   block_span(mask, S, s_first, s_end);
@@ -844,9 +861,9 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, I
 
   // The walk over (query head, query tile) pairs, flattened so the next tile can be staged across
   // a head boundary.
-  const int tiles_per_head = (max(query_hi - query_lo, 0) + kBq - 1) / kBq, tiles = tiles_per_head * group;
+  const int tiles_per_head = (max(query_hi - query_lo, 0) + kBq - 1) / kBq, tiles = tiles_per_head * heads;
   auto stage_queries = [&](int tile, int buf) {
-    const int h = kh * group + tile / tiles_per_head, t0 = query_lo + (tile % tiles_per_head) * kBq;
+    const int h = h_first + tile / tiles_per_head, t0 = query_lo + (tile % tiles_per_head) * kBq;
     stage_rows<kBq, kD>(q, b, T, Hq, h, D, t0, query_hi, vec, qs + buf * kBq * kStride);
     stage_rows<kBq, kD>(dout, b, T, Hq, h, D, t0, query_hi, vec, dos + buf * kBq * kStride);
     // kBq ≤ kThreads and a multiple of 32: whole warps enter, one row a thread.
@@ -885,7 +902,7 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, I
     }
     // Tile `buf` is complete for every thread, and every warp is done with the previous tile's dS.
     __syncthreads();
-    const int h = kh * group + tile / tiles_per_head, t0 = query_lo + (tile % tiles_per_head) * kBq;
+    const int h = h_first + tile / tiles_per_head, t0 = query_lo + (tile % tiles_per_head) * kBq;
     const bf16* qb = qs + buf * kBq * kStride;
     const bf16* dob = dos + buf * kBq * kStride;
 
@@ -964,6 +981,25 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, I
       }
     }
   }
+  if (dkv_part != nullptr) {
+    // This slice's sums, unscaled, into its part of [2][splits][B, S, Hkv, kD] (dk's, then dv's)
+    // for flash_dkv_finish_kernel: rows padded to kD, so a thread's column pair is one 8-byte store.
+    const int64_t part = (int64_t)gridDim.z * S * Hkv * kD;
+    float* dk_part = dkv_part + (blockIdx.y % splits) * part;
+    float* dv_part = dk_part + splits * part;
+#pragma unroll
+    for (int n = 0; n < kD / 8; n++) {
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const int s = r ? s_hi : s_lo;
+        if (s >= s_end) continue;
+        const int64_t i = ((b * S + s) * Hkv + kh) * (int64_t)kD + n * 8 + 2 * tq;
+        *reinterpret_cast<float2*>(dk_part + i) = make_float2(dka[0][n][2 * r], dka[0][n][2 * r + 1]);
+        *reinterpret_cast<float2*>(dv_part + i) = make_float2(dva[0][n][2 * r], dva[0][n][2 * r + 1]);
+      }
+    }
+    return;
+  }
 #pragma unroll
   for (int n = 0; n < kD / 8; n++) {
 #pragma unroll
@@ -975,6 +1011,24 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_fused_kernel(In q, In k, I
         store(dv, i, dva[0][n][e]);
       }
     }
+  }
+}
+
+// dk = scale · Σ dk parts and dv = Σ dv parts over the fused backward's `splits` slices, in slice
+// order (so dk and dv stay the same from run to run); parts [2][splits][rows, kD], dk/dv [rows, D].
+__global__ void flash_dkv_finish_kernel(const float* parts, int splits, int64_t rows, int D, int kD, float scale,
+                                        Out dk, Out dv) {
+  pdl_prologue();
+  const int64_t part = rows * kD;
+  GRID_STRIDE(i, rows * D) {
+    const int64_t r = i / D, j = r * kD + (i - r * D);
+    float k_sum = 0.0f, v_sum = 0.0f;
+    for (int p = 0; p < splits; p++) {
+      k_sum += parts[p * part + j];
+      v_sum += parts[(splits + p) * part + j];
+    }
+    store(dk, i, k_sum * scale);
+    store(dv, i, v_sum);
   }
 }
 
@@ -1029,6 +1083,23 @@ RowMask row_mask(int32_t mask_kind, int64_t query_offset, splint_dptr key_valid,
   return RowMask{mask_kind, query_offset, reinterpret_cast<const int32_t*>(key_valid),
                  reinterpret_cast<const int32_t*>(seg_start), reinterpret_cast<const int32_t*>(seg_end),
                  mask_kind == 1 ? reinterpret_cast<const int32_t*>(seg_tiles) : nullptr};
+}
+
+// How many blocks share a kv head's query heads in the fused backward. A block that walks every
+// query head of its group keeps dk and dv in registers, but with few key tiles (the decoder's 2×720
+// tokens: 12 tiles × 8 kv heads × 2 = 192 blocks on 132 SMs) the grid is short of blocks and the
+// first key tile of a causal mask (every query tile of 4 heads) is the critical path. Splitting the
+// heads (halving while the grid has under 4 blocks an SM) shortens it; the slices' sums then go
+// through f32 parts and flash_dkv_finish_kernel.
+int query_head_splits(int64_t kv_blocks, int group) {
+  static int sms = 0;  // per process: splint drives one device per process
+  if (sms == 0) {
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) sms = 132;
+  }
+  int splits = 1;
+  while (group % (2 * splits) == 0 && kv_blocks * splits < 4 * (int64_t)sms) splits *= 2;
+  return splits;
 }
 
 // Blocks of a grid over `rows` query rows or keys (equal under a segment mask): one per tile.
@@ -1121,6 +1192,8 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
   Scratch acc;
   STATUS_CHECK(scratch_alloc(ctx, acc, rows * padded * (int64_t)sizeof(float), splint_op));
   float* acc_p = static_cast<float*>(acc.p);  // zeroed by flash_delta_kernel
+  Scratch parts;  // the dk/dv slices when query heads are split across blocks
+  int status = SPLINT_OK;
   const bool delta_vec = d % 8 == 0 && aligned16(out) && aligned16(dout) && out_dtype != SPLINT_FP8_E4M3 &&
                          dout_dtype != SPLINT_FP8_E4M3;
   launch_kernel(ctx, flash_delta_kernel, (unsigned)((rows * 16 + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, 0,
@@ -1129,11 +1202,20 @@ int splint_cuda_flash_attention_backward(splint_ctx* ctx, splint_dptr q, int32_t
   with_head(d, [&](auto head) {
     constexpr int kD = decltype(head)::value, kKeys = FusedTiles<kD>::keys;
     static_assert(kKeys == kSegTile, "one tile width for every grid");
-    const dim3 kgrid(grid_tiles(mask, n_seg_tiles, s), (unsigned)hkv, (unsigned)b);
+    const int64_t key_tiles = grid_tiles(mask, n_seg_tiles, s);
+    const int splits = query_head_splits(key_tiles * hkv * b, (int)(hq / hkv));
+    if (splits > 1) status = scratch_alloc(ctx, parts, 2 * splits * b * s * hkv * kD * (int64_t)sizeof(float), splint_op);
+    if (status != SPLINT_OK) return;
+    const dim3 kgrid((unsigned)key_tiles, (unsigned)(hkv * splits), (unsigned)b);
     launch_kernel(ctx, flash_bwd_fused_kernel<kD>, kgrid, kThreads, fused_smem<kD>(),
         qi, ki, vi, doi, lse_p, delta_p, (int)t, (int)s, (int)hq, (int)hkv, (int)d, scale, scale * kLog2e, mask, vec,
-        acc_p, out_of(dk, grad_dtype), out_of(dv, grad_dtype));
+        splits, acc_p, static_cast<float*>(parts.p), out_of(dk, grad_dtype), out_of(dv, grad_dtype));
+    if (splits > 1) {
+      launch_kernel(ctx, flash_dkv_finish_kernel, grid_for(b * s * hkv * d), 256, 0, static_cast<const float*>(parts.p),
+                    splits, b * s * hkv, (int)d, kD, scale, out_of(dk, grad_dtype), out_of(dv, grad_dtype));
+    }
   });
+  STATUS_CHECK(status);
   LAUNCH_CHECK();
   launch_kernel(ctx, flash_dq_finish_kernel, grid_for(rows * d / 4), 256, 0, acc_p, rows, (int)d, padded, scale,
                                                                             d == padded && aligned16(dq),
