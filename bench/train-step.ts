@@ -31,6 +31,7 @@ import { parseArgs } from "node:util";
 import { createGraph } from "../src/autograd/tape.ts";
 import { createCpuBackend } from "../src/backends/cpu/index.ts";
 import { CudaError } from "../src/backends/cuda/errors.ts";
+import { timelineFrom } from "../src/backends/cuda/activity.ts";
 import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.ts";
 import { parseMatmulPrecision } from "../src/cli/matmul-flag.ts";
 import { profileBackend, profileMarkdown, type StepProfile } from "./step-profile.ts";
@@ -336,19 +337,18 @@ async function run(
   let timeline: StepTimeline | null = null;
   if (cuda) {
     try {
-      // The first step CUPTI recorded at e4f5ca0 (14B) idled 3.7 ms before its first kernel and
-      // took ~4 ms more than the median, which no step without CUPTI does: CUPTI's own set-up on
-      // the first launch it records. A window of one step, discarded, takes that cost first.
+      // The first step of a CUPTI window idles ~3.5 ms before its first kernel (14B at e4f5ca0
+      // and, with a discarded window before it, at 65e89f6) and takes ~4.5 ms more than the
+      // median: CUPTI's cost at the first launches it records. So the window runs a warm-up step
+      // first, and only the records from the measured step's start on are kept.
       cuda.activity.start();
       readLoss(trainStep());
-      cuda.activity.stop(0);
-      cuda.activity.start();
       const hostStart = cuda.activity.timestamp();
       const lossOnDevice = trainStep();
       sync();
       const hostEnd = cuda.activity.timestamp();
       try {
-        timeline = stepTimeline(cuda.activity.stop(TIMELINE_NAMES), hostStart, hostEnd);
+        timeline = stepTimeline(timelineFrom(cuda.activity.stop(0), hostStart, TIMELINE_NAMES), hostStart, hostEnd);
       } finally {
         readLoss(lossOnDevice);
       }

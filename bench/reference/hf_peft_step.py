@@ -403,7 +403,31 @@ def dynamo_stats():
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def run_tuned(plan, variant, warmup, steps):
+def kernel_profile(step, top):
+    """One more step under torch.profiler (CUPTI, as splint's timeline): every CUDA kernel, copy and
+    memset by name, the `top` largest by total device time, so the tuned rows can be compared with
+    splint's timeline kernel by kernel."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    totals = {}
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        count, us = totals.get(e.name, (0, 0.0))
+        totals[e.name] = (count + 1, us + e.time_range.elapsed_us())
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1][1])
+    return {
+        "activities": sum(c for c, _ in totals.values()),
+        "sumMs": sum(us for _, us in totals.values()) / 1000,
+        "top": [{"name": name, "count": c, "totalMs": us / 1000} for name, (c, us) in ranked[:top]],
+    }
+
+
+def run_tuned(plan, variant, warmup, steps, kernels=0):
     import peft
     from peft.tuners.lora import LoraLayer
     import transformers
@@ -542,6 +566,12 @@ def run_tuned(plan, variant, warmup, steps):
     step()
     phases["totalMs"] = (marks[-1] - marks[0]) * 1000
     marks = None
+    profiled = None
+    if kernels > 0:
+        try:
+            profiled = kernel_profile(step, kernels)
+        except Exception as e:  # the profile is an extra: its failure costs only itself
+            profiled = {"error": f"{type(e).__name__}: {e}"}
 
     median_ms = statistics.median(times)
     tokens = plan["workload"]["tokensPerStep"]
@@ -591,6 +621,8 @@ def run_tuned(plan, variant, warmup, steps):
         "setupSeconds": setup_seconds,
         "checkSeconds": check_seconds,
     }
+    if profiled is not None:
+        result["kernelProfile"] = profiled
     if compiled:
         # What the warm-up steps took beyond a measured step: the compilation (forward and backward graphs).
         result["compileSeconds"] = sum(max(0.0, w - median_ms) for w in warm) / 1000
@@ -617,6 +649,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2, help="warm-up steps (tuned-compile: at least 3)")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--out")
+    ap.add_argument("--kernels", type=int, default=0, help="the tuned variants: one more step under torch.profiler, its N largest kernels by device time")
     args = ap.parse_args()
     with open(args.plan) as f:
         plan = json.load(f)
@@ -631,7 +664,7 @@ def main():
             if variant == "tutorial":
                 result = run_one(plan, attn, args.warmup, args.steps)
             else:
-                result = run_tuned(plan, variant, args.warmup, args.steps)
+                result = run_tuned(plan, variant, args.warmup, args.steps, args.kernels)
         except Exception as e:  # report and go on with the next variant / implementation
             traceback.print_exc()
             result = error_row(plan, variant, attn, e)

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { type ActivityTimeline, decodeNames } from "../../src/backends/cuda/activity.ts";
+import { type ActivityTimeline, decodeNames, timelineFrom } from "../../src/backends/cuda/activity.ts";
 import { displayKernelName, idleMarkdown, stepTimeline, timelineMarkdown } from "../../bench/step-timeline.ts";
 
 // CUPTI timestamps are ns since an epoch, far past 2^53: the differences must be taken as bigints.
@@ -180,4 +180,46 @@ test("names come back NUL-terminated at fixed strides; a full slot has no termin
   buffer.write("x", 16);
   assert.deepEqual(decodeNames(buffer, 8, 3), ["gemm", "[memset]", "x"]);
   assert.deepEqual(decodeNames(buffer, 8, 0), []);
+});
+
+test("timelineFrom keeps the records from a moment on and recomputes every figure from them", () => {
+  // A warm-up step's records (1.0–2.0 ms, memcpy at 1.5) before the measured one (the fixture's, shifted by 3 ms).
+  const shifted: [number, number, number][] = [
+    [1_000_000, 2_000_000, 1],
+    [1_500_000, 1_600_000, 2],
+    ...[...record.records.nameIndex.keys()].map((i): [number, number, number] => [
+      Number(record.records.startNs[i]! - EPOCH) + 3_000_000,
+      Number(record.records.endNs[i]! - EPOCH) + 3_000_000,
+      record.records.nameIndex[i]!,
+    ]),
+  ];
+  const window: ActivityTimeline = { ...record, kernels: 4, memcpys: 2, droppedRecords: 2, records: records(NAMES, shifted) };
+  const part = timelineFrom(window, EPOCH + 3_000_000n, 2);
+  assert.deepEqual([part.kernels, part.memcpys, part.memsets], [3, 1, 1]);
+  assert.equal(part.busyNs, 9_000_000);
+  assert.equal(part.firstStartNs, EPOCH + 3_400_123n);
+  assert.equal(part.lastEndNs, EPOCH + 13_400_123n);
+  assert.equal(part.idleNs, 1_000_000);
+  assert.equal(part.droppedRecords, 2, "the window's dropped records are not attributed to a part");
+  assert.equal(part.distinctNames, 4);
+  assert.deepEqual(part.top, [
+    { name: NAMES[0], count: 2, totalNs: 6_000_000 },
+    { name: NAMES[1], count: 1, totalNs: 2_500_000 },
+  ]);
+  assert.equal(part.records.nameIndex.length, 5);
+  // From before every record: the whole window, the warm-up's kernel and copy included.
+  const whole = timelineFrom(window, 0n, 10);
+  assert.deepEqual([whole.kernels, whole.memcpys, whole.memsets], [4, 2, 1]);
+  assert.equal(whole.busyNs, 10_000_000);
+  assert.equal(whole.firstStartNs, EPOCH + 1_000_000n);
+  // The fixture's own records: its busy and idle, and each name's time as the records give it.
+  const same = timelineFrom(record, 0n, 4);
+  assert.deepEqual(same.top, [
+    { name: NAMES[0], count: 2, totalNs: 6_000_000 },
+    { name: NAMES[1], count: 1, totalNs: 2_500_000 },
+    { name: "[memset]", count: 1, totalNs: 600_000 },
+    { name: "[memcpy DtoD]", count: 1, totalNs: 500_000 },
+  ]);
+  assert.equal(same.busyNs, record.busyNs);
+  assert.equal(same.idleNs, record.idleNs);
 });

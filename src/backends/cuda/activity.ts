@@ -73,6 +73,72 @@ export function decodeNames(buffer: Buffer, stride: number, count: number): stri
   });
 }
 
+/**
+ * The part of a recorded window whose records start at or after `fromNs` (CUPTI's clock), with
+ * every figure recomputed from those records and the `topNames` largest names by total time: a
+ * window that ran a warm-up step before the step to measure, so CUPTI's cost at the first launches
+ * it records falls outside the part kept. Untimed records are not among the records, so they are
+ * not counted here; droppedRecords and otherDeviceRecords stay the whole window's.
+ */
+export function timelineFrom(t: ActivityTimeline, fromNs: bigint, topNames: number): ActivityTimeline {
+  const { startNs, endNs, nameIndex, names } = t.records;
+  const kept = Array.from(nameIndex.keys())
+    .filter((i) => startNs[i]! >= fromNs)
+    .sort((a, b) => (startNs[a]! < startNs[b]! ? -1 : startNs[a]! > startNs[b]! ? 1 : endNs[a]! < endNs[b]! ? -1 : endNs[a]! > endNs[b]! ? 1 : 0));
+  const perName = new Map<number, { count: number; totalNs: number }>();
+  let kernels = 0;
+  let memcpys = 0;
+  let memsets = 0;
+  let busyNs = 0;
+  let runStart = 0n;
+  let runEnd = 0n;
+  for (const i of kept) {
+    const name = nameIndex[i]!;
+    const label = names[name] ?? "";
+    if (label.startsWith("[memcpy")) memcpys++;
+    else if (label === "[memset]") memsets++;
+    else kernels++;
+    const total = perName.get(name) ?? { count: 0, totalNs: 0 };
+    total.count++;
+    total.totalNs += Number(endNs[i]! - startNs[i]!);
+    perName.set(name, total);
+    // Sorted by start: a record past the current run's end closes it.
+    if (runEnd === 0n || startNs[i]! > runEnd) {
+      busyNs += Number(runEnd - runStart);
+      runStart = startNs[i]!;
+      runEnd = endNs[i]!;
+    } else if (endNs[i]! > runEnd) {
+      runEnd = endNs[i]!;
+    }
+  }
+  busyNs += Number(runEnd - runStart);
+  const firstStartNs = kept.length > 0 ? startNs[kept[0]!]! : 0n;
+  const lastEndNs = kept.reduce((last, i) => (endNs[i]! > last ? endNs[i]! : last), 0n);
+  const top = [...perName.entries()]
+    .map(([name, total]) => ({ name: names[name] ?? `[name ${name}]`, ...total }))
+    .sort((a, b) => b.totalNs - a.totalNs || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    .slice(0, topNames);
+  return {
+    kernels,
+    memcpys,
+    memsets,
+    busyNs,
+    firstStartNs,
+    lastEndNs,
+    idleNs: Number(lastEndNs - firstStartNs) - busyNs,
+    droppedRecords: t.droppedRecords,
+    otherDeviceRecords: t.otherDeviceRecords,
+    distinctNames: perName.size,
+    top,
+    records: {
+      names,
+      startNs: BigInt64Array.from(kept, (i) => startNs[i]!),
+      endNs: BigInt64Array.from(kept, (i) => endNs[i]!),
+      nameIndex: Int32Array.from(kept, (i) => nameIndex[i]!),
+    },
+  };
+}
+
 export function cudaActivity(lib: SplintCudaLib, ctx: CtxHandle, requireOpen: (op: string) => void): CudaActivity {
   return {
     start() {
