@@ -90,17 +90,18 @@ export function declarations(header: string): { ret: string; name: string; param
   return found.map((m) => ({ ret: m[1]!, name: m[2]!, params: m[3]!.replace(/\s+/g, " ").trim() }));
 }
 
-export function stubSource(header: string): string {
-  const fns = declarations(header).map(({ ret, name, params }) => `${ret} ${name}(${params}) {\n  ${BODIES[name] ?? "return 0;"}\n}\n`);
+/** `bodies` replaces the bodies of the functions it names (a test's device that refuses something). */
+export function stubSource(header: string, bodies: Readonly<Record<string, string>> = {}): string {
+  const fns = declarations(header).map(({ ret, name, params }) => `${ret} ${name}(${params}) {\n  ${bodies[name] ?? BODIES[name] ?? "return 0;"}\n}\n`);
   return `${PRELUDE}\n${fns.join("\n")}`;
 }
 
 /** Writes DIR/stub.c and compiles DIR/libsplint_cuda.so with the system C compiler; returns the library's path. */
-export function buildHostStub(dir: string): string {
+export function buildHostStub(dir: string, bodies: Readonly<Record<string, string>> = {}): string {
   mkdirSync(dir, { recursive: true });
   const source = join(dir, "stub.c");
   const lib = join(dir, "libsplint_cuda.so");
-  writeFileSync(source, stubSource(readFileSync(HEADER, "utf8")));
+  writeFileSync(source, stubSource(readFileSync(HEADER, "utf8"), bodies));
   execFileSync(process.env.CC ?? "cc", ["-O2", "-shared", "-fPIC", "-I", join(HEADER, ".."), "-o", lib, source], { stdio: "inherit" });
   return lib;
 }

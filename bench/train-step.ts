@@ -14,9 +14,9 @@
  *                     checkpoints store them (workload.ts randomWeights); default bf16
  *   --lora-up-ops on  the bf16 tier's LoRA products with B through Backend.loraUp /
  *                     loraUpBackward (createGraph's loraUpOps) instead of cuBLASLt matmuls; default off
- *   --pdl on          programmatic dependent launch (CudaBackend.setProgrammaticLaunch): each kernel
- *                     may be scheduled while the one before it finishes; default off, or on with
- *                     SPLINT_CUDA_PDL=1
+ *   --pdl off         without programmatic dependent launch (CudaBackend.setProgrammaticLaunch: each
+ *                     kernel may be scheduled while the one before it finishes); default: the
+ *                     backend's, on where the device has it (SPLINT_CUDA_PDL=0: off)
  *
  * Timing: each step ends with the device synchronised before the host clock is read; the result is
  * the median over the measured steps after the warm-up. One extra step afterwards synchronises at

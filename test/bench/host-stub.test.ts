@@ -94,23 +94,46 @@ test("the activity timeline's entries bind and marshal through the CUDA backend 
   }
 });
 
-test("programmatic dependent launch is off by default, set through the ABI, and on from SPLINT_CUDA_PDL=1", async () => {
+test("programmatic dependent launch is on by default, set through the ABI, and off from SPLINT_CUDA_PDL=0", async () => {
   const dir = await mkdtemp(join(tmpdir(), "splint-host-stub-"));
   const lib = buildHostStub(join(dir, "lib"));
   const saved = process.env.SPLINT_CUDA_PDL;
   try {
+    delete process.env.SPLINT_CUDA_PDL;
     const plain = createCudaBackend(lib);
-    assert.equal(plain.programmaticLaunch, false);
-    plain.setProgrammaticLaunch(true);
     assert.equal(plain.programmaticLaunch, true);
     plain.setProgrammaticLaunch(false);
     assert.equal(plain.programmaticLaunch, false);
+    plain.setProgrammaticLaunch(true);
+    assert.equal(plain.programmaticLaunch, true);
     plain.dispose();
     assert.throws(() => plain.setProgrammaticLaunch(true), /disposed/);
+    process.env.SPLINT_CUDA_PDL = "0";
+    const off = createCudaBackend(lib);
+    assert.equal(off.programmaticLaunch, false);
+    off.dispose();
+    process.env.SPLINT_CUDA_PDL = "yes";
+    assert.throws(() => createCudaBackend(lib), /SPLINT_CUDA_PDL=yes: expected 0 \(off\) or 1/);
+  } finally {
+    if (saved === undefined) delete process.env.SPLINT_CUDA_PDL;
+    else process.env.SPLINT_CUDA_PDL = saved;
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("a device without programmatic dependent launch runs without it by default, and SPLINT_CUDA_PDL=1 makes that an error", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "splint-host-stub-"));
+  // As the library answers on a GPU before sm_90: SPLINT_INVALID_ARGUMENT for on, fine for off.
+  const lib = buildHostStub(join(dir, "lib"), { splint_cuda_set_programmatic_launch: "return on ? 1 : 0;" });
+  const saved = process.env.SPLINT_CUDA_PDL;
+  try {
+    delete process.env.SPLINT_CUDA_PDL;
+    const older = createCudaBackend(lib);
+    assert.equal(older.programmaticLaunch, false);
+    assert.throws(() => older.setProgrammaticLaunch(true), /setProgrammaticLaunch/);
+    older.dispose();
     process.env.SPLINT_CUDA_PDL = "1";
-    const fromEnv = createCudaBackend(lib);
-    assert.equal(fromEnv.programmaticLaunch, true);
-    fromEnv.dispose();
+    assert.throws(() => createCudaBackend(lib), /setProgrammaticLaunch/);
   } finally {
     if (saved === undefined) delete process.env.SPLINT_CUDA_PDL;
     else process.env.SPLINT_CUDA_PDL = saved;
