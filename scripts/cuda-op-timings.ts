@@ -320,11 +320,15 @@ function main(): void {
   rows.push({ op: "crossEntropy+grad f32 [512, 131072]", ms: ceMs, rate: gbs(2 * 512 * 131072 * 4, ceMs) });
 
   // The LoRA side of a linear (r = 16, p = 0.05, bf16 tier) at the decoder's 1440 tokens × 5120 and
-  // the vision tower's 4232 patches × 1024: lora.cu's fused ops beside the composite they replace
-  // (dropout writing bf16 + cuBLASLt products + dropoutBackward + add).
+  // 16384 (down_proj's input) and the vision tower's 4232 patches × 1024 and 4096: lora.cu's fused
+  // ops beside the composite they replace (dropout writing bf16 + cuBLASLt products +
+  // dropoutBackward + add), and without dropout (p = 0: no mask hash per element), which tells what
+  // the mask costs them.
   for (const [tokens, width] of [
     [1440, 5120],
+    [1440, 16384],
     [4232, 1024],
+    [4232, 4096],
   ] as const) {
     const r = 16;
     const mask = { dropout: 0.05, seed: 7, precision: "bf16" } as const;
@@ -363,8 +367,20 @@ function main(): void {
         return [dxLora];
       }),
     };
+    const noMask = { ...mask, dropout: 0 };
+    const unmasked = {
+      down: medianOpMs(b, () => [b.loraDown(lx, la, { ...noMask, outDtype: "bf16" })]),
+      gradA: medianOpMs(b, () => [b.loraGradA(ldu, lx, noMask)]),
+      dx: medianOpMs(b, () => {
+        b.loraDxAccumulate(ldx, ldu, la, noMask);
+        return [];
+      }),
+    };
     rows.push(
       { op: `loraDown (fused) ${shape}`, ms: fused.down, rate: gbs(xBytes, fused.down) },
+      { op: `loraDown (fused, p = 0) ${shape}`, ms: unmasked.down, rate: gbs(xBytes, unmasked.down) },
+      { op: `loraGradA (fused, p = 0) ${shape}`, ms: unmasked.gradA, rate: gbs(xBytes, unmasked.gradA) },
+      { op: `loraDxAccumulate (fused, f32 dx, p = 0) ${shape}`, ms: unmasked.dx, rate: gbs(2 * tokens * width * 4, unmasked.dx) },
       { op: `loraDown composite (dropout + matmul) ${shape}`, ms: composite.down, rate: gbs(xBytes, composite.down) },
       { op: `loraGradA (fused) ${shape}`, ms: fused.gradA, rate: gbs(xBytes, fused.gradA) },
       { op: `loraGradA composite (dropout + matmul) ${shape}`, ms: composite.gradA, rate: gbs(xBytes, composite.gradA) },
