@@ -258,6 +258,22 @@ def main():
             train.append("")
             if t.get("idle"):
                 train += idle_lines(t["idle"], t["spanMs"]) + [""]
+    profiled = [r for r in rows if r.get("kernelProfile")]
+    if profiled:
+        train += ["", "## The reference's step by kernel (torch.profiler, one more step)", "",
+                  "Every CUDA kernel, copy and memset of one step by name (hf_peft_step.py --kernels), beside splint's CUPTI "
+                  "timeline above: both come from CUPTI's activity records. Sum: the durations added up (kernels that overlap "
+                  "each count in full).", ""]
+        for r in sorted(profiled, key=size_then_recompute):
+            kp = r["kernelProfile"]
+            if "error" in kp:
+                train += [f"**{r['size']}, {label(r)}**: no kernel profile ({kp['error']}).", ""]
+                continue
+            train += [f"**{r['size']}, {label(r)}**: {kp['activities']} activities, {kp['sumMs']:.1f} ms summed.", "",
+                      "| kernel | count | GPU ms | share of the sum |", "| --- | ---: | ---: | ---: |"]
+            for k in kp["top"][:25]:
+                train.append(f"| {cell(k['name'][:160])} | {k['count']} | {k['totalMs']:.1f} | {percent(k['totalMs'], kp['sumMs'])} |")
+            train.append("")
     if rows:
         lines += train
     if evals:

@@ -65,3 +65,26 @@ test("summarize.py renders the idle section as timelineMarkdown does, and older 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("summarize.py renders a tuned row's kernel profile, and its error when the profile failed", { skip: !available && `no ${python}` }, async () => {
+  const tuned = {
+    tool: "transformers+peft", variant: "tuned-compile", size: "3b", device: "NVIDIA H100 80GB HBM3", attention: "sdpa", medianMs: 12, tokensPerSecond: 120_000, peakBytes: 2 ** 33, mfu: 0.4,
+    kernelProfile: { activities: 7, sumMs: 10, top: [{ name: "sm90_xmma_gemm|bf16", count: 5, totalMs: 7.5 }, { name: "triton_poi_fused_add_0", count: 2, totalMs: 2.5 }] },
+  };
+  const failed = { ...tuned, size: "8b", kernelProfile: { error: "RuntimeError: CUPTI busy" } };
+  const dir = await mkdtemp(join(tmpdir(), "splint-summarize-"));
+  try {
+    await writeFile(join(dir, "results.jsonl"), [tuned, failed].map((r) => JSON.stringify(r)).join("\n"));
+    await writeFile(join(dir, "machine.txt"), "test machine");
+    const run = spawnSync(python, [join(ROOT, "bench", "reference", "summarize.py"), "--results", join(dir, "results.jsonl"), "--machine", join(dir, "machine.txt"), "--out-dir", dir], { encoding: "utf8" });
+    assert.equal(run.status, 0, run.stderr);
+    const md = await readFile(join(dir, (await readdir(dir)).find((f) => f.endsWith(".md"))!), "utf8");
+    assert.match(md, /## The reference's step by kernel/);
+    assert.match(md, /\*\*3b, [^\n]*\*\*: 7 activities, 10\.0 ms summed\./);
+    assert.ok(md.includes("| sm90_xmma_gemm\\|bf16 | 5 | 7.5 | 75.0% |"), md);
+    assert.ok(md.includes("| triton_poi_fused_add_0 | 2 | 2.5 | 25.0% |"), md);
+    assert.match(md, /\*\*8b, [^\n]*\*\*: no kernel profile \(RuntimeError: CUPTI busy\)\./);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
