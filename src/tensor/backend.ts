@@ -170,7 +170,9 @@ export interface Backend {
    * skips them).
    * precision "bf16" (the fast tier, as autocast runs SDPA): q, k, v (and dout in the backward) are
    * rounded to bf16 and the products run on bf16 operands with f32 accumulation (tensor cores on
-   * CUDA); the softmax statistics stay f32. "f32" (default) is exact.
+   * CUDA); the softmax statistics stay f32, and out is written in bf16 (as SDPA writes it for
+   * bf16 operands; the backward's δ = rowsum(out·dout) then reads that out). "f32" (default) is
+   * exact, out f32.
    */
   attention(
     q: Tensor,

@@ -150,7 +150,7 @@ export function allocatorBucket(bytes: number): number {
  * consumers' products round to bf16 anyway: LoraLinear.inputDtype). A LoRA linear (Graph.loraLinear)
  * leaves its output and x·Aᵀ (r; both bf16 with precision "bf16", as under autocast): the update is accumulated into the output by the matmul and
  * the dropout mask is recomputed from its seed. The body: norm (+ one f32 rstd a row), q/k/v, RoPE of
- * q and k, attention (its output and one f32 log-sum-exp per head), o, the residual add, norm,
+ * q and k, attention (its output, bf16 with precision "bf16", and one f32 log-sum-exp per head), o, the residual add, norm,
  * gate/up, SwiGLU, down, the residual add.
  */
 export function layerBytesPerRow(w: LayerWidths, targeted: (name: string) => number | null, precision: "bf16" | "f32"): number {
@@ -172,7 +172,7 @@ export function layerBytesPerRow(w: LayerWidths, targeted: (name: string) => num
     freed("q") + narrow * q + // q's u and its rope
     freed("k") + narrow * kv +
     lin("v", kv) +
-    F32 * (q + w.heads) + // attention output and log-sum-exp
+    narrow * q + F32 * w.heads + // attention output (bf16 in the fast tier, as SDPA's) and log-sum-exp
     freed("o") + F32 * D + // o's u and the residual add
     narrow * D + F32 + // post norm
     lin("gate", I) + lin("up", I) + narrow * I + // swiglu

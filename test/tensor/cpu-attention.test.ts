@@ -84,7 +84,7 @@ test("attention over several query blocks (T, S > 64): forward and gradients aga
   }
 });
 
-test("precision bf16 is exact attention of q, k, v and dout rounded to bf16, and differs from f32", () => {
+test("precision bf16 is exact attention of q, k, v and dout rounded to bf16, out written in bf16, and differs from f32", () => {
   const random = rng(13);
   const mask = { kind: "causal", queryOffset: 0 } as const; // q [1, 9, 2, 6], k/v [1, 9, 1, 6]
   const q = randomF32(random, 9 * 2 * 6, -2, 2);
@@ -92,13 +92,21 @@ test("precision bf16 is exact attention of q, k, v and dout rounded to bf16, and
   const v = randomF32(random, 9 * 6);
   const dout = randomF32(random, 9 * 2 * 6);
   const rounded = (x: Float32Array): Float32Array => Float32Array.from(backend.read(backend.cast(backend.upload(x, [x.length], "f32"), "bf16")));
-  const run = (qx: Float32Array, kx: Float32Array, vx: Float32Array, dx: Float32Array, precision: "f32" | "bf16") => {
-    const [qt, kt, vt] = [backend.upload(qx, [1, 9, 2, 6], "f32"), backend.upload(kx, [1, 9, 1, 6], "f32"), backend.upload(vx, [1, 9, 1, 6], "f32")];
-    const { out, lse } = backend.attention(qt, kt, vt, mask, 0.4, precision);
-    const grads = backend.attentionBackward(qt, kt, vt, out, lse, backend.upload(dx, [1, 9, 2, 6], "f32"), mask, 0.4, precision);
-    return [out, lse, grads.dq, grads.dk, grads.dv].map((x) => Array.from(backend.read(x)));
-  };
-  const fast = run(q, k, v, dout, "bf16");
-  assert.deepEqual(fast, run(rounded(q), rounded(k), rounded(v), rounded(dout), "f32"));
-  assert.notDeepEqual(fast[0], run(q, k, v, dout, "f32")[0]);
+  const up = (x: Float32Array, shape: number[]) => backend.upload(x, shape, "f32");
+  const [qt, kt, vt] = [up(q, [1, 9, 2, 6]), up(k, [1, 9, 1, 6]), up(v, [1, 9, 1, 6])];
+  const fast = backend.attention(qt, kt, vt, mask, 0.4, "bf16");
+  assert.equal(fast.out.dtype, "bf16");
+  const fastGrads = backend.attentionBackward(qt, kt, vt, fast.out, fast.lse, up(dout, [1, 9, 2, 6]), mask, 0.4, "bf16");
+  // The exact tier on the rounded operands; its out rounded is the fast tier's, and the backward's
+  // δ reads that rounded out.
+  const [qr, kr, vr] = [up(rounded(q), [1, 9, 2, 6]), up(rounded(k), [1, 9, 1, 6]), up(rounded(v), [1, 9, 1, 6])];
+  const exact = backend.attention(qr, kr, vr, mask, 0.4, "f32");
+  assert.equal(exact.out.dtype, "f32");
+  const outRounded = rounded(Float32Array.from(backend.read(exact.out)));
+  assert.deepEqual(Array.from(backend.read(fast.out)), Array.from(outRounded));
+  assert.deepEqual(Array.from(backend.read(fast.lse)), Array.from(backend.read(exact.lse)));
+  const exactGrads = backend.attentionBackward(qr, kr, vr, up(outRounded, [1, 9, 2, 6]), exact.lse, up(rounded(dout), [1, 9, 2, 6]), mask, 0.4, "f32");
+  for (const g of ["dq", "dk", "dv"] as const) assert.deepEqual(Array.from(backend.read(fastGrads[g])), Array.from(backend.read(exactGrads[g])), g);
+  const f32 = backend.attention(qt, kt, vt, mask, 0.4, "f32");
+  assert.notDeepEqual(Array.from(backend.read(fast.out)), Array.from(backend.read(f32.out)));
 });

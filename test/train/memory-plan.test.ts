@@ -54,20 +54,20 @@ function inputs14b(config: Mistral3Config): PlanInputs {
   };
 }
 
-test("one decoder layer of the tiny config keeps 1912 bytes per token (counted op by op)", () => {
+test("one decoder layer of the tiny config keeps 1784 bytes per token (counted op by op)", () => {
   // D 48, q 4·16 = 64, kv 2·16 = 32, I 96, r 16, precision bf16: norms, RoPE and SwiGLU write bf16,
-  // and a LoRA linear [out, in] leaves its output (out) and x·Aᵀ (r), both bf16; attention f32.
+  // and a LoRA linear [out, in] leaves its output (out) and x·Aᵀ (r), both bf16; attention's output bf16.
   // The outputs of q and k (read by no backward: RoPE's does not) and of o and down (only a
   // residual add reads them) are freed when the layer's scope returns; their u stays.
   // norm 2·48 + rstd 4 = 100; q's u 2·16 = 32 + rope 2·64; k's u 32 + rope 2·32; v 2·(32+16) = 96;
-  // attention 4·(64 + 4 lse) = 272; o's u 32 + add 4·48; norm 100; gate, up 2·(96+16) = 224 each
+  // attention 2·64 + 4·4 lse = 144; o's u 32 + add 4·48; norm 100; gate, up 2·(96+16) = 224 each
   // + swiglu 2·96; down's u 32 + add 192.
-  const hand = 100 + (32 + 128) + (32 + 64) + 96 + 272 + (32 + 192) + 100 + (224 + 224 + 192) + (32 + 192);
-  assert.equal(hand, 1912);
+  const hand = 100 + (32 + 128) + (32 + 64) + 96 + 144 + (32 + 192) + 100 + (224 + 224 + 192) + (32 + 192);
+  assert.equal(hand, 1784);
   const w = { hidden: 48, q: 64, kv: 32, intermediate: 96, heads: 4 };
   assert.equal(layerBytesPerRow(w, () => 16, "bf16"), hand);
-  // precision f32: every kept output and u f32, norms, RoPE and SwiGLU (48 + 64 + 32 + 48 + 96 elements) too.
-  assert.equal(layerBytesPerRow(w, () => 16, "f32"), hand + 2 * (4 * 16 + (32 + 16) + 2 * (96 + 16)) + 2 * (48 + 64 + 32 + 48 + 96));
+  // precision f32: every kept output and u f32, norms, RoPE, SwiGLU and attention's output (48 + 64 + 32 + 48 + 96 + 64 elements) too.
+  assert.equal(layerBytesPerRow(w, () => 16, "f32"), hand + 2 * (4 * 16 + (32 + 16) + 2 * (96 + 16)) + 2 * (48 + 64 + 32 + 48 + 96 + 64));
   // No adapter: plain linears write f32 outputs (v, gate, up kept; q, k, o, down freed) and leave no x·Aᵀ.
   assert.equal(layerBytesPerRow(w, () => null, "bf16"), hand + 4 * (32 + 2 * 96) - 2 * ((32 + 16) + 2 * (96 + 16)) - 4 * 2 * 16);
 });
@@ -84,10 +84,10 @@ test("activations of a tiny micro-batch, by hand: saved layer outputs + the wide
     recompute: true,
   };
   // 20 tokens, 16 patches, 4 merged features, 6 scored rows.
-  // Text replay per token: 1912 + backward 2·(2·96) + 4·(96 + 2·48) + residual gradient 2·4·48 = 3448; ×20.
-  // Vision layer per patch (D 32, heads 2 × 16, I 64): 68 + 32+64 + 32+64 + 96 + 136 + 32+128
-  // + 68 + 160+160+128 + 32+128 = 1328, + backward 2·(2·64) + 4·(64 + 2·32) + residual 2·4·32 = 2352; ×16 = 37632.
-  const layer = 20 * 3448;
+  // Text replay per token: 1784 + backward 2·(2·96) + 4·(96 + 2·48) + residual gradient 2·4·48 = 3320; ×20.
+  // Vision layer per patch (D 32, heads 2 × 16, I 64): 68 + 32+64 + 32+64 + 96 + 72 + 32+128
+  // + 68 + 160+160+128 + 32+128 = 1264, + backward 2·(2·64) + 4·(64 + 2·32) + residual 2·4·32 = 2288; ×16 = 36608.
+  const layer = 20 * 3320;
   const saved = 4 * (2 * 20 * 48 + 2 * 16 * 32);
   const visionOther = 4 * (16 * (2 * 588 + 2 * 32 + 16) + 16 * 32 + 4 * (32 * 4 + 32 + 3 * 48));
   const textOther = 4 * (20 * (3 * 48 + 2 * 16) + 6 * (48 + 64));
@@ -95,7 +95,7 @@ test("activations of a tiny micro-batch, by hand: saved layer outputs + the wide
   assert.deepEqual(got, { saved, layer, other: visionOther + textOther, total: saved + layer + visionOther + textOther });
   // Without recomputation both towers' bodies are on the tape at once.
   const all = activationBytes({ ...inputs, recompute: false });
-  assert.equal(all.layer, 2 * 20 * 1912 + 2 * 16 * 1328 + 20 * (2 * 2 * 96 + 4 * (96 + 2 * 48) + 2 * 4 * 48));
+  assert.equal(all.layer, 2 * 20 * 1784 + 2 * 16 * 1264 + 20 * (2 * 2 * 96 + 4 * (96 + 2 * 48) + 2 * 4 * 48));
 });
 
 test("the 14B FP8 checkpoint, by hand: 11.33 GiB of fp8 linears, 2.99 GiB bf16, LoRA 70.0M params", () => {

@@ -14,7 +14,7 @@ import { TensorError } from "../../tensor/errors.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { arrayReader, gemm } from "./matmul.ts";
 import { attentionDims } from "../../tensor/checks.ts";
-import { type CpuAllocator, f32Of, i32Of, valuesF32 } from "./storage.ts";
+import { type CpuAllocator, f32Of, fromF32As, i32Of, valuesF32 } from "./storage.ts";
 
 const BLOCK = 64;
 
@@ -162,7 +162,9 @@ export function attention(
       }
     }
   }
-  return { out: alloc.fromF32(out, q.shape), lse: alloc.fromF32(lse, [nb, hq, nt]) };
+  // The fast tier writes out in bf16, as SDPA does for bf16 operands (its one consumer, the output
+  // projection, rounds it to bf16 anyway).
+  return { out: fromF32As(alloc, out, q.shape, precision === "bf16" ? "bf16" : "f32", "attention"), lse: alloc.fromF32(lse, [nb, hq, nt]) };
 }
 
 /**

@@ -723,11 +723,13 @@ function buildBackend(lib: SplintCudaLib, ctx: CtxHandle, deviceName: string): C
       const [b, t, s, hq, hkv, d] = checkedAttentionDims(op, q0, k0, v0);
       const m = maskArgs(op, mask, b, t, s);
       const { operands: [q, k, v], temps } = flashOperands(precision, [q0, k0, v0]);
-      const out = f32Like(q0);
+      // The fast tier writes out in bf16, as SDPA does for bf16 operands: half the bytes, and its
+      // one consumer (the output projection) rounds it to bf16 anyway.
+      const out = alloc(q0.shape, precision === "bf16" ? "bf16" : "f32");
       const lse = alloc([b, hq, t], "f32");
       const head = [ctx, p(q!, op), dtypeCode(q!), p(k!, op), dtypeCode(k!), p(v!, op), dtypeCode(v!), b, t, s, hq, hkv, d, scale] as const;
       const maskPtrs = [m.kind, m.queryOffset, m.keyValid, m.segStart, m.segEnd] as const;
-      const outputs = [p(out, op), DTYPE_CODE.f32, p(lse, op)] as const;
+      const outputs = [p(out, op), dtypeCode(out), p(lse, op)] as const;
       ok(
         precision === "bf16"
           ? lib.flash_attention(...head, ...maskPtrs, m.segTiles, m.tileCount, ...outputs)
