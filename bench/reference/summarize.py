@@ -72,6 +72,12 @@ def cell(name):
     return name.replace("|", "\\|")
 
 
+def kernel_table(kernels, total_ms, share):
+    """A table of kernels by name ({name, count, totalMs}; names cut at 160 characters), then a blank line."""
+    return (["| kernel | count | GPU ms | " + share + " |", "| --- | ---: | ---: | ---: |"]
+            + [f"| {cell(k['name'][:160])} | {k['count']} | {k['totalMs']:.1f} | {percent(k['totalMs'], total_ms)} |" for k in kernels] + [""])
+
+
 def idle_lines(idle, span_ms):
     """bench/step-timeline.ts idleMarkdown: where the timeline's idle lies (rows written before it have no "idle")."""
     def at(g):
@@ -252,10 +258,7 @@ def main():
                 train += [f"**{r['size']}, {label(r)}**: no timeline (CUPTI unavailable; its reason is in log.txt).", ""]
                 continue
             train += [f"**{r['size']}, {label(r)}**: {timeline_sentence(t)}", "",
-                      "| kernel | count | GPU ms | share of busy |", "| --- | ---: | ---: | ---: |"]
-            for k in t["topKernels"][:10]:
-                train.append(f"| {cell(k['name'])} | {k['count']} | {k['totalMs']:.1f} | {percent(k['totalMs'], t['busyMs'])} |")
-            train.append("")
+                      *kernel_table(t["topKernels"][:10], t["busyMs"], "share of busy")]
             if t.get("idle"):
                 train += idle_lines(t["idle"], t["spanMs"]) + [""]
     profiled = [r for r in rows if r.get("kernelProfile")]
@@ -270,10 +273,7 @@ def main():
                 train += [f"**{r['size']}, {label(r)}**: no kernel profile ({kp['error']}).", ""]
                 continue
             train += [f"**{r['size']}, {label(r)}**: {kp['activities']} activities, {kp['sumMs']:.1f} ms summed.", "",
-                      "| kernel | count | GPU ms | share of the sum |", "| --- | ---: | ---: | ---: |"]
-            for k in kp["top"][:25]:
-                train.append(f"| {cell(k['name'][:160])} | {k['count']} | {k['totalMs']:.1f} | {percent(k['totalMs'], kp['sumMs'])} |")
-            train.append("")
+                      *kernel_table(kp["top"][:25], kp["sumMs"], "share of the sum")]
     if rows:
         lines += train
     if evals:
