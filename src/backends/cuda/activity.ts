@@ -82,9 +82,8 @@ export function decodeNames(buffer: Buffer, stride: number, count: number): stri
  */
 export function timelineFrom(t: ActivityTimeline, fromNs: bigint, topNames: number): ActivityTimeline {
   const { startNs, endNs, nameIndex, names } = t.records;
-  const kept = Array.from(nameIndex.keys())
-    .filter((i) => startNs[i]! >= fromNs)
-    .sort((a, b) => (startNs[a]! < startNs[b]! ? -1 : startNs[a]! > startNs[b]! ? 1 : endNs[a]! < endNs[b]! ? -1 : endNs[a]! > endNs[b]! ? 1 : 0));
+  // The records come sorted by start (ActivityRecords), so the kept ones are too.
+  const kept = Array.from(nameIndex.keys()).filter((i) => startNs[i]! >= fromNs);
   const perName = new Map<number, { count: number; totalNs: number }>();
   let kernels = 0;
   let memcpys = 0;
@@ -113,7 +112,8 @@ export function timelineFrom(t: ActivityTimeline, fromNs: bigint, topNames: numb
   }
   busyNs += Number(runEnd - runStart);
   const firstStartNs = kept.length > 0 ? startNs[kept[0]!]! : 0n;
-  const lastEndNs = kept.reduce((last, i) => (endNs[i]! > last ? endNs[i]! : last), 0n);
+  // Each run starts past every earlier end, so the last run's end is the last end of all.
+  const lastEndNs = runEnd;
   const top = [...perName.entries()]
     .map(([name, total]) => ({ name: names[name] ?? `[name ${name}]`, ...total }))
     .sort((a, b) => b.totalNs - a.totalNs || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
