@@ -10,7 +10,7 @@
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type CudaBackend, createCudaBackend } from "../src/backends/cuda/index.ts";
-import type { Moments8bit, Quantized8 } from "../src/tensor/backend.ts";
+import type { LoraDropout, Moments8bit, Quantized8 } from "../src/tensor/backend.ts";
 import { dequantizeBlockwise, packCodes, quantizeBlockwise, SIGNED_MAP, UNSIGNED_MAP } from "../src/tensor/blockwise8.ts";
 import type { DType } from "../src/tensor/dtype.ts";
 import type { Tensor } from "../src/tensor/tensor.ts";
@@ -338,14 +338,16 @@ function main(): void {
     const ldx = random(b, [tokens, width], "f32", 23);
     const shape = `[${tokens},${width}] r=${r}`;
     const xBytes = tokens * width * 2;
-    const fused = {
-      down: medianOpMs(b, () => [b.loraDown(lx, la, { ...mask, outDtype: "bf16" })]),
-      gradA: medianOpMs(b, () => [b.loraGradA(ldu, lx, mask)]),
+    // lora.cu's three fused ops with this dropout (p = 0: no mask hash per element).
+    const fusedOps = (m: LoraDropout) => ({
+      down: medianOpMs(b, () => [b.loraDown(lx, la, { ...m, outDtype: "bf16" })]),
+      gradA: medianOpMs(b, () => [b.loraGradA(ldu, lx, m)]),
       dx: medianOpMs(b, () => {
-        b.loraDxAccumulate(ldx, ldu, la, mask);
+        b.loraDxAccumulate(ldx, ldu, la, m);
         return [];
       }),
-    };
+    });
+    const fused = fusedOps(mask);
     const composite = {
       down: medianOpMs(b, () => {
         const xd = b.dropout(lx, mask.dropout, mask.seed, "bf16");
@@ -367,15 +369,7 @@ function main(): void {
         return [dxLora];
       }),
     };
-    const noMask = { ...mask, dropout: 0 };
-    const unmasked = {
-      down: medianOpMs(b, () => [b.loraDown(lx, la, { ...noMask, outDtype: "bf16" })]),
-      gradA: medianOpMs(b, () => [b.loraGradA(ldu, lx, noMask)]),
-      dx: medianOpMs(b, () => {
-        b.loraDxAccumulate(ldx, ldu, la, noMask);
-        return [];
-      }),
-    };
+    const unmasked = fusedOps({ ...mask, dropout: 0 });
     rows.push(
       { op: `loraDown (fused) ${shape}`, ms: fused.down, rate: gbs(xBytes, fused.down) },
       { op: `loraDown (fused, p = 0) ${shape}`, ms: unmasked.down, rate: gbs(xBytes, unmasked.down) },
